@@ -1,0 +1,301 @@
+"""The Worker: round-robin scheduler of generator tasks on a reactor."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections import deque
+from collections.abc import Coroutine, Generator
+from types import GeneratorType
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure as _Failure
+
+import untwisted
+from clockwork._task import _NOTHING, Task
+
+__all__ = ["Worker", "current_worker"]
+
+T = TypeVar("T")
+
+# The worker whose task is being stepped right now (there is one reactor
+# thread, so a plain global is enough); None outside any step.
+_stepping: Worker | None = None
+_default: Worker | None = None
+
+
+def current_worker() -> Worker:
+    """The worker running the calling task, or the default worker outside tasks."""
+    if _stepping is not None:
+        return _stepping
+    return default_worker()
+
+
+def default_worker() -> Worker:
+    """The worker of ``clockwork.spawn``; its tasks advance when the reactor runs."""
+    global _default
+    if _default is None:
+        _default = Worker(autorun=True)
+    return _default
+
+
+def _as_generator(
+    x: Generator[Any, Any, T] | Coroutine[Any, Any, T],
+) -> Generator[Any, Any, T]:
+    if isinstance(x, GeneratorType):
+        return x
+    if inspect.iscoroutine(x):
+        return _await_in_task(x)
+    raise TypeError(f"a task must be a generator or a coroutine, not {x!r}")
+
+
+def _await_in_task(coro: Coroutine[Any, Any, T]) -> Generator[Any, Any, T]:
+    result: T = yield Deferred.fromCoroutine(coro)
+    return result
+
+
+class _Resume:
+    """The callback a task hangs on a Deferred it waits for.
+
+    If the Deferred has already fired, the callback runs at once, while the
+    task's step is still on the stack: then it only records the result and the
+    step goes on without a trip through the reactor (as inlineCallbacks does).
+    Otherwise it makes the task ready again.
+    """
+
+    __slots__ = ("parked", "result", "task")
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.parked = False
+        self.result: Any = _NOTHING
+
+    def __call__(self, result: Any, d: Deferred[Any]) -> None:
+        if not self.parked:
+            self.result = result
+            return None
+        task = self.task
+        if task._waiting is not d:  # cancelled meanwhile
+            return None
+        task._waiting = None
+        if isinstance(result, _Failure):
+            task._throw = result.value
+        else:
+            task._value = result
+        task._worker._make_ready(task)
+        return None  # the task consumed the result, errors included
+
+
+class Worker:
+    """Runs generator tasks round-robin, one step at a time, on a reactor.
+
+    A step runs a task until it yields: a bare ``yield`` gives up control
+    until its next turn; ``yield`` of a generator runs it as a subroutine (its
+    ``return`` value is the value of the ``yield``); ``yield`` of a Deferred,
+    coroutine or awaitable waits for it without using CPU.
+
+    Tasks of a worker you create advance only when you call :meth:`tick` or
+    :meth:`work`, which makes ``tick()`` a precise single-step tool. The
+    default worker (``autorun=True``, used by ``clockwork.spawn``) advances
+    whenever the reactor runs, whoever drives it.
+
+    Call from the reactor's thread.
+
+    Args:
+        driver: The untwisted driver (and so the reactor) to use; default the
+            global one.
+        autorun: Step ready tasks from reactor callbacks, without ``work()``.
+        time_slice: At most about this many seconds of task steps run before
+            the reactor gets to handle I/O and timers again.
+    """
+
+    def __init__(
+        self,
+        driver: untwisted.Driver | None = None,
+        *,
+        autorun: bool = False,
+        time_slice: float = 0.002,
+    ) -> None:
+        self.driver = driver if driver is not None else untwisted.default_driver()
+        self._autorun = autorun
+        self._time_slice = time_slice
+        self._ready: deque[Task] = deque()
+        self._unfinished: set[Task] = set()
+        self._slice_call: Any = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Worker {len(self._unfinished)} tasks, {len(self._ready)} ready"
+            f"{', autorun' if self._autorun else ''}>"
+        )
+
+    @property
+    def reactor(self) -> untwisted.DrivableReactor:
+        """The reactor this worker's tasks wait on."""
+        return self.driver.reactor
+
+    @property
+    def tasks(self) -> frozenset[Task]:
+        """The tasks assigned and not yet finished."""
+        return frozenset(self._unfinished)
+
+    # -- assigning --------------------------------------------------------
+
+    def assign(
+        self,
+        gen: Generator[Any, Any, Any] | Coroutine[Any, Any, Any],
+        name: str | None = None,
+    ) -> Task:
+        """Add a generator (or coroutine) as a new task, ready to run.
+
+        Returns the :class:`Task`; its first step runs on a later tick.
+        """
+        g = _as_generator(gen)
+        task = Task(g, self, name or getattr(gen, "__qualname__", None) or repr(gen))
+        self._unfinished.add(task)
+        self._make_ready(task)
+        return task
+
+    def as_deferred(self, x: object) -> Deferred[Any]:
+        """A Deferred for ``x``; a generator becomes a task of this worker."""
+        if isinstance(x, GeneratorType):
+            return self.assign(x).deferred
+        return untwisted.as_deferred(x)
+
+    # -- running ------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Run one step of the next ready task, then one non-blocking reactor step."""
+        if self._ready:
+            self._step(self._ready.popleft())
+        self.driver.tick(0)
+
+    def work(self, timeout: float | None = None) -> None:
+        """Run until every assigned task has finished.
+
+        Waits in the reactor (no CPU) while all tasks wait. On expiry of
+        ``timeout`` seconds the unfinished tasks are cancelled and
+        :class:`untwisted.Timeout` is raised.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while self._unfinished:
+                if self._ready:
+                    self._run_ready()
+                    self.driver.tick(0)
+                    continue
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise untwisted.Timeout(
+                        f"{self!r}.work() did not finish within {timeout:g} s; "
+                        "its tasks were cancelled"
+                    )
+                self.driver.tick(remaining)
+        except BaseException:
+            for task in list(self._unfinished):
+                task.cancel()
+            raise
+
+    def _make_ready(self, task: Task) -> None:
+        self._ready.append(task)
+        if self._autorun and self._slice_call is None:
+            self._slice_call = self.reactor.callLater(0, self._run_slice)
+
+    def _run_slice(self) -> None:
+        self._slice_call = None
+        self._run_ready()
+        if self._ready and self._slice_call is None:
+            self._slice_call = self.reactor.callLater(0, self._run_slice)
+
+    def _run_ready(self) -> None:
+        # Round robin through the ready queue, a step per task per turn, for
+        # up to one time slice; then the caller lets the reactor run.
+        ready = self._ready
+        deadline = time.perf_counter() + self._time_slice
+        steps = 0
+        while ready:
+            self._step(ready.popleft())
+            steps += 1
+            if not steps & 31 and time.perf_counter() > deadline:
+                break
+
+    def _task_finished(self, task: Task) -> None:
+        self._unfinished.discard(task)
+
+    def _step(self, task: Task) -> None:
+        """Advance ``task`` until it yields control, waits, or finishes."""
+        global _stepping
+        if task.done:  # cancelled while it sat in the ready queue
+            return
+        stack = task._stack
+        value, error = task._value, task._throw
+        task._value = task._throw = None
+        outer, _stepping = _stepping, self
+        task._running = True
+        try:
+            while True:
+                gen = stack[-1]
+                try:
+                    if error is None:
+                        yielded = gen.send(value)
+                    else:
+                        yielded, error = gen.throw(error), None
+                except StopIteration as stop:
+                    stack.pop()
+                    if not stack:
+                        task._running = False
+                        task._finish(stop.value, None)
+                        return
+                    value = stop.value
+                    continue
+                except BaseException as e:
+                    stack.pop()
+                    # Drop this scheduler frame from the traceback so it reads
+                    # like a plain call chain of the user's generators.
+                    if e.__traceback__ is not None:
+                        e.__traceback__ = e.__traceback__.tb_next
+                    if stack:
+                        value, error = None, e
+                        continue
+                    task._running = False
+                    task._finish(_NOTHING, e)
+                    if isinstance(e, KeyboardInterrupt | SystemExit):
+                        raise
+                    return
+
+                value = None
+                if yielded is None:  # plain yield: back of the queue
+                    self._ready.append(task)
+                    return
+                if isinstance(yielded, GeneratorType):  # subroutine call
+                    stack.append(yielded)
+                    continue
+                if not isinstance(yielded, Deferred):
+                    try:
+                        yielded = untwisted.as_deferred(yielded)
+                    except TypeError:
+                        error = TypeError(
+                            f"task {task.name!r} yielded {yielded!r}; a clockwork "
+                            "generator may yield None (give up control), a generator "
+                            "(call it), or a Deferred, coroutine or awaitable (wait "
+                            "for it)"
+                        )
+                        continue
+                resume = _Resume(task)
+                yielded.addBoth(resume, yielded)
+                if resume.result is not _NOTHING:  # already fired: go on now
+                    if isinstance(resume.result, _Failure):
+                        error = resume.result.value
+                    else:
+                        value = resume.result
+                    continue
+                resume.parked = True
+                task._waiting = yielded
+                return
+        finally:
+            _stepping = outer
+            task._running = False
+            if task._cancel_requested and not task.done:
+                task._cancel_requested = False
+                task.cancel()

@@ -1,0 +1,329 @@
+"""Drive a Twisted reactor from blocking code, one iteration at a time.
+
+Twisted's own entry point, ``reactor.run()``, blocks until somebody calls
+``reactor.stop()`` and a stopped reactor can never run again. A blocking
+program wants the opposite: run the reactor *until this one thing is done*,
+return to plain Python, and do it again later as often as it likes.
+
+``IReactorCore.run()`` is ``startRunning()`` (fire the startup triggers,
+install signal handlers) followed by a loop of ``iterate()`` calls. The
+:class:`Driver` does the first half once, lazily, and then calls the public
+``iterate()`` only while a caller waits. The reactor is never stopped, so it
+stays usable; at interpreter exit it is stopped once so that Twisted's
+shutdown triggers fire (procwork terminates its children there).
+"""
+
+from __future__ import annotations
+
+import atexit
+import signal
+import threading
+import time
+from collections.abc import Callable, Coroutine, Generator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any, Protocol, TypeVar, cast
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
+
+from untwisted._adapt import as_deferred
+from untwisted._errors import ForeignThreadError, ReentrancyError, Timeout
+
+__all__ = ["DrivableReactor", "Driver"]
+
+T = TypeVar("T")
+
+
+class DrivableReactor(Protocol):
+    """What the driver needs of a reactor: Twisted's ``ReactorBase`` has it."""
+
+    running: bool
+
+    def startRunning(self, installSignalHandlers: bool = True) -> None: ...
+    def iterate(self, delay: float = 0.0) -> None: ...
+    def timeout(self) -> float | None: ...
+    def stop(self) -> None: ...
+    def addSystemEventTrigger(
+        self, phase: str, eventType: str, callable: Callable[..., Any], *args: Any
+    ) -> Any: ...
+    def callLater(
+        self, delay: float, callable: Callable[..., Any], *args: Any
+    ) -> Any: ...
+    def seconds(self) -> float: ...
+
+
+def _global_reactor() -> DrivableReactor:
+    # Imported here, not at module import: importing untwisted must not
+    # install a reactor, so a program can still choose its own first.
+    from twisted.internet import reactor
+
+    return cast(DrivableReactor, reactor)
+
+
+class Driver:
+    """Runs one reactor on behalf of blocking callers.
+
+    Which thread may call: the first thread that drives the reactor owns it;
+    a call from any other thread raises :class:`ForeignThreadError`.
+
+    Args:
+        reactor: The reactor to drive; default the global Twisted reactor,
+            imported on first use.
+        register_atexit: Called once with the shutdown hook when the reactor
+            is started (default :func:`atexit.register`); tests inject it.
+        shutdown_timeout: At most this many seconds are spent at exit waiting
+            for Twisted's shutdown triggers.
+    """
+
+    def __init__(
+        self,
+        reactor: DrivableReactor | None = None,
+        *,
+        register_atexit: Callable[[Callable[[], None]], object] = atexit.register,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        self._reactor = reactor
+        self._register_atexit = register_atexit
+        self._shutdown_timeout = shutdown_timeout
+        self._started = False
+        self._owner: int | None = None
+        self._depth = 0  # > 0 while this driver is inside reactor.iterate()
+        self._pending_signal: int | None = None
+
+    # -- the reactor ---------------------------------------------------
+
+    @property
+    def reactor(self) -> DrivableReactor:
+        """The reactor this driver runs (imported lazily)."""
+        if self._reactor is None:
+            self._reactor = _global_reactor()
+        return self._reactor
+
+    @property
+    def inside(self) -> bool:
+        """True while code runs inside this reactor (a callback, a task)."""
+        return self._depth > 0
+
+    def _check_caller(self, what: str) -> None:
+        me = threading.get_ident()
+        if self._owner is not None and self._owner != me:
+            raise ForeignThreadError(
+                f"untwisted.{what}() called from thread {me}, but the reactor is "
+                f"driven by thread {self._owner}; hand the work to that thread "
+                "with reactor.callFromThread() instead"
+            )
+        if self._depth:
+            raise ReentrancyError(
+                f"untwisted.{what}() called from inside the reactor (a callback or "
+                "a clockwork task) would wait on itself forever; use 'yield' in a "
+                "generator or 'await' in 'async def' instead"
+            )
+
+    def _ensure_started(self, what: str) -> DrivableReactor:
+        self._check_caller(what)
+        reactor = self.reactor
+        if self._started:
+            return reactor
+        if reactor.running:
+            raise ReentrancyError(
+                f"untwisted.{what}() called while the program's own reactor.run() "
+                "is running; inside it, 'yield' or 'await' instead of blocking"
+            )
+        on_main = threading.current_thread() is threading.main_thread()
+        previous = _interrupt_handlers() if on_main else {}
+        with self._inside():
+            reactor.startRunning(installSignalHandlers=on_main)
+        self._started = True
+        self._owner = threading.get_ident()
+        if on_main:
+            # startRunning installed Twisted's SIGINT/SIGTERM handlers, which
+            # call reactor.stop(), and a stopped reactor can never restart.
+            # Replace them once startup has finished (an 'after' trigger runs
+            # after Twisted's own 'during' install, even if startup waits).
+            reactor.addSystemEventTrigger(
+                "after", "startup", self._install_interrupt_handlers, previous
+            )
+        self._register_atexit(self.shutdown)
+        return reactor
+
+    # -- signals -------------------------------------------------------
+
+    def _install_interrupt_handlers(self, previous: dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            if handler in (signal.default_int_handler, signal.SIG_DFL):
+                signal.signal(signum, self._on_interrupt)
+            else:
+                signal.signal(signum, handler)  # the program's own; keep it
+
+    def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
+        # Inside reactor.iterate() an exception raised from a signal handler
+        # could tear a Twisted callback in half and corrupt the reactor, so
+        # there we only note the signal (Twisted's wakeup fd has already woken
+        # the poller) and raise it between iterations. A second signal while
+        # one is pending raises at once: a step stuck in a busy loop can still
+        # be interrupted by pressing Ctrl-C twice.
+        if self._depth and self._pending_signal is None:
+            self._pending_signal = signum
+            return
+        self._pending_signal = None
+        raise _exception_for(signum)
+
+    def _raise_pending_signal(self) -> None:
+        signum = self._pending_signal
+        if signum is not None:
+            self._pending_signal = None
+            raise _exception_for(signum)
+
+    @contextmanager
+    def _inside(self) -> Generator[None, None, None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+
+    # -- the public operations ------------------------------------------
+
+    def add(self, x: object) -> Deferred[Any]:
+        """Start ``x`` (Deferred, coroutine, awaitable or clockwork generator).
+
+        Returns a Deferred for its result. Nothing runs further until the
+        reactor is driven (``tick``, ``run``, or a program's ``reactor.run()``).
+        """
+        return as_deferred(x)
+
+    def tick(self, timeout: float | None = 0.0) -> None:
+        """Run one reactor iteration.
+
+        Runs the timers that are due, then waits at most ``timeout`` seconds
+        (less if a timer falls due sooner; ``None``: until a timer or I/O) for
+        I/O and handles it.
+        """
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"untwisted.tick(timeout={timeout!r}): must be >= 0")
+        reactor = self._ensure_started("tick")
+        self._iterate(reactor, timeout)
+
+    def _iterate(self, reactor: DrivableReactor, limit: float | None) -> None:
+        delay = reactor.timeout()
+        if limit is not None and (delay is None or delay > limit):
+            delay = limit
+        with self._inside():
+            reactor.iterate(delay)  # type: ignore[arg-type]  # None: wait for I/O
+        self._raise_pending_signal()
+
+    def run(
+        self,
+        x: Deferred[T] | Coroutine[Any, Any, T] | Generator[Any, Any, T] | object,
+        timeout: float | None = None,
+    ) -> Any:
+        """Block until ``x`` finishes; return its result or raise its error.
+
+        Args:
+            x: A Deferred, coroutine, awaitable or clockwork generator.
+            timeout: Seconds to wait; on expiry ``x`` is cancelled (which
+                kills any process it owns) and :class:`Timeout` is raised.
+                ``None`` waits for ever, at no CPU cost.
+
+        Raises:
+            Timeout: ``x`` did not finish in time.
+            ReentrancyError: called from inside the reactor.
+            KeyboardInterrupt: Ctrl-C while waiting; ``x`` is cancelled first
+                and the reactor stays usable.
+        """
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"untwisted.run(timeout={timeout!r}): must be >= 0")
+        self._check_caller("run")
+        d = self.add(x)
+        box: list[object] = []
+        d.addBoth(_capture, box)
+        if not box:
+            self._wait(d, box, x, timeout)
+        result = box[0]
+        if isinstance(result, Failure):
+            raise _exception_of(result)
+        return result
+
+    def _wait(
+        self, d: Deferred[Any], box: list[object], x: object, timeout: float | None
+    ) -> None:
+        reactor = self._ensure_started("run")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not box:
+                if deadline is None:
+                    self._iterate(reactor, None)
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    d.cancel()
+                    expired = Failure(
+                        Timeout(
+                            f"untwisted.run({_describe(x)}) did not finish within "
+                            f"{timeout:g} s; it was cancelled"
+                        )
+                    )
+                    if not box:
+                        box.append(expired)
+                    elif isinstance(box[0], Failure) and box[0].check(CancelledError):
+                        box[0] = expired
+                    return
+                self._iterate(reactor, remaining)
+        except BaseException:
+            # Ctrl-C, SystemExit or a bug: don't leave x running unattended.
+            if not box:
+                d.cancel()
+            raise
+
+    def shutdown(self) -> None:
+        """Stop the reactor once, firing Twisted's shutdown triggers.
+
+        Registered with :mod:`atexit` when the reactor is started. After it
+        the reactor cannot be driven again, so call it only at the very end.
+        """
+        if not self._started or self._owner != threading.get_ident():
+            return
+        reactor = self.reactor
+        if not reactor.running:
+            return
+        reactor.stop()
+        deadline = time.monotonic() + self._shutdown_timeout
+        while reactor.running and time.monotonic() < deadline:
+            with self._inside():
+                reactor.iterate(min(0.05, max(0.0, deadline - time.monotonic())))
+
+
+def _capture(result: object, box: list[object]) -> None:
+    # Taking the result (success or Failure) out of the chain also marks a
+    # Failure as handled, so Twisted does not log "Unhandled error".
+    box.append(result)
+
+
+def _exception_of(failure: Failure) -> BaseException:
+    error = failure.value
+    assert isinstance(error, BaseException)
+    return error
+
+
+def _interrupt_handlers() -> dict[int, Any]:
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _exception_for(signum: int) -> BaseException:
+    if signum == signal.SIGINT:
+        return KeyboardInterrupt()
+    # SIGTERM: exit as the shell would report death by that signal, but through
+    # SystemExit so that finally blocks and atexit hooks (child cleanup) run.
+    return SystemExit(128 + signum)
+
+
+def _describe(x: object) -> str:
+    # Say what the caller passed in, not the state the wait left it in.
+    if isinstance(x, Deferred):
+        return "<Deferred>"
+    name = getattr(x, "__qualname__", None)
+    if isinstance(name, str):
+        return f"{name}(...)"
+    text = repr(x)
+    return text if len(text) <= 80 else text[:77] + "..."
