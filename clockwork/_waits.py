@@ -131,10 +131,11 @@ def _cancel_others(ds: list[Deferred[Any]], keep: int) -> None:
 def every(seconds: float, fn: Callable[[], Any]) -> Generator[Any, Any, None]:
     """Call ``fn`` every ``seconds``, for ever (cancel the task to stop).
 
-    ``fn`` may be a plain function or a generator function (its generator is
+    ``fn`` may be a plain function, a generator function (its generator is
     run as a subroutine, so a slow call delays the next one instead of
-    overlapping it). Starts are kept on a fixed grid: a late call does not
-    shift the ones after it; grid points missed entirely are skipped.
+    overlapping it) or an ``async def`` function (awaited the same way).
+    Starts are kept on a fixed grid: a late call does not shift the ones
+    after it; grid points missed entirely are skipped.
     """
     seconds = _check_seconds("clockwork.every()", seconds)
     if seconds == 0:
@@ -144,8 +145,8 @@ def every(seconds: float, fn: Callable[[], Any]) -> Generator[Any, Any, None]:
     n = 0
     while True:
         out = fn()
-        if inspect.isgenerator(out) or isinstance(out, Deferred):
-            yield out
+        if inspect.isgenerator(out) or inspect.isawaitable(out):
+            yield out  # a subroutine, or a Deferred/coroutine to wait for
         n += 1
         now = reactor.seconds()
         due = start + n * seconds

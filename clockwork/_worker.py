@@ -6,6 +6,7 @@ import inspect
 import time
 from collections import deque
 from collections.abc import Coroutine, Generator
+from contextvars import ContextVar
 from types import GeneratorType
 from typing import Any, TypeVar
 
@@ -24,9 +25,19 @@ T = TypeVar("T")
 _stepping: Worker | None = None
 _default: Worker | None = None
 
+# The worker of a task's coroutine. A coroutine resumes from Deferred
+# callbacks, outside its task's steps, so _stepping can't say; but Twisted
+# runs it in a copy of the context it was started in, which holds this.
+_coroutine_worker: ContextVar[Worker | None] = ContextVar(
+    "clockwork_coroutine_worker", default=None
+)
+
 
 def current_worker() -> Worker:
     """The worker running the calling task, or the default worker outside tasks."""
+    worker = _coroutine_worker.get()
+    if worker is not None:
+        return worker
     if _stepping is not None:
         return _stepping
     return default_worker()
@@ -51,7 +62,7 @@ def _as_generator(
 
 
 def _await_in_task(coro: Coroutine[Any, Any, T]) -> Generator[Any, Any, T]:
-    result: T = yield Deferred.fromCoroutine(coro)
+    result: T = yield coro  # started by the worker, see Worker.as_deferred
     return result
 
 
@@ -161,14 +172,29 @@ class Worker:
         """A Deferred for ``x``; a generator becomes a task of this worker."""
         if isinstance(x, GeneratorType):
             return self.assign(x).deferred
+        if inspect.iscoroutine(x):
+            # So that clockwork.sleep, gather etc. inside the coroutine use
+            # this worker (and its reactor) after its first await, too.
+            token = _coroutine_worker.set(self)
+            try:
+                return Deferred.fromCoroutine(x)
+            finally:
+                _coroutine_worker.reset(token)
         return untwisted.as_deferred(x)
 
     # -- running ------------------------------------------------------------
 
     def tick(self) -> None:
-        """Run one step of the next ready task, then one non-blocking reactor step."""
+        """Run one step of the next ready task, then one non-blocking reactor step.
+
+        Raises:
+            untwisted.ReentrancyError: called from inside the reactor (a
+                callback or a task); ``yield`` instead.
+        """
+        self.driver.check_caller("clockwork.Worker.tick")
         if self._ready:
-            self._step(self._ready.popleft())
+            with self.driver.entered():
+                self._step(self._ready.popleft())
         self.driver.tick(0)
 
     def work(self, timeout: float | None = None) -> None:
@@ -178,19 +204,23 @@ class Worker:
         ``timeout`` seconds the unfinished tasks are cancelled and
         :class:`untwisted.Timeout` is raised.
         """
+        self.driver.check_caller("clockwork.Worker.work")
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while self._unfinished:
-                if self._ready:
-                    self._run_ready()
-                    self.driver.tick(0)
-                    continue
+                # Checked on every turn, not only when all tasks wait: a task
+                # that never stops yielding must still time out.
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise untwisted.Timeout(
                         f"{self!r}.work() did not finish within {timeout:g} s; "
                         "its tasks were cancelled"
                     )
+                if self._ready:
+                    with self.driver.entered():
+                        self._run_ready()
+                    self.driver.tick(0)
+                    continue
                 self.driver.tick(remaining)
         except BaseException:
             for task in list(self._unfinished):
@@ -204,7 +234,10 @@ class Worker:
 
     def _run_slice(self) -> None:
         self._slice_call = None
-        self._run_ready()
+        # Under a program's own reactor.run() the driver is not iterating, so
+        # say here that tasks run inside the reactor: they must not block.
+        with self.driver.entered():
+            self._run_ready()
         if self._ready and self._slice_call is None:
             self._slice_call = self.reactor.callLater(0, self._run_slice)
 
@@ -273,7 +306,7 @@ class Worker:
                     continue
                 if not isinstance(yielded, Deferred):
                     try:
-                        yielded = untwisted.as_deferred(yielded)
+                        yielded = self.as_deferred(yielded)
                     except TypeError:
                         error = TypeError(
                             f"task {task.name!r} yielded {yielded!r}; a clockwork "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from untwisted import Timeout
 
@@ -24,6 +24,11 @@ class SpawnError(ProcworkError, OSError):
     are set as on the underlying :class:`OSError` when there was one.
     """
 
+    def __str__(self) -> str:
+        # OSError would add "[Errno 2]" and the file name; the message
+        # already says both in words.
+        return str(self.strerror)
+
 
 class ProcessFailed(ProcworkError, subprocess.CalledProcessError):
     """A run with ``check=True`` exited non-zero or timed out.
@@ -34,8 +39,10 @@ class ProcessFailed(ProcworkError, subprocess.CalledProcessError):
     """
 
     def __init__(self, result: Result) -> None:
+        # returncode is None for a run that timed out before it started.
+        returncode = cast(int, result.returncode)
         subprocess.CalledProcessError.__init__(
-            self, result.returncode, result.args, result.stdout, result.stderr
+            self, returncode, result.args, result.stdout, result.stderr
         )
         self.result = result
 

@@ -25,15 +25,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal, cast
+from typing import Any, Literal, NoReturn, Protocol, cast
 
 from twisted.logger import Logger, LogLevel
 
 from procwork._errors import ConfigError
 from procwork._proctable import LinuxProcessTable, ProcessTable, ProcInfo
-
-if TYPE_CHECKING:
-    from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 __all__ = [
     "Action",
@@ -56,6 +53,20 @@ raises :class:`OSError` if it could not be signalled (e.g. permission denied).
 """
 
 _log = Logger(namespace="procwork.rules")
+
+
+# Structural stand-ins for IReactorTime / IDelayedCall: mypy cannot check
+# zope interfaces (their methods are declared without self).
+class _ReactorTime(Protocol):
+    def seconds(self) -> float: ...
+    def callLater(
+        self, delay: float, callable: Callable[..., Any], *args: Any
+    ) -> Any: ...
+
+
+class _DelayedCall(Protocol):
+    def active(self) -> bool: ...
+    def cancel(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -109,57 +120,60 @@ class Rule:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"rule name must be a non-empty string, got {self.name!r}")
+            raise ConfigError(
+                f"rule name must be a non-empty string, got {self.name!r}"
+            )
         for key in ("process_name", "cmdline", "user"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value):
-                self._invalid(key, f"must be a non-empty string, got {value!r}")
+                self._invalid(f"{key} must be a non-empty string, got {value!r}")
         if self.process_name is None and self.cmdline is None and self.user is None:
             self._invalid(
-                "process_name",
-                "no selector: set at least one of process_name, cmdline, user",
+                "no selector: set at least one of process_name, cmdline, user"
             )
         if self.cmdline is not None:
             try:
                 object.__setattr__(self, "_cmdline_re", re.compile(self.cmdline))
             except re.error as e:
-                self._invalid("cmdline", f"is not a valid regular expression ({e})")
+                self._invalid(f"cmdline is not a valid regular expression ({e})")
         for key in ("max_age", "max_cpu", "max_rss"):
             value = getattr(self, key)
             if value is not None:
                 self._check_non_negative(key, value, integer=key == "max_rss")
         if self.max_age is None and self.max_cpu is None and self.max_rss is None:
-            self._invalid(
-                "max_age", "no threshold: set at least one of max_age, max_cpu, max_rss"
-            )
+            self._invalid("no threshold: set at least one of max_age, max_cpu, max_rss")
         if self.action not in _ACTIONS:
             self._invalid(
-                "action", f"must be one of 'log', 'term', 'kill', got {self.action!r}"
+                f"action must be one of 'log', 'term', 'kill', got {self.action!r}"
             )
         self._check_non_negative("grace", self.grace)
         for key in ("dry_run", "allow_other_users"):
             if not isinstance(getattr(self, key), bool):
-                self._invalid(key, f"must be true or false, got {getattr(self, key)!r}")
+                self._invalid(
+                    f"{key} must be true or false, got {getattr(self, key)!r}"
+                )
         try:
             # Accept any iterable of pids (a list from a config file), keep a frozenset.
             pids = frozenset(self.allow_pids)
         except TypeError:
-            self._invalid("allow_pids", f"must be a list of pids, got {self.allow_pids!r}")
+            self._invalid(f"allow_pids must be a list of pids, got {self.allow_pids!r}")
         for pid in pids:
             if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-                self._invalid("allow_pids", f"must hold positive pids, got {pid!r}")
+                self._invalid(f"allow_pids must hold positive pids, got {pid!r}")
         object.__setattr__(self, "allow_pids", pids)
 
-    def _invalid(self, key: str, problem: str) -> None:
-        raise ConfigError(f"rule {self.name!r}: {key} {problem}")
+    def _invalid(self, problem: str) -> NoReturn:
+        raise ConfigError(f"rule {self.name!r}: {problem}")
 
-    def _check_non_negative(self, key: str, value: object, integer: bool = False) -> None:
+    def _check_non_negative(
+        self, key: str, value: object, integer: bool = False
+    ) -> None:
         kinds = (int,) if integer else (int, float)
         if not isinstance(value, kinds) or isinstance(value, bool):
             unit = "a whole number" if integer else "a number"
-            self._invalid(key, f"must be {unit}, got {value!r}")
+            self._invalid(f"{key} must be {unit}, got {value!r}")
         elif not math.isfinite(value) or value < 0:
-            self._invalid(key, f"must be a finite number >= 0, got {value!r}")
+            self._invalid(f"{key} must be a finite number >= 0, got {value!r}")
 
     def selects(self, process: ProcInfo) -> bool:
         """Whether the process matches every selector of this rule."""
@@ -195,9 +209,8 @@ class Rule:
         if self.max_age is not None and age > self.max_age:
             reasons.append(f"ran {_seconds(age)} s > max_age {self.max_age:g} s")
         if self.max_cpu is not None and process.cpu_seconds > self.max_cpu:
-            reasons.append(
-                f"used {_seconds(process.cpu_seconds)} CPU s > max_cpu {self.max_cpu:g} s"
-            )
+            cpu = _seconds(process.cpu_seconds)
+            reasons.append(f"used {cpu} CPU s > max_cpu {self.max_cpu:g} s")
         if self.max_rss is not None and process.rss_bytes > self.max_rss:
             reasons.append(
                 f"RSS {_bytes(process.rss_bytes)} > max_rss {_bytes(self.max_rss)}"
@@ -249,7 +262,7 @@ class _Signalled:
 
     finding: Finding
     signum: int
-    kill_call: IDelayedCall | None = None
+    kill_call: _DelayedCall | None = None
 
 
 class RuleEngine:
@@ -261,9 +274,10 @@ class RuleEngine:
     Args:
         rules: The rules, applied in order; names must be unique.
         table: Where processes are read; default :class:`LinuxProcessTable`.
-        reactor: Provides ``callLater`` for SIGKILL escalation and ``seconds()``
-            as the wall clock for process ages (the real reactor's is
-            ``time.time()``; a test ``Clock`` is advanced to the epoch wanted).
+        reactor: An ``IReactorTime``: ``callLater`` schedules SIGKILL
+            escalation and ``seconds()`` is the wall clock for process ages
+            (the real reactor's is ``time.time()``; a test ``Clock`` is
+            advanced to the epoch wanted).
             Default the global reactor, imported on first use.
         send_signal: Delivers a signal to one process; default
             :func:`signal_process` on ``table``.
@@ -279,7 +293,7 @@ class RuleEngine:
         rules: Iterable[Rule],
         table: ProcessTable | None = None,
         *,
-        reactor: IReactorTime | None = None,
+        reactor: _ReactorTime | None = None,
         send_signal: SignalSender | None = None,
         log: Logger | None = None,
         dry_run: bool = False,
@@ -298,7 +312,7 @@ class RuleEngine:
             # never installs a reactor.
             from twisted.internet import reactor as global_reactor
 
-            reactor = cast("IReactorTime", global_reactor)
+            reactor = cast(_ReactorTime, global_reactor)
         self._reactor = reactor
         self._send_signal = send_signal or functools.partial(
             signal_process, self._table
@@ -327,6 +341,9 @@ class RuleEngine:
         Returns:
             One finding per rule and matching process, in rule order per
             process. SIGKILL escalations happen later and are only logged.
+
+        Raises:
+            OSError: The process table itself cannot be read.
         """
         processes = [p for p in self._table.snapshot() if not p.is_dead]
         self._forget_exited({p.identity for p in processes})
@@ -438,7 +455,10 @@ class RuleEngine:
                 action, level = f"sent SIGKILL after grace {grace}", LogLevel.warn
             else:
                 del self._signalled[earlier.process.identity]
-                action, level = f"exited within grace {grace} after SIGTERM", LogLevel.info
+                action, level = (
+                    f"exited within grace {grace} after SIGTERM",
+                    LogLevel.info,
+                )
         self._emit(Finding(earlier.rule, current, earlier.reason, action), level)
 
     def _forget_exited(self, alive: set[tuple[int, float]]) -> None:
@@ -525,8 +545,11 @@ def _seconds(value: float) -> str:
 
 
 def _bytes(value: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    if value < 1024:
+        return f"{value:.0f} B"
+    value /= 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
         value /= 1024
-    raise AssertionError("unreachable")
+    return f"{value:.1f} GiB"

@@ -105,45 +105,66 @@ class Driver:
         """True while code runs inside this reactor (a callback, a task)."""
         return self._depth > 0
 
-    def _check_caller(self, what: str) -> None:
-        me = threading.get_ident()
-        if self._owner is not None and self._owner != me:
-            raise ForeignThreadError(
-                f"untwisted.{what}() called from thread {me}, but the reactor is "
-                f"driven by thread {self._owner}; hand the work to that thread "
-                "with reactor.callFromThread() instead"
-            )
+    def check_caller(self, what: str) -> None:
+        """Raise unless the caller may block on this reactor now.
+
+        Blocking calls (``run``, ``tick``, clockwork's ``Worker.work``) call
+        this first.
+
+        Args:
+            what: The call to name in the message, e.g. ``"untwisted.run"``.
+
+        Raises:
+            ForeignThreadError: called from a thread that does not drive the
+                reactor.
+            ReentrancyError: called from inside the reactor.
+        """
+        self._check_thread(what)
         if self._depth:
             raise ReentrancyError(
-                f"untwisted.{what}() called from inside the reactor (a callback or "
-                "a clockwork task) would wait on itself forever; use 'yield' in a "
+                f"{what}() called from inside the reactor (a callback or a "
+                "clockwork task) would wait on itself forever; use 'yield' in a "
                 "generator or 'await' in 'async def' instead"
             )
 
+    def _check_thread(self, what: str) -> None:
+        me = threading.get_ident()
+        if self._owner is not None and self._owner != me:
+            raise ForeignThreadError(
+                f"{what}() called from thread {me}, but the reactor is driven by "
+                f"thread {self._owner}; hand the work to that thread with "
+                "reactor.callFromThread() instead"
+            )
+
     def _ensure_started(self, what: str) -> DrivableReactor:
-        self._check_caller(what)
+        self.check_caller(what)
         reactor = self.reactor
         if self._started:
             return reactor
         if reactor.running:
             raise ReentrancyError(
-                f"untwisted.{what}() called while the program's own reactor.run() "
+                f"{what}() called while the program's own reactor.run() "
                 "is running; inside it, 'yield' or 'await' instead of blocking"
             )
         on_main = threading.current_thread() is threading.main_thread()
-        previous = _interrupt_handlers() if on_main else {}
-        with self._inside():
-            reactor.startRunning(installSignalHandlers=on_main)
-        self._started = True
-        self._owner = threading.get_ident()
         if on_main:
-            # startRunning installed Twisted's SIGINT/SIGTERM handlers, which
+            # startRunning installs Twisted's SIGINT/SIGTERM handlers, which
             # call reactor.stop(), and a stopped reactor can never restart.
             # Replace them once startup has finished (an 'after' trigger runs
             # after Twisted's own 'during' install, even if startup waits).
+            # Added before startRunning: the startup event usually fires and
+            # finishes inside that call, and a trigger added later would wait
+            # for a startup that never comes again.
             reactor.addSystemEventTrigger(
-                "after", "startup", self._install_interrupt_handlers, previous
+                "after",
+                "startup",
+                self._install_interrupt_handlers,
+                _interrupt_handlers(),
             )
+        with self.entered():
+            reactor.startRunning(installSignalHandlers=on_main)
+        self._started = True
+        self._owner = threading.get_ident()
         self._register_atexit(self.shutdown)
         return reactor
 
@@ -176,7 +197,14 @@ class Driver:
             raise _exception_for(signum)
 
     @contextmanager
-    def _inside(self) -> Generator[None, None, None]:
+    def entered(self) -> Generator[None, None, None]:
+        """Code in this block counts as running inside the reactor.
+
+        Blocking calls made there raise :class:`ReentrancyError`. The driver
+        enters it around ``reactor.iterate()``; clockwork enters it while it
+        steps tasks (which may happen outside any iteration, in
+        ``Worker.tick()`` or under a program's own ``reactor.run()``).
+        """
         self._depth += 1
         try:
             yield
@@ -190,7 +218,14 @@ class Driver:
 
         Returns a Deferred for its result. Nothing runs further until the
         reactor is driven (``tick``, ``run``, or a program's ``reactor.run()``).
+
+        Raises:
+            ForeignThreadError: called from a thread that does not drive the
+                reactor (it may be called from inside the reactor, unlike
+                ``run``).
+            TypeError: ``x`` is none of the accepted kinds; the message names it.
         """
+        self._check_thread("untwisted.add")
         return as_deferred(x)
 
     def tick(self, timeout: float | None = 0.0) -> None:
@@ -202,14 +237,14 @@ class Driver:
         """
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"untwisted.tick(timeout={timeout!r}): must be >= 0")
-        reactor = self._ensure_started("tick")
+        reactor = self._ensure_started("untwisted.tick")
         self._iterate(reactor, timeout)
 
     def _iterate(self, reactor: DrivableReactor, limit: float | None) -> None:
         delay = reactor.timeout()
         if limit is not None and (delay is None or delay > limit):
             delay = limit
-        with self._inside():
+        with self.entered():
             reactor.iterate(delay)  # type: ignore[arg-type]  # None: wait for I/O
         self._raise_pending_signal()
 
@@ -234,7 +269,7 @@ class Driver:
         """
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"untwisted.run(timeout={timeout!r}): must be >= 0")
-        self._check_caller("run")
+        self.check_caller("untwisted.run")
         d = self.add(x)
         box: list[object] = []
         d.addBoth(_capture, box)
@@ -248,7 +283,7 @@ class Driver:
     def _wait(
         self, d: Deferred[Any], box: list[object], x: object, timeout: float | None
     ) -> None:
-        reactor = self._ensure_started("run")
+        reactor = self._ensure_started("untwisted.run")
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while not box:
@@ -290,7 +325,7 @@ class Driver:
         reactor.stop()
         deadline = time.monotonic() + self._shutdown_timeout
         while reactor.running and time.monotonic() < deadline:
-            with self._inside():
+            with self.entered():
                 reactor.iterate(min(0.05, max(0.0, deadline - time.monotonic())))
 
 

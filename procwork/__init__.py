@@ -1,0 +1,47 @@
+"""procwork: run and supervise subprocesses from clockwork, async or blocking code.
+
+    >>> import procwork, untwisted
+    >>> result = untwisted.run(procwork.run(["echo", "hello"], timeout=5))
+    >>> result.stdout
+    b'hello\\n'
+
+Every call returns a Deferred, so the same call works with ``yield`` in a
+clockwork generator, ``await`` in ``async def`` and ``untwisted.run()`` from
+blocking code. See ``specs/procwork.md`` for the whole story.
+"""
+
+from __future__ import annotations
+
+from procwork._api import DEFAULT_GRACE, DEFAULT_MAX_OUTPUT, run, scheduler, spawn
+from procwork._errors import (
+    ConfigError,
+    ProcessFailed,
+    ProcworkError,
+    SpawnError,
+    Timeout,
+)
+from procwork._load import LoadSource, NoLoadLimit, SystemLoad
+from procwork._process import Process
+from procwork._result import Result
+from procwork._scheduler import PRIORITIES, Priority, Scheduler
+
+__all__ = [
+    "DEFAULT_GRACE",
+    "DEFAULT_MAX_OUTPUT",
+    "PRIORITIES",
+    "ConfigError",
+    "LoadSource",
+    "NoLoadLimit",
+    "Priority",
+    "Process",
+    "ProcessFailed",
+    "ProcworkError",
+    "Result",
+    "Scheduler",
+    "SpawnError",
+    "SystemLoad",
+    "Timeout",
+    "run",
+    "scheduler",
+    "spawn",
+]

@@ -1,0 +1,85 @@
+"""Result: how a finished run went."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+from dataclasses import dataclass
+
+__all__ = ["Result", "describe_returncode"]
+
+
+def describe_returncode(returncode: int | None) -> str:
+    """``"exited 0"``, ``"killed by SIGKILL"``, ... for a Popen-style returncode."""
+    if returncode is None:
+        return "never started"
+    if returncode >= 0:
+        return f"exited {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"killed by {name}"
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of :func:`procwork.run` or :meth:`procwork.Process.wait`.
+
+    Attributes:
+        args: The argv that was run.
+        pid: Its process id (``None`` if it never started).
+        returncode: Exit status; ``-N`` when killed by signal ``N``; ``None``
+            if it timed out while still queued and never started.
+        stdout: The captured standard output: its last ``max_output`` bytes.
+        stderr: The same for standard error.
+        truncated: True if the front of stdout or stderr was dropped.
+        duration: Seconds from start to exit (0 if it never started).
+        queued: Seconds it waited for admission before starting.
+        timed_out: True if its timeout expired (it was then killed).
+        timeout: The timeout it ran with, if any.
+    """
+
+    args: tuple[str, ...]
+    pid: int | None
+    returncode: int | None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    truncated: bool = False
+    duration: float = 0.0
+    queued: float = 0.0
+    timed_out: bool = False
+    timeout: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True if it exited 0 and did not time out."""
+        return self.returncode == 0 and not self.timed_out
+
+    @property
+    def signal(self) -> int | None:
+        """The signal that killed it, if one did."""
+        if self.returncode is not None and self.returncode < 0:
+            return -self.returncode
+        return None
+
+    def command_line(self) -> str:
+        """The argv as a shell-quoted string, for messages."""
+        return shlex.join(self.args)
+
+    def describe(self) -> str:
+        """How it ended: ``"exited 0"``, ``"killed by SIGKILL after timeout 5 s"``."""
+        text = describe_returncode(self.returncode)
+        if self.timed_out:
+            if self.returncode is None:
+                return f"timed out after {self.timeout:g} s while queued, never started"
+            text += f" after timeout {self.timeout:g} s"
+        return text
+
+    def __repr__(self) -> str:
+        pid = "" if self.pid is None else f" pid {self.pid}"
+        extra = ", output truncated" if self.truncated else ""
+        return (
+            f"<Result {self.command_line()!r}{pid} {self.describe()}, "
+            f"{self.duration:.3f} s{extra}>"
+        )

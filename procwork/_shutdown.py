@@ -1,0 +1,67 @@
+"""No orphans: procwork's children die with the program.
+
+Two layers. While the reactor can still run, a "before shutdown" trigger
+(it fires at interpreter exit through untwisted, on Ctrl-C/SIGTERM through
+SystemExit, or when a program's own ``reactor.run()`` stops) sends SIGTERM
+to every live child's process group, gives them ``SHUTDOWN_GRACE`` seconds,
+then SIGKILLs what is left. As a last resort an :mod:`atexit` hook,
+registered when procwork is imported and so run after untwisted's, SIGKILLs
+any group still alive.
+"""
+
+from __future__ import annotations
+
+import atexit
+import signal
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList
+
+from procwork._spawn import kill_all_now, live_processes
+
+__all__ = ["SHUTDOWN_GRACE", "terminate_all", "watch_reactor"]
+
+SHUTDOWN_GRACE = 3.0
+
+_watched: set[int] = set()
+
+
+def watch_reactor(reactor: Any) -> None:
+    """Make sure ``reactor``'s shutdown terminates procwork's children (once)."""
+    key = id(reactor)
+    if key in _watched or not hasattr(reactor, "addSystemEventTrigger"):
+        return
+    _watched.add(key)
+    reactor.addSystemEventTrigger("before", "shutdown", terminate_all, reactor)
+
+
+def terminate_all(reactor: Any, grace: float = SHUTDOWN_GRACE) -> Deferred[Any] | None:
+    """SIGTERM every live child's group, SIGKILL after ``grace`` seconds.
+
+    Returns a Deferred that fires when all are reaped (None if there were
+    none), so Twisted's shutdown waits for it.
+    """
+    procs = [p for p in live_processes() if p._reactor is reactor]
+    if not procs:
+        return None
+    for proc in procs:
+        proc.kill_group_on_exit = True
+        proc.signal_group(signal.SIGTERM)
+
+    def kill() -> None:
+        for proc in procs:
+            if not proc.exited:
+                proc.signal_group(signal.SIGKILL)
+
+    killer = reactor.callLater(grace, kill)
+    done: Deferred[Any] = DeferredList([p.when_reaped() for p in procs])
+
+    def stop_killer(result: object) -> object:
+        if killer.active():
+            killer.cancel()
+        return result
+
+    return done.addBoth(stop_killer)
+
+
+atexit.register(kill_all_now)

@@ -1,0 +1,1172 @@
+"""clockwork: generator microthreads scheduled on a Twisted reactor.
+
+Each test name is a sentence of the specification. Timing is tested on a
+:class:`ClockReactor`, a fake whose time moves only when the worker waits, so
+``sleep``/``every``/``timeout`` are exact and instant; a few tests use the real
+reactor with loose bounds, and the CPU cost of waiting is measured in a child
+process.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+import traceback
+import tracemalloc
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from twisted.internet import defer, task
+from twisted.internet.defer import CancelledError, Deferred
+
+import clockwork
+import untwisted
+from clockwork import Task, Timeout, Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+Gen = Generator[Any, Any, Any]
+
+
+# -- a reactor whose clock moves only when the worker waits --------------------
+
+
+class ClockReactor(task.Clock):
+    """A fake reactor: ``iterate(delay)`` is a wait of exactly ``delay`` seconds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = False
+
+    def startRunning(self, installSignalHandlers: bool = True) -> None:
+        self.running = True
+
+    def stop(self) -> None:
+        self.running = False
+
+    def addSystemEventTrigger(self, *args: Any) -> None:
+        pass
+
+    def timeout(self) -> float | None:
+        calls = self.calls
+        if not calls:
+            return None
+        return max(0.0, min(call.getTime() for call in calls) - self.seconds())
+
+    def iterate(self, delay: float | None = 0.0) -> None:
+        if delay is None:
+            raise AssertionError("the worker would wait for ever: nothing scheduled")
+        self.advance(delay)
+
+
+@pytest.fixture
+def clock() -> ClockReactor:
+    return ClockReactor()
+
+
+@pytest.fixture
+def worker(clock: ClockReactor) -> Worker:
+    """A worker on the fake clock: its tasks' sleeps take no real time."""
+    return Worker(untwisted.Driver(clock, register_atexit=lambda hook: None))
+
+
+def run_child(code: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), env.get("PYTHONPATH")) if p
+    )
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def names_of_frames_in_this_file(error: BaseException) -> list[str]:
+    return [
+        frame.name
+        for frame in traceback.extract_tb(error.__traceback__)
+        if frame.filename == __file__
+    ]
+
+
+# -- the worker: round robin, one step per tick -------------------------------------
+
+
+def test_a_worker_works_until_its_work_is_done() -> None:
+    done: list[int] = []
+
+    def do_something() -> Gen:
+        done.append(123)
+        yield
+
+    w = Worker()
+    w.assign(do_something())
+    w.work()
+    assert done == [123]
+
+
+def test_tasks_of_a_worker_take_turns_one_step_per_tick(worker: Worker) -> None:
+    """The user's original clockwork: a finite and an infinite task interleave."""
+    data: list[Any] = []
+
+    def letters() -> Gen:
+        data.append("a")
+        yield
+        data.append("z")
+        yield
+
+    def numbers() -> Gen:
+        i = 0
+        while True:
+            i += 1
+            data.append(i)
+            yield
+
+    worker.assign(letters())
+    worker.assign(numbers())
+    worker.tick()
+    assert data == ["a"]
+    worker.tick()
+    assert data == ["a", 1]
+    worker.tick()
+    assert data == ["a", 1, "z"]
+    worker.tick()
+    assert data == ["a", 1, "z", 2]
+    # The next step ends "letters": it leaves the queue, nothing is added.
+    worker.tick()
+    assert data == ["a", 1, "z", 2]
+    worker.tick()
+    assert data == ["a", 1, "z", 2, 3]
+    worker.tick()
+    assert data == ["a", 1, "z", 2, 3, 4]
+
+
+def test_a_finished_task_leaves_the_queue_on_the_step_where_it_ends(
+    worker: Worker,
+) -> None:
+    steps: list[str] = []
+
+    def once(name: str) -> Gen:
+        steps.append(name)
+        yield
+
+    first, second = worker.assign(once("first")), worker.assign(once("second"))
+    worker.tick()
+    worker.tick()
+    assert steps == ["first", "second"] and not first.done
+    worker.tick()
+    assert first.done and not second.done
+    worker.tick()
+    assert second.done and worker.tasks == frozenset()
+
+
+def test_a_task_runs_nothing_until_its_worker_is_ticked(worker: Worker) -> None:
+    started: list[bool] = []
+
+    def job() -> Gen:
+        started.append(True)
+        yield
+
+    job_task = worker.assign(job())
+    assert started == [] and not job_task.done
+    worker.tick()
+    assert started == [True]
+
+
+def test_tasks_of_a_worker_you_create_advance_only_when_it_ticks_or_works() -> None:
+    steps: list[int] = []
+
+    def job() -> Gen:
+        steps.append(1)
+        yield
+        steps.append(2)
+
+    w = Worker()
+    job_task = w.assign(job())
+    untwisted.run(clockwork.sleep(0.01))  # the reactor runs; w's tasks do not
+    assert steps == []
+    w.tick()
+    assert steps == [1]
+    w.work(timeout=30)
+    assert steps == [1, 2] and job_task.done
+
+
+def test_tasks_of_the_default_worker_advance_whenever_the_reactor_runs() -> None:
+    steps: list[int] = []
+
+    def job() -> Gen:
+        steps.append(1)
+        yield
+        steps.append(2)
+
+    job_task = clockwork.spawn(job())
+    untwisted.run(clockwork.sleep(0.01))
+    assert steps == [1, 2] and job_task.done
+
+
+def test_calling_a_subroutine_or_waiting_on_a_fired_deferred_keeps_the_turn(
+    worker: Worker,
+) -> None:
+    """Only a bare ``yield`` (or waiting for something unfinished) ends a step."""
+    data: list[str] = []
+
+    def helper() -> Gen:
+        data.append("helper")
+        return "h"
+        yield
+
+    def job() -> Gen:
+        data.append((yield helper()))
+        data.append((yield defer.succeed("fired")))
+        yield
+        data.append("next step")
+
+    worker.assign(job())
+    worker.tick()
+    assert data == ["helper", "h", "fired"]
+    worker.tick()
+    assert data == ["helper", "h", "fired", "next step"]
+
+
+def test_work_returns_once_every_task_has_finished(worker: Worker) -> None:
+    def job(n: int) -> Gen:
+        for _ in range(n):
+            yield
+        return n
+
+    tasks = [worker.assign(job(n)) for n in range(5)]
+    worker.work()
+    assert [t.result() for t in tasks] == [0, 1, 2, 3, 4]
+    assert worker.tasks == frozenset()
+
+
+def test_work_with_a_timeout_cancels_unfinished_tasks_and_raises_Timeout(
+    worker: Worker,
+) -> None:
+    def forever() -> Gen:
+        while True:
+            yield
+
+    busy = worker.assign(forever())
+    with pytest.raises(Timeout, match=r"work\(\) did not finish within 0.05 s"):
+        worker.work(timeout=0.05)
+    assert busy.done
+    with pytest.raises(CancelledError):
+        busy.result()
+
+
+def test_work_with_a_timeout_expires_while_every_task_waits() -> None:
+    w = Worker()
+    waiting = w.assign(iter_once(Deferred()))
+    with pytest.raises(Timeout):
+        w.work(timeout=0.01)
+    assert waiting.done
+
+
+def iter_once(x: object) -> Gen:
+    yield x
+
+
+# -- tasks ------------------------------------------------------------------------
+
+
+def test_assign_returns_a_Task_named_after_its_generator(worker: Worker) -> None:
+    def job() -> Gen:
+        yield
+
+    job_task = worker.assign(job())
+    assert isinstance(job_task, Task)
+    assert job_task.name.endswith("job")
+    assert worker.assign(job(), name="custom").name == "custom"
+    assert repr(worker.assign(job(), name="j")) == "<Task 'j' ready>"
+
+
+def test_a_task_result_is_its_return_value_and_its_deferred_fires_with_it(
+    worker: Worker,
+) -> None:
+    def job() -> Gen:
+        yield
+        return "value"
+
+    job_task = worker.assign(job())
+    assert not job_task.done
+    with pytest.raises(
+        RuntimeError, match=r"has not finished; wait for task\.deferred"
+    ):
+        job_task.result()
+    worker.work()
+    assert job_task.done and job_task.result() == "value"
+    assert untwisted.run(job_task.deferred) == "value"
+    assert repr(job_task).endswith("done>")
+
+
+def test_a_failed_task_result_raises_its_exception(worker: Worker) -> None:
+    def job() -> Gen:
+        yield
+        raise LookupError("gone")
+
+    job_task = worker.assign(job())
+    worker.work()
+    assert repr(job_task).endswith("failed with LookupError>")
+    with pytest.raises(LookupError, match="gone"):
+        job_task.result()
+    with pytest.raises(LookupError, match="gone"):
+        untwisted.run(job_task.deferred)
+
+
+def test_a_failure_nobody_looked_at_is_logged_when_the_task_is_collected(
+    worker: Worker,
+) -> None:
+    """Like a Deferred's unhandled error; a cancelled task is not a failure."""
+    from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+
+    def job() -> Gen:
+        yield
+        raise LookupError("nobody asked")
+
+    events: list[LogEvent] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    try:
+        worker.assign(job(), name="ignored")
+        worker.assign(nest(0, [], Deferred()), name="cancelled")
+        for _ in range(3):
+            worker.tick()
+        (waiting,) = worker.tasks
+        waiting.cancel()
+        del waiting
+        gc.collect()
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    logged = [e for e in events if "Unobserved failure" in e.get("log_format", "")]
+    assert [e["name"] for e in logged] == ["ignored"]
+    assert logged[0]["log_failure"].check(LookupError)
+
+
+def test_current_worker_is_the_worker_running_the_task(worker: Worker) -> None:
+    seen: list[Worker] = []
+
+    def job() -> Gen:
+        seen.append(clockwork.current_worker())
+        yield
+
+    worker.assign(job())
+    worker.work()
+    assert seen == [worker]
+    assert clockwork.current_worker() is clockwork.default_worker()
+
+
+# -- subroutines ------------------------------------------------------------------
+
+
+def test_yielding_a_generator_calls_it_and_evaluates_to_its_return_value(
+    worker: Worker,
+) -> None:
+    def add(a: int, b: int) -> Gen:
+        yield
+        return a + b
+
+    def job() -> Gen:
+        three = yield add(1, 2)
+        seven = yield add(three, 4)
+        return seven
+
+    job_task = worker.assign(job())
+    worker.work()
+    assert job_task.result() == 7
+
+
+def test_an_exception_in_a_subroutine_propagates_to_its_caller_like_a_call(
+    worker: Worker,
+) -> None:
+    def inner() -> Gen:
+        yield
+        raise ValueError("inner failed")
+
+    def outer() -> Gen:
+        try:
+            yield inner()
+        except ValueError as e:
+            return f"caught: {e}"
+
+    job_task = worker.assign(outer())
+    worker.work()
+    assert job_task.result() == "caught: inner failed"
+
+
+def test_an_uncaught_exception_traceback_shows_the_users_frames_not_the_scheduler(
+    worker: Worker,
+) -> None:
+    def inner() -> Gen:
+        yield
+        raise ValueError("boom")
+
+    def middle() -> Gen:
+        yield inner()
+
+    def outer() -> Gen:
+        yield middle()
+
+    job_task = worker.assign(outer())
+    worker.work()
+    for blocking_call in (job_task.result, lambda: clockwork.wrap(outer())):
+        with pytest.raises(ValueError, match="boom") as caught:
+            blocking_call()
+        frames = traceback.extract_tb(caught.value.__traceback__)
+        assert names_of_frames_in_this_file(caught.value)[-3:] == [
+            "outer",
+            "middle",
+            "inner",
+        ]
+        assert frames[-1].line == 'raise ValueError("boom")'
+        assert not [f for f in frames if f.filename.endswith("_worker.py")]
+        library = [f for f in frames if f.filename != __file__]
+        assert len(library) <= 5, traceback.format_list(library)
+
+
+# -- waiting on Deferreds, coroutines, awaitables ---------------------------------
+
+
+def test_yielding_a_deferred_waits_for_it_and_evaluates_to_its_result(
+    worker: Worker,
+) -> None:
+    d: Deferred[str] = Deferred()
+
+    def job() -> Gen:
+        return (yield d)
+
+    job_task = worker.assign(job())
+    worker.tick()
+    worker.tick()
+    assert not job_task.done
+    d.callback("fired")
+    worker.tick()
+    assert job_task.result() == "fired"
+
+
+def test_a_failed_deferred_raises_its_exception_in_the_task(worker: Worker) -> None:
+    def job() -> Gen:
+        try:
+            yield defer.fail(KeyError("k"))
+        except KeyError:
+            return "caught"
+
+    job_task = worker.assign(job())
+    worker.work()
+    assert job_task.result() == "caught"
+
+
+def test_yielding_a_coroutine_waits_for_it(worker: Worker) -> None:
+    async def double(n: int) -> int:
+        await clockwork.sleep(1)
+        return n * 2
+
+    def job() -> Gen:
+        return (yield double(21))
+
+    job_task = worker.assign(job())
+    worker.work()
+    assert job_task.result() == 42
+
+
+def test_an_async_def_coroutine_can_be_a_task(
+    worker: Worker, clock: ClockReactor
+) -> None:
+    async def job(seconds: float) -> float:
+        await clockwork.sleep(seconds)
+        await clockwork.sleep(seconds)
+        return clock.seconds()
+
+    job_task = worker.assign(job(3))
+    worker.work()
+    assert job_task.result() == 6
+    assert clockwork.wrap(job(0)) >= 0  # on the default worker too
+
+
+def test_a_coroutine_uses_its_tasks_worker_after_its_first_await_too(
+    worker: Worker,
+) -> None:
+    seen: list[Worker] = []
+
+    def where() -> Gen:
+        seen.append(clockwork.current_worker())
+        yield
+
+    async def job() -> None:
+        await clockwork.sleep(1)
+        seen.append(clockwork.current_worker())
+        await clockwork.gather(where())
+
+    def caller() -> Gen:
+        yield job()
+
+    worker.assign(job())
+    worker.assign(caller())
+    worker.work()
+    assert seen == [worker] * 4
+
+
+def test_assign_rejects_what_is_neither_a_generator_nor_a_coroutine(
+    worker: Worker,
+) -> None:
+    with pytest.raises(TypeError, match="a task must be a generator or a coroutine"):
+        worker.assign(lambda: None)  # type: ignore[arg-type]
+
+
+def test_yielding_an_unknown_value_raises_TypeError_in_the_generator_naming_it(
+    worker: Worker,
+) -> None:
+    def job() -> Gen:
+        yield 42
+
+    job_task = worker.assign(job(), name="job")
+    worker.work()
+    with pytest.raises(
+        TypeError,
+        match=r"^task 'job' yielded 42; a clockwork generator may yield None "
+        r"\(give up control\), a generator \(call it\), or a Deferred, coroutine "
+        r"or awaitable \(wait for it\)$",
+    ):
+        job_task.result()
+
+
+def test_the_generator_may_catch_that_TypeError_and_go_on(worker: Worker) -> None:
+    def job() -> Gen:
+        try:
+            yield "not a thing to yield"
+        except TypeError as e:
+            assert "yielded 'not a thing to yield'" in str(e)
+        return (yield defer.succeed("went on"))
+
+    job_task = worker.assign(job())
+    worker.work()
+    assert job_task.result() == "went on"
+
+
+# -- cancel ------------------------------------------------------------------------
+
+
+def nest(depth: int, log: list[int], bottom: object) -> Gen:
+    """``depth`` nested subroutines waiting on ``bottom``; logs its finallys."""
+    try:
+        if depth == 0:
+            return (yield bottom)
+        return (yield nest(depth - 1, log, bottom))
+    finally:
+        log.append(depth)
+
+
+def test_cancel_closes_the_stack_innermost_first_so_every_finally_runs(
+    worker: Worker,
+) -> None:
+    log: list[int] = []
+    job_task = worker.assign(nest(3, log, Deferred()))
+    worker.tick()
+    assert repr(job_task).endswith("waiting>")
+    assert job_task.cancel() is True
+    assert log == [0, 1, 2, 3]
+    assert job_task.done
+    with pytest.raises(CancelledError, match="was cancelled"):
+        job_task.result()
+
+
+def test_cancel_cancels_the_deferred_the_task_waits_on(worker: Worker) -> None:
+    cancelled: list[object] = []
+    waited: Deferred[None] = Deferred(cancelled.append)
+    job_task = worker.assign(nest(2, [], waited))
+    worker.tick()
+    job_task.cancel()
+    assert cancelled == [waited]
+
+
+def test_cancel_of_a_finished_task_returns_False(worker: Worker) -> None:
+    job_task = worker.assign(iter_once(None))
+    worker.work()
+    assert job_task.cancel() is False
+    assert job_task.result() is None
+
+
+def test_a_task_cancelled_before_its_first_step_never_runs(worker: Worker) -> None:
+    ran: list[bool] = []
+
+    def job() -> Gen:
+        ran.append(True)
+        yield
+
+    job_task = worker.assign(job())
+    job_task.cancel()
+    worker.work()
+    assert ran == [] and job_task.done
+
+
+def test_a_task_may_cancel_itself_and_its_finally_runs_after_the_step(
+    worker: Worker,
+) -> None:
+    log: list[str] = []
+    me: list[Task] = []
+
+    def job() -> Gen:
+        try:
+            me[0].cancel()
+            log.append("step goes on")
+            yield
+            log.append("never")
+        finally:
+            log.append("finally")
+
+    me.append(worker.assign(job()))
+    worker.work()
+    assert log == ["step goes on", "finally"]
+    assert me[0].done
+
+
+def test_cancelling_a_tasks_deferred_cancels_the_task(worker: Worker) -> None:
+    log: list[int] = []
+    job_task = worker.assign(nest(1, log, Deferred()))
+    worker.tick()
+    job_task.deferred.cancel()
+    assert log == [0, 1] and job_task.done
+
+
+def test_a_task_may_cancel_another_that_waits_and_so_close_its_stack(
+    worker: Worker,
+) -> None:
+    log: list[int] = []
+    victim = worker.assign(nest(2, log, Deferred()))
+
+    def killer() -> Gen:
+        yield
+        victim.cancel()
+        return log[:]
+
+    killer_task = worker.assign(killer())
+    worker.work()
+    assert killer_task.result() == [0, 1, 2]
+
+
+# -- sleep and every, on a fake clock ----------------------------------------------
+
+
+def test_sleep_resumes_after_the_given_seconds(
+    worker: Worker, clock: ClockReactor
+) -> None:
+    times: list[float] = []
+
+    def job() -> Gen:
+        yield clockwork.sleep(5)
+        times.append(clock.seconds())
+        yield clockwork.sleep(0.5)
+        times.append(clock.seconds())
+
+    worker.assign(job())
+    worker.work()
+    assert times == [5, 5.5]
+
+
+def test_sleeping_tasks_wake_in_order_of_their_deadlines(
+    worker: Worker, clock: ClockReactor
+) -> None:
+    woke: list[tuple[str, float]] = []
+
+    def sleeper(name: str, seconds: float) -> Gen:
+        yield clockwork.sleep(seconds)
+        woke.append((name, clock.seconds()))
+
+    worker.assign(sleeper("slow", 3))
+    worker.assign(sleeper("fast", 1))
+    worker.assign(sleeper("middle", 2))
+    worker.work()
+    assert woke == [("fast", 1), ("middle", 2), ("slow", 3)]
+
+
+def test_sleep_rejects_negative_or_non_numeric_seconds() -> None:
+    with pytest.raises(ValueError, match=r"seconds must be >= 0, not -1"):
+        clockwork.sleep(-1)
+    with pytest.raises(TypeError, match=r"seconds must be a number, not '1'"):
+        clockwork.sleep("1")  # type: ignore[arg-type]
+
+
+def stop_after(seconds: float, victim: list[Task]) -> Gen:
+    yield clockwork.sleep(seconds)
+    victim[0].cancel()
+
+
+def test_every_calls_a_function_at_a_fixed_interval(
+    worker: Worker, clock: ClockReactor
+) -> None:
+    calls: list[float] = []
+    ticker = [worker.assign(clockwork.every(10, lambda: calls.append(clock.seconds())))]
+    worker.assign(stop_after(35, ticker))
+    worker.work()
+    assert calls == [0, 10, 20, 30]
+
+
+def test_every_runs_a_generator_function_as_a_subroutine_and_skips_missed_slots(
+    worker: Worker, clock: ClockReactor
+) -> None:
+    """A call that overruns its slot delays the next call to the next grid point."""
+    starts: list[float] = []
+
+    def slow() -> Gen:
+        starts.append(clock.seconds())
+        yield clockwork.sleep(15)
+
+    ticker = [worker.assign(clockwork.every(10, slow))]
+    worker.assign(stop_after(65, ticker))
+    worker.work()
+    assert starts == [0, 20, 40, 60]
+
+
+def test_every_waits_for_an_async_def_function(
+    worker: Worker, clock: ClockReactor
+) -> None:
+    ends: list[float] = []
+
+    async def fn() -> None:
+        await clockwork.sleep(1)
+        ends.append(clock.seconds())
+
+    ticker = [worker.assign(clockwork.every(5, fn))]
+    worker.assign(stop_after(12, ticker))
+    worker.work()
+    assert ends == [1, 6, 11]
+
+
+def test_every_rejects_a_zero_interval() -> None:
+    with pytest.raises(ValueError, match=r"every\(\): seconds must be > 0"):
+        next(clockwork.every(0, lambda: None))
+
+
+def test_sleep_and_every_on_the_real_reactor_take_about_the_time_asked() -> None:
+    calls: list[int] = []
+
+    def job() -> Gen:
+        yield clockwork.sleep(0.02)
+        ticker = clockwork.spawn(clockwork.every(0.01, lambda: calls.append(1)))
+        while len(calls) < 3:
+            yield clockwork.sleep(0.005)
+        ticker.cancel()
+        return "done"
+
+    assert clockwork.wrap(job(), timeout=10) == "done"
+    assert len(calls) >= 3
+
+
+# -- timeout --------------------------------------------------------------------------
+
+
+def test_timeout_returns_the_value_when_it_comes_in_time(worker: Worker) -> None:
+    def quick() -> Gen:
+        yield clockwork.sleep(1)
+        return "quick"
+
+    def job() -> Gen:
+        return (yield clockwork.timeout(5, quick()))
+
+    job_task = worker.assign(job())
+    worker.work()
+    assert job_task.result() == "quick"
+
+
+def test_timeout_raises_Timeout_in_the_caller(
+    worker: Worker, clock: ClockReactor
+) -> None:
+    def job() -> Gen:
+        try:
+            yield clockwork.timeout(2, nest(0, [], Deferred()))
+        except TimeoutError as e:
+            return type(e), str(e), clock.seconds()
+
+    job_task = worker.assign(job())
+    worker.work()
+    kind, message, when = job_task.result()
+    assert kind is Timeout and when == 2
+    assert message.endswith("nest() did not finish within 2 s")
+
+
+def test_timeout_closes_the_stack_innermost_first_and_cancels_the_awaited_one(
+    worker: Worker,
+) -> None:
+    log: list[int] = []
+    cancelled: list[object] = []
+    waited: Deferred[None] = Deferred(cancelled.append)
+
+    def job() -> Gen:
+        with pytest.raises(Timeout):
+            yield clockwork.timeout(1, nest(3, log, waited))
+        return log[:]
+
+    job_task = worker.assign(job())
+    worker.work()
+    assert job_task.result() == [0, 1, 2, 3]
+    assert cancelled == [waited]
+
+
+def test_timeout_of_a_deferred_cancels_it(worker: Worker) -> None:
+    cancelled: list[object] = []
+    waited: Deferred[None] = Deferred(cancelled.append)
+
+    def job() -> Gen:
+        with pytest.raises(Timeout, match="Deferred did not finish within 1 s"):
+            yield clockwork.timeout(1, waited)
+
+    job_task = worker.assign(job())
+    worker.work()
+    job_task.result()
+    assert cancelled == [waited]
+
+
+def test_a_cancel_of_the_caller_inside_a_timeout_is_not_reported_as_Timeout(
+    worker: Worker,
+) -> None:
+    log: list[int] = []
+
+    def job() -> Gen:
+        yield clockwork.timeout(100, nest(1, log, Deferred()))
+
+    job_task = worker.assign(job())
+    worker.tick()  # job starts nest() as a task of the worker and waits
+    worker.tick()  # nest() runs, and waits
+    job_task.cancel()
+    assert log == [0, 1]
+    with pytest.raises(CancelledError):
+        job_task.result()
+
+
+def test_wrap_with_a_timeout_closes_the_generator_and_raises_Timeout() -> None:
+    log: list[int] = []
+    with pytest.raises(Timeout):
+        clockwork.wrap(nest(2, log, Deferred()), timeout=0.01)
+    assert log == [0, 1, 2]
+
+
+# -- gather and first -----------------------------------------------------------------
+
+
+def sleep_then(seconds: float, value: object, log: list[str] | None = None) -> Gen:
+    try:
+        yield clockwork.sleep(seconds)
+        return value
+    finally:
+        if log is not None:
+            log.append(f"{value} closed")
+
+
+def test_gather_returns_the_results_in_the_order_given(
+    worker: Worker, clock: ClockReactor
+) -> None:
+    def job() -> Gen:
+        results = yield clockwork.gather(
+            sleep_then(3, "slow"), defer.succeed("ready"), sleep_then(1, "fast")
+        )
+        return results, clock.seconds()
+
+    job_task = worker.assign(job())
+    worker.work()
+    assert job_task.result() == (["slow", "ready", "fast"], 3)
+
+
+def test_gather_of_nothing_is_an_empty_list() -> None:
+    assert untwisted.run(clockwork.gather()) == []
+
+
+def test_gather_raises_the_first_failure_and_cancels_the_others(
+    worker: Worker,
+) -> None:
+    log: list[str] = []
+    cancelled: list[object] = []
+
+    def failing() -> Gen:
+        yield clockwork.sleep(1)
+        raise OSError("no such thing")
+
+    def job() -> Gen:
+        try:
+            yield clockwork.gather(
+                sleep_then(5, "a", log), failing(), Deferred(cancelled.append)
+            )
+        except OSError as e:
+            return str(e)
+
+    job_task = worker.assign(job())
+    worker.work()
+    assert job_task.result() == "no such thing"
+    assert log == ["a closed"] and len(cancelled) == 1
+
+
+def test_first_gives_index_and_result_of_the_first_to_finish_and_cancels_others(
+    worker: Worker, clock: ClockReactor
+) -> None:
+    log: list[str] = []
+    cancelled: list[object] = []
+
+    def job() -> Gen:
+        winner = yield clockwork.first(
+            sleep_then(5, "slow", log),
+            sleep_then(2, "fast"),
+            Deferred(cancelled.append),
+        )
+        return winner, clock.seconds()
+
+    job_task = worker.assign(job())
+    worker.work()
+    assert job_task.result() == ((1, "fast"), 2)
+    assert log == ["slow closed"] and len(cancelled) == 1
+
+
+def test_first_raises_when_the_first_to_finish_failed(worker: Worker) -> None:
+    def job() -> Gen:
+        with pytest.raises(ZeroDivisionError):
+            yield clockwork.first(defer.fail(ZeroDivisionError()), sleep_then(1, "x"))
+        return "raised"
+
+    job_task = worker.assign(job())
+    worker.work()
+    assert job_task.result() == "raised"
+
+
+def test_first_of_nothing_is_an_error() -> None:
+    with pytest.raises(ValueError, match="needs at least one thing to wait for"):
+        clockwork.first()
+
+
+# -- the default worker: spawn, tick, work, wrap --------------------------------------
+
+
+def test_spawn_tick_and_work_use_the_default_worker() -> None:
+    steps: list[int] = []
+
+    def job() -> Gen:
+        for i in range(3):
+            steps.append(i)
+            yield
+        return "spawned"
+
+    spawned = clockwork.spawn(job(), name="spawned")
+    assert spawned in clockwork.default_worker().tasks
+    clockwork.tick()
+    assert steps[:1] == [0]
+    clockwork.work(timeout=30)
+    assert spawned.result() == "spawned" and steps == [0, 1, 2]
+
+
+def test_wrap_runs_a_generator_from_blocking_code_and_returns_its_value() -> None:
+    data: list[int] = []
+
+    def routine() -> Gen:
+        for x in range(4):
+            data.append(x * x)
+            yield
+        return "squares"
+
+    assert clockwork.wrap(routine()) == "squares"
+    assert data == [0, 1, 4, 9]
+
+
+def test_untwisted_run_of_a_generator_runs_it_as_a_default_worker_task() -> None:
+    def job() -> Gen:
+        yield
+        return clockwork.current_worker()
+
+    assert untwisted.run(job()) is clockwork.default_worker()
+
+
+def test_work_called_from_inside_a_task_raises_ReentrancyError_telling_to_yield(
+    worker: Worker,
+) -> None:
+    def job() -> Gen:
+        yield
+        worker.work()
+
+    job_task = worker.assign(job())
+    worker.work()
+    with pytest.raises(
+        untwisted.ReentrancyError,
+        match=r"^clockwork.Worker.work\(\) called from inside the reactor .* use "
+        r"'yield' in a generator",
+    ):
+        job_task.result()
+    assert worker.tasks == frozenset()
+
+
+def test_wrap_called_from_inside_a_task_raises_ReentrancyError() -> None:
+    def job() -> Gen:
+        yield
+        clockwork.wrap(iter_once(None))
+
+    with pytest.raises(untwisted.ReentrancyError, match="'yield'"):
+        clockwork.wrap(job())
+
+
+# -- flatten and encapsulate ---------------------------------------------------------
+
+
+def test_flatten_iterates_over_the_plain_values_of_a_nested_generator_stack() -> None:
+    def inner() -> Gen:
+        yield "b"
+        yield "c"
+        return "inner's value"
+
+    def outer() -> Gen:
+        yield "a"
+        value = yield inner()
+        yield value
+        yield "d"
+
+    assert list(clockwork.flatten(outer())) == ["a", "b", "c", "inner's value", "d"]
+
+
+def test_flatten_propagates_exceptions_through_the_stack_like_calls() -> None:
+    def inner() -> Gen:
+        yield 1
+        raise KeyError("inner")
+
+    def outer() -> Gen:
+        try:
+            yield inner()
+        except KeyError:
+            yield "caught"
+        yield inner()
+
+    values = clockwork.flatten(outer())
+    assert [next(values), next(values)] == [1, "caught"]
+    assert next(values) == 1
+    with pytest.raises(KeyError, match="inner"):
+        next(values)
+
+
+def test_encapsulate_makes_a_generator_function_return_a_flat_iterator() -> None:
+    def pair(x: int) -> Gen:
+        yield x
+        yield x
+
+    @clockwork.encapsulate
+    def pairs(n: int) -> Gen:
+        """Each number twice."""
+        for i in range(n):
+            yield pair(i)
+
+    flat: Iterator[Any] = pairs(3)
+    assert list(flat) == [0, 0, 1, 1, 2, 2]
+    assert pairs.__name__ == "pairs" and pairs.__doc__ == "Each number twice."
+
+
+# -- scale: deep stacks, long tasks, idle cost ----------------------------------------
+
+
+def countdown(n: int) -> Gen:
+    """10 000 levels deep without recursion in the scheduler."""
+    if n == 0:
+        return 0
+        yield
+    return (yield countdown(n - 1)) + 1
+
+
+def test_ten_thousand_levels_of_subroutines_work(worker: Worker) -> None:
+    job_task = worker.assign(countdown(10_000))
+    worker.work()
+    assert job_task.result() == 10_000
+    assert clockwork.wrap(countdown(10_000)) == 10_000
+    assert sum(1 for _ in clockwork.flatten(countdown(10_000))) == 0
+
+
+def test_an_exception_propagates_through_ten_thousand_levels(worker: Worker) -> None:
+    def fail(n: int) -> Gen:
+        if n == 0:
+            raise ArithmeticError("at the bottom")
+        yield fail(n - 1)
+
+    def top() -> Gen:
+        try:
+            yield fail(10_000)
+        except ArithmeticError as e:
+            return str(e)
+
+    job_task = worker.assign(top())
+    worker.work()
+    assert job_task.result() == "at the bottom"
+
+
+def test_cancelling_a_ten_thousand_deep_stack_runs_every_finally_innermost_first(
+    worker: Worker,
+) -> None:
+    log: list[int] = []
+    job_task = worker.assign(nest(10_000, log, Deferred()))
+    worker.tick()
+    job_task.cancel()
+    assert log == list(range(10_001))
+
+
+def test_a_million_steps_of_a_long_task_do_not_grow_memory(worker: Worker) -> None:
+    """Each step calls a subroutine, then gives up control with a bare yield."""
+
+    def one() -> Gen:
+        return 1
+        yield
+
+    def long_task(steps: int) -> Gen:
+        total = 0
+        for _ in range(steps):
+            total += yield one()  # a subroutine call in every step
+            yield
+        return total
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        job_task = worker.assign(long_task(1_000_000))
+        worker.work()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert job_task.result() == 1_000_000
+    assert peak < 2_000_000, f"peak {peak} bytes"
+
+
+def test_a_task_parked_on_a_sleep_costs_no_cpu() -> None:
+    """Measured in a child: a busy-polling worker would use ~1 s of CPU here."""
+    child = run_child(
+        """
+        import time, clockwork, untwisted
+
+        def nap():
+            yield clockwork.sleep(1)
+
+        untwisted.run(clockwork.sleep(0))  # start the reactor before measuring
+        w = clockwork.Worker()
+        w.assign(nap())
+        cpu = time.process_time()
+        w.work()
+        print(time.process_time() - cpu)
+
+        cpu = time.process_time()
+        clockwork.wrap(nap())
+        print(time.process_time() - cpu)
+        """
+    )
+    assert child.returncode == 0, child.stderr
+    worker_cpu, default_worker_cpu = map(float, child.stdout.split())
+    assert worker_cpu < 0.2
+    assert default_worker_cpu < 0.2
+
+
+# -- untwisted's seam: generators are clockwork tasks ---------------------------------
+
+
+def test_untwisted_add_of_a_generator_returns_a_deferred_for_its_task() -> None:
+    def job() -> Gen:
+        yield
+        return "via the seam"
+
+    d = untwisted.add(job())
+    assert isinstance(d, Deferred)
+    assert untwisted.run(d) == "via the seam"
