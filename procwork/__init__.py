@@ -13,6 +13,8 @@ blocking code. See ``specs/procwork.md`` for the whole story.
 from __future__ import annotations
 
 from procwork._api import DEFAULT_GRACE, DEFAULT_MAX_OUTPUT, run, scheduler, spawn
+from procwork._checks import CheckRunner, CheckSpec, CheckStatus
+from procwork._config import MonitorConfig, load_config, parse_config
 from procwork._errors import (
     ConfigError,
     ProcessFailed,
@@ -21,26 +23,54 @@ from procwork._errors import (
     Timeout,
 )
 from procwork._load import LoadSource, NoLoadLimit, SystemLoad
+from procwork._monitor import Monitor
 from procwork._process import Process
+from procwork._proctable import LinuxProcessTable, ProcessTable, ProcInfo
 from procwork._result import Result
+from procwork._rules import Finding, Rule, RuleEngine
 from procwork._scheduler import PRIORITIES, Priority, Scheduler
+from procwork._supervisor import (
+    NoSuchService,
+    ServiceSpec,
+    ServiceState,
+    ServiceStatus,
+    Supervisor,
+)
 
 __all__ = [
     "DEFAULT_GRACE",
     "DEFAULT_MAX_OUTPUT",
     "PRIORITIES",
+    "CheckRunner",
+    "CheckSpec",
+    "CheckStatus",
     "ConfigError",
+    "Finding",
+    "LinuxProcessTable",
     "LoadSource",
+    "Monitor",
+    "MonitorConfig",
     "NoLoadLimit",
+    "NoSuchService",
     "Priority",
+    "ProcInfo",
     "Process",
     "ProcessFailed",
+    "ProcessTable",
     "ProcworkError",
     "Result",
+    "Rule",
+    "RuleEngine",
     "Scheduler",
+    "ServiceSpec",
+    "ServiceState",
+    "ServiceStatus",
     "SpawnError",
+    "Supervisor",
     "SystemLoad",
     "Timeout",
+    "load_config",
+    "parse_config",
     "run",
     "scheduler",
     "spawn",

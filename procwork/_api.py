@@ -122,6 +122,7 @@ def spawn(
     max_output: int | None = DEFAULT_MAX_OUTPUT,
     shell: bool = False,
     stdin: bool = True,
+    capture: bool = True,
     on_stdout: LineCallback | None = None,
     on_stderr: LineCallback | None = None,
     scheduler: Scheduler | None = None,
@@ -132,8 +133,10 @@ def spawn(
     by line (``on_stdout``/``on_stderr`` callbacks, ``readline()``, or
     ``async for line in proc.lines()``), ``signal()``, ``terminate()``,
     ``kill()`` and ``wait()``. Arguments as for :func:`run`; ``stdin=False``
-    gives the child ``/dev/null``. The process is queued like any run (a
-    ``critical`` one starts before this returns).
+    gives the child ``/dev/null``; ``capture=False`` lets it share our
+    stdin, stdout and stderr, as a shell would (nothing is captured). The
+    process is queued like any run (a ``critical`` one starts before this
+    returns).
     """
     process = _process(
         "spawn",
@@ -147,6 +150,7 @@ def spawn(
         shell,
         scheduler,
         stdin=stdin,
+        inherit_stdio=not capture,
         on_stdout=on_stdout,
         on_stderr=on_stderr,
     )
@@ -173,6 +177,7 @@ def _process(
     scheduler_: Scheduler | None,
     *,
     stdin: bool,
+    inherit_stdio: bool = False,
     on_stdout: LineCallback | None = None,
     on_stderr: LineCallback | None = None,
 ) -> Process:
@@ -190,6 +195,7 @@ def _process(
         grace=_seconds(grace, "grace", where, allow_none=False),  # type: ignore[arg-type]
         max_output=_max_output(max_output, where),
         stdin=stdin,
+        inherit_stdio=inherit_stdio,
         on_stdout=on_stdout,
         on_stderr=on_stderr,
     )

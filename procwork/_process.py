@@ -84,6 +84,7 @@ class Process:
         grace: float,
         max_output: int | None,
         stdin: bool,
+        inherit_stdio: bool = False,
         on_stdout: LineCallback | None = None,
         on_stderr: LineCallback | None = None,
     ) -> None:
@@ -96,7 +97,8 @@ class Process:
         self._scheduler = scheduler
         self._env = env
         self._cwd = cwd
-        self._stdin = stdin
+        self._stdin = stdin and not inherit_stdio
+        self._inherit_stdio = inherit_stdio
         self._max_output = max_output
         self._transport: GroupProcess | None = None
         self._buffers = {1: TailBuffer(max_output), 2: TailBuffer(max_output)}
@@ -148,6 +150,7 @@ class Process:
                 cwd=self._cwd,
                 nice=nice,
                 stdin=self._stdin,
+                inherit_stdio=self._inherit_stdio,
             )
         except (OSError, ValueError, TypeError) as e:  # ValueError: NUL in env
             self._spawn_failed(e)
@@ -474,6 +477,8 @@ def _spawn_error(
         else:
             path = (env or os.environ).get("PATH", os.defpath)
             reason = f"command {args[0]!r} not found on PATH ({path})"
+    elif code == errno.EACCES and os.sep in args[0] and _is_dir(args[0], cwd):
+        reason = f"{args[0]!r} is a directory, not a program"
     elif code == errno.EACCES:
         reason = f"{args[0]!r} is not executable (permission denied)"
     elif code == errno.ENOEXEC:
@@ -494,3 +499,8 @@ def _spawn_error(
     spawn_error.filename = filename
     spawn_error.__cause__ = error
     return spawn_error
+
+
+def _is_dir(program: str, cwd: str | None) -> bool:
+    # exec() resolves a relative path in the child, after the chdir to cwd.
+    return os.path.isdir(os.path.join(cwd or "", program))

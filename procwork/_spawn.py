@@ -102,6 +102,8 @@ class GroupProcess(twisted_process.Process):
         cwd: The child's working directory; ``None`` inherits ours.
         nice: Added to the child's niceness right after it starts.
         stdin: ``True`` for a pipe we write to, ``False`` for ``/dev/null``.
+        inherit_stdio: The child shares our stdin, stdout and stderr (no
+            pipes at all; ``stdin`` is then ignored).
 
     Raises:
         OSError: the child could not be started (the caller turns this into
@@ -118,6 +120,7 @@ class GroupProcess(twisted_process.Process):
         cwd: str | None = None,
         nice: int = 0,
         stdin: bool = True,
+        inherit_stdio: bool = False,
     ) -> None:
         self.pgid: int | None = None
         self.kill_group_on_exit = False
@@ -127,7 +130,9 @@ class GroupProcess(twisted_process.Process):
         self._nice = nice
         child_fds: dict[int, str | int] = {0: "w", 1: "r", 2: "r"}
         devnull = None
-        if not stdin:
+        if inherit_stdio:
+            child_fds = {0: 0, 1: 1, 2: 2}  # ints: Twisted passes them through
+        elif not stdin:
             devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             child_fds[0] = devnull
         try:

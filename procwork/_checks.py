@@ -1,0 +1,329 @@
+"""Periodic checks: a command run every N seconds, and what to do when it fails.
+
+A check is the watchdog's question ("is the load sane? is the disk full?")
+asked as a command: exit 0 means fine. It runs through the same scheduler as
+everything else, with its own timeout and priority; a failure (non-zero
+exit, timeout, or a command that cannot start) may trigger an action,
+another command that runs ``critical`` by default, because it is the one
+that can fix the problem. A check never overlaps itself: when its previous
+run is still going at the next interval, that interval is skipped and the
+skip is counted.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from procwork._errors import ConfigError
+from procwork._result import Result
+from procwork._scheduler import PRIORITIES
+
+__all__ = ["CheckRunner", "CheckSpec", "CheckStatus"]
+
+_log = Logger(namespace="procwork.checks")
+
+#: How a check runs a command: ``run(argv, timeout=..., priority=...)``.
+RunFunction = Callable[..., "Deferred[Result]"]
+
+_TAIL = 400  # characters of output kept in a check's status
+
+
+def _command(value: object, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        try:
+            argv = tuple(shlex.split(value))
+        except ValueError as e:
+            raise ConfigError(f"{where}: cannot split {value!r}: {e}") from None
+    elif isinstance(value, Sequence) and all(isinstance(a, str) for a in value):
+        argv = tuple(value)
+    else:
+        raise ConfigError(
+            f"{where}: must be a string or a list of strings, not {value!r}"
+        )
+    if not argv:
+        raise ConfigError(f"{where}: is empty")
+    return argv
+
+
+def _positive(value: object, where: str, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}: must be a number of seconds, not {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{where}: must be > 0, not {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """What to run, how often, and what to do when it fails.
+
+    Args:
+        name: Unique name, used in logs and metrics.
+        command: argv list, or a string split with shlex (no shell).
+        every: Seconds between starts.
+        timeout: Seconds a run may take (default: ``every``).
+        priority: Scheduler priority of the check (default ``"high"``).
+        on_failure: Command to run when the check fails (default none).
+        on_failure_priority: Its priority (default ``"critical"``).
+        action_timeout: Seconds the action may take (default 60).
+    """
+
+    name: str
+    command: tuple[str, ...]
+    every: float
+    timeout: float | None = None
+    priority: str = "high"
+    on_failure: tuple[str, ...] | None = None
+    on_failure_priority: str = "critical"
+    action_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        where = f"check {self.name!r}"
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(
+                f"check name must be a non-empty string, not {self.name!r}"
+            )
+        object.__setattr__(self, "command", _command(self.command, f"{where}: command"))
+        object.__setattr__(self, "every", _positive(self.every, f"{where}: every"))
+        timeout = self.every if self.timeout is None else self.timeout
+        object.__setattr__(self, "timeout", _positive(timeout, f"{where}: timeout"))
+        for key in ("priority", "on_failure_priority"):
+            value = getattr(self, key)
+            if value not in PRIORITIES:
+                allowed = ", ".join(PRIORITIES)
+                raise ConfigError(
+                    f"{where}: {key} must be one of {allowed}, not {value!r}"
+                )
+        if self.on_failure is not None:
+            object.__setattr__(
+                self, "on_failure", _command(self.on_failure, f"{where}: on_failure")
+            )
+        object.__setattr__(
+            self,
+            "action_timeout",
+            _positive(self.action_timeout, f"{where}: action_timeout"),
+        )
+
+
+@dataclass
+class CheckStatus:
+    """What a check has done so far (one object per check)."""
+
+    name: str
+    runs: int = 0
+    ok: int = 0
+    failed: int = 0
+    timed_out: int = 0
+    skipped: int = 0
+    actions: int = 0
+    running: bool = False
+    last_outcome: str | None = None  # "ok" | "failed" | "timed out" | "error"
+    last_detail: str = ""
+    last_duration: float | None = None
+    last_output: str = ""
+    last_started: float | None = None  # wall clock (time.time())
+    action_running: bool = False
+    last_action: str | None = None
+    _run: Deferred[Result] | None = field(default=None, repr=False)
+    _action: Deferred[Result] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view."""
+        return {
+            key: value
+            for key, value in self.__dict__.items()
+            if not key.startswith("_")
+        }
+
+
+class CheckRunner:
+    """Runs a set of checks on their intervals. Call from the reactor thread.
+
+    Args:
+        specs: The checks.
+        run: Runs one command: ``procwork.run``-compatible (tests inject).
+        reactor: Clock for the intervals; default the global reactor.
+        wall_clock: Time source for ``last_started`` (default time.time).
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[CheckSpec],
+        *,
+        run: RunFunction | None = None,
+        reactor: Any = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._specs: dict[str, CheckSpec] = {}
+        for spec in specs:
+            if spec.name in self._specs:
+                raise ConfigError(f"check {spec.name!r} is defined twice")
+            self._specs[spec.name] = spec
+        if run is None:
+            from procwork._api import run as procwork_run
+
+            run = procwork_run
+        self._run = run
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self._reactor = reactor
+        self._wall_clock = wall_clock
+        self._status = {name: CheckStatus(name) for name in self._specs}
+        self._loops: dict[str, LoopingCall] = {}
+
+    @property
+    def status(self) -> Mapping[str, CheckStatus]:
+        """Each check's :class:`CheckStatus`, by name."""
+        return self._status
+
+    def start(self) -> None:
+        """Start every check now, then on its interval."""
+        for name, spec in self._specs.items():
+            if name in self._loops:
+                continue
+            loop = LoopingCall(self._tick, spec)
+            loop.clock = self._reactor
+            self._loops[name] = loop
+            loop.start(spec.every, now=True)
+
+    def stop(self) -> Deferred[Any]:
+        """Stop the intervals and cancel runs in flight (their processes are killed).
+
+        The Deferred fires once they have all ended.
+        """
+        for loop in self._loops.values():
+            if loop.running:
+                loop.stop()
+        self._loops.clear()
+        pending: list[Deferred[Any]] = []
+        for status in self._status.values():
+            for d in (status._run, status._action):
+                if d is not None and not d.called:
+                    d.cancel()
+                    pending.append(d)
+        return DeferredList(pending, consumeErrors=True)
+
+    # -- one interval ------------------------------------------------------
+
+    def _tick(self, spec: CheckSpec) -> None:
+        status = self._status[spec.name]
+        if status.running:
+            status.skipped += 1
+            _log.warn(
+                "check {check} skipped: its previous run is still going",
+                check=spec.name,
+                skipped=status.skipped,
+            )
+            return
+        status.running = True
+        status.runs += 1
+        status.last_started = self._wall_clock()
+        try:
+            d = self._run(
+                list(spec.command), timeout=spec.timeout, priority=spec.priority
+            )
+        except Exception:
+            self._finished(Failure(), spec, status)
+            return
+        status._run = d
+        d.addBoth(self._finished, spec, status)
+
+    def _finished(
+        self, outcome: Result | Failure, spec: CheckSpec, status: CheckStatus
+    ) -> None:
+        status.running = False
+        status._run = None
+        if isinstance(outcome, Failure):
+            if outcome.check(CancelledError):
+                return  # stopped; not an outcome of the check
+            status.last_outcome = "error"
+            status.last_detail = str(outcome.value)
+            status.last_duration = None
+            status.last_output = ""
+        else:
+            result = outcome
+            status.last_duration = result.duration
+            tail = (result.stdout + result.stderr)[-_TAIL:]
+            status.last_output = tail.decode("utf-8", "replace")
+            status.last_detail = result.describe()
+            if result.ok:
+                if status.last_outcome != "ok":  # first result, or recovered
+                    _log.info(
+                        "check {check} ok: {output}",
+                        check=spec.name,
+                        output=status.last_output.strip()[-120:],
+                    )
+                status.last_outcome = "ok"
+                status.ok += 1
+                return
+            if result.timed_out:
+                status.last_outcome = "timed out"
+                status.timed_out += 1
+            else:
+                status.last_outcome = "failed"
+        if status.last_outcome != "timed out":
+            status.failed += 1
+        _log.warn(
+            "check {check} {outcome}: {detail}",
+            check=spec.name,
+            outcome=status.last_outcome,
+            detail=status.last_detail,
+            output=status.last_output,
+        )
+        self._act(spec, status)
+
+    def _act(self, spec: CheckSpec, status: CheckStatus) -> None:
+        if spec.on_failure is None:
+            return
+        if status.action_running:
+            _log.warn(
+                "check {check}: action not started, the previous one is still going",
+                check=spec.name,
+            )
+            return
+        status.action_running = True
+        status.actions += 1
+        _log.warn(
+            "check {check}: running action {action}",
+            check=spec.name,
+            action=shlex.join(spec.on_failure),
+        )
+        try:
+            d = self._run(
+                list(spec.on_failure),
+                timeout=spec.action_timeout,
+                priority=spec.on_failure_priority,
+            )
+        except Exception:
+            self._action_done(Failure(), spec, status)
+            return
+        status._action = d
+        d.addBoth(self._action_done, spec, status)
+
+    def _action_done(
+        self, outcome: Result | Failure, spec: CheckSpec, status: CheckStatus
+    ) -> None:
+        status.action_running = False
+        status._action = None
+        if isinstance(outcome, Failure):
+            if outcome.check(CancelledError):
+                return
+            status.last_action = f"error: {outcome.value}"
+        else:
+            status.last_action = outcome.describe()
+        _log.info(
+            "check {check}: action {outcome}",
+            check=spec.name,
+            outcome=status.last_action,
+        )

@@ -1,0 +1,183 @@
+"""The ``procwork`` command: ``procwork run`` and ``procwork monitor``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import untwisted
+from procwork._api import DEFAULT_GRACE, spawn
+from procwork._errors import ProcworkError, SpawnError
+from procwork._result import Result
+from procwork._scheduler import PRIORITIES
+
+__all__ = ["main"]
+
+# Exit statuses of `procwork run`, the conventions of timeout(1) and shells.
+EXIT_TIMED_OUT = 124
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="procwork",
+        description="Run and supervise processes, with tree-killing timeouts.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run one command, like timeout(1) but killing its whole tree",
+        description=(
+            "Run CMD with a timeout that kills its whole process group (SIGTERM, "
+            "then SIGKILL after the grace period). Exits with CMD's status: 124 "
+            "if it timed out, 128+N if killed by signal N, 126/127 if it could "
+            "not be executed / found."
+        ),
+    )
+    run.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds before the process group is terminated",
+    )
+    run.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE,
+        metavar="S",
+        help=f"seconds between SIGTERM and SIGKILL (default {DEFAULT_GRACE:g})",
+    )
+    run.add_argument(
+        "--priority",
+        choices=PRIORITIES,
+        default="normal",
+        help="admission priority; low runs niced (default normal)",
+    )
+    run.add_argument(
+        "--max-output",
+        type=int,
+        default=None,
+        metavar="N",
+        help="capture the output and print only its last N bytes "
+        "per stream (default: pass output straight through)",
+    )
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print a one-line summary on stderr",
+    )
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
+
+    monitor = commands.add_parser(
+        "monitor",
+        help="supervise services, run checks and watchdog rules from a TOML config",
+    )
+    monitor.add_argument(
+        "config",
+        nargs="?",
+        default=None,
+        help="TOML config file (default: the built-in config)",
+    )
+    monitor.add_argument(
+        "--http",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve status JSON and /metrics here (overrides config)",
+    )
+    monitor.add_argument(
+        "--json-log",
+        action="store_true",
+        help="log events as JSON lines instead of text",
+    )
+    monitor.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="stop after S seconds (for demos and tests)",
+    )
+    monitor.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the config, print it and exit",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``procwork`` command; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(parser, args)
+    from procwork._monitor import main as monitor_main
+
+    return monitor_main(
+        args.config,
+        http=args.http,
+        json_log=args.json_log,
+        duration=args.duration,
+        check_only=args.check_config,
+    )
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    command = list(args.argv)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        parser.error(
+            "run: no command given (usage: procwork run [OPTIONS] -- CMD ARGS...)"
+        )
+    capture = args.max_output is not None
+    try:
+        process = spawn(
+            command,
+            timeout=args.timeout,
+            grace=args.grace,
+            priority=args.priority,
+            max_output=args.max_output if capture else None,
+            capture=capture,
+            stdin=False,
+        )
+        result: Result = untwisted.run(process.wait())
+    except SpawnError as e:
+        print(f"procwork run: {e}", file=sys.stderr)
+        return EXIT_NOT_FOUND if e.errno == 2 else EXIT_CANNOT_EXECUTE
+    except (ValueError, TypeError) as e:
+        print(f"procwork run: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ProcworkError as e:  # pragma: no cover - nothing else is expected
+        print(f"procwork run: {e}", file=sys.stderr)
+        return 1
+    if capture:
+        sys.stdout.buffer.write(result.stdout)
+        sys.stdout.buffer.flush()
+        sys.stderr.buffer.write(result.stderr)
+        sys.stderr.buffer.flush()
+    if args.verbose:
+        print(
+            f"procwork run: {result.command_line()} {result.describe()} "
+            f"in {result.duration:.3f} s (queued {result.queued:.3f} s)"
+            + (", output truncated" if result.truncated else ""),
+            file=sys.stderr,
+        )
+    return exit_status(result)
+
+
+def exit_status(result: Result) -> int:
+    """The shell-style exit status for a Result (124 on timeout)."""
+    if result.timed_out:
+        return EXIT_TIMED_OUT
+    code = result.returncode
+    if code is None:
+        return EXIT_TIMED_OUT
+    if code < 0:
+        return 128 + (-code)
+    return code

@@ -1,0 +1,412 @@
+"""``procwork monitor``: services, checks and watchdog rules from one config.
+
+The command is a thin consumer of the library: a :class:`Monitor` composes a
+:class:`~procwork.Supervisor`, a :class:`~procwork.CheckRunner` and a
+:class:`~procwork.RuleEngine` on one reactor, reports what happens as log
+events, and serves its status over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any, TextIO, cast
+
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogFilterPredicate,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    eventAsJSON,
+    formatEvent,
+    globalLogBeginner,
+)
+
+import untwisted
+from procwork._api import scheduler as default_scheduler
+from procwork._checks import CheckRunner
+from procwork._config import MonitorConfig, load_config, parse_http
+from procwork._errors import ConfigError
+from procwork._http import Metric, StatusSite
+from procwork._load import SystemLoad
+from procwork._rules import Finding, RuleEngine
+from procwork._scheduler import Scheduler
+from procwork._supervisor import Supervisor
+
+__all__ = ["Monitor", "main"]
+
+_log = Logger(namespace="procwork.monitor")
+
+_RECENT_FINDINGS = 20
+
+
+class Monitor:
+    """Runs a :class:`MonitorConfig`. Call from the reactor thread.
+
+    Args:
+        config: What to run.
+        reactor: Default the global reactor.
+        scheduler: Process admission; default procwork's shared scheduler,
+            configured from ``config``.
+    """
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        *,
+        reactor: Any = None,
+        scheduler: Scheduler | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self.config = config
+        self._reactor = reactor
+        self.scheduler = scheduler if scheduler is not None else default_scheduler()
+        if config.max_running is not None:
+            self.scheduler.set_max_running(config.max_running)
+        self.scheduler.load = SystemLoad(max_load=config.max_load)
+        self.supervisor = Supervisor(reactor)
+        for spec in config.services:
+            self.supervisor.add(spec)
+        self.checks = CheckRunner(config.checks, reactor=reactor, run=self._run)
+        self.rules = RuleEngine(config.rules, reactor=reactor)
+        self.findings: list[Finding] = []
+        self._loops: list[LoopingCall] = []
+        self._port: Any = None
+        self._started_at: float | None = None
+        self._cpu_at_start = 0.0
+
+    def _run(self, argv: list[str], **kwargs: Any) -> Deferred[Any]:
+        from procwork._api import run
+
+        return run(argv, scheduler=self.scheduler, **kwargs)
+
+    # -- life cycle ------------------------------------------------------
+
+    def start(self, http: tuple[str, int] | None = None) -> None:
+        """Start services, checks, rules, summaries and the HTTP endpoint."""
+        self._started_at = time.time()
+        self._cpu_at_start = time.process_time()
+        http = http if http is not None else self.config.http
+        if http is not None:
+            self._listen(*http)
+        _log.info(
+            "monitor started from {source}: {services} services, {checks} checks, "
+            "{rules} rules",
+            source=self.config.source,
+            services=len(self.config.services),
+            checks=len(self.config.checks),
+            rules=len(self.config.rules),
+        )
+        self.supervisor.start()
+        self.checks.start()
+        if self.config.rules:
+            self._every(self.config.rules_every, self._scan)
+        if self.config.summary_every:
+            self._every(self.config.summary_every, self._summary, now=False)
+
+    def _every(self, seconds: float, fn: Any, *, now: bool = True) -> None:
+        loop = LoopingCall(fn)
+        loop.clock = self._reactor
+        loop.start(seconds, now=now).addErrback(
+            lambda f: _log.failure("periodic task failed", f)
+        )
+        self._loops.append(loop)
+
+    def _listen(self, host: str, port: int) -> None:
+        site = StatusSite(self.status, self.metrics)
+        try:
+            self._port = self._reactor.listenTCP(port, site, interface=host)
+        except Exception as e:
+            raise ConfigError(
+                f"cannot serve HTTP on {host}:{port}: {e}; choose another with "
+                "--http HOST:PORT or set http = false in [monitor]"
+            ) from None
+        address = self._port.getHost()
+        _log.info(
+            "status on http://{host}:{port}/ and metrics on /metrics",
+            host=address.host,
+            port=address.port,
+        )
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """Where the HTTP endpoint listens (its real port when 0 was asked)."""
+        if self._port is None:
+            return None
+        address = self._port.getHost()
+        return address.host, address.port
+
+    def stop(self) -> Deferred[Any]:
+        """Stop everything: loops, checks (their runs killed), rules, services.
+
+        Services are stopped with their stop policy. The Deferred fires when
+        every child has been reaped.
+        """
+        _log.info("monitor stopping")
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops.clear()
+        self.rules.stop()
+        steps: list[Deferred[Any]] = [self.checks.stop(), self.supervisor.stop()]
+        if self._port is not None:
+            steps.append(maybeDeferred(self._port.stopListening))
+            self._port = None
+        return DeferredList(steps, consumeErrors=True)
+
+    # -- periodic work ------------------------------------------------------
+
+    def _scan(self) -> None:
+        found = self.rules.check()
+        if found:
+            self.findings = (self.findings + found)[-_RECENT_FINDINGS:]
+
+    def _summary(self) -> None:
+        services = self.supervisor.status()
+        running = sum(1 for s in services.values() if s.state == "RUNNING")
+        checks = self.checks.status
+        failing = sorted(
+            n for n, c in checks.items() if c.last_outcome not in (None, "ok")
+        )
+        _log.info(
+            "summary: {running}/{total} services running; {nchecks} checks, "
+            "failing: {failing}; {procs} processes running, {queued} queued",
+            running=running,
+            total=len(services),
+            nchecks=len(checks),
+            failing=", ".join(failing) or "none",
+            procs=self.scheduler.running,
+            queued=self.scheduler.queued,
+        )
+
+    # -- reporting ---------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Everything the monitor knows, JSON-ready."""
+        counters = self.rules.counters
+        return {
+            "source": self.config.source,
+            "pid": os.getpid(),
+            "started": self._started_at,
+            "uptime": None
+            if self._started_at is None
+            else time.time() - self._started_at,
+            "cpu_seconds": time.process_time() - self._cpu_at_start,
+            "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "scheduler": self.scheduler.stats(),
+            "services": {
+                name: status.to_dict()
+                for name, status in self.supervisor.status().items()
+            },
+            "checks": {
+                name: status.to_dict() for name, status in self.checks.status.items()
+            },
+            "rules": {
+                rule.name: {
+                    "matches": counters[rule.name].matches,
+                    "signals_sent": counters[rule.name].signals_sent,
+                    "action": rule.action,
+                    "dry_run": rule.dry_run,
+                }
+                for rule in self.rules.rules
+            },
+            "recent_findings": [str(f) for f in self.findings],
+        }
+
+    def metrics(self) -> list[Metric]:
+        """Prometheus metrics of services, checks, rules and the scheduler."""
+        services = self.supervisor.status()
+        checks = self.checks.status
+        counters = self.rules.counters
+        stats = self.scheduler.stats()
+
+        def per_service(attr: str) -> list[tuple[dict[str, str], float]]:
+            return [
+                ({"service": n}, float(getattr(s, attr))) for n, s in services.items()
+            ]
+
+        def per_check(attr: str) -> list[tuple[dict[str, str], float]]:
+            return [({"check": n}, float(getattr(c, attr))) for n, c in checks.items()]
+
+        return [
+            ("procwork_up", "gauge", "1 while the monitor runs", [({}, 1.0)]),
+            (
+                "procwork_cpu_seconds_total",
+                "counter",
+                "CPU seconds used by the monitor process itself",
+                [({}, time.process_time())],
+            ),
+            (
+                "procwork_service_up",
+                "gauge",
+                "1 if the service is RUNNING",
+                [
+                    ({"service": n}, 1.0 if s.state == "RUNNING" else 0.0)
+                    for n, s in services.items()
+                ],
+            ),
+            (
+                "procwork_service_restarts_total",
+                "counter",
+                "Times the service was restarted",
+                per_service("restarts"),
+            ),
+            (
+                "procwork_service_state",
+                "gauge",
+                "The service's state, as a label",
+                [({"service": n, "state": s.state}, 1.0) for n, s in services.items()],
+            ),
+            (
+                "procwork_check_runs_total",
+                "counter",
+                "Check runs started",
+                per_check("runs"),
+            ),
+            (
+                "procwork_check_failures_total",
+                "counter",
+                "Check runs that failed (non-zero exit or could not start)",
+                per_check("failed"),
+            ),
+            (
+                "procwork_check_timeouts_total",
+                "counter",
+                "Check runs killed by their timeout",
+                per_check("timed_out"),
+            ),
+            (
+                "procwork_check_skipped_total",
+                "counter",
+                "Intervals skipped because the previous run was still going",
+                per_check("skipped"),
+            ),
+            (
+                "procwork_check_actions_total",
+                "counter",
+                "Failure actions started",
+                per_check("actions"),
+            ),
+            (
+                "procwork_check_ok",
+                "gauge",
+                "1 if the last run of the check succeeded",
+                [
+                    ({"check": n}, 1.0 if c.last_outcome == "ok" else 0.0)
+                    for n, c in checks.items()
+                ],
+            ),
+            (
+                "procwork_rule_matches_total",
+                "counter",
+                "Processes a rule found over its limits",
+                [({"rule": n}, float(c.matches)) for n, c in counters.items()],
+            ),
+            (
+                "procwork_rule_signals_total",
+                "counter",
+                "Signals a rule sent",
+                [({"rule": n}, float(c.signals_sent)) for n, c in counters.items()],
+            ),
+            (
+                "procwork_processes_running",
+                "gauge",
+                "Processes procwork is running",
+                [({}, float(stats["running"]))],
+            ),
+            (
+                "procwork_processes_queued",
+                "gauge",
+                "Processes waiting for admission",
+                [({}, float(stats["queued"]))],
+            ),
+        ]
+
+
+# -- the command -------------------------------------------------------------
+
+
+def _text_observer(stream: TextIO) -> ILogObserver:
+    def observe(event: dict[str, Any]) -> None:
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += "\n" + failure.getTraceback()
+        stamp = time.strftime(
+            "%H:%M:%S", time.localtime(event.get("log_time", time.time()))
+        )
+        namespace = event.get("log_namespace", "")
+        stream.write(f"{stamp} [{namespace}] {text}\n")
+        stream.flush()
+
+    return observe  # type: ignore[return-value]
+
+
+def _json_observer(stream: TextIO) -> ILogObserver:
+    def observe(event: dict[str, Any]) -> None:
+        record = json.loads(eventAsJSON(event))
+        record["text"] = formatEvent(event)
+        stream.write(json.dumps(record, default=str) + "\n")
+        stream.flush()
+
+    return observe  # type: ignore[return-value]
+
+
+def _start_logging(json_log: bool) -> None:
+    observer = _json_observer(sys.stdout) if json_log else _text_observer(sys.stdout)
+    # zope interfaces again: these classes provide what the casts say.
+    predicate = cast(
+        ILogFilterPredicate, LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+    )
+    filtered = cast(ILogObserver, FilteringLogObserver(observer, [predicate]))
+    globalLogBeginner.beginLoggingTo([filtered], redirectStandardIO=False)
+
+
+def main(
+    config_path: str | None,
+    *,
+    http: str | None = None,
+    json_log: bool = False,
+    duration: float | None = None,
+    check_only: bool = False,
+) -> int:
+    """Run the monitor until Ctrl-C, SIGTERM or ``duration``; exit status."""
+    try:
+        config = load_config(config_path)
+        address = parse_http(http) if http is not None else None
+    except ConfigError as e:
+        print(f"procwork monitor: {e}", file=sys.stderr)
+        return 2
+    if check_only:
+        print(
+            f"{config.source}: ok: {len(config.services)} services, "
+            f"{len(config.checks)} checks, {len(config.rules)} rules"
+        )
+        return 0
+    _start_logging(json_log or config.json_log)
+    monitor = Monitor(config)
+    try:
+        try:
+            monitor.start(http=address)
+        except ConfigError as e:
+            print(f"procwork monitor: {e}", file=sys.stderr)
+            untwisted.run(monitor.stop(), timeout=60)
+            return 2
+        untwisted.run(Deferred(), timeout=duration)
+    except untwisted.Timeout:
+        _log.info("monitor ran for its --duration of {duration} s", duration=duration)
+    except (KeyboardInterrupt, SystemExit):
+        _log.info("monitor interrupted")
+    untwisted.run(monitor.stop(), timeout=120)
+    _log.info("monitor stopped")
+    return 0

@@ -1,0 +1,310 @@
+"""Errors: clear messages, and nothing left behind.
+
+Each test name is a sentence of the specification. A command that cannot be
+started fails its Deferred with :class:`procwork.SpawnError`; an unusable
+argument raises ``ValueError``/``TypeError`` at the call. Either way no file
+descriptor leaks and no child is left.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import procwork
+import untwisted
+from procwork import ProcworkError, SpawnError
+
+PY = sys.executable
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait(x: object) -> Any:
+    """Block on ``x`` for at most 30 s."""
+    return untwisted.run(x, timeout=30)
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def my_children() -> set[int]:
+    """Pids of this process's children, zombies included."""
+    me = str(os.getpid())
+    children = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[1] == me:
+            children.add(int(name))
+    return children
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """Every test here must leave no fd open and no child behind."""
+    scheduler = procwork.scheduler()
+    saved = scheduler.load
+    scheduler.load = procwork.NoLoadLimit()
+    wait(procwork.run(["true"]))  # the reactor and its fds exist before we count
+    fds, children = open_fds(), my_children()
+    try:
+        yield
+        assert open_fds() == fds, "a file descriptor leaked"
+        assert my_children() <= children, "a child was left behind"
+        assert scheduler.running == 0 and scheduler.queued == 0
+    finally:
+        scheduler.load = saved
+
+
+def spawn_error(args: Any, **kwargs: Any) -> SpawnError:
+    """The SpawnError that ``procwork.run(args, **kwargs)`` fails with."""
+    with pytest.raises(SpawnError) as caught:
+        wait(procwork.run(args, **kwargs))
+    return caught.value
+
+
+# -- SpawnError ------------------------------------------------------------------------
+
+
+def test_SpawnError_is_an_OSError_and_a_ProcworkError() -> None:
+    assert issubclass(SpawnError, OSError)
+    assert issubclass(SpawnError, ProcworkError)
+
+
+def test_a_command_not_on_PATH_fails_with_SpawnError_naming_it_and_the_PATH() -> None:
+    error = spawn_error(["no-such-command-xyz", "arg"], env={"PATH": "/bin:/usr/bin"})
+    assert error.errno == errno.ENOENT
+    assert str(error) == (
+        "cannot run 'no-such-command-xyz arg': command 'no-such-command-xyz' "
+        "not found on PATH (/bin:/usr/bin)"
+    )
+
+
+def test_a_program_path_that_does_not_exist_fails_with_SpawnError() -> None:
+    with pytest.raises(SpawnError, match=r"^cannot run '/no/such/prog': '/no/such/prog' does not exist$"):
+        wait(procwork.run(["/no/such/prog"]))
+
+
+def test_a_file_that_is_not_executable_fails_with_SpawnError(tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    error = spawn_error([str(script)])
+    assert error.errno == errno.EACCES
+    assert str(error) == (
+        f"cannot run '{script}': '{script}' is not executable (permission denied)"
+    )
+
+
+def test_a_directory_as_command_fails_with_SpawnError_saying_so(tmp_path: Path) -> None:
+    error = spawn_error([str(tmp_path)])
+    assert str(error) == f"cannot run '{tmp_path}': '{tmp_path}' is a directory, not a program"
+
+
+def test_a_file_that_is_no_program_fails_with_SpawnError(tmp_path: Path) -> None:
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x7fELF but not really")
+    junk.chmod(0o755)
+    with pytest.raises(SpawnError, match=r"is not a program this system can run \(exec format error\)"):
+        wait(procwork.run([str(junk)]))
+
+
+def test_a_working_directory_that_does_not_exist_fails_with_SpawnError() -> None:
+    error = spawn_error(["ls"], cwd="/no/such/dir")
+    assert error.errno == errno.ENOENT
+    assert str(error) == "cannot run 'ls': working directory '/no/such/dir' does not exist"
+
+
+def test_a_working_directory_that_is_a_file_fails_with_SpawnError(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SpawnError, match=r"working directory '.*/file' is not a directory"):
+        wait(procwork.run(["ls"], cwd=tmp_path / "file"))
+
+
+def test_check_True_does_not_hide_a_SpawnError() -> None:
+    with pytest.raises(SpawnError, match="not found on PATH"):
+        wait(procwork.run(["no-such-command-xyz"], check=True))
+
+
+def test_spawn_of_a_command_that_cannot_start_fails_its_wait() -> None:
+    proc = procwork.spawn(["no-such-command-xyz"])
+    with pytest.raises(SpawnError, match="not found on PATH"):
+        wait(proc.wait())
+    assert proc.pid is None and proc.result is None
+    assert proc.state == "failed"
+    assert wait(proc.readline()) == b""
+
+
+def test_a_failed_start_frees_its_place_so_the_queue_moves_on() -> None:
+    scheduler = procwork.Scheduler(max_running=1, load=procwork.NoLoadLimit())
+    bad = [procwork.run(["no-such-command-xyz"], scheduler=scheduler) for _ in range(3)]
+    good = procwork.run(["echo", "next"], scheduler=scheduler)
+    for d in bad:
+        with pytest.raises(SpawnError):
+            wait(d)
+    assert wait(good).stdout == b"next\n"
+
+
+def test_runs_after_a_failed_start_work() -> None:
+    spawn_error(["no-such-command-xyz"])
+    assert wait(procwork.run(["echo", "fine"])).stdout == b"fine\n"
+
+
+# -- unusable arguments: raised at the call ----------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [[], "", "   ", [""]])
+def test_an_empty_command_is_a_ValueError(args: Any) -> None:
+    with pytest.raises(ValueError, match=r"^empty command .*: nothing to run$"):
+        procwork.run(args)
+
+
+def test_a_NUL_byte_in_an_argument_is_a_ValueError_naming_the_argument() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^command .*echo.*: argument 1 contains a NUL byte, which no process can receive$",
+    ):
+        procwork.run(["echo", "a\0b"])
+
+
+def test_a_NUL_byte_in_the_environment_is_a_ValueError() -> None:
+    with pytest.raises(ValueError, match=r"invalid environment variable 'X'"):
+        procwork.run(["true"], env={"X": "a\0b"})
+
+
+def test_an_environment_of_non_strings_is_a_TypeError() -> None:
+    with pytest.raises(TypeError, match=r"env entries must be str, got 'X': 1"):
+        procwork.run(["true"], env={"X": 1})  # type: ignore[dict-item]
+
+
+def test_an_argument_that_is_not_text_is_a_TypeError() -> None:
+    with pytest.raises(TypeError, match=r"every argument must be str, bytes or a path"):
+        procwork.run(["sleep", 1])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("name", ["timeout", "grace"])
+def test_a_negative_timeout_or_grace_is_a_ValueError(name: str) -> None:
+    with pytest.raises(
+        ValueError,
+        match=rf"^procwork.run\('sleep 1'\): {name} must be a finite number >= 0, not -1$",
+    ):
+        procwork.run(["sleep", "1"], **{name: -1})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_timeout_that_is_not_finite_is_a_ValueError(value: float) -> None:
+    with pytest.raises(ValueError, match=r"timeout must be a finite number >= 0"):
+        procwork.run(["true"], timeout=value)
+
+
+@pytest.mark.parametrize("value", ["5", True, [5]])
+def test_a_non_numeric_timeout_is_a_TypeError(value: object) -> None:
+    with pytest.raises(TypeError, match=r"timeout must be a number of seconds, not "):
+        procwork.run(["true"], timeout=value)  # type: ignore[arg-type]
+
+
+def test_an_unknown_priority_is_a_ValueError_listing_the_priorities() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^unknown priority 'urgent' for procwork.run\('true'\); "
+        r"use one of critical, high, normal, low$",
+    ):
+        procwork.run(["true"], priority="urgent")
+
+
+def test_input_given_as_text_is_a_TypeError_saying_to_encode_it() -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"^procwork.run\('cat'\): input must be bytes, not str \(encode text first\)$",
+    ):
+        procwork.run(["cat"], input="text")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (0, ValueError, r"max_output must be >= 1 byte, not 0"),
+        ("1k", TypeError, r"max_output must be an int or None, not '1k'"),
+    ],
+)
+def test_an_unusable_max_output_is_refused(
+    value: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        procwork.run(["true"], max_output=value)  # type: ignore[arg-type]
+
+
+def test_spawn_checks_its_arguments_the_same_way() -> None:
+    with pytest.raises(ValueError, match=r"^unknown priority 'urgent' for procwork.spawn"):
+        procwork.spawn(["true"], priority="urgent")
+    with pytest.raises(ValueError, match=r"timeout must be a finite number >= 0"):
+        procwork.spawn(["true"], timeout=-1)
+
+
+# -- out of file descriptors: in a child Python ---------------------------------------------
+
+EMFILE_PROGRAM = textwrap.dedent(
+    """
+    import os, resource
+    import procwork, untwisted
+
+    def run(args):
+        return untwisted.run(procwork.run(args), timeout=30)
+
+    run(["true"])  # the reactor and its fds exist
+    limit = len(os.listdir("/proc/self/fd")) + 30
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    hog = []
+    try:
+        while True:
+            hog.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    os.close(hog.pop())  # one free: listing /proc/self/fd needs it
+    before = os.listdir("/proc/self/fd")
+    try:
+        run(["echo", "hi"])
+    except procwork.SpawnError as e:
+        print("errno", e.errno)
+        print(e)
+    print("leaked", sorted(set(os.listdir("/proc/self/fd")) - set(before)))
+    for fd in hog:
+        os.close(fd)
+    print("after", run(["echo", "hi"]).stdout.decode().strip())
+    """
+)
+
+
+def test_out_of_file_descriptors_fails_that_run_clearly_and_later_runs_work() -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    child = subprocess.run(
+        [PY, "-c", EMFILE_PROGRAM],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.splitlines() == [
+        f"errno {errno.EMFILE}",
+        "cannot run 'echo hi': out of file descriptors (each run needs 3 pipes); "
+        "raise the limit (ulimit -n) or run fewer at once (lower max_running)",
+        "leaked []",
+        "after hi",
+    ]

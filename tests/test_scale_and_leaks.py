@@ -1,0 +1,118 @@
+"""At scale: thousands of runs leak no file descriptor and leave no zombie.
+
+Each test name is a sentence of the specification. Real processes, every
+wait bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from twisted.internet.defer import DeferredList
+
+import procwork
+import untwisted
+
+PY = sys.executable
+
+
+def wait(x: object, seconds: float = 30) -> Any:
+    return untwisted.run(x, timeout=seconds)
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def my_children() -> dict[int, str]:
+    """This process's children (pid -> state letter), zombies included."""
+    me = str(os.getpid())
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[1] == me:
+            children[int(name)] = fields[0]
+    return children
+
+
+def test_two_thousand_runs_leak_no_fd_and_leave_no_zombie() -> None:
+    scheduler = procwork.Scheduler(max_running=32, load=procwork.NoLoadLimit())
+    wait(procwork.run(["true"], scheduler=scheduler))  # the reactor's own fds first
+    fds, children = open_fds(), my_children()
+
+    started = time.monotonic()
+    runs = [
+        procwork.run(["/bin/true"] if i % 2 else ["/bin/echo", str(i)], scheduler=scheduler)
+        for i in range(2000)
+    ]
+    assert (scheduler.running, scheduler.queued) == (32, 1968)
+    results = wait(DeferredList(runs, fireOnOneErrback=True, consumeErrors=True), 120)
+    elapsed = time.monotonic() - started
+
+    assert all(ok and result.ok for ok, result in results)
+    assert [r.stdout for _, r in results[:4:2]] == [b"0\n", b"2\n"]
+    assert (scheduler.running, scheduler.queued, scheduler.started) == (0, 0, 2001)
+    assert open_fds() == fds, "file descriptors leaked"
+    left = {pid: state for pid, state in my_children().items() if pid not in children}
+    assert left == {}, f"children left behind (Z = zombie): {left}"
+    assert elapsed < 60
+
+
+def test_many_concurrent_sleepers_all_finish_and_are_all_reaped() -> None:
+    scheduler = procwork.Scheduler(max_running=500, load=procwork.NoLoadLimit())
+    fds, children = open_fds(), my_children()
+    runs = [procwork.run(["sleep", "0.5"], scheduler=scheduler) for _ in range(300)]
+    assert scheduler.running == 300
+    results = wait(DeferredList(runs, fireOnOneErrback=True, consumeErrors=True), 60)
+    assert all(ok and result.ok for ok, result in results)
+    assert open_fds() == fds
+    assert set(my_children()) <= set(children)
+
+
+def test_children_started_by_other_code_are_never_reaped_by_procwork() -> None:
+    """Their own waitpid still gets the right exit status."""
+    others = [
+        subprocess.Popen([PY, "-c", f"import time, sys; time.sleep(0.3); sys.exit({code})"])
+        for code in (3, 4, 5)
+    ]
+    try:
+        runs = [
+            procwork.run([PY, "-c", f"import time; time.sleep({0.1 * (i % 5)})"])
+            for i in range(30)
+        ]
+        results = wait(DeferredList(runs, fireOnOneErrback=True, consumeErrors=True), 60)
+        assert all(ok and result.ok for ok, result in results)
+        # Keep procwork busy while the others exit, so their SIGCHLDs arrive
+        # while procwork is reaping its own.
+        wait(DeferredList([procwork.run(["sleep", "0.5"]) for _ in range(5)]), 30)
+    finally:
+        codes = [p.wait(timeout=30) for p in others]
+    assert codes == [3, 4, 5]
+
+
+def test_an_exit_that_another_waitpid_stole_still_ends_the_run() -> None:
+    """If other code reaps every child (waitpid(-1)), the run still ends,
+    with status 255 since the real one is lost, instead of hanging."""
+    proc = procwork.spawn(["sleep", "0.2"])
+    assert proc.pid is not None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid:
+            break
+        time.sleep(0.01)
+    result = wait(proc.wait())
+    assert result.returncode == 255

@@ -1,0 +1,1078 @@
+"""Supervised services: procmon's restarts and backoff, plus what users expect.
+
+Restart, backoff and kill timing run on ``twisted.internet.task.Clock`` with
+fake processes (as procmon's own tests do), so they are exact and instant. A
+few tests at the end supervise real ``sys.executable -c`` children on the
+real reactor, every wait bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+
+import untwisted
+from procwork._errors import ConfigError, ProcworkError
+from procwork._supervisor import (
+    NoSuchService,
+    ServiceSpec,
+    ServiceState,
+    ServiceStatus,
+    Supervisor,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- fakes ---------------------------------------------------------------------
+
+
+class FakeProcess:
+    """A service's child that only exists in the test.
+
+    Like procmon's ``DummyProcess``: a signal it does not ignore ends it, a
+    second later for a catchable one, at once (on the next clock turn) for
+    SIGKILL. The test can also make it exit or print.
+    """
+
+    TERM_DELAY = 1.0
+
+    def __init__(
+        self,
+        clock: Clock,
+        protocol: ProcessProtocol,
+        args: Sequence[str],
+        pid: int,
+        env: Mapping[str, str] | None,
+        cwd: str | None,
+        nice: int,
+        stdin: bool,
+        ignores: frozenset[int],
+    ) -> None:
+        self.clock = clock
+        self.protocol = protocol
+        self.args = tuple(args)
+        self.pid: int | None = pid
+        self.pgid = pid
+        self.env, self.cwd, self.nice, self.stdin = env, cwd, nice, stdin
+        self.ignores = ignores
+        self.kill_group_on_exit = False
+        self.group_signals: list[int] = []
+        protocol.makeConnection(self)
+
+    def signal_group(self, signum: int) -> bool:
+        if self.pid is None:
+            return False
+        self.group_signals.append(signum)
+        if signum not in self.ignores:
+            delay = 0.0 if signum == signal.SIGKILL else self.TERM_DELAY
+            self.clock.callLater(delay, self._killed, signum)
+        return True
+
+    def _killed(self, signum: int) -> None:
+        if self.pid is not None:
+            self.exit(signal=signum)
+
+    def say(self, data: bytes, fd: int = 1) -> None:
+        self.protocol.childDataReceived(fd, data)
+
+    def exit(self, code: int = 0, signal: int | None = None) -> None:
+        """The child ends: exits with ``code``, or is killed by ``signal``."""
+        assert self.pid is not None, "this fake process has ended already"
+        self.pid = None
+        reason: Exception
+        if signal is None and code == 0:
+            reason = ProcessDone(0)
+        else:
+            reason = ProcessTerminated(None if signal else code, signal)
+        self.protocol.processEnded(Failure(reason))
+
+
+class FakeWorld:
+    """The supervisor's ``process_factory``: makes and remembers FakeProcesses.
+
+    Every service in these tests runs ``["svc", <name>]``.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.processes: list[FakeProcess] = []
+        self.next_pid = 1000
+        self.spawn_error: OSError | None = None
+        self.ignoring: dict[str, frozenset[int]] = {}
+
+    def __call__(
+        self,
+        reactor: Any,
+        protocol: ProcessProtocol,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str] | None,
+        cwd: str | None,
+        nice: int,
+        stdin: bool,
+    ) -> FakeProcess:
+        assert reactor is self.clock
+        if self.spawn_error is not None:
+            raise self.spawn_error
+        self.next_pid += 1
+        ignores = self.ignoring.get(args[-1], frozenset())
+        proc = FakeProcess(
+            self.clock, protocol, args, self.next_pid, env, cwd, nice, stdin, ignores
+        )
+        self.processes.append(proc)
+        return proc
+
+    def of(self, name: str) -> list[FakeProcess]:
+        """The processes started for service ``name``, oldest first."""
+        return [p for p in self.processes if p.args[-1] == name]
+
+    def current(self, name: str) -> FakeProcess:
+        proc = self.of(name)[-1]
+        assert proc.pid is not None, f"{name} is not running"
+        return proc
+
+
+def spec(name: str, **changes: Any) -> ServiceSpec:
+    return ServiceSpec(name, ["svc", name], **changes)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def world(clock: Clock) -> FakeWorld:
+    return FakeWorld(clock)
+
+
+@pytest.fixture
+def sup(clock: Clock, world: FakeWorld) -> Supervisor:
+    return Supervisor(clock, process_factory=world)
+
+
+@pytest.fixture
+def events() -> Iterator[list[dict[str, Any]]]:
+    """The supervisor's log events while the test runs."""
+    seen: list[dict[str, Any]] = []
+
+    def observer(event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == "procwork.supervisor":
+            seen.append(event)
+
+    log_observer = cast(ILogObserver, observer)
+    globalLogPublisher.addObserver(log_observer)
+    try:
+        yield seen
+    finally:
+        globalLogPublisher.removeObserver(log_observer)
+
+
+def lines(events: list[dict[str, Any]]) -> list[str]:
+    return [formatEvent(e) for e in events]
+
+
+def state(sup: Supervisor, name: str) -> ServiceState:
+    return sup.status()[name].state
+
+
+# -- the spec ------------------------------------------------------------------
+
+
+def test_a_command_string_is_split_like_a_shell_would_but_never_run_by_one() -> None:
+    s = ServiceSpec("web", "python3 -m http.server --bind '127.0.0.1' 8000")
+    assert s.argv == ("python3", "-m", "http.server", "--bind", "127.0.0.1", "8000")
+    assert ServiceSpec("web", ["a b", "c"]).argv == ("a b", "c")
+
+
+def test_the_stop_signal_may_be_given_by_name_or_number() -> None:
+    assert spec("a", stop_signal="INT").stop_signum is signal.SIGINT
+    assert spec("a", stop_signal="sighup").stop_signum is signal.SIGHUP
+    assert spec("a", stop_signal=9).stop_signum is signal.SIGKILL
+    assert spec("a").stop_signum is signal.SIGTERM
+
+
+def test_success_exit_codes_from_a_config_list_are_kept_as_a_frozenset() -> None:
+    assert spec("a", success_exit_codes=[0, 3]).success_exit_codes == {0, 3}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"command": ""}, r"service 'x': command is empty"),
+        ({"command": []}, r"service 'x': command is empty"),
+        ({"command": "echo 'unclosed"}, r"service 'x': command .* cannot be split"),
+        ({"command": ["ok", 3]}, r"service 'x': command must be a string or a list"),
+        ({"restart": "sometimes"}, r"restart must be one of 'always', 'on-failure'"),
+        ({"max_restarts": -1}, r"max_restarts must be a whole number >= 0"),
+        ({"max_restarts": 2.5}, r"max_restarts must be a whole number >= 0"),
+        ({"restart_window": 0}, r"restart_window must be a finite number > 0"),
+        ({"min_restart_delay": -1}, r"min_restart_delay must be a finite number >= 0"),
+        ({"stop_timeout": "5"}, r"stop_timeout must be a number of seconds, got '5'"),
+        ({"start_seconds": float("inf")}, r"start_seconds must be a finite number"),
+        (
+            {"min_restart_delay": 10, "max_restart_delay": 5},
+            r"max_restart_delay \(5 s\) is less than min_restart_delay \(10 s\)",
+        ),
+        ({"stop_signal": "SIGNOPE"}, r"stop_signal must be a signal number or name"),
+        ({"stop_signal": 0}, r"stop_signal must be a signal number or name"),
+        ({"success_exit_codes": [0, 256]}, r"success_exit_codes must hold exit codes"),
+        ({"success_exit_codes": 0}, r"success_exit_codes must be a list of codes"),
+        ({"env": {"A": 1}}, r"env: A must be a string, got 1"),
+        ({"env": {"A=B": "c"}}, r"env: 'A=B' is not a valid variable name"),
+        ({"env": ["A"]}, r"env must be a table"),
+        ({"nice": 40}, r"nice must be a whole number from -20 to 19"),
+        ({"after": "x"}, r"service 'x': after names the service itself"),
+        ({"max_log_line": 0}, r"max_log_line must be a whole number >= 1"),
+        ({"inherit_env": "no"}, r"inherit_env must be true or false"),
+    ],
+)
+def test_an_invalid_field_is_rejected_naming_the_service_and_the_field(
+    changes: dict[str, Any], message: str
+) -> None:
+    fields: dict[str, Any] = {"command": ["svc"], **changes}
+    with pytest.raises(ConfigError, match=message):
+        ServiceSpec("x", **fields)
+
+
+def test_a_service_needs_a_name_without_spaces() -> None:
+    with pytest.raises(ConfigError, match="service name must be a non-empty"):
+        ServiceSpec("", ["svc"])
+    with pytest.raises(ConfigError, match="must not contain spaces, got 'a b'"):
+        ServiceSpec("a b", ["svc"])
+
+
+def test_spec_errors_are_ValueErrors_too() -> None:
+    """ConfigError is also the builtin ValueError."""
+    with pytest.raises(ValueError):
+        ServiceSpec("x", [])
+
+
+# -- starting ------------------------------------------------------------------
+
+
+def test_the_supervisor_is_built_on_procmons_ProcessMonitor(sup: Supervisor) -> None:
+    from twisted.runner.procmon import ProcessMonitor
+
+    assert isinstance(sup._monitor, ProcessMonitor)
+
+
+def test_services_start_in_the_order_they_were_added(
+    sup: Supervisor, world: FakeWorld
+) -> None:
+    for name in ("db", "cache", "web"):
+        sup.add(spec(name))
+    assert world.processes == []
+    sup.start()
+    assert [p.args[-1] for p in world.processes] == ["db", "cache", "web"]
+
+
+def test_each_service_gets_its_env_cwd_and_nice_in_its_own_process_group(
+    sup: Supervisor, world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """env is added to the supervisor's own environment unless inherit_env=False."""
+    monkeypatch.setenv("FROM_PARENT", "yes")
+    sup.add(spec("plain"))
+    sup.add(spec("added", env={"PORT": "8080"}, cwd="/tmp", nice=5))
+    sup.add(spec("alone", env={"PORT": "8081"}, inherit_env=False))
+    sup.start()
+    plain, added, alone = world.processes
+    assert plain.env is None  # inherits
+    assert added.env is not None and added.env["PORT"] == "8080"
+    assert added.env["FROM_PARENT"] == "yes"
+    assert (added.cwd, added.nice) == ("/tmp", 5)
+    assert alone.env == {"PORT": "8081"}
+    assert not plain.stdin
+    assert all(p.kill_group_on_exit for p in world.processes)
+
+
+def test_a_service_is_STARTING_until_it_has_been_up_start_seconds_then_RUNNING(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("web", start_seconds=3))
+    assert state(sup, "web") == "STOPPED"
+    sup.start()
+    assert state(sup, "web") is ServiceState.STARTING
+    clock.advance(2.9)
+    assert state(sup, "web") is ServiceState.STARTING
+    clock.advance(0.1)
+    status = sup.status()["web"]
+    assert status.state is ServiceState.RUNNING
+    assert status.pid == world.current("web").pid
+    assert status.uptime == 3.0
+
+
+def test_a_service_added_to_a_started_supervisor_starts_at_once(
+    sup: Supervisor, world: FakeWorld
+) -> None:
+    sup.start()
+    sup.add(spec("late"))
+    assert state(sup, "late") is ServiceState.STARTING
+    assert len(world.of("late")) == 1
+
+
+def test_adding_a_name_twice_or_after_an_unknown_service_is_a_ConfigError(
+    sup: Supervisor,
+) -> None:
+    sup.add(spec("web"))
+    with pytest.raises(ConfigError, match="service 'web': a service of that name"):
+        sup.add(spec("web"))
+    with pytest.raises(ConfigError, match="after names 'db', which has not been added"):
+        sup.add(spec("api", after="db"))
+    with pytest.raises(TypeError, match="takes a ServiceSpec"):
+        sup.add("web")  # type: ignore[arg-type]
+
+
+def test_unknown_service_names_raise_NoSuchService_listing_the_known_ones(
+    sup: Supervisor,
+) -> None:
+    sup.add(spec("web"))
+    with pytest.raises(
+        NoSuchService, match=r"no service named 'wbe' \(services: 'web'\)"
+    ):
+        sup.start_service("wbe")
+    for method in (sup.stop_service, sup.restart, sup.remove, sup.wait_for):
+        with pytest.raises(KeyError):
+            method("wbe")
+    assert issubclass(NoSuchService, ProcworkError)
+
+
+# -- restarting: procmon's backoff ---------------------------------------------
+
+
+def test_a_service_that_exits_quickly_is_restarted_after_a_delay_doubling_to_the_max(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    """procmon's backoff: quick exits double the delay up to max_restart_delay."""
+    sup.add(
+        spec(
+            "web",
+            min_restart_delay=1,
+            max_restart_delay=4,
+            start_seconds=10,
+            max_restarts=None,
+        )
+    )
+    sup.start()
+    delays = []
+    for _ in range(5):
+        world.current("web").exit(1)
+        status = sup.status()["web"]
+        assert status.state is ServiceState.BACKOFF
+        assert status.restart_in is not None
+        delays.append(status.restart_in)
+        clock.advance(status.restart_in)
+        assert state(sup, "web") is ServiceState.STARTING
+    assert delays == [1, 2, 4, 4, 4]
+    assert sup.status()["web"].restarts == 5
+
+
+def test_a_service_that_ran_past_start_seconds_is_restarted_at_once_and_backoff_reset(
+    sup: Supervisor, clock: Clock, world: FakeWorld, events: list[dict[str, Any]]
+) -> None:
+    sup.add(spec("web", min_restart_delay=1, start_seconds=5))
+    sup.start()
+    world.current("web").exit(1)
+    clock.advance(1)
+    world.current("web").exit(1)  # quick again: the next delay is 2 s
+    clock.advance(2)
+    clock.advance(60)  # now it has run a while
+    world.current("web").exit(1)
+    assert sup.status()["web"].restart_in == 0
+    assert "service 'web' exited 1 after 60 s; restarting now" in lines(events)
+    clock.advance(0)
+    assert len(world.of("web")) == 4
+    world.current("web").exit(1)  # quick: back to the minimum delay
+    assert sup.status()["web"].restart_in == 1
+
+
+def test_a_service_that_keeps_crashing_is_given_up_as_FATAL_after_max_restarts_in_the_window(  # noqa: E501
+    sup: Supervisor, clock: Clock, world: FakeWorld, events: list[dict[str, Any]]
+) -> None:
+    sup.add(spec("web", max_restarts=3, restart_window=60, min_restart_delay=1))
+    sup.start()
+    for _ in range(3):
+        world.current("web").exit(2)
+        clock.advance(sup.status()["web"].restart_in or 0)
+    world.current("web").exit(2)
+    status = sup.status()["web"]
+    assert status.state is ServiceState.FATAL
+    assert (status.restarts, status.last_exit, status.returncode) == (3, "exited 2", 2)
+    assert clock.getDelayedCalls() == []  # no restart pending
+    clock.advance(3600)
+    assert len(world.of("web")) == 4
+    assert lines(events)[-1] == (
+        "service 'web' exited 2 after 0 s; giving up, it is FATAL: 3 restarts within "
+        "60 s reached max_restarts=3. Fix it, then start it again."
+    )
+    assert events[-1]["log_level"].name == "critical"
+
+
+def test_restarts_spread_wider_than_the_window_never_make_a_service_FATAL(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("web", max_restarts=2, restart_window=30, start_seconds=1))
+    sup.start()
+    for _ in range(10):
+        clock.advance(20)  # up 20 s, then crashes; restarted at once
+        world.current("web").exit(1)
+        clock.advance(0)
+    status = sup.status()["web"]
+    assert status.state is ServiceState.STARTING
+    assert status.restarts == 10
+
+
+def test_max_restarts_0_gives_up_at_the_first_exit(
+    sup: Supervisor, world: FakeWorld, events: list[dict[str, Any]]
+) -> None:
+    sup.add(spec("web", max_restarts=0))
+    sup.start()
+    world.current("web").exit(1)
+    assert state(sup, "web") is ServiceState.FATAL
+    assert "max_restarts=0 allows no restart" in lines(events)[-1]
+
+
+def test_a_service_killed_by_a_signal_says_so_and_is_restarted(
+    sup: Supervisor, world: FakeWorld
+) -> None:
+    sup.add(spec("web", restart="on-failure"))
+    sup.start()
+    world.current("web").exit(signal=signal.SIGKILL)
+    status = sup.status()["web"]
+    assert status.state is ServiceState.BACKOFF
+    assert (status.last_exit, status.returncode) == ("killed by SIGKILL", -9)
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_restart_on_failure_does_not_restart_a_service_that_exits_with_a_success_code(
+    sup: Supervisor,
+    clock: Clock,
+    world: FakeWorld,
+    events: list[dict[str, Any]],
+    code: int,
+) -> None:
+    sup.add(spec("job", restart="on-failure", success_exit_codes={0, 3}))
+    sup.start()
+    world.current("job").exit(code)
+    assert state(sup, "job") is ServiceState.EXITED
+    assert clock.getDelayedCalls() == []
+    assert lines(events)[-1] == (
+        f"service 'job' exited {code} after 0 s; not restarted "
+        "(restart='on-failure' and it succeeded)"
+    )
+
+
+def test_restart_on_failure_restarts_a_service_that_fails(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("job", restart="on-failure"))
+    sup.start()
+    world.current("job").exit(1)
+    assert state(sup, "job") is ServiceState.BACKOFF
+    clock.advance(1)
+    assert len(world.of("job")) == 2
+
+
+def test_restart_never_leaves_a_service_EXITED_whatever_its_exit(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("job", restart="never"))
+    sup.start()
+    world.current("job").exit(1)
+    assert state(sup, "job") is ServiceState.EXITED
+    assert sup.status()["job"].restarts == 0
+    clock.advance(3600)
+    assert len(world.of("job")) == 1
+
+
+def test_a_service_that_cannot_start_is_retried_with_backoff_and_says_why(
+    sup: Supervisor, clock: Clock, world: FakeWorld, events: list[dict[str, Any]]
+) -> None:
+    world.spawn_error = FileNotFoundError(2, "No such file or directory", "svc")
+    sup.add(spec("web", max_restarts=1))
+    sup.start()
+    status = sup.status()["web"]
+    assert status.state is ServiceState.BACKOFF
+    assert status.last_exit is not None
+    assert status.last_exit.startswith("cannot run 'svc web': command 'svc' not found")
+    assert status.returncode is None
+    clock.advance(1)
+    assert state(sup, "web") is ServiceState.FATAL
+    assert "giving up, it is FATAL" in lines(events)[-1]
+    world.spawn_error = None
+    sup.start_service("web")
+    assert state(sup, "web") is ServiceState.STARTING
+
+
+def test_a_service_that_cannot_start_and_may_never_restart_is_FATAL(
+    sup: Supervisor, world: FakeWorld
+) -> None:
+    world.spawn_error = PermissionError(13, "Permission denied", "svc")
+    sup.add(spec("web", restart="never"))
+    sup.start()
+    status = sup.status()["web"]
+    assert status.state is ServiceState.FATAL
+    assert "is not executable" in (status.last_exit or "")
+
+
+# -- stopping ------------------------------------------------------------------
+
+
+def test_stop_service_sends_the_stop_signal_to_the_whole_group_and_fires_when_reaped(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("web", stop_signal="SIGINT"))
+    sup.start()
+    proc = world.current("web")
+    stopped = sup.stop_service("web")
+    assert proc.group_signals == [signal.SIGINT]
+    assert state(sup, "web") is ServiceState.STOPPING
+    assert not stopped.called
+    clock.advance(FakeProcess.TERM_DELAY)
+    assert stopped.called
+    status = sup.status()["web"]
+    assert (status.state, status.last_exit, status.pid) == (
+        ServiceState.STOPPED,
+        "killed by SIGINT",
+        None,
+    )
+    assert clock.getDelayedCalls() == []  # neither a restart nor a SIGKILL pending
+    assert len(world.of("web")) == 1
+
+
+def test_a_service_ignoring_its_stop_signal_is_SIGKILLed_as_a_group_after_stop_timeout(
+    sup: Supervisor, clock: Clock, world: FakeWorld, events: list[dict[str, Any]]
+) -> None:
+    world.ignoring["web"] = frozenset({signal.SIGTERM})
+    sup.add(spec("web", stop_timeout=7))
+    sup.start()
+    proc = world.current("web")
+    stopped = sup.stop_service("web")
+    clock.advance(6.9)
+    assert proc.group_signals == [signal.SIGTERM]
+    assert not stopped.called
+    clock.advance(0.1)
+    assert proc.group_signals == [signal.SIGTERM, signal.SIGKILL]
+    assert (
+        "service 'web' did not stop within 7 s of SIGTERM; sending SIGKILL to its "
+        "process group"
+    ) in lines(events)
+    clock.advance(0)
+    assert stopped.called
+    assert sup.status()["web"].last_exit == "killed by SIGKILL"
+
+
+def test_stopping_twice_signals_once_and_both_callers_learn_of_the_end(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("web"))
+    sup.start()
+    first, second = sup.stop_service("web"), sup.stop_service("web")
+    assert world.current("web").group_signals == [signal.SIGTERM]
+    clock.advance(FakeProcess.TERM_DELAY)
+    assert first.called and second.called
+
+
+def test_stopping_a_service_in_BACKOFF_cancels_its_restart(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("web"))
+    sup.start()
+    world.current("web").exit(1)
+    assert state(sup, "web") is ServiceState.BACKOFF
+    assert sup.stop_service("web").called
+    assert state(sup, "web") is ServiceState.STOPPED
+    assert clock.getDelayedCalls() == []
+    assert len(world.of("web")) == 1
+
+
+def test_stop_stops_every_service_and_fires_when_all_are_reaped(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    world.ignoring["slow"] = frozenset({signal.SIGTERM})
+    sup.add(spec("fast"))
+    sup.add(spec("slow", stop_timeout=3))
+    sup.start()
+    done = sup.stop()
+    clock.advance(FakeProcess.TERM_DELAY)
+    assert state(sup, "fast") is ServiceState.STOPPED
+    assert not done.called
+    clock.advance(3 - FakeProcess.TERM_DELAY)
+    clock.advance(0)
+    assert done.called and done.result is None
+    assert {s.state for s in sup.status().values()} == {ServiceState.STOPPED}
+    sup.add(spec("later"))  # a stopped supervisor does not start new services
+    assert state(sup, "later") is ServiceState.STOPPED
+
+
+def test_cancelling_a_stop_SIGKILLs_the_group_at_once(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    world.ignoring["web"] = frozenset({signal.SIGTERM})
+    sup.add(spec("web", stop_timeout=60))
+    sup.start()
+    proc = world.current("web")
+    done = sup.stop()
+    done.cancel()
+    assert proc.group_signals == [signal.SIGTERM, signal.SIGKILL]
+    done.addErrback(lambda f: None)
+    clock.advance(0)
+    assert state(sup, "web") is ServiceState.STOPPED
+    assert clock.getDelayedCalls() == []
+
+
+def test_restart_stops_a_service_and_starts_a_new_process_without_counting_a_restart(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("web"))
+    sup.start()
+    old = world.current("web")
+    done = sup.restart("web")
+    assert not done.called
+    clock.advance(FakeProcess.TERM_DELAY)
+    assert done.called
+    new = world.current("web")
+    assert new is not old
+    status = sup.status()["web"]
+    assert (status.state, status.pid, status.restarts) == (
+        ServiceState.STARTING,
+        new.pid,
+        0,
+    )
+
+
+def test_a_service_started_again_while_it_stops_starts_once_it_has_stopped(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("web"))
+    sup.start()
+    sup.stop_service("web")
+    sup.start_service("web")
+    assert len(world.of("web")) == 1
+    clock.advance(FakeProcess.TERM_DELAY)
+    assert len(world.of("web")) == 2
+    assert state(sup, "web") is ServiceState.STARTING
+
+
+def test_start_service_on_a_FATAL_service_starts_it_afresh(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("web", max_restarts=1, min_restart_delay=1, max_restart_delay=8))
+    sup.start()
+    world.current("web").exit(1)
+    clock.advance(1)
+    world.current("web").exit(1)
+    assert state(sup, "web") is ServiceState.FATAL
+    sup.start_service("web")
+    assert state(sup, "web") is ServiceState.STARTING
+    world.current("web").exit(1)  # the window and backoff start over
+    status = sup.status()["web"]
+    assert (status.state, status.restart_in) == (ServiceState.BACKOFF, 1)
+
+
+def test_start_service_in_BACKOFF_starts_at_once(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("web", min_restart_delay=30))
+    sup.start()
+    world.current("web").exit(1)
+    sup.start_service("web")
+    assert state(sup, "web") is ServiceState.STARTING
+    assert len(world.of("web")) == 2
+    clock.advance(30)
+    assert len(world.of("web")) == 2  # the scheduled restart was cancelled
+
+
+def test_remove_stops_a_service_and_frees_its_name(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("web"))
+    sup.start()
+    removed = sup.remove("web")
+    assert "web" in sup.status()
+    clock.advance(FakeProcess.TERM_DELAY)
+    assert removed.called
+    assert "web" not in sup.status()
+    sup.add(spec("web"))
+    assert len(world.of("web")) == 2
+
+
+def test_a_service_others_start_after_cannot_be_removed(sup: Supervisor) -> None:
+    sup.add(spec("db"))
+    sup.add(spec("web", after="db"))
+    with pytest.raises(
+        ConfigError, match="'db' cannot be removed: service 'web' starts after it"
+    ):
+        sup.remove("db")
+
+
+# -- start order ---------------------------------------------------------------
+
+
+def test_a_service_after_another_starts_once_that_one_is_RUNNING(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("db", start_seconds=2))
+    sup.add(spec("web", after="db"))
+    sup.start()
+    assert world.of("web") == []
+    assert sup.status()["web"].waiting_for == "db"
+    clock.advance(2)
+    assert state(sup, "db") is ServiceState.RUNNING
+    assert state(sup, "web") is ServiceState.STARTING
+    assert sup.status()["web"].waiting_for is None
+
+
+def test_a_service_after_a_one_shot_step_starts_when_the_step_exits_successfully(
+    sup: Supervisor, world: FakeWorld
+) -> None:
+    sup.add(spec("migrate", restart="on-failure"))
+    sup.add(spec("web", after="migrate"))
+    sup.start()
+    assert world.of("web") == []
+    world.current("migrate").exit(0)
+    assert state(sup, "migrate") is ServiceState.EXITED
+    assert state(sup, "web") is ServiceState.STARTING
+
+
+def test_a_service_after_one_that_is_FATAL_is_not_started_and_the_log_says_why(
+    sup: Supervisor, world: FakeWorld, events: list[dict[str, Any]]
+) -> None:
+    sup.add(spec("db", max_restarts=0))
+    sup.add(spec("web", after="db"))
+    sup.start()
+    world.current("db").exit(1)
+    assert state(sup, "web") is ServiceState.STOPPED
+    assert world.of("web") == []
+    assert lines(events)[-1] == "service 'web' is not started: 'db' is FATAL"
+
+
+def test_start_service_does_not_wait_for_after(
+    sup: Supervisor, world: FakeWorld
+) -> None:
+    sup.add(spec("db"))
+    sup.add(spec("web", after="db"))
+    sup.start_service("web")
+    assert state(sup, "web") is ServiceState.STARTING
+
+
+# -- output --------------------------------------------------------------------
+
+
+def test_each_line_of_output_is_a_log_event_with_the_service_and_the_stream(
+    sup: Supervisor, world: FakeWorld, events: list[dict[str, Any]]
+) -> None:
+    sup.add(spec("web"))
+    sup.start()
+    proc = world.current("web")
+    proc.say(b"listening on :80\nGET / 2")
+    proc.say(b"00\r\n")
+    proc.say(b"oops \xff\n", fd=2)
+    output = [e for e in events if "line" in e]
+    assert [(e["service"], e["stream"], e["line"], e["pid"]) for e in output] == [
+        ("web", "stdout", "listening on :80", proc.pid),
+        ("web", "stdout", "GET / 200", proc.pid),
+        ("web", "stderr", "oops \ufffd", proc.pid),
+    ]
+    assert formatEvent(output[0]) == "[web] listening on :80"
+
+
+def test_a_last_line_without_a_newline_is_logged_when_the_service_exits(
+    sup: Supervisor, world: FakeWorld, events: list[dict[str, Any]]
+) -> None:
+    sup.add(spec("web"))
+    sup.start()
+    world.current("web").say(b"bye")
+    world.current("web").exit(1)
+    assert [e["line"] for e in events if "line" in e] == ["bye"]
+
+
+def test_output_lines_longer_than_max_log_line_are_logged_in_pieces(
+    sup: Supervisor, world: FakeWorld, events: list[dict[str, Any]]
+) -> None:
+    sup.add(spec("web", max_log_line=10))
+    sup.start()
+    world.current("web").say(b"x" * 25 + b"\n")
+    assert [e["line"] for e in events if "line" in e] == ["x" * 10, "x" * 10, "x" * 5]
+
+
+# -- status --------------------------------------------------------------------
+
+
+def test_status_reports_pid_uptime_restarts_last_exit_and_when_it_changed(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    clock.advance(1000)
+    sup.add(spec("web", start_seconds=60))
+    sup.start()
+    clock.advance(30)
+    world.current("web").exit(3)  # within start_seconds: restarted in 1 s
+    clock.advance(0.25)
+    status = sup.status()["web"]
+    assert status == ServiceStatus(
+        name="web",
+        state=ServiceState.BACKOFF,
+        pid=None,
+        uptime=None,
+        restarts=1,
+        last_exit="exited 3",
+        returncode=3,
+        since=1030.0,
+        restart_in=0.75,
+        waiting_for=None,
+    )
+    clock.advance(0.75)
+    clock.advance(5)
+    status = sup.status()["web"]
+    assert (status.state, status.uptime, status.since) == (
+        ServiceState.STARTING,
+        5.0,
+        1031.0,
+    )
+    assert status.pid == world.current("web").pid
+    as_json = json.loads(json.dumps(status.to_dict()))
+    assert as_json == {
+        "name": "web",
+        "state": "STARTING",
+        "pid": status.pid,
+        "uptime": 5.0,
+        "restarts": 1,
+        "last_exit": "exited 3",
+        "returncode": 3,
+        "since": 1031.0,
+        "restart_in": None,
+        "waiting_for": None,
+    }
+
+
+def test_status_lists_services_in_the_order_they_were_added(sup: Supervisor) -> None:
+    for name in ("b", "a", "c"):
+        sup.add(spec(name))
+    assert list(sup.status()) == ["b", "a", "c"]
+    assert [s.name for s in sup.specs()] == ["b", "a", "c"]
+
+
+def test_wait_for_fires_with_the_status_when_the_service_reaches_a_state(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("web", start_seconds=2))
+    running = sup.wait_for("web", "RUNNING", ServiceState.FATAL)
+    sup.start()
+    assert not running.called
+    clock.advance(2)
+    status = running.result
+    assert isinstance(status, ServiceStatus) and status.state == "RUNNING"
+    assert sup.wait_for("web", "running").called  # already there
+    with pytest.raises(ValueError, match="states must be among STOPPED"):
+        sup.wait_for("web", "UP")
+
+
+def test_waiting_for_a_service_that_is_removed_fails_with_NoSuchService(
+    sup: Supervisor, clock: Clock
+) -> None:
+    sup.add(spec("web"))
+    waiting = sup.wait_for("web", "FATAL")
+    sup.remove("web")
+    failures: list[Failure] = []
+    waiting.addErrback(failures.append)
+    assert failures and failures[0].check(NoSuchService)
+
+
+def test_reactor_shutdown_stops_the_services_first(world: FakeWorld) -> None:
+    class ReactorWithTriggers(Clock):
+        def __init__(self) -> None:
+            super().__init__()
+            self.triggers: dict[int, tuple[str, str, Any]] = {}
+
+        def addSystemEventTrigger(
+            self, phase: str, event: str, f: Any, *args: Any
+        ) -> int:
+            self.triggers[len(self.triggers)] = (phase, event, f)
+            return len(self.triggers) - 1
+
+        def removeSystemEventTrigger(self, trigger: int) -> None:
+            del self.triggers[trigger]
+
+    reactor = ReactorWithTriggers()
+    world.clock = reactor
+    sup = Supervisor(reactor, process_factory=world)
+    sup.add(spec("web"))
+    sup.start()
+    [(phase, event, trigger)] = [
+        t for t in reactor.triggers.values() if getattr(t[2], "__self__", None) is sup
+    ]
+    assert (phase, event) == ("before", "shutdown")
+    done = trigger()
+    assert isinstance(done, Deferred)
+    assert state(sup, "web") is ServiceState.STOPPING
+    reactor.advance(FakeProcess.TERM_DELAY)
+    assert done.called
+    assert state(sup, "web") is ServiceState.STOPPED
+
+
+def test_importing_the_supervisor_does_not_import_the_global_reactor() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import procwork._supervisor
+        assert "twisted.internet.reactor" not in sys.modules, "reactor imported"
+        assert "twisted.runner.procmon" not in sys.modules, "procmon imported"
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+
+
+# -- real processes on the real reactor ----------------------------------------
+
+PY = sys.executable
+
+
+@pytest.fixture
+def real() -> Iterator[Supervisor]:
+    """A supervisor on the real reactor; every service is stopped afterwards."""
+    sup = Supervisor()
+    try:
+        yield sup
+    finally:
+        untwisted.run(sup.stop(), timeout=30)
+
+
+def _gone(pid: int) -> bool:
+    """The process does not exist any more (or is a zombie nobody reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _gone(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_real_service_killed_from_outside_is_restarted_with_a_new_pid(
+    real: Supervisor,
+) -> None:
+    real.add(
+        ServiceSpec(
+            "sleeper", [PY, "-c", "import time; time.sleep(60)"], start_seconds=0.2
+        )
+    )
+    real.start()
+    first = untwisted.run(real.wait_for("sleeper", "RUNNING"), timeout=20)
+    os.kill(first.pid, signal.SIGKILL)
+    again = untwisted.run(real.wait_for("sleeper", "STARTING"), timeout=20)
+    assert again.pid is not None and again.pid != first.pid
+    assert (again.restarts, again.last_exit) == (1, "killed by SIGKILL")
+    assert _wait_gone(first.pid)
+
+
+def test_stop_SIGKILLs_a_real_service_and_grandchild_ignoring_SIGTERM_at_stop_timeout(
+    real: Supervisor, events: list[dict[str, Any]]
+) -> None:
+    script = textwrap.dedent(
+        """
+        import signal, subprocess, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited by the grandchild
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        print("ready", child.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    real.add(ServiceSpec("stubborn", [PY, "-c", script], stop_timeout=0.5))
+    ready: Deferred[int] = Deferred()
+
+    def watch(event: dict[str, Any]) -> None:
+        line = event.get("line", "")
+        if (
+            event.get("service") == "stubborn"
+            and line.startswith("ready")
+            and not ready.called
+        ):
+            ready.callback(int(line.split()[1]))
+
+    observer = cast(ILogObserver, watch)
+    globalLogPublisher.addObserver(observer)
+    try:
+        real.start()
+        grandchild = untwisted.run(ready, timeout=20)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    leader = real.status()["stubborn"].pid
+    assert leader is not None and not _gone(grandchild)
+
+    started = time.monotonic()
+    untwisted.run(real.stop(), timeout=20)
+    assert time.monotonic() - started >= 0.5  # SIGTERM was ignored until stop_timeout
+    status = real.status()["stubborn"]
+    assert (status.state, status.last_exit) == (
+        ServiceState.STOPPED,
+        "killed by SIGKILL",
+    )
+    assert _wait_gone(leader) and _wait_gone(grandchild)
+    assert any("did not stop within 0.5 s of SIGTERM" in line for line in lines(events))
+
+
+def test_a_real_crash_looping_service_reaches_FATAL(real: Supervisor) -> None:
+    real.add(
+        ServiceSpec(
+            "crasher",
+            [PY, "-c", "raise SystemExit(3)"],
+            max_restarts=2,
+            min_restart_delay=0.05,
+            max_restart_delay=0.1,
+        )
+    )
+    real.start()
+    status = untwisted.run(real.wait_for("crasher", "FATAL"), timeout=30)
+    assert (status.restarts, status.last_exit, status.returncode) == (2, "exited 3", 3)
+
+
+def test_a_real_service_with_restart_on_failure_is_not_restarted_after_exit_0(
+    real: Supervisor,
+) -> None:
+    real.add(ServiceSpec("oneshot", [PY, "-c", "pass"], restart="on-failure"))
+    real.start()
+    status = untwisted.run(real.wait_for("oneshot", "EXITED", "BACKOFF"), timeout=20)
+    assert (status.state, status.last_exit, status.restarts) == (
+        ServiceState.EXITED,
+        "exited 0",
+        0,
+    )
+    with pytest.raises(untwisted.Timeout):
+        untwisted.run(real.wait_for("oneshot", "STARTING"), timeout=0.3)
+
+
+def test_a_real_service_that_cannot_start_is_FATAL_and_says_why(
+    real: Supervisor,
+) -> None:
+    real.add(ServiceSpec("ghost", ["/nonexistent/ghostd", "--serve"], max_restarts=0))
+    real.start()
+    status = real.status()["ghost"]
+    assert status.state is ServiceState.FATAL
+    assert (
+        status.last_exit == "cannot run '/nonexistent/ghostd --serve': "
+        "'/nonexistent/ghostd' does not exist"
+    )
