@@ -198,9 +198,13 @@ class CheckRunner:
             loop.start(spec.every, now=True)
 
     def stop(self) -> Deferred[Any]:
-        """Stop the intervals and cancel runs in flight (their processes are killed).
+        """Stop the intervals and cancel the runs and actions in flight.
 
-        The Deferred fires once they have all ended.
+        Cancelling a :func:`procwork.run` Deferred fails it at once and
+        terminates its process group (SIGTERM, SIGKILL after its grace), so
+        the Deferred returned here fires once every run has been cancelled,
+        not once every process has been reaped. A cancelled run is not an
+        outcome of the check: it is not counted and triggers no action.
         """
         for loop in self._loops.values():
             if loop.running:

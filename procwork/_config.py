@@ -79,6 +79,8 @@ def load_config(path: str | None) -> MonitorConfig:
             text = f.read()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: cannot read config: not UTF-8 text ({e})") from None
     return parse_config(text, path)
 
 
@@ -113,6 +115,15 @@ def parse_config(text: str, source: str = "<string>") -> MonitorConfig:
         for name in names:
             if names.count(name) > 1:
                 raise ConfigError(f"{source}: {kind} {name!r} is defined twice")
+    # The supervisor starts a service only after the one it names, and
+    # rejects a name it has not been given yet: say so here, naming the file.
+    for i, service in enumerate(services):
+        earlier = {s.name for s in services[:i]}
+        if service.after is not None and service.after not in earlier:
+            raise ConfigError(
+                f"{source}: [[service]] #{i + 1} ({service.name!r}): after names "
+                f"{service.after!r}, which is not a [[service]] defined before it"
+            )
     where = f"{source}: [monitor]"
     return MonitorConfig(
         source=source,
@@ -170,6 +181,14 @@ def _build(cls: Any, entry: dict[str, Any], where: str) -> Any:
     if isinstance(name, str):
         where = f"{where} ({name!r})"
     _no_unknown_keys(entry, fields, where)
+    for f in dataclasses.fields(cls):
+        required = (
+            f.init
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        )
+        if required and f.name not in entry:
+            raise ConfigError(f"{where}: missing required key {f.name!r}")
     kwargs = {key: _substitute(value) for key, value in entry.items()}
     if cls is Rule:
         kwargs = _rule_kwargs(kwargs, where)
@@ -213,7 +232,7 @@ def _size(value: object, where: str) -> int:
             number, unit = text[:-1], text[-1]
         try:
             return int(float(number) * _SIZE_UNITS[unit])
-        except ValueError:
+        except (ValueError, OverflowError):  # "abc", "nan"; "inf"
             pass
     raise ConfigError(f"{where}: expected bytes or a size like '512M', not {value!r}")
 
@@ -222,7 +241,8 @@ def _seconds(value: object, where: str, *, zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{where}: must be a number of seconds, not {value!r}")
     if value < 0 or (value == 0 and not zero):
-        raise ConfigError(f"{where}: must be > 0, not {value!r}")
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigError(f"{where}: must be {bound}, not {value!r}")
     return float(value)
 
 

@@ -52,3 +52,9 @@ class ProcessFailed(ProcworkError, subprocess.CalledProcessError):
 
 class ConfigError(ProcworkError, ValueError):
     """A configuration file or value is invalid; the message names where."""
+
+
+# Show the public import path in tracebacks: procwork.SpawnError, not
+# procwork._errors.SpawnError.
+for _cls in (ProcworkError, SpawnError, ProcessFailed, ConfigError):
+    _cls.__module__ = "procwork"

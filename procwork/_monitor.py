@@ -31,14 +31,15 @@ from twisted.logger import (
 
 import untwisted
 from procwork._api import scheduler as default_scheduler
-from procwork._checks import CheckRunner
+from procwork._checks import CheckRunner, RunFunction
 from procwork._config import MonitorConfig, load_config, parse_http
 from procwork._errors import ConfigError
 from procwork._http import Metric, StatusSite
 from procwork._load import SystemLoad
+from procwork._proctable import ProcessTable
 from procwork._rules import Finding, RuleEngine
 from procwork._scheduler import Scheduler
-from procwork._supervisor import Supervisor
+from procwork._supervisor import ProcessFactory, Supervisor
 
 __all__ = ["Monitor", "main"]
 
@@ -55,6 +56,12 @@ class Monitor:
         reactor: Default the global reactor.
         scheduler: Process admission; default procwork's shared scheduler,
             configured from ``config``.
+        run: Runs the checks' commands, ``procwork.run``-compatible
+            (default :func:`procwork.run` on ``scheduler``); tests inject.
+        process_factory: Builds the services' children (default: real
+            process groups); tests inject.
+        process_table: Where the rules look for processes (default
+            ``/proc``); tests inject.
     """
 
     def __init__(
@@ -63,6 +70,9 @@ class Monitor:
         *,
         reactor: Any = None,
         scheduler: Scheduler | None = None,
+        run: RunFunction | None = None,
+        process_factory: ProcessFactory | None = None,
+        process_table: ProcessTable | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -74,11 +84,13 @@ class Monitor:
         if config.max_running is not None:
             self.scheduler.set_max_running(config.max_running)
         self.scheduler.load = SystemLoad(max_load=config.max_load)
-        self.supervisor = Supervisor(reactor)
+        self.supervisor = Supervisor(reactor, process_factory=process_factory)
         for spec in config.services:
             self.supervisor.add(spec)
-        self.checks = CheckRunner(config.checks, reactor=reactor, run=self._run)
-        self.rules = RuleEngine(config.rules, reactor=reactor)
+        self.checks = CheckRunner(
+            config.checks, reactor=reactor, run=run if run is not None else self._run
+        )
+        self.rules = RuleEngine(config.rules, process_table, reactor=reactor)
         self.findings: list[Finding] = []
         self._loops: list[LoopingCall] = []
         self._port: Any = None
@@ -150,7 +162,9 @@ class Monitor:
         """Stop everything: loops, checks (their runs killed), rules, services.
 
         Services are stopped with their stop policy. The Deferred fires when
-        every child has been reaped.
+        every service's process group has been reaped; the checks' runs in
+        flight have then been cancelled and their process groups are being
+        terminated (see :meth:`CheckRunner.stop`).
         """
         _log.info("monitor stopping")
         for loop in self._loops:

@@ -199,9 +199,6 @@ class Process:
         )
         self._scheduler.finished(self)
         self._finish(self._make_result(returncode))
-        for waiters in self._line_waiters.values():
-            while waiters:
-                waiters.popleft().callback(b"")
 
     def _make_result(self, returncode: int | None) -> Result:
         now = time.monotonic()
@@ -225,12 +222,18 @@ class Process:
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(result)
+        self._end_lines()
 
     def _fail(self, failure: Failure) -> None:
         self._failure = failure
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.errback(failure)
+        self._end_lines()
+
+    def _end_lines(self) -> None:
+        # Every way of ending (exit, timeout while queued, failure to start,
+        # withdrawal) lands here, so a pending readline() never hangs.
         for line_waiters in self._line_waiters.values():
             while line_waiters:
                 line_waiters.popleft().callback(b"")

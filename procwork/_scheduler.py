@@ -113,6 +113,7 @@ class Scheduler:
         self._load_reason: str | None = None
         self._load_read_at: float | None = None
         self.started = 0  # runs admitted, ever
+        self._admitting = False
 
     def __repr__(self) -> str:
         return (
@@ -194,6 +195,20 @@ class Scheduler:
     # -- admission ------------------------------------------------------------
 
     def _admit(self) -> None:
+        # A job can end inside its own start (a child that exits at once is
+        # reaped by Twisted's constructor), which calls finished() and so
+        # _admit() again, nested. The outer loop re-checks the cap on every
+        # turn, so the nested call only has to leave it to the outer one:
+        # admission stays a loop, never a recursion thousands of runs deep.
+        if self._admitting:
+            return
+        self._admitting = True
+        try:
+            self._admit_loop()
+        finally:
+            self._admitting = False
+
+    def _admit_loop(self) -> None:
         heap = self._heap
         while heap:
             priority, _, job = heap[0]

@@ -209,9 +209,16 @@ class GroupProcess(twisted_process.Process):
         self._reap_own()
 
     def _child_exited(self) -> None:
-        # The pidfd is readable: the child is a zombie, so its pid (our
-        # process group id) cannot have been reused yet. Killing what is
-        # left of the group before reaping is therefore race-free.
+        # Don't trust the event alone: epoll reports by descriptor number,
+        # and when a pipe closed earlier in the same batch of events had the
+        # number this new pidfd now has, its stale event lands here. Ask the
+        # kernel whether the child really exited, without reaping it.
+        pid = self.pid
+        if pid is None or not _has_exited(pid):
+            return
+        # It is a zombie now, so its pid (our process group id) cannot have
+        # been reused: killing what is left of the group before reaping is
+        # race-free.
         if self.kill_group_on_exit:
             self.signal_group(signal.SIGKILL)
         self._reap_own()
@@ -315,6 +322,14 @@ class GroupProcess(twisted_process.Process):
             # A member changed its uid (a setuid helper): reach the leader.
             os.kill(self.pid, signum)
         return True
+
+
+def _has_exited(pid: int) -> bool:
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True  # already reaped by someone else; _reap_own copes
+    return info is not None
 
 
 def kill_all_now() -> None:

@@ -79,6 +79,9 @@ class NoSuchService(ProcworkError, KeyError):
         return str(self.args[0])
 
 
+NoSuchService.__module__ = "procwork"  # the public path, in tracebacks
+
+
 class ServiceState(enum.StrEnum):
     """Where a service is in its life; compares equal to its name."""
 

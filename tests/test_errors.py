@@ -96,7 +96,10 @@ def test_a_command_not_on_PATH_fails_with_SpawnError_naming_it_and_the_PATH() ->
 
 
 def test_a_program_path_that_does_not_exist_fails_with_SpawnError() -> None:
-    with pytest.raises(SpawnError, match=r"^cannot run '/no/such/prog': '/no/such/prog' does not exist$"):
+    with pytest.raises(
+        SpawnError,
+        match=r"^cannot run '/no/such/prog': '/no/such/prog' does not exist$",
+    ):
         wait(procwork.run(["/no/such/prog"]))
 
 
@@ -113,26 +116,37 @@ def test_a_file_that_is_not_executable_fails_with_SpawnError(tmp_path: Path) -> 
 
 def test_a_directory_as_command_fails_with_SpawnError_saying_so(tmp_path: Path) -> None:
     error = spawn_error([str(tmp_path)])
-    assert str(error) == f"cannot run '{tmp_path}': '{tmp_path}' is a directory, not a program"
+    assert (
+        str(error)
+        == f"cannot run '{tmp_path}': '{tmp_path}' is a directory, not a program"
+    )
 
 
 def test_a_file_that_is_no_program_fails_with_SpawnError(tmp_path: Path) -> None:
     junk = tmp_path / "junk"
     junk.write_bytes(b"\x7fELF but not really")
     junk.chmod(0o755)
-    with pytest.raises(SpawnError, match=r"is not a program this system can run \(exec format error\)"):
+    with pytest.raises(
+        SpawnError, match=r"is not a program this system can run \(exec format error\)"
+    ):
         wait(procwork.run([str(junk)]))
 
 
 def test_a_working_directory_that_does_not_exist_fails_with_SpawnError() -> None:
     error = spawn_error(["ls"], cwd="/no/such/dir")
     assert error.errno == errno.ENOENT
-    assert str(error) == "cannot run 'ls': working directory '/no/such/dir' does not exist"
+    assert (
+        str(error) == "cannot run 'ls': working directory '/no/such/dir' does not exist"
+    )
 
 
-def test_a_working_directory_that_is_a_file_fails_with_SpawnError(tmp_path: Path) -> None:
+def test_a_working_directory_that_is_a_file_fails_with_SpawnError(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "file").write_text("")
-    with pytest.raises(SpawnError, match=r"working directory '.*/file' is not a directory"):
+    with pytest.raises(
+        SpawnError, match=r"working directory '.*/file' is not a directory"
+    ):
         wait(procwork.run(["ls"], cwd=tmp_path / "file"))
 
 
@@ -165,7 +179,7 @@ def test_runs_after_a_failed_start_work() -> None:
     assert wait(procwork.run(["echo", "fine"])).stdout == b"fine\n"
 
 
-# -- unusable arguments: raised at the call ----------------------------------------------------
+# -- unusable arguments: raised at the call --------------------------------------------
 
 
 @pytest.mark.parametrize("args", [[], "", "   ", [""]])
@@ -177,7 +191,8 @@ def test_an_empty_command_is_a_ValueError(args: Any) -> None:
 def test_a_NUL_byte_in_an_argument_is_a_ValueError_naming_the_argument() -> None:
     with pytest.raises(
         ValueError,
-        match=r"^command .*echo.*: argument 1 contains a NUL byte, which no process can receive$",
+        match=r"^command .*echo.*: argument 1 contains a NUL byte, "
+        r"which no process can receive$",
     ):
         procwork.run(["echo", "a\0b"])
 
@@ -201,9 +216,11 @@ def test_an_argument_that_is_not_text_is_a_TypeError() -> None:
 def test_a_negative_timeout_or_grace_is_a_ValueError(name: str) -> None:
     with pytest.raises(
         ValueError,
-        match=rf"^procwork.run\('sleep 1'\): {name} must be a finite number >= 0, not -1$",
+        match=rf"^procwork.run\('sleep 1'\): {name} must be a finite number >= 0, "
+        r"not -1$",
     ):
-        procwork.run(["sleep", "1"], **{name: -1})
+        kwargs: dict[str, Any] = {name: -1}
+        procwork.run(["sleep", "1"], **kwargs)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
@@ -230,7 +247,8 @@ def test_an_unknown_priority_is_a_ValueError_listing_the_priorities() -> None:
 def test_input_given_as_text_is_a_TypeError_saying_to_encode_it() -> None:
     with pytest.raises(
         TypeError,
-        match=r"^procwork.run\('cat'\): input must be bytes, not str \(encode text first\)$",
+        match=r"^procwork.run\('cat'\): input must be bytes, not str "
+        r"\(encode text first\)$",
     ):
         procwork.run(["cat"], input="text")  # type: ignore[arg-type]
 
@@ -250,13 +268,15 @@ def test_an_unusable_max_output_is_refused(
 
 
 def test_spawn_checks_its_arguments_the_same_way() -> None:
-    with pytest.raises(ValueError, match=r"^unknown priority 'urgent' for procwork.spawn"):
+    with pytest.raises(
+        ValueError, match=r"^unknown priority 'urgent' for procwork.spawn"
+    ):
         procwork.spawn(["true"], priority="urgent")
     with pytest.raises(ValueError, match=r"timeout must be a finite number >= 0"):
         procwork.spawn(["true"], timeout=-1)
 
 
-# -- out of file descriptors: in a child Python ---------------------------------------------
+# -- out of file descriptors: in a child Python ----------------------------------------
 
 EMFILE_PROGRAM = textwrap.dedent(
     """
@@ -268,7 +288,8 @@ EMFILE_PROGRAM = textwrap.dedent(
 
     run(["true"])  # the reactor and its fds exist
     limit = len(os.listdir("/proc/self/fd")) + 30
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
     hog = []
     try:
         while True:

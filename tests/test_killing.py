@@ -25,7 +25,7 @@ import pytest
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorFDSet
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 import clockwork
 import procwork
@@ -175,7 +175,7 @@ def test_each_child_leads_its_own_process_group_and_session() -> None:
     assert pgid != os.getpgid(0)
 
 
-# -- the timeout, on a fake clock ---------------------------------------------------------
+# -- the timeout, on a fake clock ------------------------------------------------------
 
 
 def test_timeout_sends_SIGTERM_to_the_whole_group_then_SIGKILL_after_grace() -> None:
@@ -219,7 +219,9 @@ def test_a_grandchild_ignoring_SIGTERM_dies_when_its_parent_obeys_it() -> None:
         "time.sleep(60)\n"
     )
     reactor, scheduler = clocked()
-    proc = procwork.spawn([PY, "-c", code, grand], timeout=5, grace=60, scheduler=scheduler)
+    proc = procwork.spawn(
+        [PY, "-c", code, grand], timeout=5, grace=60, scheduler=scheduler
+    )
     _, pid = wait(proc.readline()).split()
 
     reactor.clock.advance(5)
@@ -279,7 +281,7 @@ def test_a_grandchild_holding_stdout_open_does_not_delay_a_timeout() -> None:
     assert result.stdout == b"started\n"
 
 
-def test_output_written_just_before_exit_is_not_lost_when_a_grandchild_holds_the_pipe() -> (
+def test_output_written_before_exit_is_kept_though_a_grandchild_holds_the_pipe() -> (
     None
 ):
     script = "sleep 30 & head -c 300000 /dev/zero"
@@ -301,7 +303,9 @@ def test_cancelling_the_deferred_of_run_kills_the_process(tmp_path: Path) -> Non
     assert gone(pid)
 
 
-def test_cancelling_the_clockwork_task_waiting_on_a_run_kills_it(tmp_path: Path) -> None:
+def test_cancelling_the_clockwork_task_waiting_on_a_run_kills_it(
+    tmp_path: Path,
+) -> None:
     cleaned: list[bool] = []
 
     def job() -> Generator[Any, Any, None]:
@@ -335,7 +339,7 @@ def test_clockwork_timeout_kills_the_process(tmp_path: Path) -> None:
     assert gone(pid)
 
 
-# -- program exit, SIGTERM, Ctrl-C: in a child Python -------------------------------------
+# -- program exit, SIGTERM, Ctrl-C: in a child Python ----------------------------------
 
 # Starts "sleep 60" with a "sleep 60" grandchild through procwork, prints
 # both pids, then (unless told to exit) blocks waiting for it.
@@ -424,9 +428,7 @@ def test_ctrl_c_in_a_program_leaves_no_child_or_grandchild_running() -> None:
     assert len(pids) == 2 and all_gone(pids)
 
 
-def test_a_program_that_never_drove_the_reactor_still_kills_its_child_at_exit() -> (
-    None
-):
+def test_a_program_that_never_drove_the_reactor_still_kills_its_child_at_exit() -> None:
     code, pids = run_program("never-drove-the-reactor")
     assert code == 0
     assert len(pids) == 1 and all_gone(pids)

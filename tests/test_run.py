@@ -121,6 +121,16 @@ def test_big_output_on_both_streams_at_once_does_not_deadlock() -> None:
     assert result.stderr == b"e" * 10_000_000
 
 
+def test_input_the_child_never_reads_is_no_error() -> None:
+    result = wait(procwork.run(["true"], input=b"x" * 10_000_000))
+    assert result.ok
+
+
+def test_input_the_child_stops_reading_half_way_is_no_error() -> None:
+    result = wait(procwork.run(["head", "-c", "5"], input=b"x" * 10_000_000))
+    assert result.ok and result.stdout == b"xxxxx"
+
+
 def test_binary_and_non_utf8_output_is_kept_byte_for_byte() -> None:
     code = "import sys; sys.stdout.buffer.write(bytes(range(256)) + b'\\xff\\xfe\\x00')"
     result = wait(procwork.run(py(code)))
@@ -193,7 +203,9 @@ def test_ok_means_exit_status_0_and_no_timeout() -> None:
 
 
 def test_a_Result_has_the_pid_duration_and_time_spent_queued() -> None:
-    result = wait(procwork.run(py("import os, time; print(os.getpid()); time.sleep(0.2)")))
+    result = wait(
+        procwork.run(py("import os, time; print(os.getpid()); time.sleep(0.2)"))
+    )
     assert result.pid == int(result.stdout)
     assert 0.2 <= result.duration < 20
     assert 0 <= result.queued < 20
@@ -253,7 +265,9 @@ def test_ProcessFailed_is_a_CalledProcessError_for_code_written_for_subprocess()
 
 
 def test_check_True_raises_for_a_timed_out_run_too() -> None:
-    with pytest.raises(ProcessFailed, match=r"'sleep 30' killed by SIGTERM after timeout"):
+    with pytest.raises(
+        ProcessFailed, match=r"'sleep 30' killed by SIGTERM after timeout"
+    ):
         wait(procwork.run(["sleep", "30"], timeout=0.1, check=True))
 
 
@@ -261,13 +275,13 @@ def test_check_True_returns_the_Result_of_a_run_that_succeeded() -> None:
     assert wait(procwork.run(["true"], check=True)).ok
 
 
-# -- from every kind of caller ------------------------------------------------------------
+# -- from every kind of caller ---------------------------------------------------------
 
 
 def test_run_works_with_yield_in_a_clockwork_generator() -> None:
     def job() -> Generator[Any, Any, bytes]:
-        first = yield procwork.run(["echo", "one"])
-        second = yield procwork.run(["echo", "two"])
+        first: Result = yield procwork.run(["echo", "one"])
+        second: Result = yield procwork.run(["echo", "two"])
         return first.stdout + second.stdout
 
     assert clockwork.wrap(job(), timeout=30) == b"one\ntwo\n"
@@ -285,7 +299,8 @@ def test_run_works_in_twisted_inlineCallbacks() -> None:
     @defer.inlineCallbacks
     def job() -> Generator[Any, Any, bytes]:
         result = yield procwork.run(["echo", "inline"])
-        return result.stdout  # type: ignore[no-any-return]
+        stdout: bytes = result.stdout
+        return stdout
 
     assert wait(job()) == b"inline\n"
 

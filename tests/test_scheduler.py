@@ -94,7 +94,7 @@ def _no_load_gate() -> Iterator[None]:
         scheduler.load = saved
 
 
-# -- the cap and the queue ---------------------------------------------------------------
+# -- the cap and the queue -------------------------------------------------------------
 
 
 def test_at_most_max_running_jobs_run_and_the_rest_wait_in_order() -> None:
@@ -168,10 +168,31 @@ def test_a_scheduler_refuses_unusable_limits(kwargs: Any, message: str) -> None:
         Scheduler(task.Clock(), **kwargs)
 
 
-# -- the critical lane -----------------------------------------------------------------------
+def test_jobs_that_end_inside_their_own_start_do_not_nest_admissions() -> None:
+    """A child that exits at once can be reaped inside its own start; then
+    ten thousand of them in a row must not recurse ten thousand deep."""
+    bench = Bench(max_running=1)
+
+    class Instant(Job):
+        def _admitted(self) -> None:
+            super()._admitted()
+            self.end()
+
+    bench.submit("blocker")
+    for i in range(10_000):
+        bench.scheduler.submit(
+            Instant(bench.scheduler, str(i), "normal", bench.started)
+        )
+    assert bench.scheduler.queued == 10_000
+    bench.end("blocker")
+    assert len(bench.started) == 10_001
+    assert (bench.scheduler.running, bench.scheduler.queued) == (0, 0)
 
 
-def test_a_critical_job_starts_at_once_with_the_cap_full_the_queue_long_and_load_high() -> (
+# -- the critical lane -----------------------------------------------------------------
+
+
+def test_a_critical_job_starts_at_once_despite_full_cap_long_queue_and_high_load() -> (
     None
 ):
     bench = Bench(max_running=1, min_running=0)
@@ -195,7 +216,7 @@ def test_critical_jobs_do_not_take_places_under_the_cap() -> None:
     assert bench.started == ["c1", "c2", "n1", "n2"]
 
 
-# -- the load gate ----------------------------------------------------------------------------
+# -- the load gate ---------------------------------------------------------------------
 
 
 def test_under_overload_normal_and_low_jobs_wait_and_high_ones_obey_only_the_cap() -> (
@@ -267,10 +288,12 @@ def test_running_and_queued_counts_are_exposed() -> None:
         "started": 2,
         "waiting_for_load": None,
     }
-    assert repr(bench.scheduler).startswith("<Scheduler running=2 queued=1 max_running=1")
+    assert repr(bench.scheduler).startswith(
+        "<Scheduler running=2 queued=1 max_running=1"
+    )
 
 
-# -- SystemLoad ------------------------------------------------------------------------------
+# -- SystemLoad ------------------------------------------------------------------------
 
 
 def fake_proc(tmp_path: Path, loadavg: str, pressure: str | None = None) -> str:
@@ -303,7 +326,9 @@ def test_SystemLoad_reads_cpu_pressure_when_asked(tmp_path: Path) -> None:
 
 
 def test_SystemLoad_without_proc_files_is_never_overloaded(tmp_path: Path) -> None:
-    load = procwork.SystemLoad(max_load=0.001, max_cpu_pressure=0.001, proc_root=str(tmp_path))
+    load = procwork.SystemLoad(
+        max_load=0.001, max_cpu_pressure=0.001, proc_root=str(tmp_path)
+    )
     assert load.overloaded() is None
 
 
@@ -311,7 +336,7 @@ def test_NoLoadLimit_is_never_overloaded() -> None:
     assert procwork.NoLoadLimit().overloaded() is None
 
 
-# -- queued processes on a fake clock ----------------------------------------------------------
+# -- queued processes on a fake clock --------------------------------------------------
 
 
 def full_scheduler() -> tuple[task.Clock, Scheduler, Job]:
@@ -338,12 +363,15 @@ def test_a_run_that_times_out_while_queued_never_starts_and_says_so() -> None:
     assert scheduler.queued == 0
 
 
-def test_check_True_raises_ProcessFailed_for_a_run_that_timed_out_while_queued() -> None:
+def test_check_True_raises_ProcessFailed_for_a_run_that_timed_out_while_queued() -> (
+    None
+):
     clock, scheduler, _ = full_scheduler()
     d = procwork.run(["echo", "late"], timeout=2, check=True, scheduler=scheduler)
     clock.advance(2)
     with pytest.raises(
-        ProcessFailed, match=r"^'echo late' timed out after 2 s while queued, never started$"
+        ProcessFailed,
+        match=r"^'echo late' timed out after 2 s while queued, never started$",
     ):
         wait(d)
 
@@ -363,7 +391,25 @@ def test_a_run_cancelled_while_queued_is_withdrawn_and_never_starts() -> None:
     assert not clock.getDelayedCalls()  # and its timeout timer is gone
 
 
-# -- real processes --------------------------------------------------------------------------
+def test_a_pending_readline_ends_when_the_process_times_out_while_queued() -> None:
+    clock, scheduler, _ = full_scheduler()
+    proc = procwork.spawn(["echo", "late"], timeout=5, scheduler=scheduler)
+    line = proc.readline()
+    clock.advance(5)
+    assert wait(line) == b""
+    assert proc.state == "timed out"
+
+
+def test_a_pending_readline_ends_when_a_queued_process_is_cancelled() -> None:
+    _, scheduler, _ = full_scheduler()
+    proc = procwork.spawn(["echo", "never"], scheduler=scheduler)
+    line = proc.readline()
+    proc.kill()
+    assert wait(line) == b""
+    assert proc.state == "cancelled"
+
+
+# -- real processes --------------------------------------------------------------------
 
 
 def nice_of(pid: int) -> int:

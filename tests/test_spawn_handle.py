@@ -21,7 +21,12 @@ import untwisted
 PY = sys.executable
 
 # Echoes each stdin line upper-cased, at once (unbuffered).
-UPPER = [PY, "-u", "-c", "import sys\nfor line in sys.stdin: print(line.strip().upper())"]
+UPPER = [
+    PY,
+    "-u",
+    "-c",
+    "import sys\nfor line in sys.stdin: print(line.strip().upper())",
+]
 
 
 def py(code: str) -> list[str]:
@@ -87,13 +92,13 @@ def test_the_repr_of_a_Process_says_its_command_pid_and_state() -> None:
     assert repr(proc) == f"<Process 'cat' pid {proc.pid} exited 0>"
 
 
-# -- stdin ------------------------------------------------------------------------------
+# -- stdin -----------------------------------------------------------------------------
 
 
 def test_write_and_close_stdin_talk_to_the_child() -> None:
     proc = procwork.spawn(["cat"])
     proc.write(b"hello ")
-    proc.write(bytearray(b"world"))
+    proc.write(b"world")
     proc.close_stdin()
     assert wait(proc.wait()).stdout == b"hello world"
 
@@ -146,13 +151,19 @@ def test_input_written_while_queued_is_delivered_when_the_process_starts() -> No
     assert result.queued > 0
 
 
-# -- output line by line ------------------------------------------------------------------
+# -- output line by line ---------------------------------------------------------------
 
 
 def test_on_stdout_and_on_stderr_get_each_line_as_it_comes() -> None:
     out: list[bytes] = []
     err: list[bytes] = []
-    code = "import sys\nprint('a')\nprint('b', file=sys.stderr)\nprint('c')\nprint('d', end='')"
+    code = (
+        "import sys\n"
+        "print('a')\n"
+        "print('b', file=sys.stderr)\n"
+        "print('c')\n"
+        "print('d', end='')"
+    )
     proc = procwork.spawn(py(code), on_stdout=out.append, on_stderr=err.append)
     result = wait(proc.wait())
     assert out == [b"a\n", b"c\n", b"d"]  # the last line had no newline
@@ -222,7 +233,7 @@ def test_a_long_line_without_newline_is_delivered_in_bounded_pieces() -> None:
     assert result.stdout == b"x" * 1000 and result.truncated
 
 
-# -- signals ---------------------------------------------------------------------------------
+# -- signals ---------------------------------------------------------------------------
 
 
 def test_signal_sends_a_signal_to_the_child() -> None:

@@ -32,3 +32,8 @@ class ForeignThreadError(RuntimeError):
     threads must hand work to it with ``reactor.callFromThread`` (or run
     their own blocking code without untwisted).
     """
+
+
+# Show the public import path in tracebacks: untwisted.Timeout.
+for _cls in (Timeout, ReentrancyError, ForeignThreadError):
+    _cls.__module__ = "untwisted"

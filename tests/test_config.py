@@ -1,0 +1,427 @@
+"""The monitor's TOML config: what loads, and how a bad one is rejected.
+
+A bad config is rejected before anything runs, with a :class:`ConfigError`
+whose message names the file, the table or entry, and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import signal
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from procwork import (
+    CheckSpec,
+    ConfigError,
+    MonitorConfig,
+    Rule,
+    ServiceSpec,
+    load_config,
+    parse_config,
+)
+from procwork._config import parse_http
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = ROOT / "procwork" / "default.toml"
+EXAMPLE = ROOT / "specs" / "example-monitor.toml"
+MONITOR_KEYS = [
+    "summary_every",
+    "rules_every",
+    "http",
+    "json_log",
+    "max_running",
+    "max_load",
+]
+
+
+def write(tmp_path: Path, text: str, name: str = "monitor.toml") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def rejected(tmp_path: Path, text: str) -> str:
+    """The message a config file of ``text`` is rejected with."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), "the message names the file first"
+    return message
+
+
+# -- configs that load ----------------------------------------------------------
+
+
+def test_the_built_in_config_loads_with_a_service_checks_and_a_dry_run_rule() -> None:
+    config = load_config(None)
+    assert config.source == "<built-in config>"
+    assert [s.name for s in config.services] == ["heartbeat"]
+    assert [c.name for c in config.checks] == ["load", "disk-root"]
+    [rule] = config.rules
+    assert (rule.name, rule.dry_run) == ("stale-sleep", True)
+    assert config.http == ("127.0.0.1", 8642)
+    assert (config.summary_every, config.rules_every) == (30.0, 10.0)
+
+
+def test_the_built_in_configs_python_runs_on_the_interpreter_running_procwork() -> None:
+    config = load_config(None)
+    commands = [s.argv for s in config.services] + [c.command for c in config.checks]
+    for argv in commands:
+        assert argv[0] == sys.executable
+        compile(argv[-1], "<default.toml>", "exec")  # the one-liners are Python
+
+
+def test_the_built_in_config_is_the_packaged_default_toml() -> None:
+    assert load_config(None) == dataclasses.replace(
+        load_config(str(DEFAULT)), source="<built-in config>"
+    )
+
+
+def test_the_documented_example_config_loads() -> None:
+    config = load_config(str(EXAMPLE))
+    assert config.source == str(EXAMPLE)
+    assert config.services and config.checks and config.rules
+    assert all(rule.dry_run for rule in config.rules), "the example is harmless"
+    names = [s.name for s in config.services]
+    for service in config.services:
+        assert service.after is None or service.after in names
+
+
+def test_the_documented_example_config_shows_every_key() -> None:
+    text = EXAMPLE.read_text()
+    documented = set(re.findall(r"^(\w+) *=", text, flags=re.MULTILINE))
+    for cls in (ServiceSpec, CheckSpec, Rule):
+        keys = {f.name for f in dataclasses.fields(cls) if f.init}
+        assert keys <= documented, f"{cls.__name__}: {sorted(keys - documented)}"
+    assert set(MONITOR_KEYS) <= documented
+
+
+def test_an_empty_config_is_valid_and_takes_the_defaults() -> None:
+    assert parse_config("", "empty.toml") == MonitorConfig(source="empty.toml")
+
+
+def test_a_full_config_becomes_specs_services_in_start_order(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [monitor]
+        summary_every = 0
+        rules_every = 0.5
+        http = "[::1]:0"
+        json_log = true
+        max_running = 4
+        max_load = false
+
+        [[service]]
+        name = "db"
+        command = "{python} -m db --port 5432"
+        stop_signal = "SIGINT"
+        env = { MODE = "test" }
+
+        [[service]]
+        name = "web"
+        command = ["{python}", "-m", "http.server"]
+        after = "db"
+        success_exit_codes = [0, 3]
+
+        [[check]]
+        name = "df"
+        command = ["df", "-h"]
+        every = 10
+        on_failure = "{python} cleanup.py"
+
+        [[rule]]
+        name = "cgi"
+        process_name = "perl"
+        cmdline = '\\.cgi\\b'
+        max_age = 600
+        max_rss = "512M"
+        action = "term"
+        allow_pids = [4242]
+        """,
+    )
+    config = load_config(path)
+    assert config.summary_every == 0.0
+    assert config.rules_every == 0.5
+    assert config.http == ("::1", 0)
+    assert (config.json_log, config.max_running, config.max_load) == (True, 4, None)
+    db, web = config.services
+    assert db.argv == (sys.executable, "-m", "db", "--port", "5432")
+    assert db.stop_signum is signal.SIGINT
+    assert dict(db.env or {}) == {"MODE": "test"}
+    assert (web.after, web.success_exit_codes) == ("db", frozenset({0, 3}))
+    [check] = config.checks
+    assert check.on_failure == (sys.executable, "cleanup.py")
+    [rule] = config.rules
+    assert (rule.max_rss, rule.allow_pids) == (512 << 20, frozenset({4242}))
+
+
+def test_the_http_endpoint_can_be_turned_off() -> None:
+    assert parse_config("[monitor]\nhttp = false\n").http is None
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ("512M", 512 << 20),
+        ("512MB", 512 << 20),
+        ("512MiB", 512 << 20),
+        ("2G", 2 << 30),
+        ("1.5k", 1536),
+        ("10 M", 10 << 20),
+        ("1T", 1 << 40),
+        ("4096", 4096),
+        (4096, 4096),
+    ],
+)
+def test_max_rss_takes_bytes_or_a_size_string(size: object, expected: int) -> None:
+    text = f"""
+        [[rule]]
+        name = "hog"
+        process_name = "x"
+        max_rss = {size!r}
+        """.replace("'", '"')
+    [rule] = parse_config(textwrap.dedent(text)).rules
+    assert rule.max_rss == expected
+
+
+# -- configs that are rejected --------------------------------------------------
+
+
+def test_a_missing_file_is_rejected_naming_it(tmp_path: Path) -> None:
+    path = str(tmp_path / "nope.toml")
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{re.escape(path)}: cannot read config: No such file or directory$",
+    ):
+        load_config(path)
+
+
+def test_a_directory_is_rejected_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path))}: cannot read"):
+        load_config(str(tmp_path))
+
+
+def test_a_file_that_is_not_utf8_is_rejected_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b"# caf\xe9\n")
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(path))}: cannot read config: not UTF-8"
+    ):
+        load_config(str(path))
+
+
+def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
+    tmp_path: Path,
+) -> None:
+    message = rejected(tmp_path, "[monitor]\nhttp = 127.0.0.1:80\n")
+    assert "not valid TOML" in message and "line 2" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "[monitr]\n",
+            "unknown table 'monitr'; expected [monitor], [[service]], [[check]] "
+            "and [[rule]]",
+            id="unknown-table",
+        ),
+        pytest.param(
+            "monitor = 3\n",
+            "[monitor]: must be a table",
+            id="monitor-not-a-table",
+        ),
+        pytest.param(
+            "[monitor]\nsumary_every = 5\n",
+            "[monitor]: unknown key 'sumary_every'; known keys: http, json_log, "
+            "max_load, max_running, rules_every, summary_every",
+            id="unknown-monitor-key",
+        ),
+        pytest.param(
+            '[check]\nname = "df"\n',
+            "'check' must be written as [[check]] tables",
+            id="table-not-array",
+        ),
+        pytest.param(
+            '[[check]]\nname = "df"\ncommand = "df"\nevery = 5\ninterval = 5\n',
+            "[[check]] #1 ('df'): unknown key 'interval'; known keys: action_timeout, "
+            "command, every, name, on_failure, on_failure_priority, priority, timeout",
+            id="unknown-check-key",
+        ),
+        pytest.param(
+            '[[check]]\nname = "df"\ncommand = "df"\n',
+            "[[check]] #1 ('df'): missing required key 'every'",
+            id="missing-check-key",
+        ),
+        pytest.param(
+            '[[service]]\ncommand = "sleep 9"\n',
+            "[[service]] #1: missing required key 'name'",
+            id="missing-service-name",
+        ),
+        pytest.param(
+            '[[check]]\nname = "ok"\ncommand = "true"\nevery = 1\n'
+            '[[check]]\nname = "df"\ncommand = "df"\nevery = "10"\n',
+            "[[check]] #2 ('df'): check 'df': every: must be a number of seconds, "
+            "not '10'",
+            id="wrong-type",
+        ),
+        pytest.param(
+            '[[check]]\nname = "df"\ncommand = "df"\nevery = 5\npriority = "asap"\n',
+            "[[check]] #1 ('df'): check 'df': priority must be one of critical, high,"
+            " normal, low, not 'asap'",
+            id="bad-priority",
+        ),
+        pytest.param(
+            '[[service]]\nname = "web"\ncommand = "web"\nrestart = "sometimes"\n',
+            "[[service]] #1 ('web'): service 'web': restart must be one of 'always', "
+            "'on-failure', 'never', got 'sometimes'",
+            id="bad-service-value",
+        ),
+        pytest.param(
+            '[[service]]\nname = "web"\ncommand = "web"\nport = 80\n',
+            "[[service]] #1 ('web'): unknown key 'port'",
+            id="unknown-service-key",
+        ),
+        pytest.param(
+            '[[rule]]\nname = "r"\nprocess_name = "x"\nmax_age = 5\naction = "nuke"\n',
+            "[[rule]] #1 ('r'): rule 'r': action must be one of 'log', 'term', 'kill',"
+            " got 'nuke'",
+            id="bad-rule-action",
+        ),
+        pytest.param(
+            '[[rule]]\nname = "r"\nprocess_name = "x"\nmax_rss = "lots"\n',
+            "[[rule]] #1 ('r') max_rss: expected bytes or a size like '512M', "
+            "not 'lots'",
+            id="bad-size",
+        ),
+        pytest.param(
+            '[[rule]]\nname = "r"\nprocess_name = "x"\nmax_rss = "inf"\n',
+            "[[rule]] #1 ('r') max_rss: expected bytes or a size like '512M', "
+            "not 'inf'",
+            id="infinite-size",
+        ),
+        pytest.param(
+            '[[rule]]\nname = "r"\nprocess_name = "x"\nmax_age = 1\n'
+            'allow_pids = ["init"]\n',
+            "[[rule]] #1 ('r'): allow_pids must be a list of pids",
+            id="bad-allow-pids",
+        ),
+        pytest.param(
+            '[[service]]\nname = "a"\ncommand = "a"\n'
+            '[[service]]\nname = "a"\ncommand = "b"\n',
+            "service 'a' is defined twice",
+            id="duplicate-service",
+        ),
+        pytest.param(
+            '[[check]]\nname = "df"\ncommand = "df"\nevery = 1\n'
+            '[[check]]\nname = "df"\ncommand = "du"\nevery = 1\n',
+            "check 'df' is defined twice",
+            id="duplicate-check",
+        ),
+        pytest.param(
+            '[[rule]]\nname = "r"\nprocess_name = "x"\nmax_age = 1\n'
+            '[[rule]]\nname = "r"\nprocess_name = "y"\nmax_age = 1\n',
+            "rule 'r' is defined twice",
+            id="duplicate-rule",
+        ),
+        pytest.param(
+            '[[service]]\nname = "web"\ncommand = "web"\nafter = "db"\n',
+            "[[service]] #1 ('web'): after names 'db', which is not a [[service]] "
+            "defined before it",
+            id="after-unknown",
+        ),
+        pytest.param(
+            '[[service]]\nname = "web"\ncommand = "web"\nafter = "db"\n'
+            '[[service]]\nname = "db"\ncommand = "db"\n',
+            "[[service]] #1 ('web'): after names 'db', which is not a [[service]] "
+            "defined before it",
+            id="after-later",
+        ),
+        pytest.param(
+            '[monitor]\nhttp = "localhost"\n',
+            "[monitor] http: expected HOST:PORT like 127.0.0.1:8642, not 'localhost'",
+            id="http-no-port",
+        ),
+        pytest.param(
+            '[monitor]\nhttp = "127.0.0.1:99999"\n',
+            "[monitor] http: expected HOST:PORT like 127.0.0.1:8642, "
+            "not '127.0.0.1:99999'",
+            id="http-bad-port",
+        ),
+        pytest.param(
+            "[monitor]\nhttp = 8642\n",
+            "[monitor] http: must be 'HOST:PORT' or false, not 8642",
+            id="http-not-a-string",
+        ),
+        pytest.param(
+            "[monitor]\nrules_every = 0\n",
+            "[monitor] rules_every: must be > 0, not 0",
+            id="rules-every-zero",
+        ),
+        pytest.param(
+            "[monitor]\nsummary_every = -1\n",
+            "[monitor] summary_every: must be >= 0, not -1",
+            id="summary-every-negative",
+        ),
+        pytest.param(
+            '[monitor]\njson_log = "yes"\n',
+            "[monitor] json_log: must be true or false, not 'yes'",
+            id="json-log-not-bool",
+        ),
+        pytest.param(
+            "[monitor]\nmax_running = 0\n",
+            "[monitor] max_running: must be a whole number >= 1, not 0",
+            id="max-running-zero",
+        ),
+        pytest.param(
+            "[monitor]\nmax_load = true\n",
+            "[monitor] max_load: must be a number > 0 or false, not True",
+            id="max-load-true",
+        ),
+    ],
+)
+def test_a_bad_config_is_rejected_naming_the_file_the_entry_and_the_key(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    message = rejected(tmp_path, text)
+    assert expected in message
+
+
+def test_the_entry_is_named_by_its_position_when_it_has_no_usable_name(
+    tmp_path: Path,
+) -> None:
+    message = rejected(tmp_path, '[[check]]\nname = 7\ncommand = "df"\nevery = 1\n')
+    assert "[[check]] #1: check name must be a non-empty string, not 7" in message
+
+
+def test_parse_config_names_the_source_it_is_given() -> None:
+    with pytest.raises(ConfigError, match=r"^inline: \[monitor\]: unknown key 'x'"):
+        parse_config("[monitor]\nx = 1\n", "inline")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("127.0.0.1:8642", ("127.0.0.1", 8642)),
+        ("0.0.0.0:0", ("0.0.0.0", 0)),
+        ("[::1]:80", ("::1", 80)),
+        ("localhost:65535", ("localhost", 65535)),
+    ],
+)
+def test_an_http_address_is_host_colon_port(
+    value: str, expected: tuple[str, int]
+) -> None:
+    assert parse_http(value) == expected
+
+
+@pytest.mark.parametrize("value", [":8642", "localhost", "host:http", "h:70000", ""])
+def test_a_bad_http_address_is_rejected_naming_where_it_came_from(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^--http: expected HOST:PORT like "):
+        parse_http(value)

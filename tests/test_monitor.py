@@ -1,0 +1,501 @@
+"""The Monitor: services, checks and rules on one reactor, and what it reports.
+
+Unit tests run a Monitor on a ``Clock`` with fakes for everything that would
+touch the machine: the checks' ``run``, the services' process factory and the
+rules' process table. The HTTP endpoint is then served by a Monitor on the
+real reactor at 127.0.0.1:0 and read with Twisted's own HTTP client, every
+wait bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, cast
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, readBody
+
+import untwisted
+from procwork import (
+    CheckSpec,
+    ConfigError,
+    Monitor,
+    MonitorConfig,
+    NoLoadLimit,
+    ProcInfo,
+    Result,
+    Rule,
+    Scheduler,
+    ServiceSpec,
+)
+from procwork._http import Metric, prometheus_text
+
+PY = sys.executable
+NOW = 1_700_000_000.0  # the Clock's "wall clock" while rules look at ages
+
+
+# -- fakes ---------------------------------------------------------------------
+
+
+class FakeRun:
+    """The checks' ``run``: records each command and hands back a Deferred."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], Deferred[Result]]] = []
+        self.cancelled: list[list[str]] = []
+
+    def __call__(self, argv: list[str], **kwargs: Any) -> Deferred[Result]:
+        d: Deferred[Result] = Deferred(lambda _: self.cancelled.append(argv))
+        self.calls.append((argv, d))
+        return d
+
+    def finish(self, index: int, returncode: int, stdout: bytes = b"") -> None:
+        argv, d = self.calls[index]
+        d.callback(Result(tuple(argv), 99, returncode, stdout=stdout, duration=0.1))
+
+
+class FakeService:
+    """A service's child that exists only in the test.
+
+    A signal ends it on the next turn of the clock, as a real child is reaped
+    after the signal, never inside the call that sends it.
+    """
+
+    def __init__(self, clock: Clock, protocol: ProcessProtocol, pid: int) -> None:
+        self.clock = clock
+        self.protocol = protocol
+        self.pid: int | None = pid
+        self.kill_group_on_exit = False
+        self.signals: list[int] = []
+        protocol.makeConnection(self)  # type: ignore[arg-type]
+
+    def signal_group(self, signum: int) -> bool:
+        if self.pid is None:
+            return False
+        self.signals.append(signum)
+        self.clock.callLater(0, self.end, signal=signum)
+        return True
+
+    def end(self, signal: int | None = None, code: int | None = None) -> None:
+        if self.pid is None:
+            return
+        self.pid = None
+        self.protocol.processEnded(Failure(ProcessTerminated(code, signal)))
+
+
+class FakeFactory:
+    """The supervisor's ``process_factory``: makes FakeServices."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.children: list[FakeService] = []
+
+    def __call__(
+        self,
+        reactor: Any,
+        protocol: ProcessProtocol,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str] | None,
+        cwd: str | None,
+        nice: int,
+        stdin: bool,
+    ) -> FakeService:
+        child = FakeService(self.clock, protocol, 500 + len(self.children))
+        self.children.append(child)
+        return child
+
+
+class FakeTable:
+    """A process table holding the processes the test puts in it."""
+
+    def __init__(self, *processes: ProcInfo) -> None:
+        self.processes = list(processes)
+
+    def snapshot(self) -> list[ProcInfo]:
+        return list(self.processes)
+
+    def get(self, pid: int) -> ProcInfo | None:
+        return next((p for p in self.processes if p.pid == pid), None)
+
+
+def cgi(pid: int, age: float) -> ProcInfo:
+    """A ``perl slow.cgi`` process of ours, ``age`` seconds old."""
+    return ProcInfo(
+        pid=pid,
+        ppid=1,
+        pgid=pid,
+        uid=os.geteuid(),
+        user="me",
+        name="perl",
+        cmdline=("/usr/bin/perl", "slow.cgi"),
+        state="S",
+        start_time=NOW - age,
+        cpu_seconds=1.0,
+        rss_bytes=1 << 20,
+    )
+
+
+CONFIG = MonitorConfig(
+    source="test.toml",
+    services=(ServiceSpec("web", ["web"], start_seconds=1),),
+    checks=(CheckSpec("disk", ["check-disk"], every=10, timeout=30),),
+    rules=(
+        Rule("slow-cgi", process_name="perl", max_age=600, action="log"),
+        Rule(
+            "stale-cgi", process_name="perl", max_age=3600, action="term", dry_run=True
+        ),
+    ),
+    rules_every=5,
+    summary_every=30,
+    http=None,
+)
+
+
+class World:
+    """A Monitor of CONFIG on a Clock, and the fakes around it."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.clock.rightNow = NOW
+        self.run = FakeRun()
+        self.factory = FakeFactory(self.clock)
+        self.table = FakeTable(cgi(700, age=900), cgi(701, age=60))
+        self.monitor = Monitor(
+            CONFIG,
+            reactor=self.clock,
+            scheduler=Scheduler(self.clock, load=NoLoadLimit()),
+            run=self.run,
+            process_factory=self.factory,
+            process_table=self.table,
+        )
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+def monitor_events() -> Iterator[list[str]]:
+    """The monitor's own log lines while the test runs."""
+    seen: list[str] = []
+
+    def observer(event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == "procwork.monitor":
+            seen.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(cast(ILogObserver, observer))
+    try:
+        yield seen
+    finally:
+        globalLogPublisher.removeObserver(cast(ILogObserver, observer))
+
+
+def metric_lines(monitor: Monitor) -> set[str]:
+    return set(prometheus_text(monitor.metrics()).splitlines())
+
+
+# -- life cycle ----------------------------------------------------------------
+
+
+def test_start_starts_the_services_runs_the_checks_and_scans_the_rules_at_once(
+    world: World,
+) -> None:
+    world.monitor.start()
+    [child] = world.factory.children
+    assert world.monitor.supervisor.status()["web"].pid == child.pid
+    assert [argv for argv, _ in world.run.calls] == [["check-disk"]]
+    assert [str(f) for f in world.monitor.findings] == [
+        "rule 'slow-cgi': pid 700 (perl) ran 900 s > max_age 600 s: logged"
+    ]
+
+
+def test_the_rules_are_scanned_every_rules_every_seconds(world: World) -> None:
+    world.monitor.start()
+    world.clock.advance(5)
+    assert len(world.monitor.findings) == 2
+    world.table.processes.append(cgi(702, age=4000))
+    world.clock.advance(5)
+    assert [str(f) for f in world.monitor.findings[-3:]] == [
+        "rule 'slow-cgi': pid 700 (perl) ran 910 s > max_age 600 s: logged",
+        "rule 'slow-cgi': pid 702 (perl) ran 4010 s > max_age 600 s: logged",
+        "rule 'stale-cgi': pid 702 (perl) ran 4010 s > max_age 3600 s: "
+        "would send SIGTERM (dry run)",
+    ]
+
+
+def test_only_the_most_recent_findings_are_kept(world: World) -> None:
+    world.monitor.start()
+    world.clock.pump([5] * 40)
+    assert len(world.monitor.findings) == 20
+    assert world.monitor.rules.counters["slow-cgi"].matches == 41
+
+
+def test_a_summary_line_is_logged_every_summary_every_seconds_not_at_start(
+    world: World, monitor_events: list[str]
+) -> None:
+    world.monitor.start()
+    assert not [line for line in monitor_events if line.startswith("summary")]
+    world.run.finish(0, returncode=1)
+    world.clock.advance(30)
+    summaries = [line for line in monitor_events if line.startswith("summary")]
+    assert summaries == [
+        "summary: 1/1 services running; 1 checks, failing: disk; "
+        "0 processes running, 0 queued"
+    ]
+
+
+def test_start_logs_what_the_monitor_runs(
+    world: World, monitor_events: list[str]
+) -> None:
+    world.monitor.start()
+    assert (
+        "monitor started from test.toml: 1 services, 1 checks, 2 rules"
+        in monitor_events
+    )
+
+
+def test_stop_stops_the_services_cancels_the_checks_and_ends_every_interval(
+    world: World,
+) -> None:
+    world.monitor.start()
+    stopped = world.monitor.stop()
+    assert not stopped.called, "the service has not been reaped yet"
+    world.clock.advance(0)
+    assert stopped.called
+    [child] = world.factory.children
+    assert child.signals == [signal.SIGTERM]
+    assert world.monitor.supervisor.status()["web"].state == "STOPPED"
+    assert world.run.cancelled == [["check-disk"]]
+    findings = len(world.monitor.findings)
+    world.clock.advance(3600)
+    assert len(world.run.calls) == 1, "no check runs after stop()"
+    assert len(world.monitor.findings) == findings, "no rule scan after stop()"
+    assert len(world.factory.children) == 1, "no service restarts after stop()"
+
+
+# -- what it reports -----------------------------------------------------------
+
+
+def test_status_reports_services_checks_rules_and_the_monitor_itself(
+    world: World,
+) -> None:
+    world.monitor.start()
+    world.clock.advance(1)
+    world.run.finish(0, returncode=0, stdout=b"9% full\n")
+    status = json.loads(json.dumps(world.monitor.status()))
+    assert status["source"] == "test.toml"
+    assert status["uptime"] >= 0 and status["cpu_seconds"] >= 0
+    assert status["max_rss_bytes"] > 0
+    web = status["services"]["web"]
+    assert (web["state"], web["pid"], web["restarts"]) == ("RUNNING", 500, 0)
+    disk = status["checks"]["disk"]
+    assert (disk["last_outcome"], disk["last_output"], disk["runs"]) == (
+        "ok",
+        "9% full\n",
+        1,
+    )
+    assert status["rules"] == {
+        "slow-cgi": {"matches": 1, "signals_sent": 0, "action": "log", "dry_run": False},
+        "stale-cgi": {"matches": 0, "signals_sent": 0, "action": "term", "dry_run": True},
+    }
+    assert status["recent_findings"] == [
+        "rule 'slow-cgi': pid 700 (perl) ran 900 s > max_age 600 s: logged"
+    ]
+    assert set(status["scheduler"]) >= {"running", "queued", "max_running"}
+
+
+def test_status_before_start_has_no_uptime(world: World) -> None:
+    status = world.monitor.status()
+    assert (status["started"], status["uptime"]) == (None, None)
+
+
+def test_metrics_count_restarts_check_outcomes_skips_and_rule_matches(
+    world: World,
+) -> None:
+    world.monitor.start()
+    world.clock.advance(1)
+    world.factory.children[0].end(code=1)  # web crashes; restarted at once
+    world.clock.pump([1] * 10)  # disk still runs at 10 s: that interval is skipped
+    world.run.finish(0, returncode=2)
+    lines = metric_lines(world.monitor)
+    assert {
+        "procwork_up 1",
+        'procwork_service_up{service="web"} 1',
+        'procwork_service_restarts_total{service="web"} 1',
+        'procwork_service_state{service="web",state="RUNNING"} 1',
+        'procwork_check_runs_total{check="disk"} 1',
+        'procwork_check_failures_total{check="disk"} 1',
+        'procwork_check_timeouts_total{check="disk"} 0',
+        'procwork_check_skipped_total{check="disk"} 1',
+        'procwork_check_actions_total{check="disk"} 0',
+        'procwork_check_ok{check="disk"} 0',
+        'procwork_rule_matches_total{rule="slow-cgi"} 3',
+        'procwork_rule_matches_total{rule="stale-cgi"} 0',
+        'procwork_rule_signals_total{rule="slow-cgi"} 0',
+        "procwork_processes_running 0",
+        "procwork_processes_queued 0",
+    } <= lines
+    assert "# TYPE procwork_check_runs_total counter" in lines
+    assert "# TYPE procwork_service_up gauge" in lines
+
+
+def test_every_metric_has_help_and_type_lines_before_its_samples(
+    world: World,
+) -> None:
+    world.monitor.start()
+    text = prometheus_text(world.monitor.metrics())
+    names = [m[0] for m in world.monitor.metrics()]
+    assert len(names) == len(set(names))
+    for name in names:
+        assert text.index(f"# HELP {name} ") < text.index(f"# TYPE {name} ")
+
+
+def test_prometheus_text_escapes_labels_and_formats_numbers() -> None:
+    metrics: list[Metric] = [
+        (
+            "demo_total",
+            "counter",
+            "A demo",
+            [
+                ({"b": 'say "hi"\\\n', "a": "x"}, 3.0),
+                ({}, 0.25),
+                ({"k": "nan"}, float("nan")),
+            ],
+        ),
+        ("empty", "gauge", "No samples", []),
+    ]
+    assert prometheus_text(metrics) == (
+        "# HELP demo_total A demo\n"
+        "# TYPE demo_total counter\n"
+        'demo_total{a="x",b="say \\"hi\\"\\\\\\n"} 3\n'
+        "demo_total 0.25\n"
+        'demo_total{k="nan"} NaN\n'
+        "# HELP empty No samples\n"
+        "# TYPE empty gauge\n"
+    )
+
+
+# -- the HTTP endpoint on the real reactor -------------------------------------
+
+
+def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    """GET ``url`` with Twisted's client: ``(code, headers, body)``, in 10 s."""
+    from twisted.internet import reactor
+
+    async def fetch() -> tuple[int, dict[str, str], bytes]:
+        response = await Agent(reactor).request(b"GET", url.encode())
+        body = await readBody(response)
+        headers = {
+            k.decode().lower(): v[0].decode()
+            for k, v in response.headers.getAllRawHeaders()
+        }
+        return response.code, headers, body
+
+    return cast(tuple[int, dict[str, str], bytes], untwisted.run(fetch(), timeout=10))
+
+
+@pytest.fixture
+def served() -> Iterator[Callable[[MonitorConfig], Monitor]]:
+    """Starts Monitors on the real reactor with HTTP on a free port; stops them."""
+    monitors: list[Monitor] = []
+
+    def serve(config: MonitorConfig) -> Monitor:
+        monitor = Monitor(config, scheduler=Scheduler(load=NoLoadLimit()))
+        monitors.append(monitor)
+        monitor.start(http=("127.0.0.1", 0))
+        return monitor
+
+    try:
+        yield serve
+    finally:
+        for monitor in monitors:
+            untwisted.run(monitor.stop(), timeout=30)
+
+
+def _drive_until(done: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        untwisted.tick(0.05)
+    return True
+
+
+def test_the_endpoint_serves_the_status_as_json_and_the_metrics_as_prometheus_text(
+    served: Callable[[MonitorConfig], Monitor],
+) -> None:
+    config = MonitorConfig(
+        source="http-test.toml",
+        checks=(CheckSpec("hello", [PY, "-c", "print('hi')"], every=60, timeout=20),),
+    )
+    monitor = served(config)
+    status = monitor.checks.status["hello"]
+    assert _drive_until(lambda: status.last_outcome is not None, timeout=30)
+    address = monitor.http_address
+    assert address is not None and address[0] == "127.0.0.1" and address[1] > 0
+    base = f"http://127.0.0.1:{address[1]}"
+
+    code, headers, body = get(base + "/")
+    assert (code, headers["content-type"]) == (200, "application/json")
+    assert headers["cache-control"] == "no-store"
+    document = json.loads(body)
+    assert document["source"] == "http-test.toml"
+    assert document["checks"]["hello"]["last_outcome"] == "ok"
+    assert document["checks"]["hello"]["last_output"] == "hi\n"
+
+    code, _, body = get(base + "/status")
+    assert code == 200 and json.loads(body)["source"] == "http-test.toml"
+
+    code, headers, body = get(base + "/metrics")
+    assert code == 200
+    assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    lines = body.decode().splitlines()
+    assert "procwork_up 1" in lines
+    assert 'procwork_check_runs_total{check="hello"} 1' in lines
+    assert 'procwork_check_ok{check="hello"} 1' in lines
+
+    code, _, _ = get(base + "/nothing-here")
+    assert code == 404
+
+
+def test_the_endpoint_stops_listening_when_the_monitor_stops(
+    served: Callable[[MonitorConfig], Monitor],
+) -> None:
+    monitor = served(MonitorConfig(source="t"))
+    address = monitor.http_address
+    assert address is not None
+    untwisted.run(monitor.stop(), timeout=30)
+    assert monitor.http_address is None
+    with pytest.raises(ConnectionRefusedError):
+        get(f"http://127.0.0.1:{address[1]}/")
+
+
+def test_a_port_that_is_taken_is_a_config_error_that_says_what_to_do() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monitor = Monitor(MonitorConfig(source="t"), scheduler=Scheduler())
+        try:
+            with pytest.raises(
+                ConfigError,
+                match=rf"^cannot serve HTTP on 127\.0\.0\.1:{port}: .*; choose another "
+                r"with --http HOST:PORT or set http = false in \[monitor\]$",
+            ):
+                monitor.start(http=("127.0.0.1", port))
+        finally:
+            untwisted.run(monitor.stop(), timeout=30)
