@@ -3,7 +3,7 @@
 Run from the repository root (Linux; the children need /bin/true, /bin/sleep,
 /bin/date and /bin/sh)::
 
-    python benchmarks/bench_processes.py            # the full run, ~4 minutes here
+    python benchmarks/bench_processes.py            # the full run, ~5 minutes here
     python benchmarks/bench_processes.py --quick    # fewer repeats, smaller N
 
 It measures, side by side in one run:
@@ -20,7 +20,7 @@ It measures, side by side in one run:
    the first start to the last result. Raw Twisted is O(open fds) per spawn
    (it lists and fcntl()s every descriptor) and O(children) per SIGCHLD; its
    run is cut off at ``TWISTED_LIMIT`` seconds and shown as "> limit", and not
-   repeated if it took over a minute. ``--quick`` runs every contender with
+   repeated if it took over 20 s. ``--quick`` runs every contender with
    1 000 children instead.
 3. **watchdog**: the CPU saturated by 2 busy loops per core (``sh -c 'while :;
    do :; done'``, started outside procwork and killed by pid at the end), 500
@@ -850,14 +850,14 @@ def scenarios(quick: bool) -> list[Scenario]:
                 "asyncio": ("asyncio, Semaphore(32)", asyncio_throughput),
                 "popen": ("subprocess.Popen loop", popen_throughput),
             },
-            repeats=3 if quick else 5,
+            repeats=3 if quick else 7,
         ),
         Scenario(
             "scale",
             f"{scale_n:,} concurrent sleep {SCALE_SLEEP:g}, all started at once; "
             f"wall time to the last result and the parent's CPU time (user + "
             f"system) meanwhile (raw Twisted cut off at "
-            f"{twisted_limit:g} s, and not repeated if a run takes > 60 s)"
+            f"{twisted_limit:g} s, and not repeated if a run takes > 20 s)"
             + (" [--quick: N = 1,000, not 4,000]" if quick else ""),
             [
                 Metric("wall", "wall", "s", False, 2),
@@ -869,12 +869,12 @@ def scenarios(quick: bool) -> list[Scenario]:
                 "asyncio": ("asyncio create_subprocess_exec", asyncio_scale),
                 "popen": ("subprocess.Popen loop", popen_scale),
             },
-            repeats=2 if quick else 3,
+            repeats=2 if quick else 5,
             params={"n": scale_n, "limit": 120.0},
             overrides={"twisted": {"n": scale_n, "limit": twisted_limit}},
             child_timeout=twisted_limit + 120,
             cap=twisted_limit,
-            slow_after=60.0,
+            slow_after=20.0,
         ),
         Scenario(
             "idle",

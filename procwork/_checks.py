@@ -68,21 +68,24 @@ class CheckSpec:
 
     Args:
         name: Unique name, used in logs and metrics.
-        command: argv list, or a string split with shlex (no shell).
+        command: argv list, or a string split with shlex (no shell); kept
+            as a tuple.
         every: Seconds between starts.
         timeout: Seconds a run may take (default: ``every``).
         priority: Scheduler priority of the check (default ``"high"``).
-        on_failure: Command to run when the check fails (default none).
+        on_failure: Command to run when the check fails, as ``command``
+            (default none).
         on_failure_priority: Its priority (default ``"critical"``).
         action_timeout: Seconds the action may take (default 60).
     """
 
     name: str
-    command: tuple[str, ...]
+    # Validation turns both into tuples; the annotations say what is accepted.
+    command: str | Sequence[str]
     every: float
     timeout: float | None = None
     priority: str = "high"
-    on_failure: tuple[str, ...] | None = None
+    on_failure: str | Sequence[str] | None = None
     on_failure_priority: str = "critical"
     action_timeout: float = 60.0
 

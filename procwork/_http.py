@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
+from twisted.web import pages
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
@@ -44,6 +45,10 @@ class _Root(Resource):
         self.putChild(b"", cast(IResource, json_leaf))
         self.putChild(b"status", cast(IResource, json_leaf))
         self.putChild(b"metrics", cast(IResource, metrics_leaf))
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        # Resource's default 404 page is deprecated (it does not escape HTML).
+        return pages.notFound(message="Try / or /status (JSON) or /metrics.")
 
 
 def StatusSite(status: Callable[[], Any], metrics: Callable[[], list[Metric]]) -> Site:

@@ -181,7 +181,16 @@ class Monitor:
     # -- periodic work ------------------------------------------------------
 
     def _scan(self) -> None:
-        found = self.rules.check()
+        try:
+            found = self.rules.check()
+        except OSError as e:
+            # An exception would end the LoopingCall, and with it every later
+            # scan; the table may well be readable next time.
+            _log.error(
+                "rules not applied: cannot read the process table: {error}",
+                error=e,
+            )
+            return
         if found:
             self.findings = (self.findings + found)[-_RECENT_FINDINGS:]
 

@@ -330,12 +330,18 @@ def test_the_timeout_of_untwisted_run_kills_the_process(tmp_path: Path) -> None:
 
 
 def test_clockwork_timeout_kills_the_process(tmp_path: Path) -> None:
-    def job() -> Generator[Any, Any, None]:
-        yield clockwork.timeout(30, procwork.run(pid_file_command(tmp_path / "pid")))
+    def job() -> Generator[Any, Any, str]:
+        try:
+            yield clockwork.timeout(
+                0.5, procwork.run(pid_file_command(tmp_path / "pid"))
+            )
+        except clockwork.Timeout:
+            return "timed out"
+        return "finished"
 
-    d: Deferred[Any] = untwisted.add(job())
+    d: Deferred[str] = untwisted.add(job())
     pid = read_pid(tmp_path / "pid")
-    d.cancel()
+    assert wait(d) == "timed out"
     assert gone(pid)
 
 

@@ -404,7 +404,8 @@ def test_a_pending_readline_ends_when_a_queued_process_is_cancelled() -> None:
     _, scheduler, _ = full_scheduler()
     proc = procwork.spawn(["echo", "never"], scheduler=scheduler)
     line = proc.readline()
-    proc.kill()
+    with pytest.raises(CancelledError, match="'echo' was killed while queued"):
+        wait(proc.kill())
     assert wait(line) == b""
     assert proc.state == "cancelled"
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import CancelledError
+from twisted.logger import globalLogPublisher
 
 import procwork
 import untwisted
@@ -192,9 +193,17 @@ def test_a_line_callback_that_raises_does_not_stop_the_process_or_the_others() -
         seen.append(line)
         raise RuntimeError("a bug in the callback")
 
-    proc = procwork.spawn(py("print(1); print(2)"), on_stdout=fussy)
-    assert wait(proc.wait()).stdout == b"1\n2\n"
+    logged: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        proc = procwork.spawn(py("print(1); print(2)"), on_stdout=fussy)
+        assert wait(proc.wait()).stdout == b"1\n2\n"
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
     assert seen == [b"1\n", b"2\n"]
+    failures = [e for e in logged if "line callback" in e.get("log_format", "")]
+    assert len(failures) == 2  # each one logged with its traceback
+    assert failures[0]["log_failure"].check(RuntimeError)
 
 
 def test_async_for_over_lines_yields_each_line_until_the_end() -> None:

@@ -71,7 +71,10 @@ class Driver:
         reactor: The reactor to drive; default the global Twisted reactor,
             imported on first use.
         register_atexit: Called once with the shutdown hook when the reactor
-            is started (default :func:`atexit.register`); tests inject it.
+            is started; tests inject it. By default the hook runs at
+            interpreter exit *before* non-daemon threads are joined, because
+            Twisted's thread pool threads only stop when the reactor shuts
+            down: a plain :mod:`atexit` hook would wait for them for ever.
         shutdown_timeout: At most this many seconds are spent at exit waiting
             for Twisted's shutdown triggers.
     """
@@ -80,11 +83,11 @@ class Driver:
         self,
         reactor: DrivableReactor | None = None,
         *,
-        register_atexit: Callable[[Callable[[], None]], object] = atexit.register,
+        register_atexit: Callable[[Callable[[], None]], object] | None = None,
         shutdown_timeout: float = 30.0,
     ) -> None:
         self._reactor = reactor
-        self._register_atexit = register_atexit
+        self._register_atexit = register_atexit or _register_at_exit
         self._shutdown_timeout = shutdown_timeout
         self._started = False
         self._owner: int | None = None
@@ -327,6 +330,20 @@ class Driver:
         while reactor.running and time.monotonic() < deadline:
             with self.entered():
                 reactor.iterate(min(0.05, max(0.0, deadline - time.monotonic())))
+
+
+def _register_at_exit(hook: Callable[[], None]) -> None:
+    # threading._register_atexit is what concurrent.futures uses for the same
+    # reason; it exists on every CPython this package supports (3.9+), but it
+    # is private, so fall back to atexit (after threads) if it ever goes.
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # pragma: no cover
+        atexit.register(hook)
+        return
+    try:
+        register(hook)
+    except RuntimeError:  # already shutting down: nothing left to hook
+        atexit.register(hook)
 
 
 def _capture(result: object, box: list[object]) -> None:

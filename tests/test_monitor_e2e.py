@@ -1,0 +1,363 @@
+"""``procwork monitor`` end to end: a real monitor process on a test config.
+
+The monitor runs a service, a check and a watchdog rule; the test reads its
+HTTP endpoint, kills the service and sees it restarted, sees the rule kill a
+runaway process the test started, stops the monitor with SIGTERM and checks
+that nothing it started is left running. Every wait is bounded, and
+everything the test started is killed (by pid) in ``finally`` blocks.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+PY = sys.executable
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def gone(pid: int) -> bool:
+    return not alive(pid)
+
+
+def running_with(argument: str) -> list[int]:
+    """Pids of the live processes that have ``argument`` among their arguments."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argument.encode() in args and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30) -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class MonitorProcess:
+    """``procwork monitor`` as a child process, its stdout read line by line.
+
+    A reader thread puts each line in a queue, so every read has a bound.
+    """
+
+    def __init__(self, *args: str, stderr: Path) -> None:
+        self._stderr = stderr.open("wb")
+        self.proc = subprocess.Popen(
+            [PY, "-m", "procwork", "monitor", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def expect(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        """The first line ``pattern`` is found in, read already or from now on."""
+        for line in self.lines:
+            match = re.search(pattern, line)
+            if match:
+                return match
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line matching {pattern!r} in {timeout} s")
+            try:
+                item = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if item is None:
+                raise AssertionError(
+                    f"the monitor exited before printing {pattern!r}:\n"
+                    + "\n".join(self.lines)
+                )
+            self.lines.append(item)
+            match = re.search(pattern, item)
+            if match:
+                return match
+
+    def drain(self, timeout: float = 10) -> list[str]:
+        """Every line up to the end of the output (the monitor must be exiting)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.lines.append(line)
+        return self.lines
+
+    def close(self) -> None:
+        """SIGKILL the monitor if it is still running (by pid), and reap it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._stderr.close()
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+        return body
+
+
+@pytest.fixture
+def started() -> Iterator[list[int]]:
+    """Pids of processes the test started or saw started; SIGKILLed at the end."""
+    pids: list[int] = []
+    try:
+        yield pids
+    finally:
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_the_monitor_restarts_a_killed_service_kills_a_runaway_and_stops_cleanly(
+    tmp_path: Path, started: list[int]
+) -> None:
+    marker = f"--runaway-marker-{uuid.uuid4().hex}"
+    ours = f"--started-by-monitor-{uuid.uuid4().hex}"  # in the service and check
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            [monitor]
+            summary_every = 1
+            rules_every = 0.2
+            http = false        # --http on the command line says where
+            max_load = false
+
+            [[service]]
+            name = "sleeper"
+            command = [
+                "{{python}}", "-c", "import time\\nwhile True: time.sleep(1)", "{ours}"
+            ]
+            start_seconds = 0.2
+            min_restart_delay = 0.1
+            stop_timeout = 5
+
+            [[check]]
+            name = "fine"
+            command = ["{{python}}", "-c", "print('all fine')", "{ours}"]
+            every = 0.5
+
+            [[rule]]
+            name = "runaway"
+            cmdline = "{marker}"
+            max_age = 0
+            action = "term"
+            grace = 1
+            """
+        )
+    )
+    runaway = subprocess.Popen([PY, "-c", "import time; time.sleep(300)", marker])
+    started.append(runaway.pid)
+    monitor = MonitorProcess(
+        str(config), "--http", "127.0.0.1:0", stderr=tmp_path / "stderr"
+    )
+    started.append(monitor.proc.pid)
+    try:
+        port = int(monitor.expect(r"status on http://127\.0\.0\.1:(\d+)/").group(1))
+        base = f"http://127.0.0.1:{port}"
+
+        def service() -> dict[str, Any]:
+            status = json.loads(get(base + "/"))
+            assert status["pid"] == monitor.proc.pid
+            sleeper: dict[str, Any] = status["services"]["sleeper"]
+            return sleeper
+
+        # The service runs; its pid is in the status.
+        first = wait_for("the service to run", lambda: service()["pid"])
+        started.append(first)
+        service_pids = [first]
+
+        # The rule finds the runaway by its command line and SIGTERMs it.
+        assert runaway.wait(timeout=30) == -signal.SIGTERM
+        monitor.expect(rf"rule runaway: pid {runaway.pid} \(python.*\) .*sent SIGTERM")
+
+        # Killed from outside, the service is restarted with a new pid.
+        os.kill(first, signal.SIGKILL)
+
+        def restarted() -> int | None:
+            status = service()
+            pid = status["pid"]
+            return pid if pid not in (None, first) and status["restarts"] else None
+
+        second = wait_for("the service to be restarted", restarted)
+        started.append(second)
+        service_pids.append(second)
+        assert not alive(first)
+
+        # The metrics say so too, and the check has run.
+        def metrics() -> list[str] | None:
+            lines = get(base + "/metrics").decode().splitlines()
+            wanted = {
+                "procwork_up 1",
+                'procwork_service_restarts_total{service="sleeper"} 1',
+                'procwork_rule_signals_total{rule="runaway"} 1',
+                'procwork_check_ok{check="fine"} 1',
+            }
+            return lines if wanted <= set(lines) else None
+
+        lines = wait_for("the metrics", metrics)
+        runs = next(x for x in lines if x.startswith("procwork_check_runs_total"))
+        assert int(runs.rsplit(" ", 1)[1]) >= 1
+        monitor.expect(r"summary: \d/1 services running; 1 checks, failing: none")
+
+        # SIGTERM stops it cleanly: exit 0, and nothing it started left running.
+        assert second in running_with(ours)
+        monitor.proc.send_signal(signal.SIGTERM)
+        assert monitor.proc.wait(timeout=30) == 0
+        output = "\n".join(monitor.drain())
+        assert "monitor stopped" in output
+        assert "stopping service 'sleeper': SIGTERM to process group" in output
+        assert "Traceback" not in output
+        for pid in service_pids:
+            assert wait_for(f"pid {pid} to be gone", functools.partial(gone, pid))
+        assert wait_for(
+            "every process of the service and check to be gone",
+            lambda: not running_with(ours),
+        )
+        stderr = (tmp_path / "stderr").read_text()
+        assert "Traceback" not in stderr, stderr
+    finally:
+        monitor.close()
+        started.extend(running_with(ours))
+        if runaway.poll() is None:
+            runaway.kill()
+            runaway.wait(timeout=10)
+
+
+def test_json_log_emits_one_json_event_per_line(
+    tmp_path: Path, started: list[int]
+) -> None:
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            [[service]]
+            name = "talker"
+            command = [
+                "{python}", "-u", "-c", "import time; print('hello'); time.sleep(60)"
+            ]
+
+            [[check]]
+            name = "fails"
+            command = ["{python}", "-c", "raise SystemExit(4)"]
+            every = 60
+            """
+        )
+    )
+    monitor = MonitorProcess(
+        str(config),
+        "--json-log",
+        "--http",
+        "127.0.0.1:0",
+        stderr=tmp_path / "stderr",
+    )
+    started.append(monitor.proc.pid)
+    try:
+        monitor.expect(r'"text": "\[talker\] hello"')
+        monitor.expect(r'"text": "check fails failed: exited 4"')
+        monitor.proc.send_signal(signal.SIGTERM)
+        assert monitor.proc.wait(timeout=30) == 0
+        lines = monitor.drain()
+    finally:
+        monitor.close()
+    events = [json.loads(line) for line in lines]
+    assert all(
+        {"text", "log_namespace", "log_level", "log_time"} <= set(e) for e in events
+    )
+    [hello] = [e for e in events if e["text"] == "[talker] hello"]
+    assert (hello["log_namespace"], hello["service"], hello["stream"]) == (
+        "procwork.supervisor",
+        "talker",
+        "stdout",
+    )
+    assert any(
+        re.fullmatch(
+            r"status on http://127\.0\.0\.1:\d+/ and metrics on /metrics", e["text"]
+        )
+        for e in events
+    )
+    [failed] = [e for e in events if e["text"].startswith("check fails failed")]
+    assert (failed["check"], failed["outcome"], failed["detail"]) == (
+        "fails",
+        "failed",
+        "exited 4",
+    )
+    assert events[-1]["text"] == "monitor stopped"
+
+
+def test_the_built_in_config_runs_with_no_setup_for_its_duration(
+    tmp_path: Path, started: list[int]
+) -> None:
+    monitor = MonitorProcess(
+        "--http", "127.0.0.1:0", "--duration", "2", stderr=tmp_path / "stderr"
+    )
+    started.append(monitor.proc.pid)
+    try:
+        pid = int(monitor.expect(r"service 'heartbeat' started: pid (\d+)").group(1))
+        started.append(pid)
+        monitor.expect(r"check load (ok: load \d+\.\d\d per core|failed: exited 1)")
+        assert monitor.proc.wait(timeout=60) == 0
+        output = "\n".join(monitor.drain())
+    finally:
+        monitor.close()
+    assert "monitor started from <built-in config>: 1 services, 2 checks, 1 rules" in (
+        output
+    )
+    assert "monitor ran for its --duration of 2.0 s" in output
+    assert "monitor stopped" in output
+    assert wait_for(f"heartbeat pid {pid} to be gone", lambda: not alive(pid))
