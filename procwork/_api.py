@@ -48,6 +48,7 @@ def run(
     max_output: int | None = DEFAULT_MAX_OUTPUT,
     check: bool = False,
     shell: bool = False,
+    kill_leftovers: bool = True,
     scheduler: Scheduler | None = None,
 ) -> Deferred[Result]:
     """Run a command to completion; a Deferred for its :class:`Result`.
@@ -72,6 +73,11 @@ def run(
             1 MiB each); ``None`` keeps everything.
         check: Fail with :class:`ProcessFailed` unless the Result is ``ok``.
         shell: Run ``args`` (a string) with ``/bin/sh -c``.
+        kill_leftovers: When the command exits, SIGKILL whatever it left
+            running in its process group (background jobs, a stray
+            ``sleep``), so a finished run leaves nothing behind. False lets
+            them live on (they are then no longer procwork's). Processes that
+            start their own session (daemons) are never affected.
         scheduler: Admission control to use (default :func:`scheduler`).
 
     Returns:
@@ -100,6 +106,7 @@ def run(
         shell,
         scheduler,
         stdin=input is not None,
+        kill_leftovers=kill_leftovers,
     )
     if input is not None:
         process.write(bytes(input))
@@ -123,6 +130,7 @@ def spawn(
     shell: bool = False,
     stdin: bool = True,
     capture: bool = True,
+    kill_leftovers: bool = True,
     on_stdout: LineCallback | None = None,
     on_stderr: LineCallback | None = None,
     scheduler: Scheduler | None = None,
@@ -151,6 +159,7 @@ def spawn(
         scheduler,
         stdin=stdin,
         inherit_stdio=not capture,
+        kill_leftovers=kill_leftovers,
         on_stdout=on_stdout,
         on_stderr=on_stderr,
     )
@@ -178,6 +187,7 @@ def _process(
     *,
     stdin: bool,
     inherit_stdio: bool = False,
+    kill_leftovers: bool = True,
     on_stdout: LineCallback | None = None,
     on_stderr: LineCallback | None = None,
 ) -> Process:
@@ -196,6 +206,7 @@ def _process(
         max_output=_max_output(max_output, where),
         stdin=stdin,
         inherit_stdio=inherit_stdio,
+        kill_leftovers=kill_leftovers,
         on_stdout=on_stdout,
         on_stderr=on_stderr,
     )

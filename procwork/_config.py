@@ -192,12 +192,20 @@ def _build(cls: Any, entry: dict[str, Any], where: str) -> Any:
     kwargs = {key: _substitute(value) for key, value in entry.items()}
     if cls is Rule:
         kwargs = _rule_kwargs(kwargs, where)
+    if cls is ServiceSpec and kwargs.get("max_restarts") is False:
+        kwargs["max_restarts"] = None  # TOML has no null: false means no limit
     try:
         return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from None
+    except (TypeError, ValueError) as e:  # ConfigError is a ValueError
+        message = str(e)
+        # The spec's own message usually names the entry already ("service
+        # 'web': restart must be ..."); then say only where it is.
+        if isinstance(name, str) and message.startswith(f"{_KIND[cls]} {name!r}"):
+            message = message[len(f"{_KIND[cls]} {name!r}") :].lstrip(": ")
+        raise ConfigError(f"{where}: {message}") from None
+
+
+_KIND: dict[Any, str] = {ServiceSpec: "service", CheckSpec: "check", Rule: "rule"}
 
 
 def _rule_kwargs(kwargs: dict[str, Any], where: str) -> dict[str, Any]:

@@ -85,6 +85,7 @@ class Process:
         max_output: int | None,
         stdin: bool,
         inherit_stdio: bool = False,
+        kill_leftovers: bool = True,
         on_stdout: LineCallback | None = None,
         on_stderr: LineCallback | None = None,
     ) -> None:
@@ -99,6 +100,7 @@ class Process:
         self._cwd = cwd
         self._stdin = stdin and not inherit_stdio
         self._inherit_stdio = inherit_stdio
+        self._kill_leftovers = kill_leftovers
         self._max_output = max_output
         self._transport: GroupProcess | None = None
         self._buffers = {1: TailBuffer(max_output), 2: TailBuffer(max_output)}
@@ -159,6 +161,7 @@ class Process:
         self._transport = transport
         self.pid = transport.pgid
         self.state = "running"
+        transport.kill_group_on_exit = self._kill_leftovers
         for data in self._pending_input:
             transport.write(data)
         self._pending_input.clear()
@@ -358,13 +361,12 @@ class Process:
     def terminate(self, grace: float | None = None) -> Deferred[Result]:
         """SIGTERM the process group; SIGKILL it ``grace`` seconds later.
 
-        A queued process is withdrawn instead. Returns :meth:`wait`.
+        A queued process is withdrawn instead; its Result says it never
+        started. Returns :meth:`wait`.
         """
         grace = self.grace if grace is None else grace
         if self.state == "queued":
-            self._withdraw(
-                CancelledError(f"{self.args[0]!r} was terminated while queued")
-            )
+            self._never_started()
         elif self.state == "running" and self._transport is not None:
             transport = self._transport
             # Whatever is left of the group when the leader dies is killed
@@ -376,9 +378,12 @@ class Process:
         return self.wait()
 
     def kill(self) -> Deferred[Result]:
-        """SIGKILL the whole process group now. Returns :meth:`wait`."""
+        """SIGKILL the whole process group now (a queued process is withdrawn).
+
+        Returns :meth:`wait`.
+        """
         if self.state == "queued":
-            self._withdraw(CancelledError(f"{self.args[0]!r} was killed while queued"))
+            self._never_started()
         else:
             self._kill_now()
         return self.wait()
@@ -389,6 +394,14 @@ class Process:
             self._transport.kill_group_on_exit = True
             if not self._transport.exited:
                 self._transport.signal_group(signal.SIGKILL)
+
+    def _never_started(self) -> None:
+        # terminate()/kill() of a queued process is an answer, not an error:
+        # it ends with a Result that says it never started.
+        self._scheduler.withdraw(self)
+        self.state = "cancelled"
+        self._cancel_timers()
+        self._finish(self._make_result(None))
 
     def _withdraw(self, error: BaseException) -> None:
         self._scheduler.withdraw(self)
@@ -423,11 +436,17 @@ class Process:
         if d in self._waiters:
             self._waiters.remove(d)
         if self.state == "queued":
-            self._withdraw(
-                CancelledError(f"{self.args[0]!r} was cancelled while queued")
-            )
+            error = CancelledError(f"{self.args[0]!r} was cancelled while queued")
+            self._withdraw(error)
         elif self.state == "running":
             self.terminate()
+            error = CancelledError(
+                f"{self.args[0]!r} was cancelled; its process group got SIGTERM "
+                f"(SIGKILL after {self.grace:g} s)"
+            )
+        else:
+            return
+        d.errback(Failure(error))
 
 
 def _fired(value: Any) -> Deferred[Any]:

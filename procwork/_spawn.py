@@ -127,6 +127,7 @@ class GroupProcess(twisted_process.Process):
         self._popen: subprocess.Popen[bytes] | None = None
         self._watch: _PidfdWatch | None = None
         self._reaped: list[Deferred[None]] = []
+        self._reaped_by_us = False
         self._nice = nice
         child_fds: dict[int, str | int] = {0: "w", 1: "r", 2: "r"}
         devnull = None
@@ -209,10 +210,13 @@ class GroupProcess(twisted_process.Process):
         self._reap_own()
 
     def _child_exited(self) -> None:
-        # Don't trust the event alone: epoll reports by descriptor number,
-        # and when a pipe closed earlier in the same batch of events had the
-        # number this new pidfd now has, its stale event lands here. Ask the
-        # kernel whether the child really exited, without reaping it.
+        # The pidfd is readable. Don't trust the event alone: epoll reports
+        # by descriptor number, and when a pipe closed earlier in the same
+        # batch of events had the number this new pidfd now has, its stale
+        # event lands here. _reap_own asks the kernel.
+        self._reap_own()
+
+    def _reap_own(self) -> None:
         pid = self.pid
         if pid is None or not _has_exited(pid):
             return
@@ -221,12 +225,6 @@ class GroupProcess(twisted_process.Process):
         # race-free.
         if self.kill_group_on_exit:
             self.signal_group(signal.SIGKILL)
-        self._reap_own()
-
-    def _reap_own(self) -> None:
-        pid = self.pid
-        if pid is None:
-            return
         try:
             reaped, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
@@ -234,6 +232,7 @@ class GroupProcess(twisted_process.Process):
             reaped, status = pid, 255 << 8
         if reaped:
             self._stop_watching()
+            self._reaped_by_us = True
             self.processEnded(status)
 
     def _stop_watching(self) -> None:
@@ -260,6 +259,15 @@ class GroupProcess(twisted_process.Process):
 
     def processEnded(self, status: int) -> None:
         _live.discard(self)
+        if self.kill_group_on_exit and not self._reaped_by_us and self.pgid:
+            # Reaped before we could look (Twisted's constructor reaps a child
+            # that exits at once). Kill the rest of the group now: while any
+            # member lives, the group id stays reserved; if none does, its
+            # number would have to be recycled by the kernel within these
+            # microseconds to hit another group, which pid allocation (cyclic
+            # up to pid_max) does not do.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pgid, signal.SIGKILL)
         if self._popen is not None:
             # Tell Popen it is over, or its __del__ would queue the pid for a
             # later waitpid that could hit an unrelated process.

@@ -868,6 +868,8 @@ class Supervisor:
             )
             self._set_state(service, ServiceState.STOPPING)
             self._monitor.stopProcess(name)
+            if service.transport is None:  # it ended inside stopProcess
+                return succeed(None)
 
         def kill_now(_: Deferred[None]) -> None:
             if d in service.stop_waiters:

@@ -268,19 +268,18 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
         pytest.param(
             '[[check]]\nname = "ok"\ncommand = "true"\nevery = 1\n'
             '[[check]]\nname = "df"\ncommand = "df"\nevery = "10"\n',
-            "[[check]] #2 ('df'): check 'df': every: must be a number of seconds, "
-            "not '10'",
+            "[[check]] #2 ('df'): every: must be a number of seconds, not '10'",
             id="wrong-type",
         ),
         pytest.param(
             '[[check]]\nname = "df"\ncommand = "df"\nevery = 5\npriority = "asap"\n',
-            "[[check]] #1 ('df'): check 'df': priority must be one of critical, high,"
+            "[[check]] #1 ('df'): priority must be one of critical, high,"
             " normal, low, not 'asap'",
             id="bad-priority",
         ),
         pytest.param(
             '[[service]]\nname = "web"\ncommand = "web"\nrestart = "sometimes"\n',
-            "[[service]] #1 ('web'): service 'web': restart must be one of 'always', "
+            "[[service]] #1 ('web'): restart must be one of 'always', "
             "'on-failure', 'never', got 'sometimes'",
             id="bad-service-value",
         ),
@@ -291,7 +290,7 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
         ),
         pytest.param(
             '[[rule]]\nname = "r"\nprocess_name = "x"\nmax_age = 5\naction = "nuke"\n',
-            "[[rule]] #1 ('r'): rule 'r': action must be one of 'log', 'term', 'kill',"
+            "[[rule]] #1 ('r'): action must be one of 'log', 'term', 'kill',"
             " got 'nuke'",
             id="bad-rule-action",
         ),

@@ -60,7 +60,10 @@ def nothing_left_behind() -> Iterator[None]:
     scheduler = procwork.scheduler()
     saved = scheduler.load
     scheduler.load = procwork.NoLoadLimit()
-    wait(procwork.run(["true"]))  # the reactor and its fds exist before we count
+    # The reactor and its fds must exist before we count. (A run of "true"
+    # alone may not start the reactor: it can end inside its own start.)
+    untwisted.tick()
+    wait(procwork.run(["true"]))
     fds, children = open_fds(), my_children()
     try:
         yield
@@ -286,7 +289,8 @@ EMFILE_PROGRAM = textwrap.dedent(
     def run(args):
         return untwisted.run(procwork.run(args), timeout=30)
 
-    run(["true"])  # the reactor and its fds exist
+    untwisted.tick()  # the reactor and its fds exist
+    run(["true"])
     limit = len(os.listdir("/proc/self/fd")) + 30
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))

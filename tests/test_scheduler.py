@@ -400,12 +400,23 @@ def test_a_pending_readline_ends_when_the_process_times_out_while_queued() -> No
     assert proc.state == "timed out"
 
 
-def test_a_pending_readline_ends_when_a_queued_process_is_cancelled() -> None:
+def test_a_pending_readline_ends_when_a_queued_process_is_killed() -> None:
     _, scheduler, _ = full_scheduler()
     proc = procwork.spawn(["echo", "never"], scheduler=scheduler)
     line = proc.readline()
-    with pytest.raises(CancelledError, match="'echo' was killed while queued"):
-        wait(proc.kill())
+    assert wait(proc.kill()).describe() == "never started"
+    assert wait(line) == b""
+    assert proc.state == "cancelled"
+
+
+def test_a_pending_readline_ends_when_a_queued_wait_is_cancelled() -> None:
+    _, scheduler, _ = full_scheduler()
+    proc = procwork.spawn(["echo", "never"], scheduler=scheduler)
+    line = proc.readline()
+    waiting = proc.wait()
+    waiting.cancel()
+    with pytest.raises(CancelledError, match="'echo' was cancelled while queued"):
+        wait(waiting)
     assert wait(line) == b""
     assert proc.state == "cancelled"
 

@@ -6,15 +6,17 @@ global reactor; every wait is bounded.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
-from twisted.internet.defer import CancelledError
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 
 import procwork
 import untwisted
@@ -194,12 +196,13 @@ def test_a_line_callback_that_raises_does_not_stop_the_process_or_the_others() -
         raise RuntimeError("a bug in the callback")
 
     logged: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(logged.append)
+    observer = cast(ILogObserver, logged.append)
+    globalLogPublisher.addObserver(observer)
     try:
         proc = procwork.spawn(py("print(1); print(2)"), on_stdout=fussy)
         assert wait(proc.wait()).stdout == b"1\n2\n"
     finally:
-        globalLogPublisher.removeObserver(logged.append)
+        globalLogPublisher.removeObserver(observer)
     assert seen == [b"1\n", b"2\n"]
     failures = [e for e in logged if "line callback" in e.get("log_format", "")]
     assert len(failures) == 2  # each one logged with its traceback
@@ -303,16 +306,56 @@ def test_kill_sends_SIGKILL_at_once() -> None:
     assert result.describe() == "killed by SIGKILL"
 
 
-def test_terminating_a_queued_process_withdraws_it_unstarted() -> None:
+def test_terminating_a_queued_process_withdraws_it_with_a_never_started_result() -> (
+    None
+):
+    """terminate() and kill() of a queued process are answers, not errors."""
     scheduler = procwork.Scheduler(max_running=1, load=procwork.NoLoadLimit())
     blocker = started(procwork.spawn(["sleep", "30"], scheduler=scheduler))
     proc = procwork.spawn(["echo", "never"], scheduler=scheduler)
-    d = proc.terminate()
-    with pytest.raises(CancelledError, match=r"'echo' was terminated while queued"):
-        wait(d)
+    other = procwork.spawn(["echo", "never either"], scheduler=scheduler)
+    result = wait(proc.terminate())
+    assert (result.pid, result.returncode, result.ok) == (None, None, False)
+    assert result.describe() == "never started"
+    assert wait(other.kill()).describe() == "never started"
     assert proc.pid is None
     assert scheduler.queued == 0
     wait(blocker.kill())
+
+
+def test_a_run_leaves_no_background_job_of_its_own_behind(tmp_path: Path) -> None:
+    """When the command exits, what it left in its process group is killed."""
+    pidfile = tmp_path / "pid"
+    script = f"sleep 30 & echo $! > {pidfile}; echo started"
+    result = wait(procwork.run(["sh", "-c", script], timeout=10))
+    assert result.stdout == b"started\n"
+    assert _gone_within(int(pidfile.read_text()), seconds=5)
+
+
+def test_kill_leftovers_false_lets_background_jobs_live_on(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    script = f"sleep 30 & echo $! > {pidfile}"
+    wait(procwork.run(["sh", "-c", script], timeout=10, kill_leftovers=False))
+    pid = int(pidfile.read_text())
+    try:
+        assert not _gone_within(pid, seconds=0.3)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    """True if pid is gone (or a zombie) within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rpartition(")")[2].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 def test_a_spawned_process_with_a_timeout_is_killed_when_it_expires() -> None:
