@@ -192,7 +192,7 @@ def _process(
     on_stderr: LineCallback | None = None,
 ) -> Process:
     argv = _argv(args, shell)
-    where = f"procwork.{func}({_show(argv)})"
+    where = _Where(func, argv)
     sched = scheduler_ if scheduler_ is not None else scheduler()
     return Process(
         argv,
@@ -242,7 +242,7 @@ def _argv(args: Command, shell: bool) -> tuple[str, ...]:
     return argv
 
 
-def _env(env: Mapping[str, str] | None, where: str) -> dict[str, str] | None:
+def _env(env: Mapping[str, str] | None, where: object) -> dict[str, str] | None:
     if env is None:
         return None
     clean: dict[str, str] = {}
@@ -255,7 +255,9 @@ def _env(env: Mapping[str, str] | None, where: str) -> dict[str, str] | None:
     return clean
 
 
-def _seconds(value: object, name: str, where: str, *, allow_none: bool) -> float | None:
+def _seconds(
+    value: object, name: str, where: object, *, allow_none: bool
+) -> float | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -265,7 +267,7 @@ def _seconds(value: object, name: str, where: str, *, allow_none: bool) -> float
     return float(value)
 
 
-def _max_output(value: object, where: str) -> int | None:
+def _max_output(value: object, where: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
@@ -273,6 +275,19 @@ def _max_output(value: object, where: str) -> int | None:
     if value < 1:
         raise ValueError(f"{where}: max_output must be >= 1 byte, not {value!r}")
     return value
+
+
+class _Where:
+    """``procwork.run('cmd arg')`` for error messages, formatted only if needed."""
+
+    __slots__ = ("_argv", "_func")
+
+    def __init__(self, func: str, argv: tuple[str, ...]) -> None:
+        self._func = func
+        self._argv = argv
+
+    def __str__(self) -> str:
+        return f"procwork.{self._func}({_show(self._argv)})"
 
 
 def _show(args: object) -> str:

@@ -41,13 +41,13 @@ class Priority(IntEnum):
 PRIORITIES = tuple(p.name.lower() for p in Priority)
 
 
-def parse_priority(value: object, command: str = "") -> Priority:
+def parse_priority(value: object, command: object = "") -> Priority:
     """``"critical"``/``"high"``/``"normal"``/``"low"`` (or a Priority) to Priority."""
     if isinstance(value, Priority):
         return value
     if isinstance(value, str) and value.lower() in PRIORITIES:
         return Priority[value.upper()]
-    where = f" for {command}" if command else ""
+    where = f" for {command}" if str(command) else ""
     raise ValueError(
         f"unknown priority {value!r}{where}; use one of {', '.join(PRIORITIES)}"
     )

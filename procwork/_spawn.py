@@ -130,19 +130,13 @@ class GroupProcess(twisted_process.Process):
         self._reaped_by_us = False
         self._nice = nice
         child_fds: dict[int, str | int] = {0: "w", 1: "r", 2: "r"}
-        devnull = None
         if inherit_stdio:
             child_fds = {0: 0, 1: 1, 2: 2}  # ints: Twisted passes them through
         elif not stdin:
-            devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-            child_fds[0] = devnull
-        try:
-            super().__init__(
-                reactor, args[0], list(args), env, cwd, protocol, childFDs=child_fds
-            )
-        finally:
-            if devnull is not None:
-                os.close(devnull)
+            child_fds[0] = _devnull()
+        super().__init__(
+            reactor, args[0], list(args), env, cwd, protocol, childFDs=child_fds
+        )
         self._watch_exit(reactor)
 
     # -- starting --------------------------------------------------------
@@ -330,6 +324,17 @@ class GroupProcess(twisted_process.Process):
             # A member changed its uid (a setuid helper): reach the leader.
             os.kill(self.pid, signum)
         return True
+
+
+_devnull_fd: int | None = None
+
+
+def _devnull() -> int:
+    """One read-only /dev/null descriptor (close-on-exec), shared by all spawns."""
+    global _devnull_fd
+    if _devnull_fd is None:
+        _devnull_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _devnull_fd
 
 
 def _has_exited(pid: int) -> bool:
