@@ -10,8 +10,6 @@ every wait bounded.
 from __future__ import annotations
 
 import json
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +29,7 @@ from procwork import (
     Result,
     SpawnError,
 )
-
-PY = sys.executable
-
+from tests.support import PY, drive_until
 
 # -- the fake run -------------------------------------------------------------
 
@@ -561,16 +557,6 @@ def real_runner() -> Iterator[list[CheckRunner]]:
             untwisted.run(runner.stop(), timeout=30)
 
 
-def _drive_until(done: Callable[[], bool], timeout: float) -> bool:
-    """Drive the real reactor until ``done()`` or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        untwisted.tick(0.05)
-    return True
-
-
 def test_a_real_failing_check_runs_its_action(
     real_runner: list[CheckRunner], tmp_path: Path
 ) -> None:
@@ -590,7 +576,7 @@ def test_a_real_failing_check_runs_its_action(
     real_runner.append(runner)
     runner.start()
     status = runner.status["always-fails"]
-    assert _drive_until(lambda: status.last_action is not None, timeout=30)
+    assert drive_until(lambda: status.last_action is not None, timeout=30)
     assert marker.read_text() == "fixed"
     assert (status.last_outcome, status.last_detail, status.failed) == (
         "failed",
@@ -616,7 +602,7 @@ def test_a_real_check_over_its_timeout_is_killed_and_recorded_as_timed_out(
     real_runner.append(runner)
     runner.start()
     status = runner.status["hangs"]
-    assert _drive_until(lambda: status.last_outcome is not None, timeout=30)
+    assert drive_until(lambda: status.last_outcome is not None, timeout=30)
     assert status.last_outcome == "timed out"
     assert status.last_detail == "killed by SIGTERM after timeout 0.5 s"
     assert status.last_output == "hanging\n"

@@ -15,7 +15,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -23,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-PY = sys.executable
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import PY, ROOT, gone_within, sigkill_leftovers
+
 EXAMPLE = ROOT / "specs" / "example-monitor.toml"
 
 
@@ -55,34 +54,11 @@ def python(code: str) -> list[str]:
     return ["--", PY, "-c", textwrap.dedent(code)]
 
 
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-
-
-def wait_gone(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 @pytest.fixture
 def pids() -> Iterator[list[int]]:
     """Pids the test saw; whichever is still alive at the end is SIGKILLed."""
-    seen: list[int] = []
-    try:
+    with sigkill_leftovers() as seen:
         yield seen
-    finally:
-        for pid in seen:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 def read_pid(path: Path, timeout: float = 20.0) -> int:
@@ -175,7 +151,7 @@ def test_run_exits_124_on_timeout_with_the_whole_tree_killed(
     pids.append(grandchild)
     assert done.returncode == 124
     assert time.monotonic() - started < 30
-    assert wait_gone(grandchild), "the grandchild was killed with its parent"
+    assert gone_within(grandchild), "the grandchild was killed with its parent"
 
 
 def test_a_command_ignoring_sigterm_is_sigkilled_after_the_grace_period(
@@ -231,7 +207,7 @@ def test_sigterm_to_procwork_run_kills_the_command_too(
         pids.append(child)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 128 + signal.SIGTERM
-        assert wait_gone(child), "the command died with procwork run"
+        assert gone_within(child), "the command died with procwork run"
     finally:
         if proc.poll() is None:
             proc.kill()

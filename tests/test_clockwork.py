@@ -10,58 +10,24 @@ process.
 from __future__ import annotations
 
 import gc
-import os
-import subprocess
-import sys
-import textwrap
 import traceback
 import tracemalloc
 from collections.abc import Generator, Iterator
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
 
 import clockwork
 import untwisted
 from clockwork import Task, Timeout, Worker
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ClockReactor, observing, run_child
 
 Gen = Generator[Any, Any, Any]
 
 
-# -- a reactor whose clock moves only when the worker waits --------------------
-
-
-class ClockReactor(task.Clock):
-    """A fake reactor: ``iterate(delay)`` is a wait of exactly ``delay`` seconds."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.running = False
-
-    def startRunning(self, installSignalHandlers: bool = True) -> None:
-        self.running = True
-
-    def stop(self) -> None:
-        self.running = False
-
-    def addSystemEventTrigger(self, *args: Any) -> None:
-        pass
-
-    def timeout(self) -> float | None:
-        calls = self.calls
-        if not calls:
-            return None
-        return max(0.0, min(call.getTime() for call in calls) - self.seconds())
-
-    def iterate(self, delay: float | None = 0.0) -> None:
-        if delay is None:
-            raise AssertionError("the worker would wait for ever: nothing scheduled")
-        self.advance(delay)
+# -- a worker on a reactor whose clock moves only when the worker waits ---------
 
 
 @pytest.fixture
@@ -73,21 +39,6 @@ def clock() -> ClockReactor:
 def worker(clock: ClockReactor) -> Worker:
     """A worker on the fake clock: its tasks' sleeps take no real time."""
     return Worker(untwisted.Driver(clock, register_atexit=lambda hook: None))
-
-
-def run_child(code: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), env.get("PYTHONPATH")) if p
-    )
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def names_of_frames_in_this_file(error: BaseException) -> list[str]:
@@ -327,16 +278,14 @@ def test_a_failure_nobody_looked_at_is_logged_when_the_task_is_collected(
     worker: Worker,
 ) -> None:
     """Like a Deferred's unhandled error; a cancelled task is not a failure."""
-    from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+    from twisted.logger import LogEvent
 
     def job() -> Gen:
         yield
         raise LookupError("nobody asked")
 
     events: list[LogEvent] = []
-    observer = cast(ILogObserver, events.append)
-    globalLogPublisher.addObserver(observer)
-    try:
+    with observing(events.append):
         worker.assign(job(), name="ignored")
         worker.assign(nest(0, [], Deferred()), name="cancelled")
         for _ in range(3):
@@ -345,8 +294,6 @@ def test_a_failure_nobody_looked_at_is_logged_when_the_task_is_collected(
         waiting.cancel()
         del waiting
         gc.collect()
-    finally:
-        globalLogPublisher.removeObserver(observer)
     logged = [e for e in events if "Unobserved failure" in e.get("log_format", "")]
     assert [e["name"] for e in logged] == ["ignored"]
     assert logged[0]["log_failure"].check(LookupError)

@@ -9,10 +9,7 @@ descriptor leaks and no child is left.
 from __future__ import annotations
 
 import errno
-import os
 import stat
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,55 +20,22 @@ import pytest
 import procwork
 import untwisted
 from procwork import ProcworkError, SpawnError
-
-PY = sys.executable
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait(x: object) -> Any:
-    """Block on ``x`` for at most 30 s."""
-    return untwisted.run(x, timeout=30)
-
-
-def open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-def my_children() -> set[int]:
-    """Pids of this process's children, zombies included."""
-    me = str(os.getpid())
-    children = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if fields[1] == me:
-            children.add(int(name))
-    return children
+from tests.support import my_children, no_load_limit, open_fds, run_child, wait
 
 
 @pytest.fixture(autouse=True)
 def nothing_left_behind() -> Iterator[None]:
     """Every test here must leave no fd open and no child behind."""
-    scheduler = procwork.scheduler()
-    saved = scheduler.load
-    scheduler.load = procwork.NoLoadLimit()
-    # The reactor and its fds must exist before we count. (A run of "true"
-    # alone may not start the reactor: it can end inside its own start.)
-    untwisted.tick()
-    wait(procwork.run(["true"]))
-    fds, children = open_fds(), my_children()
-    try:
+    with no_load_limit() as scheduler:
+        # The reactor and its fds must exist before we count. (A run of "true"
+        # alone may not start the reactor: it can end inside its own start.)
+        untwisted.tick()
+        wait(procwork.run(["true"]))
+        fds, children = open_fds(), set(my_children())
         yield
         assert open_fds() == fds, "a file descriptor leaked"
-        assert my_children() <= children, "a child was left behind"
+        assert set(my_children()) <= children, "a child was left behind"
         assert scheduler.running == 0 and scheduler.queued == 0
-    finally:
-        scheduler.load = saved
 
 
 def spawn_error(args: Any, **kwargs: Any) -> SpawnError:
@@ -316,15 +280,7 @@ EMFILE_PROGRAM = textwrap.dedent(
 
 
 def test_out_of_file_descriptors_fails_that_run_clearly_and_later_runs_work() -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    child = subprocess.run(
-        [PY, "-c", EMFILE_PROGRAM],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    child = run_child(EMFILE_PROGRAM)
     assert child.returncode == 0, child.stderr
     assert child.stdout.splitlines() == [
         f"errno {errno.EMFILE}",

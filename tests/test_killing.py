@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import selectors
 import signal
-import subprocess
-import sys
 import textwrap
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +27,10 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 import clockwork
 import procwork
 import untwisted
+from tests.support import PY, alive, drive_until, python_child, readable, wait
 
-PY = sys.executable
-ROOT = Path(__file__).resolve().parent.parent
+# These tests are not about load: a busy test machine must not queue them.
+pytestmark = pytest.mark.usefixtures("no_load_gate")
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -61,32 +59,9 @@ class ClockedReactor:
         return getattr(self._real, name)
 
 
-def wait(x: object) -> Any:
-    """Block on ``x`` for at most 30 s."""
-    return untwisted.run(x, timeout=30)
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 10) -> bool:
-    """Drive the reactor until ``condition()`` holds; False after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        untwisted.tick(0.01)
-    return True
-
-
 def gone(pid: int, seconds: float = 10) -> bool:
-    return wait_until(lambda: not alive(pid), seconds)
+    """Drive the reactor until ``pid`` is not alive; False after ``seconds``."""
+    return drive_until(lambda: not alive(pid), seconds)
 
 
 def quiet_for(seconds: float) -> None:
@@ -103,25 +78,13 @@ def pid_file_command(path: Path) -> list[str]:
 
 
 def read_pid(path: Path) -> int:
-    assert wait_until(path.exists), "the child never wrote its pid"
+    assert drive_until(path.exists, 10), "the child never wrote its pid"
     return int(path.read_text())
 
 
 def clocked() -> tuple[ClockedReactor, procwork.Scheduler]:
     reactor = ClockedReactor()
     return reactor, procwork.Scheduler(reactor, load=procwork.NoLoadLimit())
-
-
-@pytest.fixture(autouse=True)
-def _no_load_gate() -> Iterator[None]:
-    """These tests are not about load: a busy test machine must not queue them."""
-    scheduler = procwork.scheduler()
-    saved = scheduler.load
-    scheduler.load = procwork.NoLoadLimit()
-    try:
-        yield
-    finally:
-        scheduler.load = saved
 
 
 # A process that says when it gets SIGTERM and carries on. Run as "child", it
@@ -368,39 +331,17 @@ PROGRAM = textwrap.dedent(
 )
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), env.get("PYTHONPATH")) if p
-    )
-    return env
-
-
 def run_program(mode: str, signum: int | None = None) -> tuple[int, list[int]]:
     """Run PROGRAM; send it ``signum`` when ready; its exit code and pids."""
-    child = subprocess.Popen(
-        [PY, "-c", PROGRAM, mode],
-        cwd=ROOT,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with python_child(PROGRAM, mode) as child:
         assert child.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(child.stdout, selectors.EVENT_READ)
-            assert selector.select(timeout=30), "the program printed nothing"
+        assert readable(child.stdout, 30), "the program printed nothing"
         pids = [int(p) for p in child.stdout.readline().split()]
         if signum is not None:
             assert child.stdout.readline() == "ready\n"
             time.sleep(0.2)  # into untwisted.run
             child.send_signal(signum)
         child.communicate(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
     return child.returncode, pids
 
 

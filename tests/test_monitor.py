@@ -13,20 +13,18 @@ import json
 import os
 import signal
 import socket
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
-from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
 import untwisted
@@ -43,8 +41,8 @@ from procwork import (
     ServiceSpec,
 )
 from procwork._http import Metric, prometheus_text
+from tests.support import PY, FakeTable, drive_until, observing
 
-PY = sys.executable
 NOW = 1_700_000_000.0  # the Clock's "wall clock" while rules look at ages
 
 
@@ -120,19 +118,6 @@ class FakeFactory:
         return child
 
 
-class FakeTable:
-    """A process table holding the processes the test puts in it."""
-
-    def __init__(self, *processes: ProcInfo) -> None:
-        self.processes = list(processes)
-
-    def snapshot(self) -> list[ProcInfo]:
-        return list(self.processes)
-
-    def get(self, pid: int) -> ProcInfo | None:
-        return next((p for p in self.processes if p.pid == pid), None)
-
-
 def cgi(pid: int, age: float) -> ProcInfo:
     """A ``perl slow.cgi`` process of ours, ``age`` seconds old."""
     return ProcInfo(
@@ -199,11 +184,8 @@ def monitor_events() -> Iterator[list[str]]:
         if event.get("log_namespace") == "procwork.monitor":
             seen.append(formatEvent(event))
 
-    globalLogPublisher.addObserver(cast(ILogObserver, observer))
-    try:
+    with observing(observer):
         yield seen
-    finally:
-        globalLogPublisher.removeObserver(cast(ILogObserver, observer))
 
 
 def metric_lines(monitor: Monitor) -> set[str]:
@@ -229,7 +211,7 @@ def test_the_rules_are_scanned_every_rules_every_seconds(world: World) -> None:
     world.monitor.start()
     world.clock.advance(5)
     assert len(world.monitor.findings) == 2
-    world.table.processes.append(cgi(702, age=4000))
+    world.table.add(cgi(702, age=4000))
     world.clock.advance(5)
     assert [str(f) for f in world.monitor.findings[-3:]] == [
         "rule 'slow-cgi': pid 700 (perl) ran 910 s > max_age 600 s: logged",
@@ -446,7 +428,7 @@ def get(url: str) -> tuple[int, dict[str, str], bytes]:
 
     thread = threading.Thread(target=fetch, daemon=True)
     thread.start()
-    assert _drive_until(lambda: bool(box), timeout=15), f"GET {url} did not finish"
+    assert drive_until(lambda: bool(box), timeout=15), f"GET {url} did not finish"
     thread.join(timeout=5)
     if isinstance(box[0], BaseException):
         raise box[0]
@@ -471,15 +453,6 @@ def served() -> Iterator[Callable[[MonitorConfig], Monitor]]:
             untwisted.run(monitor.stop(), timeout=30)
 
 
-def _drive_until(done: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        untwisted.tick(0.05)
-    return True
-
-
 def test_the_endpoint_serves_the_status_as_json_and_the_metrics_as_prometheus_text(
     served: Callable[[MonitorConfig], Monitor],
 ) -> None:
@@ -489,7 +462,7 @@ def test_the_endpoint_serves_the_status_as_json_and_the_metrics_as_prometheus_te
     )
     monitor = served(config)
     status = monitor.checks.status["hello"]
-    assert _drive_until(lambda: status.last_outcome is not None, timeout=30)
+    assert drive_until(lambda: status.last_outcome is not None, timeout=30)
     address = monitor.http_address
     assert address is not None and address[0] == "127.0.0.1" and address[1] > 0
     base = f"http://127.0.0.1:{address[1]}"

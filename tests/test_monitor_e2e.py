@@ -16,7 +16,6 @@ import queue
 import re
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -28,18 +27,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-PY = sys.executable
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import PY, ROOT, alive, sigkill_leftovers
+
 T = TypeVar("T")
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
 
 
 def gone(pid: int) -> bool:
@@ -154,13 +144,8 @@ def get(url: str) -> bytes:
 @pytest.fixture
 def started() -> Iterator[list[int]]:
     """Pids of processes the test started or saw started; SIGKILLed at the end."""
-    pids: list[int] = []
-    try:
+    with sigkill_leftovers() as pids:
         yield pids
-    finally:
-        for pid in pids:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 def test_the_monitor_restarts_a_killed_service_kills_a_runaway_and_stops_cleanly(

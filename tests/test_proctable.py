@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import os
 import pwd
-import select
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from procwork._proctable import LinuxProcessTable, ProcInfo
+from tests.support import running_sleeper, unique_token
 
 BOOT_TIME = 1_700_000_000
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -205,22 +204,8 @@ def test_a_proc_root_that_does_not_exist_raises_OSError(tmp_path: Path) -> None:
 @pytest.fixture
 def child() -> Iterator[subprocess.Popen[str]]:
     """A sleeping Python child with a distinctive argument, killed afterwards."""
-    token = f"procwork-test-{uuid.uuid4().hex}"
-    code = "import sys, time; print('ready', flush=True); time.sleep(60)"
-    process = subprocess.Popen(
-        [sys.executable, "-c", code, token], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        # Wait (bounded) until the child runs Python, not a half-exec'd fork.
-        ready, _, _ = select.select([process.stdout], [], [], 10)
-        assert ready and process.stdout.readline() == "ready\n"
+    with running_sleeper(unique_token()) as process:
         yield process
-    finally:
-        process.kill()
-        process.wait(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def test_the_real_table_sees_this_process_as_it_is() -> None:

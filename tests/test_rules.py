@@ -9,12 +9,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import pwd
-import select
 import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -25,6 +22,14 @@ from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 from procwork._errors import ConfigError
 from procwork._proctable import LinuxProcessTable, ProcInfo
 from procwork._rules import Finding, Rule, RuleEngine, signal_process
+from tests.support import (
+    FakeTable,
+    run_child,
+    running_sleeper,
+    start_sleeper,
+    stop_sleeper,
+    unique_token,
+)
 
 NOW = 1_800_000_000.0
 ME = pwd.getpwuid(os.geteuid()).pw_name
@@ -46,19 +51,6 @@ def proc(pid: int = 1000, name: str = "perl", **changes: Any) -> ProcInfo:
         rss_bytes=10 * 2**20,
     )
     return dataclasses.replace(base, **changes)
-
-
-class FakeTable:
-    """A process table the test edits by hand."""
-
-    def __init__(self, *processes: ProcInfo) -> None:
-        self.processes = {p.pid: p for p in processes}
-
-    def snapshot(self) -> list[ProcInfo]:
-        return list(self.processes.values())
-
-    def get(self, pid: int) -> ProcInfo | None:
-        return self.processes.get(pid)
 
 
 class FakeSignals:
@@ -437,41 +429,16 @@ def test_importing_the_rules_does_not_import_the_global_reactor() -> None:
         "import sys, procwork._rules;"
         " sys.exit('twisted.internet.reactor' in sys.modules)"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    child = run_child(code)
+    assert child.returncode == 0, child.stderr
 
 
 # Real processes -------------------------------------------------------------
 
 
-def start_sleeper(token: str, *, ignore_term: bool = False) -> subprocess.Popen[str]:
-    """A Python child sleeping 60 s, with ``token`` as its argument."""
-    code = (
-        "import signal, sys, time\n"
-        + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else "")
-        + "print('ready', flush=True)\ntime.sleep(60)\n"
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", code, token], stdout=subprocess.PIPE, text=True
-    )
-    assert child.stdout is not None
-    # Wait (bounded) until the child runs Python with its own command line.
-    ready, _, _ = select.select([child.stdout], [], [], 10)
-    if not (ready and child.stdout.readline() == "ready\n"):
-        stop(child)
-        pytest.fail("child did not start within 10 s")
-    return child
-
-
-def stop(child: subprocess.Popen[str]) -> None:
-    child.kill()
-    child.wait(timeout=10)
-    if child.stdout is not None:
-        child.stdout.close()
-
-
 @pytest.fixture
 def token() -> str:
-    return f"procwork-test-{uuid.uuid4().hex}"
+    return unique_token()
 
 
 @pytest.fixture
@@ -483,11 +450,8 @@ def real_clock() -> Clock:
 
 @pytest.fixture
 def sleeper(token: str) -> Iterator[subprocess.Popen[str]]:
-    child = start_sleeper(token)
-    try:
+    with running_sleeper(token) as child:
         yield child
-    finally:
-        stop(child)
 
 
 def test_a_real_process_past_max_age_is_found_and_stopped_with_SIGTERM(
@@ -533,7 +497,7 @@ def test_a_real_process_ignoring_SIGTERM_is_SIGKILLed_when_the_grace_period_ends
         assert child.wait(timeout=10) == -signal.SIGKILL
         assert engine.counters["stubborn"].signals_sent == 2
     finally:
-        stop(child)
+        stop_sleeper(child)
 
 
 def test_the_real_table_spares_this_process_its_parent_and_pid_1_by_default() -> None:

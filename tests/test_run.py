@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -22,30 +21,15 @@ import clockwork
 import procwork
 import untwisted
 from procwork import ProcessFailed, Result
+from tests.support import PY, wait
 
-PY = sys.executable
+# These tests are not about load: a busy test machine must not queue them.
+pytestmark = pytest.mark.usefixtures("no_load_gate")
 
 
 def py(code: str) -> list[str]:
     """The argv of a Python child running ``code``."""
     return [PY, "-c", code]
-
-
-def wait(x: object) -> Any:
-    """Block on ``x`` for at most 30 s."""
-    return untwisted.run(x, timeout=30)
-
-
-@pytest.fixture(autouse=True)
-def _no_load_gate() -> Iterator[None]:
-    """These tests are not about load: a busy test machine must not queue them."""
-    scheduler = procwork.scheduler()
-    saved = scheduler.load
-    scheduler.load = procwork.NoLoadLimit()
-    try:
-        yield
-    finally:
-        scheduler.load = saved
 
 
 # -- the command -----------------------------------------------------------------

@@ -8,41 +8,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
-from typing import Any
 
 from twisted.internet.defer import DeferredList
 
 import procwork
 import untwisted
-
-PY = sys.executable
-
-
-def wait(x: object, seconds: float = 30) -> Any:
-    return untwisted.run(x, timeout=seconds)
-
-
-def open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-def my_children() -> dict[int, str]:
-    """This process's children (pid -> state letter), zombies included."""
-    me = str(os.getpid())
-    children = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if fields[1] == me:
-            children[int(name)] = fields[0]
-    return children
+from tests.support import PY, my_children, open_fds, wait
 
 
 def test_two_thousand_runs_leak_no_fd_and_leave_no_zombie() -> None:

@@ -9,8 +9,6 @@ the same with real processes.
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +17,11 @@ from twisted.internet import task
 from twisted.internet.defer import CancelledError
 
 import procwork
-import untwisted
 from procwork import Priority, ProcessFailed, Scheduler
+from tests.support import PY, wait
 
-PY = sys.executable
-
-
-def wait(x: object) -> Any:
-    """Block on ``x`` for at most 30 s."""
-    return untwisted.run(x, timeout=30)
+# Real-process tests here are not about the machine's load.
+pytestmark = pytest.mark.usefixtures("no_load_gate")
 
 
 class FakeLoad:
@@ -80,18 +74,6 @@ class Bench:
     def end(self, *names: str) -> None:
         for name in names:
             self.jobs[name].end()
-
-
-@pytest.fixture(autouse=True)
-def _no_load_gate() -> Iterator[None]:
-    """Real-process tests here are not about the machine's load."""
-    scheduler = procwork.scheduler()
-    saved = scheduler.load
-    scheduler.load = procwork.NoLoadLimit()
-    try:
-        yield
-    finally:
-        scheduler.load = saved
 
 
 # -- the cap and the queue -------------------------------------------------------------

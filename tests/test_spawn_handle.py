@@ -9,19 +9,17 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from twisted.logger import ILogObserver, globalLogPublisher
 
 import procwork
 import untwisted
+from tests.support import PY, gone_within, observing, wait
 
-PY = sys.executable
+# These tests are not about load: a busy test machine must not queue them.
+pytestmark = pytest.mark.usefixtures("no_load_gate")
 
 # Echoes each stdin line upper-cased, at once (unbuffered).
 UPPER = [
@@ -34,23 +32,6 @@ UPPER = [
 
 def py(code: str) -> list[str]:
     return [PY, "-u", "-c", code]
-
-
-def wait(x: object) -> Any:
-    """Block on ``x`` for at most 30 s."""
-    return untwisted.run(x, timeout=30)
-
-
-@pytest.fixture(autouse=True)
-def _no_load_gate() -> Iterator[None]:
-    """These tests are not about load: a busy test machine must not queue them."""
-    scheduler = procwork.scheduler()
-    saved = scheduler.load
-    scheduler.load = procwork.NoLoadLimit()
-    try:
-        yield
-    finally:
-        scheduler.load = saved
 
 
 def started(proc: procwork.Process) -> procwork.Process:
@@ -196,13 +177,9 @@ def test_a_line_callback_that_raises_does_not_stop_the_process_or_the_others() -
         raise RuntimeError("a bug in the callback")
 
     logged: list[dict[str, Any]] = []
-    observer = cast(ILogObserver, logged.append)
-    globalLogPublisher.addObserver(observer)
-    try:
+    with observing(logged.append):
         proc = procwork.spawn(py("print(1); print(2)"), on_stdout=fussy)
         assert wait(proc.wait()).stdout == b"1\n2\n"
-    finally:
-        globalLogPublisher.removeObserver(observer)
     assert seen == [b"1\n", b"2\n"]
     failures = [e for e in logged if "line callback" in e.get("log_format", "")]
     assert len(failures) == 2  # each one logged with its traceback
@@ -329,7 +306,7 @@ def test_a_run_leaves_no_background_job_of_its_own_behind(tmp_path: Path) -> Non
     script = f"sleep 30 & echo $! > {pidfile}; echo started"
     result = wait(procwork.run(["sh", "-c", script], timeout=10))
     assert result.stdout == b"started\n"
-    assert _gone_within(int(pidfile.read_text()), seconds=5)
+    assert gone_within(int(pidfile.read_text()), seconds=5)
 
 
 def test_kill_leftovers_false_lets_background_jobs_live_on(tmp_path: Path) -> None:
@@ -338,24 +315,9 @@ def test_kill_leftovers_false_lets_background_jobs_live_on(tmp_path: Path) -> No
     wait(procwork.run(["sh", "-c", script], timeout=10, kill_leftovers=False))
     pid = int(pidfile.read_text())
     try:
-        assert not _gone_within(pid, seconds=0.3)
+        assert not gone_within(pid, seconds=0.3)
     finally:
         os.kill(pid, signal.SIGKILL)
-
-
-def _gone_within(pid: int, seconds: float) -> bool:
-    """True if pid is gone (or a zombie) within ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rpartition(")")[2].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
 
 
 def test_a_spawned_process_with_a_timeout_is_killed_when_it_expires() -> None:

@@ -11,20 +11,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
-from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
 import untwisted
@@ -36,9 +33,7 @@ from procwork._supervisor import (
     ServiceStatus,
     Supervisor,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
-
+from tests.support import PY, alive, gone_within, observing, run_child
 
 # -- fakes ---------------------------------------------------------------------
 
@@ -177,12 +172,8 @@ def events() -> Iterator[list[dict[str, Any]]]:
         if event.get("log_namespace") == "procwork.supervisor":
             seen.append(event)
 
-    log_observer = cast(ILogObserver, observer)
-    globalLogPublisher.addObserver(log_observer)
-    try:
+    with observing(observer):
         yield seen
-    finally:
-        globalLogPublisher.removeObserver(log_observer)
 
 
 def lines(events: list[dict[str, Any]]) -> list[str]:
@@ -936,12 +927,11 @@ def test_importing_the_supervisor_does_not_import_the_global_reactor() -> None:
         assert "twisted.runner.procmon" not in sys.modules, "procmon imported"
         """
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+    child = run_child(code)
+    assert child.returncode == 0, child.stderr
 
 
 # -- real processes on the real reactor ----------------------------------------
-
-PY = sys.executable
 
 
 @pytest.fixture
@@ -952,24 +942,6 @@ def real() -> Iterator[Supervisor]:
         yield sup
     finally:
         untwisted.run(sup.stop(), timeout=30)
-
-
-def _gone(pid: int) -> bool:
-    """The process does not exist any more (or is a zombie nobody reaped yet)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
-def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _gone(pid):
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_a_real_service_killed_from_outside_is_restarted_with_a_new_pid(
@@ -986,7 +958,7 @@ def test_a_real_service_killed_from_outside_is_restarted_with_a_new_pid(
     again = untwisted.run(real.wait_for("sleeper", "STARTING"), timeout=20)
     assert again.pid is not None and again.pid != first.pid
     assert (again.restarts, again.last_exit) == (1, "killed by SIGKILL")
-    assert _wait_gone(first.pid)
+    assert gone_within(first.pid)
 
 
 def test_stop_SIGKILLs_a_real_service_and_grandchild_ignoring_SIGTERM_at_stop_timeout(
@@ -1013,15 +985,11 @@ def test_stop_SIGKILLs_a_real_service_and_grandchild_ignoring_SIGTERM_at_stop_ti
         ):
             ready.callback(int(line.split()[1]))
 
-    observer = cast(ILogObserver, watch)
-    globalLogPublisher.addObserver(observer)
-    try:
+    with observing(watch):
         real.start()
         grandchild = untwisted.run(ready, timeout=20)
-    finally:
-        globalLogPublisher.removeObserver(observer)
     leader = real.status()["stubborn"].pid
-    assert leader is not None and not _gone(grandchild)
+    assert leader is not None and alive(grandchild)
 
     started = time.monotonic()
     untwisted.run(real.stop(), timeout=20)
@@ -1031,7 +999,7 @@ def test_stop_SIGKILLs_a_real_service_and_grandchild_ignoring_SIGTERM_at_stop_ti
         ServiceState.STOPPED,
         "killed by SIGKILL",
     )
-    assert _wait_gone(leader) and _wait_gone(grandchild)
+    assert gone_within(leader) and gone_within(grandchild)
     assert any("did not stop within 0.5 s of SIGTERM" in line for line in lines(events))
 
 

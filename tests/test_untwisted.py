@@ -8,16 +8,10 @@ needs its signal handlers or interpreter exit runs in a child Python process.
 
 from __future__ import annotations
 
-import os
-import selectors
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Generator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,55 +20,10 @@ from twisted.internet.defer import Deferred
 
 import clockwork
 import untwisted
+from tests.support import ClockReactor, python_child, readable, run_child
 from untwisted import ForeignThreadError, ReentrancyError, Timeout
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
 # -- helpers -------------------------------------------------------------------
-
-
-class ClockReactor(task.Clock):
-    """A fake reactor: ``iterate(delay)`` is a wait of exactly ``delay`` seconds.
-
-    Time moves only when the driver iterates, so a test of timing is exact and
-    instant. Waiting for ever (nothing scheduled) fails the test instead of
-    hanging it.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.running = False
-        self.install_signal_handlers: bool | None = None
-        self.triggers: list[tuple[str, str]] = []
-        self.iterations: list[float] = []
-        self.stopped = False
-
-    def startRunning(self, installSignalHandlers: bool = True) -> None:
-        self.running = True
-        self.install_signal_handlers = installSignalHandlers
-
-    def stop(self) -> None:
-        self.running = False
-        self.stopped = True
-
-    def addSystemEventTrigger(
-        self, phase: str, eventType: str, callable: Callable[..., Any], *args: Any
-    ) -> int:
-        self.triggers.append((phase, eventType))
-        return len(self.triggers)
-
-    def timeout(self) -> float | None:
-        calls = self.calls
-        if not calls:
-            return None
-        return max(0.0, min(call.getTime() for call in calls) - self.seconds())
-
-    def iterate(self, delay: float | None = 0.0) -> None:
-        if delay is None:
-            raise AssertionError("the driver would wait for ever: nothing scheduled")
-        self.iterations.append(delay)
-        self.advance(delay)
 
 
 def fake_driver() -> tuple[ClockReactor, untwisted.Driver, list[object]]:
@@ -100,26 +49,6 @@ def run_in_thread(fn: Callable[[], object]) -> BaseException | None:
     return caught[0] if caught else None
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), env.get("PYTHONPATH")) if p
-    )
-    return env
-
-
-def run_child(code: str) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh Python and wait (at most 60 s) for it to end."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def signal_child_when_ready(code: str, *signums: int) -> tuple[int, str, str]:
     """Start ``code``; when it prints ``ready``, send it ``signums``.
 
@@ -127,19 +56,9 @@ def signal_child_when_ready(code: str, *signums: int) -> tuple[int, str, str]:
     expects the signal. Every wait is bounded. Returns the child's exit code,
     stdout and stderr.
     """
-    child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with python_child(code) as child:
         assert child.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(child.stdout, selectors.EVENT_READ)
-            assert selector.select(timeout=30), "the child never printed 'ready'"
+        assert readable(child.stdout, 30), "the child never printed 'ready'"
         first_line = child.stdout.readline()
         assert first_line == "ready\n", first_line
         for signum in signums:
@@ -148,10 +67,6 @@ def signal_child_when_ready(code: str, *signums: int) -> tuple[int, str, str]:
             time.sleep(0.2)
             child.send_signal(signum)
         out, err = child.communicate(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
     return child.returncode, first_line + out, err
 
 

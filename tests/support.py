@@ -1,0 +1,318 @@
+"""Helpers shared by the test modules.
+
+Every wait here is bounded: a helper that waits takes its bound as a
+parameter (or says its default), and returns False or fails the test when
+the bound passes instead of hanging the run.
+
+- Blocking on the global reactor: :func:`wait`, :func:`drive_until`.
+- The global scheduler without its load gate: :func:`no_load_limit`.
+- Real processes: :func:`alive`, :func:`gone_within`, :func:`sigkill_leftovers`,
+  :func:`start_sleeper` / :func:`stop_sleeper` / :func:`running_sleeper`.
+- Leaks: :func:`open_fds`, :func:`my_children`.
+- Child Pythons on this checkout: :func:`child_env`, :func:`run_child`,
+  :func:`python_child`, :func:`readable`.
+- Fakes: :class:`ClockReactor`, :class:`FakeTable`.
+- Twisted's log: :func:`observing`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, cast
+
+import pytest
+from twisted.internet import task
+from twisted.logger import ILogObserver, globalLogPublisher
+
+import procwork
+import untwisted
+from procwork import ProcInfo
+
+PY = sys.executable
+"""The Python running the tests; child Pythons run it too."""
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The root of this checkout (where pyproject.toml is)."""
+
+
+# -- bounded waits on the global reactor ---------------------------------------
+
+
+def wait(x: object, seconds: float = 30) -> Any:
+    """Block on ``x`` (a Deferred, coroutine or generator) for at most ``seconds``."""
+    return untwisted.run(x, timeout=seconds)
+
+
+def drive_until(done: Callable[[], bool], timeout: float) -> bool:
+    """Drive the real reactor until ``done()``; False once ``timeout`` s pass."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        untwisted.tick(0.01)
+    return True
+
+
+@contextlib.contextmanager
+def no_load_limit() -> Iterator[procwork.Scheduler]:
+    """The global scheduler, with no load gate while the block runs.
+
+    For tests that are not about load: a busy test machine must not queue
+    their processes. The scheduler's own load source is put back afterwards.
+    """
+    scheduler = procwork.scheduler()
+    saved = scheduler.load
+    scheduler.load = procwork.NoLoadLimit()
+    try:
+        yield scheduler
+    finally:
+        scheduler.load = saved
+
+
+# -- real processes: are they there? -------------------------------------------
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` exists and is neither a zombie (Z) nor dead (X)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def gone_within(pid: int, seconds: float = 10.0) -> bool:
+    """Poll (without driving the reactor) until ``pid`` is not :func:`alive`.
+
+    True as soon as it is gone; False if it is still alive after ``seconds``.
+    """
+    deadline = time.monotonic() + seconds
+    while alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@contextlib.contextmanager
+def sigkill_leftovers() -> Iterator[list[int]]:
+    """A list for the pids a test started or saw; those alive at the end are
+    SIGKILLed (by pid), whatever the test did."""
+    pids: list[int] = []
+    try:
+        yield pids
+    finally:
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def unique_token() -> str:
+    """An argument no other process on the machine has: finds a child in /proc."""
+    return f"procwork-test-{uuid.uuid4().hex}"
+
+
+def start_sleeper(token: str, *, ignore_term: bool = False) -> subprocess.Popen[str]:
+    """A Python child sleeping 60 s, with ``token`` as its argument.
+
+    Returns once the child runs Python with its own command line (it printed
+    ``ready``); fails the test if that takes over 10 s. With ``ignore_term``
+    it ignores SIGTERM. Stop it with :func:`stop_sleeper`.
+    """
+    code = (
+        "import signal, sys, time\n"
+        + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else "")
+        + "print('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    child = subprocess.Popen([PY, "-c", code, token], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    if not (readable(child.stdout, 10) and child.stdout.readline() == "ready\n"):
+        stop_sleeper(child)
+        pytest.fail("child did not start within 10 s")
+    return child
+
+
+def stop_sleeper(child: subprocess.Popen[str]) -> None:
+    """SIGKILL ``child`` (if it still runs), reap it (10 s at most), close its pipe."""
+    child.kill()
+    child.wait(timeout=10)
+    if child.stdout is not None:
+        child.stdout.close()
+
+
+@contextlib.contextmanager
+def running_sleeper(token: str) -> Iterator[subprocess.Popen[str]]:
+    """:func:`start_sleeper` for the block; stopped after it."""
+    child = start_sleeper(token)
+    try:
+        yield child
+    finally:
+        stop_sleeper(child)
+
+
+# -- leaks -----------------------------------------------------------------------
+
+
+def open_fds() -> set[str]:
+    """This process's open file descriptors (names in /proc/self/fd)."""
+    return set(os.listdir("/proc/self/fd"))
+
+
+def my_children() -> dict[int, str]:
+    """This process's children (pid -> state letter), zombies (Z) included."""
+    me = str(os.getpid())
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[1] == me:
+            children[int(name)] = fields[0]
+    return children
+
+
+# -- child Pythons on this checkout ------------------------------------------------
+
+
+def child_env() -> dict[str, str]:
+    """This environment, with the checkout first on PYTHONPATH."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), env.get("PYTHONPATH")) if p
+    )
+    return env
+
+
+def run_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (dedented) in a fresh Python and wait (at most ``timeout`` s)
+    for it to end; its output is captured as text."""
+    return subprocess.run(
+        [PY, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@contextlib.contextmanager
+def python_child(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """A fresh Python running ``code`` (dedented) with ``args``, for the block.
+
+    Its stdout and stderr are text pipes. If it still runs after the block,
+    it is SIGKILLed and reaped.
+    """
+    child = subprocess.Popen(
+        [PY, "-c", textwrap.dedent(code), *args],
+        cwd=ROOT,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+
+
+def readable(stream: IO[str], timeout: float) -> bool:
+    """Wait (at most ``timeout`` s) until ``stream`` has something to read."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        return bool(selector.select(timeout=timeout))
+
+
+# -- fakes -------------------------------------------------------------------------
+
+
+class ClockReactor(task.Clock):
+    """A fake reactor: ``iterate(delay)`` is a wait of exactly ``delay`` seconds.
+
+    Time moves only when the driver iterates, so a test of timing is exact and
+    instant. Waiting for ever (nothing scheduled) fails the test instead of
+    hanging it. It records how it was started and stopped, the system event
+    triggers added to it and every iteration's delay.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = False
+        self.install_signal_handlers: bool | None = None
+        self.triggers: list[tuple[str, str]] = []
+        self.iterations: list[float] = []
+        self.stopped = False
+
+    def startRunning(self, installSignalHandlers: bool = True) -> None:
+        self.running = True
+        self.install_signal_handlers = installSignalHandlers
+
+    def stop(self) -> None:
+        self.running = False
+        self.stopped = True
+
+    def addSystemEventTrigger(
+        self, phase: str, eventType: str, callable: Callable[..., Any], *args: Any
+    ) -> int:
+        self.triggers.append((phase, eventType))
+        return len(self.triggers)
+
+    def timeout(self) -> float | None:
+        calls = self.calls
+        if not calls:
+            return None
+        return max(0.0, min(call.getTime() for call in calls) - self.seconds())
+
+    def iterate(self, delay: float | None = 0.0) -> None:
+        if delay is None:
+            raise AssertionError("the driver would wait for ever: nothing scheduled")
+        self.iterations.append(delay)
+        self.advance(delay)
+
+
+class FakeTable:
+    """A process table holding the processes the test puts in it, by pid."""
+
+    def __init__(self, *processes: ProcInfo) -> None:
+        self.processes = {p.pid: p for p in processes}
+
+    def add(self, *processes: ProcInfo) -> None:
+        """Put ``processes`` in the table (replacing any of the same pid)."""
+        self.processes.update((p.pid, p) for p in processes)
+
+    def snapshot(self) -> list[ProcInfo]:
+        return list(self.processes.values())
+
+    def get(self, pid: int) -> ProcInfo | None:
+        return self.processes.get(pid)
+
+
+# -- Twisted's log -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def observing(observer: Callable[[dict[str, Any]], object]) -> Iterator[None]:
+    """``observer`` sees every event of Twisted's global log while the block runs."""
+    log_observer = cast(ILogObserver, observer)
+    globalLogPublisher.addObserver(log_observer)
+    try:
+        yield
+    finally:
+        globalLogPublisher.removeObserver(log_observer)
