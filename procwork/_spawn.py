@@ -128,6 +128,7 @@ class GroupProcess(twisted_process.Process):
         self._watch: _PidfdWatch | None = None
         self._reaped: list[Deferred[None]] = []
         self._reaped_by_us = False
+        self._end_scheduled = False
         self._nice = nice
         child_fds: dict[int, str | int] = {0: "w", 1: "r", 2: "r"}
         if inherit_stdio:
@@ -241,6 +242,28 @@ class GroupProcess(twisted_process.Process):
             watch.close()
             if self.pid is not None:
                 twisted_process.registerReapProcessHandler(self.pid, self)
+
+    def maybeCallProcessEnded(self) -> None:
+        # Tell the protocol only on the next reactor turn, never from inside
+        # a batch of epoll events. Whatever reacts to the end (the next
+        # queued run, a waiting task) may start a process, and new pipes can
+        # reuse descriptor numbers that were closed earlier in this batch;
+        # the batch's remaining events for those numbers (an old pipe's
+        # hang-up) would then be dispatched to the new pipes, and Twisted
+        # would close them under the new child (seen: /bin/echo killed by
+        # SIGPIPE). On the next turn the batch is over and the stale events
+        # are gone with it.
+        if self._end_scheduled:
+            return
+        if self.pipes or not self.lostProcess:
+            super().maybeCallProcessEnded()
+            return
+        call_soon = getattr(self._reactor, "callFromThread", None)
+        if call_soon is None:
+            super().maybeCallProcessEnded()
+            return
+        self._end_scheduled = True
+        call_soon(super().maybeCallProcessEnded)
 
     def when_reaped(self) -> Deferred[None]:
         """A Deferred that fires once the child has been reaped."""
