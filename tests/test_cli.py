@@ -343,8 +343,7 @@ def test_a_usage_error_exits_2_and_says_what_is_wrong(
 
 def test_the_procwork_console_script_is_installed_and_runs() -> None:
     script = Path(PY).parent / "procwork"
-    if not script.exists():
-        pytest.skip("procwork is not installed as a console script next to python")
+    assert script.exists(), "pip install of the project installs the command"
     done = subprocess.run(
         [str(script), "run", "--", PY, "-c", "raise SystemExit(7)"],
         capture_output=True,
