@@ -22,6 +22,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+import untwisted
 from procwork._errors import SpawnError
 from procwork._output import LineQueue, LineSplitter, TailBuffer
 from procwork._result import Result
@@ -154,7 +155,9 @@ class Process:
                 stdin=self._stdin,
                 inherit_stdio=self._inherit_stdio,
             )
-        except (OSError, ValueError, TypeError) as e:  # ValueError: NUL in env
+        except Exception as e:  # OSError mostly; ValueError: a NUL in env
+            # Whatever it is, fail this run and free its slot: a job stuck in
+            # the scheduler would hang its caller and shrink the cap for good.
             self._spawn_failed(e)
 
     def _started_as(self, transport: GroupProcess) -> None:
@@ -187,7 +190,7 @@ class Process:
                 command=" ".join(self.args),
                 timeout=self.timeout,
             )
-            self.terminate()
+            self._terminate()
 
     def _ended(self) -> None:
         transport = self._transport
@@ -364,6 +367,10 @@ class Process:
         A queued process is withdrawn instead; its Result says it never
         started. Returns :meth:`wait`.
         """
+        self._terminate(grace)
+        return self.wait()
+
+    def _terminate(self, grace: float | None = None) -> None:
         grace = self.grace if grace is None else grace
         if self.state == "queued":
             self._never_started()
@@ -375,7 +382,6 @@ class Process:
             transport.signal_group(signal.SIGTERM)
             if self._kill_call is None:
                 self._kill_call = self._reactor.callLater(grace, self._kill_now)
-        return self.wait()
 
     def kill(self) -> Deferred[Result]:
         """SIGKILL the whole process group now (a queued process is withdrawn).
@@ -439,7 +445,10 @@ class Process:
             error = CancelledError(f"{self.args[0]!r} was cancelled while queued")
             self._withdraw(error)
         elif self.state == "running":
-            self.terminate()
+            self._terminate()
+            # A blocking caller that cancelled (untwisted.run's timeout,
+            # Ctrl-C) gets control back only once the kill is done.
+            untwisted.default_driver().linger(self.wait())
             error = CancelledError(
                 f"{self.args[0]!r} was cancelled; its process group got SIGTERM "
                 f"(SIGKILL after {self.grace:g} s)"

@@ -345,7 +345,8 @@ class GroupProcess(twisted_process.Process):
             return False
         except PermissionError:
             # A member changed its uid (a setuid helper): reach the leader.
-            os.kill(self.pid, signum)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, signum)
         return True
 
 

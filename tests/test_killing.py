@@ -292,6 +292,22 @@ def test_the_timeout_of_untwisted_run_kills_the_process(tmp_path: Path) -> None:
     assert gone(pid)
 
 
+def test_untwisted_run_returns_from_its_timeout_only_once_the_kill_is_done() -> None:
+    """A child ignoring SIGTERM is SIGKILLed after grace before run() raises,
+    so the blocking caller never gets control back with it still running."""
+    scheduler = procwork.Scheduler(load=procwork.NoLoadLimit())
+    d = procwork.run(
+        ["sh", "-c", "trap '' TERM; sleep 30"], grace=0.2, scheduler=scheduler
+    )
+    pid = drive_until(lambda: scheduler.running == 1, 10) and next(
+        p.pid for p in procwork._spawn.live_processes()
+    )
+    with pytest.raises(untwisted.Timeout):
+        untwisted.run(d, timeout=0.3)
+    assert pid and not alive(pid)
+    assert scheduler.running == 0
+
+
 def test_clockwork_timeout_kills_the_process(tmp_path: Path) -> None:
     def job() -> Generator[Any, Any, str]:
         try:

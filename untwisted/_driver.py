@@ -77,6 +77,9 @@ class Driver:
             down: a plain :mod:`atexit` hook would wait for them for ever.
         shutdown_timeout: At most this many seconds are spent at exit waiting
             for Twisted's shutdown triggers.
+        cleanup_timeout: At most this many seconds ``run()`` spends, after
+            cancelling on timeout or Ctrl-C, on cleanups registered with
+            :meth:`linger`.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class Driver:
         *,
         register_atexit: Callable[[Callable[[], None]], object] | None = None,
         shutdown_timeout: float = 30.0,
+        cleanup_timeout: float = 10.0,
     ) -> None:
         self._reactor = reactor
         self._register_atexit = register_atexit or _register_at_exit
@@ -93,6 +97,8 @@ class Driver:
         self._owner: int | None = None
         self._depth = 0  # > 0 while this driver is inside reactor.iterate()
         self._pending_signal: int | None = None
+        self._lingering: set[Deferred[Any]] = set()
+        self._cleanup_timeout = cleanup_timeout
 
     # -- the reactor ---------------------------------------------------
 
@@ -306,13 +312,39 @@ class Driver:
                         box.append(expired)
                     elif isinstance(box[0], Failure) and box[0].check(CancelledError):
                         box[0] = expired
+                    self._settle(reactor)
                     return
                 self._iterate(reactor, remaining)
         except BaseException:
             # Ctrl-C, SystemExit or a bug: don't leave x running unattended.
             if not box:
                 d.cancel()
+                self._settle(reactor)
             raise
+
+    def linger(self, cleanup: Deferred[Any]) -> None:
+        """Ask ``run()`` to wait for ``cleanup`` after it cancels its argument.
+
+        Cancelling fails a Deferred at once, but what it owned may need a few
+        more reactor turns to be cleaned up (procwork escalates SIGTERM to
+        SIGKILL after a grace period). When ``run()`` cancels on timeout or
+        Ctrl-C, it keeps driving the reactor until every lingering cleanup has
+        fired, for at most ``cleanup_timeout`` seconds, so that nothing is
+        left half-killed when the blocking caller gets control back.
+        """
+        self._lingering.add(cleanup)
+        cleanup.addBoth(self._done_lingering, cleanup)
+
+    def _done_lingering(self, result: object, cleanup: Deferred[Any]) -> None:
+        self._lingering.discard(cleanup)
+
+    def _settle(self, reactor: DrivableReactor) -> None:
+        deadline = time.monotonic() + self._cleanup_timeout
+        while self._lingering:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._iterate(reactor, remaining)
 
     def shutdown(self) -> None:
         """Stop the reactor once, firing Twisted's shutdown triggers.
