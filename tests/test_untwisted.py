@@ -648,3 +648,35 @@ def test_a_reactor_first_driven_from_a_thread_belongs_to_that_thread() -> None:
     )
     assert child.returncode == 0, child.stderr
     assert child.stdout == "None\nForeignThreadError\n"
+
+
+def test_a_timed_out_run_waits_for_the_cleanups_its_cancel_started() -> None:
+    """What cancelling set in motion (registered with linger) finishes before
+    run() raises Timeout, so the blocking caller finds it done."""
+    from twisted.internet import reactor
+
+    driver = untwisted.default_driver()
+    cleaned: list[str] = []
+
+    def cancel(_: defer.Deferred[None]) -> None:
+        cleanup = task.deferLater(reactor, 0.2, cleaned.append, "done")
+        driver.linger(cleanup)
+
+    with pytest.raises(untwisted.Timeout):
+        untwisted.run(defer.Deferred(cancel), timeout=0.05)
+    assert cleaned == ["done"]
+
+
+def test_lingering_is_bounded_by_the_cleanup_timeout() -> None:
+    """A cleanup that never finishes delays run()'s Timeout by at most
+    cleanup_timeout, then the caller gets control back anyway."""
+    reactor = ClockReactor()
+    driver = untwisted.Driver(
+        reactor, register_atexit=list().append, cleanup_timeout=0.1
+    )
+    driver.linger(defer.Deferred())
+    reactor.callLater(3600, lambda: None)  # something to wait for
+    started = time.monotonic()
+    with pytest.raises(untwisted.Timeout):
+        driver.run(defer.Deferred(), timeout=0.05)
+    assert time.monotonic() - started < 5
