@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from twisted.internet import error as twisted_error
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -296,9 +296,9 @@ class Process:
         self._splitter(fd)
         queue = self._line_queues.setdefault(fd, LineQueue(self._max_output))
         if queue:
-            return _fired(queue.pop())
+            return succeed(queue.pop())
         if self.state not in ("queued", "running"):
-            return _fired(b"")
+            return succeed(b"")
         d: Deferred[bytes] = Deferred(lambda d: self._drop_line_waiter(fd, d))
         self._line_waiters.setdefault(fd, deque()).append(d)
         return d
@@ -429,12 +429,10 @@ class Process:
         after ``grace``) and fails it with ``CancelledError`` at once.
         """
         if self._result is not None:
-            return _fired(self._result)
+            return succeed(self._result)
         if self._failure is not None:
-            d: Deferred[Result] = Deferred()
-            d.errback(self._failure)
-            return d
-        d = Deferred(self._cancel_wait)
+            return fail(self._failure)
+        d: Deferred[Result] = Deferred(self._cancel_wait)
         self._waiters.append(d)
         return d
 
@@ -456,12 +454,6 @@ class Process:
         else:
             return
         d.errback(Failure(error))
-
-
-def _fired(value: Any) -> Deferred[Any]:
-    d: Deferred[Any] = Deferred()
-    d.callback(value)
-    return d
 
 
 def _stream_fd(stream: str) -> int:

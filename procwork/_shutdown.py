@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import signal
+import weakref
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -23,15 +24,15 @@ __all__ = ["SHUTDOWN_GRACE", "terminate_all", "watch_reactor"]
 
 SHUTDOWN_GRACE = 3.0
 
-_watched: set[int] = set()
+# Weak, not by id(): a new reactor may reuse a collected one's id.
+_watched: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def watch_reactor(reactor: Any) -> None:
     """Make sure ``reactor``'s shutdown terminates procwork's children (once)."""
-    key = id(reactor)
-    if key in _watched or not hasattr(reactor, "addSystemEventTrigger"):
+    if reactor in _watched or not hasattr(reactor, "addSystemEventTrigger"):
         return
-    _watched.add(key)
+    _watched.add(reactor)
     reactor.addSystemEventTrigger("before", "shutdown", terminate_all, reactor)
 
 
