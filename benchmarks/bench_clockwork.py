@@ -40,6 +40,8 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
+from _table import print_table  # benchmarks/_table.py, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -308,15 +310,7 @@ def main() -> int:
         value = medians[name]
         shown = f"{value:.3f}" if unit.startswith("%") else f"{value:,.0f}"
         rows.append((benchmark, label, shown, unit, ratio))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        print(
-            "  ".join(
-                cell.ljust(width) for cell, width in zip(row, widths, strict=True)
-            )
-        )
-        if i == 0:
-            print("  ".join("-" * width for width in widths))
+    print_table(rows)
 
     print()
     failed = False

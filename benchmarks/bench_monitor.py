@@ -73,6 +73,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _table import print_table  # benchmarks/_table.py, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -325,18 +327,6 @@ def _cell(values: list[float], fmt: str) -> str:
     return text
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        print(
-            "  ".join(
-                cell.ljust(width) for cell, width in zip(row, widths, strict=True)
-            )
-        )
-        if i == 0:
-            print("  ".join("-" * width for width in widths))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -389,7 +379,7 @@ def main() -> int:
                 ),
             )
         )
-    _print_table(rows)
+    print_table(rows)
 
     def median(name: str, key: str) -> float:
         return statistics.median(s[key] for s in samples[name])
@@ -405,7 +395,7 @@ def main() -> int:
             ours = median(name, key)
             ratios.append(f"x {median('asyncio', key) / ours:.2f}" if ours > 0 else "-")
         ratio_rows.append((label, *ratios))
-    _print_table(ratio_rows)
+    print_table(ratio_rows)
     print(
         f"\n\"x 2.00\": procwork's figure is half asyncio's (better). "
         f"Reference: {reference_label}."

@@ -97,6 +97,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _table import print_table  # benchmarks/_table.py, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -1183,17 +1185,11 @@ def main() -> int:
                         ratio,
                     )
                 )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     print()
     for scenario in chosen:
         print(f"{scenario.key}: {scenario.description}")
     print()
-    for i, row in enumerate(rows):
-        if i > 1 and row[0] != rows[i - 1][0]:
-            print()
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table(rows, gap_between_groups=True)
     print()
     print(
         'vs procwork: "x 2.00" = procwork twice as good (twice the runs/s, or '
