@@ -221,11 +221,17 @@ class Worker:
                         self._run_ready()
                     self.driver.tick(0)
                     continue
-                self.driver.tick(remaining)
+                # Stop waiting as soon as a task becomes ready: a Deferred a
+                # task waits on may fire in the iteration's timers or thread
+                # calls, before its wait for I/O.
+                self.driver.tick(remaining, until=self._has_work)
         except BaseException:
             for task in list(self._unfinished):
                 task.cancel()
             raise
+
+    def _has_work(self) -> bool:
+        return bool(self._ready) or not self._unfinished
 
     def _make_ready(self, task: Task) -> None:
         self._ready.append(task)

@@ -6,6 +6,7 @@ the bound passes instead of hanging the run.
 
 - Blocking on the global reactor: :func:`wait`, :func:`drive_until`.
 - The global scheduler without its load gate: :func:`no_load_limit`.
+- Load: :func:`cpu_load`.
 - Real processes: :func:`alive`, :func:`gone_within`, :func:`sigkill_leftovers`,
   :func:`start_sleeper` / :func:`stop_sleeper` / :func:`running_sleeper`.
 - Leaks: :func:`open_fds`, :func:`my_children`.
@@ -185,6 +186,25 @@ def my_children() -> dict[int, str]:
     return children
 
 
+@contextlib.contextmanager
+def cpu_load(processes: int = 2) -> Iterator[None]:
+    """Keep ``processes`` busy-looping children running for the block.
+
+    For stress tests: wake-ups and races that a quiet machine hides show up
+    when every core is contended. The children are SIGKILLed afterwards.
+    """
+    hogs = [
+        subprocess.Popen([PY, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+        for _ in range(processes)
+    ]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(timeout=10)
+
+
 # -- child Pythons on this checkout ------------------------------------------------
 
 
@@ -280,7 +300,10 @@ class ClockReactor(task.Clock):
             return None
         return max(0.0, min(call.getTime() for call in calls) - self.seconds())
 
-    def iterate(self, delay: float | None = 0.0) -> None:
+    def runUntilCurrent(self) -> None:
+        self.advance(0)
+
+    def doIteration(self, delay: float | None) -> None:
         if delay is None:
             raise AssertionError("the driver would wait for ever: nothing scheduled")
         self.iterations.append(delay)

@@ -6,27 +6,37 @@ program wants the opposite: run the reactor *until this one thing is done*,
 return to plain Python, and do it again later as often as it likes.
 
 ``IReactorCore.run()`` is ``startRunning()`` (fire the startup triggers,
-install signal handlers) followed by a loop of ``iterate()`` calls. The
-:class:`Driver` does the first half once, lazily, and then calls the public
-``iterate()`` only while a caller waits. The reactor is never stopped, so it
-stays usable; at interpreter exit it is stopped once so that Twisted's
-shutdown triggers fire (procwork terminates its children there).
+install signal handlers) followed by Twisted's ``mainLoop``. The
+:class:`Driver` does the first half once, lazily, and then runs the loop's
+body only while a caller waits. The reactor is never stopped, so it stays
+usable; at interpreter exit it is stopped once so that Twisted's shutdown
+triggers fire (procwork terminates its children there).
+
+**No lost wake-ups.** One turn of the loop is ``runUntilCurrent()`` (timed
+calls and calls queued with ``callFromThread``) then ``doIteration(delay)``
+(wait for I/O). ``iterate()`` does both in one call, which is exactly what a
+waiter must not do: a result delivered by ``runUntilCurrent()`` (a thread's
+``callFromThread``, a timer) would leave it blocked in ``epoll_wait`` with
+the result in hand. So, as Twisted's own ``mainLoop`` does, the driver calls
+the two halves itself: it runs what is due, checks whether its caller is
+satisfied, and only then computes the delay, which is zero while calls are
+queued. A call queued from another thread after that check writes to the
+reactor's waker, so the wait ends at once.
 """
 
 from __future__ import annotations
 
 import atexit
-import signal
 import threading
 import time
 from collections.abc import Callable, Coroutine, Generator
 from contextlib import contextmanager
-from types import FrameType
 from typing import Any, Protocol, TypeVar, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
+from untwisted import _signals
 from untwisted._adapt import as_deferred
 from untwisted._errors import ForeignThreadError, ReentrancyError, Timeout
 
@@ -36,12 +46,19 @@ T = TypeVar("T")
 
 
 class DrivableReactor(Protocol):
-    """What the driver needs of a reactor: Twisted's ``ReactorBase`` has it."""
+    """What the driver needs of a reactor: Twisted's ``ReactorBase`` has it.
+
+    ``runUntilCurrent`` and ``doIteration`` are the two halves of
+    ``IReactorCore.iterate()`` (see the module docstring for why the driver
+    calls them separately). A reactor may also have ``threadCallQueue``, the
+    calls queued by ``callFromThread`` and not yet run.
+    """
 
     running: bool
 
     def startRunning(self, installSignalHandlers: bool = True) -> None: ...
-    def iterate(self, delay: float = 0.0) -> None: ...
+    def runUntilCurrent(self) -> None: ...
+    def doIteration(self, delay: float | None) -> None: ...
     def timeout(self) -> float | None: ...
     def stop(self) -> None: ...
     def addSystemEventTrigger(
@@ -95,8 +112,7 @@ class Driver:
         self._shutdown_timeout = shutdown_timeout
         self._started = False
         self._owner: int | None = None
-        self._depth = 0  # > 0 while this driver is inside reactor.iterate()
-        self._pending_signal: int | None = None
+        self._depth = 0  # > 0 while code runs inside this driver's reactor
         self._lingering: set[Deferred[Any]] = set()
         self._cleanup_timeout = cleanup_timeout
 
@@ -164,11 +180,12 @@ class Driver:
             # Added before startRunning: the startup event usually fires and
             # finishes inside that call, and a trigger added later would wait
             # for a startup that never comes again.
+            _signals.catch_fatal_signals()
             reactor.addSystemEventTrigger(
                 "after",
                 "startup",
-                self._install_interrupt_handlers,
-                _interrupt_handlers(),
+                _signals.restore_after_twisted,
+                _signals.handlers_now(),
             )
         with self.entered():
             reactor.startRunning(installSignalHandlers=on_main)
@@ -177,46 +194,23 @@ class Driver:
         self._register_atexit(self.shutdown)
         return reactor
 
-    # -- signals -------------------------------------------------------
-
-    def _install_interrupt_handlers(self, previous: dict[int, Any]) -> None:
-        for signum, handler in previous.items():
-            if handler in (signal.default_int_handler, signal.SIG_DFL):
-                signal.signal(signum, self._on_interrupt)
-            else:
-                signal.signal(signum, handler)  # the program's own; keep it
-
-    def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
-        # Inside reactor.iterate() an exception raised from a signal handler
-        # could tear a Twisted callback in half and corrupt the reactor, so
-        # there we only note the signal (Twisted's wakeup fd has already woken
-        # the poller) and raise it between iterations. A second signal while
-        # one is pending raises at once: a step stuck in a busy loop can still
-        # be interrupted by pressing Ctrl-C twice.
-        if self._depth and self._pending_signal is None:
-            self._pending_signal = signum
-            return
-        self._pending_signal = None
-        raise _exception_for(signum)
-
-    def _raise_pending_signal(self) -> None:
-        signum = self._pending_signal
-        if signum is not None:
-            self._pending_signal = None
-            raise _exception_for(signum)
-
     @contextmanager
     def entered(self) -> Generator[None, None, None]:
         """Code in this block counts as running inside the reactor.
 
         Blocking calls made there raise :class:`ReentrancyError`. The driver
-        enters it around ``reactor.iterate()``; clockwork enters it while it
+        enters it around each reactor iteration; clockwork enters it while it
         steps tasks (which may happen outside any iteration, in
         ``Worker.tick()`` or under a program's own ``reactor.run()``).
+        Fatal signals (Ctrl-C, SIGTERM, ...) are held inside it and raised
+        when the outermost such block ends: an exception raised from a
+        signal handler in the middle of a Twisted callback could leave the
+        reactor half-updated.
         """
         self._depth += 1
         try:
-            yield
+            with _signals.held():
+                yield
         finally:
             self._depth -= 1
 
@@ -237,25 +231,42 @@ class Driver:
         self._check_thread("untwisted.add")
         return as_deferred(x)
 
-    def tick(self, timeout: float | None = 0.0) -> None:
+    def tick(
+        self,
+        timeout: float | None = 0.0,
+        *,
+        until: Callable[[], bool] | None = None,
+    ) -> None:
         """Run one reactor iteration.
 
-        Runs the timers that are due, then waits at most ``timeout`` seconds
-        (less if a timer falls due sooner; ``None``: until a timer or I/O) for
-        I/O and handles it.
+        Runs the timers and thread calls that are due, then waits at most
+        ``timeout`` seconds (less if a timer falls due sooner or a call is
+        queued; ``None``: until a timer, a call or I/O) for I/O and handles it.
+
+        Args:
+            timeout: The longest wait for I/O, in seconds.
+            until: Checked after the due calls ran; when it returns True the
+                iteration ends there, without waiting. A caller waiting for
+                a condition passes it, so that a result delivered by a timer
+                or another thread never leaves it blocked.
         """
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"untwisted.tick(timeout={timeout!r}): must be >= 0")
         reactor = self._ensure_started("untwisted.tick")
-        self._iterate(reactor, timeout)
+        self._step(reactor, timeout, until)
 
-    def _iterate(self, reactor: DrivableReactor, limit: float | None) -> None:
-        delay = reactor.timeout()
-        if limit is not None and (delay is None or delay > limit):
-            delay = limit
+    def _step(
+        self,
+        reactor: DrivableReactor,
+        limit: float | None,
+        until: Callable[[], bool] | None,
+    ) -> None:
+        # The body of Twisted's mainLoop, with the caller's check between its
+        # two halves (see the module docstring).
         with self.entered():
-            reactor.iterate(delay)  # type: ignore[arg-type]  # None: wait for I/O
-        self._raise_pending_signal()
+            reactor.runUntilCurrent()
+            if until is None or not until():
+                reactor.doIteration(_delay(reactor, limit))
 
     def run(
         self,
@@ -294,10 +305,14 @@ class Driver:
     ) -> None:
         reactor = self._ensure_started("untwisted.run")
         deadline = None if timeout is None else time.monotonic() + timeout
+
+        def done() -> bool:
+            return bool(box)
+
         try:
             while not box:
                 if deadline is None:
-                    self._iterate(reactor, None)
+                    self._step(reactor, None, done)
                     continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -314,7 +329,7 @@ class Driver:
                         box[0] = expired
                     self._settle(reactor)
                     return
-                self._iterate(reactor, remaining)
+                self._step(reactor, remaining, done)
         except BaseException:
             # Ctrl-C, SystemExit or a bug: don't leave x running unattended.
             if not box:
@@ -344,7 +359,10 @@ class Driver:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            self._iterate(reactor, remaining)
+            self._step(reactor, remaining, self._settled)
+
+    def _settled(self) -> bool:
+        return not self._lingering
 
     def shutdown(self) -> None:
         """Stop the reactor once, firing Twisted's shutdown triggers.
@@ -359,9 +377,11 @@ class Driver:
             return
         reactor.stop()
         deadline = time.monotonic() + self._shutdown_timeout
-        while reactor.running and time.monotonic() < deadline:
-            with self.entered():
-                reactor.iterate(min(0.05, max(0.0, deadline - time.monotonic())))
+        while reactor.running:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._step(reactor, remaining, _stopped(reactor))
 
 
 def _register_at_exit(hook: Callable[[], None]) -> None:
@@ -390,16 +410,18 @@ def _exception_of(failure: Failure) -> BaseException:
     return error
 
 
-def _interrupt_handlers() -> dict[int, Any]:
-    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _delay(reactor: DrivableReactor, limit: float | None) -> float | None:
+    """How long the next wait for I/O may last: never past a due call."""
+    if getattr(reactor, "threadCallQueue", None):
+        return 0.0  # queued by callFromThread (from any thread): run them now
+    delay = reactor.timeout()  # also counts calls added since runUntilCurrent
+    if limit is not None and (delay is None or delay > limit):
+        return limit
+    return delay
 
 
-def _exception_for(signum: int) -> BaseException:
-    if signum == signal.SIGINT:
-        return KeyboardInterrupt()
-    # SIGTERM: exit as the shell would report death by that signal, but through
-    # SystemExit so that finally blocks and atexit hooks (child cleanup) run.
-    return SystemExit(128 + signum)
+def _stopped(reactor: DrivableReactor) -> Callable[[], bool]:
+    return lambda: not reactor.running
 
 
 def _describe(x: object) -> str:

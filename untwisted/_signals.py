@@ -1,0 +1,148 @@
+"""Signals that would kill the program become exceptions, raised where it is safe.
+
+A Python signal handler runs between two bytecodes of the main thread,
+wherever that thread happens to be. Raising there is what makes Ctrl-C
+useful, and also what orphans children: between the ``fork`` of a child and
+the line that records it as live, an exception leaves a running child nobody
+knows of. And a signal whose default action kills the program (SIGHUP from a
+closed terminal, SIGQUIT, SIGUSR1/2, SIGALRM) runs no cleanup at all, while
+procwork's children, each leading its own session, never see the hang-up.
+
+So, once installed (:func:`catch_fatal_signals`, on the main thread, only
+for signals still at their default disposition), every such signal becomes
+an exception: SIGINT a :class:`KeyboardInterrupt`, the others
+``SystemExit(128 + signum)`` (the status a shell reports for death by that
+signal), so ``finally`` blocks and exit hooks (procwork's child cleanup) run.
+Inside a :func:`held` block the exception is postponed until the outermost
+block ends: the driver holds signals while it runs a reactor iteration (an
+exception could tear a Twisted callback in half), procwork while it starts a
+child. A second signal while one is pending raises at once, so a step stuck
+in a busy loop can still be interrupted by pressing Ctrl-C twice.
+
+A program's own handlers are never replaced.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Generator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+__all__ = [
+    "FATAL_SIGNALS",
+    "catch_fatal_signals",
+    "exception_for",
+    "held",
+    "raise_pending",
+    "restore_after_twisted",
+]
+
+#: The signals turned into exceptions: those whose default action ends the
+#: program and that a user, a terminal or a supervisor sends.
+FATAL_SIGNALS: tuple[signal.Signals, ...] = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+)
+
+
+class _Gate:
+    """The process-wide state of held signals (signal handlers are global)."""
+
+    depth = 0  # > 0 inside held(): raising is postponed
+    pending: int | None = None  # a signal that arrived while held
+
+
+_gate = _Gate()
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    if _gate.depth and _gate.pending is None:
+        _gate.pending = signum
+        return
+    _gate.pending = None
+    raise exception_for(signum)
+
+
+def exception_for(signum: int) -> BaseException:
+    """The exception a fatal signal becomes."""
+    if signum == signal.SIGINT:
+        return KeyboardInterrupt()
+    return SystemExit(128 + signum)
+
+
+def _is_default(handler: Any) -> bool:
+    return handler in (signal.SIG_DFL, signal.default_int_handler)
+
+
+def catch_fatal_signals() -> bool:
+    """Turn the fatal signals still at their default action into exceptions.
+
+    Idempotent and cheap after the first call. Signals the program handles
+    or ignores itself are left alone.
+
+    Which thread may call: any; only the main thread can install handlers
+    (a Python rule), so elsewhere this does nothing and returns False.
+
+    Returns:
+        True if the handlers are in place (installed now or before).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    for signum in FATAL_SIGNALS:
+        current = signal.getsignal(signum)
+        if current is not _handler and _is_default(current):
+            signal.signal(signum, _handler)
+    return True
+
+
+def restore_after_twisted(before: dict[int, Any]) -> None:
+    """Undo Twisted's SIGINT/SIGTERM handlers where ours (or none) were before.
+
+    ``reactor.startRunning()`` installs handlers that call ``reactor.stop()``,
+    and a stopped reactor can never run again. ``before`` maps each signal
+    to its handler from just before ``startRunning``.
+    """
+    for signum, handler in before.items():
+        if handler is _handler or _is_default(handler):
+            signal.signal(signum, _handler)
+        else:
+            signal.signal(signum, handler)  # the program's own: keep it
+
+
+def handlers_now() -> dict[int, Any]:
+    """The current handlers of the signals Twisted's startup replaces."""
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+@contextmanager
+def held() -> Generator[None, None, None]:
+    """Postpone fatal-signal exceptions until the outermost block ends.
+
+    Use around a step that must not be torn in half: starting a child and
+    recording it, one reactor iteration. When the outermost block ends, a
+    signal that arrived meanwhile is raised (after the block's own
+    exception, if any, has been chained to it).
+    """
+    _gate.depth += 1
+    try:
+        yield
+    finally:
+        _gate.depth -= 1
+        if not _gate.depth:
+            raise_pending()
+
+
+def raise_pending() -> None:
+    """Raise the exception of a signal that arrived while held, if any."""
+    signum = _gate.pending
+    if signum is not None and not _gate.depth:
+        _gate.pending = None
+        raise exception_for(signum)
