@@ -262,7 +262,7 @@ def test_spec_errors_are_ValueErrors_too() -> None:
 def test_the_supervisor_is_built_on_procmons_ProcessMonitor(sup: Supervisor) -> None:
     from twisted.runner.procmon import ProcessMonitor
 
-    assert isinstance(sup._monitor, ProcessMonitor)
+    assert isinstance(sup._procmon.process_monitor, ProcessMonitor)
 
 
 def test_services_start_in_the_order_they_were_added(
