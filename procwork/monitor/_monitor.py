@@ -1,8 +1,8 @@
 """``procwork monitor``: services, checks and watchdog rules from one config.
 
 The command is a thin consumer of the library: a :class:`Monitor` composes a
-:class:`~procwork.Supervisor`, a :class:`~procwork.CheckRunner` and a
-:class:`~procwork.RuleEngine` on one reactor, reports what happens as log
+:class:`~procwork.supervisor.Supervisor`, a :class:`CheckRunner` and a
+:class:`RuleEngine` on one reactor, reports what happens as log
 events, and serves its status over HTTP.
 """
 
