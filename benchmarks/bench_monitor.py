@@ -10,7 +10,7 @@ What runs. 200 checks, each ``/bin/true check-N`` every 1 s with a 1 s
 timeout, for ``DURATION`` seconds (the first ``WARMUP`` seconds are not
 measured). Contenders:
 
-1. **procwork monitor**: a :class:`procwork.Monitor` built from a config
+1. **procwork monitor**: a :class:`procwork.monitor.Monitor` built from a config
    (``http = false``, ``summary_every = 0``, ``max_load = false``; the checks
    have the default priority ``high``), with the default process scheduler
    (at most ``max(8, 4 x cores)`` = 8 runs at once on 2 cores), started and
@@ -156,11 +156,11 @@ def procwork_monitor(
 ) -> dict[str, float]:
     from twisted.internet import task
 
-    import procwork
+    import procwork.monitor
     import untwisted
 
-    config = procwork.parse_config(_monitor_config(max_running), "<bench>")
-    monitor = procwork.Monitor(config)
+    config = procwork.monitor.parse_config(_monitor_config(max_running), "<bench>")
+    monitor = procwork.monitor.Monitor(config)
     reactor = monitor.supervisor.reactor
     first_call: dict[str, float] = {}
     # (called, timer lateness, queued, timed out)
@@ -182,7 +182,9 @@ def procwork_monitor(
 
         return d.addCallback(done)
 
-    monitor.checks = procwork.CheckRunner(config.checks, reactor=reactor, run=timed_run)
+    monitor.checks = procwork.monitor.CheckRunner(
+        config.checks, reactor=reactor, run=timed_run
+    )
 
     def skipped() -> int:
         return sum(s.skipped for s in monitor.checks.status.values())

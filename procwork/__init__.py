@@ -8,13 +8,18 @@
 Every call returns a Deferred, so the same call works with ``yield`` in a
 clockwork generator, ``await`` in ``async def`` and ``untwisted.run()`` from
 blocking code. See ``specs/procwork.md`` for the whole story.
+
+This package is the process core. Supervised services live in
+:mod:`procwork.supervisor`, the watchdog application in
+:mod:`procwork.monitor` and the ``procwork`` command in :mod:`procwork.cli`
+(see ``ARCHITECTURE.md``).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from procwork._api import DEFAULT_GRACE, DEFAULT_MAX_OUTPUT, run, scheduler, spawn
-from procwork._checks import CheckRunner, CheckSpec, CheckStatus
-from procwork._config import MonitorConfig, load_config, parse_config
 from procwork._errors import (
     ConfigError,
     ProcessFailed,
@@ -23,55 +28,90 @@ from procwork._errors import (
     Timeout,
 )
 from procwork._load import LoadSource, NoLoadLimit, SystemLoad
-from procwork._monitor import Monitor
 from procwork._process import Process
-from procwork._proctable import LinuxProcessTable, ProcessTable, ProcInfo
 from procwork._result import Result
-from procwork._rules import Finding, Rule, RuleEngine
 from procwork._scheduler import PRIORITIES, Priority, Scheduler
-from procwork._supervisor import (
-    NoSuchService,
-    ServiceSpec,
-    ServiceState,
-    ServiceStatus,
-    Supervisor,
-)
+
+if TYPE_CHECKING:
+    # For type checkers only: at run time these come from __getattr__ below.
+    from procwork.monitor import CheckRunner as CheckRunner
+    from procwork.monitor import CheckSpec as CheckSpec
+    from procwork.monitor import CheckStatus as CheckStatus
+    from procwork.monitor import Finding as Finding
+    from procwork.monitor import LinuxProcessTable as LinuxProcessTable
+    from procwork.monitor import Monitor as Monitor
+    from procwork.monitor import MonitorConfig as MonitorConfig
+    from procwork.monitor import ProcessTable as ProcessTable
+    from procwork.monitor import ProcInfo as ProcInfo
+    from procwork.monitor import Rule as Rule
+    from procwork.monitor import RuleEngine as RuleEngine
+    from procwork.monitor import load_config as load_config
+    from procwork.monitor import parse_config as parse_config
+    from procwork.supervisor import NoSuchService as NoSuchService
+    from procwork.supervisor import ServiceSpec as ServiceSpec
+    from procwork.supervisor import ServiceState as ServiceState
+    from procwork.supervisor import ServiceStatus as ServiceStatus
+    from procwork.supervisor import Supervisor as Supervisor
 
 __all__ = [
     "DEFAULT_GRACE",
     "DEFAULT_MAX_OUTPUT",
     "PRIORITIES",
-    "CheckRunner",
-    "CheckSpec",
-    "CheckStatus",
     "ConfigError",
-    "Finding",
-    "LinuxProcessTable",
     "LoadSource",
-    "Monitor",
-    "MonitorConfig",
     "NoLoadLimit",
-    "NoSuchService",
     "Priority",
-    "ProcInfo",
     "Process",
     "ProcessFailed",
-    "ProcessTable",
     "ProcworkError",
     "Result",
-    "Rule",
-    "RuleEngine",
     "Scheduler",
-    "ServiceSpec",
-    "ServiceState",
-    "ServiceStatus",
     "SpawnError",
-    "Supervisor",
     "SystemLoad",
     "Timeout",
-    "load_config",
-    "parse_config",
     "run",
     "scheduler",
     "spawn",
 ]
+
+# Names that procwork exported before the supervisor and the monitor moved to
+# their own subpackages. They still resolve, but lazily, so that importing the
+# process core does not import the application built on it. (The one place
+# the core names a higher room; tests/test_layering.py allows just this.)
+_SUPERVISOR_NAMES = frozenset(
+    {"NoSuchService", "ServiceSpec", "ServiceState", "ServiceStatus", "Supervisor"}
+)
+_MONITOR_NAMES = frozenset(
+    {
+        "CheckRunner",
+        "CheckSpec",
+        "CheckStatus",
+        "Finding",
+        "LinuxProcessTable",
+        "Monitor",
+        "MonitorConfig",
+        "ProcInfo",
+        "ProcessTable",
+        "Rule",
+        "RuleEngine",
+        "load_config",
+        "parse_config",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    """``procwork.Supervisor`` and the like: the moved names, imported on use."""
+    if name in _SUPERVISOR_NAMES:
+        from procwork import supervisor as home
+    elif name in _MONITOR_NAMES:
+        from procwork import monitor as home  # type: ignore[no-redef]
+    else:
+        raise AttributeError(f"module 'procwork' has no attribute {name!r}")
+    value: object = getattr(home, name)
+    globals()[name] = value  # once is enough
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SUPERVISOR_NAMES, *_MONITOR_NAMES})

@@ -1,7 +1,7 @@
-"""``python -m procwork``: the procwork command."""
+"""``python -m procwork``: the procwork command (see :mod:`procwork.cli`)."""
 
 import sys
 
-from procwork._cli import main
+from procwork.cli import main
 
 sys.exit(main())

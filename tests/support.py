@@ -37,7 +37,7 @@ from twisted.logger import ILogObserver, globalLogPublisher
 
 import procwork
 import untwisted
-from procwork import ProcInfo
+from procwork.monitor import ProcInfo
 
 PY = sys.executable
 """The Python running the tests; child Pythons run it too."""

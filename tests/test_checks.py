@@ -21,14 +21,8 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 import untwisted
-from procwork import (
-    CheckRunner,
-    CheckSpec,
-    CheckStatus,
-    ConfigError,
-    Result,
-    SpawnError,
-)
+from procwork import ConfigError, Result, SpawnError
+from procwork.monitor import CheckRunner, CheckSpec, CheckStatus
 from tests.support import PY, drive_until
 
 # -- the fake run -------------------------------------------------------------

@@ -15,19 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from procwork import (
-    CheckSpec,
-    ConfigError,
-    MonitorConfig,
-    Rule,
-    ServiceSpec,
-    load_config,
-    parse_config,
-)
-from procwork._config import parse_http
+from procwork import ConfigError
+from procwork.monitor import CheckSpec, MonitorConfig, Rule, load_config, parse_config
+from procwork.monitor._config import parse_http
+from procwork.supervisor import ServiceSpec
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT = ROOT / "procwork" / "default.toml"
+DEFAULT = ROOT / "procwork" / "monitor" / "default.toml"
 EXAMPLE = ROOT / "specs" / "example-monitor.toml"
 MONITOR_KEYS = [
     "summary_every",

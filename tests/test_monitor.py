@@ -28,19 +28,10 @@ from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
 import untwisted
-from procwork import (
-    CheckSpec,
-    ConfigError,
-    Monitor,
-    MonitorConfig,
-    NoLoadLimit,
-    ProcInfo,
-    Result,
-    Rule,
-    Scheduler,
-    ServiceSpec,
-)
-from procwork._http import Metric, prometheus_text
+from procwork import ConfigError, NoLoadLimit, Result, Scheduler
+from procwork.monitor import CheckSpec, Monitor, MonitorConfig, ProcInfo, Rule
+from procwork.monitor._http import Metric, prometheus_text
+from procwork.supervisor import ServiceSpec
 from tests.support import PY, FakeTable, drive_until, observing
 
 NOW = 1_700_000_000.0  # the Clock's "wall clock" while rules look at ages

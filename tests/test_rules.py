@@ -19,9 +19,9 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 
-from procwork._errors import ConfigError
-from procwork._proctable import LinuxProcessTable, ProcInfo
-from procwork._rules import Finding, Rule, RuleEngine, signal_process
+from procwork import ConfigError
+from procwork.monitor import Finding, LinuxProcessTable, ProcInfo, Rule, RuleEngine
+from procwork.monitor._rules import signal_process
 from tests.support import (
     FakeTable,
     run_child,
@@ -426,7 +426,7 @@ def test_stop_cancels_pending_escalations() -> None:
 def test_importing_the_rules_does_not_import_the_global_reactor() -> None:
     """A program can still choose its reactor after importing procwork's rules."""
     code = (
-        "import sys, procwork._rules;"
+        "import sys, procwork.monitor._rules;"
         " sys.exit('twisted.internet.reactor' in sys.modules)"
     )
     child = run_child(code)

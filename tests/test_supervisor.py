@@ -25,8 +25,8 @@ from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
 import untwisted
-from procwork._errors import ConfigError, ProcworkError
-from procwork._supervisor import (
+from procwork import ConfigError, ProcworkError
+from procwork.supervisor import (
     NoSuchService,
     ServiceSpec,
     ServiceState,
@@ -262,7 +262,7 @@ def test_spec_errors_are_ValueErrors_too() -> None:
 def test_the_supervisor_is_built_on_procmons_ProcessMonitor(sup: Supervisor) -> None:
     from twisted.runner.procmon import ProcessMonitor
 
-    assert isinstance(sup._monitor, ProcessMonitor)
+    assert isinstance(sup._procmon.process_monitor, ProcessMonitor)
 
 
 def test_services_start_in_the_order_they_were_added(
@@ -922,7 +922,7 @@ def test_importing_the_supervisor_does_not_import_the_global_reactor() -> None:
     code = textwrap.dedent(
         """
         import sys
-        import procwork._supervisor
+        import procwork.supervisor
         assert "twisted.internet.reactor" not in sys.modules, "reactor imported"
         assert "twisted.runner.procmon" not in sys.modules, "procmon imported"
         """

@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run(parser, args)
-    from procwork._monitor import main as monitor_main
+    from procwork.monitor._monitor import main as monitor_main
 
     return monitor_main(
         args.config,

@@ -1,8 +1,8 @@
 """``procwork monitor``: services, checks and watchdog rules from one config.
 
 The command is a thin consumer of the library: a :class:`Monitor` composes a
-:class:`~procwork.Supervisor`, a :class:`~procwork.CheckRunner` and a
-:class:`~procwork.RuleEngine` on one reactor, reports what happens as log
+:class:`~procwork.supervisor.Supervisor`, a :class:`CheckRunner` and a
+:class:`RuleEngine` on one reactor, reports what happens as log
 events, and serves its status over HTTP.
 """
 
@@ -31,15 +31,15 @@ from twisted.logger import (
 
 import untwisted
 from procwork._api import scheduler as default_scheduler
-from procwork._checks import CheckRunner, RunFunction
-from procwork._config import MonitorConfig, load_config, parse_http
 from procwork._errors import ConfigError
-from procwork._http import Metric, StatusSite
 from procwork._load import SystemLoad
-from procwork._proctable import ProcessTable
-from procwork._rules import Finding, RuleEngine
 from procwork._scheduler import Scheduler
-from procwork._supervisor import ProcessFactory, Supervisor
+from procwork.monitor._checks import CheckRunner, RunFunction
+from procwork.monitor._config import MonitorConfig, load_config, parse_http
+from procwork.monitor._http import Metric, StatusSite
+from procwork.monitor._proctable import ProcessTable
+from procwork.monitor._rules import Finding, RuleEngine
+from procwork.supervisor import ProcessFactory, Supervisor
 
 __all__ = ["Monitor", "main"]
 

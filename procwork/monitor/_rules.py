@@ -4,7 +4,7 @@ This is what the user's watchdog began as (killing long-running CGIs). A
 :class:`Rule` selects processes by name, command line and user, and acts on
 those that ran too long, used too much CPU or too much memory: log them, or
 SIGTERM them and SIGKILL them after a grace period, or SIGKILL them at once.
-:class:`RuleEngine` applies rules to a :class:`~procwork._proctable.ProcessTable`.
+:class:`RuleEngine` applies rules to a :class:`~procwork.monitor.ProcessTable`.
 
 Safety first: by default a rule never signals procwork itself, its parent,
 pid 1, kernel threads, or another user's processes; a rule must name them
@@ -30,7 +30,7 @@ from typing import Any, Literal, NoReturn, Protocol, cast
 from twisted.logger import Logger, LogLevel
 
 from procwork._errors import ConfigError
-from procwork._proctable import LinuxProcessTable, ProcessTable, ProcInfo
+from procwork.monitor._proctable import LinuxProcessTable, ProcessTable, ProcInfo
 
 __all__ = [
     "Action",

@@ -14,9 +14,12 @@ events; and a status per service.
 
 Every child is a :class:`~procwork._spawn.GroupProcess`: it leads its own
 process group, so stopping a service reaches its grandchildren too, and it is
-reaped in O(1) through a pidfd. The seam is the reactor procmon is given: a
-proxy whose ``spawnProcess`` builds a ``GroupProcess`` and which passes
-timers through to the real reactor (a ``Clock`` in tests).
+reaped in O(1) through a pidfd. How procmon is extended lives in
+:mod:`procwork.supervisor._procmon`; the spec, states and status in
+:mod:`procwork.supervisor._spec`; whether an ended process is restarted is
+:func:`~procwork.supervisor._restart.decide_restart`. This module holds the
+supervisor itself: one state object per service, and what happens at each
+start, exit and stop.
 
 procmon restarts every process that exits, so it is the tool for services
 only; one-shot runs (:func:`procwork.run`) use the same spawn machinery
@@ -25,35 +28,33 @@ without it.
 
 from __future__ import annotations
 
-import enum
 import functools
-import math
 import os
-import shlex
 import signal
-from collections import deque
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, cast
 
 from twisted.internet import error as twisted_error
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import classImplements  # type: ignore[import-untyped]
 
-from procwork._errors import ConfigError, ProcworkError
+from procwork._errors import ConfigError
 from procwork._output import LineSplitter
-from procwork._process import _signal_number, _spawn_error
+from procwork._process import _spawn_error
 from procwork._result import describe_returncode
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess
-
-if TYPE_CHECKING:
-    from twisted.runner.procmon import LoggingProtocol, ProcessMonitor
+from procwork.supervisor._procmon import ChildTransport, DelayedCall, Procmon
+from procwork.supervisor._restart import Exit, decide_restart
+from procwork.supervisor._spec import (
+    NoSuchService,
+    RestartPolicy,
+    ServiceSpec,
+    ServiceState,
+    ServiceStatus,
+)
 
 __all__ = [
     "NoSuchService",
@@ -67,319 +68,8 @@ __all__ = [
 
 _log = Logger(namespace="procwork.supervisor")
 
-RestartPolicy = Literal["always", "on-failure", "never"]
-_POLICIES: tuple[RestartPolicy, ...] = ("always", "on-failure", "never")
-
-
-class NoSuchService(ProcworkError, KeyError):
-    """No service of that name has been added to the supervisor."""
-
-    def __str__(self) -> str:
-        # KeyError would show the message in quotes.
-        return str(self.args[0])
-
-
-NoSuchService.__module__ = "procwork"  # the public path, in tracebacks
-
-
-class ServiceState(enum.StrEnum):
-    """Where a service is in its life; compares equal to its name."""
-
-    STOPPED = "STOPPED"
-    """Not running and not to be run (never started, or stopped)."""
-    STARTING = "STARTING"
-    """Running for less than ``start_seconds``."""
-    RUNNING = "RUNNING"
-    """Running for ``start_seconds`` or longer."""
-    BACKOFF = "BACKOFF"
-    """Exited or could not start; a restart is scheduled."""
-    STOPPING = "STOPPING"
-    """Sent its stop signal; waiting for it to exit."""
-    EXITED = "EXITED"
-    """Exited and, by its restart policy, not restarted."""
-    FATAL = "FATAL"
-    """Given up: it needed more than ``max_restarts`` restarts within
-    ``restart_window``, or it could not start and ``restart="never"``."""
-
-
-# -- the spec ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    """How to run one service. Immutable; validated when made.
-
-    Args:
-        name: Unique within a supervisor; names the service in logs and
-            status. No whitespace.
-        command: The argv as a list, or a string split with
-            :func:`shlex.split` (never given to a shell; write
-            ``["sh", "-c", "..."]`` for one). Kept as a tuple.
-        env: Environment variables for the service. By default they are
-            added to (and override) the supervisor's own environment.
-        inherit_env: False gives the service ``env`` alone.
-        cwd: Working directory (default: the supervisor's).
-        nice: Added to the service's niceness (default 0).
-        restart: ``"always"`` (default) restarts whenever it exits;
-            ``"on-failure"`` only when it exits with a code not in
-            ``success_exit_codes`` or is killed by a signal; ``"never"``.
-        success_exit_codes: Exit codes that count as success (default
-            ``{0}``).
-        max_restarts: At most this many automatic restarts within any
-            ``restart_window`` seconds; the exit that would need one more
-            makes the service FATAL. ``None``: restart for ever. Default 5.
-        restart_window: Seconds; default 60.
-        min_restart_delay: procmon's backoff: a service that exits within
-            ``start_seconds`` of starting is restarted after this delay,
-            doubled at each such quick exit up to ``max_restart_delay``; one
-            that ran longer is restarted at once and the delay reset.
-            Defaults 1 s and 60 s.
-        max_restart_delay: See ``min_restart_delay``.
-        start_seconds: Seconds a service must stay up to count as started:
-            until then it is STARTING, then RUNNING; an earlier exit backs
-            off (procmon's ``threshold``). Default 1; 0 turns the backoff
-            off, leaving only ``max_restarts`` to stop a crash loop.
-        stop_signal: Sent to the whole process group to stop the service:
-            a number or a name (``"SIGINT"``, ``"INT"``). Default SIGTERM.
-        stop_timeout: Seconds after the stop signal until the group is
-            SIGKILLed. Default 5.
-        after: Name of a service added before this one. :meth:`Supervisor.start`
-            starts this service only once that one is RUNNING, or has
-            exited successfully (a one-shot setup step).
-        max_log_line: Longer output lines are logged in pieces of this many
-            bytes, so memory stays bounded whatever the service prints.
-            Default 8192.
-
-    Raises:
-        ConfigError: A field is invalid; the message names the service and
-            the field.
-    """
-
-    name: str
-    command: str | Sequence[str]
-    env: Mapping[str, str] | None = field(default=None, hash=False)
-    inherit_env: bool = True
-    cwd: str | None = None
-    nice: int = 0
-    restart: RestartPolicy = "always"
-    success_exit_codes: Collection[int] = frozenset({0})
-    max_restarts: int | None = 5
-    restart_window: float = 60.0
-    min_restart_delay: float = 1.0
-    max_restart_delay: float = 60.0
-    start_seconds: float = 1.0
-    stop_signal: int | str = signal.SIGTERM
-    stop_timeout: float = 5.0
-    after: str | None = None
-    max_log_line: int = 8192
-
-    def __post_init__(self) -> None:
-        name = self.name
-        if not isinstance(name, str) or not name or not name.isprintable():
-            raise ConfigError(
-                f"service name must be a non-empty printable string, got {name!r}"
-            )
-        if any(c.isspace() for c in name):
-            raise ConfigError(f"service name must not contain spaces, got {name!r}")
-        self._set("command", self._argv(self.command))
-        self._set("env", self._env(self.env))
-        self._check_bool("inherit_env")
-        if self.cwd is not None:
-            try:
-                self._set("cwd", os.fsdecode(os.fspath(self.cwd)))
-            except TypeError:
-                self._invalid(f"cwd must be a path, got {self.cwd!r}")
-            if not self.cwd:
-                self._invalid("cwd must not be empty (leave it out to inherit)")
-        if not _is_int(self.nice) or not -20 <= self.nice <= 19:
-            self._invalid(
-                f"nice must be a whole number from -20 to 19, got {self.nice!r}"
-            )
-        if self.restart not in _POLICIES:
-            self._invalid(
-                "restart must be one of 'always', 'on-failure', 'never', "
-                f"got {self.restart!r}"
-            )
-        self._set("success_exit_codes", self._exit_codes(self.success_exit_codes))
-        if self.max_restarts is not None and (
-            not _is_int(self.max_restarts) or self.max_restarts < 0
-        ):
-            self._invalid(
-                "max_restarts must be a whole number >= 0 (or None for no "
-                f"limit), got {self.max_restarts!r}"
-            )
-        self._check_seconds("restart_window", positive=True)
-        for key in ("min_restart_delay", "max_restart_delay", "start_seconds"):
-            self._check_seconds(key)
-        self._check_seconds("stop_timeout")
-        if self.max_restart_delay < self.min_restart_delay:
-            self._invalid(
-                f"max_restart_delay ({self.max_restart_delay:g} s) is less than "
-                f"min_restart_delay ({self.min_restart_delay:g} s)"
-            )
-        try:
-            if isinstance(self.stop_signal, bool):
-                raise TypeError
-            self._set("stop_signal", signal.Signals(_signal_number(self.stop_signal)))
-        except (ValueError, TypeError):
-            self._invalid(
-                "stop_signal must be a signal number or name like 'SIGTERM', "
-                f"got {self.stop_signal!r}"
-            )
-        if self.after is not None:
-            if not isinstance(self.after, str) or not self.after:
-                self._invalid(
-                    f"after must be the name of another service, got {self.after!r}"
-                )
-            if self.after == name:
-                self._invalid("after names the service itself")
-        if not _is_int(self.max_log_line) or self.max_log_line < 1:
-            self._invalid(
-                f"max_log_line must be a whole number >= 1, got {self.max_log_line!r}"
-            )
-
-    @property
-    def argv(self) -> tuple[str, ...]:
-        """The command as a tuple of arguments."""
-        return cast(tuple[str, ...], self.command)
-
-    @property
-    def stop_signum(self) -> signal.Signals:
-        """The stop signal as a :class:`signal.Signals`."""
-        return cast(signal.Signals, self.stop_signal)
-
-    def _set(self, key: str, value: object) -> None:
-        object.__setattr__(self, key, value)
-
-    def _invalid(self, problem: str) -> NoReturn:
-        raise ConfigError(f"service {self.name!r}: {problem}")
-
-    def _argv(self, command: object) -> tuple[str, ...]:
-        if isinstance(command, str):
-            try:
-                argv = tuple(shlex.split(command))
-            except ValueError as e:
-                self._invalid(f"command {command!r} cannot be split into words ({e})")
-        elif isinstance(command, Sequence) and not isinstance(command, bytes):
-            argv = tuple(command)
-            for arg in argv:
-                if not isinstance(arg, str):
-                    self._invalid(
-                        f"command must be a string or a list of strings, "
-                        f"got {arg!r} in it"
-                    )
-        else:
-            self._invalid(
-                f"command must be a string or a list of strings, got {command!r}"
-            )
-        if not argv or not argv[0]:
-            self._invalid("command is empty")
-        if any("\0" in arg for arg in argv):
-            self._invalid("command contains a NUL character")
-        return argv
-
-    def _env(self, env: object) -> Mapping[str, str] | None:
-        if env is None:
-            return None
-        if not isinstance(env, Mapping):
-            self._invalid(f"env must be a table of names to strings, got {env!r}")
-        for key, value in env.items():
-            if not isinstance(key, str) or not key or "=" in key or "\0" in key:
-                self._invalid(f"env: {key!r} is not a valid variable name")
-            if not isinstance(value, str) or "\0" in value:
-                self._invalid(f"env: {key} must be a string, got {value!r}")
-        return MappingProxyType(dict(env))
-
-    def _exit_codes(self, codes: object) -> frozenset[int]:
-        if isinstance(codes, str | bytes) or not isinstance(codes, Collection):
-            self._invalid(f"success_exit_codes must be a list of codes, got {codes!r}")
-        for code in codes:
-            if not _is_int(code) or not 0 <= code <= 255:
-                self._invalid(
-                    f"success_exit_codes must hold exit codes 0-255, got {code!r}"
-                )
-        return frozenset(codes)
-
-    def _check_bool(self, key: str) -> None:
-        if not isinstance(getattr(self, key), bool):
-            self._invalid(f"{key} must be true or false, got {getattr(self, key)!r}")
-
-    def _check_seconds(self, key: str, positive: bool = False) -> None:
-        value = getattr(self, key)
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            self._invalid(f"{key} must be a number of seconds, got {value!r}")
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            bound = "> 0" if positive else ">= 0"
-            self._invalid(f"{key} must be a finite number {bound}, got {value!r}")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-# -- status --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ServiceStatus:
-    """A snapshot of one service, from :meth:`Supervisor.status`.
-
-    Attributes:
-        name: The service's name.
-        state: Its :class:`ServiceState`.
-        pid: Its process id (also its process group id) while it runs.
-        uptime: Seconds its current process has been running, else None.
-        restarts: Automatic restarts since it was added (manual starts and
-            restarts do not count).
-        last_exit: How its last process ended: ``"exited 3"``,
-            ``"killed by SIGKILL"``, ``"cannot run ...: <why>"``; None if
-            none has ended yet.
-        returncode: Exit code of its last process, ``-N`` if killed by signal
-            ``N`` (as in :class:`procwork.Result`); None if none has ended or
-            it could not start.
-        since: Reactor time (seconds since the epoch on a real reactor) of
-            its last change of state.
-        restart_in: In BACKOFF, seconds until the restart; else None.
-        waiting_for: The service it waits for before starting (``after``).
-    """
-
-    name: str
-    state: ServiceState
-    pid: int | None
-    uptime: float | None
-    restarts: int
-    last_exit: str | None
-    returncode: int | None
-    since: float
-    restart_in: float | None = None
-    waiting_for: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The status as a dict of JSON types (the state as its name)."""
-        return {
-            "name": self.name,
-            "state": str(self.state),
-            "pid": self.pid,
-            "uptime": self.uptime,
-            "restarts": self.restarts,
-            "last_exit": self.last_exit,
-            "returncode": self.returncode,
-            "since": self.since,
-            "restart_in": self.restart_in,
-            "waiting_for": self.waiting_for,
-        }
-
 
 # -- seams: the child's transport and who builds it ----------------------------
-
-
-class _Transport(Protocol):
-    """What the supervisor uses of a child's transport (``GroupProcess`` has it)."""
-
-    pid: int | None
-    kill_group_on_exit: bool
-
-    def signal_group(self, signum: int) -> bool: ...
 
 
 class ProcessFactory(Protocol):
@@ -400,66 +90,7 @@ class ProcessFactory(Protocol):
         cwd: str | None,
         nice: int,
         stdin: bool,
-    ) -> _Transport: ...
-
-
-class _DelayedCall(Protocol):
-    # Structural IDelayedCall: mypy cannot check zope interfaces (their
-    # methods are declared without self).
-    def active(self) -> bool: ...
-    def cancel(self) -> None: ...
-    def getTime(self) -> float: ...
-
-
-def _active(call: object) -> _DelayedCall | None:
-    delayed = cast(_DelayedCall | None, call)
-    return delayed if delayed is not None and delayed.active() else None
-
-
-class _GroupSpawningReactor:
-    """The reactor procmon is given.
-
-    ``spawnProcess`` hands procmon's request to the supervisor, which starts
-    the child as a ``GroupProcess``; timers are the real reactor's. procmon
-    also passes args, env and cwd, but its env cannot say "inherit" (it is
-    always a dict, and an empty one would mean an empty environment) and it
-    has no nice, so the supervisor takes all of them from the service's spec.
-    """
-
-    def __init__(
-        self, reactor: Any, spawn: Callable[[LoggingProtocol], _Transport]
-    ) -> None:
-        self._reactor = reactor
-        self._spawn = spawn
-
-    def spawnProcess(
-        self,
-        processProtocol: LoggingProtocol,
-        executable: object,
-        args: object,
-        env: object = None,
-        path: object = None,
-        uid: object = None,
-        gid: object = None,
-        usePTY: object = False,
-        childFDs: object = None,
-    ) -> _Transport:
-        return self._spawn(processProtocol)
-
-    def callLater(
-        self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any
-    ) -> Any:
-        return self._reactor.callLater(delay, callable, *args, **kw)
-
-    def seconds(self) -> float:
-        return cast(float, self._reactor.seconds())
-
-    def getDelayedCalls(self) -> Any:
-        return self._reactor.getDelayedCalls()
-
-
-# procmon adapts its reactor with IReactorTime(reactor).
-classImplements(_GroupSpawningReactor, IReactorTime, IReactorProcess)
+    ) -> ChildTransport: ...
 
 
 # -- the one state object per service ------------------------------------------
@@ -476,12 +107,12 @@ class _Service:
         self.spec = spec
         self.state = ServiceState.STOPPED
         self.since = now
-        self.transport: _Transport | None = None
+        self.transport: ChildTransport | None = None
         self.pid: int | None = None
         self.started_at: float | None = None
-        self.start_timer: _DelayedCall | None = None
+        self.start_timer: DelayedCall | None = None
         self.restarts = 0
-        self.recent_restarts: deque[float] = deque()  # times, within the window
+        self.recent_restarts: tuple[float, ...] = ()  # times, within the window
         self.last_exit: str | None = None
         self.returncode: int | None = None
         self.succeeded = False  # the last process ended with a success code
@@ -498,7 +129,7 @@ class _Service:
     def name(self) -> str:
         return self.spec.name
 
-    def status(self, now: float, restart_call: _DelayedCall | None) -> ServiceStatus:
+    def status(self, now: float, restart_call: DelayedCall | None) -> ServiceStatus:
         return ServiceStatus(
             name=self.name,
             state=self.state,
@@ -551,7 +182,7 @@ class _ServiceProtocol(ProcessProtocol):
         }
 
     def connectionMade(self) -> None:
-        transport = cast(_Transport, self.transport)
+        transport = cast(ChildTransport, self.transport)
         self._procmon_protocol.makeConnection(self.transport)
         self._supervisor._spawned(self._service, transport)
 
@@ -574,90 +205,6 @@ class _ServiceProtocol(ProcessProtocol):
         for splitter in self._splitters.values():
             splitter.close()
         self._procmon_protocol.processEnded(reason)
-
-
-# -- procmon, extended ---------------------------------------------------------
-
-
-@functools.cache
-def _monitor_class() -> Callable[[Any, Supervisor], ProcessMonitor]:
-    """The ProcessMonitor subclass, defined on first use.
-
-    Importing ``twisted.runner.procmon`` imports the global reactor (it is the
-    default of a constructor argument), which library code must not do at
-    import time, so the subclass is made when the first Supervisor is.
-    """
-    from twisted.runner.procmon import ProcessMonitor
-
-    class _Monitor(ProcessMonitor):
-        """procmon with the supervisor's decisions plugged in.
-
-        procmon keeps doing what it does: starting processes, the backoff
-        arithmetic, scheduling restarts, the kill timer (``murder``) and its
-        cancellation at exit. Overridden, each for the reason given there:
-        ``startProcess`` (a gate), ``_monitoredProcessExited`` (per-service
-        backoff settings, then the supervisor's verdict on the restart procmon
-        scheduled), ``stopProcess`` and ``_forceStopProcess`` (the service's
-        own stop signal and timeout, sent to the whole process group).
-        """
-
-        def __init__(self, reactor: Any, supervisor: Supervisor) -> None:
-            super().__init__(reactor)
-            self._supervisor = supervisor
-            # Always "running" as a twisted Service: whether a service runs
-            # is the supervisor's decision (see startProcess). Nothing is
-            # started here, since no process has been added yet.
-            self.startService()
-
-        def startProcess(self, name: str) -> None:
-            # procmon starts a process whenever one is added to a running
-            # monitor and whenever a restart falls due; the supervisor says
-            # whether the service is wanted (and not waiting for another).
-            if self._supervisor._may_start(name):
-                super().startProcess(name)
-
-        def _monitoredProcessExited(
-            self, name: str, reason: Failure | None = None
-        ) -> None:
-            spec = self._supervisor._spec_of(name)
-            if spec is not None:
-                # procmon's backoff reads monitor-wide settings; each service
-                # has its own, so they are set for this call.
-                self.threshold = spec.start_seconds  # type: ignore[assignment]
-                self.minRestartDelay = spec.min_restart_delay  # type: ignore[assignment]
-                self.maxRestartDelay = spec.max_restart_delay  # type: ignore[assignment]
-            # procmon cancels the kill timer, backs off and schedules the
-            # restart. It is not given the reason: it would log every one that
-            # is not a plain exit (a spawn error) with a traceback; the
-            # supervisor reports it in one clear line instead.
-            super()._monitoredProcessExited(name, None)
-            self._supervisor._exited(name, reason)
-
-        def stopProcess(self, name: str) -> None:
-            # procmon sends SIGTERM to the process alone, and SIGKILL after a
-            # monitor-wide killTime, rescheduling the kill at every call; a
-            # service has its own signal and timeout, sent to its whole group.
-            if name not in self._processes:
-                raise KeyError(f"Unrecognized process name: {name}")
-            proto = self.protocols.get(name)
-            spec = self._supervisor._spec_of(name)
-            if proto is None or proto.transport is None or spec is None:
-                return
-            transport = cast(_Transport, proto.transport)
-            transport.kill_group_on_exit = True
-            sent = transport.signal_group(spec.stop_signum)
-            if sent and _active(self.murder.get(name)) is None:
-                clock = cast(Any, self._clock)  # zope interface: see _DelayedCall
-                self.murder[name] = clock.callLater(
-                    spec.stop_timeout, self._forceStopProcess, transport
-                )
-
-        def _forceStopProcess(self, proc: Any) -> None:
-            # procmon SIGKILLs the process alone; a service's whole group goes.
-            self._supervisor._stop_timed_out(cast(_Transport, proc))
-            cast(_Transport, proc).signal_group(signal.SIGKILL)
-
-    return _Monitor
 
 
 # -- the supervisor ------------------------------------------------------------
@@ -699,9 +246,7 @@ class Supervisor:
         self._services: dict[str, _Service] = {}  # in the order added
         self._started = False
         self._shutdown_trigger: Any = None
-        self._monitor: ProcessMonitor = _monitor_class()(
-            _GroupSpawningReactor(reactor, self._spawn), self
-        )
+        self._procmon = Procmon(reactor, self, self._spawn)
 
     def __repr__(self) -> str:
         states = ", ".join(f"{s.name}: {s.state}" for s in self._services.values())
@@ -736,9 +281,8 @@ class Supervisor:
             )
         service = _Service(spec, self._now())
         self._services[spec.name] = service
-        # Not wanted yet, so procmon does not start it here (see startProcess).
-        self._monitor.addProcess(spec.name, list(spec.argv), cwd=spec.cwd)
-        self._monitor.delay[spec.name] = spec.min_restart_delay
+        # Not wanted yet, so procmon does not start it here (see _may_start).
+        self._procmon.add(spec)
         if self._started:
             self._arm_shutdown()
             self._start(service, respect_after=True)
@@ -765,7 +309,7 @@ class Supervisor:
         d = self.stop_service(name)
 
         def forget(_: object) -> None:
-            self._monitor.removeProcess(name)
+            self._procmon.remove(name)
             del self._services[name]
             for _states, waiter in service.state_waiters:
                 waiter.errback(NoSuchService(f"service {name!r} was removed"))
@@ -843,7 +387,7 @@ class Supervisor:
             raise self._no_such(name)
         service.wanted = False
         service.waiting_for = None
-        self._cancel_restart(name)
+        self._procmon.cancel_restart(name)
         transport = service.transport
         if transport is None:
             if service.state is ServiceState.BACKOFF:
@@ -867,7 +411,7 @@ class Supervisor:
                 state=ServiceState.STOPPING,
             )
             self._set_state(service, ServiceState.STOPPING)
-            self._monitor.stopProcess(name)
+            self._procmon.stop(name)
             if service.transport is None:  # it ended inside stopProcess
                 return succeed(None)
 
@@ -907,7 +451,7 @@ class Supervisor:
         """A snapshot of every service, by name, in the order added."""
         now = self._now()
         return {
-            name: service.status(now, _active(self._monitor.restart.get(name)))
+            name: service.status(now, self._procmon.restart_call(name))
             for name, service in self._services.items()
         }
 
@@ -935,7 +479,7 @@ class Supervisor:
                 f"states must be among {choices}; got {states!r}"
             ) from None
         if service.state in wanted:
-            restart_call = _active(self._monitor.restart.get(name))
+            restart_call = self._procmon.restart_call(name)
             return succeed(service.status(self._now(), restart_call))
 
         def forget(d: Deferred[ServiceStatus]) -> None:
@@ -972,11 +516,6 @@ class Supervisor:
         service = self._services.get(name)
         return None if service is None else service.spec
 
-    def _cancel_restart(self, name: str) -> None:
-        call = _active(self._monitor.restart.get(name))
-        if call is not None:
-            call.cancel()
-
     # -- internals: starting -----------------------------------------------------
 
     def _start(self, service: _Service, respect_after: bool) -> None:
@@ -987,8 +526,8 @@ class Supervisor:
         if respect_after:
             service.waiting_for = self._blocker(service)
         if service.state in (ServiceState.FATAL, ServiceState.EXITED):
-            service.recent_restarts.clear()
-            self._monitor.delay[service.name] = service.spec.min_restart_delay
+            service.recent_restarts = ()
+            self._procmon.reset_backoff(service.spec)
         if service.waiting_for is not None:
             _log.info(
                 "service {service!r} waits for {after!r} to be RUNNING",
@@ -997,8 +536,8 @@ class Supervisor:
                 state=service.state,
             )
             return
-        self._cancel_restart(service.name)
-        self._monitor.startProcess(service.name)
+        self._procmon.cancel_restart(service.name)
+        self._procmon.start(service.name)
 
     def _blocker(self, service: _Service) -> str | None:
         """The service this one must wait for, if it must."""
@@ -1024,9 +563,9 @@ class Supervisor:
             and service.waiting_for is None
         )
 
-    def _spawn(self, procmon_protocol: LoggingProtocol) -> _Transport:
+    def _spawn(self, name: str, procmon_protocol: ProcessProtocol) -> ChildTransport:
         """Start a child for procmon's ``spawnProcess`` call."""
-        service = self._services[procmon_protocol.name]
+        service = self._services[name]
         spec = service.spec
         env = _child_env(spec)
         watch_reactor(self._reactor)
@@ -1045,7 +584,7 @@ class Supervisor:
             # exit, as for any process that could not start.
             raise _spawn_error(spec.argv, spec.cwd, env, e) from e
 
-    def _spawned(self, service: _Service, transport: _Transport) -> None:
+    def _spawned(self, service: _Service, transport: ChildTransport) -> None:
         """The child has started (called while it is being connected)."""
         # Whatever is left of its group when the service's process exits is
         # SIGKILLed before the process is reaped: a restarted service must not
@@ -1097,110 +636,110 @@ class Supervisor:
         """A service's process ended, or could not start.
 
         procmon has already scheduled its restart (always); this keeps or
-        cancels that restart and sets the state.
+        cancels that restart, as :func:`decide_restart` says, and sets the
+        state.
         """
         service = self._services.get(name)
         if service is None:
             return
         now = self._now()
-        restart_call = _active(self._monitor.restart.get(name))
+        restart_call = self._procmon.restart_call(name)
         uptime = None if service.started_at is None else now - service.started_at
         service.process_gone()
-        returncode, description, could_not_start = _describe_exit(reason)
-        service.returncode = returncode
-        service.last_exit = description
-        spec = service.spec
-        service.succeeded = (
-            returncode is not None and returncode in spec.success_exit_codes
+        ended = _describe_exit(reason)
+        service.returncode = ended.returncode
+        service.last_exit = ended.description
+        service.succeeded = ended.succeeded(service.spec.success_exit_codes)
+        decision = decide_restart(
+            service.spec,
+            ended,
+            wanted=service.wanted,
+            stopping=service.stopping,
+            recent_restarts=service.recent_restarts,
+            restart_delay=(
+                None if restart_call is None else max(0.0, restart_call.getTime() - now)
+            ),
+            now=now,
         )
-        ran = "" if uptime is None else f" after {_seconds(uptime)} s"
-
-        if service.stopping or not service.wanted:
-            if restart_call is not None:
-                restart_call.cancel()
-            service.stopping = False
-            _log.info(
-                "service {service!r} stopped: {exit}",
-                service=name,
-                exit=description,
-                state=ServiceState.STOPPED,
-            )
-            self._set_state(service, ServiceState.STOPPED)
-            waiters, service.stop_waiters = service.stop_waiters, []
-            for d in waiters:
-                d.callback(None)
-            if service.wanted and service.transport is None and not service.removing:
-                self._start(service, respect_after=False)  # started again meanwhile
+        service.recent_restarts = decision.recent_restarts
+        if decision.state is ServiceState.BACKOFF:
+            self._restarting(service, ended, uptime, decision.delay)
             return
-
-        give_up: str | None = None
-        final = ServiceState.EXITED
-        if could_not_start and spec.restart == "never":
-            give_up, final = "restart='never'", ServiceState.FATAL
-        elif spec.restart == "never":
-            give_up = "restart='never'"
-        elif spec.restart == "on-failure" and service.succeeded:
-            give_up = "restart='on-failure' and it succeeded"
-        else:
-            recent = service.recent_restarts
-            while recent and recent[0] <= now - spec.restart_window:
-                recent.popleft()
-            limit = spec.max_restarts
-            if limit is not None and len(recent) >= limit:
-                final = ServiceState.FATAL
-                give_up = (
-                    f"{len(recent)} restarts within {spec.restart_window:g} s "
-                    f"reached max_restarts={limit}"
-                    if limit
-                    else "max_restarts=0 allows no restart"
-                )
-
-        if give_up is None and restart_call is not None:
-            service.restarts += 1
-            service.recent_restarts.append(now)
-            delay = max(0.0, restart_call.getTime() - now)
-            when = f"in {_seconds(delay)} s" if delay else "now"
-            _log.warn(
-                "service {service!r} {exit}{ran}; restarting {when}",
-                service=name,
-                exit=description,
-                ran=ran,
-                when=when,
-                delay=delay,
-                restarts=service.restarts,
-                state=ServiceState.BACKOFF,
-            )
-            self._set_state(service, ServiceState.BACKOFF)
-            return
-
         if restart_call is not None:
             restart_call.cancel()
+        if decision.state is ServiceState.STOPPED:
+            self._stopped(service, ended)
+        else:
+            self._not_restarted(service, ended, uptime, decision.state, decision.why)
+
+    def _restarting(
+        self, service: _Service, ended: Exit, uptime: float | None, delay: float
+    ) -> None:
+        """procmon's restart stands: the service backs off until it is due."""
+        service.restarts += 1
+        _log.warn(
+            "service {service!r} {exit}{ran}; restarting {when}",
+            service=service.name,
+            exit=ended.description,
+            ran=_ran(uptime),
+            when=f"in {_seconds(delay)} s" if delay else "now",
+            delay=delay,
+            restarts=service.restarts,
+            state=ServiceState.BACKOFF,
+        )
+        self._set_state(service, ServiceState.BACKOFF)
+
+    def _stopped(self, service: _Service, ended: Exit) -> None:
+        """It was stopped (or is no longer wanted): its stop waiters fire."""
+        service.stopping = False
+        _log.info(
+            "service {service!r} stopped: {exit}",
+            service=service.name,
+            exit=ended.description,
+            state=ServiceState.STOPPED,
+        )
+        self._set_state(service, ServiceState.STOPPED)
+        waiters, service.stop_waiters = service.stop_waiters, []
+        for d in waiters:
+            d.callback(None)
+        if service.wanted and service.transport is None and not service.removing:
+            self._start(service, respect_after=False)  # started again meanwhile
+
+    def _not_restarted(
+        self,
+        service: _Service,
+        ended: Exit,
+        uptime: float | None,
+        final: ServiceState,
+        why: str,
+    ) -> None:
+        """By its policy or its restart limit, the service stays down."""
         service.wanted = False
         service.waiting_for = None
         if final is ServiceState.FATAL:
             _log.critical(
                 "service {service!r} {exit}{ran}; giving up, it is FATAL: {why}. "
                 "Fix it, then start it again.",
-                service=name,
-                exit=description,
-                ran=ran,
-                why=give_up,
+                service=service.name,
+                exit=ended.description,
+                ran=_ran(uptime),
+                why=why,
                 restarts=service.restarts,
                 state=final,
             )
         else:
             _log.info(
                 "service {service!r} {exit}{ran}; not restarted ({why})",
-                service=name,
-                exit=description,
-                ran=ran,
-                why=give_up,
+                service=service.name,
+                exit=ended.description,
+                ran=_ran(uptime),
+                why=why,
                 state=final,
             )
         self._set_state(service, final)
         self._dependency_changed(service)
 
-    def _stop_timed_out(self, transport: _Transport) -> None:
+    def _stop_timed_out(self, transport: ChildTransport) -> None:
         for service in self._services.values():
             if service.transport is transport:
                 spec = service.spec
@@ -1220,7 +759,7 @@ class Supervisor:
         if not ready:
             return
         service.state_waiters[:] = [w for w in service.state_waiters if w not in ready]
-        restart_call = _active(self._monitor.restart.get(service.name))
+        restart_call = self._procmon.restart_call(service.name)
         status = service.status(service.since, restart_call)
         for _states, d in ready:
             d.callback(status)
@@ -1245,6 +784,11 @@ class Supervisor:
         return self.stop()
 
 
+def _ran(uptime: float | None) -> str:
+    """``" after 2 s"``: how long the process ran, for a log line."""
+    return "" if uptime is None else f" after {_seconds(uptime)} s"
+
+
 def _seconds(value: float) -> str:
     """Seconds for people: ``"0.05"``, ``"2"``, ``"312"``."""
     return f"{value:.3g}" if value < 100 else f"{value:.0f}"
@@ -1258,17 +802,17 @@ def _child_env(spec: ServiceSpec) -> dict[str, str] | None:
     return env
 
 
-def _describe_exit(reason: Failure | None) -> tuple[int | None, str, bool]:
-    """``(returncode, description, could_not_start)`` of a process's end."""
+def _describe_exit(reason: Failure | None) -> Exit:
+    """How a process ended, from the reason Twisted gives."""
     value = None if reason is None else reason.value
     if isinstance(value, twisted_error.ProcessDone | twisted_error.ProcessTerminated):
         if value.signal is not None:
             returncode = -int(value.signal)
         else:
             returncode = int(value.exitCode or 0)
-        return returncode, describe_returncode(returncode), False
+        return Exit(returncode, describe_returncode(returncode))
     if isinstance(value, OSError):
-        return None, str(value), True
+        return Exit(None, str(value), could_not_start=True)
     if value is None:
-        return None, "ended for an unknown reason", False
-    return None, f"ended: {value}", False
+        return Exit(None, "ended for an unknown reason")
+    return Exit(None, f"ended: {value}")

@@ -1,6 +1,6 @@
 """The machine's process table, read from Linux ``/proc`` behind a small interface.
 
-The watchdog rules (:mod:`procwork._rules`) only need "which processes exist and
+The watchdog rules (:mod:`procwork.monitor`) only need "which processes exist and
 what are they doing"; :class:`ProcessTable` is that question, and
 :class:`LinuxProcessTable` answers it from ``/proc``. Tests point the table at a
 fake tree, or hand the rule engine a table of their own.

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from procwork._checks import CheckSpec
 from procwork._errors import ConfigError
-from procwork._rules import Rule
-from procwork._supervisor import ServiceSpec
+from procwork.monitor._checks import CheckSpec
+from procwork.monitor._rules import Rule
+from procwork.supervisor import ServiceSpec
 
 __all__ = ["MonitorConfig", "load_config", "parse_config"]
 
@@ -72,7 +72,7 @@ def load_config(path: str | None) -> MonitorConfig:
             file and the key.
     """
     if path is None:
-        text = resources.files("procwork").joinpath("default.toml").read_text()
+        text = resources.files("procwork.monitor").joinpath("default.toml").read_text()
         return parse_config(text, BUILTIN)
     try:
         with open(path, encoding="utf-8") as f:

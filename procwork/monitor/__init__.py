@@ -1,0 +1,37 @@
+"""procwork.monitor: the watchdog application behind ``procwork monitor``.
+
+    >>> from procwork.monitor import Monitor, load_config
+
+A :class:`Monitor` runs, on one reactor and one scheduler, a
+:class:`~procwork.supervisor.Supervisor` for the config's services, a
+:class:`CheckRunner` for its periodic checks, a :class:`RuleEngine` that
+applies watchdog :class:`Rule` s to the machine's :class:`ProcessTable`, and
+a small HTTP status endpoint. The config is TOML (:func:`load_config`,
+:func:`parse_config`). See ``specs/supervision.md``.
+"""
+
+from __future__ import annotations
+
+from procwork._errors import ConfigError
+from procwork.monitor._checks import CheckRunner, CheckSpec, CheckStatus
+from procwork.monitor._config import MonitorConfig, load_config, parse_config
+from procwork.monitor._monitor import Monitor
+from procwork.monitor._proctable import LinuxProcessTable, ProcessTable, ProcInfo
+from procwork.monitor._rules import Finding, Rule, RuleEngine
+
+__all__ = [
+    "CheckRunner",
+    "CheckSpec",
+    "CheckStatus",
+    "ConfigError",
+    "Finding",
+    "LinuxProcessTable",
+    "Monitor",
+    "MonitorConfig",
+    "ProcInfo",
+    "ProcessTable",
+    "Rule",
+    "RuleEngine",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,332 @@
+"""What a service is, where it is in its life, and how it is doing.
+
+:class:`ServiceSpec` (how to run one service, validated when made),
+:class:`ServiceState` and :class:`ServiceStatus` are plain values: this
+module imports nothing from Twisted, so a config loader or a status page can
+use them without the supervisor that acts on them.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import shlex
+import signal
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, NoReturn, cast
+
+from procwork._errors import ConfigError, ProcworkError
+from procwork._process import _signal_number
+
+__all__ = [
+    "NoSuchService",
+    "RestartPolicy",
+    "ServiceSpec",
+    "ServiceState",
+    "ServiceStatus",
+]
+
+RestartPolicy = Literal["always", "on-failure", "never"]
+_POLICIES: tuple[RestartPolicy, ...] = ("always", "on-failure", "never")
+
+
+class NoSuchService(ProcworkError, KeyError):
+    """No service of that name has been added to the supervisor."""
+
+    def __str__(self) -> str:
+        # KeyError would show the message in quotes.
+        return str(self.args[0])
+
+
+NoSuchService.__module__ = "procwork.supervisor"  # the public path, in tracebacks
+
+
+class ServiceState(enum.StrEnum):
+    """Where a service is in its life; compares equal to its name."""
+
+    STOPPED = "STOPPED"
+    """Not running and not to be run (never started, or stopped)."""
+    STARTING = "STARTING"
+    """Running for less than ``start_seconds``."""
+    RUNNING = "RUNNING"
+    """Running for ``start_seconds`` or longer."""
+    BACKOFF = "BACKOFF"
+    """Exited or could not start; a restart is scheduled."""
+    STOPPING = "STOPPING"
+    """Sent its stop signal; waiting for it to exit."""
+    EXITED = "EXITED"
+    """Exited and, by its restart policy, not restarted."""
+    FATAL = "FATAL"
+    """Given up: it needed more than ``max_restarts`` restarts within
+    ``restart_window``, or it could not start and ``restart="never"``."""
+
+
+# -- the spec ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to run one service. Immutable; validated when made.
+
+    Args:
+        name: Unique within a supervisor; names the service in logs and
+            status. No whitespace.
+        command: The argv as a list, or a string split with
+            :func:`shlex.split` (never given to a shell; write
+            ``["sh", "-c", "..."]`` for one). Kept as a tuple.
+        env: Environment variables for the service. By default they are
+            added to (and override) the supervisor's own environment.
+        inherit_env: False gives the service ``env`` alone.
+        cwd: Working directory (default: the supervisor's).
+        nice: Added to the service's niceness (default 0).
+        restart: ``"always"`` (default) restarts whenever it exits;
+            ``"on-failure"`` only when it exits with a code not in
+            ``success_exit_codes`` or is killed by a signal; ``"never"``.
+        success_exit_codes: Exit codes that count as success (default
+            ``{0}``).
+        max_restarts: At most this many automatic restarts within any
+            ``restart_window`` seconds; the exit that would need one more
+            makes the service FATAL. ``None``: restart for ever. Default 5.
+        restart_window: Seconds; default 60.
+        min_restart_delay: procmon's backoff: a service that exits within
+            ``start_seconds`` of starting is restarted after this delay,
+            doubled at each such quick exit up to ``max_restart_delay``; one
+            that ran longer is restarted at once and the delay reset.
+            Defaults 1 s and 60 s.
+        max_restart_delay: See ``min_restart_delay``.
+        start_seconds: Seconds a service must stay up to count as started:
+            until then it is STARTING, then RUNNING; an earlier exit backs
+            off (procmon's ``threshold``). Default 1; 0 turns the backoff
+            off, leaving only ``max_restarts`` to stop a crash loop.
+        stop_signal: Sent to the whole process group to stop the service:
+            a number or a name (``"SIGINT"``, ``"INT"``). Default SIGTERM.
+        stop_timeout: Seconds after the stop signal until the group is
+            SIGKILLed. Default 5.
+        after: Name of a service added before this one. :meth:`Supervisor.start`
+            starts this service only once that one is RUNNING, or has
+            exited successfully (a one-shot setup step).
+        max_log_line: Longer output lines are logged in pieces of this many
+            bytes, so memory stays bounded whatever the service prints.
+            Default 8192.
+
+    Raises:
+        ConfigError: A field is invalid; the message names the service and
+            the field.
+    """
+
+    name: str
+    command: str | Sequence[str]
+    env: Mapping[str, str] | None = field(default=None, hash=False)
+    inherit_env: bool = True
+    cwd: str | None = None
+    nice: int = 0
+    restart: RestartPolicy = "always"
+    success_exit_codes: Collection[int] = frozenset({0})
+    max_restarts: int | None = 5
+    restart_window: float = 60.0
+    min_restart_delay: float = 1.0
+    max_restart_delay: float = 60.0
+    start_seconds: float = 1.0
+    stop_signal: int | str = signal.SIGTERM
+    stop_timeout: float = 5.0
+    after: str | None = None
+    max_log_line: int = 8192
+
+    def __post_init__(self) -> None:
+        name = self.name
+        if not isinstance(name, str) or not name or not name.isprintable():
+            raise ConfigError(
+                f"service name must be a non-empty printable string, got {name!r}"
+            )
+        if any(c.isspace() for c in name):
+            raise ConfigError(f"service name must not contain spaces, got {name!r}")
+        self._set("command", self._argv(self.command))
+        self._set("env", self._env(self.env))
+        self._check_bool("inherit_env")
+        if self.cwd is not None:
+            try:
+                self._set("cwd", os.fsdecode(os.fspath(self.cwd)))
+            except TypeError:
+                self._invalid(f"cwd must be a path, got {self.cwd!r}")
+            if not self.cwd:
+                self._invalid("cwd must not be empty (leave it out to inherit)")
+        if not _is_int(self.nice) or not -20 <= self.nice <= 19:
+            self._invalid(
+                f"nice must be a whole number from -20 to 19, got {self.nice!r}"
+            )
+        if self.restart not in _POLICIES:
+            self._invalid(
+                "restart must be one of 'always', 'on-failure', 'never', "
+                f"got {self.restart!r}"
+            )
+        self._set("success_exit_codes", self._exit_codes(self.success_exit_codes))
+        if self.max_restarts is not None and (
+            not _is_int(self.max_restarts) or self.max_restarts < 0
+        ):
+            self._invalid(
+                "max_restarts must be a whole number >= 0 (or None for no "
+                f"limit), got {self.max_restarts!r}"
+            )
+        self._check_seconds("restart_window", positive=True)
+        for key in ("min_restart_delay", "max_restart_delay", "start_seconds"):
+            self._check_seconds(key)
+        self._check_seconds("stop_timeout")
+        if self.max_restart_delay < self.min_restart_delay:
+            self._invalid(
+                f"max_restart_delay ({self.max_restart_delay:g} s) is less than "
+                f"min_restart_delay ({self.min_restart_delay:g} s)"
+            )
+        try:
+            if isinstance(self.stop_signal, bool):
+                raise TypeError
+            self._set("stop_signal", signal.Signals(_signal_number(self.stop_signal)))
+        except (ValueError, TypeError):
+            self._invalid(
+                "stop_signal must be a signal number or name like 'SIGTERM', "
+                f"got {self.stop_signal!r}"
+            )
+        if self.after is not None:
+            if not isinstance(self.after, str) or not self.after:
+                self._invalid(
+                    f"after must be the name of another service, got {self.after!r}"
+                )
+            if self.after == name:
+                self._invalid("after names the service itself")
+        if not _is_int(self.max_log_line) or self.max_log_line < 1:
+            self._invalid(
+                f"max_log_line must be a whole number >= 1, got {self.max_log_line!r}"
+            )
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """The command as a tuple of arguments."""
+        return cast(tuple[str, ...], self.command)
+
+    @property
+    def stop_signum(self) -> signal.Signals:
+        """The stop signal as a :class:`signal.Signals`."""
+        return cast(signal.Signals, self.stop_signal)
+
+    def _set(self, key: str, value: object) -> None:
+        object.__setattr__(self, key, value)
+
+    def _invalid(self, problem: str) -> NoReturn:
+        raise ConfigError(f"service {self.name!r}: {problem}")
+
+    def _argv(self, command: object) -> tuple[str, ...]:
+        if isinstance(command, str):
+            try:
+                argv = tuple(shlex.split(command))
+            except ValueError as e:
+                self._invalid(f"command {command!r} cannot be split into words ({e})")
+        elif isinstance(command, Sequence) and not isinstance(command, bytes):
+            argv = tuple(command)
+            for arg in argv:
+                if not isinstance(arg, str):
+                    self._invalid(
+                        f"command must be a string or a list of strings, "
+                        f"got {arg!r} in it"
+                    )
+        else:
+            self._invalid(
+                f"command must be a string or a list of strings, got {command!r}"
+            )
+        if not argv or not argv[0]:
+            self._invalid("command is empty")
+        if any("\0" in arg for arg in argv):
+            self._invalid("command contains a NUL character")
+        return argv
+
+    def _env(self, env: object) -> Mapping[str, str] | None:
+        if env is None:
+            return None
+        if not isinstance(env, Mapping):
+            self._invalid(f"env must be a table of names to strings, got {env!r}")
+        for key, value in env.items():
+            if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+                self._invalid(f"env: {key!r} is not a valid variable name")
+            if not isinstance(value, str) or "\0" in value:
+                self._invalid(f"env: {key} must be a string, got {value!r}")
+        return MappingProxyType(dict(env))
+
+    def _exit_codes(self, codes: object) -> frozenset[int]:
+        if isinstance(codes, str | bytes) or not isinstance(codes, Collection):
+            self._invalid(f"success_exit_codes must be a list of codes, got {codes!r}")
+        for code in codes:
+            if not _is_int(code) or not 0 <= code <= 255:
+                self._invalid(
+                    f"success_exit_codes must hold exit codes 0-255, got {code!r}"
+                )
+        return frozenset(codes)
+
+    def _check_bool(self, key: str) -> None:
+        if not isinstance(getattr(self, key), bool):
+            self._invalid(f"{key} must be true or false, got {getattr(self, key)!r}")
+
+    def _check_seconds(self, key: str, positive: bool = False) -> None:
+        value = getattr(self, key)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            self._invalid(f"{key} must be a number of seconds, got {value!r}")
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            bound = "> 0" if positive else ">= 0"
+            self._invalid(f"{key} must be a finite number {bound}, got {value!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# -- status --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """A snapshot of one service, from :meth:`Supervisor.status`.
+
+    Attributes:
+        name: The service's name.
+        state: Its :class:`ServiceState`.
+        pid: Its process id (also its process group id) while it runs.
+        uptime: Seconds its current process has been running, else None.
+        restarts: Automatic restarts since it was added (manual starts and
+            restarts do not count).
+        last_exit: How its last process ended: ``"exited 3"``,
+            ``"killed by SIGKILL"``, ``"cannot run ...: <why>"``; None if
+            none has ended yet.
+        returncode: Exit code of its last process, ``-N`` if killed by signal
+            ``N`` (as in :class:`procwork.Result`); None if none has ended or
+            it could not start.
+        since: Reactor time (seconds since the epoch on a real reactor) of
+            its last change of state.
+        restart_in: In BACKOFF, seconds until the restart; else None.
+        waiting_for: The service it waits for before starting (``after``).
+    """
+
+    name: str
+    state: ServiceState
+    pid: int | None
+    uptime: float | None
+    restarts: int
+    last_exit: str | None
+    returncode: int | None
+    since: float
+    restart_in: float | None = None
+    waiting_for: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The status as a dict of JSON types (the state as its name)."""
+        return {
+            "name": self.name,
+            "state": str(self.state),
+            "pid": self.pid,
+            "uptime": self.uptime,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "returncode": self.returncode,
+            "since": self.since,
+            "restart_in": self.restart_in,
+            "waiting_for": self.waiting_for,
+        }
