@@ -19,8 +19,11 @@ from twisted.internet.defer import Deferred
 from untwisted._adapt import as_deferred, set_generator_runner
 from untwisted._driver import DrivableReactor, Driver
 from untwisted._errors import ForeignThreadError, ReentrancyError, Timeout
+from untwisted._signals import FATAL_SIGNALS, catch_fatal_signals
+from untwisted._signals import held as hold_signals
 
 __all__ = [
+    "FATAL_SIGNALS",
     "DrivableReactor",
     "Driver",
     "ForeignThreadError",
@@ -28,7 +31,9 @@ __all__ = [
     "Timeout",
     "add",
     "as_deferred",
+    "catch_fatal_signals",
     "default_driver",
+    "hold_signals",
     "run",
     "set_generator_runner",
     "tick",

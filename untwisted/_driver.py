@@ -144,7 +144,7 @@ class Driver:
                 reactor.
             ReentrancyError: called from inside the reactor.
         """
-        self._check_thread(what)
+        self.check_thread(what)
         if self._depth:
             raise ReentrancyError(
                 f"{what}() called from inside the reactor (a callback or a "
@@ -152,7 +152,19 @@ class Driver:
                 "generator or 'await' in 'async def' instead"
             )
 
-    def _check_thread(self, what: str) -> None:
+    def check_thread(self, what: str) -> None:
+        """Raise unless called from the thread that drives this reactor.
+
+        Calls that touch the reactor without blocking (``add``, procwork's
+        ``run``/``spawn``) call this first. Before the reactor is started
+        any thread may call; the first one to drive it owns it.
+
+        Args:
+            what: The call to name in the message, e.g. ``"procwork.run"``.
+
+        Raises:
+            ForeignThreadError: called from another thread.
+        """
         me = threading.get_ident()
         if self._owner is not None and self._owner != me:
             raise ForeignThreadError(
@@ -228,7 +240,7 @@ class Driver:
                 ``run``).
             TypeError: ``x`` is none of the accepted kinds; the message names it.
         """
-        self._check_thread("untwisted.add")
+        self.check_thread("untwisted.add")
         return as_deferred(x)
 
     def tick(
