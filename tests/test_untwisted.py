@@ -680,3 +680,19 @@ def test_lingering_is_bounded_by_the_cleanup_timeout() -> None:
     with pytest.raises(untwisted.Timeout):
         driver.run(defer.Deferred(), timeout=0.05)
     assert time.monotonic() - started < 5
+
+
+def test_run_raises_timeout_whatever_the_cancel_makes_of_its_argument() -> None:
+    """On expiry run() raises Timeout even when the cancel fails x otherwise.
+
+    ``gatherResults`` answers a cancel with a ``FirstError``; the caller still
+    gets ``untwisted.Timeout``, with that failure as its cause.
+    """
+    from twisted.internet.defer import FirstError, gatherResults
+
+    reactor, driver, _ = fake_driver()
+    reactor.callLater(100, lambda: None)  # something to wait for until expiry
+    gathered = gatherResults([Deferred(), Deferred()], consumeErrors=True)
+    with pytest.raises(untwisted.Timeout, match="did not finish within 5 s") as info:
+        driver.run(gathered, timeout=5)
+    assert isinstance(info.value.__cause__, FirstError)

@@ -12,15 +12,27 @@ the whole child's is 60 s).
 
 from __future__ import annotations
 
+import textwrap
+
 from twisted.internet.defer import Deferred
 
 import untwisted
 from tests.support import ClockReactor, cpu_load, run_child
 
+# Run in the child Pythons below: the pids of this process's children.
+_CHILDREN = """
+def children():
+    found = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            found.update(f.read().split())
+    return found
+"""
 
-def _run_stress(code: str) -> None:
+
+def _run_stress(code: str, *, prelude: str = "") -> None:
     with cpu_load():
-        done = run_child(code, timeout=90)
+        done = run_child(prelude + textwrap.dedent(code), timeout=90)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("ok"), done.stdout
 
@@ -155,3 +167,76 @@ def test_queued_calls_make_the_next_wait_for_io_zero() -> None:
     reactor.callLater(1, reactor.callFromThread, reactor.callFromThread, d.callback, 3)
     assert driver.run(d, timeout=100) == 3
     assert reactor.iterations == [1, 0.0]
+
+
+def test_a_timed_out_run_returns_as_soon_as_its_children_are_dead() -> None:
+    """run(timeout=) on many children settles when they die, not after grace.
+
+    Each child dies at SIGTERM; grace and the driver's cleanup bound are
+    600 s, so a single lost wake-up in the settle loop blows the child
+    Python's bound.
+    """
+    _run_stress(
+        """
+        import os, untwisted, procwork
+        from twisted.internet.defer import gatherResults
+        untwisted.default_driver().cleanup_timeout = 600
+        for attempt in range(20):
+            runs = [procwork.run(["sleep", "100"], grace=600, priority="critical")
+                    for _ in range(20)]
+            try:
+                untwisted.run(gatherResults(runs, consumeErrors=True), timeout=0.2)
+            except untwisted.Timeout:
+                pass
+            else:
+                raise AssertionError("did not time out")
+            assert not children(), children()
+        print("ok")
+        """,
+        prelude="import os\n" + _CHILDREN,
+    )
+
+
+def test_ctrl_c_in_run_returns_as_soon_as_the_children_are_dead() -> None:
+    """Ctrl-C while run() waits cancels, settles as the children die, raises."""
+    _run_stress(
+        """
+        import os, signal, untwisted, procwork
+        from twisted.internet import reactor
+        from twisted.internet.defer import gatherResults
+        untwisted.default_driver().cleanup_timeout = 600
+        for attempt in range(20):
+            runs = [procwork.run(["sleep", "100"], grace=600, priority="critical")
+                    for _ in range(10)]
+            reactor.callLater(0.05, os.kill, os.getpid(), signal.SIGINT)
+            try:
+                untwisted.run(gatherResults(runs, consumeErrors=True))
+            except KeyboardInterrupt:
+                pass
+            else:
+                raise AssertionError("no KeyboardInterrupt")
+            assert not children(), children()
+        print("ok")
+        """,
+        prelude="import os\n" + _CHILDREN,
+    )
+
+
+def test_stopping_a_supervisor_returns_when_its_services_are_dead() -> None:
+    """Supervisor.stop() settles as the services die, not after stop_timeout."""
+    _run_stress(
+        """
+        import untwisted
+        from procwork.supervisor import Supervisor, ServiceSpec
+        for attempt in range(40):
+            sup = Supervisor()
+            for i in range(3):
+                sup.add(ServiceSpec(f"s{i}", ["sleep", "100"], start_seconds=0,
+                                    stop_timeout=600))
+            sup.start()
+            for i in range(3):
+                untwisted.run(sup.wait_for(f"s{i}", "RUNNING"), timeout=30)
+            untwisted.run(sup.stop(), timeout=120)
+        print("ok")
+        """
+    )

@@ -33,7 +33,7 @@ from collections.abc import Callable, Coroutine, Generator
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar, cast
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from untwisted import _signals
@@ -114,7 +114,7 @@ class Driver:
         self._owner: int | None = None
         self._depth = 0  # > 0 while code runs inside this driver's reactor
         self._lingering: set[Deferred[Any]] = set()
-        self._cleanup_timeout = cleanup_timeout
+        self.cleanup_timeout = cleanup_timeout
 
     # -- the reactor ---------------------------------------------------
 
@@ -329,16 +329,17 @@ class Driver:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     d.cancel()
-                    expired = Failure(
-                        Timeout(
-                            f"untwisted.run({_describe(x)}) did not finish within "
-                            f"{timeout:g} s; it was cancelled"
-                        )
+                    expired = Timeout(
+                        f"untwisted.run({_describe(x)}) did not finish within "
+                        f"{timeout:g} s; it was cancelled"
                     )
-                    if not box:
-                        box.append(expired)
-                    elif isinstance(box[0], Failure) and box[0].check(CancelledError):
-                        box[0] = expired
+                    # Whatever the cancel made of x (a CancelledError, or a
+                    # FirstError of gatherResults wrapping one, or a value
+                    # its canceller chose), the caller's answer is Timeout;
+                    # a failure is kept as its cause.
+                    if box and isinstance(box[0], Failure):
+                        expired.__cause__ = box[0].value
+                    box[:] = [Failure(expired)]
                     self._settle(reactor)
                     return
                 self._step(reactor, remaining, done)
@@ -366,7 +367,7 @@ class Driver:
         self._lingering.discard(cleanup)
 
     def _settle(self, reactor: DrivableReactor) -> None:
-        deadline = time.monotonic() + self._cleanup_timeout
+        deadline = time.monotonic() + self.cleanup_timeout
         while self._lingering:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

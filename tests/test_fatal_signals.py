@@ -1,0 +1,80 @@
+"""A signal that would kill the program stops procwork's children first.
+
+Every child leads its own session, so the hang-up of a closed terminal never
+reaches it: if SIGHUP simply killed the program, its children would run on.
+Once procwork is in use, the signals whose default action ends the program
+(HUP, QUIT, USR1, USR2, ALRM, like INT and TERM) become exceptions raised at
+a safe point, so the program's cleanup terminates its children, and it still
+exits with the status of death by that signal (128 + N). A handler the
+program installed itself is left alone.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.support import alive, gone_within, python_child, readable, unique_token
+
+_BLOCKING_SCRIPT = """
+import sys, clockwork, procwork, untwisted
+marker = sys.argv[1]
+proc = procwork.spawn(["sh", "-c", "sleep 300", marker])
+started = False
+while True:
+    untwisted.run(clockwork.sleep(0.05))
+    if not started:  # the reactor runs now: untwisted's handlers are in place
+        print(proc.pid, flush=True)
+        started = True
+"""
+
+
+@pytest.mark.parametrize(
+    "signum",
+    [
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGALRM,
+        signal.SIGTERM,
+    ],
+    ids=lambda s: signal.Signals(s).name,
+)
+def test_a_fatal_signal_terminates_the_children_and_exits_128_plus_n(
+    signum: int,
+) -> None:
+    """The script exits 128+N and its child is gone, not orphaned."""
+    with python_child(_BLOCKING_SCRIPT, unique_token()) as script:
+        assert script.stdout is not None
+        assert readable(script.stdout, 30), "the script did not start its child"
+        child_pid = int(script.stdout.readline())
+        assert alive(child_pid)
+        script.send_signal(signum)
+        assert script.wait(timeout=30) == 128 + signum
+        assert gone_within(child_pid, 10), "the child outlived the program"
+
+
+def test_a_handler_the_program_installed_itself_is_kept() -> None:
+    """procwork never replaces a program's own SIGHUP handler."""
+    code = """
+    import signal, sys, clockwork, procwork, untwisted
+    hups = []
+    signal.signal(signal.SIGHUP, lambda signum, frame: hups.append(signum))
+    proc = procwork.spawn(["sh", "-c", "sleep 300", sys.argv[1]])
+    print(proc.pid, flush=True)
+    while not hups:
+        untwisted.run(clockwork.sleep(0.05))
+    print("handled", flush=True)
+    untwisted.run(proc.terminate(), timeout=30)
+    """
+    with python_child(code, unique_token()) as script:
+        assert script.stdout is not None
+        assert readable(script.stdout, 30)
+        child_pid = int(script.stdout.readline())
+        script.send_signal(signal.SIGHUP)
+        assert readable(script.stdout, 30)
+        assert script.stdout.readline() == "handled\n"
+        assert script.wait(timeout=30) == 0
+        assert gone_within(child_pid, 10)
