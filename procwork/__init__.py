@@ -24,6 +24,7 @@ from procwork._errors import (
 )
 from procwork._load import LoadSource, NoLoadLimit, SystemLoad
 from procwork._monitor import Monitor
+from procwork._orphans import reap_orphans
 from procwork._process import Process
 from procwork._proctable import LinuxProcessTable, ProcessTable, ProcInfo
 from procwork._result import Result
@@ -71,6 +72,7 @@ __all__ = [
     "Timeout",
     "load_config",
     "parse_config",
+    "reap_orphans",
     "run",
     "scheduler",
     "spawn",

@@ -36,6 +36,7 @@ from procwork._config import MonitorConfig, load_config, parse_http
 from procwork._errors import ConfigError
 from procwork._http import Metric, StatusSite
 from procwork._load import SystemLoad
+from procwork._orphans import reap_orphans
 from procwork._proctable import ProcessTable
 from procwork._rules import Finding, RuleEngine
 from procwork._scheduler import Scheduler
@@ -418,6 +419,7 @@ def main(
         return 0
     _start_logging(json_log or config.json_log)
     monitor = Monitor(config)
+    reap_orphans(all_children=True)  # as PID 1: we start children via procwork only
     try:
         try:
             monitor.start(http=address)
