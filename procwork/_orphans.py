@@ -83,6 +83,10 @@ _HOOK_KEY = "procwork-orphan-reaper"
 # other work; the rest are reaped by the next sweep, on the next turn.
 _REAPS_PER_SWEEP = 1000
 
+# What reap_orphans() gives its reaper (see OrphanReaper); tests change them.
+_MIN_INTERVAL = 0.05
+_BACKSTOP = 1.0
+
 _reaper: OrphanReaper | None = None
 _auto: bool | None = None  # None: the first spawn has not looked yet
 
@@ -143,7 +147,12 @@ def reap_orphans(reactor: Any = None, *, all_children: bool = False) -> bool:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    _reaper = OrphanReaper(reactor, all_children=all_children)
+    _reaper = OrphanReaper(
+        reactor,
+        all_children=all_children,
+        min_interval=_MIN_INTERVAL,
+        backstop=_BACKSTOP,
+    )
     _reaper.start()
     _auto = True
     return True
