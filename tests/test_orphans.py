@@ -24,7 +24,6 @@ import pytest
 from twisted.internet import process as twisted_process
 from twisted.internet import task
 
-import procwork
 from procwork import _orphans
 from tests.support import PY, ROOT, child_env, observing, run_child
 
@@ -133,18 +132,6 @@ def test_a_failing_sweep_is_logged_and_the_reaper_goes_on(
 # -- when reaping starts ---------------------------------------------------------
 
 
-def test_an_ordinary_process_reaps_nothing_and_its_spawns_stay_o1() -> None:
-    """Not PID 1, not a subreaper: reap_orphans() does nothing, and after the
-    first spawn's look, spawns don't look again."""
-    _orphans.stop_reaping()
-    assert _orphans.reaper_role() is None
-    assert procwork.reap_orphans() is False
-    assert _orphans._auto is False
-    _orphans.on_spawn(None)
-    assert _orphans.current() is None
-    assert _orphans._HOOK_KEY not in twisted_process.reapProcessHandlers
-
-
 PRELUDE = """
 import ctypes, json, os, subprocess, sys, threading, time
 import procwork
@@ -209,6 +196,31 @@ def test_a_subreaper_is_detected_and_its_first_spawn_starts_reaping() -> None:
         """
     )
     assert report == {"role": "subreaper", "before": True, "after": True}
+
+
+def test_an_ordinary_process_reaps_nothing_and_its_spawns_look_once() -> None:
+    """Neither PID 1 nor a subreaper: reap_orphans() does nothing, and after
+    the first spawn had a look, spawns don't look again."""
+    report = run_program(
+        """
+        import procwork, untwisted
+        from procwork import _orphans
+        from twisted.internet import process
+        untwisted.run(procwork.run(["true"]), timeout=30)
+        looked = _orphans._auto
+        print(json.dumps({"role": _orphans.reaper_role(), "looked": looked,
+                          "explicit": procwork.reap_orphans(all_children=True),
+                          "reaper": _orphans.current() is not None,
+                          "hooked": _orphans._HOOK_KEY in process.reapProcessHandlers}))
+        """
+    )
+    assert report == {
+        "role": None,
+        "looked": False,
+        "explicit": False,
+        "reaper": False,
+        "hooked": False,
+    }
 
 
 # -- a subreaper's orphans ---------------------------------------------------------
