@@ -63,7 +63,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
+import weakref
 from typing import Any, cast
 
 from twisted.internet import process as twisted_process
@@ -89,6 +91,11 @@ _BACKSTOP = 1.0
 
 _reaper: OrphanReaper | None = None
 _auto: bool | None = None  # None: the first spawn has not looked yet
+
+# Children that procwork itself starts with subprocess (a helper such as the
+# lifeline): all_children leaves them to their Popen. Weak: a Popen that is
+# gone no longer needs protecting.
+_claimed: weakref.WeakSet[subprocess.Popen[Any]] = weakref.WeakSet()
 
 
 def reaper_role() -> str | None:
@@ -168,6 +175,16 @@ def on_spawn(reactor: Any) -> None:
     if _auto is False or _reaper is not None:
         return
     _auto = reap_orphans(reactor)
+
+
+def claim(child: subprocess.Popen[Any]) -> None:
+    """Never reap ``child``, even with ``all_children``: its Popen waits for it.
+
+    For children procwork starts with :mod:`subprocess` outside
+    ``GroupProcess`` (a helper process): ``procwork monitor`` reaps every
+    other child it does not know.
+    """
+    _claimed.add(child)
 
 
 def current() -> OrphanReaper | None:
@@ -363,6 +380,8 @@ class _Rule:
             return False
         if pid in twisted_process.reapProcessHandlers:
             return False  # Twisted's child; reapAllProcesses takes it
+        if any(child.pid == pid for child in _claimed):
+            return False
         return pid not in self._procwork()
 
     def _procwork(self) -> set[int]:

@@ -310,8 +310,9 @@ def test_by_default_an_orphan_that_leads_its_own_session_is_left_alone() -> None
 
 def test_all_children_reaps_every_orphan_but_never_procworks_or_twisteds_own() -> None:
     """procwork monitor's choice: every unclaimed zombie child is reaped, the
-    session leader orphan too, while procwork's runs and Twisted's own
-    spawnProcess children keep their exit status."""
+    session leader orphan too, while procwork's runs, Twisted's own
+    spawnProcess children and a helper procwork claimed keep their exit
+    status."""
     report = run_program(
         f"""
         import procwork, untwisted
@@ -325,6 +326,8 @@ def test_all_children_reaps_every_orphan_but_never_procworks_or_twisteds_own() -
             def processEnded(self, reason):
                 self.d.callback(reason.value.exitCode)
         codes, twisted_codes = [], []
+        helper = subprocess.Popen(["sh", "-c", "exit 6"])  # procwork's own helper
+        _orphans.claim(helper)
         for _ in range(30):
             ended = Ended()
             reactor.spawnProcess(ended, "sh", ["sh", "-c", "sleep 0.01 & exit 4"],
@@ -336,9 +339,9 @@ def test_all_children_reaps_every_orphan_but_never_procworks_or_twisteds_own() -
             codes.append(untwisted.run(run, timeout=30).returncode)
             untwisted.run(leader, timeout=30)
             twisted_codes.append(untwisted.run(ended.d, timeout=30))
-        left = settle()
+        left = settle(keep=[helper.pid])
         print(json.dumps({{"zombies": left, "reaped": _orphans.current().reaped,
-                          "codes": sorted(set(codes)),
+                          "helper": helper.wait(10), "codes": sorted(set(codes)),
                           "twisted": sorted(set(twisted_codes))}}))
         """
     )
@@ -346,6 +349,7 @@ def test_all_children_reaps_every_orphan_but_never_procworks_or_twisteds_own() -
     assert report["reaped"] >= 60
     assert report["codes"] == [3]
     assert report["twisted"] == [4]
+    assert report["helper"] == 6
 
 
 # -- stress -------------------------------------------------------------------------
