@@ -39,7 +39,9 @@ else is touched: no second SIGCHLD handler, no ``set_wakeup_fd`` (there is
 one per process and Twisted owns it). Sweeps are coalesced: one is scheduled
 with ``callLater`` (so it runs after the current batch of events, when
 procwork's own children whose pidfds fired in that batch are reaped), and at
-most one runs every ``min_interval`` seconds whatever the rate of SIGCHLD.
+most one runs every ``min_interval`` seconds (0.05) whatever the rate of
+SIGCHLD, or more rarely if sweeps are slow: at most ``max_busy`` (2 %) of the
+time goes to sweeping.
 A backstop timer asks for a sweep every ``backstop`` seconds too: Twisted
 installs no SIGCHLD handling when the reactor runs off the main thread or
 with ``installSignalHandlers=False``, and ``/proc``'s list of children may
@@ -65,6 +67,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 import weakref
 from typing import Any, cast
 
@@ -225,6 +228,9 @@ class OrphanReaper:
         min_interval: Seconds between two sweeps at least, however often
             SIGCHLD arrives.
         backstop: Seconds between sweeps when no SIGCHLD asks for one.
+        max_busy: At most this fraction of the time is spent sweeping: after
+            a sweep that took ``t`` seconds, the next waits ``t / max_busy``
+            seconds at least (0: no such limit).
     """
 
     def __init__(
@@ -234,10 +240,12 @@ class OrphanReaper:
         all_children: bool = False,
         min_interval: float = 0.05,
         backstop: float = 1.0,
+        max_busy: float = 0.02,
     ) -> None:
         self.all_children = all_children
         self.min_interval = min_interval
         self.backstop = backstop
+        self.max_busy = max_busy
         self.reaped = 0
         """Orphans reaped so far."""
         self.sweeps = 0
@@ -247,6 +255,8 @@ class OrphanReaper:
         self._sweep_call: Any = None
         self._backstop_call: Any = None
         self._last_sweep: float | None = None
+        self._pause = min_interval  # before the next sweep, from the last one
+        self._timer = time.perf_counter  # measures sweeps; tests replace it
         self._running = False
         self._own_sessions = {os.getsid(0)}
 
@@ -274,7 +284,8 @@ class OrphanReaper:
         self._sweep_call = self._backstop_call = None
 
     def request_sweep(self) -> None:
-        """Sweep on a later reactor turn, at most once per ``min_interval``.
+        """Sweep on a later reactor turn, at most once per ``min_interval``
+        (or more rarely: see ``max_busy``).
 
         Any number of requests before the sweep runs make one sweep.
         """
@@ -284,9 +295,7 @@ class OrphanReaper:
             return
         delay = 0.0
         if self._last_sweep is not None:
-            delay = max(
-                0.0, self._last_sweep + self.min_interval - self._reactor.seconds()
-            )
+            delay = max(0.0, self._last_sweep + self._pause - self._reactor.seconds())
         self._sweep_call = self._reactor.callLater(delay, self._scheduled_sweep)
 
     def _on_backstop(self) -> None:
@@ -295,12 +304,21 @@ class OrphanReaper:
 
     def _scheduled_sweep(self) -> None:
         self._sweep_call = None
-        self._last_sweep = self._reactor.seconds()
+        started = self._timer()
         try:
             more = self.sweep()
         except Exception:
             _log.failure("sweep for orphans failed")
-            return
+            more = False
+        # A sweep is a few microseconds when no zombie is waiting, but when
+        # the kernel keeps showing a zombie we may not take (a child the
+        # program has not waited for yet), each sweep lists every child:
+        # milliseconds with thousands of them. Space sweeps by their cost,
+        # so a storm of SIGCHLD never costs more than max_busy of a core.
+        took = self._timer() - started
+        pause = took / self.max_busy if self.max_busy > 0 else 0.0
+        self._pause = max(self.min_interval, pause)
+        self._last_sweep = self._reactor.seconds()
         if more:
             self.request_sweep()
 
@@ -328,7 +346,11 @@ class OrphanReaper:
         for pid in _children():
             if reaped >= _REAPS_PER_SWEEP:
                 return True
-            if _is_zombie(pid) and rule.may_reap(pid) and self._reap(pid):
+            # Set lookups first: with thousands of live children, most are
+            # procwork's, and a system call for each would cost more.
+            if rule.owned(pid) or not _is_zombie(pid):
+                continue
+            if rule.may_reap(pid) and self._reap(pid):
                 reaped += 1
         return False
 
@@ -351,8 +373,8 @@ class OrphanReaper:
 class _Rule:
     """Which zombie children a sweep may reap (see the module docstring).
 
-    Built once per sweep: our session id is read once, procwork's live pids
-    only if needed.
+    Built once per sweep: our session id is read once, the pids procwork
+    owns only if needed.
 
     Args:
         all_children: See :func:`reap_orphans`.
@@ -376,21 +398,19 @@ class _Rule:
             # Neither forked by us (it would be in our session) nor a child of
             # ours that called setsid() (it would lead its session): inherited.
             return True
-        if not self._all_children:
-            return False
-        if pid in twisted_process.reapProcessHandlers:
-            return False  # Twisted's child; reapAllProcesses takes it
-        if any(child.pid == pid for child in _claimed):
-            return False
-        return pid not in self._procwork()
+        return self._all_children and not self.owned(pid)
 
-    def _procwork(self) -> set[int]:
+    def owned(self, pid: int) -> bool:
+        """Whether procwork, Twisted or a :func:`claim` waits for child ``pid``."""
+        if pid in twisted_process.reapProcessHandlers:
+            return True  # Twisted's child; reapAllProcesses takes it
         if self._procwork_pids is None:
             # Imported here: _spawn imports this module for its on_spawn hook.
             from procwork._spawn import live_processes
 
             self._procwork_pids = {p.pid for p in live_processes() if p.pid is not None}
-        return self._procwork_pids
+            self._procwork_pids.update(c.pid for c in _claimed)
+        return pid in self._procwork_pids
 
 
 def _peek_zombie() -> int | None:
