@@ -294,6 +294,33 @@ def test_sigchld_alone_wakes_the_reaper() -> None:
     assert report == {"zombies": [], "reaped": 20}
 
 
+def test_without_twisteds_sigchld_handling_the_backstop_reaps() -> None:
+    """The reactor driven from another thread gets no SIGCHLD handler; the
+    backstop's sweep every second reaps the orphans all the same."""
+    report = run_program(
+        """
+        import signal
+        import procwork, untwisted
+        from procwork import _orphans
+        become_subreaper()
+        report = {}
+        def work():
+            for _ in range(10):
+                run = procwork.run(["sh", "-c", "sleep 0.01 & exit 0"],
+                                   kill_leftovers=False, timeout=10)
+                untwisted.run(run, timeout=30)
+            report["handler"] = signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL
+            report["zombies"] = settle(seconds=20)
+            report["reaped"] = _orphans.current().reaped
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join(timeout=60)
+        print(json.dumps(report))
+        """
+    )
+    assert report == {"handler": True, "zombies": [], "reaped": 10}
+
+
 SESSION_LEADER_ORPHAN = (
     "import os, time\n"
     "r, w = os.pipe()\n"
