@@ -19,14 +19,21 @@ session whose id is its own pid. So a zombie child whose session is neither
 ours nor led by itself was not forked by us: it was handed to us by the
 kernel. That is the default rule, and it is a proof, not a guess: **it never
 reaps a process this program started, by whatever means** (procwork,
-Twisted, ``subprocess``, ``os.fork``), so every ``Popen.wait()`` keeps its
-exit status. What it cannot see: an orphan that leads its own session (a
-daemon that called ``setsid`` once and was orphaned) or that is in our own
-session looks exactly like a child this program started; the default leaves
-it. A program that starts no children except through procwork and Twisted
-(``procwork monitor``, ``procwork run``) asks for ``all_children=True``:
-then every zombie child is reaped unless procwork (its live children) or
-Twisted (its reap table) owns it — init's behaviour.
+Twisted, ``subprocess``, ``os.fork``, in any thread), so every
+``Popen.wait()`` keeps its exit status. The proof assumes two things: the
+program does not call ``setsid()`` itself after starting children (the
+sessions it was in since the reaper started are remembered, not earlier
+ones), and no other code reaps with ``waitpid(-1)`` (it could take a zombie
+between our look and our ``waitpid``, and the pid be reused by a new child
+of ours in between: never seen, but not impossible). What the rule cannot
+see: an orphan that leads its own session (a daemon that called ``setsid``
+once and was orphaned) or that is in our own session looks exactly like a
+child this program started, so it is left a zombie. A program that starts
+no children except through procwork and Twisted (``procwork monitor``,
+``procwork run``) asks for ``all_children=True``: then every zombie child
+is reaped unless procwork (its live children), Twisted (its reap table) or
+a :func:`claim` owns it — init's behaviour, and the end of the guarantee
+for children started any other way.
 
 **When.** Event-driven: Twisted's SIGCHLD handling (a self-pipe woken by
 the signal, read by the reactor, which then calls
@@ -42,11 +49,13 @@ procwork's own children whose pidfds fired in that batch are reaped), and at
 most one runs every ``min_interval`` seconds (0.05) whatever the rate of
 SIGCHLD, or more rarely if sweeps are slow: at most ``max_busy`` (2 %) of the
 time goes to sweeping.
+
 A backstop timer asks for a sweep every ``backstop`` seconds too: Twisted
 installs no SIGCHLD handling when the reactor runs off the main thread or
 with ``installSignalHandlers=False``, and ``/proc``'s list of children may
 miss a child that exits while it is read. The backstop costs one
-``waitid()`` system call a second when there is nothing to reap.
+``waitid()`` system call a second when there is nothing to reap (the kernel
+walks our list of children in it: some 10 µs with a thousand children).
 
 **A sweep.** ``waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`` peeks at one
 zombie without reaping it; no zombie at all (the usual case) ends the sweep
