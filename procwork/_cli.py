@@ -137,7 +137,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             "run: no command given (usage: procwork run [OPTIONS] -- CMD ARGS...)"
         )
     capture = args.max_output is not None
-    reap_orphans(all_children=True)  # as PID 1: we start children via procwork only
+    reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
     try:
         process = spawn(
             command,

@@ -419,7 +419,7 @@ def main(
         return 0
     _start_logging(json_log or config.json_log)
     monitor = Monitor(config)
-    reap_orphans(all_children=True)  # as PID 1: we start children via procwork only
+    reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
     try:
         try:
             monitor.start(http=address)

@@ -580,3 +580,39 @@ def test_procwork_monitor_as_pid_1_reaps_the_orphans_of_its_checks(
     assert output.count("check watch: action exited 0") >= 3, output
     assert "monitor stopped" in output
     assert "Traceback" not in output
+
+
+ENTRYPOINT = """
+import subprocess, time
+for _ in range(15):  # each leaves a sleep to PID 1, which is procwork run
+    subprocess.run(["sh", "-c", "sleep 0.01 &"], check=True)
+    # this one leads its own session: only all_children reaps it
+    subprocess.run(["sh", "-c", "setsid sleep 0.01 &"], check=True)
+time.sleep(1)
+with open("/proc/1/task/1/children") as f:
+    pids = f.read().split()
+states = []
+for pid in pids:
+    with open(f"/proc/{pid}/stat") as f:
+        states.append(f.read().rpartition(")")[2].split()[0])
+print("zombies of PID 1:", states.count("Z"))
+"""
+
+
+def test_procwork_run_as_a_containers_entrypoint_reaps_what_its_command_orphans() -> (
+    None
+):
+    """``procwork run -- CMD`` as PID 1: the 30 grandchildren CMD leaves
+    behind, half of them leading their own session, are reaped while CMD
+    still runs."""
+    prefix = _unshare_prefix()
+    done = subprocess.run(
+        [*prefix, PY, "-m", "procwork", "run", "--", PY, "-c", ENTRYPOINT],
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == "zombies of PID 1: 0\n", done.stdout + done.stderr
