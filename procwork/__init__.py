@@ -28,6 +28,7 @@ from procwork._errors import (
     Timeout,
 )
 from procwork._load import LoadSource, NoLoadLimit, SystemLoad
+from procwork._orphans import reap_orphans
 from procwork._process import Process
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES, Priority, Scheduler
@@ -69,6 +70,7 @@ __all__ = [
     "SpawnError",
     "SystemLoad",
     "Timeout",
+    "reap_orphans",
     "run",
     "scheduler",
     "spawn",

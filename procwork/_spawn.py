@@ -44,6 +44,8 @@ from twisted.internet.interfaces import IReactorFDSet
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
+from procwork import _orphans
+
 __all__ = ["GroupProcess", "live_processes"]
 
 # A pipe that is still readable once the child is gone is fed by some
@@ -139,6 +141,7 @@ class GroupProcess(twisted_process.Process):
             reactor, args[0], list(args), env, cwd, protocol, childFDs=child_fds
         )
         self._watch_exit(reactor)
+        _orphans.on_spawn(reactor)  # PID 1 or subreaper: reap orphans too
 
     # -- starting --------------------------------------------------------
 

@@ -264,6 +264,7 @@ def test_procwork_exports_the_process_core_only() -> None:
             "SpawnError",
             "SystemLoad",
             "Timeout",
+            "reap_orphans",
             "run",
             "scheduler",
             "spawn",

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import untwisted
 from procwork._api import DEFAULT_GRACE, spawn
 from procwork._errors import ProcworkError, SpawnError
+from procwork._orphans import reap_orphans
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES
 
@@ -136,6 +137,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             "run: no command given (usage: procwork run [OPTIONS] -- CMD ARGS...)"
         )
     capture = args.max_output is not None
+    reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
     try:
         process = spawn(
             command,

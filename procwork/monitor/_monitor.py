@@ -33,6 +33,7 @@ import untwisted
 from procwork._api import scheduler as default_scheduler
 from procwork._errors import ConfigError
 from procwork._load import SystemLoad
+from procwork._orphans import reap_orphans
 from procwork._scheduler import Scheduler
 from procwork.monitor._checks import CheckRunner, RunFunction
 from procwork.monitor._config import MonitorConfig, load_config, parse_http
@@ -418,6 +419,7 @@ def main(
         return 0
     _start_logging(json_log or config.json_log)
     monitor = Monitor(config)
+    reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
     try:
         try:
             monitor.start(http=address)
