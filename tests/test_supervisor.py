@@ -828,6 +828,7 @@ def test_status_reports_pid_uptime_restarts_last_exit_and_when_it_changed(
         since=1030.0,
         restart_in=0.75,
         waiting_for=None,
+        started=1000.0,
     )
     clock.advance(0.75)
     clock.advance(5)
@@ -850,6 +851,7 @@ def test_status_reports_pid_uptime_restarts_last_exit_and_when_it_changed(
         "since": 1031.0,
         "restart_in": None,
         "waiting_for": None,
+        "started": 1031.0,
     }
 
 
