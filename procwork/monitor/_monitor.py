@@ -35,7 +35,12 @@ from procwork._errors import ConfigError
 from procwork._load import SystemLoad
 from procwork._scheduler import Scheduler
 from procwork.monitor._checks import CheckRunner, RunFunction
-from procwork.monitor._config import MonitorConfig, load_config, parse_http
+from procwork.monitor._config import (
+    MonitorConfig,
+    dump_config,
+    load_config,
+    parse_http,
+)
 from procwork.monitor._http import Metric, StatusSite
 from procwork.monitor._proctable import ProcessTable
 from procwork.monitor._rules import Finding, RuleEngine
@@ -411,9 +416,13 @@ def main(
         print(f"procwork monitor: {e}", file=sys.stderr)
         return 2
     if check_only:
+        # The effective config on stdout (it can be saved and run); the
+        # verdict on stderr, so a redirect keeps the TOML clean.
+        sys.stdout.write(dump_config(config))
         print(
             f"{config.source}: ok: {len(config.services)} services, "
-            f"{len(config.checks)} checks, {len(config.rules)} rules"
+            f"{len(config.checks)} checks, {len(config.rules)} rules",
+            file=sys.stderr,
         )
         return 0
     _start_logging(json_log or config.json_log)

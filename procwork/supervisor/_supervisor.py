@@ -94,7 +94,10 @@ class ProcessFactory(Protocol):
         cwd: str | None,
         nice: int,
         stdin: bool,
-        **credentials: Any,
+        user: int | None = ...,
+        group: int | None = ...,
+        extra_groups: Sequence[int] | None = ...,
+        umask: int = ...,
     ) -> ChildTransport: ...
 
 
