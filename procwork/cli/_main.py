@@ -26,9 +26,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="procwork",
         description="Run and supervise processes, with tree-killing timeouts.",
     )
-    parser.add_argument(
-        "--version", action="version", version=f"procwork {version()}"
-    )
+    parser.add_argument("--version", action="version", version=f"procwork {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(

@@ -153,6 +153,8 @@ class CheckStatus:
     last_duration: float | None = None
     last_output: str = ""
     last_started: float | None = None  # wall clock (time.time())
+    last_success: float | None = None  # wall clock when the last ok run ended
+    consecutive_failures: int = 0  # runs in a row that were not ok
     action_running: bool = False
     last_action: str | None = None
     _run: Deferred[Result] | None = field(default=None, repr=False)
@@ -292,6 +294,8 @@ class CheckRunner:
                     )
                 status.last_outcome = "ok"
                 status.ok += 1
+                status.last_success = self._wall_clock()
+                status.consecutive_failures = 0
                 return
             if result.timed_out:
                 status.last_outcome = "timed out"
@@ -300,6 +304,7 @@ class CheckRunner:
                 status.last_outcome = "failed"
         if status.last_outcome != "timed out":
             status.failed += 1
+        status.consecutive_failures += 1
         _log.warn(
             "check {check} {outcome}: {detail}",
             check=spec.name,
