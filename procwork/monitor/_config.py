@@ -610,6 +610,9 @@ def _once(
 ) -> None:
     first = where_of.get((kind, name))
     if first is not None:
+        first_file, _, first_entry = first.partition(": ")
+        if first_file == where.partition(": ")[0]:
+            first = first_entry  # in the same file: the entry is enough
         raise ConfigError(
             f"{where}: {kind} {name!r} is defined twice (first at {first})"
         )
