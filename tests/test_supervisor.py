@@ -1173,9 +1173,7 @@ def test_a_real_service_runs_as_its_user_with_its_umask(
     # /bin/sh, not this Python: nobody may not be allowed to read the venv.
     code = 'echo "$(id -u) $(id -g) $(umask)"'
     real.add(
-        ServiceSpec(
-            "who", ["/bin/sh", "-c", code], user="nobody", umask=0o027, cwd="/"
-        )
+        ServiceSpec("who", ["/bin/sh", "-c", code], user="nobody", umask=0o027, cwd="/")
     )
     real.start()
     untwisted.run(real.wait_for("who", "BACKOFF", "FATAL"), timeout=20)
