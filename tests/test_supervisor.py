@@ -33,7 +33,16 @@ from procwork.supervisor import (
     ServiceStatus,
     Supervisor,
 )
-from tests.support import PY, alive, gone_within, observing, run_child
+from tests.support import (
+    PY,
+    alive,
+    drive_until,
+    gone_within,
+    my_children,
+    observing,
+    open_fds,
+    run_child,
+)
 
 # -- fakes ---------------------------------------------------------------------
 
@@ -1179,6 +1188,37 @@ def test_a_real_service_runs_as_its_user_with_its_umask(
     untwisted.run(real.wait_for("who", "BACKOFF", "FATAL"), timeout=20)
     said = [e["line"] for e in events if e.get("service") == "who" and "line" in e]
     assert said[0] == f"{nobody.pw_uid} {nobody.pw_gid} 0027"
+
+
+def test_a_real_poller_restarted_hundreds_of_times_with_credentials_never_leaks(
+    real: Supervisor,
+) -> None:
+    """Every start goes through Popen with user/group/umask; a poller that
+    exits 0 at once, with start_seconds=0, is restarted for ever, never
+    FATAL, and leaves no fd or child behind."""
+    credentials: dict[str, Any] = {"umask": 0o077}
+    if os.geteuid() == 0:
+        credentials["user"] = "nobody"
+    fds_before = open_fds()
+    real.add(
+        ServiceSpec(
+            "poller",
+            ["/bin/true"],
+            start_seconds=0,
+            min_restart_delay=0,
+            max_restarts=1,
+            **credentials,
+        )
+    )
+    real.start()
+    assert drive_until(lambda: real.status()["poller"].restarts >= 300, timeout=120)
+    assert real.status()["poller"].state is not ServiceState.FATAL
+    untwisted.run(real.stop(), timeout=30)
+    assert real.status()["poller"].state is ServiceState.STOPPED
+    assert my_children() == {}
+    # Opened once per process (the reactor's poller and waker, the shared
+    # /dev/null): a few; a leak per start would be hundreds.
+    assert len(open_fds() - fds_before) <= 4
 
 
 def test_a_real_service_that_cannot_start_is_FATAL_and_says_why(
