@@ -732,6 +732,11 @@ def test_the_machine_checks_can_be_left_out_for_a_config_made_elsewhere() -> Non
             id="rules-inf",
         ),
         pytest.param(
+            "[monitor]\nmax_load = nan\n",
+            "[monitor] max_load: must be a number > 0 or false, not nan",
+            id="max-load-nan",
+        ),
+        pytest.param(
             "[monitor]\nrules_every = 1e-300\n",
             "[monitor] rules_every: must be at least 0.01 s (a shorter interval is "
             "a busy loop), not 1e-300",

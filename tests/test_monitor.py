@@ -620,3 +620,9 @@ def test_a_port_that_is_taken_is_a_config_error_that_says_what_to_do() -> None:
                 monitor.start(http=("127.0.0.1", port))
         finally:
             untwisted.run(monitor.stop(), timeout=30)
+
+
+def test_process_metrics_that_cannot_be_read_are_left_out_not_made_up() -> None:
+    from procwork.monitor._metrics import process_metrics
+
+    assert process_metrics("/nonexistent/proc/self") == []

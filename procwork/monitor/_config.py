@@ -371,7 +371,12 @@ def _optional_int(value: object, where: str) -> int | None:
 def _optional_float(value: object, where: str) -> float | None:
     if value is None or value is False:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ConfigError(f"{where}: must be a number > 0 or false, not {value!r}")
     return float(value)
 
