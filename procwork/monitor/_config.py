@@ -580,13 +580,12 @@ def _resolved_service(spec: ServiceSpec, file: _File, where: str) -> ServiceSpec
     program = spec.argv[0]
     if os.sep in program and not os.path.isabs(program):
         # Where the service runs, as exec would; else next to the config.
-        base = cwd if cwd is not None else None
-        changes["command"] = (
-            os.path.normpath(os.path.join(base, program))
-            if base is not None
-            else file.path(program),
-            *spec.argv[1:],
+        absolute = (
+            file.path(program)
+            if cwd is None
+            else os.path.normpath(os.path.join(cwd, program))
         )
+        changes["command"] = (absolute, *spec.argv[1:])
     if not changes:
         return spec
     try:
