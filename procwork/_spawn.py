@@ -106,6 +106,8 @@ class GroupProcess(twisted_process.Process):
         stdin: ``True`` for a pipe we write to, ``False`` for ``/dev/null``.
         inherit_stdio: The child shares our stdin, stdout and stderr (no
             pipes at all; ``stdin`` is then ignored).
+        user, group, extra_groups, umask: Popen's: who the child runs as
+            (ids) and its umask (-1: ours). For services with ``user=``.
 
     Raises:
         OSError: the child could not be started (the caller turns this into
@@ -123,6 +125,10 @@ class GroupProcess(twisted_process.Process):
         nice: int = 0,
         stdin: bool = True,
         inherit_stdio: bool = False,
+        user: int | None = None,
+        group: int | None = None,
+        extra_groups: Sequence[int] | None = None,
+        umask: int = -1,
     ) -> None:
         self.pgid: int | None = None
         self.kill_group_on_exit = False
@@ -132,6 +138,8 @@ class GroupProcess(twisted_process.Process):
         self._reaped_by_us = False
         self._end_scheduled = False
         self._nice = nice
+        self._user, self._group, self._umask = user, group, umask
+        self._extra_groups = extra_groups
         child_fds: dict[int, str | int] = {0: "w", 1: "r", 2: "r"}
         if inherit_stdio:
             child_fds = {0: 0, 1: 1, 2: 2}  # ints: Twisted passes them through
@@ -165,6 +173,10 @@ class GroupProcess(twisted_process.Process):
             cwd=path,
             close_fds=True,
             start_new_session=True,
+            user=self._user,
+            group=self._group,
+            extra_groups=self._extra_groups,
+            umask=self._umask,
         )
         self._popen = popen
         self.pid = self.pgid = popen.pid

@@ -295,6 +295,20 @@ def test_a_check_that_recovers_is_ok_again_and_keeps_its_counts(
     )
 
 
+def test_consecutive_failures_count_runs_in_a_row_that_were_not_ok_until_one_is(
+    make: Callable[..., CheckRunner], fake: FakeRun, clock: Clock
+) -> None:
+    runner = make(disk())
+    fake.calls[0].exits(1)
+    clock.advance(10)
+    fake.calls[1].exits(2)
+    status = runner.status["disk"]
+    assert (status.consecutive_failures, status.last_success) == (2, None)
+    clock.advance(10)
+    fake.calls[2].exits(0)
+    assert (status.consecutive_failures, status.last_success) == (0, 1e9)
+
+
 def test_a_check_status_is_json_ready_without_private_fields(
     make: Callable[..., CheckRunner], fake: FakeRun
 ) -> None:
@@ -318,6 +332,8 @@ def test_a_check_status_is_json_ready_without_private_fields(
         "last_duration": 0.25,
         "last_output": "fine\n",
         "last_started": 1e9,
+        "last_success": 1e9,
+        "consecutive_failures": 0,
         "action_running": False,
         "last_action": None,
     }

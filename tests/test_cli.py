@@ -357,19 +357,80 @@ def test_the_procwork_console_script_is_installed_and_runs() -> None:
 
 def test_monitor_check_config_validates_the_example_config_and_exits_0() -> None:
     done = procwork("monitor", str(EXAMPLE), "--check-config")
-    assert (done.returncode, done.stderr) == (0, "")
+    assert done.returncode == 0
     assert re.fullmatch(
         rf"{re.escape(str(EXAMPLE))}: ok: \d+ services, \d+ checks, \d+ rules\n",
-        done.stdout,
+        done.stderr,
     )
 
 
 def test_monitor_check_config_validates_the_built_in_config() -> None:
     done = procwork("monitor", "--check-config")
-    assert (done.returncode, done.stdout) == (
+    assert (done.returncode, done.stderr) == (
         0,
         "<built-in config>: ok: 1 services, 2 checks, 1 rules\n",
     )
+
+
+def test_check_config_prints_the_effective_config_as_TOML_that_loads_the_same(
+    tmp_path: Path,
+) -> None:
+    """Includes inlined, instances expanded, ${VAR} substituted: runnable as is."""
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "workers.toml").write_text(
+        textwrap.dedent(
+            """
+            [[service]]
+            name = "worker-{instance}"
+            numprocs = 2
+            command = ["{python}", "-c", "pass", "${QUEUE:-jobs}-{instance}"]
+            """
+        )
+    )
+    config = tmp_path / "main.toml"
+    config.write_text('include = ["conf.d/*.toml"]\n[monitor]\nhttp = false\n')
+    done = procwork("monitor", str(config), "--check-config")
+    assert done.returncode == 0, done.stderr
+    assert '[[service]]\nname = "worker-1"\n' in done.stdout
+    assert f'command = ["{PY}", "-c", "pass", "jobs-1"]' in done.stdout
+    assert f"# Included: {tmp_path / 'conf.d' / 'workers.toml'}" in done.stdout
+    effective = tmp_path / "effective.toml"
+    effective.write_text(done.stdout)
+    again = procwork("monitor", str(effective), "--check-config")
+    assert again.returncode == 0, again.stderr
+    body = done.stdout[done.stdout.index("[monitor]") :]
+    assert again.stdout[again.stdout.index("[monitor]") :] == body
+
+
+def test_check_config_rejects_a_NaN_interval_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "nan.toml"
+    config.write_text("[monitor]\nsummary_every = nan\n")
+    done = procwork("monitor", str(config), "--check-config")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"procwork monitor: {config}: [monitor] summary_every: must be a finite "
+        "number of seconds, not nan\n"
+    )
+
+
+def test_print_default_config_prints_the_built_in_config_to_copy(
+    tmp_path: Path,
+) -> None:
+    done = procwork("monitor", "--print-default-config")
+    assert done.returncode == 0
+    assert done.stdout == (ROOT / "procwork" / "monitor" / "default.toml").read_text()
+    copy = tmp_path / "mine.toml"
+    copy.write_text(done.stdout)
+    assert procwork("monitor", str(copy), "--check-config").returncode == 0
+
+
+def test_version_prints_procworks_version() -> None:
+    from importlib.metadata import version
+
+    done = procwork("--version")
+    assert (done.returncode, done.stdout) == (0, f"procwork {version('procwork')}\n")
 
 
 def test_monitor_rejects_a_bad_config_at_start_naming_the_file_and_the_key(

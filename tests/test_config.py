@@ -17,7 +17,7 @@ import pytest
 
 from procwork import ConfigError
 from procwork.monitor import CheckSpec, MonitorConfig, Rule, load_config, parse_config
-from procwork.monitor._config import parse_http
+from procwork.monitor._config import dump_config, parse_http
 from procwork.supervisor import ServiceSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,16 +84,18 @@ def test_the_documented_example_config_loads() -> None:
     assert all(rule.dry_run for rule in config.rules), "the example is harmless"
     names = [s.name for s in config.services]
     for service in config.services:
-        assert service.after is None or service.after in names
+        assert set(service.after) <= set(names)
 
 
 def test_the_documented_example_config_shows_every_key() -> None:
     text = EXAMPLE.read_text()
-    documented = set(re.findall(r"^(\w+) *=", text, flags=re.MULTILINE))
+    # Set, or shown commented out ("# user = ...": it would need root).
+    documented = set(re.findall(r"^(?:# )?(\w+) *=", text, flags=re.MULTILINE))
     for cls in (ServiceSpec, CheckSpec, Rule):
         keys = {f.name for f in dataclasses.fields(cls) if f.init}
         assert keys <= documented, f"{cls.__name__}: {sorted(keys - documented)}"
     assert set(MONITOR_KEYS) <= documented
+    assert {"numprocs", "include"} <= documented
 
 
 def test_an_empty_config_is_valid_and_takes_the_defaults() -> None:
@@ -149,7 +151,7 @@ def test_a_full_config_becomes_specs_services_in_start_order(tmp_path: Path) -> 
     assert db.argv == (sys.executable, "-m", "db", "--port", "5432")
     assert db.stop_signum is signal.SIGINT
     assert dict(db.env or {}) == {"MODE": "test"}
-    assert (web.after, web.success_exit_codes) == ("db", frozenset({0, 3}))
+    assert (web.after, web.success_exit_codes) == (("db",), frozenset({0, 3}))
     [check] = config.checks
     assert check.on_failure == (sys.executable, "cleanup.py")
     [rule] = config.rules
@@ -224,7 +226,7 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
         pytest.param(
             "[monitr]\n",
             "unknown table 'monitr'; expected [monitor], [[service]], [[check]] "
-            "and [[rule]]",
+            "and [[rule]] (and include)",
             id="unknown-table",
         ),
         pytest.param(
@@ -309,7 +311,8 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
         pytest.param(
             '[[service]]\nname = "a"\ncommand = "a"\n'
             '[[service]]\nname = "a"\ncommand = "b"\n',
-            "service 'a' is defined twice",
+            "[[service]] #2 ('a'): service 'a' is defined twice (first at "
+            "[[service]] #1 ('a'))",
             id="duplicate-service",
         ),
         pytest.param(
@@ -418,3 +421,379 @@ def test_an_http_address_is_host_colon_port(
 def test_a_bad_http_address_is_rejected_naming_where_it_came_from(value: str) -> None:
     with pytest.raises(ConfigError, match=r"^--http: expected HOST:PORT like "):
         parse_http(value)
+
+
+# -- supervisord's conventions ------------------------------------------------------
+
+
+def test_numprocs_makes_instances_numbered_in_name_command_env_and_cwd(
+    tmp_path: Path,
+) -> None:
+    for i in range(3):
+        (tmp_path / f"spool-{i}").mkdir()
+    path = write(
+        tmp_path,
+        """
+        [[service]]
+        name = "worker-{instance}"
+        numprocs = 3
+        command = ["{python}", "-m", "worker", "--slot={instance}"]
+        env = { SLOT = "{instance}" }
+        cwd = "spool-{instance}"
+
+        [[service]]
+        name = "web"
+        command = "{python} -m web"
+        after = ["worker-0", "worker-2"]
+        """,
+    )
+    config = load_config(path)
+    workers = config.services[:3]
+    assert [w.name for w in workers] == ["worker-0", "worker-1", "worker-2"]
+    assert [w.argv[-1] for w in workers] == ["--slot=0", "--slot=1", "--slot=2"]
+    assert [dict(w.env or {}) for w in workers] == [{"SLOT": str(i)} for i in range(3)]
+    assert [w.cwd for w in workers] == [str(tmp_path / f"spool-{i}") for i in range(3)]
+    assert config.services[3].after == ("worker-0", "worker-2")
+
+
+def test_instance_is_0_in_a_service_without_numprocs() -> None:
+    [svc] = parse_config(
+        '[[service]]\nname = "solo-{instance}"\ncommand = "true"\n'
+    ).services
+    assert svc.name == "solo-0"
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        pytest.param(
+            'name = "worker"\nnumprocs = 2\n',
+            "[[service]] #1 ('worker') numprocs: 2 instances need {instance} in the "
+            'name, like name = "worker-{instance}"',
+            id="no-instance-in-name",
+        ),
+        pytest.param(
+            'name = "w-{instance}"\nnumprocs = 0\n',
+            "[[service]] #1 ('w-{instance}') numprocs: must be a whole number >= 1, "
+            "not 0",
+            id="zero",
+        ),
+    ],
+)
+def test_bad_numprocs_are_rejected(tmp_path: Path, entry: str, expected: str) -> None:
+    message = rejected(tmp_path, f'[[service]]\ncommand = "true"\n{entry}')
+    assert message.endswith(expected)
+
+
+def test_autostart_user_group_and_umask_are_read_from_the_config() -> None:
+    [svc] = parse_config(
+        '[[service]]\nname = "s"\ncommand = "true"\nautostart = false\n'
+        'user = "nobody"\ngroup = "nogroup"\numask = 0o027\n'
+    ).services
+    assert (svc.autostart, svc.user, svc.group, svc.umask) == (
+        False,
+        "nobody",
+        "nogroup",
+        0o027,
+    )
+
+
+def test_an_unknown_user_is_rejected_naming_the_entry(tmp_path: Path) -> None:
+    message = rejected(
+        tmp_path, '[[service]]\nname = "s"\ncommand = "true"\nuser = "nosuchuser9"\n'
+    )
+    assert message.endswith(
+        "[[service]] #1 ('s'): user 'nosuchuser9' does not exist on this machine"
+    )
+
+
+def test_include_adds_the_services_checks_and_rules_of_matching_files_in_order(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "conf.d").mkdir()
+    write(tmp_path, '[[service]]\nname = "b"\ncommand = "true"\n', "conf.d/20-b.toml")
+    write(
+        tmp_path,
+        '[[service]]\nname = "a"\ncommand = "true"\n'
+        '[[check]]\nname = "c"\ncommand = "true"\nevery = 5\n',
+        "conf.d/10-a.toml",
+    )
+    write(tmp_path, "ignored", "conf.d/README")
+    path = write(
+        tmp_path,
+        'include = ["conf.d/*.toml"]\n[[service]]\nname = "main"\ncommand = "true"\n',
+    )
+    config = load_config(path)
+    assert [s.name for s in config.services] == ["main", "a", "b"]
+    assert [c.name for c in config.checks] == ["c"]
+    assert config.included == (
+        str(tmp_path / "conf.d" / "10-a.toml"),
+        str(tmp_path / "conf.d" / "20-b.toml"),
+    )
+
+
+def test_an_error_in_an_included_file_names_that_file(tmp_path: Path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    bad = write(tmp_path, '[[service]]\nname = "b"\n', "conf.d/b.toml")
+    path = write(tmp_path, 'include = ["conf.d/*.toml"]\n')
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(bad)}: \[\[service\]\] #1 \('b'\): missing"
+    ):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("included", "expected"),
+    [
+        pytest.param(
+            "[monitor]\nhttp = false\n",
+            "an included file holds only [[service]], [[check]] and [[rule]] "
+            "tables, not 'monitor'",
+            id="monitor-in-include",
+        ),
+        pytest.param(
+            'include = ["more.toml"]\n',
+            "not 'include'",
+            id="nested-include",
+        ),
+    ],
+)
+def test_an_included_file_holds_only_services_checks_and_rules(
+    tmp_path: Path, included: str, expected: str
+) -> None:
+    write(tmp_path, included, "extra.toml")
+    path = write(tmp_path, 'include = ["extra.toml"]\n')
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(path)
+
+
+def test_an_included_file_that_does_not_exist_is_rejected_saying_relative_to_what(
+    tmp_path: Path,
+) -> None:
+    message = rejected(tmp_path, 'include = ["extra.toml"]\n')
+    assert message.endswith(
+        f"include: {str(tmp_path / 'extra.toml')!r} does not exist ('extra.toml' is "
+        f"relative to {tmp_path}, the config file's directory)"
+    )
+
+
+def test_a_glob_that_matches_nothing_includes_nothing(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, 'include = ["conf.d/*.toml"]\n')).services == ()
+
+
+def test_variables_are_expanded_from_the_monitors_environment() -> None:
+    text = """
+        [[service]]
+        name = "${APP}-web"
+        command = ["true", "${PORT:-8080}", "${EMPTY:-fallback}", "$$HOME", "$1"]
+        env = { TOKEN = "${TOKEN}" }
+        """
+    environ = {"APP": "shop", "TOKEN": "s3cret", "EMPTY": ""}
+    [svc] = parse_config(textwrap.dedent(text), environ=environ).services
+    assert svc.name == "shop-web"
+    assert svc.argv == ("true", "8080", "fallback", "$HOME", "$1")
+    assert dict(svc.env or {}) == {"TOKEN": "s3cret"}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(
+            "${NOPE}",
+            "[[service]] #1 ('s') command: ${NOPE} is not set in the monitor's "
+            "environment; give a default with ${NOPE:-default}, or write $$ for a "
+            "literal $",
+            id="unset",
+        ),
+        pytest.param(
+            "${NO PE}",
+            "[[service]] #1 ('s') command: ${NO PE} is not ${NAME} or "
+            "${NAME:-default}; write $$ for a literal $",
+            id="bad-name",
+        ),
+    ],
+)
+def test_a_variable_that_cannot_be_expanded_is_rejected_naming_the_key(
+    value: str, expected: str
+) -> None:
+    text = f'[[service]]\nname = "s"\ncommand = "true {value}"\n'
+    with pytest.raises(ConfigError, match=re.escape(f"x.toml: {expected}")):
+        parse_config(text, "x.toml", environ={})
+
+
+def test_a_relative_cwd_and_command_are_resolved_against_the_config_directory(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "bin").mkdir()
+    tool = tmp_path / "bin" / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    path = write(
+        tmp_path,
+        """
+        [[service]]
+        name = "in-bin"
+        command = "./tool --x"
+        cwd = "bin"
+
+        [[service]]
+        name = "here"
+        command = "bin/tool"
+
+        [[check]]
+        name = "c"
+        command = "bin/tool"
+        every = 1
+        on_failure = "./bin/tool --fix"
+        """,
+    )
+    in_bin, here = load_config(path).services
+    [check] = load_config(path).checks
+    assert (in_bin.cwd, in_bin.argv) == (str(tmp_path / "bin"), (str(tool), "--x"))
+    assert here.argv == (str(tool),)
+    assert (check.command, check.on_failure) == ((str(tool),), (str(tool), "--fix"))
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        pytest.param(
+            '[[service]]\nname = "s"\ncommand = "no-such-program-x"\n',
+            "[[service]] #1 ('s') command: 'no-such-program-x' not found on PATH (",
+            id="service-not-on-path",
+        ),
+        pytest.param(
+            '[[service]]\nname = "s"\ncommand = "true"\ncwd = "nowhere"\n',
+            "[[service]] #1 ('s') cwd: '{dir}/nowhere' does not exist (a relative "
+            "cwd is relative to {dir}, the config file's directory)",
+            id="missing-cwd",
+        ),
+        pytest.param(
+            '[[service]]\nname = "s"\ncommand = "true"\ncwd = "monitor.toml"\n',
+            "[[service]] #1 ('s') cwd: '{dir}/monitor.toml' is not a directory",
+            id="cwd-not-a-dir",
+        ),
+        pytest.param(
+            '[[service]]\nname = "s"\ncommand = "bin/nope"\n',
+            "[[service]] #1 ('s') command: '{dir}/bin/nope' does not exist (a "
+            "relative command is relative to the service's cwd, else to {dir}, the "
+            "config file's directory)",
+            id="missing-relative-command",
+        ),
+        pytest.param(
+            '[[service]]\nname = "s"\ncommand = "./monitor.toml"\n',
+            "[[service]] #1 ('s') command: '{dir}/monitor.toml' is not an "
+            "executable file",
+            id="not-executable",
+        ),
+        pytest.param(
+            '[[service]]\nname = "s"\ncommand = "true"\nenv = { PATH = "/nonexistent" }'
+            "\n",
+            "[[service]] #1 ('s') command: 'true' not found on PATH (/nonexistent)",
+            id="service-PATH-from-its-env",
+        ),
+        pytest.param(
+            '[[check]]\nname = "c"\ncommand = "no-such-program-x"\nevery = 1\n',
+            "[[check]] #1 ('c') command: 'no-such-program-x' not found on PATH",
+            id="check-not-on-path",
+        ),
+        pytest.param(
+            '[[check]]\nname = "c"\ncommand = "true"\nevery = 1\n'
+            'on_failure = "no-such-fixer-x"\n',
+            "[[check]] #1 ('c') on_failure: 'no-such-fixer-x' not found on PATH",
+            id="action-not-on-path",
+        ),
+    ],
+)
+def test_what_cannot_run_on_this_machine_is_rejected_at_start(
+    tmp_path: Path, entry: str, expected: str
+) -> None:
+    message = rejected(tmp_path, entry)
+    assert expected.format(dir=tmp_path) in message
+
+
+def test_the_machine_checks_can_be_left_out_for_a_config_made_elsewhere() -> None:
+    text = '[[service]]\nname = "s"\ncommand = "no-such-program-x"\ncwd = "/nope"\n'
+    [svc] = parse_config(text, check_system=False).services
+    assert svc.argv == ("no-such-program-x",)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "[monitor]\nsummary_every = nan\n",
+            "[monitor] summary_every: must be a finite number of seconds, not nan",
+            id="summary-nan",
+        ),
+        pytest.param(
+            "[monitor]\nrules_every = inf\n",
+            "[monitor] rules_every: must be a finite number of seconds, not inf",
+            id="rules-inf",
+        ),
+        pytest.param(
+            "[monitor]\nmax_load = nan\n",
+            "[monitor] max_load: must be a number > 0 or false, not nan",
+            id="max-load-nan",
+        ),
+        pytest.param(
+            "[monitor]\nrules_every = 1e-300\n",
+            "[monitor] rules_every: must be at least 0.01 s (a shorter interval is "
+            "a busy loop), not 1e-300",
+            id="rules-tiny",
+        ),
+        pytest.param(
+            '[[check]]\nname = "c"\ncommand = "true"\nevery = 1e-300\n',
+            "[[check]] #1 ('c'): every: must be at least 0.01 s (a shorter interval "
+            "is a busy loop), not 1e-300",
+            id="check-every-tiny",
+        ),
+        pytest.param(
+            '[[check]]\nname = "c"\ncommand = "true"\nevery = nan\n',
+            "[[check]] #1 ('c'): every: must be a finite number of seconds, not nan",
+            id="check-every-nan",
+        ),
+        pytest.param(
+            '[[check]]\nname = "c"\ncommand = "true"\nevery = 1\ntimeout = inf\n',
+            "[[check]] #1 ('c'): timeout: must be a finite number of seconds, not inf",
+            id="check-timeout-inf",
+        ),
+        pytest.param(
+            '[[check]]\nname = "c"\ncommand = []\nevery = 1\n',
+            "[[check]] #1 ('c'): command: is empty",
+            id="check-command-empty",
+        ),
+        pytest.param(
+            '[[check]]\nname = "c"\ncommand = [""]\nevery = 1\n',
+            "[[check]] #1 ('c'): command: is empty",
+            id="check-command-empty-program",
+        ),
+        pytest.param(
+            '[[check]]\nname = "c"\ncommand = ["true", "a\\u0000b"]\nevery = 1\n',
+            "[[check]] #1 ('c'): command: contains a NUL character",
+            id="check-command-nul",
+        ),
+        pytest.param(
+            '[[service]]\nname = "s"\ncommand = "true"\nrestart_window = nan\n',
+            "[[service]] #1 ('s'): restart_window must be a finite number > 0, got nan",
+            id="service-nan",
+        ),
+    ],
+)
+def test_intervals_that_cannot_work_and_empty_commands_are_rejected(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    assert expected in rejected(tmp_path, text)
+
+
+def test_the_effective_config_written_as_TOML_loads_back_the_same(
+    tmp_path: Path,
+) -> None:
+    original = load_config(str(EXAMPLE))
+    text = dump_config(original)
+    again = parse_config(text, original.source)
+    assert again == original
+    dollars = parse_config(
+        '[[service]]\nname = "s"\ncommand = ["sh", "-c", "echo $$HOME\\n\\"x\\""]\n'
+    )
+    assert parse_config(dump_config(dollars), "<string>") == dollars

@@ -31,10 +31,27 @@ import untwisted
 from procwork import ConfigError, NoLoadLimit, Result, Scheduler
 from procwork.monitor import CheckSpec, Monitor, MonitorConfig, ProcInfo, Rule
 from procwork.monitor._http import Metric, prometheus_text
-from procwork.supervisor import ServiceSpec
+from procwork.supervisor import ServiceSpec, ServiceState
 from tests.support import PY, FakeTable, drive_until, observing
 
 NOW = 1_700_000_000.0  # the Clock's "wall clock" while rules look at ages
+
+
+def parsed(text: str) -> dict[str, Any]:
+    """Metric families by name, as Prometheus' own text-format parser reads them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def psutil_free_start_time() -> float:
+    """When this process started, from ``ps``-free sources: boot time plus
+    the start ticks, the way the kernel documents them."""
+    with open("/proc/stat") as f:
+        boot = next(float(line.split()[1]) for line in f if line.startswith("btime"))
+    with open("/proc/self/stat") as f:
+        ticks = int(f.read().rpartition(")")[2].split()[19])
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 # -- fakes ---------------------------------------------------------------------
@@ -248,9 +265,25 @@ def test_a_summary_line_is_logged_every_summary_every_seconds_not_at_start(
     world.clock.advance(30)
     summaries = [line for line in monitor_events if line.startswith("summary")]
     assert summaries == [
-        "summary: 1/1 services running; 1 checks, failing: disk; "
-        "0 processes running, 0 queued"
+        "summary: 1/1 services running; 1 checks; failing: check disk (failed); "
+        "processes running: 1 services, 1 checks, 0 actions; 0 queued"
     ]
+
+
+def test_the_summary_counts_a_FATAL_service_among_the_failing(
+    monitor_events: list[str],
+) -> None:
+    world = World()
+    world.monitor.supervisor.remove("web")
+    world.monitor.supervisor.add(ServiceSpec("web", ["web"], max_restarts=0))
+    world.monitor.start()
+    world.factory.children[0].end(code=1)  # max_restarts=0: FATAL at once
+    world.run.finish(0, returncode=0)
+    world.clock.advance(30)
+    summaries = [line for line in monitor_events if line.startswith("summary")]
+    assert summaries[-1].startswith(
+        "summary: 0/1 services running; 1 checks; failing: service web (FATAL); "
+    )
 
 
 def test_start_logs_what_the_monitor_runs(
@@ -351,11 +384,90 @@ def test_metrics_count_restarts_check_outcomes_skips_and_rule_matches(
         'procwork_rule_matches_total{rule="slow-cgi"} 3',
         'procwork_rule_matches_total{rule="stale-cgi"} 0',
         'procwork_rule_signals_total{rule="slow-cgi"} 0',
-        "procwork_processes_running 0",
+        'procwork_processes_running{kind="service"} 1',
+        'procwork_processes_running{kind="check"} 0',
+        'procwork_processes_running{kind="action"} 0',
         "procwork_processes_queued 0",
     } <= lines
     assert "# TYPE procwork_check_runs_total counter" in lines
     assert "# TYPE procwork_service_up gauge" in lines
+
+
+def test_a_service_has_a_state_series_for_every_state_1_only_for_the_current_one(
+    world: World,
+) -> None:
+    world.monitor.start()
+    states = {
+        line
+        for line in metric_lines(world.monitor)
+        if line.startswith("procwork_service_state{")
+    }
+    assert states == {
+        f'procwork_service_state{{service="web",state="{state}"}} '
+        f"{1 if state == 'STARTING' else 0}"
+        for state in ServiceState
+    }
+
+
+def test_metrics_give_start_time_last_exit_code_and_check_timestamps(
+    world: World,
+) -> None:
+    world.monitor.start()  # at NOW: web starts, disk runs
+    world.run.finish(0, returncode=0)
+    world.clock.advance(1)
+    world.factory.children[0].end(code=3)  # ran 1 s: restarted at once
+    world.clock.advance(0)
+    world.clock.advance(9)  # disk runs again at NOW + 10, and fails
+    world.run.finish(1, returncode=1)
+    lines = metric_lines(world.monitor)
+    assert {
+        f'procwork_service_start_time_seconds{{service="web"}} {int(NOW) + 1}',
+        'procwork_service_last_exit_code{service="web"} 3',
+        'procwork_check_last_duration_seconds{check="disk"} 0.1',
+        f'procwork_check_last_run_timestamp_seconds{{check="disk"}} {int(NOW) + 10}',
+        f'procwork_check_last_success_timestamp_seconds{{check="disk"}} {int(NOW)}',
+        'procwork_check_consecutive_failures{check="disk"} 1',
+    } <= lines
+
+
+def test_metrics_name_the_version_and_the_monitor_process_itself(
+    world: World,
+) -> None:
+    from importlib.metadata import version
+
+    families = parsed(prometheus_text(world.monitor.metrics()))
+    [info] = families["procwork_build_info"].samples
+    assert (info.labels, info.value) == ({"version": version("procwork")}, 1.0)
+    assert families["process_cpu_seconds"].type == "counter"
+    rss = families["process_resident_memory_bytes"].samples[0].value
+    assert 1 << 20 < rss < 1 << 40
+    fds = families["process_open_fds"].samples[0].value
+    assert 3 <= fds <= families["process_max_fds"].samples[0].value
+    started = families["process_start_time_seconds"].samples[0].value
+    assert abs(started - psutil_free_start_time()) < 5
+
+
+def test_the_metrics_parse_with_prometheus_own_text_format_parser(
+    world: World,
+) -> None:
+    world.monitor.start()
+    world.clock.advance(1)
+    world.factory.children[0].end(code=1)
+    world.run.finish(0, returncode=2)
+    metrics = world.monitor.metrics()
+    families = parsed(prometheus_text(metrics))
+    assert set(families) == {
+        name.removesuffix("_total") if kind == "counter" else name
+        for name, kind, _help, _samples in metrics
+    }
+    for family in families.values():
+        assert family.documentation, f"{family.name} has HELP text"
+        if family.type == "counter":
+            assert all(s.name == family.name + "_total" for s in family.samples)
+    restarts = families["procwork_service_restarts"]
+    assert [(s.labels, s.value) for s in restarts.samples] == [
+        ({"service": "web"}, 1.0)
+    ]
 
 
 def test_every_metric_has_help_and_type_lines_before_its_samples(
@@ -508,3 +620,9 @@ def test_a_port_that_is_taken_is_a_config_error_that_says_what_to_do() -> None:
                 monitor.start(http=("127.0.0.1", port))
         finally:
             untwisted.run(monitor.stop(), timeout=30)
+
+
+def test_process_metrics_that_cannot_be_read_are_left_out_not_made_up() -> None:
+    from procwork.monitor._metrics import process_metrics
+
+    assert process_metrics("/nonexistent/proc/self") == []

@@ -238,7 +238,29 @@ def test_the_monitor_restarts_a_killed_service_kills_a_runaway_and_stops_cleanly
         lines = wait_for("the metrics", metrics)
         runs = next(x for x in lines if x.startswith("procwork_check_runs_total"))
         assert int(runs.rsplit(" ", 1)[1]) >= 1
-        monitor.expect(r"summary: \d/1 services running; 1 checks, failing: none")
+        monitor.expect(r"summary: \d/1 services running; 1 checks; failing: none; ")
+
+        # Prometheus' own parser reads the whole page.
+        from prometheus_client.parser import text_string_to_metric_families
+
+        families = {
+            f.name: f
+            for f in text_string_to_metric_families(get(base + "/metrics").decode())
+        }
+        states = {
+            s.labels["state"]: s.value
+            for s in families["procwork_service_state"].samples
+        }
+        assert sum(states.values()) == 1 and len(states) == 7
+        assert families["procwork_service_restarts"].type == "counter"
+        assert families["process_open_fds"].samples[0].value > 0
+        [start] = families["procwork_service_start_time_seconds"].samples
+        assert abs(start.value - time.time()) < 120
+        running = {
+            s.labels["kind"]: s.value
+            for s in families["procwork_processes_running"].samples
+        }
+        assert running["service"] == 1
 
         # SIGTERM stops it cleanly: exit 0, and nothing it started left running.
         assert second in running_with(ours)
@@ -346,3 +368,59 @@ def test_the_built_in_config_runs_with_no_setup_for_its_duration(
     assert "monitor ran for its --duration of 2.0 s" in output
     assert "monitor stopped" in output
     assert wait_for(f"heartbeat pid {pid} to be gone", lambda: not alive(pid))
+
+
+def test_supervisord_conventions_run_instances_from_an_include_and_a_poller_lives_on(
+    tmp_path: Path, started: list[int]
+) -> None:
+    """include, numprocs with {instance}, ${VAR:-default}, a relative cwd, and a
+    poller that exits 0 after start_seconds every time: restarted, never FATAL."""
+    ours = f"--started-by-monitor-{uuid.uuid4().hex}"
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "conf.d" / "workers.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [[service]]
+            name = "worker-{{instance}}"
+            numprocs = 2
+            cwd = "../data"
+            command = [
+                "{{python}}", "-u", "-c",
+                "import os, sys, time; print(os.getcwd(), sys.argv[1]); time.sleep(60)",
+                "${{QUEUE_NAME:-jobs}}-{{instance}}", "{ours}",
+            ]
+            start_seconds = 0.1
+
+            [[service]]
+            name = "poller"
+            command = ["{{python}}", "-c", "import time; time.sleep(0.3)", "{ours}"]
+            start_seconds = 0.1
+            max_restarts = 1
+            """
+        )
+    )
+    config = tmp_path / "monitor.toml"
+    config.write_text('include = ["conf.d/*.toml"]\n[monitor]\nhttp = false\n')
+    monitor = MonitorProcess(str(config), stderr=tmp_path / "stderr")
+    started.append(monitor.proc.pid)
+    try:
+        for instance in (0, 1):
+            monitor.expect(
+                rf"\[worker-{instance}\] {re.escape(str(tmp_path / 'data'))} "
+                rf"jobs-{instance}$"
+            )
+        # max_restarts = 1, yet the poller is restarted again and again.
+        monitor.expect(r"service 'poller' exited 0 after .*; restarting now")
+        for pid in running_with(ours):
+            started.append(pid)
+        for _ in range(3):
+            monitor.expect(r"service 'poller' started: pid (\d+)")
+            monitor.lines.clear()
+        monitor.proc.send_signal(signal.SIGTERM)
+        assert monitor.proc.wait(timeout=30) == 0
+        output = "\n".join(monitor.drain())
+    finally:
+        monitor.close()
+    assert "FATAL" not in output
+    assert wait_for("every service to be gone", lambda: not running_with(ours))

@@ -42,6 +42,7 @@ class Row:
     stopping: bool = False
     history: tuple[float, ...] = ()
     restart_delay: float | None = 1.0
+    ran: float | None = None
 
 
 ROWS = [
@@ -216,6 +217,77 @@ ROWS = [
             recent_restarts=(NOW - 1,),
         ),
     ),
+    # Only failed starts count toward FATAL (supervisord's rule).
+    Row(
+        "a service that ran start_seconds and exited 0 forgets its restarts",
+        CLEAN,
+        spec={"max_restarts": 3, "start_seconds": 1},
+        history=(990.0, 995.0, 999.0),
+        ran=1.0,
+        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
+    ),
+    Row(
+        "a service that ran longer than start_seconds and failed is restarted too",
+        FAILED,
+        spec={"max_restarts": 3, "start_seconds": 1},
+        history=(990.0, 995.0, 999.0),
+        ran=30.0,
+        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
+    ),
+    Row(
+        "a service killed by a signal after start_seconds is restarted afresh",
+        KILLED,
+        spec={"max_restarts": 1, "start_seconds": 1},
+        history=(999.0,),
+        ran=5.0,
+        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
+    ),
+    Row(
+        "an exit within start_seconds is a failed start and still counts",
+        CLEAN,
+        spec={"max_restarts": 3, "start_seconds": 1},
+        history=(990.0, 995.0, 999.0),
+        ran=0.5,
+        expect=RestartDecision(
+            FATAL,
+            "3 restarts within 60 s reached max_restarts=3",
+            recent_restarts=(990.0, 995.0, 999.0),
+        ),
+    ),
+    Row(
+        "with start_seconds=0 every start succeeds, so it is never given up",
+        FAILED,
+        spec={"max_restarts": 1, "start_seconds": 0},
+        history=(999.0,),
+        ran=0.0,
+        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
+    ),
+    Row(
+        "a service of unknown run time counts as a failed start",
+        CLEAN,
+        spec={"max_restarts": 1},
+        history=(999.0,),
+        ran=None,
+        expect=RestartDecision(
+            FATAL,
+            "1 restarts within 60 s reached max_restarts=1",
+            recent_restarts=(999.0,),
+        ),
+    ),
+    Row(
+        "max_restarts=0 still gives up at the exit of a service that had started",
+        CLEAN,
+        spec={"max_restarts": 0},
+        ran=100.0,
+        expect=RestartDecision(FATAL, "max_restarts=0 allows no restart"),
+    ),
+    Row(
+        "restart='on-failure' still leaves a long-running success EXITED",
+        CLEAN,
+        spec={"restart": "on-failure"},
+        ran=100.0,
+        expect=RestartDecision(EXITED, "restart='on-failure' and it succeeded"),
+    ),
     Row(
         "a restart procmon did not schedule is not made up",
         FAILED,
@@ -236,5 +308,6 @@ def test_the_restart_decision(row: Row) -> None:
         recent_restarts=row.history,
         restart_delay=row.restart_delay,
         now=NOW,
+        ran=row.ran,
     )
     assert decision == row.expect

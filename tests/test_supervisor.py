@@ -33,7 +33,16 @@ from procwork.supervisor import (
     ServiceStatus,
     Supervisor,
 )
-from tests.support import PY, alive, gone_within, observing, run_child
+from tests.support import (
+    PY,
+    alive,
+    drive_until,
+    gone_within,
+    my_children,
+    observing,
+    open_fds,
+    run_child,
+)
 
 # -- fakes ---------------------------------------------------------------------
 
@@ -111,6 +120,7 @@ class FakeWorld:
         self.next_pid = 1000
         self.spawn_error: OSError | None = None
         self.ignoring: dict[str, frozenset[int]] = {}
+        self.credentials: list[dict[str, Any]] = []  # keywords of each start
 
     def __call__(
         self,
@@ -122,8 +132,10 @@ class FakeWorld:
         cwd: str | None,
         nice: int,
         stdin: bool,
+        **credentials: Any,
     ) -> FakeProcess:
         assert reactor is self.clock
+        self.credentials.append(credentials)
         if self.spawn_error is not None:
             raise self.spawn_error
         self.next_pid += 1
@@ -755,6 +767,131 @@ def test_a_service_after_one_that_is_FATAL_is_not_started_and_the_log_says_why(
     assert lines(events)[-1] == "service 'web' is not started: 'db' is FATAL"
 
 
+def test_a_service_after_several_starts_once_every_one_of_them_is_ready(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("db", start_seconds=2))
+    sup.add(spec("migrate", restart="on-failure", start_seconds=60))
+    sup.add(spec("web", after=["db", "migrate"]))
+    sup.start()
+    assert sup.status()["web"].waiting_for == "db"
+    clock.advance(2)
+    assert world.of("web") == []
+    assert sup.status()["web"].waiting_for == "migrate"
+    world.current("migrate").exit(0)
+    assert state(sup, "web") is ServiceState.STARTING
+
+
+def test_after_is_kept_as_a_tuple_of_names() -> None:
+    assert spec("web").after == ()
+    assert spec("web", after="db").after == ("db",)
+    assert spec("web", after=["db", "cache", "db"]).after == ("db", "cache")
+    with pytest.raises(ConfigError, match="after names the service itself"):
+        spec("web", after=["db", "web"])
+    with pytest.raises(ConfigError, match=r"after must be the name .* got \[1\]"):
+        spec("web", after=[1])
+
+
+def test_a_service_with_autostart_false_waits_to_be_started_by_name(
+    sup: Supervisor, world: FakeWorld
+) -> None:
+    sup.add(spec("backup", autostart=False))
+    sup.add(spec("web"))
+    sup.start()
+    assert world.of("backup") == []
+    assert state(sup, "backup") is ServiceState.STOPPED
+    sup.add(spec("report", autostart=False))  # added to a started supervisor
+    assert world.of("report") == []
+    sup.start_service("backup")
+    assert state(sup, "backup") is ServiceState.STARTING
+
+
+def test_a_poller_that_runs_then_exits_0_is_restarted_for_ever_never_FATAL(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    """Only failed starts count toward max_restarts (supervisord's rule)."""
+    sup.add(spec("poller", max_restarts=2, start_seconds=1, restart_window=3600))
+    sup.start()
+    for _ in range(20):
+        clock.advance(5)  # well past start_seconds: it had started fine
+        world.current("poller").exit(0)
+        assert state(sup, "poller") is ServiceState.BACKOFF
+        clock.advance(0)  # it ran longer than start_seconds: restarted at once
+    assert sup.status()["poller"].restarts == 20
+    assert len(world.of("poller")) == 21
+
+
+def test_failed_starts_after_a_good_run_count_from_zero(
+    sup: Supervisor, clock: Clock, world: FakeWorld
+) -> None:
+    sup.add(spec("web", max_restarts=2, start_seconds=1, min_restart_delay=1))
+    sup.start()
+    world.current("web").exit(1)  # failed start 1
+    clock.advance(1)
+    world.current("web").exit(1)  # failed start 2
+    clock.advance(2)
+    clock.advance(10)
+    world.current("web").exit(1)  # ran 10 s: not a failed start, history cleared
+    assert state(sup, "web") is ServiceState.BACKOFF
+    clock.advance(0)
+    world.current("web").exit(1)  # failed start 1 of a new life
+    clock.advance(sup.status()["web"].restart_in or 0)
+    world.current("web").exit(1)  # failed start 2: the limit is reached next
+    assert state(sup, "web") is ServiceState.FATAL
+
+
+def test_user_group_and_umask_are_given_to_the_process_factory_only_when_set(
+    sup: Supervisor, world: FakeWorld
+) -> None:
+    sup.add(spec("plain"))
+    sup.add(spec("masked", umask="027"))
+    sup.add(spec("nobody", user="nobody"))
+    sup.start()
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    plain, masked, as_nobody = world.credentials
+    assert plain == {}
+    assert masked == {"umask": 0o027}
+    assert as_nobody["user"] == nobody.pw_uid
+    assert as_nobody["group"] == nobody.pw_gid
+    assert nobody.pw_gid in as_nobody["extra_groups"]
+
+
+def test_an_unknown_user_or_group_or_a_bad_umask_is_a_ConfigError() -> None:
+    with pytest.raises(ConfigError, match="service 'web': user 'no-such-user-x' does"):
+        spec("web", user="no-such-user-x")
+    with pytest.raises(ConfigError, match="service 'web': group 'no-such-group-x'"):
+        spec("web", group="no-such-group-x")
+    with pytest.raises(ConfigError, match=r"umask must be a mode from 0 to 0o777"):
+        spec("web", umask=0o1777)
+    with pytest.raises(ConfigError, match=r"umask .* got '9'"):
+        spec("web", umask="9")
+    with pytest.raises(ConfigError, match=r"user must be a name or an id >= 0"):
+        spec("web", user=-1)
+
+
+def test_running_a_service_as_another_user_needs_root_and_says_so() -> None:
+    code = """
+        import os
+        from procwork import ConfigError
+        from procwork.supervisor import ServiceSpec
+        if os.geteuid() == 0:
+            os.setgid(65534)
+            os.setuid(65534)  # no longer root: nobody
+        try:
+            ServiceSpec("web", ["svc"], user="root")
+        except ConfigError as e:
+            print(e)
+        """
+    child = run_child(textwrap.dedent(code))
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.startswith(
+        "service 'web': running as user 'root' needs procwork to run as root (it "
+        "runs as uid "
+    )
+
+
 def test_start_service_does_not_wait_for_after(
     sup: Supervisor, world: FakeWorld
 ) -> None:
@@ -828,6 +965,7 @@ def test_status_reports_pid_uptime_restarts_last_exit_and_when_it_changed(
         since=1030.0,
         restart_in=0.75,
         waiting_for=None,
+        started=1000.0,
     )
     clock.advance(0.75)
     clock.advance(5)
@@ -850,6 +988,7 @@ def test_status_reports_pid_uptime_restarts_last_exit_and_when_it_changed(
         "since": 1031.0,
         "restart_in": None,
         "waiting_for": None,
+        "started": 1031.0,
     }
 
 
@@ -1031,6 +1170,55 @@ def test_a_real_service_with_restart_on_failure_is_not_restarted_after_exit_0(
     )
     with pytest.raises(untwisted.Timeout):
         untwisted.run(real.wait_for("oneshot", "STARTING"), timeout=0.3)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_a_real_service_runs_as_its_user_with_its_umask(
+    real: Supervisor, events: list[dict[str, Any]]
+) -> None:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    # /bin/sh, not this Python: nobody may not be allowed to read the venv.
+    code = 'echo "$(id -u) $(id -g) $(umask)"'
+    real.add(
+        ServiceSpec("who", ["/bin/sh", "-c", code], user="nobody", umask=0o027, cwd="/")
+    )
+    real.start()
+    untwisted.run(real.wait_for("who", "BACKOFF", "FATAL"), timeout=20)
+    said = [e["line"] for e in events if e.get("service") == "who" and "line" in e]
+    assert said[0] == f"{nobody.pw_uid} {nobody.pw_gid} 0027"
+
+
+def test_a_real_poller_restarted_hundreds_of_times_with_credentials_never_leaks(
+    real: Supervisor,
+) -> None:
+    """Every start goes through Popen with user/group/umask; a poller that
+    exits 0 at once, with start_seconds=0, is restarted for ever, never
+    FATAL, and leaves no fd or child behind."""
+    credentials: dict[str, Any] = {"umask": 0o077}
+    if os.geteuid() == 0:
+        credentials["user"] = "nobody"
+    fds_before = open_fds()
+    real.add(
+        ServiceSpec(
+            "poller",
+            ["/bin/true"],
+            start_seconds=0,
+            min_restart_delay=0,
+            max_restarts=1,
+            **credentials,
+        )
+    )
+    real.start()
+    assert drive_until(lambda: real.status()["poller"].restarts >= 300, timeout=120)
+    assert real.status()["poller"].state is not ServiceState.FATAL
+    untwisted.run(real.stop(), timeout=30)
+    assert real.status()["poller"].state is ServiceState.STOPPED
+    assert my_children() == {}
+    # Opened once per process (the reactor's poller and waker, the shared
+    # /dev/null): a few; a leak per start would be hundreds.
+    assert len(open_fds() - fds_before) <= 4
 
 
 def test_a_real_service_that_cannot_start_is_FATAL_and_says_why(

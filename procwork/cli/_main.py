@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="procwork",
         description="Run and supervise processes, with tree-killing timeouts.",
     )
+    parser.add_argument("--version", action="version", version=f"procwork {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -106,9 +107,26 @@ def _parser() -> argparse.ArgumentParser:
     monitor.add_argument(
         "--check-config",
         action="store_true",
-        help="validate the config, print it and exit",
+        help="validate the config, print the effective config (after includes, "
+        "instances and ${VAR} expansion) as TOML and exit",
+    )
+    monitor.add_argument(
+        "--print-default-config",
+        action="store_true",
+        help="print the built-in config, to copy and edit, and exit",
     )
     return parser
+
+
+def version() -> str:
+    """procwork's version, as installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("procwork")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run(parser, args)
+    if args.print_default_config:
+        from procwork.monitor._config import default_config_text
+
+        sys.stdout.write(default_config_text())
+        return 0
     from procwork.monitor._monitor import main as monitor_main
 
     return monitor_main(

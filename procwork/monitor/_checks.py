@@ -12,6 +12,7 @@ skip is counted.
 
 from __future__ import annotations
 
+import math
 import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,7 +28,7 @@ from procwork._errors import ConfigError
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES
 
-__all__ = ["CheckRunner", "CheckSpec", "CheckStatus"]
+__all__ = ["MIN_INTERVAL", "CheckRunner", "CheckSpec", "CheckStatus"]
 
 _log = Logger(namespace="procwork.checks")
 
@@ -35,6 +36,10 @@ _log = Logger(namespace="procwork.checks")
 RunFunction = Callable[..., "Deferred[Result]"]
 
 _TAIL = 400  # characters of output kept in a check's status
+
+#: The shortest interval a check (or a rule scan) may have: anything shorter
+#: is a busy loop, not a schedule.
+MIN_INTERVAL = 0.01
 
 
 def _command(value: object, where: str) -> tuple[str, ...]:
@@ -49,16 +54,26 @@ def _command(value: object, where: str) -> tuple[str, ...]:
         raise ConfigError(
             f"{where}: must be a string or a list of strings, not {value!r}"
         )
-    if not argv:
+    if not argv or not argv[0]:
         raise ConfigError(f"{where}: is empty")
+    if any("\0" in arg for arg in argv):
+        raise ConfigError(f"{where}: contains a NUL character, not {value!r}")
     return argv
 
 
-def _positive(value: object, where: str, *, allow_zero: bool = False) -> float:
+def _positive(value: object, where: str, *, minimum: float = 0.0) -> float:
+    """Seconds: a finite number > 0, and at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{where}: must be a number of seconds, not {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number of seconds, not {value!r}")
+    if value <= 0:
         raise ConfigError(f"{where}: must be > 0, not {value!r}")
+    if value < minimum:
+        raise ConfigError(
+            f"{where}: must be at least {minimum:g} s (a shorter interval is a "
+            f"busy loop), not {value!r}"
+        )
     return float(value)
 
 
@@ -96,7 +111,11 @@ class CheckSpec:
                 f"check name must be a non-empty string, not {self.name!r}"
             )
         object.__setattr__(self, "command", _command(self.command, f"{where}: command"))
-        object.__setattr__(self, "every", _positive(self.every, f"{where}: every"))
+        object.__setattr__(
+            self,
+            "every",
+            _positive(self.every, f"{where}: every", minimum=MIN_INTERVAL),
+        )
         timeout = self.every if self.timeout is None else self.timeout
         object.__setattr__(self, "timeout", _positive(timeout, f"{where}: timeout"))
         for key in ("priority", "on_failure_priority"):
@@ -134,6 +153,8 @@ class CheckStatus:
     last_duration: float | None = None
     last_output: str = ""
     last_started: float | None = None  # wall clock (time.time())
+    last_success: float | None = None  # wall clock when the last ok run ended
+    consecutive_failures: int = 0  # runs in a row that were not ok
     action_running: bool = False
     last_action: str | None = None
     _run: Deferred[Result] | None = field(default=None, repr=False)
@@ -273,6 +294,8 @@ class CheckRunner:
                     )
                 status.last_outcome = "ok"
                 status.ok += 1
+                status.last_success = self._wall_clock()
+                status.consecutive_failures = 0
                 return
             if result.timed_out:
                 status.last_outcome = "timed out"
@@ -281,6 +304,7 @@ class CheckRunner:
                 status.last_outcome = "failed"
         if status.last_outcome != "timed out":
             status.failed += 1
+        status.consecutive_failures += 1
         _log.warn(
             "check {check} {outcome}: {detail}",
             check=spec.name,

@@ -36,8 +36,14 @@ from procwork._load import SystemLoad
 from procwork._orphans import reap_orphans
 from procwork._scheduler import Scheduler
 from procwork.monitor._checks import CheckRunner, RunFunction
-from procwork.monitor._config import MonitorConfig, load_config, parse_http
+from procwork.monitor._config import (
+    MonitorConfig,
+    dump_config,
+    load_config,
+    parse_http,
+)
 from procwork.monitor._http import Metric, StatusSite
+from procwork.monitor._metrics import monitor_metrics, process_metrics
 from procwork.monitor._proctable import ProcessTable
 from procwork.monitor._rules import Finding, RuleEngine
 from procwork.supervisor import ProcessFactory, Supervisor
@@ -88,8 +94,13 @@ class Monitor:
         self.supervisor = Supervisor(reactor, process_factory=process_factory)
         for spec in config.services:
             self.supervisor.add(spec)
+        # The reactor's clock is the wall clock on a real reactor; one clock
+        # for the checks' timestamps and the services' start times.
         self.checks = CheckRunner(
-            config.checks, reactor=reactor, run=run if run is not None else self._run
+            config.checks,
+            reactor=reactor,
+            run=run if run is not None else self._run,
+            wall_clock=reactor.seconds,
         )
         self.rules = RuleEngine(config.rules, process_table, reactor=reactor)
         self.findings: list[Finding] = []
@@ -199,17 +210,26 @@ class Monitor:
         services = self.supervisor.status()
         running = sum(1 for s in services.values() if s.state == "RUNNING")
         checks = self.checks.status
-        failing = sorted(
-            n for n, c in checks.items() if c.last_outcome not in (None, "ok")
-        )
+        # What needs a person: services given up on, and failing checks.
+        failing = [
+            f"service {n} (FATAL)" for n, s in services.items() if s.state == "FATAL"
+        ] + [
+            f"check {n} ({c.last_outcome})"
+            for n, c in sorted(checks.items())
+            if c.last_outcome not in (None, "ok")
+        ]
         _log.info(
-            "summary: {running}/{total} services running; {nchecks} checks, "
-            "failing: {failing}; {procs} processes running, {queued} queued",
+            "summary: {running}/{total} services running; {nchecks} checks; "
+            "failing: {failing}; processes running: {services_running} services, "
+            "{checks_running} checks, {actions_running} actions; {queued} queued",
             running=running,
             total=len(services),
             nchecks=len(checks),
             failing=", ".join(failing) or "none",
-            procs=self.scheduler.running,
+            failing_count=len(failing),
+            services_running=sum(1 for s in services.values() if s.pid is not None),
+            checks_running=sum(1 for c in checks.values() if c.running),
+            actions_running=sum(1 for c in checks.values() if c.action_running),
             queued=self.scheduler.queued,
         )
 
@@ -248,113 +268,27 @@ class Monitor:
         }
 
     def metrics(self) -> list[Metric]:
-        """Prometheus metrics of services, checks, rules and the scheduler."""
-        services = self.supervisor.status()
-        checks = self.checks.status
-        counters = self.rules.counters
-        stats = self.scheduler.stats()
-
-        def per_service(attr: str) -> list[tuple[dict[str, str], float]]:
-            return [
-                ({"service": n}, float(getattr(s, attr))) for n, s in services.items()
-            ]
-
-        def per_check(attr: str) -> list[tuple[dict[str, str], float]]:
-            return [({"check": n}, float(getattr(c, attr))) for n, c in checks.items()]
-
+        """Prometheus metrics: services, checks, rules, runs, the monitor
+        process itself (see :mod:`procwork.monitor._metrics`)."""
         return [
-            ("procwork_up", "gauge", "1 while the monitor runs", [({}, 1.0)]),
-            (
-                "procwork_cpu_seconds_total",
-                "counter",
-                "CPU seconds used by the monitor process itself",
-                [({}, time.process_time())],
+            *monitor_metrics(
+                version=_version(),
+                services=self.supervisor.status(),
+                checks=self.checks.status,
+                rules=self.rules.counters,
+                queued=self.scheduler.queued,
             ),
-            (
-                "procwork_service_up",
-                "gauge",
-                "1 if the service is RUNNING",
-                [
-                    ({"service": n}, 1.0 if s.state == "RUNNING" else 0.0)
-                    for n, s in services.items()
-                ],
-            ),
-            (
-                "procwork_service_restarts_total",
-                "counter",
-                "Times the service was restarted",
-                per_service("restarts"),
-            ),
-            (
-                "procwork_service_state",
-                "gauge",
-                "The service's state, as a label",
-                [({"service": n, "state": s.state}, 1.0) for n, s in services.items()],
-            ),
-            (
-                "procwork_check_runs_total",
-                "counter",
-                "Check runs started",
-                per_check("runs"),
-            ),
-            (
-                "procwork_check_failures_total",
-                "counter",
-                "Check runs that failed (non-zero exit or could not start)",
-                per_check("failed"),
-            ),
-            (
-                "procwork_check_timeouts_total",
-                "counter",
-                "Check runs killed by their timeout",
-                per_check("timed_out"),
-            ),
-            (
-                "procwork_check_skipped_total",
-                "counter",
-                "Intervals skipped because the previous run was still going",
-                per_check("skipped"),
-            ),
-            (
-                "procwork_check_actions_total",
-                "counter",
-                "Failure actions started",
-                per_check("actions"),
-            ),
-            (
-                "procwork_check_ok",
-                "gauge",
-                "1 if the last run of the check succeeded",
-                [
-                    ({"check": n}, 1.0 if c.last_outcome == "ok" else 0.0)
-                    for n, c in checks.items()
-                ],
-            ),
-            (
-                "procwork_rule_matches_total",
-                "counter",
-                "Processes a rule found over its limits",
-                [({"rule": n}, float(c.matches)) for n, c in counters.items()],
-            ),
-            (
-                "procwork_rule_signals_total",
-                "counter",
-                "Signals a rule sent",
-                [({"rule": n}, float(c.signals_sent)) for n, c in counters.items()],
-            ),
-            (
-                "procwork_processes_running",
-                "gauge",
-                "Processes procwork is running",
-                [({}, float(stats["running"]))],
-            ),
-            (
-                "procwork_processes_queued",
-                "gauge",
-                "Processes waiting for admission",
-                [({}, float(stats["queued"]))],
-            ),
+            *process_metrics(),
         ]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("procwork")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "unknown"
 
 
 # -- the command -------------------------------------------------------------
@@ -412,9 +346,13 @@ def main(
         print(f"procwork monitor: {e}", file=sys.stderr)
         return 2
     if check_only:
+        # The effective config on stdout (it can be saved and run); the
+        # verdict on stderr, so a redirect keeps the TOML clean.
+        sys.stdout.write(dump_config(config))
         print(
             f"{config.source}: ok: {len(config.services)} services, "
-            f"{len(config.checks)} checks, {len(config.rules)} rules"
+            f"{len(config.checks)} checks, {len(config.rules)} rules",
+            file=sys.stderr,
         )
         return 0
     _start_logging(json_log or config.json_log)

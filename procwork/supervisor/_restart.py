@@ -1,7 +1,12 @@
 """The restart decision: what becomes of a service whose process has ended.
 
 procmon schedules a restart at every exit; the supervisor then keeps it or
-cancels it, by the service's restart policy and restart limit. That verdict
+cancels it, by the service's restart policy and restart limit. Only failed
+starts count toward that limit (supervisord's rule): a process that ran for
+``start_seconds`` had started fine, so when it ends, whatever its exit
+status, the restart history is cleared before the restart is counted; a
+poller that runs once and exits 0 is restarted for ever, never FATAL. That
+verdict
 is this one pure function of the spec, the service's wishes and restart
 history, how the process ended and the time: no reactor, no process, no
 logging, so every rule of it is a row of a table in its tests.
@@ -68,6 +73,7 @@ def decide_restart(
     recent_restarts: Sequence[float],
     restart_delay: float | None,
     now: float,
+    ran: float | None = None,
 ) -> RestartDecision:
     """Decide whether a service whose process ended is restarted.
 
@@ -81,6 +87,11 @@ def decide_restart(
         restart_delay: Seconds until the restart procmon scheduled, or None
             if it scheduled none.
         now: The reactor's time.
+        ran: Seconds the process ran; None if it never started (or it is
+            not known, which counts as a failed start). At least
+            ``spec.start_seconds`` means it had started fine: its earlier
+            restarts are forgotten, so only consecutive failed starts can
+            make it FATAL.
 
     Returns:
         The decision; the caller cancels procmon's restart unless the state
@@ -99,6 +110,9 @@ def decide_restart(
             "restart='on-failure' and it succeeded",
             recent_restarts=history,
         )
+    if ran is not None and not ended.could_not_start and ran >= spec.start_seconds:
+        # It had started fine: this is a new life, not one more failed start.
+        history = ()
     history = tuple(t for t in history if t > now - spec.restart_window)
     limit = spec.max_restarts
     if limit is not None and len(history) >= limit:

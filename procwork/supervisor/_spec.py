@@ -9,8 +9,10 @@ use them without the supervisor that acts on them.
 from __future__ import annotations
 
 import enum
+import grp
 import math
 import os
+import pwd
 import shlex
 import signal
 from collections.abc import Collection, Mapping, Sequence
@@ -22,6 +24,7 @@ from procwork._errors import ConfigError, ProcworkError
 from procwork._process import _signal_number
 
 __all__ = [
+    "Credentials",
     "NoSuchService",
     "RestartPolicy",
     "ServiceSpec",
@@ -87,9 +90,13 @@ class ServiceSpec:
             ``success_exit_codes`` or is killed by a signal; ``"never"``.
         success_exit_codes: Exit codes that count as success (default
             ``{0}``).
-        max_restarts: At most this many automatic restarts within any
-            ``restart_window`` seconds; the exit that would need one more
-            makes the service FATAL. ``None``: restart for ever. Default 5.
+        max_restarts: At most this many automatic restarts after failed
+            starts within any ``restart_window`` seconds; the exit that
+            would need one more makes the service FATAL. Only failed starts
+            count (supervisord's rule): a process that ran for
+            ``start_seconds`` had started fine, so its exit, whatever its
+            status, forgets the earlier restarts. ``None``: restart for
+            ever. Default 5.
         restart_window: Seconds; default 60.
         min_restart_delay: procmon's backoff: a service that exits within
             ``start_seconds`` of starting is restarted after this delay,
@@ -99,18 +106,33 @@ class ServiceSpec:
         max_restart_delay: See ``min_restart_delay``.
         start_seconds: Seconds a service must stay up to count as started:
             until then it is STARTING, then RUNNING; an earlier exit backs
-            off (procmon's ``threshold``). Default 1; 0 turns the backoff
-            off, leaving only ``max_restarts`` to stop a crash loop.
+            off (procmon's ``threshold``) and counts toward
+            ``max_restarts``. Default 1; 0 turns the backoff off and makes
+            every start count as a success, so the service is never given
+            up (supervisord's ``startsecs=0``).
         stop_signal: Sent to the whole process group to stop the service:
             a number or a name (``"SIGINT"``, ``"INT"``). Default SIGTERM.
         stop_timeout: Seconds after the stop signal until the group is
             SIGKILLed. Default 5.
-        after: Name of a service added before this one. :meth:`Supervisor.start`
-            starts this service only once that one is RUNNING, or has
+        after: Names of services added before this one (one name or a
+            list; kept as a tuple, empty for none). :meth:`Supervisor.start`
+            starts this service only once each of them is RUNNING, or has
             exited successfully (a one-shot setup step).
         max_log_line: Longer output lines are logged in pieces of this many
             bytes, so memory stays bounded whatever the service prints.
             Default 8192.
+        autostart: False: :meth:`Supervisor.start` leaves the service
+            STOPPED; it runs only when started by name
+            (:meth:`Supervisor.start_service`). Default True.
+        user: Run the service as this user (a name or a uid), with its
+            primary group and its supplementary groups, like login does
+            (``HOME`` and the rest of the environment are not changed).
+            Needs procwork to run as root unless it is procwork's own user.
+            Default: procwork's user.
+        group: Run it with this primary group (a name or a gid) instead
+            of the user's. Needs root too, unless it is procwork's own.
+        umask: The service's file mode creation mask, 0 to 0o777 (TOML:
+            ``0o022``, or the string ``"022"``). Default: procwork's.
 
     Raises:
         ConfigError: A field is invalid; the message names the service and
@@ -132,8 +154,12 @@ class ServiceSpec:
     start_seconds: float = 1.0
     stop_signal: int | str = signal.SIGTERM
     stop_timeout: float = 5.0
-    after: str | None = None
+    after: str | Sequence[str] | None = ()
     max_log_line: int = 8192
+    autostart: bool = True
+    user: str | int | None = None
+    group: str | int | None = None
+    umask: int | str | None = None
 
     def __post_init__(self) -> None:
         name = self.name
@@ -188,17 +214,14 @@ class ServiceSpec:
                 "stop_signal must be a signal number or name like 'SIGTERM', "
                 f"got {self.stop_signal!r}"
             )
-        if self.after is not None:
-            if not isinstance(self.after, str) or not self.after:
-                self._invalid(
-                    f"after must be the name of another service, got {self.after!r}"
-                )
-            if self.after == name:
-                self._invalid("after names the service itself")
+        self._set("after", self._after(self.after))
         if not _is_int(self.max_log_line) or self.max_log_line < 1:
             self._invalid(
                 f"max_log_line must be a whole number >= 1, got {self.max_log_line!r}"
             )
+        self._check_bool("autostart")
+        self._set("umask", self._umask(self.umask))
+        self._credentials()
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -209,6 +232,54 @@ class ServiceSpec:
     def stop_signum(self) -> signal.Signals:
         """The stop signal as a :class:`signal.Signals`."""
         return cast(signal.Signals, self.stop_signal)
+
+    @property
+    def after_names(self) -> tuple[str, ...]:
+        """The services this one starts after, as a tuple (maybe empty)."""
+        return cast(tuple[str, ...], self.after)
+
+    def credentials(self) -> Credentials | None:
+        """Who the service runs as, resolved now; None for procwork's own.
+
+        Raises:
+            ConfigError: the user or group is unknown, or procwork is not
+                root and they are not its own.
+        """
+        if self.user is None and self.group is None:
+            return None
+        uid, gid, name = os.getuid(), os.getgid(), None
+        if self.user is not None:
+            try:
+                entry = (
+                    pwd.getpwuid(self.user)
+                    if isinstance(self.user, int)
+                    else pwd.getpwnam(self.user)
+                )
+            except (KeyError, OverflowError):
+                self._invalid(f"user {self.user!r} does not exist on this machine")
+            uid, gid, name = entry.pw_uid, entry.pw_gid, entry.pw_name
+        if self.group is not None:
+            try:
+                gid = (
+                    grp.getgrgid(self.group)
+                    if isinstance(self.group, int)
+                    else grp.getgrnam(self.group)
+                ).gr_gid
+            except (KeyError, OverflowError):
+                self._invalid(f"group {self.group!r} does not exist on this machine")
+        if os.geteuid() != 0 and (uid != os.geteuid() or gid != os.getegid()):
+            who = f"user {self.user!r}" if self.user is not None else ""
+            who += " and " if self.user is not None and self.group is not None else ""
+            who += f"group {self.group!r}" if self.group is not None else ""
+            self._invalid(
+                f"running as {who} needs procwork to run as root (it runs as "
+                f"uid {os.geteuid()}); leave user/group out to run it as "
+                "procwork's own user"
+            )
+        # login(1) gives a user its supplementary groups too; without them
+        # the child would keep root's.
+        groups = tuple(os.getgrouplist(name, gid)) if name is not None else (gid,)
+        return Credentials(uid, gid, groups)
 
     def _set(self, key: str, value: object) -> None:
         object.__setattr__(self, key, value)
@@ -252,6 +323,49 @@ class ServiceSpec:
                 self._invalid(f"env: {key} must be a string, got {value!r}")
         return MappingProxyType(dict(env))
 
+    def _after(self, after: object) -> tuple[str, ...]:
+        names = (after,) if isinstance(after, str) else after
+        if names is None:
+            return ()
+        if not isinstance(names, Sequence) or not all(
+            isinstance(n, str) and n for n in names
+        ):
+            self._invalid(
+                "after must be the name of another service or a list of names, "
+                f"got {after!r}"
+            )
+        if self.name in names:
+            self._invalid("after names the service itself")
+        return tuple(dict.fromkeys(names))  # in order, each once
+
+    def _umask(self, umask: object) -> int | None:
+        if umask is None:
+            return None
+        value: object = umask
+        if isinstance(umask, str):
+            try:
+                value = int(umask, 8)
+            except ValueError:
+                value = None
+        if not _is_int(value) or not 0 <= cast(int, value) <= 0o777:
+            self._invalid(
+                "umask must be a mode from 0 to 0o777 (like 0o022 or '022'), "
+                f"got {umask!r}"
+            )
+        return cast(int, value)
+
+    def _credentials(self) -> None:
+        for key in ("user", "group"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not (
+                (isinstance(value, str) and value and "\0" not in value)
+                or (isinstance(value, int) and value >= 0)
+            ):
+                self._invalid(f"{key} must be a name or an id >= 0, got {value!r}")
+        self.credentials()  # an unknown user, or no root, is an error now
+
     def _exit_codes(self, codes: object) -> frozenset[int]:
         if isinstance(codes, str | bytes) or not isinstance(codes, Collection):
             self._invalid(f"success_exit_codes must be a list of codes, got {codes!r}")
@@ -273,6 +387,15 @@ class ServiceSpec:
         if not math.isfinite(value) or value < 0 or (positive and value == 0):
             bound = "> 0" if positive else ">= 0"
             self._invalid(f"{key} must be a finite number {bound}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Who a service runs as: uid, primary gid, all its group ids."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
 
 
 def _is_int(value: object) -> bool:
@@ -303,6 +426,8 @@ class ServiceStatus:
             its last change of state.
         restart_in: In BACKOFF, seconds until the restart; else None.
         waiting_for: The service it waits for before starting (``after``).
+        started: Reactor time its last process started (kept after it
+            ends); None if it never started.
     """
 
     name: str
@@ -315,6 +440,7 @@ class ServiceStatus:
     since: float
     restart_in: float | None = None
     waiting_for: str | None = None
+    started: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The status as a dict of JSON types (the state as its name)."""
@@ -329,4 +455,5 @@ class ServiceStatus:
             "since": self.since,
             "restart_in": self.restart_in,
             "waiting_for": self.waiting_for,
+            "started": self.started,
         }

@@ -9,8 +9,9 @@ supervisord/systemd users expect: a restart policy (always, on failure,
 never) with exit codes that count as success; at most ``max_restarts``
 restarts within ``restart_window`` seconds before giving up (state FATAL);
 a stop signal and timeout of each service's own, sent to its whole process
-group; start order (``after=``); env/cwd/nice; output as structured log
-events; and a status per service.
+group; start order (``after=``); services started only by name
+(``autostart=False``); env/cwd/nice/user/group/umask; output as structured
+log events; and a status per service.
 
 Every child is a :class:`~procwork._spawn.GroupProcess`: it leads its own
 process group, so stopping a service reaches its grandchildren too, and it is
@@ -78,6 +79,9 @@ class ProcessFactory(Protocol):
     It must start the child in its own process group, connect ``protocol``
     (``makeConnection``) before returning, and call ``protocol.processEnded``
     once the child is reaped. Tests pass a fake that never starts anything.
+    ``user``, ``group``, ``extra_groups`` (ids) and ``umask`` are passed as
+    keywords only for a service that sets them, so a factory that does not
+    take them still serves every other service.
     """
 
     def __call__(
@@ -90,6 +94,10 @@ class ProcessFactory(Protocol):
         cwd: str | None,
         nice: int,
         stdin: bool,
+        user: int | None = ...,
+        group: int | None = ...,
+        extra_groups: Sequence[int] | None = ...,
+        umask: int = ...,
     ) -> ChildTransport: ...
 
 
@@ -110,6 +118,7 @@ class _Service:
         self.transport: ChildTransport | None = None
         self.pid: int | None = None
         self.started_at: float | None = None
+        self.last_started: float | None = None  # kept after the process ends
         self.start_timer: DelayedCall | None = None
         self.restarts = 0
         self.recent_restarts: tuple[float, ...] = ()  # times, within the window
@@ -145,6 +154,7 @@ class _Service:
                 else max(0.0, restart_call.getTime() - now)
             ),
             waiting_for=self.waiting_for,
+            started=self.last_started,
         )
 
     def process_gone(self) -> None:
@@ -274,16 +284,17 @@ class Supervisor:
                 f"service {spec.name!r}: a service of that name was already added "
                 "(remove it first)"
             )
-        if spec.after is not None and self._live(spec.after) is None:
-            raise ConfigError(
-                f"service {spec.name!r}: after names {spec.after!r}, which has not "
-                "been added (add it first)"
-            )
+        for after in spec.after_names:
+            if self._live(after) is None:
+                raise ConfigError(
+                    f"service {spec.name!r}: after names {after!r}, which has not "
+                    "been added (add it first)"
+                )
         service = _Service(spec, self._now())
         self._services[spec.name] = service
         # Not wanted yet, so procmon does not start it here (see _may_start).
         self._procmon.add(spec)
-        if self._started:
+        if self._started and spec.autostart:
             self._arm_shutdown()
             self._start(service, respect_after=True)
 
@@ -300,7 +311,7 @@ class Supervisor:
         """
         service = self._get(name)
         for other in self._services.values():
-            if other.spec.after == name and not other.removing:
+            if name in other.spec.after_names and not other.removing:
                 raise ConfigError(
                     f"service {name!r} cannot be removed: service {other.name!r} "
                     "starts after it (remove that one first)"
@@ -326,15 +337,16 @@ class Supervisor:
     def start(self) -> None:
         """Start every service, in the order added.
 
-        A service with ``after`` waits until that service is RUNNING (or has
-        exited successfully). Services added later start when added. Services
-        already running, starting or in BACKOFF are left alone; STOPPED,
-        EXITED and FATAL ones start (again).
+        A service with ``after`` waits until those services are RUNNING (or
+        have exited successfully). Services added later start when added.
+        Services already running, starting or in BACKOFF are left alone;
+        STOPPED, EXITED and FATAL ones start (again). Services with
+        ``autostart=False`` are left alone: start them by name.
         """
         self._started = True
         self._arm_shutdown()
         for service in list(self._services.values()):
-            if not service.wanted and not service.removing:
+            if service.spec.autostart and not service.wanted and not service.removing:
                 self._start(service, respect_after=True)
 
     def stop(self) -> Deferred[None]:
@@ -540,12 +552,12 @@ class Supervisor:
         self._procmon.start(service.name)
 
     def _blocker(self, service: _Service) -> str | None:
-        """The service this one must wait for, if it must."""
-        after = service.spec.after
-        if after is None:
-            return None
-        other = self._services.get(after)
-        return None if other is None or self._ready(other) else after
+        """The first service this one must still wait for, if any."""
+        for after in service.spec.after_names:
+            other = self._services.get(after)
+            if other is not None and not self._ready(other):
+                return after
+        return None
 
     @staticmethod
     def _ready(service: _Service) -> bool:
@@ -578,6 +590,7 @@ class Supervisor:
                 cwd=spec.cwd,
                 nice=spec.nice,
                 stdin=False,
+                **_credentials(spec),
             )
         except (OSError, ValueError, TypeError) as e:
             # A SpawnError is an OSError: procmon catches it and reports the
@@ -592,7 +605,7 @@ class Supervisor:
         transport.kill_group_on_exit = True
         service.transport = transport
         service.pid = transport.pid
-        service.started_at = self._now()
+        service.started_at = service.last_started = self._now()
         _log.info(
             "service {service!r} started: pid {pid}",
             service=service.name,
@@ -619,8 +632,8 @@ class Supervisor:
             if service.waiting_for != dependency.name or not service.wanted:
                 continue
             if self._ready(dependency):
-                service.waiting_for = None
-                self._start(service, respect_after=False)
+                # It may wait for others too: on to the next one, if any.
+                self._start(service, respect_after=True)
             elif dependency.state in (ServiceState.FATAL, ServiceState.EXITED):
                 _log.warn(
                     "service {service!r} is not started: {after!r} is {after_state}",
@@ -660,6 +673,7 @@ class Supervisor:
                 None if restart_call is None else max(0.0, restart_call.getTime() - now)
             ),
             now=now,
+            ran=uptime,
         )
         service.recent_restarts = decision.recent_restarts
         if decision.state is ServiceState.BACKOFF:
@@ -792,6 +806,25 @@ def _ran(uptime: float | None) -> str:
 def _seconds(value: float) -> str:
     """Seconds for people: ``"0.05"``, ``"2"``, ``"312"``."""
     return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
+def _credentials(spec: ServiceSpec) -> dict[str, Any]:
+    """The factory's keywords for who the child runs as; none if unchanged.
+
+    Resolved at every start: a user deleted since the spec was made fails
+    that start (a ConfigError, reported like any spawn error).
+    """
+    kwargs: dict[str, Any] = {}
+    credentials = spec.credentials()
+    if credentials is not None:
+        kwargs.update(
+            user=credentials.uid,
+            group=credentials.gid,
+            extra_groups=list(credentials.groups),
+        )
+    if spec.umask is not None:
+        kwargs["umask"] = spec.umask
+    return kwargs
 
 
 def _child_env(spec: ServiceSpec) -> dict[str, str] | None:

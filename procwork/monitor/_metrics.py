@@ -1,0 +1,295 @@
+"""What ``/metrics`` says: the monitor's metrics, by Prometheus conventions.
+
+Units are in the names (``_seconds``, ``_bytes``), counters end in
+``_total``, and a labelled series never vanishes while its subject exists:
+``procwork_service_state`` has a sample for every state of every service,
+1 for the current one and 0 for the others, so a query over a state keeps
+working when the service leaves it. The monitor's own ``process_*``
+metrics are the standard ones every Prometheus client library exports,
+read from ``/proc/self``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Mapping
+from typing import Any
+
+from procwork.monitor._checks import CheckStatus
+from procwork.monitor._http import Metric
+from procwork.supervisor import ServiceState, ServiceStatus
+
+__all__ = ["monitor_metrics", "process_metrics"]
+
+Samples = list[tuple[dict[str, str], float]]
+
+
+def monitor_metrics(
+    *,
+    version: str,
+    services: Mapping[str, ServiceStatus],
+    checks: Mapping[str, CheckStatus],
+    rules: Mapping[str, Any],
+    queued: int,
+) -> list[Metric]:
+    """The metrics of services, checks, rules and runs (not ``process_*``).
+
+    Args:
+        version: procwork's version, for ``procwork_build_info``.
+        services: The supervisor's status, by service.
+        checks: Each check's status.
+        rules: Each rule's counters (``matches``, ``signals_sent``).
+        queued: Runs waiting for admission.
+    """
+
+    def per_service(value: Any) -> Samples:
+        return [({"service": n}, float(value(s))) for n, s in services.items()]
+
+    def per_check(value: Any, skip_none: bool = False) -> Samples:
+        samples = [({"check": n}, value(c)) for n, c in checks.items()]
+        return [(k, float(v)) for k, v in samples if not (skip_none and v is None)]
+
+    running = {
+        "service": sum(1 for s in services.values() if s.pid is not None),
+        "check": sum(1 for c in checks.values() if c.running),
+        "action": sum(1 for c in checks.values() if c.action_running),
+    }
+    return [
+        ("procwork_up", "gauge", "1 while the monitor runs", [({}, 1.0)]),
+        (
+            "procwork_build_info",
+            "gauge",
+            "Always 1; the version of procwork running, as a label",
+            [({"version": version}, 1.0)],
+        ),
+        (
+            "procwork_service_up",
+            "gauge",
+            "1 if the service is RUNNING, else 0",
+            per_service(lambda s: s.state is ServiceState.RUNNING),
+        ),
+        (
+            "procwork_service_state",
+            "gauge",
+            "1 for the state the service is in, 0 for every other state",
+            [
+                ({"service": n, "state": str(state)}, float(s.state is state))
+                for n, s in services.items()
+                for state in ServiceState
+            ],
+        ),
+        (
+            "procwork_service_restarts_total",
+            "counter",
+            "Automatic restarts of the service since it was added",
+            per_service(lambda s: s.restarts),
+        ),
+        (
+            "procwork_service_start_time_seconds",
+            "gauge",
+            "When the service's last process started, in seconds since the epoch",
+            [
+                ({"service": n}, float(s.started))
+                for n, s in services.items()
+                if s.started is not None
+            ],
+        ),
+        (
+            "procwork_service_last_exit_code",
+            "gauge",
+            "Exit code of the service's last process; -N if killed by signal N",
+            [
+                ({"service": n}, float(s.returncode))
+                for n, s in services.items()
+                if s.returncode is not None
+            ],
+        ),
+        (
+            "procwork_check_runs_total",
+            "counter",
+            "Check runs started",
+            per_check(lambda c: c.runs),
+        ),
+        (
+            "procwork_check_failures_total",
+            "counter",
+            "Check runs that failed (non-zero exit or could not start)",
+            per_check(lambda c: c.failed),
+        ),
+        (
+            "procwork_check_timeouts_total",
+            "counter",
+            "Check runs killed by their timeout",
+            per_check(lambda c: c.timed_out),
+        ),
+        (
+            "procwork_check_skipped_total",
+            "counter",
+            "Intervals skipped because the previous run was still going",
+            per_check(lambda c: c.skipped),
+        ),
+        (
+            "procwork_check_actions_total",
+            "counter",
+            "Failure actions started",
+            per_check(lambda c: c.actions),
+        ),
+        (
+            "procwork_check_ok",
+            "gauge",
+            "1 if the last run of the check succeeded, else 0",
+            per_check(lambda c: c.last_outcome == "ok"),
+        ),
+        (
+            "procwork_check_consecutive_failures",
+            "gauge",
+            "Runs of the check in a row that did not succeed (0 after a success)",
+            per_check(lambda c: c.consecutive_failures),
+        ),
+        (
+            "procwork_check_last_duration_seconds",
+            "gauge",
+            "How long the check's last finished run took",
+            per_check(lambda c: c.last_duration, skip_none=True),
+        ),
+        (
+            "procwork_check_last_run_timestamp_seconds",
+            "gauge",
+            "When the check's last run started, in seconds since the epoch",
+            per_check(lambda c: c.last_started, skip_none=True),
+        ),
+        (
+            "procwork_check_last_success_timestamp_seconds",
+            "gauge",
+            "When the check last succeeded, in seconds since the epoch",
+            per_check(lambda c: c.last_success, skip_none=True),
+        ),
+        (
+            "procwork_rule_matches_total",
+            "counter",
+            "Processes a rule found over its limits",
+            [({"rule": n}, float(c.matches)) for n, c in rules.items()],
+        ),
+        (
+            "procwork_rule_signals_total",
+            "counter",
+            "Signals a rule sent",
+            [({"rule": n}, float(c.signals_sent)) for n, c in rules.items()],
+        ),
+        (
+            "procwork_processes_running",
+            "gauge",
+            "Processes procwork runs now: services, checks and failure actions",
+            [({"kind": kind}, float(count)) for kind, count in running.items()],
+        ),
+        (
+            "procwork_processes_queued",
+            "gauge",
+            "Check and action runs waiting for admission (the cap or the load)",
+            [({}, float(queued))],
+        ),
+    ]
+
+
+def process_metrics(proc: str = "/proc/self") -> list[Metric]:
+    """The standard ``process_*`` metrics of this process, from ``/proc``.
+
+    A metric whose source cannot be read is left out rather than made up.
+
+    Args:
+        proc: The ``/proc`` directory of the process (tests pass another).
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    metrics: list[Metric] = []
+    try:
+        with open(f"{proc}/stat", encoding="ascii") as f:
+            # The command name is in parentheses and may hold spaces.
+            fields = f.read().rpartition(")")[2].split()
+        # Fields after the name, from 0: state is 0, utime 11, stime 12,
+        # starttime 19 (in clock ticks since boot), vsize 20, rss 21 (pages).
+        cpu = (int(fields[11]) + int(fields[12])) / ticks
+        started_after_boot = int(fields[19]) / ticks
+        virtual, rss_pages = int(fields[20]), int(fields[21])
+    except (OSError, ValueError, IndexError):
+        pass
+    else:
+        metrics += [
+            (
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                [({}, cpu)],
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes.",
+                [({}, float(virtual))],
+            ),
+            (
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                [({}, float(rss_pages * resource.getpagesize()))],
+            ),
+        ]
+        boot = _boot_time()
+        if boot is not None:
+            metrics.append(
+                (
+                    "process_start_time_seconds",
+                    "gauge",
+                    "Start time of the process since unix epoch in seconds.",
+                    [({}, boot + started_after_boot)],
+                )
+            )
+    try:
+        open_fds = len(os.listdir(f"{proc}/fd"))
+    except OSError:
+        pass
+    else:
+        metrics.append(
+            (
+                "process_open_fds",
+                "gauge",
+                "Number of open file descriptors.",
+                [({}, float(open_fds))],
+            )
+        )
+    max_fds = _max_open_files(proc)
+    if max_fds is not None:
+        metrics.append(
+            (
+                "process_max_fds",
+                "gauge",
+                "Maximum number of open file descriptors.",
+                [({}, float(max_fds))],
+            )
+        )
+    return metrics
+
+
+def _boot_time() -> float | None:
+    """When the machine booted, in seconds since the epoch (``btime``)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _max_open_files(proc: str) -> int | None:
+    """The soft limit on open files (``Max open files`` in ``limits``)."""
+    try:
+        with open(f"{proc}/limits", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    soft = line[len("Max open files") :].split()[0]
+                    return None if soft == "unlimited" else int(soft)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
