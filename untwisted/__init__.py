@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 
+from untwisted import _signals
 from untwisted._adapt import as_deferred, set_generator_runner
 from untwisted._driver import DrivableReactor, Driver
 from untwisted._errors import ForeignThreadError, ReentrancyError, Timeout
@@ -42,6 +43,7 @@ __all__ = [
 T = TypeVar("T")
 
 _default_driver = Driver()
+_signals.set_foreign_loop(_default_driver.stopper_if_foreign)
 
 
 def default_driver() -> Driver:

@@ -27,6 +27,7 @@ reactor's waker, so the wait ends at once.
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Generator
@@ -129,6 +130,18 @@ class Driver:
     def inside(self) -> bool:
         """True while code runs inside this reactor (a callback, a task)."""
         return self._depth > 0
+
+    def stopper_if_foreign(self) -> Callable[[], object] | None:
+        """A graceful stop of the reactor if a program's own ``reactor.run()``
+        drives it, else None (see :func:`untwisted._signals.set_foreign_loop`).
+        """
+        if self._started:
+            return None
+        # Never import (install) the global reactor from a signal handler.
+        reactor = self._reactor or sys.modules.get("twisted.internet.reactor")
+        if reactor is None or not getattr(reactor, "running", False):
+            return None
+        return lambda: _call_from_thread(reactor, _stop_quietly, reactor)
 
     def check_caller(self, what: str) -> None:
         """Raise unless the caller may block on this reactor now.
@@ -431,6 +444,17 @@ def _delay(reactor: DrivableReactor, limit: float | None) -> float | None:
     if limit is not None and (delay is None or delay > limit):
         return limit
     return delay
+
+
+def _call_from_thread(reactor: Any, f: Callable[..., object], *args: object) -> None:
+    # What Twisted's own SIGTERM handler does: never stop from inside a
+    # signal handler, which may have interrupted the reactor mid-call.
+    reactor.callFromThread(f, *args)
+
+
+def _stop_quietly(reactor: DrivableReactor) -> None:
+    if reactor.running:
+        reactor.stop()
 
 
 def _stopped(reactor: DrivableReactor) -> Callable[[], bool]:

@@ -20,13 +20,20 @@ child. A second signal while one is pending raises at once, so a step stuck
 in a busy loop can still be interrupted by pressing Ctrl-C twice.
 
 A program's own handlers are never replaced.
+
+Under a program's own ``reactor.run()`` an exception raised from a handler
+would be caught and logged by Twisted's main loop, and the signal ignored.
+There, as Twisted itself does for SIGINT and SIGTERM, the signal stops the
+reactor instead: its shutdown triggers (procwork's child cleanup) run and
+``reactor.run()`` returns. :func:`set_foreign_loop` tells this module how to
+recognise that case.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -38,6 +45,7 @@ __all__ = [
     "held",
     "raise_pending",
     "restore_after_twisted",
+    "set_foreign_loop",
 ]
 
 #: The signals turned into exceptions: those whose default action ends the
@@ -61,9 +69,29 @@ class _Gate:
 
 
 _gate = _Gate()
+_MAIN_THREAD = threading.main_thread().ident
+
+# Returns a function that stops the reactor when a program's own
+# reactor.run() drives it (see set_foreign_loop), else None.
+_foreign_loop: Callable[[], Callable[[], object] | None] | None = None
+
+
+def set_foreign_loop(check: Callable[[], Callable[[], object] | None]) -> None:
+    """Register how to tell that a program's own ``reactor.run()`` is running.
+
+    ``check()`` returns a function that stops that reactor gracefully, or
+    None when no such loop runs (untwisted drives the reactor, or nothing
+    does).
+    """
+    global _foreign_loop
+    _foreign_loop = check
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
+    stop = _foreign_loop() if _foreign_loop is not None else None
+    if stop is not None:
+        stop()
+        return
     if _gate.depth and _gate.pending is None:
         _gate.pending = signum
         return
@@ -130,7 +158,14 @@ def held() -> Generator[None, None, None]:
     recording it, one reactor iteration. When the outermost block ends, a
     signal that arrived meanwhile is raised (after the block's own
     exception, if any, has been chained to it).
+
+    Which thread may call: any; off the main thread it does nothing, since
+    Python runs signal handlers on the main thread only (holding there would
+    raise the main thread's exception in this one).
     """
+    if threading.get_ident() != _MAIN_THREAD:
+        yield
+        return
     _gate.depth += 1
     try:
         yield
