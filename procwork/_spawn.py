@@ -73,6 +73,24 @@ _ends_due: set[GroupProcess] = set()
 _flushing: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
+def catch_signals_to_hold(reactor: Any) -> None:
+    """Make the fatal signals exceptions that ``hold_signals()`` can hold.
+
+    Call before starting a child, outside any held block. Holding only works
+    for signals handled by untwisted; a default SIGINT handler would raise
+    ``KeyboardInterrupt`` in the middle of the spawn regardless.
+
+    Only while ``reactor`` is not running: that is blocking code starting a
+    child before anything drove the reactor (untwisted installs the handlers
+    itself when it starts it). A program's own ``reactor.run()`` owns its
+    signals, and an exception raised by a handler inside Twisted's dispatch
+    would be swallowed (logged) there. Which thread may call: any; off the
+    main thread it does nothing.
+    """
+    if not getattr(reactor, "running", False):
+        untwisted.catch_fatal_signals()
+
+
 def live_processes() -> frozenset[GroupProcess]:
     """Children started by procwork that have not been reaped yet."""
     return frozenset(_live)
@@ -338,13 +356,7 @@ class GroupProcess(twisted_process.Process):
             child_fds = {0: 0, 1: 1, 2: 2}  # ints: Twisted passes them through
         elif not stdin:
             child_fds[0] = _devnull()
-        if not getattr(reactor, "running", False):
-            # Blocking code starting a child before any reactor runs: make
-            # Ctrl-C and its kin exceptions we can hold (untwisted does this
-            # when it starts the reactor). A program's own reactor.run()
-            # owns its signals, and an exception raised inside Twisted's
-            # dispatch would be swallowed there, so not while one runs.
-            untwisted.catch_fatal_signals()
+        catch_signals_to_hold(reactor)
         # From the first pipe to the child recorded as live (_live, its
         # pidfd, the protocol's connectionMade: Process._started_as), an
         # exception from a signal handler would leave a running child

@@ -18,9 +18,13 @@ that the rare interleaving happens hundreds of times a run.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +32,13 @@ from twisted.internet.defer import Deferred
 
 import procwork
 import untwisted
-from tests.support import wait
+from tests.support import (
+    alive,
+    python_child,
+    sigkill_leftovers,
+    unique_token,
+    wait,
+)
 
 # These tests are not about load: a busy test machine must not queue them.
 pytestmark = pytest.mark.usefixtures("no_load_gate")
@@ -95,9 +105,7 @@ def shuffled_epoll_batches(seed: int) -> Iterator[Counter[str]]:
 # -- lost output -------------------------------------------------------------------
 
 
-def test_runs_started_from_line_callbacks_while_others_end_lose_no_input_or_output() -> (
-    None
-):
+def test_runs_started_from_line_callbacks_while_others_end_lose_no_data() -> None:
     """Thousands of runs under churn, every epoll batch shuffled.
 
     64 chains run at once. Each link is ``echo go``; its ``on_stdout``
@@ -141,3 +149,121 @@ def test_runs_started_from_line_callbacks_while_others_end_lose_no_input_or_outp
     # The interleaving under test happened, many times.
     stale = sum(n for what, n in counts.items() if what.startswith("stale"))
     assert stale >= 50, dict(counts)
+
+
+# -- interrupts during a spawn -------------------------------------------------------
+
+# A program that starts `sleep 300` children as fast as it can from blocking
+# code (the first round before the reactor ever ran), until a signal sent by
+# a timer thread at a random moment interrupts it. It catches the exception,
+# kills every child procwork knows of, and counts the marked children still
+# alive: orphans, started but never recorded. After `tries` such rounds it
+# prints the counts and lets one last interrupt end it, so that its exit path
+# must clean up too.
+SPAWN_UNTIL_INTERRUPTED = """
+    import os, random, signal, sys, threading, time
+    from twisted.internet.defer import DeferredList
+    import procwork, untwisted
+    from procwork._spawn import kill_all_now, live_processes
+
+    signum = signal.Signals[sys.argv[1]]
+    tries, mark = int(sys.argv[2]), sys.argv[3]
+    env = {"PATH": os.environ["PATH"], "PROCWORK_TEST_MARK": mark}
+    needle = ("PROCWORK_TEST_MARK=" + mark).encode()
+    rng = random.Random(mark)
+
+    def marked_alive():
+        pids = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    environ = f.read().split(b"\\0")
+                with open(f"/proc/{name}/stat") as f:
+                    state = f.read().rpartition(")")[2].split()[0]
+            except OSError:
+                continue
+            if needle in environ and state not in ("Z", "X"):
+                pids.append(int(name))
+        return pids
+
+    def spawn():
+        procwork.spawn(["sleep", "300"], env=env, stdin=False, priority="critical")
+
+    def spawn_until_interrupted():
+        # The first spawn of the program installs the handlers (nothing else
+        # does before the reactor runs); the signal may come after it.
+        spawn()
+        delay = rng.uniform(0, 0.01)
+        threading.Timer(delay, os.kill, (os.getpid(), signum)).start()
+        while True:
+            spawn()
+
+    orphans = interrupted = 0
+    for _ in range(tries):
+        try:
+            spawn_until_interrupted()
+        except (KeyboardInterrupt, SystemExit):
+            interrupted += 1
+        kill_all_now()
+        waits = [p.when_reaped() for p in live_processes()]
+        untwisted.run(DeferredList(waits), timeout=10)
+        deadline = time.monotonic() + 1
+        while marked_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for pid in marked_alive():
+            orphans += 1
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    print(f"tries {tries} interrupted {interrupted} orphans {orphans}", flush=True)
+    spawn_until_interrupted()
+"""
+
+
+def marked_processes(mark: str) -> list[int]:
+    """The live (not zombie) processes whose environment holds ``mark``."""
+    needle = f"PROCWORK_TEST_MARK={mark}".encode()
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{name}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if needle in environ and alive(int(name)):
+            pids.append(int(name))
+    return pids
+
+
+@pytest.mark.parametrize(
+    ("signame", "exit_status"),
+    [("SIGINT", -signal.SIGINT), ("SIGTERM", 143), ("SIGHUP", 129), ("SIGQUIT", 131)],
+)
+def test_a_signal_landing_while_blocking_code_spawns_leaves_no_child_behind(
+    signame: str, exit_status: int
+) -> None:
+    """Starting a child is atomic with respect to interrupts.
+
+    Whenever the signal lands (before, during or after a fork), the child is
+    either not started or on record, so it dies with the program: 75 rounds
+    per signal caught in the program, then one that ends it.
+    """
+    mark = unique_token()
+    with sigkill_leftovers() as leftovers:
+        with python_child(SPAWN_UNTIL_INTERRUPTED, signame, "75", mark) as parent:
+            try:
+                out, err = parent.communicate(timeout=60)
+            finally:
+                leftovers.extend(marked_processes(mark))
+        assert "orphans 0" in out, f"{out}{err[-3000:]}"
+        assert "interrupted 75" in out, f"{out}{err[-3000:]}"
+        assert parent.returncode == exit_status, err[-3000:]
+        # The program's own exit killed what it had started (SIGTERM to each
+        # group: at once for `sleep`).
+        deadline = time.monotonic() + 10
+        while marked_processes(mark) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        leftovers.extend(marked_processes(mark))
+        assert marked_processes(mark) == []
