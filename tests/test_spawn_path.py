@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import select
 import signal
 import time
 from collections import Counter
@@ -29,12 +30,19 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
 
 import procwork
 import untwisted
+from procwork._spawn import GroupProcess
 from tests.support import (
+    PY,
     alive,
+    drive_until,
+    observing,
     python_child,
+    run_child,
     sigkill_leftovers,
     unique_token,
     wait,
@@ -267,3 +275,178 @@ def test_a_signal_landing_while_blocking_code_spawns_leaves_no_child_behind(
             time.sleep(0.05)
         leftovers.extend(marked_processes(mark))
         assert marked_processes(mark) == []
+
+
+# -- stale events, one at a time ---------------------------------------------------
+
+# Reads one line of stdin, then prints it back.
+ECHO_ONE_LINE = [PY, "-u", "-c", "import sys; print(sys.stdin.readline().strip())"]
+
+
+def running_transport(proc: procwork.Process) -> GroupProcess:
+    """``proc``'s transport, once it has one (at most 30 s)."""
+    assert drive_until(lambda: proc._transport is not None, 30), f"{proc!r}"
+    transport = proc._transport
+    assert transport is not None
+    return transport
+
+
+def stale_event(selectable: Any, event: int) -> None:
+    """Dispatch ``event`` to ``selectable`` as the reactor does for a batch
+    whose event was meant for a closed descriptor of the same number."""
+    untwisted.tick()  # a reactor dispatches events only once it runs
+    reactor: Any = untwisted.default_driver().reactor
+    reactor._doReadOrWrite(selectable, selectable.fileno(), event)
+
+
+@pytest.mark.parametrize("event", [select.EPOLLHUP, select.EPOLLERR])
+def test_a_stale_hang_up_on_a_childs_stdout_loses_none_of_its_output(
+    event: int,
+) -> None:
+    proc = procwork.spawn(ECHO_ONE_LINE)
+    stale_event(running_transport(proc).pipes[1], event)
+    proc.write(b"still here\n")
+    proc.close_stdin()
+    assert wait(proc.wait()).stdout == b"still here\n"
+
+
+@pytest.mark.parametrize("event", [select.EPOLLHUP, select.EPOLLERR, select.EPOLLIN])
+def test_a_stale_event_on_a_childs_stdin_loses_none_of_its_input(event: int) -> None:
+    proc = procwork.spawn(ECHO_ONE_LINE)
+    transport = running_transport(proc)
+    stale_event(transport.pipes[0], event)
+    assert 0 in transport.pipes, "stdin was closed"
+    proc.write(b"still here\n")
+    assert wait(proc.wait()).stdout == b"still here\n"
+
+
+def test_a_stale_event_on_input_waiting_to_be_written_keeps_it_waiting() -> None:
+    """Input the pipe could not take yet (1 MiB) is all delivered."""
+    data = b"x" * (1 << 20)
+    proc = procwork.spawn(
+        [PY, "-c", "import sys, time; time.sleep(0.2); print(len(sys.stdin.read()))"]
+    )
+    transport = running_transport(proc)
+    proc.write(data)
+    proc.close_stdin()
+    stale_event(transport.pipes[0], select.EPOLLERR)
+    assert wait(proc.wait()).stdout == b"1048576\n"
+
+
+def test_a_stale_hang_up_on_a_pidfd_keeps_it_watched() -> None:
+    """The child's end is still noticed through its pidfd, not Twisted's table."""
+    proc = procwork.spawn(ECHO_ONE_LINE)
+    transport = running_transport(proc)
+    watch = transport._watch
+    assert watch is not None
+    stale_event(watch, select.EPOLLHUP)
+    assert transport._watch is watch
+    proc.close_stdin()
+    assert wait(proc.wait()).ok
+
+
+# -- GroupProcess edges ----------------------------------------------------------------
+
+
+class _LosesConnectionAsItExits(ProcessProtocol):
+    """Calls ``transport.loseConnection()`` in ``processExited``."""
+
+    def __init__(self) -> None:
+        self.lost: list[int] = []
+        self.ended: Deferred[None] = Deferred()
+
+    def processExited(self, reason: Failure) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def childConnectionLost(self, childFD: int) -> None:
+        self.lost.append(childFD)
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+
+
+def test_loseConnection_called_as_the_child_exits_closes_each_pipe_once() -> None:
+    """No second close (of a number that may belong to another pipe by then),
+    no error logged.
+
+    A grandchild holds the pipes open, so they are still open when the
+    child's exit is seen and the protocol closes them.
+    """
+    errors: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None or event.get("isError"):
+            errors.append(event)
+
+    protocol = _LosesConnectionAsItExits()
+    reactor = untwisted.default_driver().reactor
+    with observing(observe):
+        code = "import subprocess; subprocess.Popen(['sleep', '30'])"
+        transport = GroupProcess(reactor, protocol, [PY, "-c", code])
+        transport.kill_group_on_exit = True  # the grandchild goes too
+        wait(protocol.ended)
+        for _ in range(5):  # the protocol's closes were scheduled for later
+            untwisted.tick(0.01)
+    assert sorted(protocol.lost) == [0, 1, 2]
+    assert errors == []
+
+
+# A program with its own reactor.run(): it starts a child reading stdin, then
+# stops the reactor. Stopping closes the child's stdin, so the child ends
+# after the reactor stopped; the program then reaps it as Twisted's SIGCHLD
+# handling does.
+CHILD_ENDS_AFTER_STOP = """
+    import os, sys, time
+    from twisted.internet import process, reactor
+    from twisted.internet.protocol import ProcessProtocol
+    from procwork._spawn import GroupProcess
+
+    class Protocol(ProcessProtocol):
+        def processEnded(self, reason):
+            print("processEnded", reason.value.exitCode, flush=True)
+
+    started = []
+
+    def start():
+        code = "import sys, time; sys.stdin.read(); time.sleep(0.2); sys.exit(3)"
+        started.append(GroupProcess(reactor, Protocol(), [sys.executable, "-c", code]))
+        reactor.stop()
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+    print("stopped", flush=True)
+    pid = started[0].pgid
+    deadline = time.monotonic() + 10
+    while not os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+        assert time.monotonic() < deadline, "the child did not end"
+        time.sleep(0.01)
+    process.reapAllProcesses()
+"""
+
+
+def test_a_child_that_ends_after_the_reactor_stopped_still_gets_processEnded() -> None:
+    result = run_child(CHILD_ENDS_AFTER_STOP, timeout=60)
+    assert result.stdout == "stopped\nprocessEnded 3\n", result.stderr[-3000:]
+
+
+# A blocking program whose child is still running at exit: untwisted's exit
+# hook stops the reactor, whose shutdown terminates the child; the last end
+# of the shutdown must still reach the Process.
+RESULT_AT_EXIT = """
+    import atexit, sys
+    import procwork, untwisted
+
+    proc = procwork.spawn([sys.executable, "-c", "import time; time.sleep(30)"])
+    untwisted.tick()
+
+    def show():
+        print("returncode:", proc.result and proc.result.returncode)
+
+    atexit.register(show)
+"""
+
+
+def test_a_child_ended_by_the_shutdown_of_the_reactor_still_gets_its_Result() -> None:
+    result = run_child(RESULT_AT_EXIT, timeout=60)
+    assert result.stdout == "returncode: -15\n", result.stderr[-3000:]
