@@ -28,7 +28,7 @@ from procwork._output import LineQueue, LineSplitter, TailBuffer
 from procwork._result import Result
 from procwork._scheduler import Priority, Scheduler
 from procwork._shutdown import watch_reactor
-from procwork._spawn import GroupProcess, catch_signals_to_hold
+from procwork._spawn import GroupProcess, signals_held_while_starting
 
 __all__ = ["Process"]
 
@@ -148,8 +148,7 @@ class Process:
         """
         self._started = time.monotonic()
         nice = LOW_PRIORITY_NICE if self.priority is Priority.LOW else 0
-        catch_signals_to_hold(self._reactor)
-        with untwisted.hold_signals():
+        with signals_held_while_starting(self._reactor):
             try:
                 watch_reactor(self._reactor)
                 GroupProcess(

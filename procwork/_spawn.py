@@ -32,7 +32,7 @@ A fourth concerns stale events: the pipes are Twisted's ``ProcessReader`` and
 against the pipe itself before the pipe is closed (see :class:`_Reader`).
 
 Starting a child is atomic with respect to Ctrl-C and the other fatal
-signals (see :meth:`GroupProcess.__init__`).
+signals (see :func:`signals_held_while_starting`).
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import weakref
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from twisted.internet import error as twisted_error
@@ -73,22 +75,34 @@ _ends_due: set[GroupProcess] = set()
 _flushing: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def catch_signals_to_hold(reactor: Any) -> None:
-    """Make the fatal signals exceptions that ``hold_signals()`` can hold.
+def signals_held_while_starting(reactor: Any) -> AbstractContextManager[None]:
+    """A block in which starting a child is atomic with respect to signals.
 
-    Call before starting a child, outside any held block. Holding only works
-    for signals handled by untwisted; a default SIGINT handler would raise
-    ``KeyboardInterrupt`` in the middle of the spawn regardless.
+    From the first pipe to the child on record as live, an exception raised
+    by a signal handler (Ctrl-C, SIGTERM, ...) would leave a running child
+    nobody knows of, never killed at exit. Inside this block such an
+    exception is postponed until the outermost held block ends
+    (``untwisted.hold_signals()``), when the child is on record.
 
-    Only while ``reactor`` is not running: that is blocking code starting a
-    child before anything drove the reactor (untwisted installs the handlers
-    itself when it starts it). A program's own ``reactor.run()`` owns its
-    signals, and an exception raised by a handler inside Twisted's dispatch
-    would be swallowed (logged) there. Which thread may call: any; off the
-    main thread it does nothing.
+    Holding works only for signals handled by untwisted (a default SIGINT
+    handler raises wherever it is), so this first makes the fatal signals
+    untwisted's (``untwisted.catch_fatal_signals()``), but only while
+    ``reactor`` is not running: that is blocking code starting a child before
+    anything drove the reactor (untwisted installs the handlers itself when
+    it starts it). A program's own ``reactor.run()`` owns its signals, and an
+    exception raised by a handler inside Twisted's dispatch would be
+    swallowed (logged) there.
+
+    Which thread may call: any. Python runs signal handlers on the main
+    thread only, so another thread's spawn cannot be torn by one, and
+    holding there would postpone the main thread's exception into this one:
+    elsewhere the block holds nothing.
     """
+    if threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext()
     if not getattr(reactor, "running", False):
         untwisted.catch_fatal_signals()
+    return untwisted.hold_signals()
 
 
 def live_processes() -> frozenset[GroupProcess]:
@@ -356,20 +370,13 @@ class GroupProcess(twisted_process.Process):
             child_fds = {0: 0, 1: 1, 2: 2}  # ints: Twisted passes them through
         elif not stdin:
             child_fds[0] = _devnull()
-        catch_signals_to_hold(reactor)
-        # From the first pipe to the child recorded as live (_live, its
-        # pidfd, the protocol's connectionMade: Process._started_as), an
-        # exception from a signal handler would leave a running child
-        # nobody knows of, never killed at exit. Held signals are raised
-        # when the outermost block ends, with the child on record.
-        with untwisted.hold_signals():
+        # From the first pipe to the child on record: _live, its pidfd, the
+        # protocol's connectionMade (Process._started_as).
+        with signals_held_while_starting(reactor):
             super().__init__(
                 reactor, args[0], list(args), env, cwd, protocol, childFDs=child_fds
             )
             self._watch_exit(reactor)
-
-    processReaderFactory = _Reader
-    processWriterFactory = _Writer
 
     # -- starting --------------------------------------------------------
 
