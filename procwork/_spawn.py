@@ -345,6 +345,10 @@ class GroupProcess(twisted_process.Process):
             a :class:`procwork.SpawnError`).
     """
 
+    # Twisted's pipes, checking a hang-up before acting on it (see _Reader).
+    processReaderFactory = _Reader
+    processWriterFactory = _Writer
+
     def __init__(
         self,
         reactor: Any,
