@@ -28,7 +28,7 @@ from procwork._output import LineQueue, LineSplitter, TailBuffer
 from procwork._result import Result
 from procwork._scheduler import Priority, Scheduler
 from procwork._shutdown import watch_reactor
-from procwork._spawn import GroupProcess
+from procwork._spawn import GroupProcess, signals_held_while_starting
 
 __all__ = ["Process"]
 
@@ -140,25 +140,32 @@ class Process:
         self._scheduler.submit(self)
 
     def _admitted(self) -> None:
-        """Called by the scheduler: start the child now."""
+        """Called by the scheduler: start the child now.
+
+        Atomic with respect to Ctrl-C and the other fatal signals: one that
+        arrives meanwhile is raised when the child is on record as live and
+        this Process as running (or failed), so the exit path kills it.
+        """
         self._started = time.monotonic()
         nice = LOW_PRIORITY_NICE if self.priority is Priority.LOW else 0
-        try:
-            watch_reactor(self._reactor)
-            GroupProcess(
-                self._reactor,
-                _Protocol(self),
-                self.args,
-                env=self._env,
-                cwd=self._cwd,
-                nice=nice,
-                stdin=self._stdin,
-                inherit_stdio=self._inherit_stdio,
-            )
-        except Exception as e:  # OSError mostly; ValueError: a NUL in env
-            # Whatever it is, fail this run and free its slot: a job stuck in
-            # the scheduler would hang its caller and shrink the cap for good.
-            self._spawn_failed(e)
+        with signals_held_while_starting(self._reactor):
+            try:
+                watch_reactor(self._reactor)
+                GroupProcess(
+                    self._reactor,
+                    _Protocol(self),
+                    self.args,
+                    env=self._env,
+                    cwd=self._cwd,
+                    nice=nice,
+                    stdin=self._stdin,
+                    inherit_stdio=self._inherit_stdio,
+                )
+            except Exception as e:  # OSError mostly; ValueError: a NUL in env
+                # Whatever it is, fail this run and free its slot: a job stuck
+                # in the scheduler would hang its caller and shrink the cap for
+                # good.
+                self._spawn_failed(e)
 
     def _started_as(self, transport: GroupProcess) -> None:
         self._transport = transport

@@ -26,15 +26,26 @@ made 4 000 concurrent ``sleep 1`` take ~68 s instead of ~5 s:
 A third change concerns output: when the child has exited, a grandchild that
 inherited its stdout must not hold the result hostage, so the pipes are read
 dry and closed then (Twisted would wait for EOF for ever).
+
+A fourth concerns stale events: the pipes are Twisted's ``ProcessReader`` and
+``ProcessWriter`` with one addition, a hang-up the reactor reports is checked
+against the pipe itself before the pipe is closed (see :class:`_Reader`).
+
+Starting a child is atomic with respect to Ctrl-C and the other fatal
+signals (see :func:`signals_held_while_starting`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from twisted.internet import error as twisted_error
@@ -44,6 +55,7 @@ from twisted.internet.interfaces import IReactorFDSet
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
+import untwisted
 from procwork import _orphans
 
 __all__ = ["GroupProcess", "live_processes"]
@@ -57,10 +69,221 @@ _HAVE_PIDFD = hasattr(os, "pidfd_open")
 # Every child started here and not yet reaped; the shutdown hook walks it.
 _live: set[GroupProcess] = set()
 
+# Children reaped whose protocol is told on the next reactor turn (see
+# GroupProcess.maybeCallProcessEnded), and the reactors whose shutdown tells
+# them at once instead: a reactor that stops runs no further turn.
+_ends_due: set[GroupProcess] = set()
+_flushing: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def signals_held_while_starting(reactor: Any) -> AbstractContextManager[None]:
+    """A block in which starting a child is atomic with respect to signals.
+
+    From the first pipe to the child on record as live, an exception raised
+    by a signal handler (Ctrl-C, SIGTERM, ...) would leave a running child
+    nobody knows of, never killed at exit. Inside this block such an
+    exception is postponed until the outermost held block ends
+    (``untwisted.hold_signals()``), when the child is on record.
+
+    Holding works only for signals handled by untwisted (a default SIGINT
+    handler raises wherever it is), so this first makes the fatal signals
+    untwisted's (``untwisted.catch_fatal_signals()``), but only while
+    ``reactor`` is not running: that is blocking code starting a child before
+    anything drove the reactor (untwisted installs the handlers itself when
+    it starts it). A program's own ``reactor.run()`` owns its signals, and an
+    exception raised by a handler inside Twisted's dispatch would be
+    swallowed (logged) there.
+
+    Which thread may call: any. Python runs signal handlers on the main
+    thread only, so another thread's spawn cannot be torn by one, and
+    holding there would postpone the main thread's exception into this one:
+    elsewhere the block holds nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext()
+    if not getattr(reactor, "running", False):
+        untwisted.catch_fatal_signals()
+    return untwisted.hold_signals()
+
 
 def live_processes() -> frozenset[GroupProcess]:
     """Children started by procwork that have not been reaped yet."""
     return frozenset(_live)
+
+
+# -- pipes that check a hang-up before acting on it ------------------------------
+#
+# epoll reports events by descriptor number, a batch at a time, and Twisted
+# dispatches a batch's events one after the other to whatever selectable owns
+# each number *now*. When handling one event closes a pipe (a process's end
+# drains and closes its pipes) and a later one starts a process (a line
+# callback, a task woken by a result, any user code), the new pipes get the
+# freed numbers, and the batch's remaining events for the old pipes reach the
+# new ones: a hang-up makes Twisted close the new child's stdout (its output
+# is lost, the run ends "exited 0" with nothing) or its stdin (its input is
+# lost). The kernel builds such batches rarely (a child exiting while the
+# parent collects a batch puts its pidfd ahead of its pipes), but it does.
+#
+# Two ways out were possible: never create pipes inside a batch (defer every
+# spawn to the next reactor turn), or make the pipes themselves immune. The
+# first needs to know reliably that we are inside a batch whoever drives the
+# reactor (a program's own reactor.run() included), costs a reactor turn per
+# spawn, and cannot apply to a critical run that must start at once. The
+# second is local and free: a pipe asks the kernel, with one zero-timeout
+# poll() of its own descriptor, whether the hang-up is real before acting on
+# it, and only when the reactor reported one (about once per pipe per run).
+# A stale report is dropped and the pipe registers itself again (the reactor
+# unregistered it before telling it). Stale *readable* events are harmless:
+# a read finds nothing (EAGAIN), except on a writer, whose "readable" means
+# "the child closed its stdin", which is checked the same way.
+
+_HANG_UP = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+def _poll_now(fd: int, events: int) -> int:
+    """The poll() events of ``fd`` right now (hang-ups are always reported)."""
+    poller = select.poll()
+    poller.register(fd, events)
+    ready = poller.poll(0)
+    return ready[0][1] if ready else 0
+
+
+def _maybe_stale(reactor: Any, reason: Failure) -> bool:
+    """Whether a ``connectionLost(reason)`` may come from a stale event.
+
+    Only the reactor's report of a hang-up can be: exactly ``ConnectionDone``
+    or ``ConnectionLost`` while it runs. When it is not running, this is its
+    ``disconnectAll()`` at shutdown, which must be obeyed; any other reason
+    is an error raised while handling the pipe.
+    """
+    return type(reason.value) in (
+        twisted_error.ConnectionDone,
+        twisted_error.ConnectionLost,
+    ) and bool(getattr(reactor, "running", False))
+
+
+class _Reader(twisted_process.ProcessReader):
+    """The reader of a child's stdout or stderr; closes only on a real end.
+
+    A real end is one that our own code decided (``loseConnection``, the
+    drain at the child's exit), that a read saw (EOF), or that the kernel
+    confirms: hung up with nothing left to read. Closing twice is a no-op
+    (a protocol may call ``loseConnection`` as the child ends).
+    """
+
+    _registered = False  # we asked the reactor to watch us for reading
+    _sure = False  # the end is known to be real
+
+    def startReading(self) -> None:
+        self._registered = True
+        super().startReading()
+
+    def stopReading(self) -> None:
+        self._registered = False
+        super().stopReading()
+
+    def doRead(self) -> Any:
+        why = super().doRead()
+        if why:
+            self._sure = True  # EOF or a read error, seen by us
+        return why
+
+    def loseConnection(self) -> None:
+        self._sure = True
+        super().loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.disconnected:
+            return
+        if not self._sure and _maybe_stale(self.reactor, reason):
+            events = _poll_now(self.fd, select.POLLIN)
+            # Readable (data, perhaps with a hang-up): a stale report, or a
+            # real one that must not lose the data; the next turn reads it.
+            if not events & _HANG_UP or events & select.POLLIN:
+                if self._registered:
+                    super().startReading()  # the reactor dropped us
+                return
+        self._sure = True
+        super().connectionLost(reason)
+
+    def close_now(self) -> None:
+        """Close our end at once (the child is gone; what it wrote was read)."""
+        self._sure = True
+        self.stopReading()
+        self.stopWriting()
+        self.connectionLost(Failure(twisted_error.ConnectionDone()))
+
+
+class _Writer(twisted_process.ProcessWriter):
+    """The writer of a child's stdin; closes only on a real end.
+
+    As :class:`_Reader`; the kernel confirms an end by reporting an error or
+    hang-up on the write end (the child closed its stdin). Until then,
+    buffered input stays buffered.
+    """
+
+    _reading = False  # the reactor watches us for "readable" (see doRead)
+    _writing = False  # ... for writable: input is waiting
+    _sure = False
+
+    def startReading(self) -> None:
+        self._reading = True
+        super().startReading()
+
+    def stopReading(self) -> None:
+        self._reading = False
+        super().stopReading()
+
+    def startWriting(self) -> None:
+        self._writing = True
+        super().startWriting()
+
+    def stopWriting(self) -> None:
+        self._writing = False
+        super().stopWriting()
+
+    def doRead(self) -> Any:
+        # Twisted reads "readable" on a write end as "the child closed it";
+        # a stale readable event would drop the input.
+        if self.enableReadHack and not self._closed_by_child():
+            return None
+        why = super().doRead()
+        if why:
+            self._sure = True
+        return why
+
+    def doWrite(self) -> Any:
+        why = super().doWrite()
+        if why:
+            self._sure = True  # a write failed (EPIPE) or a close completed
+        return why
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.disconnected:
+            return
+        if (
+            not self._sure
+            and _maybe_stale(self.reactor, reason)
+            and not self._closed_by_child()
+        ):
+            # The reactor dropped us: watch again what we watched.
+            if self._reading:
+                super().startReading()
+            if self._writing:
+                super().startWriting()
+            return
+        self._sure = True
+        super().connectionLost(reason)
+
+    def close_now(self) -> None:
+        """Close our end at once (the child is gone)."""
+        self._sure = True
+        self.stopReading()
+        self.stopWriting()
+        self.connectionLost(Failure(twisted_error.ConnectionDone()))
+
+    def _closed_by_child(self) -> bool:
+        return bool(_poll_now(self.fd, select.POLLOUT) & _HANG_UP)
 
 
 class _PidfdWatch:
@@ -77,9 +300,18 @@ class _PidfdWatch:
         self._proc._child_exited()
 
     def connectionLost(self, reason: Failure) -> None:
-        # The reactor dropped us (removeAll at shutdown): fall back to
+        proc = self._proc
+        if self._fd >= 0 and _maybe_stale(proc._reactor, reason):
+            # A pidfd does not hang up while its child is unreaped: this is a
+            # stale event (see _Reader), or somebody else reaped the child.
+            # _reap_own tells them apart.
+            proc._reap_own()
+            if proc._watch is self:
+                proc._reactor.addReader(self)
+            return
+        # The reactor dropped us (disconnectAll at shutdown): fall back to
         # Twisted's own reaping so the exit is still noticed.
-        self._proc._pidfd_lost(self)
+        proc._pidfd_lost(self)
 
     def logPrefix(self) -> str:
         return "procwork-pidfd"
@@ -95,6 +327,8 @@ class GroupProcess(twisted_process.Process):
 
     The child's pid is also its process group id (``pgid``), so
     :meth:`signal_group` reaches its whole tree. Call from the reactor thread.
+    The constructor returns with the child recorded as live even if a fatal
+    signal arrives meanwhile; the signal's exception is raised after that.
 
     Args:
         reactor: The reactor; must provide ``IReactorFDSet`` for pidfd reaping.
@@ -113,6 +347,10 @@ class GroupProcess(twisted_process.Process):
         OSError: the child could not be started (the caller turns this into
             a :class:`procwork.SpawnError`).
     """
+
+    # Twisted's pipes, checking a hang-up before acting on it (see _Reader).
+    processReaderFactory = _Reader
+    processWriterFactory = _Writer
 
     def __init__(
         self,
@@ -145,10 +383,13 @@ class GroupProcess(twisted_process.Process):
             child_fds = {0: 0, 1: 1, 2: 2}  # ints: Twisted passes them through
         elif not stdin:
             child_fds[0] = _devnull()
-        super().__init__(
-            reactor, args[0], list(args), env, cwd, protocol, childFDs=child_fds
-        )
-        self._watch_exit(reactor)
+        # From the first pipe to the child on record: _live, its pidfd, the
+        # protocol's connectionMade (Process._started_as).
+        with signals_held_while_starting(reactor):
+            super().__init__(
+                reactor, args[0], list(args), env, cwd, protocol, childFDs=child_fds
+            )
+            self._watch_exit(reactor)
         _orphans.on_spawn(reactor)  # PID 1 or subreaper: reap orphans too
 
     # -- starting --------------------------------------------------------
@@ -261,24 +502,33 @@ class GroupProcess(twisted_process.Process):
     def maybeCallProcessEnded(self) -> None:
         # Tell the protocol only on the next reactor turn, never from inside
         # a batch of epoll events. Whatever reacts to the end (the next
-        # queued run, a waiting task) may start a process, and new pipes can
-        # reuse descriptor numbers that were closed earlier in this batch;
-        # the batch's remaining events for those numbers (an old pipe's
-        # hang-up) would then be dispatched to the new pipes, and Twisted
-        # would close them under the new child (seen: /bin/echo killed by
-        # SIGPIPE). On the next turn the batch is over and the stale events
-        # are gone with it.
+        # queued run, a waiting task, user code) may open descriptors, which
+        # can reuse numbers closed earlier in this batch; the batch's
+        # remaining events for those numbers would then be dispatched to
+        # them. procwork's own pipes and pidfds check such events (_Reader),
+        # but a socket or a plain Twisted pipe opened by user code cannot.
+        # On the next turn the batch is over and its stale events with it.
         if self._end_scheduled:
             return
         if self.pipes or not self.lostProcess:
             super().maybeCallProcessEnded()
             return
-        call_soon = getattr(self._reactor, "callFromThread", None)
-        if call_soon is None:
+        reactor = self._reactor
+        call_soon = getattr(reactor, "callFromThread", None)
+        if call_soon is None or not getattr(reactor, "running", False):
+            # No next turn will come (the reactor stopped, or never ran):
+            # tell the protocol now.
             super().maybeCallProcessEnded()
             return
         self._end_scheduled = True
-        call_soon(super().maybeCallProcessEnded)
+        _ends_due.add(self)
+        _flush_ends_at_shutdown(reactor)
+        call_soon(self._end_due)
+
+    def _end_due(self) -> None:
+        if self in _ends_due:
+            _ends_due.discard(self)
+            super().maybeCallProcessEnded()
 
     def when_reaped(self) -> Deferred[None]:
         """A Deferred that fires once the child has been reaped."""
@@ -320,9 +570,12 @@ class GroupProcess(twisted_process.Process):
             if isinstance(pipe, twisted_process.ProcessReader):
                 self._drain(child_fd, pipe.fileno())
             if child_fd in self.pipes:
-                pipe.stopReading()
-                pipe.stopWriting()
-                pipe.connectionLost(Failure(twisted_error.ConnectionDone()))
+                if isinstance(pipe, _Reader | _Writer):
+                    pipe.close_now()
+                else:  # pragma: no cover (our factories make every pipe)
+                    pipe.stopReading()
+                    pipe.stopWriting()
+                    pipe.connectionLost(Failure(twisted_error.ConnectionDone()))
 
     def _drain(self, child_fd: int, fd: int) -> None:
         taken = 0
@@ -382,6 +635,21 @@ def _has_exited(pid: int) -> bool:
     except ChildProcessError:
         return True  # already reaped by someone else; _reap_own copes
     return info is not None
+
+
+def _flush_ends_at_shutdown(reactor: Any) -> None:
+    """Once per reactor: when it has stopped, tell the protocols of ended
+    children whose end was left for a next turn that will not come."""
+    if reactor in _flushing or not hasattr(reactor, "addSystemEventTrigger"):
+        return
+    _flushing.add(reactor)
+    reactor.addSystemEventTrigger("after", "shutdown", _flush_ends)
+
+
+def _flush_ends() -> None:
+    for proc in list(_ends_due):
+        if not getattr(proc._reactor, "running", False):
+            proc._end_due()
 
 
 def kill_all_now() -> None:

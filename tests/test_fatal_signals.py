@@ -78,3 +78,29 @@ def test_a_handler_the_program_installed_itself_is_kept() -> None:
         assert script.stdout.readline() == "handled\n"
         assert script.wait(timeout=30) == 0
         assert gone_within(child_pid, 10)
+
+
+def test_under_the_programs_own_reactor_run_a_fatal_signal_stops_the_reactor() -> None:
+    """With reactor.run(), SIGHUP stops the reactor like Twisted's SIGTERM does.
+
+    Twisted's main loop would swallow an exception raised from the handler, so
+    the signal would be ignored; instead the reactor stops, its shutdown
+    terminates the children, and ``reactor.run()`` returns.
+    """
+    code = """
+    import sys, procwork
+    from twisted.internet import reactor
+    proc = procwork.spawn(["sh", "-c", "sleep 300", sys.argv[1]])
+    reactor.callWhenRunning(lambda: print(proc.pid, flush=True))
+    reactor.run()
+    print("reactor.run returned", proc.result.describe(), flush=True)
+    """
+    with python_child(code, unique_token()) as script:
+        assert script.stdout is not None
+        assert readable(script.stdout, 30)
+        child_pid = int(script.stdout.readline())
+        script.send_signal(signal.SIGHUP)
+        assert readable(script.stdout, 30)
+        assert script.stdout.readline().startswith("reactor.run returned")
+        assert script.wait(timeout=30) == 0
+        assert gone_within(child_pid, 10)
