@@ -36,6 +36,7 @@ from procwork._supervisor import (
     ServiceStatus,
     Supervisor,
 )
+from procwork._waitfor import waitfor
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -74,4 +75,5 @@ __all__ = [
     "run",
     "scheduler",
     "spawn",
+    "waitfor",
 ]
