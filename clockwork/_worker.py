@@ -242,7 +242,9 @@ class Worker:
         """
         self.driver.check_caller("clockwork.Worker.doNextTask")
         if not self._unfinished:
-            raise RuntimeError(f"{self!r}.doNextTask(): nothing in queue")
+            raise RuntimeError(
+                "Worker.doNextTask(): nothing in queue (every task has finished)"
+            )
         if self._autorun:  # the reactor runs its tasks: nothing to wait for here
             return self.tick()
         deadline = None if timeout is None else time.monotonic() + timeout
