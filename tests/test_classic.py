@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import signal
-import textwrap
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -728,7 +727,7 @@ def test_cancelling_a_command_routine_kills_the_command(tmp_path: Path) -> None:
 
 
 def test_waitfor_kills_at_the_deadline_and_says_killed() -> None:
-    p = wait(procwork.waitfor("yes", secondsToWait=0.05))
+    p = wait(procwork.waitfor("yes", secondsToWait=0.3))
     assert p.killed
     assert p.returncode == -signal.SIGTERM
     assert p.stdout.readline() == b"y\n"
@@ -747,21 +746,12 @@ def test_waitfor_with_zero_seconds_waits_as_long_as_it_takes() -> None:
 def test_waitfor_kills_the_whole_process_group_sigterm_then_sigkill(
     tmp_path: Path,
 ) -> None:
-    """A child that ignores SIGTERM, with a grandchild: both die at the deadline."""
+    """A shell that ignores SIGTERM, with a background child that inherits that:
+    both die at the deadline, by SIGKILL once the grace is over."""
     pids = tmp_path / "pids"
-    code = textwrap.dedent(
-        """
-        import os, signal, subprocess, sys, time
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        sleeper = "import time; time.sleep(60)"
-        grandchild = subprocess.Popen([sys.executable, "-c", sleeper])
-        with open(sys.argv[1] + ".tmp", "w") as f:
-            f.write(f"{os.getpid()} {grandchild.pid}")
-        os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-        time.sleep(60)
-        """
-    )
-    d = procwork.waitfor([PY, "-c", code, str(pids)], secondsToWait=0.5, grace=0.2)
+    script = 'trap "" TERM; sleep 60 & echo $$ $! > "$1.tmp"; mv "$1.tmp" "$1"; wait'
+    command = ["sh", "-c", script, "sh", str(pids)]
+    d = procwork.waitfor(command, secondsToWait=1, grace=0.2)
     assert drive_until(pids.exists, 20), "the child never started"
     child, grandchild = map(int, pids.read_text().split())
     p = wait(d)
