@@ -213,8 +213,8 @@ def genwrap(routine: Generator[Any, Any, T]) -> Generator[Any, Any, T]:
 
     Runs ``routine`` and its subroutines (yielded generators, ``Return``,
     ``Call``) synchronously, in the caller's thread. A ``Value(v)`` produces
-    ``v``, and what the caller ``send()``\\ s back is the value of that
-    ``yield Value(...)``; an :class:`Input` or :class:`Output` is produced as
+    ``v``, and what the caller sends back with ``send()`` is the value of
+    that ``yield Value(...)``; an :class:`Input` or :class:`Output` is produced as
     is. A Deferred, coroutine or awaitable is waited for with
     ``untwisted.run()`` (so not from inside the reactor). Everything else
     (``None``, ``Control``, any other object) is filtered out, as the first

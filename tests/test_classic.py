@@ -811,7 +811,7 @@ def test_waiting_in_the_old_vocabulary_costs_no_cpu() -> None:
         t = time.process_time()
         w = Worker(nap())
         w.doNextTask()
-        w.doNextTask()  # waits the 0.5 s in the reactor
+        w.doNextTask(timeout=30)  # waits the 0.5 s in the reactor
         cpu.append(time.process_time() - t)
 
         t = time.process_time()
@@ -819,12 +819,12 @@ def test_waiting_in_the_old_vocabulary_costs_no_cpu() -> None:
         cpu.append(time.process_time() - t)
 
         t = time.process_time()
-        p = wrap(procwork.waitfor("sleep 0.5"))
+        p = wrap(procwork.waitfor("sleep 0.5"), timeout=30)
         assert not p.killed
         cpu.append(time.process_time() - t)
 
         t = time.process_time()
-        wrap(Command(["sleep", "0.5"])())
+        wrap(Command(["sleep", "0.5"])(), timeout=30)
         cpu.append(time.process_time() - t)
         print(*cpu)
         """
