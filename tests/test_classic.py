@@ -723,6 +723,23 @@ def test_cancelling_a_command_routine_kills_the_command(tmp_path: Path) -> None:
     assert drive_until(lambda: not alive(pid), 10)
 
 
+def test_clockwork_reaches_procwork_only_when_a_command_runs() -> None:
+    """The layers stay in order: importing clockwork does not import procwork."""
+    child = run_child(
+        """
+        import sys
+        from clockwork import *
+        command = Command(["echo", "hi"])
+        assert "procwork" not in sys.modules, "imported too early"
+        wrap(command(), timeout=30)
+        assert "procwork" in sys.modules
+        print(command.stdout.read().decode(), end="")
+        """
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout == "hi\n"
+
+
 # -- procwork.waitfor ------------------------------------------------------------------
 
 
