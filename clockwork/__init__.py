@@ -16,9 +16,21 @@ from __future__ import annotations
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 
 import untwisted
+from clockwork._classic import (
+    Call,
+    Command,
+    Control,
+    Each,
+    Input,
+    Output,
+    Return,
+    Value,
+    genwrap,
+    standalone,
+)
 from clockwork._flatten import encapsulate, flatten
 from clockwork._task import Task
 from clockwork._waits import every, first, gather, sleep, timeout
@@ -26,10 +38,21 @@ from clockwork._worker import Worker, current_worker, default_worker
 
 Timeout = untwisted.Timeout
 
+# Includes the first clockwork's vocabulary (Call, Command, Control, Each, Input,
+# Output, Return, Value, genwrap, standalone): code written for it says
+# "from clockwork import *". See specs/clockwork_classic.md.
 __all__ = [
+    "Call",
     "CancelledError",
+    "Command",
+    "Control",
+    "Each",
+    "Input",
+    "Output",
+    "Return",
     "Task",
     "Timeout",
+    "Value",
     "Worker",
     "current_worker",
     "default_worker",
@@ -38,8 +61,10 @@ __all__ = [
     "first",
     "flatten",
     "gather",
+    "genwrap",
     "sleep",
     "spawn",
+    "standalone",
     "tick",
     "timeout",
     "work",
@@ -71,14 +96,17 @@ def work(timeout: float | None = None) -> None:
 
 
 def wrap(
-    gen: Generator[Any, Any, T] | Coroutine[Any, Any, T], timeout: float | None = None
+    gen: Generator[Any, Any, T] | Coroutine[Any, Any, T] | Deferred[T],
+    timeout: float | None = None,
 ) -> T:
     """Run one generator to completion from blocking code; return its value.
 
+    A Deferred (``procwork.waitfor(...)``, say) is waited for the same way.
     Raises what the generator raises; on expiry of ``timeout`` seconds the
     generator is cancelled and :class:`Timeout` is raised.
     """
-    result: T = untwisted.run(spawn(gen).deferred, timeout)
+    d = gen if isinstance(gen, Deferred) else spawn(gen).deferred
+    result: T = untwisted.run(d, timeout)
     return result
 
 

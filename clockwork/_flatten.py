@@ -7,6 +7,8 @@ from collections.abc import Callable, Generator, Iterator
 from types import GeneratorType
 from typing import Any, ParamSpec
 
+from clockwork._classic import Call, Return, end_routine
+
 __all__ = ["encapsulate", "flatten"]
 
 P = ParamSpec("P")
@@ -16,7 +18,9 @@ def flatten(gen: Generator[Any, Any, Any]) -> Iterator[Any]:
     """Iterate over the plain values of a nested generator stack.
 
     A yielded generator is run as a subroutine (its return value is sent back
-    into its caller); every other yielded value is produced. Nothing is
+    into its caller); ``yield Return(v)`` returns ``v`` as ``return v`` does,
+    and ``yield Call(gen)`` is a tail call; every other yielded value is
+    produced (``Control`` is ``None``, so it is produced as ``None``). Nothing is
     scheduled: this is a plain iterator. The stack is a list, so deep nesting
     does not grow the Python stack.
     """
@@ -43,6 +47,11 @@ def flatten(gen: Generator[Any, Any, Any]) -> Iterator[Any]:
         value = None
         if isinstance(item, GeneratorType):
             stack.append(item)
+        elif isinstance(item, Return | Call):
+            stack.pop()
+            value, error = end_routine(top, item, stack)
+            if error is not None and not stack:
+                raise error
         else:
             yield item
 

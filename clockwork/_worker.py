@@ -14,6 +14,16 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure as _Failure
 
 import untwisted
+from clockwork._classic import (
+    Call,
+    Escaped,
+    Input,
+    Keyword,
+    Output,
+    Return,
+    Value,
+    end_routine,
+)
 from clockwork._task import _NOTHING, Task
 
 __all__ = ["Worker", "current_worker"]
@@ -104,7 +114,11 @@ class Worker:
     A step runs a task until it yields: a bare ``yield`` gives up control
     until its next turn; ``yield`` of a generator runs it as a subroutine (its
     ``return`` value is the value of the ``yield``); ``yield`` of a Deferred,
-    coroutine or awaitable waits for it without using CPU.
+    coroutine or awaitable waits for it without using CPU. The first
+    clockwork's keywords work too (``clockwork._classic``): ``yield Return(v)``
+    is ``return v``, ``yield Call(gen)`` a tail call, ``yield Value(v)`` and
+    ``yield Output(v)`` give up control like a bare ``yield``, and ``yield
+    Input(...)`` waits for its answer.
 
     Tasks of a worker you create advance only when you call :meth:`tick` or
     :meth:`work`, which makes ``tick()`` a precise single-step tool. The
@@ -114,6 +128,7 @@ class Worker:
     Call from the reactor's thread.
 
     Args:
+        *tasks: Generators (or coroutines) to :meth:`assign` at once.
         driver: The untwisted driver (and so the reactor) to use; default the
             global one.
         autorun: Step ready tasks from reactor callbacks, without ``work()``.
@@ -123,8 +138,8 @@ class Worker:
 
     def __init__(
         self,
+        *tasks: Generator[Any, Any, Any] | Coroutine[Any, Any, Any],
         driver: untwisted.Driver | None = None,
-        *,
         autorun: bool = False,
         time_slice: float = 0.002,
     ) -> None:
@@ -134,6 +149,14 @@ class Worker:
         self._ready: deque[Task] = deque()
         self._unfinished: set[Task] = set()
         self._slice_call: Any = None
+        for task in tasks:
+            if isinstance(task, untwisted.Driver):
+                # Only to say what changed: the driver used to be the first
+                # positional argument, the first clockwork took tasks there.
+                raise TypeError(
+                    f"Worker(*tasks) takes generators; pass {task!r} as driver=..."
+                )
+            self.assign(task)
 
     def __repr__(self) -> str:
         return (
@@ -184,18 +207,55 @@ class Worker:
 
     # -- running ------------------------------------------------------------
 
-    def tick(self) -> None:
+    def tick(self) -> Escaped | None:
         """Run one step of the next ready task, then one non-blocking reactor step.
+
+        Returns:
+            The ``Value``, ``Output`` or ``Input`` the step ended on, if it
+            ended on one of the first clockwork's keywords; else None.
 
         Raises:
             untwisted.ReentrancyError: called from inside the reactor (a
                 callback or a task); ``yield`` instead.
         """
         self.driver.check_caller("clockwork.Worker.tick")
+        escaped = None
         if self._ready:
             with self.driver.entered():
-                self._step(self._ready.popleft())
+                escaped = self._step(self._ready.popleft())
         self.driver.tick(0)
+        return escaped
+
+    def doNextTask(self, timeout: float | None = None) -> Escaped | None:
+        """The first clockwork's name for one step: :meth:`tick`, once a task is ready.
+
+        Tasks take turns, a step each, in the order they became ready; the
+        step that finds a task finished only removes it. If every task waits
+        (on a sleep, a Deferred, an Input), waits in the reactor, without
+        using CPU, until one is ready. Returns what :meth:`tick` returns.
+
+        Raises:
+            RuntimeError: the worker has no unfinished task.
+            untwisted.Timeout: no task became ready within ``timeout``
+                seconds (the tasks are left as they are).
+            untwisted.ReentrancyError: called from inside the reactor.
+        """
+        self.driver.check_caller("clockwork.Worker.doNextTask")
+        if not self._unfinished:
+            raise RuntimeError(
+                "Worker.doNextTask(): nothing in queue (every task has finished)"
+            )
+        if self._autorun:  # the reactor runs its tasks: nothing to wait for here
+            return self.tick()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ready and self._unfinished:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise untwisted.Timeout(
+                    f"{self!r}.doNextTask(): no task was ready within {timeout:g} s"
+                )
+            self.driver.tick(remaining, until=self._has_work)
+        return self.tick()
 
     def work(self, timeout: float | None = None) -> None:
         """Run until every assigned task has finished.
@@ -262,11 +322,15 @@ class Worker:
     def _task_finished(self, task: Task) -> None:
         self._unfinished.discard(task)
 
-    def _step(self, task: Task) -> None:
-        """Advance ``task`` until it yields control, waits, or finishes."""
+    def _step(self, task: Task) -> Escaped | None:
+        """Advance ``task`` until it yields control, waits, or finishes.
+
+        Returns the classic ``Value``/``Output``/``Input`` it stopped on.
+        """
         global _stepping
         if task.done:  # cancelled while it sat in the ready queue
-            return
+            return None
+        escaped: Escaped | None = None
         stack = task._stack
         value, error = task._value, task._throw
         task._value = task._throw = None
@@ -285,7 +349,7 @@ class Worker:
                     if not stack:
                         task._running = False
                         task._finish(stop.value, None)
-                        return
+                        return None
                     value = stop.value
                     continue
                 except BaseException as e:
@@ -301,15 +365,33 @@ class Worker:
                     task._finish(_NOTHING, e)
                     if isinstance(e, KeyboardInterrupt | SystemExit):
                         raise
-                    return
+                    return None
 
                 value = None
                 if yielded is None:  # plain yield: back of the queue
                     self._ready.append(task)
-                    return
+                    return None
                 if isinstance(yielded, GeneratorType):  # subroutine call
                     stack.append(yielded)
                     continue
+                if isinstance(yielded, Keyword):  # the first clockwork's words
+                    if isinstance(yielded, Return | Call):
+                        stack.pop()
+                        value, error = end_routine(gen, yielded, stack)
+                        if not stack:
+                            task._running = False
+                            task._finish(
+                                _NOTHING if error is not None else value, error
+                            )
+                            if isinstance(error, KeyboardInterrupt | SystemExit):
+                                raise error
+                            return None
+                        continue
+                    if isinstance(yielded, Value | Output):  # like a bare yield
+                        self._ready.append(task)
+                        return yielded
+                    if isinstance(yielded, Input):  # wait for its answer
+                        escaped, yielded = yielded, yielded._answered
                 if not isinstance(yielded, Deferred):
                     try:
                         yielded = self.as_deferred(yielded)
@@ -324,6 +406,7 @@ class Worker:
                 resume = _Resume(task)
                 yielded.addBoth(resume, yielded)
                 if resume.result is not _NOTHING:  # already fired: go on now
+                    escaped = None
                     if isinstance(resume.result, _Failure):
                         error = resume.result.value
                     else:
@@ -331,7 +414,7 @@ class Worker:
                     continue
                 resume.parked = True
                 task._waiting = yielded
-                return
+                return escaped
         finally:
             _stepping = outer
             task._running = False

@@ -32,6 +32,7 @@ from procwork._orphans import reap_orphans
 from procwork._process import Process
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES, Priority, Scheduler
+from procwork._waitfor import waitfor
 
 if TYPE_CHECKING:
     # For type checkers only: at run time these come from __getattr__ below.
@@ -74,6 +75,7 @@ __all__ = [
     "run",
     "scheduler",
     "spawn",
+    "waitfor",
 ]
 
 # Names that procwork exported before the supervisor and the monitor moved to
