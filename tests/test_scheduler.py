@@ -412,8 +412,12 @@ def nice_of(pid: int) -> int:
 
 
 def test_low_priority_children_run_niced() -> None:
-    low = procwork.spawn(["sleep", "30"], priority="low")
-    normal = procwork.spawn(["sleep", "30"])
+    """A low-priority child runs 10 steps nicer than we do; a normal one as nice."""
+    scheduler = Scheduler(
+        load=procwork.NoLoadLimit()
+    )  # a busy machine must not queue them
+    low = procwork.spawn(["sleep", "30"], priority="low", scheduler=scheduler)
+    normal = procwork.spawn(["sleep", "30"], scheduler=scheduler)
     try:
         assert low.pid is not None and normal.pid is not None
         ours = os.getpriority(os.PRIO_PROCESS, 0)
