@@ -21,6 +21,7 @@ from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 
 from procwork import ConfigError
 from procwork.monitor import Finding, LinuxProcessTable, ProcInfo, Rule, RuleEngine
+from procwork.monitor._proctable import PF_KTHREAD
 from procwork.monitor._rules import signal_process
 from tests.support import (
     FakeTable,
@@ -54,16 +55,24 @@ def proc(pid: int = 1000, name: str = "perl", **changes: Any) -> ProcInfo:
 
 
 class FakeSignals:
-    """Records signals; SIGKILL always removes the process, SIGTERM if it obeys."""
+    """Records signals; SIGKILL always removes the process, SIGTERM if it obeys.
+
+    ``sent`` holds the SIGTERMs and SIGKILLs; ``all_sent`` also the SIGSTOPs
+    and SIGCONTs that freeze a tree while it is signalled.
+    """
 
     def __init__(self, table: FakeTable, *, obey_term: bool = False) -> None:
         self.table = table
         self.obey_term = obey_term
         self.sent: list[tuple[int, signal.Signals]] = []
+        self.all_sent: list[tuple[int, signal.Signals]] = []
 
     def __call__(self, process: ProcInfo, signum: int) -> bool:
         if self.table.get(process.pid) != process:
             return False
+        self.all_sent.append((process.pid, signal.Signals(signum)))
+        if signum in (signal.SIGSTOP, signal.SIGCONT):
+            return True
         self.sent.append((process.pid, signal.Signals(signum)))
         if signum == signal.SIGKILL or self.obey_term:
             del self.table.processes[process.pid]
@@ -267,17 +276,27 @@ def test_a_reused_pid_is_not_SIGKILLed_when_the_grace_period_ends() -> None:
     assert signals.sent == [(1000, signal.SIGTERM)]
 
 
-def test_a_process_already_being_escalated_is_not_signalled_twice() -> None:
-    """A scan during the grace period reports it but sends no second SIGTERM."""
+def test_a_process_already_being_escalated_is_not_signalled_or_reported_twice() -> (
+    None
+):
+    """A scan during the grace period neither reports it again nor sends a second
+    SIGTERM: one process is one match, one finding, one log line."""
+    events: list[dict[str, Any]] = []
     table = FakeTable(proc())
-    engine, signals, clock = engine_for(CGI, table=table)
+    engine, signals, clock = engine_for(
+        CGI, table=table, log=Logger(observer=cast(ILogObserver, events.append))
+    )
     engine.check()
+    for _ in range(4):
+        clock.advance(1)
+        assert engine.check() == []
     clock.advance(1)
-    [finding] = engine.check()
-    assert finding.action == "SIGTERM already sent; not signalled twice"
-    clock.advance(4)
     assert signals.sent == [(1000, signal.SIGTERM), (1000, signal.SIGKILL)]
-    assert engine.counters["cgi"].matches == 2
+    assert engine.counters["cgi"].matches == 1
+    assert [e["action"] for e in events] == [
+        "sent SIGTERM",
+        "sent SIGKILL after grace 5 s",
+    ]
 
 
 def test_a_process_matching_two_rules_is_signalled_by_the_first_only() -> None:
@@ -325,8 +344,8 @@ def test_the_engine_never_touches_its_own_pid_its_parent_pid_1_or_kernel_threads
         proc(os.getpid(), "python"),
         proc(os.getppid(), "bash"),
         proc(1, "init"),
-        proc(2, "kthreadd", ppid=0, cmdline=()),
-        proc(77, "kworker/0:1", ppid=2, cmdline=()),
+        proc(2, "kthreadd", ppid=0, cmdline=(), flags=PF_KTHREAD),
+        proc(77, "kworker/0:1", ppid=2, cmdline=(), flags=PF_KTHREAD),
     )
     everything = Rule("all", process_name="*", max_age=0, action="kill")
     engine, signals, _ = engine_for(everything, table=table)
@@ -402,14 +421,14 @@ def test_a_process_gone_before_the_signal_is_reported_as_exited() -> None:
 
 
 def test_counters_count_matches_and_signals_per_rule() -> None:
-    """Every match counts, every signal delivered counts, per rule name."""
+    """Every process matched counts once, every signal delivered counts, per rule."""
     table = FakeTable(proc(1000), proc(1001), proc(1002, "bash"))
     logged = Rule("bash", process_name="bash", max_age=0)
     engine, _, _ = engine_for(CGI, logged, table=table, obey_term=True)
     engine.check()
     engine.check()
     assert dataclasses.astuple(engine.counters["cgi"]) == (2, 2)
-    assert dataclasses.astuple(engine.counters["bash"]) == (2, 0)
+    assert dataclasses.astuple(engine.counters["bash"]) == (1, 0)
 
 
 def test_stop_cancels_pending_escalations() -> None:
