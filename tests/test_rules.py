@@ -20,9 +20,15 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 
 from procwork import ConfigError
-from procwork.monitor import Finding, LinuxProcessTable, ProcInfo, Rule, RuleEngine
+from procwork.monitor import (
+    Finding,
+    LinuxProcessTable,
+    ProcInfo,
+    Rule,
+    RuleEngine,
+)
 from procwork.monitor._proctable import PF_KTHREAD
-from procwork.monitor._rules import signal_process
+from procwork.monitor._rules import RuleCounters, signal_process
 from tests.support import (
     FakeTable,
     run_child,
@@ -276,9 +282,7 @@ def test_a_reused_pid_is_not_SIGKILLed_when_the_grace_period_ends() -> None:
     assert signals.sent == [(1000, signal.SIGTERM)]
 
 
-def test_a_process_already_being_escalated_is_not_signalled_or_reported_twice() -> (
-    None
-):
+def test_a_process_already_being_escalated_is_not_signalled_or_reported_twice() -> None:
     """A scan during the grace period neither reports it again nor sends a second
     SIGTERM: one process is one match, one finding, one log line."""
     events: list[dict[str, Any]] = []
@@ -561,3 +565,221 @@ def test_signal_process_falls_back_to_kill_where_there_are_no_pidfds(
     assert signal_process(table, seen, signal.SIGTERM) is True
     assert sleeper.wait(timeout=10) == -signal.SIGTERM
     assert signal_process(table, seen, signal.SIGTERM) is False
+
+
+# Rules act on trees: the matched process and all its descendants -------------
+
+
+def tree(*changes: dict[str, Any]) -> FakeTable:
+    """A CGI (1000), its child (1001) and grandchild (1002, in its own session)
+    and a bystander (1003) that is no descendant of it."""
+    return FakeTable(
+        proc(1000),
+        proc(1001, "sh", ppid=1000, pgid=1000, cmdline=("sh", "-c", "x")),
+        proc(1002, "sleep", ppid=1001, pgid=1002, session=1002, cmdline=("sleep",)),
+        proc(1003, "sleep", ppid=500, cmdline=("sleep",)),
+    )
+
+
+def test_a_term_rule_signals_the_matched_process_and_all_its_descendants() -> None:
+    """Children and grandchildren (even in a session of their own) get SIGTERM
+    too, then SIGKILL after grace; a bystander is not touched."""
+    table = tree()
+    engine, signals, clock = engine_for(CGI, table=table)
+    [finding] = engine.check()
+    assert finding.action == (
+        "sent SIGTERM to it and its 2 descendants (pids 1001, 1002)"
+    )
+    assert signals.sent == [(p, signal.SIGTERM) for p in (1000, 1001, 1002)]
+    clock.advance(5)
+    assert signals.sent[3:] == [(p, signal.SIGKILL) for p in (1000, 1001, 1002)]
+    assert 1003 in table.processes
+    assert all(pid != 1003 for pid, _ in signals.all_sent)
+    assert engine.counters["cgi"] == RuleCounters(matches=1, signals_sent=6)
+
+
+def test_a_tree_is_stopped_from_the_top_before_it_is_signalled_and_resumed_after() -> (
+    None
+):
+    """SIGSTOP parent first (a stopped process can neither fork nor exit, so the
+    tree cannot regrow or lose children to init), then SIGTERM to all, then
+    SIGCONT leaves first so SIGTERM can be handled."""
+    table = tree()
+    engine, signals, _ = engine_for(CGI, table=table)
+    engine.check()
+    assert signals.all_sent == [
+        *[(p, signal.SIGSTOP) for p in (1000, 1001, 1002)],
+        *[(p, signal.SIGTERM) for p in (1000, 1001, 1002)],
+        *[(p, signal.SIGCONT) for p in (1002, 1001, 1000)],
+    ]
+
+
+def test_descendants_forked_during_the_grace_period_are_killed_too() -> None:
+    """At SIGKILL time the tree is looked up afresh from the survivors."""
+    table = tree()
+    engine, signals, clock = engine_for(CGI, table=table)
+    engine.check()
+    table.add(proc(1004, "sleep", ppid=1001, pgid=1000, cmdline=("late",)))
+    clock.advance(5)
+    assert (1004, signal.SIGKILL) in signals.sent
+    assert 1003 in table.processes
+
+
+def test_an_orphan_forked_during_grace_is_killed_if_a_tree_member_led_its_group() -> (
+    None
+):
+    """A child whose parent then exited is handed to init and loses its parent
+    link; the process group its exited ancestor led still marks it as the tree's."""
+    table = tree()
+    engine, signals, clock = engine_for(CGI, table=table)
+    engine.check()
+    del table.processes[1002]  # the session leader obeyed SIGTERM...
+    table.add(proc(1005, "sleep", ppid=1, pgid=1002, session=1002))  # ...its child
+    clock.advance(5)
+    assert (1005, signal.SIGKILL) in signals.sent
+    assert 1003 in table.processes
+
+
+class ForkingTable(FakeTable):
+    """Every process in ``forkers`` that is not stopped forks a child, which
+    forks too, at every scan: a tree that grows while it is being signalled."""
+
+    def __init__(self, *processes: ProcInfo) -> None:
+        super().__init__(*processes)
+        self.forkers = {p.pid for p in processes if p.name == "perl"}
+        self.stopped: set[int] = set()
+        self.next_pid = 2000
+
+    def snapshot(self) -> list[ProcInfo]:
+        for pid in sorted(self.forkers - self.stopped):
+            self.next_pid += 1
+            self.add(proc(self.next_pid, ppid=pid, pgid=1000, cmdline=("fork",)))
+            self.forkers.add(self.next_pid)
+        return super().snapshot()
+
+
+def test_a_process_that_keeps_forking_is_frozen_with_all_its_children() -> None:
+    """Each scan stops what the previous one found; when a scan finds no one
+    new, the whole tree is stopped and every member gets SIGTERM."""
+    table = ForkingTable(proc(1000), proc(1003, "sleep", ppid=500))
+    signals = FakeSignals(table)
+
+    def send(process: ProcInfo, signum: int) -> bool:
+        sent = signals(process, signum)
+        if sent and signum == signal.SIGSTOP:
+            table.stopped.add(process.pid)
+        elif sent and signum == signal.SIGCONT:
+            table.stopped.discard(process.pid)
+        return sent
+
+    engine = RuleEngine([CGI], table, reactor=clock_at(NOW), send_signal=send)
+    engine.check()
+    termed = {pid for pid, signum in signals.sent if signum == signal.SIGTERM}
+    assert termed == table.forkers  # every process of the tree, however many
+    assert len(termed) > 2
+    assert 1003 not in termed
+
+
+def test_a_reused_pid_in_the_tree_is_not_SIGKILLed_when_the_grace_period_ends() -> None:
+    """A descendant whose pid now names another process (another start time,
+    another parent) is left alone; the rest of the tree is killed."""
+    table = tree()
+    engine, signals, clock = engine_for(CGI, table=table)
+    engine.check()
+    table.add(proc(1001, "bash", ppid=500, pgid=1001, start_time=NOW + 1))
+    clock.advance(5)
+    assert [pid for pid, s in signals.sent if s == signal.SIGKILL] == [1000, 1002]
+
+
+def test_a_descendant_the_rule_may_not_touch_is_spared_with_its_subtree() -> None:
+    """A setuid child (another user) is neither signalled nor descended into."""
+    table = tree()
+    table.add(dataclasses.replace(table.processes[1001], uid=os.geteuid() + 1))
+    engine, signals, _ = engine_for(CGI, table=table)
+    engine.check()
+    assert signals.sent == [(1000, signal.SIGTERM)]
+
+
+def test_a_matching_descendant_is_reported_once_as_signalled_with_its_ancestor() -> (
+    None
+):
+    """The tree is handled from its top; a descendant matching the same rule is
+    reported, not signalled a second time."""
+    table = tree()
+    table.add(dataclasses.replace(table.processes[1002], name="perl"))
+    engine, signals, _ = engine_for(CGI, table=table)
+    findings = engine.check()
+    assert [(f.process.pid, f.action) for f in findings] == [
+        (1000, "sent SIGTERM to it and its 2 descendants (pids 1001, 1002)"),
+        (1002, "SIGTERM already sent with the tree of pid 1000"),
+    ]
+    assert [pid for pid, _ in signals.sent] == [1000, 1001, 1002]
+
+
+def test_a_dry_run_lists_the_whole_tree_it_would_signal() -> None:
+    table = tree()
+    engine, signals, _ = engine_for(dataclasses.replace(CGI, dry_run=True), table=table)
+    [finding] = engine.check()
+    assert finding.action == (
+        "would send SIGTERM to it and its 2 descendants (pids 1001, 1002) (dry run)"
+    )
+    assert signals.all_sent == []
+
+
+def test_a_kill_rule_sends_SIGKILL_to_the_whole_frozen_tree_at_once() -> None:
+    table = tree()
+    rule = dataclasses.replace(CGI, action="kill")
+    engine, signals, clock = engine_for(rule, table=table)
+    engine.check()
+    assert signals.sent == [(p, signal.SIGKILL) for p in (1000, 1001, 1002)]
+    assert clock.getDelayedCalls() == []
+
+
+def test_pid_2_without_the_kernel_thread_flag_is_an_ordinary_process() -> None:
+    """Inside a pid namespace pid 2 may be the web server: its runaway CGIs are
+    not exempt, nor is it (when it matches)."""
+    table = FakeTable(
+        proc(2, "httpd", ppid=1, cmdline=("httpd",)),
+        proc(40, ppid=2, pgid=2),
+        proc(3, "kworker/0:1", ppid=2, cmdline=(), flags=PF_KTHREAD),
+    )
+    everything = Rule("all", process_name="*", max_age=0, action="kill")
+    engine, signals, _ = engine_for(everything, table=table)
+    actions = {f.process.pid: f.action for f in engine.check()}
+    assert actions[3].startswith("spared: a kernel thread")
+    assert (2, signal.SIGKILL) in signals.sent
+    assert (40, signal.SIGKILL) in signals.sent
+
+
+def test_a_log_rule_logs_each_process_once_not_at_every_scan() -> None:
+    """Scans every second for a minute: one line per runaway process; a new
+    process with a reused pid is another process and is logged again."""
+    events: list[dict[str, Any]] = []
+    table = FakeTable(proc(1000), proc(1001))
+    rule = Rule("cgi", process_name="perl", max_age=300)
+    engine, _, clock = engine_for(
+        rule, table=table, log=Logger(observer=cast(ILogObserver, events.append))
+    )
+    findings = []
+    for _ in range(60):
+        findings += engine.check()
+        clock.advance(1)
+    assert [f.process.pid for f in findings] == [1000, 1001]
+    assert len(events) == 2
+    table.add(proc(1001, start_time=NOW - 400))  # pid reused by another runaway
+    [again] = engine.check()
+    assert again.process.identity == (1001, NOW - 400)
+    assert engine.counters["cgi"].matches == 3
+
+
+def test_a_process_that_stops_matching_and_matches_again_is_reported_again() -> None:
+    """Once per match: a process back under its threshold is forgotten."""
+    table = FakeTable(proc(rss_bytes=2**30))
+    rule = Rule("big", process_name="perl", max_rss=2**29)
+    engine, _, _ = engine_for(rule, table=table)
+    assert len(engine.check()) == 1
+    assert engine.check() == []
+    table.add(proc(rss_bytes=2**20))
+    assert engine.check() == []
+    table.add(proc(rss_bytes=2**30))
+    assert len(engine.check()) == 1

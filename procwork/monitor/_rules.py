@@ -430,12 +430,14 @@ class RuleEngine:
         name = _signal_name(signum)
         if rule.dry_run or self._dry_run:
             snapshot = self._table.snapshot()
+
+            def spared(p: ProcInfo) -> bool:
+                return self._protection(rule, p) is not None
+
             members = [process] + [
                 p
-                for p in _tree_of(snapshot, [process])
-                if p.identity != process.identity
-                and not p.is_dead
-                and self._protection(rule, p) is None
+                for p in _tree_of(snapshot, [process], spared)
+                if p.identity != process.identity and not p.is_dead
             ]
             return report(f"would send {name}{_tree_words(members)} (dry run)")
         try:
@@ -488,15 +490,17 @@ class RuleEngine:
         everyone = [*known]
         if not members and not everyone:
             return []
+
+        def spared(p: ProcInfo) -> bool:
+            return self._protection(rule, p) is not None
+
         for _ in range(_MAX_FREEZE_ROUNDS):
             found = [
                 p
                 for p in _tree_of(
-                    self._table.snapshot(), [*everyone, *members.values()]
+                    self._table.snapshot(), [*everyone, *members.values()], spared
                 )
-                if p.identity not in members
-                and not p.is_dead
-                and self._protection(rule, p) is None
+                if p.identity not in members and not p.is_dead
             ]
             if not found:
                 break
@@ -619,8 +623,16 @@ class RuleEngine:
         )
 
 
-def _tree_of(snapshot: list[ProcInfo], members: Iterable[ProcInfo]) -> list[ProcInfo]:
+def _tree_of(
+    snapshot: list[ProcInfo],
+    members: Iterable[ProcInfo],
+    spared: Callable[[ProcInfo], bool] = lambda process: False,
+) -> list[ProcInfo]:
     """The descendants of ``members`` in ``snapshot``, parents before children.
+
+    A ``spared`` process is left out with its own descendants: the tree of a
+    process the rule may not touch (procwork itself, another user's setuid
+    helper) is not the rule's either.
 
     A member counts only while it is still the same process (pid and start
     time). A process group or session a member led counts as the tree's own
@@ -651,14 +663,16 @@ def _tree_of(snapshot: list[ProcInfo], members: Iterable[ProcInfo]) -> list[Proc
     queue.extend(
         p.pid
         for p in snapshot
-        if (p.pgid in groups or p.session in sessions) and p.pid not in roots
+        if (p.pgid in groups or p.session in sessions)
+        and p.pid not in roots
+        and not spared(p)
     )
     for pid in list(queue):
         if pid not in roots:
             found[pid] = by_pid[pid]
     while queue:
         for child in children.get(queue.popleft(), ()):
-            if child.pid not in found and child.pid not in roots:
+            if child.pid not in found and child.pid not in roots and not spared(child):
                 found[child.pid] = child
                 queue.append(child.pid)
     return list(found.values())
