@@ -10,6 +10,7 @@ import dataclasses
 import os
 import pwd
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,8 +33,10 @@ from procwork.monitor import (
 from procwork.monitor._proctable import PF_KTHREAD
 from procwork.monitor._rules import RuleCounters, signal_process
 from tests.support import (
+    PY,
     FakeTable,
     alive,
+    child_env,
     cpu_load,
     gone_within,
     run_child,
@@ -880,7 +883,8 @@ def leftovers() -> Iterator[list[int]]:
 
 def cgi_rule(token: str, **changes: Any) -> Rule:
     # Matches the CGI's own arguments only: its descendants are found as such.
-    return Rule("cgi", cmdline=rf"{token} \S+$", max_age=0, action="term", **changes)
+    rule = Rule("cgi", cmdline=rf"{token} \S+$", max_age=0, action="term")
+    return dataclasses.replace(rule, **changes)
 
 
 def test_a_real_cgi_its_child_and_its_grandchild_in_another_session_all_get_SIGTERM(
@@ -972,3 +976,123 @@ def test_real_cgi_trees_are_killed_whole_50_times_in_a_row_under_cpu_load(
     finally:
         engine.stop()
         stop_sleeper(bystander)
+
+
+# In a pid namespace, pid 2 is an ordinary process (a real one).
+IN_PID_NAMESPACE = r"""
+import os, signal, subprocess, sys, time
+from twisted.internet.task import Clock
+from procwork.monitor import LinuxProcessTable, Rule, RuleEngine
+
+assert os.getpid() == 1, "not in a new pid namespace"
+# The web server is pid 2 here; its CGI is its child.
+server = subprocess.Popen([sys.executable, "-c", '''
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "the-cgi"])
+time.sleep(60)
+'''])
+assert server.pid == 2, server.pid
+table = LinuxProcessTable()
+deadline = time.monotonic() + 10
+while not [p for p in table.snapshot() if "the-cgi" in p.cmdline]:
+    assert time.monotonic() < deadline, "the CGI did not start"
+    time.sleep(0.02)
+found = [p for p in table.snapshot() if "the-cgi" in p.cmdline]
+assert len(found) == 1, found
+[cgi] = found
+assert cgi.ppid == 2 and not cgi.is_kernel_thread
+assert not table.get(2).is_kernel_thread
+clock = Clock()
+clock.advance(time.time() + 5)
+rule = Rule("cgi", cmdline=r"\) the-cgi$", max_age=0, action="kill")  # not our code
+[finding] = RuleEngine([rule], table, reactor=clock).check()
+print(finding.action)
+deadline = time.monotonic() + 10
+while (p := table.get(cgi.pid)) is not None and not p.is_dead:
+    assert time.monotonic() < deadline, "the CGI still runs"
+    time.sleep(0.02)
+assert server.poll() is None, "the web server was touched"
+server.kill()
+server.wait()
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="a new pid namespace needs root and unshare(1)",
+)
+def test_in_a_pid_namespace_the_CGIs_of_pid_2_are_not_spared_as_kernel_threads() -> (
+    None
+):
+    """Inside a container pid 2 is the web server: a rule kills its runaway CGI
+    (the real /proc of a real namespace, judged by PF_KTHREAD, not by pid)."""
+    child = subprocess.run(
+        [*["unshare", "--pid", "--fork", "--mount-proc"], PY, "-c", IN_PID_NAMESPACE],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout == "sent SIGKILL\n"
+
+
+# A CGI that forks without end: every 2 ms a child, which forks a grandchild;
+# both exec sleep. All carry the marker in their environment.
+FORKING_CGI = r"""
+import os, sys, time
+for _ in range(5000):
+    if os.fork() == 0:
+        os.fork()
+        os.execv("/bin/sleep", ["sleep", "30"])
+    time.sleep(0.002)
+time.sleep(30)
+"""
+
+
+def marked(marker: bytes) -> list[int]:
+    """Live processes whose environment holds ``marker``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if marker in f.read().split(b"\0") and alive(int(entry)):
+                        pids.append(int(entry))
+            except OSError:
+                pass  # gone, or not ours to read
+    return pids
+
+
+def test_a_real_cgi_that_keeps_forking_is_killed_with_every_descendant(
+    token: str, real_clock: Clock
+) -> None:
+    """Stopping from the top freezes the fork loop; re-scans catch the children
+    forked meanwhile. Five times, under CPU load; nothing marked survives."""
+    marker = f"PROCWORK_TREE={token}".encode()
+    env = {**os.environ, "PROCWORK_TREE": token}
+    engine = RuleEngine([cgi_rule(token, action="kill")], reactor=real_clock)
+    try:
+        with cpu_load(2):
+            for round in range(5):
+                cgi = subprocess.Popen([PY, "-c", FORKING_CGI, token, "forks"], env=env)
+                try:
+                    deadline = time.monotonic() + 10
+                    while len(marked(marker)) < 30:
+                        assert time.monotonic() < deadline, "the CGI did not fork"
+                        time.sleep(0.01)
+                    # Ages are measured on this clock: keep it ahead of the CGI.
+                    real_clock.advance(time.time() + 5 - real_clock.seconds())
+                    [finding] = engine.check()
+                    assert finding.process.pid == cgi.pid
+                    assert cgi.wait(timeout=10) == -signal.SIGKILL
+                    deadline = time.monotonic() + 10
+                    while left := marked(marker):
+                        assert time.monotonic() < deadline, (round, left)
+                        time.sleep(0.02)
+                finally:
+                    cgi.kill()
+                    cgi.wait(timeout=10)
+    finally:
+        for pid in marked(marker):
+            os.kill(pid, signal.SIGKILL)
