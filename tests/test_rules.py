@@ -1096,3 +1096,25 @@ def test_a_real_cgi_that_keeps_forking_is_killed_with_every_descendant(
     finally:
         for pid in marked(marker):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_nothing_is_left_stopped_when_the_table_fails_while_a_tree_is_frozen() -> None:
+    """A stopped process would hang for ever: an error mid-freeze resumes what
+    was stopped, and the finding says what failed."""
+    table = tree()
+    scans = 0
+    readable = table.snapshot
+
+    def fails_after_the_first_scan() -> list[ProcInfo]:
+        nonlocal scans
+        scans += 1
+        if scans > 1:
+            raise PermissionError(13, "Permission denied", "/proc")
+        return readable()
+
+    table.snapshot = fails_after_the_first_scan  # type: ignore[method-assign]
+    engine, signals, clock = engine_for(CGI, table=table)
+    [finding] = engine.check()
+    assert finding.action == "could not send SIGTERM: Permission denied"
+    assert signals.all_sent == [(1000, signal.SIGSTOP), (1000, signal.SIGCONT)]
+    assert clock.getDelayedCalls() == []

@@ -232,9 +232,10 @@ class Finding:
         rule: The rule that matched.
         process: The process as it was seen.
         reason: The thresholds it exceeded, e.g. ``"ran 312 s > max_age 300 s"``.
-        action: What was done, e.g. ``"sent SIGTERM"``,
-            ``"would send SIGTERM (dry run)"``, ``"sent SIGKILL after grace 5 s"``,
-            ``"spared: pid 1 (init) ..."``.
+        action: What was done, e.g. ``"sent SIGTERM"``, ``"sent SIGTERM to it
+            and its 2 descendants (pids 41, 42)"``, ``"would send SIGTERM
+            (dry run)"``, ``"sent SIGKILL after grace 5 s"``, ``"spared: pid 1
+            (init) ..."``.
     """
 
     rule: Rule
@@ -484,29 +485,34 @@ class RuleEngine:
             OSError: A root could not be stopped (e.g. permission denied).
         """
         members: dict[Identity, ProcInfo] = {}
-        for root in roots:
-            if self._send_signal(root, signal.SIGSTOP):
-                members[root.identity] = root
         everyone = [*known]
-        if not members and not everyone:
-            return []
 
         def spared(p: ProcInfo) -> bool:
             return self._protection(rule, p) is not None
 
-        for _ in range(_MAX_FREEZE_ROUNDS):
-            found = [
-                p
-                for p in _tree_of(
-                    self._table.snapshot(), [*everyone, *members.values()], spared
-                )
-                if p.identity not in members and not p.is_dead
-            ]
-            if not found:
-                break
-            for process in found:
-                if self._signal_quietly(process, signal.SIGSTOP):
-                    members[process.identity] = process
+        try:
+            for root in roots:
+                if self._send_signal(root, signal.SIGSTOP):
+                    members[root.identity] = root
+            if not members and not everyone:
+                return []
+            for _ in range(_MAX_FREEZE_ROUNDS):
+                snapshot = self._table.snapshot()
+                found = [
+                    p
+                    for p in _tree_of(snapshot, [*everyone, *members.values()], spared)
+                    if p.identity not in members and not p.is_dead
+                ]
+                if not found:
+                    break
+                for process in found:
+                    if self._signal_quietly(process, signal.SIGSTOP):
+                        members[process.identity] = process
+        except BaseException:
+            # Whatever went wrong (a root we may not signal, /proc unreadable),
+            # nothing may be left stopped: a stopped process hangs for ever.
+            self._thaw(list(members.values()))
+            raise
         return list(members.values())
 
     def _signal_all(
