@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
+import pwd
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from twisted.runner import procmon
 
 import procwork
@@ -216,3 +219,50 @@ def test_a_real_reactor_stops_a_group_that_ignores_SIGTERM_after_killTime() -> N
     child = run_child(code, timeout=60)
     assert child.returncode == 0, child.stderr
     assert child.stdout.split() == ["restarted", "stopped"]
+
+
+def test_a_process_run_as_another_user_is_started_by_the_reactor_as_procmon_does() -> (
+    None
+):
+    """procwork's process core does not change users: a process given another
+    uid/gid is spawned by the reactor itself (Twisted's transport), and runs
+    as that user; one given our own uid still gets a GroupProcess."""
+    if os.geteuid() != 0:
+        pytest.skip("changing user needs root")
+    nobody = pwd.getpwnam("nobody")
+    child = run_child(
+        f"""
+        import os, sys, time
+        import untwisted
+        from twisted.internet import task
+        from procwork import ProcessMonitor
+        from procwork._spawn import GroupProcess
+
+        reactor = untwisted.default_driver().reactor
+        pm = ProcessMonitor(reactor)
+        sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+        pm.addProcess("as-nobody", sleep, uid={nobody.pw_uid}, gid={nobody.pw_gid},
+                      cwd="/")
+        pm.addProcess("as-me", sleep, uid=os.getuid(), gid=os.getgid())
+        pm.startService()
+        other = pm.protocols["as-nobody"].transport
+        mine = pm.protocols["as-me"].transport
+        assert not isinstance(other, GroupProcess) and isinstance(mine, GroupProcess)
+        with open(f"/proc/{{other.pid}}/status") as status:
+            uids = [line.split()[2] for line in status if line.startswith("Uid:")]
+        deadline = time.monotonic() + 10
+        while uids != ["{nobody.pw_uid}"]:
+            assert time.monotonic() < deadline, uids
+            time.sleep(0.02)
+            with open(f"/proc/{{other.pid}}/status") as status:
+                uids = [line.split()[2] for line in status if line.startswith("Uid:")]
+        pm.stopService()
+        deadline = time.monotonic() + 10
+        while pm.protocols:
+            assert time.monotonic() < deadline, "not stopped"
+            untwisted.run(task.deferLater(reactor, 0.02, lambda: None))
+        print("ok")
+        """
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout == "ok\n"
