@@ -95,8 +95,8 @@ class Rule:
         max_cpu: CPU seconds (user + system) the process may use.
         max_rss: Resident memory in bytes the process may use.
         action: ``"log"`` only reports; ``"term"`` sends SIGTERM, then SIGKILL
-            after ``grace`` seconds if the same process is still alive;
-            ``"kill"`` sends SIGKILL at once.
+            after ``grace`` seconds to what is still alive; ``"kill"`` sends
+            SIGKILL at once. Both act on the process and all its descendants.
         grace: Seconds between SIGTERM and SIGKILL. Default 5.
         dry_run: Report what would be done; signal nothing.
         allow_other_users: Allow acting on processes of users other than
