@@ -1118,3 +1118,20 @@ def test_nothing_is_left_stopped_when_the_table_fails_while_a_tree_is_frozen() -
     assert finding.action == "could not send SIGTERM: Permission denied"
     assert signals.all_sent == [(1000, signal.SIGSTOP), (1000, signal.SIGCONT)]
     assert clock.getDelayedCalls() == []
+
+
+def test_a_session_member_below_a_spared_process_is_spared_too() -> None:
+    """A matched session leader (a login shell) takes its session with it, but
+    not procwork running in that session, nor procwork's own children."""
+    me, parent = os.getpid(), os.getppid()
+    table = FakeTable(
+        proc(1000, "bash", session=1000),
+        proc(parent, "bash", ppid=1000, pgid=parent, session=1000),
+        proc(me, "python", ppid=parent, pgid=parent, session=1000),
+        proc(1010, "sleep", ppid=me, pgid=parent, session=1000),
+        proc(1020, "sleep", ppid=1, pgid=1020, session=1000),  # an orphan
+    )
+    rule = Rule("shell", process_name="bash", max_age=300, action="kill")
+    engine, signals, _ = engine_for(rule, table=table)
+    engine.check()
+    assert [pid for pid, _ in signals.sent] == [1000, 1020]

@@ -664,6 +664,20 @@ def _tree_of(
     children: dict[int, list[ProcInfo]] = {}
     for process in snapshot:
         children.setdefault(process.ppid, []).append(process)
+
+    def under_spared(process: ProcInfo) -> bool:
+        # A group or session member found by its id, not its parent link,
+        # may descend from a spared process (procwork itself, run from the
+        # matched login shell's session): then it is spared with it.
+        seen: set[int] = set()
+        pid = process.ppid
+        while pid in by_pid and pid not in roots and pid not in seen:
+            seen.add(pid)
+            if spared(by_pid[pid]):
+                return True
+            pid = by_pid[pid].ppid
+        return False
+
     found: dict[int, ProcInfo] = {}
     queue = deque(roots)
     queue.extend(
@@ -672,6 +686,7 @@ def _tree_of(
         if (p.pgid in groups or p.session in sessions)
         and p.pid not in roots
         and not spared(p)
+        and not under_spared(p)
     )
     for pid in list(queue):
         if pid not in roots:
