@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from procwork.monitor import load_config as load_config
     from procwork.monitor import parse_config as parse_config
     from procwork.supervisor import NoSuchService as NoSuchService
+    from procwork.supervisor import ProcessMonitor as ProcessMonitor
     from procwork.supervisor import ServiceSpec as ServiceSpec
     from procwork.supervisor import ServiceState as ServiceState
     from procwork.supervisor import ServiceStatus as ServiceStatus
@@ -83,7 +84,14 @@ __all__ = [
 # process core does not import the application built on it. (The one place
 # the core names a higher room; tests/test_layering.py allows just this.)
 _SUPERVISOR_NAMES = frozenset(
-    {"NoSuchService", "ServiceSpec", "ServiceState", "ServiceStatus", "Supervisor"}
+    {
+        "NoSuchService",
+        "ProcessMonitor",  # the drop-in for twisted.runner.procmon's
+        "ServiceSpec",
+        "ServiceState",
+        "ServiceStatus",
+        "Supervisor",
+    }
 )
 _MONITOR_NAMES = frozenset(
     {

@@ -216,13 +216,16 @@ def test_start_starts_the_services_runs_the_checks_and_scans_the_rules_at_once(
 
 
 def test_the_rules_are_scanned_every_rules_every_seconds(world: World) -> None:
+    """Each runaway is reported once, not at every scan."""
     world.monitor.start()
     world.clock.advance(5)
-    assert len(world.monitor.findings) == 2
+    assert len(world.monitor.findings) == 1
     world.table.add(cgi(702, age=4000))
-    world.clock.advance(5)
-    assert [str(f) for f in world.monitor.findings[-3:]] == [
-        "rule 'slow-cgi': pid 700 (perl) ran 910 s > max_age 600 s: logged",
+    world.clock.advance(4.9)
+    assert len(world.monitor.findings) == 1
+    world.clock.advance(0.1)
+    assert [str(f) for f in world.monitor.findings] == [
+        "rule 'slow-cgi': pid 700 (perl) ran 900 s > max_age 600 s: logged",
         "rule 'slow-cgi': pid 702 (perl) ran 4010 s > max_age 600 s: logged",
         "rule 'stale-cgi': pid 702 (perl) ran 4010 s > max_age 3600 s: "
         "would send SIGTERM (dry run)",
@@ -250,9 +253,12 @@ def test_a_process_table_that_cannot_be_read_is_logged_and_scanned_again_later(
 
 
 def test_only_the_most_recent_findings_are_kept(world: World) -> None:
+    """recent_findings holds the last 20, one per process (a new one every scan)."""
     world.monitor.start()
-    world.clock.pump([5] * 40)
-    assert len(world.monitor.findings) == 20
+    for pid in range(800, 840):
+        world.table.add(cgi(pid, age=900))
+        world.clock.advance(5)
+    assert [f.process.pid for f in world.monitor.findings] == list(range(820, 840))
     assert world.monitor.rules.counters["slow-cgi"].matches == 41
 
 
@@ -309,6 +315,7 @@ def test_stop_stops_the_services_cancels_the_checks_and_ends_every_interval(
     assert world.monitor.supervisor.status()["web"].state == "STOPPED"
     assert world.run.cancelled == [["check-disk"]]
     findings = len(world.monitor.findings)
+    world.table.add(cgi(703, age=4000))  # a scan would report it
     world.clock.advance(3600)
     assert len(world.run.calls) == 1, "no check runs after stop()"
     assert len(world.monitor.findings) == findings, "no rule scan after stop()"
@@ -381,7 +388,7 @@ def test_metrics_count_restarts_check_outcomes_skips_and_rule_matches(
         'procwork_check_skipped_total{check="disk"} 1',
         'procwork_check_actions_total{check="disk"} 0',
         'procwork_check_ok{check="disk"} 0',
-        'procwork_rule_matches_total{rule="slow-cgi"} 3',
+        'procwork_rule_matches_total{rule="slow-cgi"} 1',  # one process
         'procwork_rule_matches_total{rule="stale-cgi"} 0',
         'procwork_rule_signals_total{rule="slow-cgi"} 0',
         'procwork_processes_running{kind="service"} 1',

@@ -44,6 +44,8 @@ class FakeProc:
         stime: int = 0,
         start_ticks: int = 0,
         rss_pages: int = 0,
+        flags: int = 0x400000,  # PF_FORKNOEXEC, as most processes have
+        session: int = 0,
     ) -> Path:
         directory = self.root / str(pid)
         directory.mkdir()
@@ -51,7 +53,8 @@ class FakeProc:
         # tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime
         # priority nice num_threads itrealvalue starttime vsize rss ...
         after = (
-            f"{state} {ppid} {pgid or pid} 0 0 -1 4194304 0 0 0 0 {utime} {stime}"
+            f"{state} {ppid} {pgid or pid} {session or pid} 0 -1 {flags}"
+            f" 0 0 0 0 {utime} {stime}"
             f" 0 0 20 0 1 0 {start_ticks} 1000000 {rss_pages} 18446744073709551615"
         )
         (directory / "stat").write_text(f"{pid} ({comm}) {after}\n")
@@ -80,7 +83,8 @@ def test_a_snapshot_lists_every_process_directory_and_ignores_other_entries(
 def test_a_process_is_described_by_its_ids_name_arguments_state_times_and_memory(
     fake: FakeProc,
 ) -> None:
-    """Start time is boot time plus start ticks; CPU is user plus system time."""
+    """Start time is boot time plus start ticks; CPU is user plus system time;
+    session and the kernel's flags are read too."""
     fake.add(
         42,
         "perl",
@@ -88,6 +92,7 @@ def test_a_process_is_described_by_its_ids_name_arguments_state_times_and_memory
         state="R",
         ppid=7,
         pgid=40,
+        session=30,
         uid=0,
         utime=3 * TICKS,
         stime=TICKS // 2,
@@ -107,6 +112,8 @@ def test_a_process_is_described_by_its_ids_name_arguments_state_times_and_memory
         start_time=BOOT_TIME + 250.0,
         cpu_seconds=3.5,
         rss_bytes=256 * PAGE,
+        session=30,
+        flags=0x400000,
     )
     assert process.identity == (42, BOOT_TIME + 250.0)
     assert process.command_line() == "/usr/bin/perl /srv/cgi/slow.cgi"
@@ -140,16 +147,33 @@ def test_the_user_is_the_effective_uid_and_its_name_or_the_number_if_it_has_none
     assert (stranger.uid, stranger.user) == (unknown, str(unknown))
 
 
-def test_kernel_threads_have_no_arguments_and_are_recognised(fake: FakeProc) -> None:
-    """kthreadd (pid 2) and its children are kernel threads."""
-    fake.add(2, "kthreadd", cmdline=b"", ppid=0)
-    fake.add(30, "kworker/0:1", cmdline=b"", ppid=2)
+def test_kernel_threads_have_no_arguments_and_are_recognised_by_PF_KTHREAD(
+    fake: FakeProc,
+) -> None:
+    """kthreadd and its children carry the kernel's PF_KTHREAD flag (0x00200000)."""
+    kthread = 0x00208040  # PF_KTHREAD | PF_NOFREEZE | PF_FORKNOEXEC
+    fake.add(2, "kthreadd", cmdline=b"", ppid=0, flags=kthread)
+    fake.add(30, "kworker/0:1", cmdline=b"", ppid=2, flags=kthread)
     fake.add(31, "bash", ppid=1)
     table = LinuxProcessTable(fake.root)
     by_pid = {p.pid: p for p in table.snapshot()}
     assert by_pid[30].cmdline == ()
     assert by_pid[30].command_line() == "[kworker/0:1]"
+    assert by_pid[30].flags == kthread
     assert [by_pid[pid].is_kernel_thread for pid in (2, 30, 31)] == [True, True, False]
+
+
+def test_in_a_pid_namespace_pid_2_and_its_children_are_ordinary_processes(
+    fake: FakeProc,
+) -> None:
+    """Inside a container pid 2 may be the web server; its CGIs are not exempt."""
+    fake.add(1, "tini", ppid=0)
+    fake.add(2, "httpd", ppid=1)
+    fake.add(40, "perl", ppid=2, pgid=2, session=1)
+    table = LinuxProcessTable(fake.root)
+    by_pid = {p.pid: p for p in table.snapshot()}
+    assert [by_pid[pid].is_kernel_thread for pid in (2, 40)] == [False, False]
+    assert (by_pid[40].ppid, by_pid[40].pgid, by_pid[40].session) == (2, 2, 1)
 
 
 def test_a_zombie_is_dead(fake: FakeProc) -> None:

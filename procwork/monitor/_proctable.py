@@ -17,13 +17,16 @@ import pwd
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["LinuxProcessTable", "ProcInfo", "ProcessTable"]
+__all__ = ["PF_KTHREAD", "LinuxProcessTable", "ProcInfo", "ProcessTable"]
 
 # States of a process that has exited but not yet been reaped by its parent.
 _DEAD_STATES = frozenset({"Z", "X", "x"})
 
-# kthreadd: every kernel thread is its child.
-_KTHREADD_PID = 2
+# The kernel's flag for its own threads (include/linux/sched.h), in the
+# ``flags`` field of /proc/PID/stat. The flag, not the pid, is what says "kernel
+# thread": inside a pid namespace pid 2 is an ordinary process, and the
+# children of an ordinary process are ordinary processes.
+PF_KTHREAD = 0x00200000
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class ProcInfo:
         start_time: When the process started, in seconds since the epoch.
         cpu_seconds: User plus system CPU time used so far.
         rss_bytes: Resident memory.
+        session: Session id (the pid of the session's leader); 0 if unknown.
+        flags: The kernel's ``PF_*`` flags of the process (see
+            :data:`PF_KTHREAD`); 0 if unknown.
     """
 
     pid: int
@@ -59,6 +65,8 @@ class ProcInfo:
     start_time: float
     cpu_seconds: float
     rss_bytes: int
+    session: int = 0
+    flags: int = 0
 
     @property
     def identity(self) -> tuple[int, float]:
@@ -67,13 +75,13 @@ class ProcInfo:
 
     @property
     def is_kernel_thread(self) -> bool:
-        """True for kthreadd and its children, which signals cannot stop.
+        """True for the kernel's own threads (``PF_KTHREAD``): signals can't stop them.
 
-        Inside a pid namespace (a container) pid 2 may be an ordinary process;
-        it is then misjudged as a kernel thread, which only errs on the side of
-        leaving it alone.
+        Judged by the flag the kernel sets, never by pid: inside a pid
+        namespace (a container) pid 2 is an ordinary process, maybe the web
+        server whose runaway CGIs a rule is there to stop.
         """
-        return self.pid == _KTHREADD_PID or self.ppid == _KTHREADD_PID
+        return bool(self.flags & PF_KTHREAD)
 
     @property
     def is_dead(self) -> bool:
@@ -188,6 +196,8 @@ class LinuxProcessTable:
             pid=pid,
             ppid=int(fields[1]),
             pgid=int(fields[2]),
+            session=int(fields[3]),
+            flags=int(fields[6]),
             uid=uid,
             user=self._user_name(uid),
             name=name,

@@ -6,11 +6,16 @@ those that ran too long, used too much CPU or too much memory: log them, or
 SIGTERM them and SIGKILL them after a grace period, or SIGKILL them at once.
 :class:`RuleEngine` applies rules to a :class:`~procwork.monitor.ProcessTable`.
 
+A rule that signals acts on the matched process and its whole tree of
+descendants, found from ``/proc`` parent links when it acts: a CGI's children
+die with it instead of being orphaned.
+
 Safety first: by default a rule never signals procwork itself, its parent,
 pid 1, kernel threads, or another user's processes; a rule must name them
 (``allow_pids``, ``allow_other_users`` or ``user``) to reach them. A signal is
-only ever sent to the very process that matched: pids are reused, so a process
-is named by its pid *and* start time, and pidfds close the remaining race.
+only ever sent to the very process that was found: pids are reused, so a
+process is named by its pid *and* start time, and pidfds close the remaining
+race.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import math
 import os
 import re
 import signal
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -89,8 +95,8 @@ class Rule:
         max_cpu: CPU seconds (user + system) the process may use.
         max_rss: Resident memory in bytes the process may use.
         action: ``"log"`` only reports; ``"term"`` sends SIGTERM, then SIGKILL
-            after ``grace`` seconds if the same process is still alive;
-            ``"kill"`` sends SIGKILL at once.
+            after ``grace`` seconds to what is still alive; ``"kill"`` sends
+            SIGKILL at once. Both act on the process and all its descendants.
         grace: Seconds between SIGTERM and SIGKILL. Default 5.
         dry_run: Report what would be done; signal nothing.
         allow_other_users: Allow acting on processes of users other than
@@ -226,9 +232,10 @@ class Finding:
         rule: The rule that matched.
         process: The process as it was seen.
         reason: The thresholds it exceeded, e.g. ``"ran 312 s > max_age 300 s"``.
-        action: What was done, e.g. ``"sent SIGTERM"``,
-            ``"would send SIGTERM (dry run)"``, ``"sent SIGKILL after grace 5 s"``,
-            ``"spared: pid 1 (init) ..."``.
+        action: What was done, e.g. ``"sent SIGTERM"``, ``"sent SIGTERM to it
+            and its 2 descendants (pids 41, 42)"``, ``"would send SIGTERM
+            (dry run)"``, ``"sent SIGKILL after grace 5 s"``, ``"spared: pid 1
+            (init) ..."``.
     """
 
     rule: Rule
@@ -248,20 +255,34 @@ class RuleCounters:
     """Running totals of one rule, since the engine was made.
 
     Attributes:
-        matches: Times a process matched (once per process per check).
-        signals_sent: Signals actually delivered (SIGTERM and SIGKILL both count).
+        matches: Processes that matched, each counted once for as long as it
+            keeps matching (not once per scan).
+        signals_sent: SIGTERMs and SIGKILLs delivered, to the matched
+            processes and to their descendants (the SIGSTOP and SIGCONT that
+            freeze a tree while it is signalled are not counted).
     """
 
     matches: int = 0
     signals_sent: int = 0
 
 
-@dataclass
-class _Signalled:
-    """A process procwork has signalled, until it is seen gone."""
+Identity = tuple[int, float]
+
+# How many times a tree is re-scanned while it is being frozen. Each round
+# stops every process found in the previous one; only processes forked before
+# their parent was stopped can appear in the next, so a tree stops growing in
+# as many rounds as it is deep. The bound is for a tree deeper than any real
+# one (a fork chain racing the scans), which is then signalled as far as found.
+_MAX_FREEZE_ROUNDS = 64
+
+
+@dataclass(eq=False)  # hashed by identity: kept in a set while pending
+class _TreeStop:
+    """A matched process and its tree, signalled, until SIGKILL is due."""
 
     finding: Finding
     signum: int
+    members: dict[Identity, ProcInfo]
     kill_call: _DelayedCall | None = None
 
 
@@ -270,6 +291,12 @@ class RuleEngine:
 
     Call :meth:`check` periodically (e.g. from ``clockwork.every``). Call it
     and :meth:`stop` from the reactor thread: escalations are reactor timers.
+
+    A rule that signals acts on the matched process *and all its
+    descendants*, found from the parent links in the process table at the
+    moment of action (a descendant that started its own session or process
+    group is still a descendant); see :meth:`_freeze` for how a tree that
+    forks is caught whole.
 
     Args:
         rules: The rules, applied in order; names must be unique.
@@ -319,8 +346,13 @@ class RuleEngine:
         )
         self._log = log if log is not None else _log
         self._dry_run = dry_run
-        # Keyed by (pid, start_time): a reused pid is a different process.
-        self._signalled: dict[tuple[int, float], _Signalled] = {}
+        # (rule name, process identity) of every match already reported: a
+        # process is reported once per rule for as long as it keeps matching.
+        # Identities are (pid, start_time): a reused pid is another process.
+        self._reported: set[tuple[str, Identity]] = set()
+        # Every process signalled as part of a tree, to the tree's record.
+        self._stopping: dict[Identity, _TreeStop] = {}
+        self._pending: set[_TreeStop] = set()
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -333,14 +365,17 @@ class RuleEngine:
         return MappingProxyType(self._counters)
 
     def check(self) -> list[Finding]:
-        """Scan the process table once, act on every match, and report.
+        """Scan the process table once, act on every new match, and report.
 
-        A process that breaks several rules is signalled by the first that
-        acts on it; a process already signalled is not signalled again.
+        A process is reported (and counted) once per rule while it keeps
+        matching; later scans say nothing more about it. A process that
+        breaks several rules is signalled by the first that acts on it; a
+        process already signalled, alone or with the tree of an ancestor, is
+        not signalled again.
 
         Returns:
-            One finding per rule and matching process, in rule order per
-            process. SIGKILL escalations happen later and are only logged.
+            One finding per rule and newly matching process. SIGKILL
+            escalations happen later and are only logged.
 
         Raises:
             OSError: The process table itself cannot be read.
@@ -349,20 +384,28 @@ class RuleEngine:
         self._forget_exited({p.identity for p in processes})
         now = self._reactor.seconds()
         findings = []
-        for process in processes:
+        # Oldest first: a parent started no later than its children, so a
+        # matching tree is acted on from its top, and matching descendants
+        # are then found already signalled with it.
+        for process in sorted(processes, key=lambda p: (p.start_time, p.pid)):
             for rule in self._rules:
+                key = (rule.name, process.identity)
                 reason = rule.match(process, now)
-                if reason is not None:
+                if reason is None:
+                    self._reported.discard(key)
+                elif key not in self._reported:
+                    self._reported.add(key)
                     self._counters[rule.name].matches += 1
                     findings.append(self._act(rule, process, reason))
         return findings
 
     def stop(self) -> None:
         """Cancel pending SIGKILL escalations; processes already SIGTERMed are left."""
-        for signalled in self._signalled.values():
-            if signalled.kill_call is not None and signalled.kill_call.active():
-                signalled.kill_call.cancel()
-        self._signalled.clear()
+        for tree in self._pending:
+            if tree.kill_call is not None and tree.kill_call.active():
+                tree.kill_call.cancel()
+        self._pending.clear()
+        self._stopping.clear()
 
     def _act(self, rule: Rule, process: ProcInfo, reason: str) -> Finding:
         def report(action: str, level: LogLevel = LogLevel.warn) -> Finding:
@@ -372,11 +415,14 @@ class RuleEngine:
 
         if rule.action == "log":
             return report("logged")
-        signalled = self._signalled.get(process.identity)
-        if signalled is not None:
+        tree = self._stopping.get(process.identity)
+        if tree is not None:
+            sent = _signal_name(tree.signum)
+            root = tree.finding.process
+            if root.identity == process.identity:
+                return report(f"{sent} already sent; not signalled twice")
             return report(
-                f"{_signal_name(signalled.signum)} already sent; not signalled twice",
-                LogLevel.debug,
+                f"{sent} already sent with the tree of pid {root.pid}", LogLevel.info
             )
         protection = self._protection(rule, process)
         if protection is not None:
@@ -384,22 +430,113 @@ class RuleEngine:
         signum = signal.SIGTERM if rule.action == "term" else signal.SIGKILL
         name = _signal_name(signum)
         if rule.dry_run or self._dry_run:
-            return report(f"would send {name} (dry run)")
+            snapshot = self._table.snapshot()
+
+            def spared(p: ProcInfo) -> bool:
+                return self._protection(rule, p) is not None
+
+            members = [process] + [
+                p
+                for p in _tree_of(snapshot, [process], spared)
+                if p.identity != process.identity and not p.is_dead
+            ]
+            return report(f"would send {name}{_tree_words(members)} (dry run)")
         try:
-            sent = self._send_signal(process, signum)
+            members = self._freeze(rule, [process])
         except OSError as e:
             return report(f"could not send {name}: {e.strerror or e}", LogLevel.error)
-        if not sent:
+        if not members:
             return report(f"exited before {name} could be sent", LogLevel.info)
-        self._counters[rule.name].signals_sent += 1
-        finding = report(f"sent {name}")
-        signalled = _Signalled(finding, signum)
+        try:
+            delivered = self._signal_all(rule, members, signum)
+        finally:
+            self._thaw(members)
+        if not delivered:
+            return report(f"exited before {name} could be sent", LogLevel.info)
+        finding = report(f"sent {name}{_tree_words(delivered)}")
+        tree = _TreeStop(finding, signum, {p.identity: p for p in members})
+        for identity in tree.members:
+            self._stopping[identity] = tree
         if signum == signal.SIGTERM:
-            signalled.kill_call = self._reactor.callLater(
-                rule.grace, self._escalate, signalled
-            )
-        self._signalled[process.identity] = signalled
+            tree.kill_call = self._reactor.callLater(rule.grace, self._escalate, tree)
+            self._pending.add(tree)
         return finding
+
+    def _freeze(
+        self, rule: Rule, roots: list[ProcInfo], known: Iterable[ProcInfo] = ()
+    ) -> list[ProcInfo]:
+        """SIGSTOP ``roots`` and all their descendants; return them, top first.
+
+        Why stop the tree before signalling it: signalling a running tree
+        races with it. TERM or KILL the parent first, and its children are
+        handed to init before we can find them by their parent link; signal
+        the leaves first, and a parent that forks in a loop makes new ones
+        behind us. A stopped process can neither exit nor fork, so the tree
+        is stopped from the top down, re-scanning until a scan finds no one
+        new: then it is whole and cannot move while it is signalled. (The
+        caller sends SIGCONT afterwards, so SIGTERM can be handled.)
+
+        ``known`` are earlier members of the tree that may have exited: a
+        process group or session one of them led still counts as the tree's,
+        which finds a process forked during the grace period whose parent
+        then exited.
+
+        Raises:
+            OSError: A root could not be stopped (e.g. permission denied).
+        """
+        members: dict[Identity, ProcInfo] = {}
+        everyone = [*known]
+
+        def spared(p: ProcInfo) -> bool:
+            return self._protection(rule, p) is not None
+
+        try:
+            for root in roots:
+                if self._send_signal(root, signal.SIGSTOP):
+                    members[root.identity] = root
+            if not members and not everyone:
+                return []
+            for _ in range(_MAX_FREEZE_ROUNDS):
+                snapshot = self._table.snapshot()
+                found = [
+                    p
+                    for p in _tree_of(snapshot, [*everyone, *members.values()], spared)
+                    if p.identity not in members and not p.is_dead
+                ]
+                if not found:
+                    break
+                for process in found:
+                    if self._signal_quietly(process, signal.SIGSTOP):
+                        members[process.identity] = process
+        except BaseException:
+            # Whatever went wrong (a root we may not signal, /proc unreadable),
+            # nothing may be left stopped: a stopped process hangs for ever.
+            self._thaw(list(members.values()))
+            raise
+        return list(members.values())
+
+    def _signal_all(
+        self, rule: Rule, members: list[ProcInfo], signum: int
+    ) -> list[ProcInfo]:
+        delivered = [p for p in members if self._signal_quietly(p, signum)]
+        self._counters[rule.name].signals_sent += len(delivered)
+        return delivered
+
+    def _thaw(self, members: list[ProcInfo]) -> None:
+        # Leaves first: when the parent resumes its children are already
+        # running, so a parent that forwards SIGTERM finds them able to act.
+        # Never skipped (see the callers' ``finally``): a process left
+        # stopped would hang its users for ever.
+        for process in reversed(members):
+            self._signal_quietly(process, signal.SIGCONT)
+
+    def _signal_quietly(self, process: ProcInfo, signum: int) -> bool:
+        # A descendant that cannot be signalled (it changed user, or exited)
+        # must not stop the rest of the tree from being signalled.
+        try:
+            return self._send_signal(process, signum)
+        except OSError:
+            return False
 
     def _protection(self, rule: Rule, process: ProcInfo) -> str | None:
         """Why the rule may not signal this process, or None if it may."""
@@ -421,22 +558,29 @@ class RuleEngine:
             )
         return None
 
-    def _escalate(self, signalled: _Signalled) -> None:
-        signalled.kill_call = None
-        earlier = signalled.finding
-        grace = f"{earlier.rule.grace:g} s"
-        # The pid may have been reused during the grace period: only the
-        # process that was SIGTERMed (same pid, same start time) gets SIGKILL.
-        current = self._table.get(earlier.process.pid)
-        if (
-            current is None
-            or current.identity != earlier.process.identity
-            or current.is_dead
-        ):
-            del self._signalled[earlier.process.identity]
+    def _escalate(self, tree: _TreeStop) -> None:
+        tree.kill_call = None
+        self._pending.discard(tree)
+        earlier = tree.finding
+        rule = earlier.rule
+        grace = f"{rule.grace:g} s"
+        # Pids may have been reused during the grace period: only processes
+        # that are still the ones signalled (same pid, same start time) are
+        # roots now, and their descendants are found afresh, so children
+        # forked during the grace period are killed too.
+        alive = [p for p in tree.members.values() if _still_alive(self._table, p)]
+        try:
+            members = self._freeze(rule, alive, known=tree.members.values())
+        except OSError as e:
+            self._emit(
+                Finding(rule, earlier.process, earlier.reason, f"could not stop: {e}"),
+                LogLevel.error,
+            )
+            return
+        if not members:
             self._emit(
                 Finding(
-                    earlier.rule,
+                    rule,
                     earlier.process,
                     earlier.reason,
                     f"exited within grace {grace} after SIGTERM",
@@ -445,27 +589,32 @@ class RuleEngine:
             )
             return
         try:
-            sent = self._send_signal(current, signal.SIGKILL)
-        except OSError as e:
-            action, level = f"could not send SIGKILL: {e.strerror or e}", LogLevel.error
+            delivered = self._signal_all(rule, members, signal.SIGKILL)
+        finally:
+            self._thaw(members)
+        tree.signum = signal.SIGKILL
+        for process in members:
+            tree.members[process.identity] = process
+            self._stopping[process.identity] = tree
+        if earlier.process.identity in {p.identity for p in delivered}:
+            action = f"sent SIGKILL after grace {grace}{_tree_words(delivered)}"
+        elif delivered:
+            pids = ", ".join(str(p.pid) for p in delivered)
+            action = (
+                f"exited within grace {grace} after SIGTERM;"
+                f" sent SIGKILL to {_count(len(delivered), 'descendant')}"
+                f" left (pids {pids})"
+            )
         else:
-            if sent:
-                self._counters[earlier.rule.name].signals_sent += 1
-                signalled.signum = signal.SIGKILL
-                action, level = f"sent SIGKILL after grace {grace}", LogLevel.warn
-            else:
-                del self._signalled[earlier.process.identity]
-                action, level = (
-                    f"exited within grace {grace} after SIGTERM",
-                    LogLevel.info,
-                )
-        self._emit(Finding(earlier.rule, current, earlier.reason, action), level)
+            action = f"exited within grace {grace} after SIGTERM"
+        self._emit(
+            Finding(rule, earlier.process, earlier.reason, action), LogLevel.warn
+        )
 
-    def _forget_exited(self, alive: set[tuple[int, float]]) -> None:
-        for identity in [i for i in self._signalled if i not in alive]:
-            signalled = self._signalled.pop(identity)
-            if signalled.kill_call is not None and signalled.kill_call.active():
-                signalled.kill_call.cancel()
+    def _forget_exited(self, alive: set[Identity]) -> None:
+        self._reported = {key for key in self._reported if key[1] in alive}
+        for identity in [i for i in self._stopping if i not in alive]:
+            del self._stopping[identity]
 
     def _emit(self, finding: Finding, level: LogLevel) -> None:
         self._log.emit(
@@ -478,6 +627,88 @@ class RuleEngine:
             action=finding.action,
             finding=finding,
         )
+
+
+def _tree_of(
+    snapshot: list[ProcInfo],
+    members: Iterable[ProcInfo],
+    spared: Callable[[ProcInfo], bool] = lambda process: False,
+) -> list[ProcInfo]:
+    """The descendants of ``members`` in ``snapshot``, parents before children.
+
+    A ``spared`` process is left out with its own descendants: the tree of a
+    process the rule may not touch (procwork itself, another user's setuid
+    helper) is not the rule's either.
+
+    A member counts only while it is still the same process (pid and start
+    time). A process group or session a member led counts as the tree's own
+    even after that member exited (its orphans were handed to init, their
+    parent link is lost): its id cannot be given to another group or session
+    while one member of it lives, and a leader whose pid now names another
+    process is not followed.
+    """
+    by_pid = {p.pid: p for p in snapshot}
+    roots: list[int] = []
+    groups: set[int] = set()
+    sessions: set[int] = set()
+    for member in members:
+        now = by_pid.get(member.pid)
+        same = now is not None and now.identity == member.identity
+        if same:
+            roots.append(member.pid)
+        if same or now is None:
+            if member.pgid == member.pid:
+                groups.add(member.pid)
+            if member.session == member.pid:
+                sessions.add(member.pid)
+    children: dict[int, list[ProcInfo]] = {}
+    for process in snapshot:
+        children.setdefault(process.ppid, []).append(process)
+
+    def under_spared(process: ProcInfo) -> bool:
+        # A group or session member found by its id, not its parent link,
+        # may descend from a spared process (procwork itself, run from the
+        # matched login shell's session): then it is spared with it.
+        seen: set[int] = set()
+        pid = process.ppid
+        while pid in by_pid and pid not in roots and pid not in seen:
+            seen.add(pid)
+            if spared(by_pid[pid]):
+                return True
+            pid = by_pid[pid].ppid
+        return False
+
+    found: dict[int, ProcInfo] = {}
+    queue = deque(roots)
+    queue.extend(
+        p.pid
+        for p in snapshot
+        if (p.pgid in groups or p.session in sessions)
+        and p.pid not in roots
+        and not spared(p)
+        and not under_spared(p)
+    )
+    for pid in list(queue):
+        if pid not in roots:
+            found[pid] = by_pid[pid]
+    while queue:
+        for child in children.get(queue.popleft(), ()):
+            if child.pid not in found and child.pid not in roots and not spared(child):
+                found[child.pid] = child
+                queue.append(child.pid)
+    return list(found.values())
+
+
+def _tree_words(members: list[ProcInfo]) -> str:
+    """`` to it and its 2 descendants (pids 41, 42)``, or nothing for one process."""
+    if len(members) <= 1:
+        return ""
+    pids = ", ".join(str(p.pid) for p in members[1:])
+    return f" to it and its {_count(len(members) - 1, 'descendant')} (pids {pids})"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def signal_process(table: ProcessTable, process: ProcInfo, signum: int) -> bool:

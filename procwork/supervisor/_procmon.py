@@ -22,7 +22,6 @@ Two seams connect procmon to the supervisor:
 from __future__ import annotations
 
 import functools
-import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -34,7 +33,7 @@ from zope.interface import classImplements  # type: ignore[import-untyped]
 from procwork.supervisor._spec import ServiceSpec
 
 if TYPE_CHECKING:
-    from twisted.runner.procmon import ProcessMonitor
+    from procwork.supervisor._processmonitor import ProcessMonitor
 
 __all__ = [
     "ChildTransport",
@@ -188,22 +187,26 @@ class Procmon:
 def _monitor_class() -> Callable[[Any, SupervisorHooks], ProcessMonitor]:
     """The ProcessMonitor subclass, defined on first use.
 
-    Importing ``twisted.runner.procmon`` imports the global reactor (it is the
-    default of a constructor argument), which library code must not do at
-    import time, so the subclass is made when the first Supervisor is.
+    It extends procwork's drop-in :class:`~procwork.supervisor.ProcessMonitor`
+    (procmon, stopping process groups). Importing ``twisted.runner.procmon``
+    imports the global reactor (it is the default of a constructor argument),
+    which library code must not do at import time, so the subclass is made
+    when the first Supervisor is.
     """
-    from twisted.runner.procmon import ProcessMonitor
+    from procwork.supervisor._processmonitor import ProcessMonitor
 
     class _Monitor(ProcessMonitor):
         """procmon with the supervisor's decisions plugged in.
 
         procmon keeps doing what it does: starting processes, the backoff
         arithmetic, scheduling restarts, the kill timer (``murder``) and its
-        cancellation at exit. Overridden, each for the reason given there:
+        cancellation at exit; procwork's ProcessMonitor adds the stop of the
+        whole process group. Overridden, each for the reason given there:
         ``startProcess`` (a gate), ``_monitoredProcessExited`` (per-service
         backoff settings, then the supervisor's verdict on the restart procmon
-        scheduled), ``stopProcess`` and ``_forceStopProcess`` (the service's
-        own stop signal and timeout, sent to the whole process group).
+        scheduled), ``_stop_signal`` and ``_kill_time`` (the service's own
+        stop signal and timeout), ``_forceStopProcess`` (the supervisor is
+        told).
         """
 
         def __init__(self, reactor: Any, supervisor: SupervisorHooks) -> None:
@@ -238,28 +241,19 @@ def _monitor_class() -> Callable[[Any, SupervisorHooks], ProcessMonitor]:
             super()._monitoredProcessExited(name, None)
             self._supervisor._exited(name, reason)
 
-        def stopProcess(self, name: str) -> None:
-            # procmon sends SIGTERM to the process alone, and SIGKILL after a
-            # monitor-wide killTime, rescheduling the kill at every call; a
-            # service has its own signal and timeout, sent to its whole group.
-            if name not in self._processes:
-                raise KeyError(f"Unrecognized process name: {name}")
-            proto = self.protocols.get(name)
+        def _stop_signal(self, name: str) -> int:
+            # A service has its own stop signal; ProcessMonitor.stopProcess
+            # sends it to the whole group, and arms one SIGKILL timer.
             spec = self._supervisor._spec_of(name)
-            if proto is None or proto.transport is None or spec is None:
-                return
-            transport = cast(ChildTransport, proto.transport)
-            transport.kill_group_on_exit = True
-            sent = transport.signal_group(spec.stop_signum)
-            if sent and _active(self.murder.get(name)) is None:
-                clock = cast(Any, self._clock)  # zope interface: see DelayedCall
-                self.murder[name] = clock.callLater(
-                    spec.stop_timeout, self._forceStopProcess, transport
-                )
+            return spec.stop_signum if spec is not None else super()._stop_signal(name)
+
+        def _kill_time(self, name: str) -> float:
+            # ... and its own stop timeout instead of the monitor-wide killTime.
+            spec = self._supervisor._spec_of(name)
+            return spec.stop_timeout if spec is not None else super()._kill_time(name)
 
         def _forceStopProcess(self, proc: Any) -> None:
-            # procmon SIGKILLs the process alone; a service's whole group goes.
             self._supervisor._stop_timed_out(cast(ChildTransport, proc))
-            cast(ChildTransport, proc).signal_group(signal.SIGKILL)
+            super()._forceStopProcess(proc)
 
     return _Monitor

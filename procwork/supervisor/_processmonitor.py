@@ -1,0 +1,214 @@
+"""A drop-in for :class:`twisted.runner.procmon.ProcessMonitor` on procwork's spawn.
+
+:class:`ProcessMonitor` *is* procmon (a subclass): the same constructor, the
+same methods and attributes (``addProcess``, ``removeProcess``,
+``startProcess``, ``stopProcess``, ``restartAll``, ``processes``,
+``protocols``, ``delay``, ``timeStarted``, ``murder``, ``restart``,
+``threshold``, ``killTime``, ``minRestartDelay``, ``maxRestartDelay``,
+``__getstate__``), the same restart arithmetic and the same log events, in
+procmon's own log namespace. What changes is how a child is started and
+stopped on a real reactor:
+
+- it is a :class:`~procwork._spawn.GroupProcess`: it leads its own session
+  and process group, and is reaped in O(1) through a pidfd (procmon, through
+  ``reactor.spawnProcess``, costs a ``waitpid`` per live child at every
+  ``SIGCHLD``);
+- ``stopProcess`` sends SIGTERM to the whole process group and
+  ``killTime`` later SIGKILL to the group, so a service's grandchildren stop
+  with it; what is left of the group when the service exits is SIGKILLed
+  before it is reaped, so a restarted service never meets its predecessor's
+  children; and the children are terminated when the reactor shuts down.
+
+A reactor that is not a stock posix reactor (a test's ``MemoryReactor``, or
+a reactor with a ``spawnProcess`` of its own) is used exactly as procmon uses
+it: its ``spawnProcess`` is called and its transports signalled one process
+at a time. That is what keeps procmon's own tests passing unchanged (see
+``tests/test_procmon_dropin.py``).
+
+This module imports :mod:`twisted.runner.procmon`, which imports the global
+reactor; :mod:`procwork.supervisor` therefore imports it on first use of
+``ProcessMonitor`` only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any, cast
+
+from twisted.internet.interfaces import IReactorFDSet
+from twisted.logger import Logger
+from twisted.runner import procmon
+
+from procwork._shutdown import watch_reactor
+from procwork._spawn import GroupProcess
+
+__all__ = ["ProcessMonitor"]
+
+# Where procmon's events are published; kept so that observers and filters
+# written for procmon see ours.
+_PROCMON_NAMESPACE = "twisted.runner.procmon.ProcessMonitor"
+
+
+class _ProcmonLog:
+    """``ProcessMonitor.log``: a Logger in procmon's namespace.
+
+    ``Logger`` used as a class attribute names its events after the class it
+    is read through, which would be ours; a drop-in keeps procmon's name.
+    Like procmon's, it can be replaced per instance (``pm.log = ...``).
+    """
+
+    def __get__(self, instance: object, owner: type | None = None) -> Logger:
+        return Logger(namespace=_PROCMON_NAMESPACE, source=instance or owner)
+
+
+class _GroupTransport:
+    """What :class:`ProcessMonitor` uses of a transport that can stop a group."""
+
+    kill_group_on_exit: bool
+
+    def signal_group(self, signum: int) -> bool:
+        raise NotImplementedError
+
+
+def _group_transport(transport: object) -> _GroupTransport | None:
+    """The transport, if it can signal its whole process group, else None."""
+    if callable(getattr(transport, "signal_group", None)):
+        return cast(_GroupTransport, transport)
+    return None
+
+
+class _GroupSpawningReactor:
+    """Stands in for a stock reactor as procmon's ``_reactor``.
+
+    Its ``spawnProcess`` starts a :class:`~procwork._spawn.GroupProcess`;
+    everything else is the reactor's own.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def spawnProcess(
+        self,
+        processProtocol: Any,
+        executable: Any,
+        args: Any = (),
+        env: Any = None,
+        path: Any = None,
+        uid: Any = None,
+        gid: Any = None,
+        usePTY: Any = False,
+        childFDs: Any = None,
+    ) -> Any:
+        # GroupProcess cannot change user or group, nor use a pty or other
+        # descriptors; such a child is started the way procmon would, by the
+        # reactor (no session of its own, reaped by Twisted's SIGCHLD scan).
+        # It is still stopped and restarted as procmon does.
+        wants_credentials = (uid is not None and uid != os.getuid()) or (
+            gid is not None and gid != os.getgid()
+        )
+        if wants_credentials or usePTY or childFDs is not None:
+            return self._reactor.spawnProcess(
+                processProtocol, executable, args, env, path, uid, gid, usePTY, childFDs
+            )
+        watch_reactor(self._reactor)
+        # procmon always passes ``executable = args[0]``, which GroupProcess
+        # looks up on PATH, as Twisted's spawnProcess does; an env of {} is
+        # an empty environment, as it is for Twisted.
+        return GroupProcess(self._reactor, processProtocol, args, env=env, cwd=path)
+
+
+def _is_stock_reactor(reactor: object) -> bool:
+    """Whether ``reactor`` spawns processes the way every posix reactor does.
+
+    Only then is ``spawnProcess`` replaced by GroupProcess (which needs the
+    reactor's file-descriptor set for its pidfd); a reactor with a
+    ``spawnProcess`` of its own, such as a test double, keeps it.
+    """
+    from twisted.internet.posixbase import PosixReactorBase
+
+    return (
+        isinstance(reactor, PosixReactorBase)
+        and type(reactor).spawnProcess is PosixReactorBase.spawnProcess
+        and IReactorFDSet.providedBy(reactor)
+    )
+
+
+class ProcessMonitor(procmon.ProcessMonitor):
+    """:class:`twisted.runner.procmon.ProcessMonitor`, spawning through procwork.
+
+    Use it as procmon: ``pm = ProcessMonitor(reactor)``, ``pm.addProcess(...)``,
+    ``pm.startService()``; everything procmon documents holds. On a real
+    reactor each child leads its own process group, is stopped as a group
+    (SIGTERM, then SIGKILL after :attr:`killTime`) and is reaped in O(1).
+    Call from the reactor thread.
+
+    Args:
+        reactor: Spawns the processes and times the restarts. Default the
+            global reactor. A stock posix reactor's ``spawnProcess`` is
+            replaced by procwork's; any other reactor's is used as is.
+    """
+
+    log = _ProcmonLog()
+
+    def __init__(self, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        super().__init__(reactor)
+        if _is_stock_reactor(reactor):
+            # Replaces only procmon's spawner; its timers (``_clock``) stay
+            # the reactor's. __getstate__ leaves ``_reactor`` out of pickles,
+            # as procmon does.
+            self._reactor = cast(Any, _GroupSpawningReactor(reactor))
+
+    def stopProcess(self, name: str) -> None:
+        """Stop the named process: SIGTERM to its group, SIGKILL after killTime.
+
+        A process whose transport cannot signal its group (started by a
+        reactor of its own) is stopped as procmon does, alone.
+
+        Raises:
+            KeyError: No process has this name.
+        """
+        if name not in self._processes:
+            raise KeyError(f"Unrecognized process name: {name}")
+        proto = self.protocols.get(name)
+        if proto is None or proto.transport is None:
+            return  # not running (procmon would fail an assertion on the latter)
+        transport = _group_transport(proto.transport)
+        if transport is None:
+            super().stopProcess(name)
+            return
+        # Whatever is left of the group when the process exits is killed
+        # before it is reaped: restarted, it must not meet its old children.
+        transport.kill_group_on_exit = True
+        sent = transport.signal_group(self._stop_signal(name))
+        # procmon schedules a new SIGKILL at every call and leaves the
+        # earlier one armed; one is enough.
+        # (Any: mypy cannot check zope interfaces' methods, declared without self.)
+        murder: Any = self.murder.get(name)
+        if sent and (murder is None or not murder.active()):
+            clock: Any = self._clock
+            self.murder[name] = clock.callLater(
+                self._kill_time(name), self._forceStopProcess, transport
+            )
+
+    def _forceStopProcess(self, proc: Any) -> None:
+        transport = _group_transport(proc)
+        if transport is None:
+            super()._forceStopProcess(proc)
+        else:
+            transport.signal_group(signal.SIGKILL)
+
+    def _stop_signal(self, name: str) -> int:
+        """The signal that asks the named process to stop (SIGTERM)."""
+        return signal.SIGTERM
+
+    def _kill_time(self, name: str) -> float:
+        """Seconds between the stop signal and SIGKILL (:attr:`killTime`)."""
+        return float(self.killTime)
