@@ -413,9 +413,8 @@ def nice_of(pid: int) -> int:
 
 def test_low_priority_children_run_niced() -> None:
     """A low-priority child runs 10 steps nicer than we do; a normal one as nice."""
-    scheduler = Scheduler(
-        load=procwork.NoLoadLimit()
-    )  # a busy machine must not queue them
+    # A busy machine must not queue them.
+    scheduler = Scheduler(load=procwork.NoLoadLimit())
     low = procwork.spawn(["sleep", "30"], priority="low", scheduler=scheduler)
     normal = procwork.spawn(["sleep", "30"], scheduler=scheduler)
     try:
