@@ -8,7 +8,11 @@ them with ``job`` and ``instance`` added) into promtool input. A metric or
 label renamed in ``procwork/monitor/_metrics.py`` therefore breaks these
 tests instead of silently breaking the alerts.
 
-promtool and amtool come from Debian's ``prometheus`` and
+The Alertmanager example is checked with ``amtool check-config``, its
+routes with ``amtool config routes test``, and its inhibition on a real
+Alertmanager fed the alerts the rules raise.
+
+promtool, amtool and Alertmanager come from Debian's ``prometheus`` and
 ``prometheus-alertmanager`` packages; ``.ci/run`` installs them when missing.
 Their absence is a failure, not a skip: these files are only as good as the
 tools that check them. Every tool run and every wait is bounded.
@@ -20,9 +24,13 @@ import json
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import textwrap
+import time
+import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,9 +209,7 @@ def test_every_alert_and_recording_rule_passes_promtool_check_rules() -> None:
     }
 
 
-def test_the_scrape_config_example_and_its_file_sd_targets_pass_promtool_check_config() -> (  # noqa: E501
-    None
-):
+def test_the_scrape_config_and_its_file_sd_targets_pass_promtool_check_config() -> None:
     """promtool reads the rule files and the file_sd target files it names too."""
     done = tool("promtool", "check", "config", str(PROMETHEUS / "prometheus.yml"))
     assert done.returncode == 0, done.stdout + done.stderr
@@ -310,9 +316,11 @@ def scenario(
             labels = {**s.labels, "job": "procwork", "instance": instance}
             inputs.append({"series": series(s.name, labels), "values": values(points)})
         up = {"job": "procwork", "instance": instance}
-        inputs.append({"series": series("up", up), "values": values([1] * 41)})
+        inputs.append(
+            {"series": series("up", up), "values": values([1] * (MINUTES + 1))}
+        )
     down = {"job": "procwork", "instance": "c:8642"}
-    inputs.append({"series": series("up", down), "values": values([0] * 41)})
+    inputs.append({"series": series("up", down), "values": values([0] * (MINUTES + 1))})
 
     fatal = [
         s.labels["service"]
@@ -552,3 +560,110 @@ def test_critical_alerts_page_and_warnings_mail(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == receiver
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def api(url: str, body: object = None) -> Any:
+    """GET (or POST ``body`` as JSON to) Alertmanager's API; 10 s at most."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"null")
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[str]:
+    """A real Alertmanager on the example config, alone (no cluster); its URL."""
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        pytest.fail("alertmanager not found: install Debian's prometheus-alertmanager")
+    port = free_port()
+    with (
+        sigkill_leftovers() as started,
+        (tmp_path / "alertmanager.log").open("wb") as log,
+    ):
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={ALERTMANAGER}",
+                f"--storage.path={tmp_path}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        started.append(process.pid)
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(
+                    "alertmanager exited:\n"
+                    + (tmp_path / "alertmanager.log").read_text()
+                )
+            try:
+                with urllib.request.urlopen(url + "/-/ready", timeout=5) as response:
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        try:
+            wait_for("alertmanager to be ready", ready)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def test_a_hosts_monitor_down_silences_that_hosts_service_alerts_only(
+    alertmanager: str,
+) -> None:
+    """Checked on a real Alertmanager: while a:8642's monitor is down, its
+    service and check alerts are inhibited; b:8642's are not, nor is the
+    monitor-down alert itself. A FATAL service silences its own flapping."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    fired = [
+        alert("ProcworkMonitorDown", "a:8642", "critical", "monitor"),
+        alert("ProcworkServiceFatal", "a:8642", "critical", "service", service="x"),
+        alert("ProcworkCheckFailing", "a:8642", "warning", "check", check="disk"),
+        alert("ProcworkServiceFatal", "b:8642", "critical", "service", service="x"),
+        alert("ProcworkServiceFlapping", "b:8642", "warning", "service", service="x"),
+        alert("ProcworkServiceFlapping", "b:8642", "warning", "service", service="y"),
+    ]
+    api(
+        alertmanager + "/api/v2/alerts",
+        [
+            {"labels": {"alertname": a["alertname"], **a["labels"]}, "startsAt": now}
+            for a in fired
+        ],
+    )
+    status = {
+        (
+            a["labels"]["alertname"],
+            a["labels"]["instance"],
+            a["labels"].get("service"),
+        ): a["status"]["state"]
+        for a in api(alertmanager + "/api/v2/alerts")
+    }
+    assert status == {
+        ("ProcworkMonitorDown", "a:8642", None): "active",
+        ("ProcworkServiceFatal", "a:8642", "x"): "suppressed",
+        ("ProcworkCheckFailing", "a:8642", None): "suppressed",
+        ("ProcworkServiceFatal", "b:8642", "x"): "active",
+        ("ProcworkServiceFlapping", "b:8642", "x"): "suppressed",
+        ("ProcworkServiceFlapping", "b:8642", "y"): "active",
+    }
