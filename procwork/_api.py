@@ -256,7 +256,7 @@ def _argv(args: object, shell: object, where: object) -> tuple[str, ...]:
         if not isinstance(args, str):
             raise TypeError(
                 f"{where}: shell=True takes the command as one string, "
-                f"not a {type(args).__name__}"
+                f"not {type(args).__name__}"
             )
         argv: tuple[str, ...] = ("/bin/sh", "-c", args)
     elif isinstance(args, str):
@@ -273,14 +273,14 @@ def _argv(args: object, shell: object, where: object) -> tuple[str, ...]:
     else:
         raise TypeError(
             f"{where}: the command must be a string or a list of arguments "
-            f"(str, bytes or paths), not a {type(args).__name__}"
+            f"(str, bytes or paths), not {type(args).__name__}"
         )
     if not argv or not argv[0]:
         raise ValueError(f"empty command {_show(args)}: nothing to run")
     for i, arg in enumerate(argv):
         if "\0" in arg:
             raise ValueError(
-                f"command {_show(argv)}: argument {i} contains a NUL byte, "
+                f"{where}: argument {i} contains a NUL byte, "
                 "which no process can receive"
             )
     return argv
@@ -301,7 +301,7 @@ def _env(env: object, where: object) -> dict[str, str] | None:
     if not isinstance(env, Mapping):
         raise TypeError(
             f"{where}: env must be a mapping of names to values (a dict such as "
-            f"{{'PATH': '/usr/bin'}}), not a {type(env).__name__}"
+            f"{{'PATH': '/usr/bin'}}), not {type(env).__name__}"
         )
     clean: dict[str, str] = {}
     for key, value in env.items():
