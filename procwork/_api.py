@@ -276,7 +276,7 @@ def _argv(args: object, shell: object, where: object) -> tuple[str, ...]:
             f"(str, bytes or paths), not {type(args).__name__}"
         )
     if not argv or not argv[0]:
-        raise ValueError(f"empty command {_show(args)}: nothing to run")
+        raise ValueError(f"empty command {_clip(repr(args))}: nothing to run")
     for i, arg in enumerate(argv):
         if "\0" in arg:
             raise ValueError(

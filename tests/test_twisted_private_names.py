@@ -197,7 +197,7 @@ def test_each_twisted_internal_procwork_relies_on_still_exists(
     where = owner if internal.instance is None else instances[internal.instance]
     assert hasattr(where, internal.name), (
         f"Twisted {twisted.__version__} has no {internal}, which "
-        f"{internal.where} {internal.use} to {internal.why}. Adapt that code "
+        f"{internal.where} {internal.use} ({internal.why}). Adapt that code "
         "to this Twisted (or pin the Twisted floor in pyproject.toml), then "
         "update tests/test_twisted_private_names.py."
     )
@@ -206,7 +206,7 @@ def test_each_twisted_internal_procwork_relies_on_still_exists(
         assert parameters == internal.parameters, (
             f"Twisted {twisted.__version__} changed the signature of {internal}: "
             f"{parameters}, not {internal.parameters}; {internal.where} "
-            f"{internal.use} it to {internal.why}."
+            f"{internal.use} it ({internal.why})."
         )
 
 
