@@ -9,7 +9,6 @@ descriptor leaks and no child is left.
 from __future__ import annotations
 
 import errno
-import os
 import re
 import stat
 import subprocess
