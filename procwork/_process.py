@@ -34,6 +34,7 @@ from procwork._result import Result
 from procwork._scheduler import Priority, Scheduler
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess
+from procwork._threads import check_thread
 
 __all__ = ["Process"]
 
@@ -69,7 +70,9 @@ class Process:
     """A child process, queued, running or finished: the handle of :func:`spawn`.
 
     All methods are called from the reactor thread (from clockwork tasks,
-    ``async def`` code on the reactor, or Twisted callbacks).
+    ``async def`` code on the reactor, Twisted callbacks, or blocking code
+    that drives the reactor with untwisted); from another thread they raise
+    :class:`untwisted.ForeignThreadError`.
 
     Attributes:
         args: The argv.
@@ -297,6 +300,7 @@ class Process:
         oldest dropped first) from the first call on; earlier output is only
         in the captured tail.
         """
+        check_thread("Process.readline", self._reactor)
         fd = _stream_fd(stream)
         self._splitter(fd)
         queue = self._line_queues.setdefault(fd, LineQueue(self._max_output))
@@ -325,6 +329,7 @@ class Process:
 
     def write(self, data: bytes) -> None:
         """Write ``data`` to the child's stdin (buffered while it is queued)."""
+        check_thread("Process.write", self._reactor)
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"write() takes bytes, not {type(data).__name__}")
         if self._stdin_closed or not self._stdin:
@@ -336,6 +341,7 @@ class Process:
 
     def close_stdin(self) -> None:
         """Close the child's stdin (after what was written is delivered)."""
+        check_thread("Process.close_stdin", self._reactor)
         if self._stdin_closed:
             return
         self._stdin_closed = True
@@ -350,6 +356,7 @@ class Process:
         Raises:
             ProcessLookupError: it is not running.
         """
+        check_thread("Process.signal", self._reactor)
         sig = _signal_number(signum)
         if self.state != "running" or self._transport is None:
             raise ProcessLookupError(f"{self.args[0]!r} is {self.state}, not running")
@@ -360,6 +367,7 @@ class Process:
 
     def signal_group(self, signum: int | str) -> None:
         """Send a signal to the child's whole process group."""
+        check_thread("Process.signal_group", self._reactor)
         sig = _signal_number(signum)
         if self.state != "running" or self._transport is None:
             raise ProcessLookupError(f"{self.args[0]!r} is {self.state}, not running")
@@ -372,6 +380,7 @@ class Process:
         A queued process is withdrawn instead; its Result says it never
         started. Returns :meth:`wait`.
         """
+        check_thread("Process.terminate", self._reactor)
         self._terminate(grace)
         return self.wait()
 
@@ -393,6 +402,7 @@ class Process:
 
         Returns :meth:`wait`.
         """
+        check_thread("Process.kill", self._reactor)
         if self.state == "queued":
             self._never_started()
         else:
@@ -433,6 +443,7 @@ class Process:
         Cancelling it terminates the process (SIGTERM to the group, SIGKILL
         after ``grace``) and fails it with ``CancelledError`` at once.
         """
+        check_thread("Process.wait", self._reactor)
         if self._result is not None:
             return succeed(self._result)
         if self._failure is not None:

@@ -119,6 +119,34 @@ def test_changing_a_schedulers_cap_from_another_thread_raises_ForeignThreadError
 @pytest.mark.parametrize(
     ("method", "call"),
     [
+        ("write", lambda proc: proc.write(b"x")),
+        ("close_stdin", lambda proc: proc.close_stdin()),
+        ("readline", lambda proc: proc.readline()),
+        ("signal", lambda proc: proc.signal("TERM")),
+        ("signal_group", lambda proc: proc.signal_group("TERM")),
+        ("terminate", lambda proc: proc.terminate()),
+        ("kill", lambda proc: proc.kill()),
+        ("wait", lambda proc: proc.wait()),
+    ],
+)
+def test_a_process_handle_used_from_another_thread_raises_ForeignThreadError(
+    method: str, call: Callable[[procwork.Process], object]
+) -> None:
+    proc = procwork.spawn(["sleep", "30"], priority="critical")
+    try:
+        error = raised_in_thread(lambda: call(proc))
+        with pytest.raises(
+            ForeignThreadError, match=rf"^Process.{method}{DRIVEN_ELSEWHERE}"
+        ):
+            raise error  # type: ignore[misc]
+        assert proc.state == "running"
+    finally:
+        assert wait(proc.kill()).signal == 9
+
+
+@pytest.mark.parametrize(
+    ("method", "call"),
+    [
         ("add", lambda sup: sup.add(ServiceSpec("other", [PY, "-c", "pass"]))),
         ("start", lambda sup: sup.start()),
         ("start_service", lambda sup: sup.start_service("idle")),
