@@ -268,7 +268,8 @@ def _argv(args: object, shell: object, where: object) -> tuple[str, ...]:
         argv = (os.fsdecode(args),)
     elif isinstance(args, Sequence) and not isinstance(args, bytearray):
         # Only a sequence has an order: a dict would run its keys, a set
-        # its items in whatever order hashing gives.
+        # its items in whatever order hashing gives. (A bytearray is a
+        # sequence of ints, not a command.)
         argv = tuple(_argument(a, i, where) for i, a in enumerate(args))
     else:
         raise TypeError(
