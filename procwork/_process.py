@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import time
 from collections import deque
@@ -519,7 +520,7 @@ def _spawn_error(
             reason = f"cannot enter working directory {cwd!r}: {error.strerror}"
     elif code == errno.ENOENT:
         kind = CommandNotFound
-        interpreter = _missing_interpreter(args[0], cwd)
+        interpreter = _missing_interpreter(args[0], cwd, env)
         if interpreter is not None:
             reason = (
                 f"{args[0]!r} exists, but its interpreter {interpreter!r} "
@@ -563,16 +564,24 @@ def _is_dir(program: str, cwd: str | None) -> bool:
     return os.path.isdir(os.path.join(cwd or "", program))
 
 
-def _missing_interpreter(program: str, cwd: str | None) -> str | None:
+def _missing_interpreter(
+    program: str, cwd: str | None, env: Mapping[str, str] | None
+) -> str | None:
     """The ``#!`` interpreter of ``program`` if the script exists but it doesn't.
 
     exec() reports a missing interpreter as ENOENT, the same as a missing
-    program; saying "does not exist" of a file the user can see misleads.
+    program; saying "does not exist" (or "not found on PATH") of a file the
+    user can see misleads.
     """
-    if os.sep not in program:
+    if os.sep in program:
+        found: str | None = os.path.join(cwd or "", program)
+    else:
+        path = (env or os.environ).get("PATH", os.defpath)
+        found = shutil.which(program, path=path)
+    if found is None:
         return None
     try:
-        with open(os.path.join(cwd or "", program), "rb") as script:
+        with open(found, "rb") as script:
             first = script.readline(256)
     except OSError:
         return None

@@ -178,6 +178,19 @@ def test_a_script_whose_interpreter_is_missing_is_a_CommandNotFound_naming_it(
     )
 
 
+def test_a_script_on_PATH_whose_interpreter_is_missing_is_not_said_to_be_missing(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "tool").write_text("#!/no/such/interpreter\n")
+    (tmp_path / "tool").chmod(0o755)
+    error = spawn_error(["tool"], env={"PATH": str(tmp_path)})
+    assert isinstance(error, CommandNotFound)
+    assert str(error) == (
+        "cannot run 'tool': 'tool' exists, but its interpreter "
+        "'/no/such/interpreter' (its #! line) does not"
+    )
+
+
 def test_a_file_without_execute_permission_is_a_NotExecutable_caught_as_PermissionError(
     tmp_path: Path,
 ) -> None:
