@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 
 from procwork._api import DEFAULT_GRACE, DEFAULT_MAX_OUTPUT, run, scheduler, spawn
 from procwork._errors import (
+    CommandNotFound,
     ConfigError,
+    NotExecutable,
     ProcessFailed,
     ProcworkError,
     SpawnError,
@@ -60,9 +62,11 @@ __all__ = [
     "DEFAULT_GRACE",
     "DEFAULT_MAX_OUTPUT",
     "PRIORITIES",
+    "CommandNotFound",
     "ConfigError",
     "LoadSource",
     "NoLoadLimit",
+    "NotExecutable",
     "Priority",
     "Process",
     "ProcessFailed",

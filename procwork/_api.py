@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 from twisted.internet.defer import Deferred
 
 import untwisted
-from procwork._errors import ProcessFailed
+from procwork._errors import ProcessFailed, clip_command
 from procwork._process import LineCallback, Process
 from procwork._result import Result
-from procwork._scheduler import Scheduler, parse_priority
+from procwork._scheduler import PRIORITIES, Priority, Scheduler, parse_priority
+from procwork._threads import check_thread
 
 __all__ = ["DEFAULT_GRACE", "DEFAULT_MAX_OUTPUT", "run", "scheduler", "spawn"]
 
@@ -20,6 +22,9 @@ DEFAULT_GRACE = 5.0
 DEFAULT_MAX_OUTPUT = 1 << 20  # bytes kept per stream
 
 Command = str | bytes | os.PathLike[str] | Sequence[str | bytes | os.PathLike[str]]
+
+# Longest rendering of a value (or of the command) in an error message.
+_SHOWN = 200
 
 _default_scheduler: Scheduler | None = None
 
@@ -54,7 +59,9 @@ def run(
     """Run a command to completion; a Deferred for its :class:`Result`.
 
     ``yield`` it in a clockwork generator, ``await`` it in ``async def``, or
-    block on it with ``untwisted.run(...)``. Call from the reactor thread.
+    block on it with ``untwisted.run(...)``. Call from the thread that runs
+    the reactor; another thread hands the call over with
+    ``reactor.callFromThread`` (or ``threads.blockingCallFromThread``).
 
     Args:
         args: The argv as a list, or a string split with :func:`shlex.split`
@@ -87,30 +94,26 @@ def run(
 
     Raises:
         TypeError, ValueError: an argument is unusable; the message names the
-            command and the argument.
+            command and the argument. Nothing was started.
+        untwisted.ForeignThreadError: called from a thread other than the
+            one that runs the reactor. Nothing was started.
     """
-    if input is not None and not isinstance(input, bytes | bytearray | memoryview):
-        raise TypeError(
-            f"procwork.run({_show(args)}): input must be bytes, not "
-            f"{type(input).__name__} (encode text first)"
-        )
     process = _process(
         "run",
         args,
-        timeout,
-        grace,
-        env,
-        cwd,
-        priority,
-        max_output,
-        shell,
-        scheduler,
+        timeout=timeout,
+        grace=grace,
+        env=env,
+        cwd=cwd,
+        priority=priority,
+        max_output=max_output,
+        shell=shell,
+        scheduler_=scheduler,
         stdin=input is not None,
         kill_leftovers=kill_leftovers,
+        input=input,
+        check=check,
     )
-    if input is not None:
-        process.write(bytes(input))
-        process.close_stdin()
     process._submit()
     d = process.wait()
     if check:
@@ -145,20 +148,25 @@ def spawn(
     stdin, stdout and stderr, as a shell would (nothing is captured). The
     process is queued like any run (a ``critical`` one starts before this
     returns).
+
+    Raises:
+        TypeError, ValueError: an argument is unusable, as for :func:`run`.
+        untwisted.ForeignThreadError: called from a thread other than the
+            one that runs the reactor.
     """
     process = _process(
         "spawn",
         args,
-        timeout,
-        grace,
-        env,
-        cwd,
-        priority,
-        max_output,
-        shell,
-        scheduler,
+        timeout=timeout,
+        grace=grace,
+        env=env,
+        cwd=cwd,
+        priority=priority,
+        max_output=max_output,
+        shell=shell,
+        scheduler_=scheduler,
         stdin=stdin,
-        inherit_stdio=not capture,
+        capture=capture,
         kill_leftovers=kill_leftovers,
         on_stdout=on_stdout,
         on_stderr=on_stderr,
@@ -175,84 +183,189 @@ def _check(result: Result) -> Result:
 
 def _process(
     func: str,
-    args: Command,
-    timeout: float | None,
-    grace: float,
-    env: Mapping[str, str] | None,
-    cwd: str | os.PathLike[str] | None,
-    priority: str,
-    max_output: int | None,
-    shell: bool,
-    scheduler_: Scheduler | None,
+    args: object,
     *,
-    stdin: bool,
-    inherit_stdio: bool = False,
-    kill_leftovers: bool = True,
-    on_stdout: LineCallback | None = None,
-    on_stderr: LineCallback | None = None,
+    timeout: object,
+    grace: object,
+    env: object,
+    cwd: object,
+    priority: object,
+    max_output: object,
+    shell: object,
+    scheduler_: object,
+    stdin: object,
+    kill_leftovers: object,
+    capture: object = True,
+    input: object = None,
+    check: object = False,
+    on_stdout: object = None,
+    on_stderr: object = None,
 ) -> Process:
-    argv = _argv(args, shell)
+    """Check every argument, then build the (not yet submitted) Process.
+
+    Everything that can be wrong with an argument is found here, before
+    anything is created: a bad call leaves nothing behind. The arguments are
+    typed ``object`` because this is where a wrong type is caught.
+    """
+    where = _Where(func, args)
+    for name, flag in (
+        ("shell", shell),
+        ("stdin", stdin),
+        ("capture", capture),
+        ("kill_leftovers", kill_leftovers),
+        ("check", check),
+    ):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{where}: {name} must be True or False, not {flag!r}")
+    argv = _argv(args, shell, where)
     where = _Where(func, argv)
-    sched = scheduler_ if scheduler_ is not None else scheduler()
-    return Process(
+    if input is not None and not isinstance(input, bytes | bytearray | memoryview):
+        raise TypeError(
+            f"{where}: input must be bytes, not {type(input).__name__} "
+            "(encode text first)"
+        )
+    callbacks = _callbacks(on_stdout, on_stderr, where)
+    sched = _scheduler(scheduler_, where)
+    process = Process(
         argv,
         reactor=sched.reactor,
         scheduler=sched,
         env=_env(env, where),
-        cwd=None if cwd is None else os.fspath(cwd),
-        priority=parse_priority(priority, where),
+        cwd=_cwd(cwd, where),
+        priority=_priority(priority, where),
         timeout=_seconds(timeout, "timeout", where, allow_none=True),
         grace=_seconds(grace, "grace", where, allow_none=False),  # type: ignore[arg-type]
         max_output=_max_output(max_output, where),
-        stdin=stdin,
-        inherit_stdio=inherit_stdio,
-        kill_leftovers=kill_leftovers,
-        on_stdout=on_stdout,
-        on_stderr=on_stderr,
+        stdin=bool(stdin),
+        inherit_stdio=not capture,
+        kill_leftovers=bool(kill_leftovers),
+        on_stdout=callbacks[0],
+        on_stderr=callbacks[1],
     )
+    # Last, once the arguments are known to be good, and before anything is
+    # started: a Process not yet submitted holds nothing.
+    check_thread(f"procwork.{func}", sched.reactor)
+    if isinstance(input, bytes | bytearray | memoryview):
+        process.write(bytes(input))
+        process.close_stdin()
+    return process
 
 
-def _argv(args: Command, shell: bool) -> tuple[str, ...]:
+def _argv(args: object, shell: object, where: object) -> tuple[str, ...]:
     if shell:
         if not isinstance(args, str):
-            raise TypeError(f"shell=True takes the command as one string, not {args!r}")
+            raise TypeError(
+                f"{where}: shell=True takes the command as one string, "
+                f"not {type(args).__name__}"
+            )
         argv: tuple[str, ...] = ("/bin/sh", "-c", args)
     elif isinstance(args, str):
         try:
             argv = tuple(shlex.split(args))
         except ValueError as e:
-            raise ValueError(f"cannot split command {args!r}: {e}") from None
+            raise ValueError(f"cannot split command {_show(args)}: {e}") from None
     elif isinstance(args, bytes | os.PathLike):
         argv = (os.fsdecode(args),)
+    elif isinstance(args, Sequence) and not isinstance(args, bytearray):
+        # Only a sequence has an order: a dict would run its keys, a set
+        # its items in whatever order hashing gives. (A bytearray is a
+        # sequence of ints, not a command.)
+        argv = tuple(_argument(a, i, where) for i, a in enumerate(args))
     else:
-        try:
-            argv = tuple(os.fsdecode(a) for a in args)
-        except TypeError:
-            raise TypeError(
-                f"command {args!r}: every argument must be str, bytes or a path"
-            ) from None
+        raise TypeError(
+            f"{where}: the command must be a string or a list of arguments "
+            f"(str, bytes or paths), not {type(args).__name__}"
+        )
     if not argv or not argv[0]:
-        raise ValueError(f"empty command {args!r}: nothing to run")
+        raise ValueError(f"empty command {_clip(repr(args))}: nothing to run")
     for i, arg in enumerate(argv):
         if "\0" in arg:
             raise ValueError(
-                f"command {_show(argv)}: argument {i} contains a NUL byte, "
+                f"{where}: argument {i} contains a NUL byte, "
                 "which no process can receive"
             )
     return argv
 
 
-def _env(env: Mapping[str, str] | None, where: object) -> dict[str, str] | None:
+def _argument(arg: object, index: int, where: object) -> str:
+    if isinstance(arg, str | bytes | os.PathLike):
+        return os.fsdecode(arg)
+    raise TypeError(
+        f"{where}: argument {index} is {_clip(repr(arg))}, but every argument "
+        "must be str, bytes or a path"
+    )
+
+
+def _env(env: object, where: object) -> dict[str, str] | None:
     if env is None:
         return None
+    if not isinstance(env, Mapping):
+        raise TypeError(
+            f"{where}: env must be a mapping of names to values (a dict such as "
+            f"{{'PATH': '/usr/bin'}}), not {type(env).__name__}"
+        )
     clean: dict[str, str] = {}
     for key, value in env.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"{where}: env entries must be str, got {key!r}: {value!r}")
+            raise TypeError(
+                f"{where}: env entries must be str, got "
+                f"{_clip(repr(key))}: {_clip(repr(value))}"
+            )
         if not key or "=" in key or "\0" in key or "\0" in value:
-            raise ValueError(f"{where}: invalid environment variable {key!r}")
+            raise ValueError(
+                f"{where}: invalid environment variable {_clip(repr(key))} "
+                "(a name must be non-empty and hold no '=' or NUL, a value no NUL)"
+            )
         clean[key] = value
     return clean
+
+
+def _cwd(cwd: object, where: object) -> str | None:
+    if cwd is None:
+        return None
+    if not isinstance(cwd, str | bytes | os.PathLike):
+        raise TypeError(
+            f"{where}: cwd must be a path (str, bytes or os.PathLike), "
+            f"not {_clip(repr(cwd))}"
+        )
+    path = os.fsdecode(cwd)
+    if not path or "\0" in path:
+        raise ValueError(
+            f"{where}: cwd {_clip(repr(path))} is not a usable directory name"
+        )
+    return path
+
+
+def _priority(priority: object, where: object) -> Priority:
+    if not isinstance(priority, str | Priority):
+        raise TypeError(
+            f"{where}: priority must be one of {', '.join(map(repr, PRIORITIES))}, "
+            f"not {_clip(repr(priority))}"
+        )
+    return parse_priority(priority, where)
+
+
+def _scheduler(scheduler_: object, where: object) -> Scheduler:
+    if scheduler_ is None:
+        return scheduler()
+    if not isinstance(scheduler_, Scheduler):
+        raise TypeError(
+            f"{where}: scheduler must be a procwork.Scheduler, "
+            f"not {_clip(repr(scheduler_))}"
+        )
+    return scheduler_
+
+
+def _callbacks(
+    on_stdout: object, on_stderr: object, where: object
+) -> tuple[LineCallback | None, LineCallback | None]:
+    for name, callback in (("on_stdout", on_stdout), ("on_stderr", on_stderr)):
+        if callback is not None and not callable(callback):
+            raise TypeError(
+                f"{where}: {name} must be a function taking each line (bytes), "
+                f"not {_clip(repr(callback))}"
+            )
+    return cast(LineCallback | None, on_stdout), cast(LineCallback | None, on_stderr)
 
 
 def _seconds(
@@ -261,7 +374,9 @@ def _seconds(
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{where}: {name} must be a number of seconds, not {value!r}")
+        raise TypeError(
+            f"{where}: {name} must be a number of seconds, not {_clip(repr(value))}"
+        )
     if not value >= 0 or value == float("inf"):
         raise ValueError(f"{where}: {name} must be a finite number >= 0, not {value!r}")
     return float(value)
@@ -271,7 +386,9 @@ def _max_output(value: object, where: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{where}: max_output must be an int or None, not {value!r}")
+        raise TypeError(
+            f"{where}: max_output must be an int or None, not {_clip(repr(value))}"
+        )
     if value < 1:
         raise ValueError(f"{where}: max_output must be >= 1 byte, not {value!r}")
     return value
@@ -280,17 +397,30 @@ def _max_output(value: object, where: object) -> int | None:
 class _Where:
     """``procwork.run('cmd arg')`` for error messages, formatted only if needed."""
 
-    __slots__ = ("_argv", "_func")
+    __slots__ = ("_args", "_func")
 
-    def __init__(self, func: str, argv: tuple[str, ...]) -> None:
+    def __init__(self, func: str, args: object) -> None:
         self._func = func
-        self._argv = argv
+        self._args = args
 
     def __str__(self) -> str:
-        return f"procwork.{self._func}({_show(self._argv)})"
+        return f"procwork.{self._func}({_show(self._args)})"
 
 
 def _show(args: object) -> str:
-    if isinstance(args, tuple | list):
-        return repr(shlex.join(str(a) for a in args))
-    return repr(args)
+    """The command for a message: quoted, and cut if it is long.
+
+    A command can be megabytes long (a generated argument list); its message
+    must stay readable, so it says how long the command was instead.
+    """
+    if isinstance(args, tuple | list) and all(
+        isinstance(a, str | bytes | os.PathLike) for a in args
+    ):
+        return clip_command(shlex.join(os.fsdecode(a) for a in args), len(args))
+    return _clip(repr(args))
+
+
+def _clip(text: str) -> str:
+    if len(text) <= _SHOWN:
+        return text
+    return f"{text[:_SHOWN]}... ({len(text)} characters)"

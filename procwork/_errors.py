@@ -10,7 +10,20 @@ from untwisted import Timeout
 if TYPE_CHECKING:
     from procwork._result import Result
 
-__all__ = ["ConfigError", "ProcessFailed", "ProcworkError", "SpawnError", "Timeout"]
+__all__ = [
+    "CommandNotFound",
+    "ConfigError",
+    "NotExecutable",
+    "ProcessFailed",
+    "ProcworkError",
+    "SpawnError",
+    "Timeout",
+    "clip_command",
+]
+
+# Longest rendering of a command in a message: a generated argument list can
+# be megabytes long, and the message must still fit on a screen.
+COMMAND_SHOWN = 200
 
 
 class ProcworkError(Exception):
@@ -28,6 +41,24 @@ class SpawnError(ProcworkError, OSError):
         # OSError would add "[Errno 2]" and the file name; the message
         # already says both in words.
         return str(self.strerror)
+
+
+class CommandNotFound(SpawnError, FileNotFoundError):
+    """The program to run does not exist: not on ``PATH``, no such file, or
+    a script whose interpreter (its ``#!`` line) does not exist.
+
+    Also a :class:`FileNotFoundError`, which is what :mod:`subprocess`
+    raises there, so ``except FileNotFoundError`` catches it unchanged.
+    """
+
+
+class NotExecutable(SpawnError, PermissionError):
+    """The program exists but may not be executed: it lacks the execute
+    permission, or it is a directory.
+
+    Also a :class:`PermissionError`, which is what :mod:`subprocess` raises
+    there, so ``except PermissionError`` catches it unchanged.
+    """
 
 
 class ProcessFailed(ProcworkError, subprocess.CalledProcessError):
@@ -56,5 +87,27 @@ class ConfigError(ProcworkError, ValueError):
 
 # Show the public import path in tracebacks: procwork.SpawnError, not
 # procwork._errors.SpawnError.
-for _cls in (ProcworkError, SpawnError, ProcessFailed, ConfigError):
+for _cls in (
+    ProcworkError,
+    SpawnError,
+    CommandNotFound,
+    NotExecutable,
+    ProcessFailed,
+    ConfigError,
+):
     _cls.__module__ = "procwork"
+
+
+def clip_command(text: str, arguments: int) -> str:
+    """``text``, a command line, quoted for a message and cut if it is long.
+
+    Args:
+        text: The command as one line, e.g. ``shlex.join(argv)``.
+        arguments: How many arguments it has, said when it is cut.
+    """
+    if len(text) <= COMMAND_SHOWN:
+        return repr(text)
+    return (
+        f"{text[:COMMAND_SHOWN]!r}... ({arguments} arguments, "
+        f"{len(text)} characters in all)"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import time
 from collections import deque
@@ -23,12 +24,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import untwisted
-from procwork._errors import SpawnError
+from procwork._errors import (
+    CommandNotFound,
+    NotExecutable,
+    SpawnError,
+    clip_command,
+)
 from procwork._output import LineQueue, LineSplitter, TailBuffer
 from procwork._result import Result
 from procwork._scheduler import Priority, Scheduler
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess, signals_held_while_starting
+from procwork._threads import check_thread
 
 __all__ = ["Process"]
 
@@ -64,7 +71,9 @@ class Process:
     """A child process, queued, running or finished: the handle of :func:`spawn`.
 
     All methods are called from the reactor thread (from clockwork tasks,
-    ``async def`` code on the reactor, or Twisted callbacks).
+    ``async def`` code on the reactor, Twisted callbacks, or blocking code
+    that drives the reactor with untwisted); from another thread they raise
+    :class:`untwisted.ForeignThreadError`.
 
     Attributes:
         args: The argv.
@@ -299,6 +308,7 @@ class Process:
         oldest dropped first) from the first call on; earlier output is only
         in the captured tail.
         """
+        check_thread("Process.readline", self._reactor)
         fd = _stream_fd(stream)
         self._splitter(fd)
         queue = self._line_queues.setdefault(fd, LineQueue(self._max_output))
@@ -327,6 +337,7 @@ class Process:
 
     def write(self, data: bytes) -> None:
         """Write ``data`` to the child's stdin (buffered while it is queued)."""
+        check_thread("Process.write", self._reactor)
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"write() takes bytes, not {type(data).__name__}")
         if self._stdin_closed or not self._stdin:
@@ -338,6 +349,7 @@ class Process:
 
     def close_stdin(self) -> None:
         """Close the child's stdin (after what was written is delivered)."""
+        check_thread("Process.close_stdin", self._reactor)
         if self._stdin_closed:
             return
         self._stdin_closed = True
@@ -352,6 +364,7 @@ class Process:
         Raises:
             ProcessLookupError: it is not running.
         """
+        check_thread("Process.signal", self._reactor)
         sig = _signal_number(signum)
         if self.state != "running" or self._transport is None:
             raise ProcessLookupError(f"{self.args[0]!r} is {self.state}, not running")
@@ -362,6 +375,7 @@ class Process:
 
     def signal_group(self, signum: int | str) -> None:
         """Send a signal to the child's whole process group."""
+        check_thread("Process.signal_group", self._reactor)
         sig = _signal_number(signum)
         if self.state != "running" or self._transport is None:
             raise ProcessLookupError(f"{self.args[0]!r} is {self.state}, not running")
@@ -374,6 +388,7 @@ class Process:
         A queued process is withdrawn instead; its Result says it never
         started. Returns :meth:`wait`.
         """
+        check_thread("Process.terminate", self._reactor)
         self._terminate(grace)
         return self.wait()
 
@@ -395,6 +410,7 @@ class Process:
 
         Returns :meth:`wait`.
         """
+        check_thread("Process.kill", self._reactor)
         if self.state == "queued":
             self._never_started()
         else:
@@ -435,6 +451,7 @@ class Process:
         Cancelling it terminates the process (SIGTERM to the group, SIGKILL
         after ``grace``) and fails it with ``CancelledError`` at once.
         """
+        check_thread("Process.wait", self._reactor)
         if self._result is not None:
             return succeed(self._result)
         if self._failure is not None:
@@ -488,10 +505,17 @@ def _spawn_error(
     env: Mapping[str, str] | None,
     error: Exception,
 ) -> SpawnError:
-    """Turn what Popen raised into a SpawnError that says what to do."""
-    command = " ".join(args)
+    """Turn what Popen raised into a SpawnError that says what to do.
+
+    The class says what went wrong as the builtins do: a program that does
+    not exist is a :class:`CommandNotFound` (a ``FileNotFoundError``), one
+    that may not be executed a :class:`NotExecutable` (a
+    ``PermissionError``), as :mod:`subprocess` would raise them.
+    """
+    command = clip_command(" ".join(args), len(args))
     code = getattr(error, "errno", None)
     filename = getattr(error, "filename", None)
+    kind: type[SpawnError] = SpawnError
     if not isinstance(error, OSError):
         reason = str(error)
     elif cwd is not None and filename is not None and os.fsdecode(filename) == cwd:
@@ -502,17 +526,28 @@ def _spawn_error(
         else:
             reason = f"cannot enter working directory {cwd!r}: {error.strerror}"
     elif code == errno.ENOENT:
-        if os.sep in args[0]:
+        kind = CommandNotFound
+        interpreter = _missing_interpreter(args[0], cwd, env)
+        if interpreter is not None:
+            reason = (
+                f"{args[0]!r} exists, but its interpreter {interpreter!r} "
+                "(its #! line) does not"
+            )
+        elif os.sep in args[0]:
             reason = f"{args[0]!r} does not exist"
         else:
             path = (env or os.environ).get("PATH", os.defpath)
             reason = f"command {args[0]!r} not found on PATH ({path})"
     elif code == errno.EACCES and os.sep in args[0] and _is_dir(args[0], cwd):
+        kind = NotExecutable
         reason = f"{args[0]!r} is a directory, not a program"
     elif code == errno.EACCES:
+        kind = NotExecutable
         reason = f"{args[0]!r} is not executable (permission denied)"
     elif code == errno.ENOEXEC:
         reason = f"{args[0]!r} is not a program this system can run (exec format error)"
+    elif code == errno.E2BIG:
+        reason = _too_long(args, env)
     elif code in (errno.EMFILE, errno.ENFILE):
         reason = (
             "out of file descriptors (each run needs 3 pipes); raise the limit "
@@ -525,7 +560,7 @@ def _spawn_error(
         )
     else:
         reason = str(error)
-    spawn_error = SpawnError(code or 0, f"cannot run {command!r}: {reason}")
+    spawn_error = kind(code or 0, f"cannot run {command}: {reason}")
     spawn_error.filename = filename
     spawn_error.__cause__ = error
     return spawn_error
@@ -534,3 +569,66 @@ def _spawn_error(
 def _is_dir(program: str, cwd: str | None) -> bool:
     # exec() resolves a relative path in the child, after the chdir to cwd.
     return os.path.isdir(os.path.join(cwd or "", program))
+
+
+def _missing_interpreter(
+    program: str, cwd: str | None, env: Mapping[str, str] | None
+) -> str | None:
+    """The ``#!`` interpreter of ``program`` if the script exists but it doesn't.
+
+    exec() reports a missing interpreter as ENOENT, the same as a missing
+    program; saying "does not exist" (or "not found on PATH") of a file the
+    user can see misleads.
+    """
+    if os.sep in program:
+        found: str | None = os.path.join(cwd or "", program)
+    else:
+        path = (env or os.environ).get("PATH", os.defpath)
+        found = shutil.which(program, path=path)
+    if found is None:
+        return None
+    try:
+        with open(found, "rb") as script:
+            first = script.readline(256)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].split()
+    if not words:
+        return None
+    interpreter = os.fsdecode(words[0])
+    return None if os.path.exists(interpreter) else interpreter
+
+
+# Linux refuses one argument (or environment entry) longer than 32 pages.
+_MAX_ARG_STRLEN = 32 * 4096
+
+
+def _too_long(args: tuple[str, ...], env: Mapping[str, str] | None) -> str:
+    """Why exec() said E2BIG: the sizes involved, and what to do instead."""
+    environment = os.environ if env is None else env
+    arg_bytes = sum(len(os.fsencode(a)) + 1 for a in args)
+    env_bytes = sum(
+        len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in environment.items()
+    )
+    longest = max(range(len(args)), key=lambda i: len(args[i]))
+    longest_bytes = len(os.fsencode(args[longest]))
+    if longest_bytes > _MAX_ARG_STRLEN:
+        detail = (
+            f"argument {longest} alone is {longest_bytes} bytes, and Linux takes "
+            f"at most {_MAX_ARG_STRLEN} in one argument"
+        )
+    else:
+        try:
+            limit = f"the system takes about {os.sysconf('SC_ARG_MAX')}"
+        except (OSError, ValueError):  # pragma: no cover - Linux has it
+            limit = "that is more than the system takes"
+        detail = (
+            f"{len(args)} arguments of {arg_bytes} bytes and an environment of "
+            f"{env_bytes} bytes; {limit} in all"
+        )
+    return (
+        f"the argument list is too long (E2BIG: {detail}); pass large data on "
+        "stdin (input=) or in a file instead"
+    )

@@ -25,6 +25,7 @@ from enum import IntEnum
 from typing import Any, Protocol
 
 from procwork._load import LoadSource, SystemLoad
+from procwork._threads import check_thread
 
 __all__ = ["PRIORITIES", "Priority", "Scheduler", "parse_priority"]
 
@@ -65,7 +66,8 @@ class Job(Protocol):
 class Scheduler:
     """A concurrency cap, a priority queue and a load gate.
 
-    Call from the reactor thread.
+    Call from the reactor thread (``set_max_running`` from another thread
+    raises :class:`untwisted.ForeignThreadError`).
 
     Args:
         reactor: For the timer that re-reads the load while runs wait for it;
@@ -189,6 +191,8 @@ class Scheduler:
         """Change the cap; a higher cap admits waiting runs at once."""
         if not isinstance(max_running, int) or max_running < 1:
             raise ValueError(f"max_running must be an int >= 1, not {max_running!r}")
+        # A higher cap starts waiting runs now, on the reactor.
+        check_thread("Scheduler.set_max_running", self._reactor)
         self.max_running = max_running
         self._admit()
 

@@ -9,7 +9,9 @@ descriptor leaks and no child is left.
 from __future__ import annotations
 
 import errno
+import re
 import stat
+import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 
 import procwork
 import untwisted
-from procwork import ProcworkError, SpawnError
+from procwork import CommandNotFound, NotExecutable, ProcworkError, SpawnError
 from tests.support import my_children, no_load_limit, open_fds, run_child, wait
 
 
@@ -146,6 +148,129 @@ def test_runs_after_a_failed_start_work() -> None:
     assert wait(procwork.run(["echo", "fine"])).stdout == b"fine\n"
 
 
+# -- the builtin each SpawnError also is ---------------------------------------------
+
+
+def test_a_command_not_on_PATH_is_a_CommandNotFound_caught_as_FileNotFoundError() -> (
+    None
+):
+    with pytest.raises(FileNotFoundError, match="not found on PATH") as caught:
+        wait(procwork.run(["no-such-command-xyz"]))
+    assert isinstance(caught.value, CommandNotFound)
+    assert isinstance(caught.value, SpawnError)
+
+
+def test_a_program_path_that_does_not_exist_is_a_CommandNotFound() -> None:
+    assert isinstance(spawn_error(["/no/such/prog"]), CommandNotFound)
+
+
+def test_a_script_whose_interpreter_is_missing_is_a_CommandNotFound_naming_it(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "script"
+    script.write_text("#!/no/such/interpreter -x\necho hi\n")
+    script.chmod(0o755)
+    error = spawn_error([str(script)])
+    assert isinstance(error, CommandNotFound)
+    assert str(error) == (
+        f"cannot run '{script}': '{script}' exists, but its interpreter "
+        "'/no/such/interpreter' (its #! line) does not"
+    )
+
+
+def test_a_script_on_PATH_whose_interpreter_is_missing_is_not_said_to_be_missing(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "tool").write_text("#!/no/such/interpreter\n")
+    (tmp_path / "tool").chmod(0o755)
+    error = spawn_error(["tool"], env={"PATH": str(tmp_path)})
+    assert isinstance(error, CommandNotFound)
+    assert str(error) == (
+        "cannot run 'tool': 'tool' exists, but its interpreter "
+        "'/no/such/interpreter' (its #! line) does not"
+    )
+
+
+def test_a_file_without_execute_permission_is_a_NotExecutable_caught_as_PermissionError(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    with pytest.raises(PermissionError, match="is not executable") as caught:
+        wait(procwork.run([str(script)]))
+    assert isinstance(caught.value, NotExecutable)
+
+
+def test_a_directory_as_command_is_a_NotExecutable(tmp_path: Path) -> None:
+    assert isinstance(spawn_error([str(tmp_path)]), NotExecutable)
+
+
+@pytest.mark.parametrize(
+    "case", ["not on PATH", "no such path", "no permission", "a directory"]
+)
+def test_each_spawn_error_is_the_builtin_subprocess_raises_for_the_same_command(
+    case: str, tmp_path: Path
+) -> None:
+    """Code written for subprocess keeps catching what it caught."""
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\n")
+    argv = {
+        "not on PATH": ["no-such-command-xyz"],
+        "no such path": [str(tmp_path / "missing")],
+        "no permission": [str(script)],
+        "a directory": [str(tmp_path)],
+    }[case]
+    with pytest.raises(OSError) as by_subprocess:
+        subprocess.run(argv, check=False)
+    assert isinstance(spawn_error(argv), type(by_subprocess.value))
+
+
+def test_other_spawn_errors_are_plain_SpawnErrors(tmp_path: Path) -> None:
+    """A bad working directory or an exec format error is not about the
+    program being missing or forbidden: neither subclass."""
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x7fELF but not really")
+    junk.chmod(0o755)
+    for error in (spawn_error([str(junk)]), spawn_error(["ls"], cwd="/no/such/dir")):
+        assert type(error) is SpawnError
+
+
+def test_the_new_error_classes_are_exported_under_procwork() -> None:
+    assert {"CommandNotFound", "NotExecutable"} <= set(procwork.__all__)
+    assert repr(CommandNotFound).endswith("'procwork.CommandNotFound'>")
+
+
+# -- an argument list too long for exec ------------------------------------------------
+
+# Over any system's limit: Linux takes at most 6 MB of arguments even with an
+# unlimited stack. Each argument stays under the 128 KiB Linux allows one.
+HUGE_ARGV = ["true", *(["x" * 100_000] * 160)]
+
+
+def test_an_argument_list_too_long_is_a_SpawnError_cut_short_saying_how_long() -> None:
+    error = spawn_error(HUGE_ARGV)
+    assert error.errno == errno.E2BIG
+    assert len(str(error)) < 600, "the message holds the whole command"
+    assert re.fullmatch(
+        r"cannot run 'true x{195}'\.\.\. \(161 arguments, 16000164 characters in "
+        r"all\): the argument list is too long \(E2BIG: 161 arguments of 16000165 "
+        r"bytes and an environment of \d+ bytes; the system takes about \d+ in "
+        r"all\); pass large data on stdin \(input=\) or in a file instead",
+        str(error),
+    ), str(error)
+
+
+def test_one_argument_over_the_linux_limit_is_named_in_the_E2BIG_message() -> None:
+    error = spawn_error(["echo", "hi", "y" * 200_000])
+    assert error.errno == errno.E2BIG
+    assert str(error).endswith(
+        "(3 arguments, 200008 characters in all): the argument list is too long "
+        "(E2BIG: argument 2 alone is 200000 bytes, and Linux takes at most 131072 "
+        "in one argument); pass large data on stdin (input=) or in a file instead"
+    )
+
+
 # -- unusable arguments: raised at the call --------------------------------------------
 
 
@@ -158,14 +283,20 @@ def test_an_empty_command_is_a_ValueError(args: Any) -> None:
 def test_a_NUL_byte_in_an_argument_is_a_ValueError_naming_the_argument() -> None:
     with pytest.raises(
         ValueError,
-        match=r"^command .*echo.*: argument 1 contains a NUL byte, "
-        r"which no process can receive$",
+        match="^"
+        + re.escape(
+            """procwork.run("echo 'a\\x00b'"): argument 1 contains a NUL byte, """
+            "which no process can receive"
+        )
+        + "$",
     ):
         procwork.run(["echo", "a\0b"])
 
 
 def test_a_NUL_byte_in_the_environment_is_a_ValueError() -> None:
-    with pytest.raises(ValueError, match=r"invalid environment variable 'X'"):
+    with pytest.raises(
+        ValueError, match=r"^procwork.run\('true'\): invalid environment variable 'X'"
+    ):
         procwork.run(["true"], env={"X": "a\0b"})
 
 
@@ -175,7 +306,11 @@ def test_an_environment_of_non_strings_is_a_TypeError() -> None:
 
 
 def test_an_argument_that_is_not_text_is_a_TypeError() -> None:
-    with pytest.raises(TypeError, match=r"every argument must be str, bytes or a path"):
+    with pytest.raises(
+        TypeError,
+        match=r"^procwork.run\(\['sleep', 1\]\): argument 1 is 1, but every "
+        r"argument must be str, bytes or a path$",
+    ):
         procwork.run(["sleep", 1])  # type: ignore[list-item]
 
 
@@ -241,6 +376,230 @@ def test_spawn_checks_its_arguments_the_same_way() -> None:
         procwork.spawn(["true"], priority="urgent")
     with pytest.raises(ValueError, match=r"timeout must be a finite number >= 0"):
         procwork.spawn(["true"], timeout=-1)
+
+
+def _bad(
+    args: object, kwargs: dict[str, Any], error: type[Exception], message: str, id: str
+) -> Any:
+    return pytest.param(args, kwargs, error, message, id=id)
+
+
+# Each: a call, the error it raises and its whole message, which names the call
+# (procwork.run or procwork.spawn), the command and the argument.
+BAD_CALLS = [
+    _bad(
+        ["true"],
+        {"env": ["PATH=/bin"]},
+        TypeError,
+        r"env must be a mapping of names to values \(a dict such as "
+        r"\{'PATH': '/usr/bin'\}\), not list",
+        "env-list",
+    ),
+    _bad(
+        ["true"],
+        {"env": "PATH=/bin"},
+        TypeError,
+        r"env must be a mapping of names to values .*, not str",
+        "env-str",
+    ),
+    _bad(
+        ["true"],
+        {"env": {"A=B": "1"}},
+        ValueError,
+        r"invalid environment variable 'A=B' \(a name must be non-empty and "
+        r"hold no '=' or NUL, a value no NUL\)",
+        "env-name",
+    ),
+    _bad(
+        ["true"],
+        {"cwd": 5},
+        TypeError,
+        r"cwd must be a path \(str, bytes or os.PathLike\), not 5",
+        "cwd-int",
+    ),
+    _bad(
+        ["true"],
+        {"cwd": "/tmp\0x"},
+        ValueError,
+        r"cwd '/tmp\\x00x' is not a usable directory name",
+        "cwd-NUL",
+    ),
+    _bad(
+        ["true"],
+        {"cwd": ""},
+        ValueError,
+        r"cwd '' is not a usable directory name",
+        "cwd-empty",
+    ),
+    _bad(
+        ["true"],
+        {"scheduler": 5},
+        TypeError,
+        r"scheduler must be a procwork.Scheduler, not 5",
+        "scheduler-int",
+    ),
+    _bad(
+        ["true"],
+        {"priority": 1},
+        TypeError,
+        r"priority must be one of 'critical', 'high', 'normal', 'low', not 1",
+        "priority-int",
+    ),
+    _bad(
+        ["true"],
+        {"grace": float("nan")},
+        ValueError,
+        r"grace must be a finite number >= 0, not nan",
+        "grace-NaN",
+    ),
+    _bad(
+        ["true"],
+        {"grace": True},
+        TypeError,
+        r"grace must be a number of seconds, not True",
+        "grace-bool",
+    ),
+    _bad(
+        ["true"],
+        {"timeout": float("-inf")},
+        ValueError,
+        r"timeout must be a finite number >= 0, not -inf",
+        "timeout-minus-inf",
+    ),
+    _bad(
+        ["true"],
+        {"max_output": True},
+        TypeError,
+        r"max_output must be an int or None, not True",
+        "max_output-bool",
+    ),
+    _bad(
+        ["true"],
+        {"max_output": -5},
+        ValueError,
+        r"max_output must be >= 1 byte, not -5",
+        "max_output-negative",
+    ),
+    _bad(
+        ["true"],
+        {"shell": "yes"},
+        TypeError,
+        r"shell must be True or False, not 'yes'",
+        "shell-str",
+    ),
+    _bad(
+        ["true"],
+        {"kill_leftovers": None},
+        TypeError,
+        r"kill_leftovers must be True or False, not None",
+        "kill_leftovers-None",
+    ),
+    _bad(
+        ["true"],
+        {"shell": True},
+        TypeError,
+        r"shell=True takes the command as one string, not list",
+        "shell-list",
+    ),
+]
+BAD_COMMANDS = [
+    _bad(
+        {"echo": 1, "hi": 2},
+        {},
+        TypeError,
+        r"the command must be a string or a list of arguments \(str, bytes or "
+        r"paths\), not dict",
+        "dict",
+    ),
+    _bad(
+        {"echo"},
+        {},
+        TypeError,
+        r"the command must be a string or a list of arguments .*, not set",
+        "set",
+    ),
+    _bad(
+        None,
+        {},
+        TypeError,
+        r"the command must be a string or a list of arguments .*, not NoneType",
+        "None",
+    ),
+    _bad(
+        ["echo", None],
+        {},
+        TypeError,
+        r"argument 1 is None, but every argument must be str, bytes or a path",
+        "None-argument",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs", "error", "message"), BAD_CALLS)
+@pytest.mark.parametrize("func", ["run", "spawn"])
+def test_an_unusable_argument_raises_at_the_call_naming_it_and_starts_nothing(
+    func: str, args: Any, kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    scheduler = procwork.scheduler()
+    started, timers = scheduler.started, len(scheduler.reactor.getDelayedCalls())
+    with pytest.raises(error, match=rf"^procwork.{func}\('true'\): {message}$"):
+        getattr(procwork, func)(args, **kwargs)
+    assert scheduler.started == started
+    assert len(scheduler.reactor.getDelayedCalls()) == timers
+
+
+@pytest.mark.parametrize(("args", "kwargs", "error", "message"), BAD_COMMANDS)
+def test_a_command_that_is_no_list_of_text_is_a_TypeError(
+    args: Any, kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """A dict would run its keys, a set its items in any order: refused."""
+    with pytest.raises(error, match=rf"^procwork.run\(.*\): {message}$"):
+        procwork.run(args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"check": "no"}, r"check must be True or False, not 'no'"),
+        ({"input": 5}, r"input must be bytes, not int \(encode text first\)"),
+    ],
+)
+def test_run_checks_its_own_arguments_the_same_way(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(TypeError, match=rf"^procwork.run\('cat'\): {message}$"):
+        procwork.run(["cat"], **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"stdin": None}, r"stdin must be True or False, not None"),
+        ({"capture": 1}, r"capture must be True or False, not 1"),
+        (
+            {"on_stdout": b"x"},
+            r"on_stdout must be a function taking each line \(bytes\), not b'x'",
+        ),
+        (
+            {"on_stderr": "print"},
+            r"on_stderr must be a function taking each line \(bytes\), not 'print'",
+        ),
+    ],
+)
+def test_spawn_checks_its_own_arguments_the_same_way(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(TypeError, match=rf"^procwork.spawn\('cat'\): {message}$"):
+        procwork.spawn(["cat"], **kwargs)
+
+
+def test_a_huge_command_is_cut_short_in_an_argument_error() -> None:
+    with pytest.raises(TypeError) as caught:
+        procwork.run(["true", "x" * 4_000_000], env="A=1")  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert len(message) < 500
+    assert message.startswith("procwork.run('true xxxxxxxx")
+    assert "'... (2 arguments, 4000005 characters in all)): env must be" in message
 
 
 # -- out of file descriptors: in a child Python ----------------------------------------

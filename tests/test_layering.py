@@ -252,6 +252,8 @@ def test_procwork_exports_the_process_core_only() -> None:
 
     assert sorted(procwork.__all__) == sorted(
         [
+            "CommandNotFound",
+            "NotExecutable",
             "DEFAULT_GRACE",
             "DEFAULT_MAX_OUTPUT",
             "PRIORITIES",

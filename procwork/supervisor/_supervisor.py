@@ -47,6 +47,7 @@ from procwork._process import _spawn_error
 from procwork._result import describe_returncode
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess
+from procwork._threads import check_thread
 from procwork.supervisor._procmon import ChildTransport, DelayedCall, Procmon
 from procwork.supervisor._restart import Exit, decide_restart
 from procwork.supervisor._spec import (
@@ -226,7 +227,8 @@ class Supervisor:
     Built on :class:`twisted.runner.procmon.ProcessMonitor` (restart
     scheduling and backoff are procmon's). Every method is called from the
     reactor thread: from blocking code that drives the reactor with
-    :mod:`untwisted`, from clockwork generators, or Twisted callbacks.
+    :mod:`untwisted`, from clockwork generators, or Twisted callbacks; from
+    any other thread it raises :class:`untwisted.ForeignThreadError`.
     Methods that wait return Deferreds, so they work with
     ``untwisted.run(sup.stop(), timeout=30)`` as with ``yield sup.stop()``.
     Services are only watched while the reactor runs.
@@ -277,6 +279,7 @@ class Supervisor:
             ConfigError: the name is taken, or ``after`` names a service that
                 has not been added.
         """
+        check_thread("Supervisor.add", self._reactor)
         if not isinstance(spec, ServiceSpec):
             raise TypeError(f"Supervisor.add() takes a ServiceSpec, not {spec!r}")
         if spec.name in self._services:
@@ -309,6 +312,7 @@ class Supervisor:
             NoSuchService: no such service.
             ConfigError: another service starts ``after`` it.
         """
+        check_thread("Supervisor.remove", self._reactor)
         service = self._get(name)
         for other in self._services.values():
             if name in other.spec.after_names and not other.removing:
@@ -343,6 +347,7 @@ class Supervisor:
         STOPPED, EXITED and FATAL ones start (again). Services with
         ``autostart=False`` are left alone: start them by name.
         """
+        check_thread("Supervisor.start", self._reactor)
         self._started = True
         self._arm_shutdown()
         for service in list(self._services.values()):
@@ -358,6 +363,7 @@ class Supervisor:
             A Deferred that fires when every service's process group is
             reaped. Cancelling it SIGKILLs the groups still alive.
         """
+        check_thread("Supervisor.stop", self._reactor)
         self._started = False
         ds = [self.stop_service(name) for name in list(self._services)]
         done: Deferred[Any] = DeferredList(
@@ -379,6 +385,7 @@ class Supervisor:
         Raises:
             NoSuchService: no such service.
         """
+        check_thread("Supervisor.start_service", self._reactor)
         service = self._get(name)
         self._arm_shutdown()
         self._start(service, respect_after=False)
@@ -394,6 +401,7 @@ class Supervisor:
         Raises:
             NoSuchService: no such service.
         """
+        check_thread("Supervisor.stop_service", self._reactor)
         service = self._services.get(name)
         if service is None:
             raise self._no_such(name)
@@ -448,6 +456,7 @@ class Supervisor:
         Raises:
             NoSuchService: no such service.
         """
+        check_thread("Supervisor.restart", self._reactor)
         self._get(name)
 
         def start_again(_: object) -> None:
@@ -461,6 +470,7 @@ class Supervisor:
 
     def status(self) -> dict[str, ServiceStatus]:
         """A snapshot of every service, by name, in the order added."""
+        check_thread("Supervisor.status", self._reactor)
         now = self._now()
         return {
             name: service.status(now, self._procmon.restart_call(name))
@@ -480,6 +490,7 @@ class Supervisor:
             NoSuchService: no such service.
             ValueError: a state is not a :class:`ServiceState` name.
         """
+        check_thread("Supervisor.wait_for", self._reactor)
         service = self._get(name)
         if not states:
             raise ValueError("wait_for() needs at least one state to wait for")
