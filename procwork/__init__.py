@@ -22,6 +22,7 @@ from procwork._errors import (
     SpawnError,
     Timeout,
 )
+from procwork._lifeline import enable_lifeline
 from procwork._load import LoadSource, NoLoadLimit, SystemLoad
 from procwork._monitor import Monitor
 from procwork._process import Process
@@ -69,6 +70,7 @@ __all__ = [
     "Supervisor",
     "SystemLoad",
     "Timeout",
+    "enable_lifeline",
     "load_config",
     "parse_config",
     "run",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
 import untwisted
 from procwork._api import DEFAULT_GRACE, spawn
 from procwork._errors import ProcworkError, SpawnError
+from procwork._lifeline import enable_lifeline
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES
 
@@ -103,6 +105,14 @@ def _parser() -> argparse.ArgumentParser:
         help="stop after S seconds (for demos and tests)",
     )
     monitor.add_argument(
+        "--lock-file",
+        default=None,
+        metavar="PATH",
+        help="the lock that keeps a second monitor of the same config from "
+        "starting (default: derived from the config's path, under "
+        "$XDG_RUNTIME_DIR/procwork/ or /run/procwork/)",
+    )
+    monitor.add_argument(
         "--check-config",
         action="store_true",
         help="validate the config, print it and exit",
@@ -124,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         json_log=args.json_log,
         duration=args.duration,
         check_only=args.check_config,
+        lock_file=args.lock_file,
     )
 
 
@@ -136,6 +147,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             "run: no command given (usage: procwork run [OPTIONS] -- CMD ARGS...)"
         )
     capture = args.max_output is not None
+    # Whatever kills us, SIGKILL included, the command's tree dies with us.
+    enable_lifeline()
     try:
         process = spawn(
             command,
@@ -156,6 +169,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except ProcworkError as e:  # pragma: no cover - nothing else is expected
         print(f"procwork run: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Like SIGTERM (and SIGHUP/SIGQUIT, which untwisted turns into
+        # SystemExit(128+N)): the exit status says which signal, no traceback;
+        # the command's group is terminated on the way out.
+        return 128 + signal.SIGINT
     if capture:
         sys.stdout.buffer.write(result.stdout)
         sys.stdout.buffer.flush()

@@ -34,7 +34,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import error as twisted_error
@@ -54,6 +54,10 @@ _HAVE_PIDFD = hasattr(os, "pidfd_open")
 
 # Every child started here and not yet reaped; the shutdown hook walks it.
 _live: set[GroupProcess] = set()
+
+# Told of each child as it joins _live (True) and leaves it (False); the
+# lifeline (procwork._lifeline) registers its process group there.
+live_observer: Callable[[GroupProcess, bool], None] | None = None
 
 
 def live_processes() -> frozenset[GroupProcess]:
@@ -167,6 +171,8 @@ class GroupProcess(twisted_process.Process):
         self.pid = self.pgid = popen.pid
         self.status = -1
         _live.add(self)
+        if live_observer is not None:
+            live_observer(self, True)
         if self._nice:
             # Set from the parent: a preexec_fn would force fork() over
             # vfork() and is unsafe with threads. The child runs a few
@@ -276,6 +282,8 @@ class GroupProcess(twisted_process.Process):
 
     def processEnded(self, status: int) -> None:
         _live.discard(self)
+        if live_observer is not None:
+            live_observer(self, False)
         if self.kill_group_on_exit and not self._reaped_by_us and self.pgid:
             # Reaped before we could look (Twisted's constructor reaps a child
             # that exits at once). Kill the rest of the group now: while any
