@@ -13,6 +13,7 @@ whatever a test started is SIGKILLed by pid at its end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -92,15 +93,16 @@ def groups_gone(pgids: list[int], timeout: float = GONE_WITHIN) -> bool:
 
 
 @pytest.fixture
-def leftovers() -> Iterator[list[int]]:
-    """Process groups and pids a test started: SIGKILLed at the end."""
-    seen: list[int] = []
-    try:
-        yield seen
-    finally:
-        for pgid in seen:
-            for pid in members(pgid):
-                os.kill(pid, signal.SIGKILL)
+def marker() -> Iterator[str]:
+    """A unique $0 for the shells the test starts. At its end, every process
+    group of a shell carrying it is SIGKILLed, whatever the test did."""
+    token = f"procwork-test-{uuid.uuid4().hex}"
+    yield token
+    for shell in running_with(token):
+        with contextlib.suppress(ProcessLookupError):
+            for pid in members(os.getpgid(shell)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def read_line(child: subprocess.Popen[str], timeout: float = 30) -> str:
@@ -127,22 +129,21 @@ PARENT = """
     import procwork, untwisted
     from procwork import _lifeline
     procwork.enable_lifeline()
-    procs = [procwork.spawn(["sh", "-c", script], priority="critical")
-             for script in sys.argv[1:]]
+    procs = [procwork.spawn(["sh", "-c", script, sys.argv[1]], priority="critical")
+             for script in sys.argv[2:]]
     print(*[p.pid for p in procs], _lifeline.lifeline_pid(), flush=True)
     untwisted.run(procs[0].wait(), timeout=120)
 """
 
 
 def test_a_sigkilled_program_with_the_lifeline_takes_children_and_grandchildren_along(
-    leftovers: list[int],
+    marker: str,
 ) -> None:
     """SIGKILL of a program that enabled the lifeline: within 2 s every process
     of its children's groups is gone, SIGTERM-ignoring ones included (they get
     SIGKILL after the lifeline's short grace), and the lifeline has exited."""
-    with python_child(PARENT, TREE, STUBBORN_TREE) as parent:
+    with python_child(PARENT, marker, TREE, STUBBORN_TREE) as parent:
         *pgids, helper = map(int, read_line(parent).split())
-        leftovers.extend(pgids)
         assert poll(lambda: all(len(members(g)) == 3 for g in pgids), 10)
         parent.kill()
         parent.wait(timeout=10)
@@ -150,11 +151,13 @@ def test_a_sigkilled_program_with_the_lifeline_takes_children_and_grandchildren_
         assert poll(lambda: not alive(helper), 5), "the lifeline did not exit"
 
 
-def test_the_lifeline_holds_no_descriptor_of_the_program_but_its_pipe() -> None:
+def test_the_lifeline_holds_no_descriptor_of_the_program_but_its_pipe(
+    marker: str,
+) -> None:
     """The helper runs in its own session with stdin, stdout and stderr on
     /dev/null and one pipe: a reader of the program's output is not kept
     waiting by it, and the terminal's signals don't reach it."""
-    with python_child(PARENT, "sleep 300") as parent:
+    with python_child(PARENT, marker, "sleep 300") as parent:
         pgid, helper = map(int, read_line(parent).split())
         try:
             fds = {
@@ -172,7 +175,7 @@ def test_the_lifeline_holds_no_descriptor_of_the_program_but_its_pipe() -> None:
 
 
 def test_signals_aimed_at_the_programs_group_do_not_defeat_the_lifeline(
-    leftovers: list[int],
+    marker: str,
 ) -> None:
     """A program that handles INT, TERM, HUP and QUIT itself and lives on
     after them (sent to its whole process group, as a terminal does) keeps its
@@ -184,13 +187,14 @@ def test_signals_aimed_at_the_programs_group_do_not_defeat_the_lifeline(
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(sig, lambda *args: None)
         procwork.enable_lifeline()
-        proc = procwork.spawn(["sh", "-c", sys.argv[1]], priority="critical")
+        shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
+        proc = procwork.spawn(shell, priority="critical")
         print(proc.pid, _lifeline.lifeline_pid(), flush=True)
         while True:
             untwisted.tick(0.05)
     """
     program = subprocess.Popen(
-        [PY, "-c", textwrap.dedent(code), TREE],
+        [PY, "-c", textwrap.dedent(code), marker, TREE],
         cwd=ROOT,
         env=child_env(),
         stdout=subprocess.PIPE,
@@ -199,7 +203,6 @@ def test_signals_aimed_at_the_programs_group_do_not_defeat_the_lifeline(
     )
     try:
         pgid, helper = map(int, read_line(program).split())
-        leftovers.append(pgid)
         # Signals aimed at the helper itself wait until it has started up.
         assert poll(lambda: ignores(helper, signal.SIGTERM), 10)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
@@ -219,7 +222,7 @@ def test_signals_aimed_at_the_programs_group_do_not_defeat_the_lifeline(
 
 
 def test_a_killed_lifeline_is_replaced_at_the_next_spawn_and_covers_every_child(
-    leftovers: list[int],
+    marker: str,
 ) -> None:
     """If the helper itself is SIGKILLed, the program's next spawn notices the
     broken pipe, reaps the dead helper (no zombie) and starts a new one that
@@ -231,21 +234,21 @@ def test_a_killed_lifeline_is_replaced_at_the_next_spawn_and_covers_every_child(
         from procwork import _lifeline
         from tests.support import my_children
         procwork.enable_lifeline()
-        first = procwork.spawn(["sh", "-c", sys.argv[1]], priority="critical")
+        shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
+        first = procwork.spawn(shell, priority="critical")
         old = _lifeline.lifeline_pid()
         os.kill(old, signal.SIGKILL)
         while my_children().get(old) != "Z":
             time.sleep(0.01)
         # The spawn registers on the broken pipe: a new helper takes over.
-        second = procwork.spawn(["sh", "-c", sys.argv[1]], priority="critical")
+        second = procwork.spawn(shell, priority="critical")
         new = _lifeline.lifeline_pid()
         print(first.pid, second.pid, old, new, old in my_children(), flush=True)
         untwisted.run(first.wait(), timeout=120)
     """
-    with python_child(code, TREE) as parent:
+    with python_child(code, marker, TREE) as parent:
         first, second, old, new, zombie = read_line(parent).split()
         pgids = [int(first), int(second)]
-        leftovers.extend(pgids)
         assert old != new
         assert zombie == "False", "the dead helper was not reaped"
         assert poll(lambda: all(len(members(g)) == 3 for g in pgids), 10)
@@ -320,7 +323,7 @@ def test_fifty_sigkilled_programs_in_a_row_leave_no_child_behind() -> None:
 
 
 def test_a_reactor_driven_from_a_worker_thread_gets_the_lifeline_on_its_own(
-    leftovers: list[int],
+    marker: str,
 ) -> None:
     """A program whose reactor runs in a worker thread (its main thread blocked
     in join()) can't install signal handlers, so SIGTERM kills it on the spot:
@@ -331,7 +334,8 @@ def test_a_reactor_driven_from_a_worker_thread_gets_the_lifeline_on_its_own(
         import procwork, untwisted
 
         def work():
-            proc = procwork.spawn(["sh", "-c", sys.argv[1]], priority="critical")
+            shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
+            proc = procwork.spawn(shell, priority="critical")
             print(proc.pid, flush=True)
             untwisted.run(proc.wait(), timeout=120)
 
@@ -339,9 +343,8 @@ def test_a_reactor_driven_from_a_worker_thread_gets_the_lifeline_on_its_own(
         worker.start()
         worker.join()
     """
-    with python_child(code, TREE) as program:
+    with python_child(code, marker, TREE) as program:
         pgid = int(read_line(program))
-        leftovers.append(pgid)
         assert poll(lambda: len(members(pgid)) == 3, 10)
         program.send_signal(signal.SIGTERM)
         assert program.wait(timeout=10) == -signal.SIGTERM
@@ -349,7 +352,7 @@ def test_a_reactor_driven_from_a_worker_thread_gets_the_lifeline_on_its_own(
 
 
 def test_a_forked_child_does_not_keep_the_lifeline_from_seeing_the_parent_die(
-    leftovers: list[int],
+    marker: str,
 ) -> None:
     """A plain fork() of the program (multiprocessing, say) closes its copy of
     the pipe: the parent's death still fires the lifeline while the fork lives,
@@ -358,7 +361,8 @@ def test_a_forked_child_does_not_keep_the_lifeline_from_seeing_the_parent_die(
         import os, sys, time
         import procwork, untwisted
         procwork.enable_lifeline()
-        proc = procwork.spawn(["sh", "-c", sys.argv[1]], priority="critical")
+        shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
+        proc = procwork.spawn(shell, priority="critical")
         fork = os.fork()
         if fork == 0:
             time.sleep(60)
@@ -366,9 +370,8 @@ def test_a_forked_child_does_not_keep_the_lifeline_from_seeing_the_parent_die(
         print(proc.pid, fork, flush=True)
         untwisted.run(proc.wait(), timeout=120)
     """
-    with python_child(code, TREE) as parent:
+    with python_child(code, marker, TREE) as parent:
         pgid, fork = map(int, read_line(parent).split())
-        leftovers.append(pgid)
         try:
             assert poll(lambda: len(members(pgid)) == 3, 10)
             parent.kill()
@@ -396,23 +399,20 @@ def procwork_run(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
 def tree_of(marker: str, timeout: float = 20) -> int:
     """The group of the shell started with ``marker`` as its $0, once its
     whole tree (the shell and two sleeps) runs."""
-    found: list[int] = []
-    assert poll(lambda: found.extend(running_with(marker)) or found, timeout)
-    pgid = os.getpgid(found[0])
+    assert poll(lambda: running_with(marker), timeout)
+    pgid = os.getpgid(running_with(marker)[0])
     assert poll(lambda: len(members(pgid)) == 3, timeout)
     return pgid
 
 
 def test_procwork_run_sigkilled_takes_the_commands_whole_tree_along(
-    leftovers: list[int],
+    marker: str,
 ) -> None:
     """``procwork run -- sh -c 'sleep 300 & sleep 300'`` SIGKILLed: the shell
     and both sleeps are gone within 2 s."""
-    marker = f"procwork-test-{uuid.uuid4().hex}"
     run = procwork_run("--", "sh", "-c", TREE, marker)
     try:
         pgid = tree_of(marker)
-        leftovers.append(pgid)
         run.kill()
         run.wait(timeout=10)
         assert groups_gone([pgid])
@@ -424,15 +424,13 @@ def test_procwork_run_sigkilled_takes_the_commands_whole_tree_along(
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_procwork_run_interrupted_kills_the_tree_and_exits_128_plus_n(
-    sig: signal.Signals, leftovers: list[int]
+    sig: signal.Signals, marker: str
 ) -> None:
     """Ctrl-C (SIGINT) and SIGTERM: the command's tree is terminated and
     ``procwork run`` exits 128+N, quietly (no traceback)."""
-    marker = f"procwork-test-{uuid.uuid4().hex}"
     run = procwork_run("--", "sh", "-c", TREE, marker)
     try:
         pgid = tree_of(marker)
-        leftovers.append(pgid)
         run.send_signal(sig)
         _, err = run.communicate(timeout=30)
         assert run.returncode == 128 + sig
@@ -446,18 +444,16 @@ def test_procwork_run_interrupted_kills_the_tree_and_exits_128_plus_n(
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])
 def test_procwork_run_hung_up_or_quit_kills_the_tree_and_exits_128_plus_n(
-    sig: signal.Signals, tmp_path: Path, leftovers: list[int]
+    sig: signal.Signals, tmp_path: Path, marker: str
 ) -> None:
     """SIGHUP (the terminal closed) and SIGQUIT: the command's tree is gone
     within 2 s and the shell sees status 128+N. (untwisted turns these signals
     into SystemExit(128+N) when the program has no handler of its own; where
     it does not yet, ``procwork run`` dies of the signal and its lifeline
     kills the tree. Either way the tree dies and a shell reports 128+N.)"""
-    marker = f"procwork-test-{uuid.uuid4().hex}"
     run = procwork_run("--", "sh", "-c", TREE, marker, cwd=tmp_path)  # any core
     try:
         pgid = tree_of(marker)
-        leftovers.append(pgid)
         run.send_signal(sig)
         run.communicate(timeout=30)
         assert run.returncode in (128 + sig, -sig)
@@ -514,14 +510,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_a_sigkilled_monitor_takes_its_services_along_and_a_restart_never_duplicates(
-    tmp_path: Path, leftovers: list[int]
+    tmp_path: Path, marker: str
 ) -> None:
     """SIGKILL of ``procwork monitor`` with three services (each a shell with
     two sleeps): every service process is gone within 2 s. A monitor started
     on the same config right after the SIGKILL waits for the old lifeline to
     let go of the lock, so at no moment do more than three services run, and
     then exactly three do."""
-    marker = f"procwork-test-{uuid.uuid4().hex}"
     config = monitor_config(tmp_path, marker)
     lock = tmp_path / "monitor.lock"
     old = start_monitor(config, lock, tmp_path / "old.log")
@@ -531,7 +526,6 @@ def test_a_sigkilled_monitor_takes_its_services_along_and_a_restart_never_duplic
             tmp_path / "old.log"
         ).read_text()
         groups = sorted(service_groups(marker))
-        leftovers.extend(groups)
         assert poll(lambda: all(len(members(g)) == 3 for g in groups), 10)
         counts: list[int] = []
 
@@ -545,7 +539,6 @@ def test_a_sigkilled_monitor_takes_its_services_along_and_a_restart_never_duplic
             "the old services outlived their monitor by 2 s"
         )
         assert poll(lambda: services_running() == 3, 30)
-        leftovers.extend(service_groups(marker))
         assert not poll(lambda: services_running() != 3, 1.0)  # and it stays 3
         assert max(counts) == 3
         new.send_signal(signal.SIGTERM)
@@ -558,18 +551,16 @@ def test_a_sigkilled_monitor_takes_its_services_along_and_a_restart_never_duplic
 
 
 def test_a_second_monitor_of_the_same_config_exits_naming_the_lock_and_its_holder(
-    tmp_path: Path, leftovers: list[int]
+    tmp_path: Path, marker: str
 ) -> None:
     """While a monitor runs a config, another one for it waits a few seconds
     for the lock, then exits 1 with an error naming the lock file and the
     running monitor's pid; the running one is unaffected."""
-    marker = f"procwork-test-{uuid.uuid4().hex}"
     config = monitor_config(tmp_path, marker, services=1)
     lock = tmp_path / "monitor.lock"
     first = start_monitor(config, lock, tmp_path / "first.log")
     try:
         assert poll(lambda: len(service_groups(marker)) == 1, 30)
-        leftovers.extend(service_groups(marker))
         second = subprocess.run(
             [PY, "-m", "procwork", "monitor", str(config), "--lock-file", str(lock)],
             cwd=ROOT,
@@ -590,19 +581,17 @@ def test_a_second_monitor_of_the_same_config_exits_naming_the_lock_and_its_holde
 
 
 def test_the_monitor_survives_sighup_logs_it_and_keeps_its_services(
-    tmp_path: Path, leftovers: list[int]
+    tmp_path: Path, marker: str
 ) -> None:
     """SIGHUP (closed terminal, logrotate) does not stop ``procwork monitor``:
     it logs that it got it and runs on with the same services (reloading the
     configuration on SIGHUP is another change); SIGTERM still stops it."""
-    marker = f"procwork-test-{uuid.uuid4().hex}"
     config = monitor_config(tmp_path, marker, services=1)
     log = tmp_path / "monitor.log"
     monitor = start_monitor(config, tmp_path / "monitor.lock", log)
     try:
         assert poll(lambda: len(service_groups(marker)) == 1, 30)
         groups = service_groups(marker)
-        leftovers.extend(groups)
         for _ in range(3):
             monitor.send_signal(signal.SIGHUP)
         assert poll(lambda: log.read_text().count("monitor got SIGHUP") >= 1, 10)
