@@ -66,6 +66,8 @@ _log = Logger(namespace="procwork.lifeline")
 
 _HELPER = str(Path(__file__).with_name("_lifeline_main.py"))
 
+_PIPE_SIZE = 1 << 20
+
 #: Seconds a new monitor waits for the lock of one still stopping.
 LOCK_WAIT = 5.0
 
@@ -166,6 +168,11 @@ class _Lifeline:
             finally:
                 os.close(read_end)
             os.set_blocking(write_end, False)
+            # Room for the records of many spawns: the helper reads them only
+            # every second (it sleeps until we hang up); 1 MiB is the usual
+            # most an unprivileged process may ask for.
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
             self.fd = write_end
             self.pending = bytearray()
             for proc in _spawn.live_processes() - self.inherited:

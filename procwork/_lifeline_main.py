@@ -27,6 +27,7 @@ that number within one :data:`POLL` interval.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import struct
 import sys
@@ -34,6 +35,9 @@ import time
 
 #: One record on the pipe: b"+" (register) or b"-" (unregister), then the pgid.
 RECORD = struct.Struct("=ci")
+
+#: Seconds between two reads of the records piled up in the pipe.
+READ_EVERY = 1.0
 
 #: Seconds between the SIGTERM and the SIGKILL of whatever is left.
 GRACE = 0.5
@@ -59,25 +63,38 @@ IGNORED = (
 
 
 def read_until_parent_dies(fd: int) -> set[int]:
-    """Apply the records read from ``fd`` until EOF; the groups still registered."""
+    """Apply the records read from ``fd`` until EOF; the groups still registered.
+
+    The helper does not wake up for every record: it waits for the hang-up
+    alone (``poll`` with no event asked for still reports ``POLLHUP``), and
+    reads what has piled up every :data:`READ_EVERY` seconds. A wake-up per
+    record would cost each spawn a context switch on a busy machine; the
+    pipe (enlarged by the parent) holds many seconds' worth of records.
+    """
+    os.set_blocking(fd, False)
+    poller = select.poll()
+    poller.register(fd, 0)
     groups: set[int] = set()
     pending = b""
     while True:
-        try:
-            data = os.read(fd, 65536)
-        except OSError:
-            break  # the pipe is unusable: treat it as the parent's death
-        if not data:
-            break
-        pending += data
-        whole = len(pending) - len(pending) % RECORD.size
-        for op, pgid in RECORD.iter_unpack(pending[:whole]):
-            if op == b"+":
-                groups.add(pgid)
-            else:
-                groups.discard(pgid)
-        pending = pending[whole:]
-    return groups
+        poller.poll(READ_EVERY * 1000)
+        while True:
+            try:
+                data = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""  # the pipe is unusable: as good as the parent's death
+            if not data:
+                return groups
+            pending += data
+            whole = len(pending) - len(pending) % RECORD.size
+            for op, pgid in RECORD.iter_unpack(pending[:whole]):
+                if op == b"+":
+                    groups.add(pgid)
+                else:
+                    groups.discard(pgid)
+            pending = pending[whole:]
 
 
 def signal_group(pgid: int, signum: int) -> bool:

@@ -467,7 +467,9 @@ def test_procwork_run_hung_up_or_quit_kills_the_tree_and_exits_128_plus_n(
 # -- procwork monitor ----------------------------------------------------------------
 
 
-def monitor_config(tmp_path: Path, marker: str, services: int = 3) -> Path:
+def monitor_config(
+    tmp_path: Path, marker: str, services: int = 3, script: str = TREE
+) -> Path:
     config = tmp_path / "monitor.toml"
     text = "[monitor]\nhttp = false\nsummary_every = 0\n"
     for n in range(services):
@@ -475,7 +477,7 @@ def monitor_config(tmp_path: Path, marker: str, services: int = 3) -> Path:
             f"""
             [[service]]
             name = "s{n}"
-            command = ["sh", "-c", "{TREE}", "{marker}"]
+            command = ["sh", "-c", "{script}", "{marker}"]
             """
         )
     config.write_text(text)
@@ -503,6 +505,19 @@ def service_groups(marker: str) -> set[int]:
     return groups
 
 
+def has_open(pid: int, path: Path) -> bool:
+    """True if process ``pid`` has ``path`` open."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                return True
+    return False
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -513,11 +528,11 @@ def test_a_sigkilled_monitor_takes_its_services_along_and_a_restart_never_duplic
     tmp_path: Path, marker: str
 ) -> None:
     """SIGKILL of ``procwork monitor`` with three services (each a shell with
-    two sleeps): every service process is gone within 2 s. A monitor started
-    on the same config right after the SIGKILL waits for the old lifeline to
-    let go of the lock, so at no moment do more than three services run, and
-    then exactly three do."""
-    config = monitor_config(tmp_path, marker)
+    two sleeps, all ignoring SIGTERM): every service process is gone within
+    2 s. A second monitor of the same config, already waiting for the lock
+    when the first is killed, gets it only once the old lifeline has killed
+    the old services: at no moment do more than three run, then three do."""
+    config = monitor_config(tmp_path, marker, script=STUBBORN_TREE)
     lock = tmp_path / "monitor.lock"
     old = start_monitor(config, lock, tmp_path / "old.log")
     new: subprocess.Popen[bytes] | None = None
@@ -527,6 +542,8 @@ def test_a_sigkilled_monitor_takes_its_services_along_and_a_restart_never_duplic
         ).read_text()
         groups = sorted(service_groups(marker))
         assert poll(lambda: all(len(members(g)) == 3 for g in groups), 10)
+        new = start_monitor(config, lock, tmp_path / "new.log")
+        assert poll(lambda: has_open(new.pid, lock), 30), "no wait for the lock"
         counts: list[int] = []
 
         def services_running() -> int:
@@ -534,13 +551,14 @@ def test_a_sigkilled_monitor_takes_its_services_along_and_a_restart_never_duplic
             return counts[-1]
 
         old.kill()
-        new = start_monitor(config, lock, tmp_path / "new.log")
-        assert poll(lambda: not any(members(g) for g in groups), GONE_WITHIN), (
-            "the old services outlived their monitor by 2 s"
-        )
+        assert poll(
+            lambda: services_running() >= 0 and not any(members(g) for g in groups),
+            GONE_WITHIN,
+        ), "the old services outlived their monitor by 2 s"
         assert poll(lambda: services_running() == 3, 30)
         assert not poll(lambda: services_running() != 3, 1.0)  # and it stays 3
         assert max(counts) == 3
+        assert new.poll() is None
         new.send_signal(signal.SIGTERM)
         assert new.wait(timeout=30) == 0
         assert poll(lambda: not running_with(marker), 5)
