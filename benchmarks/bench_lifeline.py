@@ -17,7 +17,7 @@ alternate, in ABBA order (so background load and warm-up hit both alike):
    can have, so nothing is ever signalled).
 3. **the helper's side**: its CPU per run once started (the total over all
    rounds divided by the runs: it is counted in 10 ms clock ticks, and the
-   helper wakes only once a second to read the records), and
+   helper wakes only four times a second to read the records), and
    what it costs once per program: starting it (in the parent: a fork/exec
    of ``python -I -S``) and its resident memory.
 

@@ -87,7 +87,17 @@ class _Lifeline:
     # -- the hook _spawn calls -------------------------------------------
 
     def observe(self, proc: _spawn.GroupProcess, live: bool) -> None:
-        """Register a child's group as it starts, unregister it as it is reaped."""
+        """Register a child's group as it starts, unregister it as it is reaped.
+
+        Never raises: it runs inside the spawn, after the child was started,
+        and an exception there would lose track of a running child.
+        """
+        try:
+            self._observe(proc, live)
+        except Exception:
+            _log.failure("the lifeline could not follow process {pid}", pid=proc.pid)
+
+    def _observe(self, proc: _spawn.GroupProcess, live: bool) -> None:
         pgid = proc.pgid
         if pgid is None:
             return
@@ -169,8 +179,8 @@ class _Lifeline:
                 os.close(read_end)
             os.set_blocking(write_end, False)
             # Room for the records of many spawns: the helper reads them only
-            # every second (it sleeps until we hang up); 1 MiB is the usual
-            # most an unprivileged process may ask for.
+            # four times a second (it sleeps until we hang up); 1 MiB is the
+            # usual most an unprivileged process may ask for.
             with contextlib.suppress(OSError):
                 fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
             self.fd = write_end
@@ -188,7 +198,8 @@ class _Lifeline:
             helper, self.helper = self.helper, None
             self.pending = bytearray()
             if fd is not None:
-                os.close(fd)
+                with contextlib.suppress(OSError):  # EBADF: closed behind our back
+                    os.close(fd)
             if helper is not None:
                 try:
                     helper.wait(timeout=5)

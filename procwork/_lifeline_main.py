@@ -37,7 +37,7 @@ import time
 RECORD = struct.Struct("=ci")
 
 #: Seconds between two reads of the records piled up in the pipe.
-READ_EVERY = 1.0
+READ_EVERY = 0.25
 
 #: Seconds between the SIGTERM and the SIGKILL of whatever is left.
 GRACE = 0.5

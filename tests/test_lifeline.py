@@ -257,6 +257,55 @@ def test_a_killed_lifeline_is_replaced_at_the_next_spawn_and_covers_every_child(
         assert groups_gone(pgids)
 
 
+def test_a_lifeline_that_falls_behind_never_blocks_a_spawn_and_loses_no_record(
+    marker: str,
+) -> None:
+    """With the helper stopped (SIGSTOP) and its pipe full, registrations pile
+    up in the program instead of blocking it; once the helper runs again they
+    reach it in order, and children registered before and after the backlog
+    all die with the program."""
+    code = """
+        import fcntl, os, signal, sys, time
+        import procwork
+        from procwork import _lifeline
+        from tests.test_lifeline import ignores
+        NO_SUCH_GROUP = 2**31 - 1
+        procwork.enable_lifeline()
+        shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
+        first = procwork.spawn(shell, priority="critical")
+        helper = _lifeline.lifeline_pid()
+        while not ignores(helper, signal.SIGTERM):
+            time.sleep(0.01)
+        line = _lifeline._lifeline
+        fcntl.fcntl(line.fd, fcntl.F_SETPIPE_SZ, 4096)
+        os.kill(helper, signal.SIGSTOP)
+        started = time.monotonic()
+        for _ in range(5000):
+            line.send(b"+", NO_SUCH_GROUP)
+            line.send(b"-", NO_SUCH_GROUP)
+        backlog = len(line.pending)
+        second = procwork.spawn(shell, priority="critical")
+        blocked_for = time.monotonic() - started
+        os.kill(helper, signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while line.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+            line.send(b"+", NO_SUCH_GROUP)
+            line.send(b"-", NO_SUCH_GROUP)
+        print(first.pid, second.pid, backlog, len(line.pending), blocked_for < 10,
+              flush=True)
+        time.sleep(120)
+    """
+    with python_child(code, marker, TREE) as parent:
+        first, second, backlog, left, quick = read_line(parent).split()
+        pgids = [int(first), int(second)]
+        assert int(backlog) > 0 and int(left) == 0 and quick == "True"
+        assert poll(lambda: all(len(members(g)) == 3 for g in pgids), 10)
+        parent.kill()
+        parent.wait(timeout=10)
+        assert groups_gone(pgids)
+
+
 HARNESS = """
     # Forks a parent program SIGKILL_ROUNDS times. Each parent enables the
     # lifeline, starts a tree, reports its group and churns short runs (their
