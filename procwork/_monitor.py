@@ -460,8 +460,15 @@ def main(
     lock_path = Path(lock_file) if lock_file else default_lock_path(config_path)
     try:
         lock = hold_instance_lock(lock_path)
-    except (AlreadyRunning, OSError) as e:
+    except AlreadyRunning as e:
         print(f"procwork monitor: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(
+            f"procwork monitor: cannot take the single-instance lock {lock_path}: "
+            f"{e.strerror or e}; choose another with --lock-file PATH",
+            file=sys.stderr,
+        )
         return 1
     start_lifeline([lock])
     _start_logging(json_log or config.json_log)

@@ -672,6 +672,30 @@ def test_the_monitor_survives_sighup_logs_it_and_keeps_its_services(
         stop(monitor)
 
 
+def test_a_monitor_that_cannot_create_its_lock_says_which_and_why(
+    tmp_path: Path,
+) -> None:
+    """A lock file that can't be created (its directory is a file) stops the
+    monitor before it starts anything: exit 1, naming the file and the
+    reason, and the option that picks another."""
+    (tmp_path / "not-a-dir").write_text("")
+    lock = tmp_path / "not-a-dir" / "monitor.lock"
+    done = subprocess.run(
+        [PY, "-m", "procwork", "monitor", "--lock-file", str(lock)],
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"procwork monitor: cannot take the single-instance lock {lock}: "
+        "File exists; choose another with --lock-file PATH\n"
+    )
+    assert done.stdout == ""
+
+
 # -- the lock's path and its waiting -----------------------------------------------
 
 
