@@ -752,3 +752,25 @@ def test_taking_a_held_lock_waits_its_bound_then_names_file_and_holder(
     finally:
         os.close(held)
     os.close(_lifeline.hold_instance_lock(lock, wait=0.1))
+
+
+def test_a_lock_held_after_its_monitor_died_is_blamed_on_that_monitors_lifeline(
+    tmp_path: Path,
+) -> None:
+    """When the pid in the lock file has exited (the monitor was SIGKILLed and
+    its lifeline still holds the lock while it stops the services), the
+    error says so."""
+    lock = tmp_path / "x.lock"
+    held = _lifeline.hold_instance_lock(lock)
+    try:
+        gone = subprocess.Popen(["true"])
+        gone.wait(timeout=10)
+        os.pwrite(held, f"{gone.pid}\n".encode(), 0)
+        with pytest.raises(
+            _lifeline.AlreadyRunning,
+            match=rf"pid {gone.pid} \(exited; its lifeline is still stopping its "
+            r"services\) holds the lock",
+        ):
+            _lifeline.hold_instance_lock(lock, wait=0.05)
+    finally:
+        os.close(held)
