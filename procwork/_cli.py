@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
             "Run CMD with a timeout that kills its whole process group (SIGTERM, "
             "then SIGKILL after the grace period). Exits with CMD's status: 124 "
             "if it timed out, 128+N if killed by signal N, 126/127 if it could "
-            "not be executed / found."
+            "not be executed / found. If procwork run itself is killed, even by "
+            "SIGKILL, CMD's process group is killed too."
         ),
     )
     run.add_argument(
@@ -147,9 +148,14 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             "run: no command given (usage: procwork run [OPTIONS] -- CMD ARGS...)"
         )
     capture = args.max_output is not None
-    # Whatever kills us, SIGKILL included, the command's tree dies with us.
-    enable_lifeline()
     try:
+        # Whatever kills us, SIGKILL included, the command's tree dies with us.
+        enable_lifeline()
+        # Start the reactor, and with it untwisted's handling of SIGINT and
+        # SIGTERM, before the command exists: a signal in between would kill
+        # us the default way, leaving the tree to the lifeline and the shell
+        # a status other than 128+N.
+        untwisted.tick(0)
         process = spawn(
             command,
             timeout=args.timeout,

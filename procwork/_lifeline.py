@@ -8,7 +8,8 @@ install signal handlers) give it no such chance, and since every child leads
 its own session, nothing else takes the children down: they run on for ever.
 
 The lifeline covers that. One small helper process per program
-(:mod:`procwork._lifeline_main`, started the first time it is needed) holds
+(:mod:`procwork._lifeline_main`, started by :func:`enable_lifeline`, or by
+the first spawn from a thread other than the main one) holds
 the read end of a pipe whose write end only this process holds. Each child's
 process group is registered on the pipe as the child is recorded as live and
 unregistered as it is reaped: one ``write`` of 5 bytes each, no other system
@@ -26,9 +27,11 @@ the spawn path one small write, and one process per program.
 What remains uncovered: a child forked in the microseconds between
 ``subprocess.Popen`` creating it and the registration write (Popen waits for
 the child's ``exec`` in between) is not registered if the program is
-SIGKILLed exactly then; and a helper that is itself SIGKILLed while the
-program lives protects nothing until the program's next spawn or reap, which
-notices the broken pipe and starts a new helper with every live group.
+SIGKILLed exactly then (for the first child spawned from a thread, which
+starts the helper, that window includes the helper's fork and exec); and a
+helper that is itself SIGKILLed while the program lives protects nothing
+until the program's next spawn or reap, which notices the broken pipe and
+starts a new helper with every live group.
 """
 
 from __future__ import annotations
@@ -232,8 +235,9 @@ def enable_lifeline() -> None:
 
     procwork already terminates its children when the program exits, on
     Ctrl-C and on SIGTERM. This covers every other death, SIGKILL and the
-    OOM killer included: a small helper process (started with the first
-    child, one per program, about 10 MB of memory) holds a pipe to this
+    OOM killer included: a small helper process (started by this call, in
+    about a millisecond; one per program, about 10 MB of memory; a program
+    forked from this one starts its own with its first child) holds a pipe to this
     program and, when the program is gone, SIGTERMs every live child's
     process group and SIGKILLs what is left half a second later. Each spawn
     and each reap then also costs one 5-byte write to that pipe
@@ -247,8 +251,10 @@ def enable_lifeline() -> None:
     """
     with _lifeline.lock:
         _lifeline.enabled = True
-        if _spawn.live_processes() - _lifeline.inherited:
-            _lifeline.start()
+        # Started now, not with the first child: that child's registration
+        # would otherwise wait for the helper's fork and exec, widening the
+        # window in which a SIGKILL leaves it unregistered.
+        _lifeline.start()
 
 
 def lifeline_pid() -> int | None:
