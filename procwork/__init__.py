@@ -29,6 +29,7 @@ from procwork._errors import (
     SpawnError,
     Timeout,
 )
+from procwork._lifeline import enable_lifeline
 from procwork._load import LoadSource, NoLoadLimit, SystemLoad
 from procwork._orphans import reap_orphans
 from procwork._process import Process
@@ -76,6 +77,7 @@ __all__ = [
     "SpawnError",
     "SystemLoad",
     "Timeout",
+    "enable_lifeline",
     "reap_orphans",
     "run",
     "scheduler",

@@ -44,7 +44,7 @@ import signal
 import subprocess
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -104,6 +104,11 @@ def signals_held_while_starting(reactor: Any) -> AbstractContextManager[None]:
     if not getattr(reactor, "running", False):
         untwisted.catch_fatal_signals()
     return untwisted.hold_signals()
+
+
+# Told of each child as it joins _live (True) and leaves it (False); the
+# lifeline (procwork._lifeline) registers its process group there.
+live_observer: Callable[[GroupProcess, bool], None] | None = None
 
 
 def live_processes() -> frozenset[GroupProcess]:
@@ -423,6 +428,8 @@ class GroupProcess(twisted_process.Process):
         self.pid = self.pgid = popen.pid
         self.status = -1
         _live.add(self)
+        if live_observer is not None:
+            live_observer(self, True)
         if self._nice:
             # Set from the parent: a preexec_fn would force fork() over
             # vfork() and is unsafe with threads. The child runs a few
@@ -541,6 +548,8 @@ class GroupProcess(twisted_process.Process):
 
     def processEnded(self, status: int) -> None:
         _live.discard(self)
+        if live_observer is not None:
+            live_observer(self, False)
         if self.kill_group_on_exit and not self._reaped_by_us and self.pgid:
             # Reaped before we could look (Twisted's constructor reaps a child
             # that exits at once). Kill the rest of the group now: while any

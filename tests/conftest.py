@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -18,3 +19,22 @@ def no_load_gate() -> Iterator[None]:
     """
     with no_load_limit():
         yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def own_runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """$XDG_RUNTIME_DIR is a directory of this test run's own.
+
+    A ``procwork monitor`` started by a test takes its single-instance lock
+    there, so it never meets the lock of a real monitor on the machine, nor of
+    another test run going on at the same time.
+    """
+    saved = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("runtime"))
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["XDG_RUNTIME_DIR"]
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = saved

@@ -269,6 +269,7 @@ def test_procwork_exports_the_process_core_only() -> None:
             "SpawnError",
             "SystemLoad",
             "Timeout",
+            "enable_lifeline",
             "reap_orphans",
             "run",
             "scheduler",

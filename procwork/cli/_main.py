@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
 import untwisted
 from procwork._api import DEFAULT_GRACE, spawn
 from procwork._errors import ProcworkError, SpawnError
+from procwork._lifeline import enable_lifeline
 from procwork._orphans import reap_orphans
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES
@@ -37,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
             "Run CMD with a timeout that kills its whole process group (SIGTERM, "
             "then SIGKILL after the grace period). Exits with CMD's status: 124 "
             "if it timed out, 128+N if killed by signal N, 126/127 if it could "
-            "not be executed / found."
+            "not be executed / found. If procwork run itself is killed, even by "
+            "SIGKILL, CMD's process group is killed too."
         ),
     )
     run.add_argument(
@@ -105,6 +108,14 @@ def _parser() -> argparse.ArgumentParser:
         help="stop after S seconds (for demos and tests)",
     )
     monitor.add_argument(
+        "--lock-file",
+        default=None,
+        metavar="PATH",
+        help="the lock that keeps a second monitor of the same config from "
+        "starting (default: derived from the config's path, under "
+        "$XDG_RUNTIME_DIR/procwork/ or /run/procwork/)",
+    )
+    monitor.add_argument(
         "--check-config",
         action="store_true",
         help="validate the config, print the effective config (after includes, "
@@ -148,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         json_log=args.json_log,
         duration=args.duration,
         check_only=args.check_config,
+        lock_file=args.lock_file,
     )
 
 
@@ -162,6 +174,13 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     capture = args.max_output is not None
     reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
     try:
+        # Whatever kills us, SIGKILL included, the command's tree dies with us.
+        enable_lifeline()
+        # Start the reactor, and with it untwisted's handling of SIGINT and
+        # SIGTERM, before the command exists: a signal in between would kill
+        # us the default way, leaving the tree to the lifeline and the shell
+        # a status other than 128+N.
+        untwisted.tick(0)
         process = spawn(
             command,
             timeout=args.timeout,
@@ -181,6 +200,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except ProcworkError as e:  # pragma: no cover - nothing else is expected
         print(f"procwork run: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Like SIGTERM (and SIGHUP/SIGQUIT, which untwisted turns into
+        # SystemExit(128+N)): the exit status says which signal, no traceback;
+        # the command's group is terminated on the way out.
+        return 128 + signal.SIGINT
     if capture:
         sys.stdout.buffer.write(result.stdout)
         sys.stdout.buffer.flush()

@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import sys
 import time
+from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO, cast
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
@@ -32,6 +35,12 @@ from twisted.logger import (
 import untwisted
 from procwork._api import scheduler as default_scheduler
 from procwork._errors import ConfigError
+from procwork._lifeline import (
+    AlreadyRunning,
+    default_lock_path,
+    hold_instance_lock,
+    start_lifeline,
+)
 from procwork._load import SystemLoad
 from procwork._orphans import reap_orphans
 from procwork._scheduler import Scheduler
@@ -294,6 +303,31 @@ def _version() -> str:
 # -- the command -------------------------------------------------------------
 
 
+def _keep_running_on_hangup(reactor: Any = None) -> None:
+    """A SIGHUP (closed terminal, logrotate) is logged; the monitor runs on.
+
+    Reloading the configuration on SIGHUP is another change (issue 10); until
+    then the monitor keeps the configuration it started with, and says so.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+
+    def log_it() -> None:
+        _log.info(
+            "monitor got SIGHUP: still running, with the configuration it "
+            "started with (reloading it on SIGHUP is not supported yet)"
+        )
+
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        # Log from the reactor, not from inside whatever the signal
+        # interrupted (a log observer halfway through a write, say).
+        reactor.callFromThread(log_it)
+
+    signal.signal(signal.SIGHUP, on_hangup)
+
+
 def _text_observer(stream: TextIO) -> ILogObserver:
     def observe(event: dict[str, Any]) -> None:
         text = formatEvent(event)
@@ -337,8 +371,15 @@ def main(
     json_log: bool = False,
     duration: float | None = None,
     check_only: bool = False,
+    lock_file: str | None = None,
 ) -> int:
-    """Run the monitor until Ctrl-C, SIGTERM or ``duration``; exit status."""
+    """Run the monitor until Ctrl-C, SIGTERM or ``duration``; exit status.
+
+    Only one monitor runs a configuration at a time: it holds an exclusive
+    lock on ``lock_file`` (default :func:`default_lock_path`), and so does its
+    lifeline helper, which kills the services if the monitor dies by SIGKILL:
+    a new monitor can't start them again while the old ones still run.
+    """
     try:
         config = load_config(config_path)
         address = parse_http(http) if http is not None else None
@@ -355,7 +396,22 @@ def main(
             file=sys.stderr,
         )
         return 0
+    lock_path = Path(lock_file) if lock_file else default_lock_path(config_path)
+    try:
+        lock = hold_instance_lock(lock_path)
+    except AlreadyRunning as e:
+        print(f"procwork monitor: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(
+            f"procwork monitor: cannot take the single-instance lock {lock_path}: "
+            f"{e.strerror or e}; choose another with --lock-file PATH",
+            file=sys.stderr,
+        )
+        return 1
+    start_lifeline([lock])
     _start_logging(json_log or config.json_log)
+    _keep_running_on_hangup()
     monitor = Monitor(config)
     reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
     try:

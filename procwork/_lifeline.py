@@ -1,0 +1,361 @@
+"""Children die with the program, however it dies: the lifeline.
+
+procwork's normal cleanup (SIGTERM then SIGKILL to every child's group at
+exit, on Ctrl-C and SIGTERM; see :mod:`procwork._shutdown`) needs the program
+to run code as it dies. SIGKILL, the OOM killer, or a signal the program
+cannot handle (a reactor driven from a thread other than the main one can't
+install signal handlers) give it no such chance, and since every child leads
+its own session, nothing else takes the children down: they run on for ever.
+
+The lifeline covers that. One small helper process per program
+(:mod:`procwork._lifeline_main`, started by :func:`enable_lifeline`, or by
+the first spawn from a thread other than the main one) holds
+the read end of a pipe whose write end only this process holds. Each child's
+process group is registered on the pipe as the child is recorded as live and
+unregistered as it is reaped: one ``write`` of 5 bytes each, no other system
+call. When the program dies, by any means, the kernel closes the write end;
+the helper sees end-of-file, SIGTERMs every group still registered, SIGKILLs
+what is left after half a second, and exits.
+
+Why a helper and not ``PR_SET_PDEATHSIG``: the death signal is set per child
+(it needs a ``preexec_fn``, which costs CPython's fast ``vfork`` spawn path),
+it reaches only that one child, not the grandchildren in its group (a shell's
+pipeline, a ``sleep`` in the background), and it fires when the *thread* that
+forked the child exits, not the process. The helper kills whole groups, costs
+the spawn path one small write, and one process per program.
+
+What remains uncovered: a child forked in the microseconds between
+``subprocess.Popen`` creating it and the registration write (Popen waits for
+the child's ``exec`` in between) is not registered if the program is
+SIGKILLed exactly then (for the first child spawned from a thread, which
+starts the helper, that window includes the helper's fork and exec); and a
+helper that is itself SIGKILLed while the program lives protects nothing
+until the program's next spawn or reap, which notices the broken pipe and
+starts a new helper with every live group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from twisted.logger import Logger
+
+from procwork import _orphans, _spawn
+from procwork._errors import ProcworkError
+from procwork._lifeline_main import RECORD
+
+__all__ = [
+    "LOCK_WAIT",
+    "AlreadyRunning",
+    "default_lock_path",
+    "disable_lifeline",
+    "enable_lifeline",
+    "hold_instance_lock",
+    "lifeline_pid",
+    "start_lifeline",
+]
+
+_log = Logger(namespace="procwork.lifeline")
+
+_HELPER = str(Path(__file__).with_name("_lifeline_main.py"))
+
+_PIPE_SIZE = 1 << 20
+
+#: Seconds a new monitor waits for the lock of one still stopping.
+LOCK_WAIT = 5.0
+
+
+class _Lifeline:
+    """This program's end of the pipe to its lifeline helper. One per process."""
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.held_fds: tuple[int, ...] = ()
+        self.fd: int | None = None  # the pipe's write end, non-blocking
+        self.helper: subprocess.Popen[bytes] | None = None
+        self.pending = bytearray()  # records the full pipe did not take yet
+        self.inherited: frozenset[_spawn.GroupProcess] = frozenset()
+        self.lock = threading.RLock()
+
+    # -- the hook _spawn calls -------------------------------------------
+
+    def observe(self, proc: _spawn.GroupProcess, live: bool) -> None:
+        """Register a child's group as it starts, unregister it as it is reaped.
+
+        Never raises: it runs inside the spawn, after the child was started,
+        and an exception there would lose track of a running child.
+        """
+        try:
+            self._observe(proc, live)
+        except Exception:
+            _log.failure("the lifeline could not follow process {pid}", pid=proc.pid)
+
+    def _observe(self, proc: _spawn.GroupProcess, live: bool) -> None:
+        pgid = proc.pgid
+        if pgid is None:
+            return
+        if live:
+            if not self.enabled:
+                if threading.current_thread() is threading.main_thread():
+                    return
+                # A reactor driven from another thread can't install signal
+                # handlers, so a SIGTERM would kill the program without any
+                # cleanup: such programs get the lifeline automatically.
+                self.enabled = True
+            self.send(b"+", pgid)
+        elif self.fd is not None:
+            self.send(b"-", pgid)
+
+    # -- the pipe ------------------------------------------------------------
+
+    def send(self, op: bytes, pgid: int) -> None:
+        with self.lock:
+            if self.fd is None:
+                self.start()  # registers every live child, this one included
+                return
+            self.pending += RECORD.pack(op, pgid)
+            self.flush()
+
+    def flush(self) -> None:
+        assert self.fd is not None
+        try:
+            written = os.write(self.fd, self.pending)
+        except BlockingIOError:
+            return  # the helper is behind: keep the records for the next write
+        except OSError:
+            # EPIPE: the helper died (someone SIGKILLed it). Start another
+            # with every live group; the records in between are moot.
+            self.stop()
+            self.start()
+            return
+        del self.pending[:written]
+
+    def start(self) -> None:
+        """Start the helper now and register every live child with it."""
+        with self.lock:
+            if self.fd is not None:
+                return
+            read_end, write_end = os.pipe()  # both close-on-exec
+            try:
+                self.helper = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-I",
+                        "-S",
+                        _HELPER,
+                        str(read_end),
+                        str(os.getpid()),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    # Only the pipe (and a lock it must hold for us): never our
+                    # stdout/stderr, or a reader of our output would wait for
+                    # the helper too.
+                    close_fds=True,
+                    pass_fds=(read_end, *self.held_fds),
+                    cwd="/",
+                    # Its own session: Ctrl-C, Ctrl-\ and the hang-up of our
+                    # terminal go to our process group, not to the helper.
+                    start_new_session=True,
+                )
+            except OSError as e:
+                os.close(write_end)
+                _log.error(
+                    "cannot start the lifeline helper ({error}): children of "
+                    "this program will not be killed if it is SIGKILLed; "
+                    "trying again at the next spawn",
+                    error=e,
+                )
+                return
+            finally:
+                os.close(read_end)
+            # Its Popen reaps it: the orphan reaper of a PID 1 or subreaper
+            # (all_children, as in procwork monitor) must leave it alone.
+            _orphans.claim(self.helper)
+            os.set_blocking(write_end, False)
+            # Room for the records of many spawns: the helper reads them only
+            # four times a second (it sleeps until we hang up); 1 MiB is the
+            # usual most an unprivileged process may ask for.
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+            self.fd = write_end
+            self.pending = bytearray()
+            for proc in _spawn.live_processes() - self.inherited:
+                if proc.pgid is not None:
+                    self.pending += RECORD.pack(b"+", proc.pgid)
+            if self.pending:
+                self.flush()
+
+    def stop(self) -> None:
+        """Close our end (the helper then kills what is registered) and reap it."""
+        with self.lock:
+            fd, self.fd = self.fd, None
+            helper, self.helper = self.helper, None
+            self.pending = bytearray()
+            if fd is not None:
+                with contextlib.suppress(OSError):  # EBADF: closed behind our back
+                    os.close(fd)
+            if helper is not None:
+                try:
+                    helper.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    helper.kill()
+                    helper.wait()
+
+    def forget_after_fork(self) -> None:
+        # A forked child (multiprocessing, say) must not hold the write end:
+        # the helper would wait for the child's death too. It gets a helper
+        # of its own if it spawns, never told of the parent's children.
+        self.lock = threading.RLock()
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+        self.fd = None
+        self.helper = None  # the parent's child, not ours to reap
+        self.pending = bytearray()
+        self.held_fds = ()
+        self.inherited = _spawn.live_processes()
+
+
+_lifeline = _Lifeline()
+_spawn.live_observer = _lifeline.observe
+os.register_at_fork(after_in_child=_lifeline.forget_after_fork)
+
+
+def enable_lifeline() -> None:
+    """Kill this program's children even if it dies by SIGKILL. Opt-in.
+
+    procwork already terminates its children when the program exits, on
+    Ctrl-C and on SIGTERM. This covers every other death, SIGKILL and the
+    OOM killer included: a small helper process (started by this call, in
+    about a millisecond; one per program, about 10 MB of memory; a program
+    forked from this one starts its own with its first child) holds a pipe to this
+    program and, when the program is gone, SIGTERMs every live child's
+    process group and SIGKILLs what is left half a second later. Each spawn
+    and each reap then also costs one 5-byte write to that pipe
+    (``benchmarks/bench_lifeline.py`` measures it).
+
+    Children already running are covered from this call on. Calling it again
+    does nothing. ``procwork run`` and ``procwork monitor`` always enable it,
+    and so does the first spawn made from a thread other than the main one
+    (a reactor driven there can't install signal handlers, so nothing else
+    would clean up after a SIGTERM). Call from any thread.
+    """
+    with _lifeline.lock:
+        _lifeline.enabled = True
+        # Started now, not with the first child: that child's registration
+        # would otherwise wait for the helper's fork and exec, widening the
+        # window in which a SIGKILL leaves it unregistered.
+        _lifeline.start()
+
+
+def lifeline_pid() -> int | None:
+    """The pid of this program's lifeline helper; None until it is started."""
+    helper = _lifeline.helper
+    return None if helper is None else helper.pid
+
+
+def disable_lifeline() -> None:
+    """Undo :func:`enable_lifeline` (for benchmarks and tests): the helper is
+    told we are gone, kills whatever is still registered, and is reaped."""
+    with _lifeline.lock:
+        _lifeline.enabled = False
+        _lifeline.stop()
+
+
+def start_lifeline(hold_fds: Iterable[int] = ()) -> None:
+    """Enable the lifeline and start its helper now, holding ``hold_fds`` open.
+
+    The helper keeps them open until it has killed our children after our
+    death: ``procwork monitor`` hands it its instance lock this way.
+
+    Raises:
+        RuntimeError: the helper is already running (it can't take more fds).
+    """
+    with _lifeline.lock:
+        if _lifeline.fd is not None:
+            raise RuntimeError("the lifeline helper is already running")
+        _lifeline.held_fds = tuple(hold_fds)
+        _lifeline.enabled = True
+        _lifeline.start()
+
+
+# -- one monitor per configuration ----------------------------------------------
+
+
+class AlreadyRunning(ProcworkError, BlockingIOError):
+    """Another ``procwork monitor`` holds the lock of this configuration."""
+
+
+def default_lock_path(config_path: str | None) -> Path:
+    """The instance lock file of the monitor of ``config_path`` (None: built-in).
+
+    Named after the configuration's real path, so every monitor of one file
+    shares it. In ``$XDG_RUNTIME_DIR/procwork/``, else ``/run/procwork/`` for
+    root, else a per-user directory under the temporary directory.
+    """
+    source = "<built-in>" if config_path is None else os.path.realpath(config_path)
+    digest = hashlib.sha256(os.fsencode(source)).hexdigest()[:16]
+    stem = Path(source).stem if config_path is not None else "built-in"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        base = Path(runtime) / "procwork"
+    elif os.geteuid() == 0:
+        base = Path("/run/procwork")
+    else:
+        base = Path(tempfile.gettempdir()) / f"procwork-{os.geteuid()}"
+    return base / f"monitor-{stem}-{digest}.lock"
+
+
+def hold_instance_lock(path: Path, wait: float = LOCK_WAIT) -> int:
+    """Take the exclusive lock on ``path``; its descriptor (close-on-exec).
+
+    Waits at most ``wait`` seconds for a holder to let go (a monitor still
+    stopping its services), then raises :class:`AlreadyRunning` naming the
+    file and the holder's pid. The file then holds our pid.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = _holder(fd)
+                os.close(fd)
+                raise AlreadyRunning(
+                    f"another procwork monitor runs this configuration: {holder} "
+                    f"holds the lock {path} (waited {wait:g} s); stop it first, "
+                    "or give this one another --lock-file"
+                ) from None
+            time.sleep(0.05)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _holder(fd: int) -> str:
+    try:
+        pid = int(os.pread(fd, 32, 0).decode() or "x")
+    except ValueError:
+        return "a process of unknown pid"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"pid {pid} (exited; its lifeline is still stopping its services)"
+    except PermissionError:
+        pass
+    return f"pid {pid}"

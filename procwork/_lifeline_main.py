@@ -1,0 +1,136 @@
+"""The lifeline helper program: when its parent dies, kill the parent's children.
+
+:mod:`procwork._lifeline` starts this file as its own small program,
+``python -I -S _lifeline_main.py FD PARENT_PID``, with ``FD`` the read end of
+a pipe whose write end only the parent holds. The parent writes one record
+per child process group: ``+`` when the child starts, ``-`` when it is
+reaped. When the pipe reaches end-of-file the parent is gone, however it died
+(SIGKILL and the OOM killer included, which no handler in the parent can
+catch), and the helper SIGTERMs every group still registered, SIGKILLs what
+is left after :data:`GRACE` seconds, and exits.
+
+It imports only the standard library (``-S``: no site-packages, so it starts
+in a few milliseconds and never imports Twisted) and must stay that way.
+
+Why signalling registered groups after the parent died is safe enough: a
+process group id is the pid of the child that leads it, and the kernel does
+not hand that number out again while any process of the group (or the
+leader's zombie) still exists. When the parent dies every registered leader
+is still unreaped (the parent unregisters a group as it reaps the leader), so
+the first SIGTERM reaches only our groups. Afterwards a group is signalled
+again only while ``killpg(pgid, 0)`` keeps finding members: a group is dropped
+the moment it is seen empty, so a stale number is signalled only if the group
+emptied *and* the kernel's cyclic pid allocator wrapped all the way round to
+that number within one :data:`POLL` interval.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import struct
+import sys
+import time
+
+#: One record on the pipe: b"+" (register) or b"-" (unregister), then the pgid.
+RECORD = struct.Struct("=ci")
+
+#: Seconds between two reads of the records piled up in the pipe.
+READ_EVERY = 0.25
+
+#: Seconds between the SIGTERM and the SIGKILL of whatever is left.
+GRACE = 0.5
+
+#: Seconds between two looks at which groups still have members.
+POLL = 0.02
+
+# Signals aimed at the parent must not end the lifeline: it lives in its own
+# session (no terminal's Ctrl-C, Ctrl-\ or hang-up reaches it) and ignores
+# these too, so `kill -TERM` of a process list or `pkill procwork` can't take
+# it down with the parent and defeat it. Its life is bounded by the parent's
+# anyway: it exits as soon as the parent is gone.
+IGNORED = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGPIPE,
+)
+
+
+def read_until_parent_dies(fd: int) -> set[int]:
+    """Apply the records read from ``fd`` until EOF; the groups still registered.
+
+    The helper does not wake up for every record: it waits for the hang-up
+    alone (``poll`` with no event asked for still reports ``POLLHUP``), and
+    reads what has piled up every :data:`READ_EVERY` seconds. A wake-up per
+    record would cost each spawn a context switch on a busy machine; the
+    pipe (enlarged by the parent) holds many seconds' worth of records.
+    """
+    os.set_blocking(fd, False)
+    poller = select.poll()
+    poller.register(fd, 0)
+    groups: set[int] = set()
+    pending = b""
+    while True:
+        poller.poll(READ_EVERY * 1000)
+        while True:
+            try:
+                data = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""  # the pipe is unusable: as good as the parent's death
+            if not data:
+                return groups
+            pending += data
+            whole = len(pending) - len(pending) % RECORD.size
+            for op, pgid in RECORD.iter_unpack(pending[:whole]):
+                if op == b"+":
+                    groups.add(pgid)
+                else:
+                    groups.discard(pgid)
+            pending = pending[whole:]
+
+
+def signal_group(pgid: int, signum: int) -> bool:
+    """``killpg``; False once the group has no member left."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # A member changed its uid (a setuid helper): nothing more we can do
+        # for it, but the group is not empty.
+        return True
+    return True
+
+
+def kill_groups(groups: set[int], grace: float = GRACE) -> None:
+    """SIGTERM every group, SIGKILL the members left after ``grace`` seconds."""
+    alive = {g for g in groups if signal_group(g, signal.SIGTERM)}
+    for pgid in alive:
+        # A stopped member would hold its SIGTERM until continued.
+        signal_group(pgid, signal.SIGCONT)
+    deadline = time.monotonic() + grace
+    while alive and time.monotonic() < deadline:
+        time.sleep(POLL)
+        alive = {g for g in alive if signal_group(g, 0)}
+    for pgid in alive:
+        signal_group(pgid, signal.SIGKILL)
+
+
+def main(argv: list[str]) -> int:
+    """``_lifeline_main.py FD [PARENT_PID]``: serve until the parent dies."""
+    for signum in IGNORED:
+        signal.signal(signum, signal.SIG_IGN)
+    kill_groups(read_until_parent_dies(int(argv[1])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

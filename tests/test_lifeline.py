@@ -1,0 +1,776 @@
+"""The lifeline: procwork's children die with the program, however it dies.
+
+With :func:`procwork.enable_lifeline` (always on in ``procwork run`` and
+``procwork monitor``, and automatic when a child is spawned from a thread
+other than the main one), a SIGKILLed program's children and everything in
+their process groups are gone within 2 s. A monitor holds a lock per
+configuration, which its lifeline keeps until the old services are dead, so a
+restarted monitor never runs a second copy of a service; it survives SIGHUP.
+
+Every test runs real processes in child programs, every wait has a bound, and
+whatever a test started is SIGKILLed by pid at its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from procwork import _lifeline
+from tests.support import PY, ROOT, alive, child_env, python_child, readable
+
+#: The bound of the issue: a dead parent's children are gone within this.
+GONE_WITHIN = 2.0
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            found.append(int(name))
+    return found
+
+
+def ignores(pid: int, sig: signal.Signals) -> bool:
+    """True once process ``pid`` ignores ``sig`` (SigIgn in /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+    return False
+
+
+def running_with(marker: str) -> list[int]:
+    """Live shells (``sh -c SCRIPT MARKER``) with ``marker`` as their $0."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if args[0] == b"sh" and marker.encode() in args and alive(int(name)):
+            found.append(int(name))
+    return found
+
+
+def poll(probe: object, timeout: float) -> bool:
+    """Call ``probe()`` every 10 ms until it is true; False after ``timeout`` s."""
+    assert callable(probe)
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def groups_gone(pgids: list[int], timeout: float = GONE_WITHIN) -> bool:
+    return poll(lambda: not any(members(g) for g in pgids), timeout)
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A unique $0 for the shells the test starts. At its end, every process
+    group of a shell carrying it is SIGKILLed, whatever the test did."""
+    token = f"procwork-test-{uuid.uuid4().hex}"
+    yield token
+    for shell in running_with(token):
+        with contextlib.suppress(ProcessLookupError):
+            for pid in members(os.getpgid(shell)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def read_line(child: subprocess.Popen[str], timeout: float = 30) -> str:
+    """The next line ``child`` prints (failing the test after ``timeout`` s)."""
+    assert child.stdout is not None
+    if not readable(child.stdout, timeout):
+        child.kill()
+        _, err = child.communicate(timeout=10)
+        pytest.fail(f"child printed nothing in {timeout} s; stderr:\n{err}")
+    return child.stdout.readline()
+
+
+# A tree of three processes in one group: a shell, a background sleep and a
+# foreground sleep. With `trap '' TERM` all three ignore SIGTERM.
+TREE = "sleep 300 & sleep 300"
+STUBBORN_TREE = "trap '' TERM; sleep 300 & sleep 300"
+
+
+# -- the library option --------------------------------------------------------------
+
+
+PARENT = """
+    import os, sys, time
+    import procwork, untwisted
+    from procwork import _lifeline
+    procwork.enable_lifeline()
+    procs = [procwork.spawn(["sh", "-c", script, sys.argv[1]], priority="critical")
+             for script in sys.argv[2:]]
+    print(*[p.pid for p in procs], _lifeline.lifeline_pid(), flush=True)
+    untwisted.run(procs[0].wait(), timeout=120)
+"""
+
+
+def test_a_sigkilled_program_with_the_lifeline_takes_children_and_grandchildren_along(
+    marker: str,
+) -> None:
+    """SIGKILL of a program that enabled the lifeline: within 2 s every process
+    of its children's groups is gone, SIGTERM-ignoring ones included (they get
+    SIGKILL after the lifeline's short grace), and the lifeline has exited."""
+    with python_child(PARENT, marker, TREE, STUBBORN_TREE) as parent:
+        *pgids, helper = map(int, read_line(parent).split())
+        assert poll(lambda: all(len(members(g)) == 3 for g in pgids), 10)
+        parent.kill()
+        parent.wait(timeout=10)
+        assert groups_gone(pgids), [members(g) for g in pgids]
+        assert poll(lambda: not alive(helper), 5), "the lifeline did not exit"
+
+
+def test_the_lifeline_holds_no_descriptor_of_the_program_but_its_pipe(
+    marker: str,
+) -> None:
+    """The helper runs in its own session with stdin, stdout and stderr on
+    /dev/null and one pipe: a reader of the program's output is not kept
+    waiting by it, and the terminal's signals don't reach it."""
+    with python_child(PARENT, marker, "sleep 300") as parent:
+        pgid, helper = map(int, read_line(parent).split())
+        try:
+            fds = {
+                int(fd): os.readlink(f"/proc/{helper}/fd/{fd}")
+                for fd in os.listdir(f"/proc/{helper}/fd")
+            }
+            assert os.getsid(helper) == helper != os.getsid(parent.pid)
+        finally:
+            parent.kill()
+            parent.wait(timeout=10)
+        assert groups_gone([pgid])
+    assert {fd: fds[fd] for fd in (0, 1, 2)} == dict.fromkeys((0, 1, 2), "/dev/null")
+    others = [target for fd, target in fds.items() if fd > 2]
+    assert len(others) == 1 and others[0].startswith("pipe:"), fds
+
+
+def test_signals_aimed_at_the_programs_group_do_not_defeat_the_lifeline(
+    marker: str,
+) -> None:
+    """A program that handles INT, TERM, HUP and QUIT itself and lives on
+    after them (sent to its whole process group, as a terminal does) keeps its
+    lifeline: SIGKILLed afterwards, its children still die within 2 s."""
+    code = """
+        import os, signal, sys, time
+        import procwork, untwisted
+        from procwork import _lifeline
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, lambda *args: None)
+        procwork.enable_lifeline()
+        shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
+        proc = procwork.spawn(shell, priority="critical")
+        print(proc.pid, _lifeline.lifeline_pid(), flush=True)
+        while True:
+            untwisted.tick(0.05)
+    """
+    program = subprocess.Popen(
+        [PY, "-c", textwrap.dedent(code), marker, TREE],
+        cwd=ROOT,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a group of its own that we can signal
+    )
+    try:
+        pgid, helper = map(int, read_line(program).split())
+        # Signals aimed at the helper itself wait until it has started up.
+        assert poll(lambda: ignores(helper, signal.SIGTERM), 10)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            os.killpg(program.pid, sig)
+        os.kill(helper, signal.SIGTERM)  # even aimed at it directly
+        time.sleep(0.3)
+        assert program.poll() is None and alive(helper)
+        program.kill()
+        program.wait(timeout=10)
+        assert groups_gone([pgid])
+    finally:
+        if program.poll() is None:
+            program.kill()
+            program.wait(timeout=10)
+        assert program.stdout is not None
+        program.stdout.close()
+
+
+def test_a_killed_lifeline_is_replaced_at_the_next_spawn_and_covers_every_child(
+    marker: str,
+) -> None:
+    """If the helper itself is SIGKILLed, the program's next spawn notices the
+    broken pipe, reaps the dead helper (no zombie) and starts a new one that
+    knows every live child: children from before and after both die with the
+    program."""
+    code = """
+        import os, signal, sys, time
+        import procwork, untwisted
+        from procwork import _lifeline
+        from tests.support import my_children
+        procwork.enable_lifeline()
+        shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
+        first = procwork.spawn(shell, priority="critical")
+        old = _lifeline.lifeline_pid()
+        os.kill(old, signal.SIGKILL)
+        while my_children().get(old) != "Z":
+            time.sleep(0.01)
+        # The spawn registers on the broken pipe: a new helper takes over.
+        second = procwork.spawn(shell, priority="critical")
+        new = _lifeline.lifeline_pid()
+        print(first.pid, second.pid, old, new, old in my_children(), flush=True)
+        untwisted.run(first.wait(), timeout=120)
+    """
+    with python_child(code, marker, TREE) as parent:
+        first, second, old, new, zombie = read_line(parent).split()
+        pgids = [int(first), int(second)]
+        assert old != new
+        assert zombie == "False", "the dead helper was not reaped"
+        assert poll(lambda: all(len(members(g)) == 3 for g in pgids), 10)
+        parent.kill()
+        parent.wait(timeout=10)
+        assert groups_gone(pgids)
+
+
+def test_a_lifeline_that_falls_behind_never_blocks_a_spawn_and_loses_no_record(
+    marker: str,
+) -> None:
+    """With the helper stopped (SIGSTOP) and its pipe full, registrations pile
+    up in the program instead of blocking it; once the helper runs again they
+    reach it in order, and children registered before and after the backlog
+    all die with the program."""
+    code = """
+        import fcntl, os, signal, sys, time
+        import procwork
+        from procwork import _lifeline
+        from tests.test_lifeline import ignores
+        NO_SUCH_GROUP = 2**31 - 1
+        procwork.enable_lifeline()
+        shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
+        first = procwork.spawn(shell, priority="critical")
+        helper = _lifeline.lifeline_pid()
+        while not ignores(helper, signal.SIGTERM):
+            time.sleep(0.01)
+        line = _lifeline._lifeline
+        fcntl.fcntl(line.fd, fcntl.F_SETPIPE_SZ, 4096)
+        os.kill(helper, signal.SIGSTOP)
+        started = time.monotonic()
+        for _ in range(5000):
+            line.send(b"+", NO_SUCH_GROUP)
+            line.send(b"-", NO_SUCH_GROUP)
+        backlog = len(line.pending)
+        second = procwork.spawn(shell, priority="critical")
+        blocked_for = time.monotonic() - started
+        os.kill(helper, signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while line.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+            line.send(b"+", NO_SUCH_GROUP)
+            line.send(b"-", NO_SUCH_GROUP)
+        print(first.pid, second.pid, backlog, len(line.pending), blocked_for < 10,
+              flush=True)
+        time.sleep(120)
+    """
+    with python_child(code, marker, TREE) as parent:
+        first, second, backlog, left, quick = read_line(parent).split()
+        pgids = [int(first), int(second)]
+        assert int(backlog) > 0 and int(left) == 0 and quick == "True"
+        assert poll(lambda: all(len(members(g)) == 3 for g in pgids), 10)
+        parent.kill()
+        parent.wait(timeout=10)
+        assert groups_gone(pgids)
+
+
+HARNESS = """
+    # Forks a parent program SIGKILL_ROUNDS times. Each parent enables the
+    # lifeline, starts a tree, reports its group and churns short runs (their
+    # registrations and unregistrations stream to the lifeline) until killed
+    # at a random moment. Prints one line per round: the group, and whether it
+    # was gone within the bound.
+    import os, random, signal, sys, time
+    import procwork
+    from tests.test_lifeline import GONE_WITHIN, members
+
+    rounds = int(sys.argv[1])
+    for n in range(rounds):
+        report_r, report_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(report_r)
+                import untwisted
+                procwork.enable_lifeline()
+                tree = procwork.spawn(["sh", "-c", "sleep 300 & sleep 300"],
+                                      priority="critical")
+                os.write(report_w, f"{tree.pid}\\n".encode())
+                while True:
+                    untwisted.run(procwork.run(["true"], priority="critical"),
+                                  timeout=30)
+            finally:
+                os._exit(1)
+        os.close(report_w)
+        with os.fdopen(report_r) as report:
+            pgid = int(report.readline())
+        deadline = time.monotonic() + 10
+        while len(members(pgid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(random.uniform(0, 0.03))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        deadline = time.monotonic() + GONE_WITHIN
+        while members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        left = members(pgid)
+        for leftover in left:
+            os.kill(leftover, signal.SIGKILL)
+        print(pgid, "orphans" if left else "gone", flush=True)
+"""
+
+
+def test_fifty_sigkilled_programs_in_a_row_leave_no_child_behind() -> None:
+    """Fifty times over, a program streaming registrations to its lifeline (a
+    tree, plus short runs starting and ending all the time) is SIGKILLed at a
+    random moment: its tree is gone within 2 s every time."""
+    rounds = 50
+    done = subprocess.run(
+        [PY, "-c", textwrap.dedent(HARNESS), str(rounds)],
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    lines = done.stdout.split("\n")[:-1]
+    assert done.returncode == 0, done.stderr
+    assert len(lines) == rounds, done.stdout + done.stderr
+    assert [line for line in lines if not line.endswith(" gone")] == []
+
+
+def test_a_reactor_driven_from_a_worker_thread_gets_the_lifeline_on_its_own(
+    marker: str,
+) -> None:
+    """A program whose reactor runs in a worker thread (its main thread blocked
+    in join()) can't install signal handlers, so SIGTERM kills it on the spot:
+    spawning from that thread starts the lifeline without being asked, and the
+    long child is gone within 2 s of the SIGTERM."""
+    code = """
+        import sys, threading
+        import procwork, untwisted
+
+        def work():
+            shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
+            proc = procwork.spawn(shell, priority="critical")
+            print(proc.pid, flush=True)
+            untwisted.run(proc.wait(), timeout=120)
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join()
+    """
+    with python_child(code, marker, TREE) as program:
+        pgid = int(read_line(program))
+        assert poll(lambda: len(members(pgid)) == 3, 10)
+        program.send_signal(signal.SIGTERM)
+        assert program.wait(timeout=10) == -signal.SIGTERM
+        assert groups_gone([pgid])
+
+
+def test_a_forked_child_does_not_keep_the_lifeline_from_seeing_the_parent_die(
+    marker: str,
+) -> None:
+    """A plain fork() of the program (multiprocessing, say) closes its copy of
+    the pipe: the parent's death still fires the lifeline while the fork lives,
+    and the fork's own spawns never tell the parent's lifeline anything."""
+    code = """
+        import os, sys, time
+        import procwork, untwisted
+        procwork.enable_lifeline()
+        shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
+        proc = procwork.spawn(shell, priority="critical")
+        fork = os.fork()
+        if fork == 0:
+            time.sleep(60)
+            os._exit(0)
+        print(proc.pid, fork, flush=True)
+        untwisted.run(proc.wait(), timeout=120)
+    """
+    with python_child(code, marker, TREE) as parent:
+        pgid, fork = map(int, read_line(parent).split())
+        try:
+            assert poll(lambda: len(members(pgid)) == 3, 10)
+            parent.kill()
+            parent.wait(timeout=10)
+            assert groups_gone([pgid])
+            assert alive(fork)
+        finally:
+            os.kill(fork, signal.SIGKILL)
+
+
+# -- procwork run ---------------------------------------------------------------------
+
+
+def procwork_run(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [PY, "-m", "procwork", "run", *args],
+        cwd=cwd,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def tree_of(marker: str, timeout: float = 20) -> int:
+    """The group of the shell started with ``marker`` as its $0, once its
+    whole tree (the shell and two sleeps) runs."""
+    assert poll(lambda: running_with(marker), timeout)
+    pgid = os.getpgid(running_with(marker)[0])
+    assert poll(lambda: len(members(pgid)) == 3, timeout)
+    return pgid
+
+
+def test_procwork_run_sigkilled_takes_the_commands_whole_tree_along(
+    marker: str,
+) -> None:
+    """``procwork run -- sh -c 'sleep 300 & sleep 300'`` SIGKILLed: the shell
+    and both sleeps are gone within 2 s."""
+    run = procwork_run("--", "sh", "-c", TREE, marker)
+    try:
+        pgid = tree_of(marker)
+        run.kill()
+        run.wait(timeout=10)
+        assert groups_gone([pgid])
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_procwork_run_interrupted_kills_the_tree_and_exits_128_plus_n(
+    sig: signal.Signals, marker: str
+) -> None:
+    """Ctrl-C (SIGINT) and SIGTERM: the command's tree is terminated and
+    ``procwork run`` exits 128+N, quietly (no traceback)."""
+    run = procwork_run("--", "sh", "-c", TREE, marker)
+    try:
+        pgid = tree_of(marker)
+        run.send_signal(sig)
+        _, err = run.communicate(timeout=30)
+        assert run.returncode == 128 + sig
+        assert "Traceback" not in err
+        assert groups_gone([pgid])
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])
+def test_procwork_run_hung_up_or_quit_kills_the_tree_and_exits_128_plus_n(
+    sig: signal.Signals, tmp_path: Path, marker: str
+) -> None:
+    """SIGHUP (the terminal closed) and SIGQUIT: the command's tree is gone
+    within 2 s and the shell sees status 128+N. (untwisted turns these signals
+    into SystemExit(128+N) when the program has no handler of its own; where
+    it does not yet, ``procwork run`` dies of the signal and its lifeline
+    kills the tree. Either way the tree dies and a shell reports 128+N.)"""
+    run = procwork_run("--", "sh", "-c", TREE, marker, cwd=tmp_path)  # any core
+    try:
+        pgid = tree_of(marker)
+        run.send_signal(sig)
+        run.communicate(timeout=30)
+        assert run.returncode in (128 + sig, -sig)
+        assert groups_gone([pgid])
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate(timeout=10)
+
+
+# -- procwork monitor ----------------------------------------------------------------
+
+
+def monitor_config(
+    tmp_path: Path, marker: str, services: int = 3, script: str = TREE
+) -> Path:
+    config = tmp_path / "monitor.toml"
+    text = "[monitor]\nhttp = false\nsummary_every = 0\n"
+    for n in range(services):
+        text += textwrap.dedent(
+            f"""
+            [[service]]
+            name = "s{n}"
+            command = ["sh", "-c", "{script}", "{marker}"]
+            """
+        )
+    config.write_text(text)
+    return config
+
+
+def start_monitor(config: Path, lock: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [PY, "-m", "procwork", "monitor", str(config), "--lock-file", str(lock)],
+            cwd=ROOT,
+            env=child_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def service_groups(marker: str) -> set[int]:
+    groups = set()
+    for pid in running_with(marker):
+        try:
+            groups.add(os.getpgid(pid))
+        except ProcessLookupError:
+            continue
+    return groups
+
+
+def has_open(pid: int, path: Path) -> bool:
+    """True if process ``pid`` has ``path`` open."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                return True
+    return False
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_a_sigkilled_monitor_takes_its_services_along_and_a_restart_never_duplicates(
+    tmp_path: Path, marker: str
+) -> None:
+    """SIGKILL of ``procwork monitor`` with three services (each a shell with
+    two sleeps, all ignoring SIGTERM): every service process is gone within
+    2 s. A second monitor of the same config, already waiting for the lock
+    when the first is killed, gets it only once the old lifeline has killed
+    the old services: at no moment do more than three run, then three do."""
+    config = monitor_config(tmp_path, marker, script=STUBBORN_TREE)
+    lock = tmp_path / "monitor.lock"
+    old = start_monitor(config, lock, tmp_path / "old.log")
+    new: subprocess.Popen[bytes] | None = None
+    try:
+        assert poll(lambda: len(service_groups(marker)) == 3, 30), (
+            tmp_path / "old.log"
+        ).read_text()
+        groups = sorted(service_groups(marker))
+        assert poll(lambda: all(len(members(g)) == 3 for g in groups), 10)
+        new = start_monitor(config, lock, tmp_path / "new.log")
+        assert poll(lambda: has_open(new.pid, lock), 30), "no wait for the lock"
+        counts: list[int] = []
+
+        def services_running() -> int:
+            counts.append(len(service_groups(marker)))
+            return counts[-1]
+
+        old.kill()
+        assert poll(
+            lambda: services_running() >= 0 and not any(members(g) for g in groups),
+            GONE_WITHIN,
+        ), "the old services outlived their monitor by 2 s"
+        assert poll(lambda: services_running() == 3, 30)
+        assert not poll(lambda: services_running() != 3, 1.0)  # and it stays 3
+        assert max(counts) == 3
+        assert new.poll() is None
+        new.send_signal(signal.SIGTERM)
+        assert new.wait(timeout=30) == 0
+        assert poll(lambda: not running_with(marker), 5)
+    finally:
+        stop(old)
+        if new is not None:
+            stop(new)
+
+
+def test_a_second_monitor_of_the_same_config_exits_naming_the_lock_and_its_holder(
+    tmp_path: Path, marker: str
+) -> None:
+    """While a monitor runs a config, another one for it waits a few seconds
+    for the lock, then exits 1 with an error naming the lock file and the
+    running monitor's pid; the running one is unaffected."""
+    config = monitor_config(tmp_path, marker, services=1)
+    lock = tmp_path / "monitor.lock"
+    first = start_monitor(config, lock, tmp_path / "first.log")
+    try:
+        assert poll(lambda: len(service_groups(marker)) == 1, 30)
+        second = subprocess.run(
+            [PY, "-m", "procwork", "monitor", str(config), "--lock-file", str(lock)],
+            cwd=ROOT,
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert second.stderr == (
+            "procwork monitor: another procwork monitor runs this configuration: "
+            f"pid {first.pid} holds the lock {lock} (waited 5 s); stop it first, "
+            "or give this one another --lock-file\n"
+        )
+        assert first.poll() is None and len(service_groups(marker)) == 1
+    finally:
+        stop(first)
+
+
+def test_the_monitor_survives_sighup_logs_it_and_keeps_its_services(
+    tmp_path: Path, marker: str
+) -> None:
+    """SIGHUP (closed terminal, logrotate) does not stop ``procwork monitor``:
+    it logs that it got it and runs on with the same services (reloading the
+    configuration on SIGHUP is another change); SIGTERM still stops it."""
+    config = monitor_config(tmp_path, marker, services=1)
+    log = tmp_path / "monitor.log"
+    monitor = start_monitor(config, tmp_path / "monitor.lock", log)
+    try:
+        assert poll(lambda: len(service_groups(marker)) == 1, 30)
+        groups = service_groups(marker)
+        for _ in range(3):
+            monitor.send_signal(signal.SIGHUP)
+        assert poll(lambda: log.read_text().count("monitor got SIGHUP") >= 1, 10)
+        time.sleep(0.3)
+        assert monitor.poll() is None
+        assert service_groups(marker) == groups
+        assert re.search(r"monitor got SIGHUP: still running", log.read_text())
+        monitor.send_signal(signal.SIGTERM)
+        assert monitor.wait(timeout=30) == 0
+    finally:
+        stop(monitor)
+
+
+def test_a_monitor_that_cannot_create_its_lock_says_which_and_why(
+    tmp_path: Path,
+) -> None:
+    """A lock file that can't be created (its directory is a file) stops the
+    monitor before it starts anything: exit 1, naming the file and the
+    reason, and the option that picks another."""
+    (tmp_path / "not-a-dir").write_text("")
+    lock = tmp_path / "not-a-dir" / "monitor.lock"
+    done = subprocess.run(
+        [PY, "-m", "procwork", "monitor", "--lock-file", str(lock)],
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"procwork monitor: cannot take the single-instance lock {lock}: "
+        "File exists; choose another with --lock-file PATH\n"
+    )
+    assert done.stdout == ""
+
+
+# -- the lock's path and its waiting -----------------------------------------------
+
+
+def test_the_lock_path_derives_from_the_configs_real_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One lock per configuration file, however it is named on the command
+    line (relative, through a symlink), another for the built-in config; in
+    $XDG_RUNTIME_DIR/procwork/ when it is set."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    config = tmp_path / "a.toml"
+    config.write_text("")
+    (tmp_path / "link.toml").symlink_to(config)
+    monkeypatch.chdir(tmp_path)
+    path = _lifeline.default_lock_path(str(config))
+    assert path.parent == tmp_path / "run" / "procwork"
+    assert re.fullmatch(r"monitor-a-[0-9a-f]{16}\.lock", path.name)
+    assert _lifeline.default_lock_path("a.toml") == path
+    assert _lifeline.default_lock_path("link.toml") == path
+    builtin = _lifeline.default_lock_path(None)
+    assert builtin != path and builtin.name.startswith("monitor-built-in-")
+
+
+def test_without_a_runtime_dir_the_lock_is_under_run_for_root_else_per_user_tmp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No $XDG_RUNTIME_DIR: /run/procwork/ for root, otherwise a directory of
+    the user's own in the temporary directory."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert _lifeline.default_lock_path(None).parent == Path("/run/procwork")
+    monkeypatch.setattr(os, "geteuid", lambda: 1234)
+    parent = _lifeline.default_lock_path(None).parent
+    assert parent.name == "procwork-1234"
+
+
+def test_taking_a_held_lock_waits_its_bound_then_names_file_and_holder(
+    tmp_path: Path,
+) -> None:
+    """A second take of the lock fails after the wait with AlreadyRunning (a
+    ProcworkError and a BlockingIOError) naming the file and the holder's
+    pid; once the holder lets go it succeeds."""
+    lock = tmp_path / "sub" / "x.lock"
+    held = _lifeline.hold_instance_lock(lock)
+    try:
+        assert lock.read_text() == f"{os.getpid()}\n"
+        with pytest.raises(
+            BlockingIOError,
+            match=rf"pid {os.getpid()} holds the lock {re.escape(str(lock))} "
+            r"\(waited 0\.1 s\)",
+        ) as caught:
+            _lifeline.hold_instance_lock(lock, wait=0.1)
+        assert isinstance(caught.value, _lifeline.AlreadyRunning)
+    finally:
+        os.close(held)
+    os.close(_lifeline.hold_instance_lock(lock, wait=0.1))
+
+
+def test_a_lock_held_after_its_monitor_died_is_blamed_on_that_monitors_lifeline(
+    tmp_path: Path,
+) -> None:
+    """When the pid in the lock file has exited (the monitor was SIGKILLed and
+    its lifeline still holds the lock while it stops the services), the
+    error says so."""
+    lock = tmp_path / "x.lock"
+    held = _lifeline.hold_instance_lock(lock)
+    try:
+        gone = subprocess.Popen(["true"])
+        gone.wait(timeout=10)
+        os.pwrite(held, f"{gone.pid}\n".encode(), 0)
+        with pytest.raises(
+            _lifeline.AlreadyRunning,
+            match=rf"pid {gone.pid} \(exited; its lifeline is still stopping its "
+            r"services\) holds the lock",
+        ):
+            _lifeline.hold_instance_lock(lock, wait=0.05)
+    finally:
+        os.close(held)
