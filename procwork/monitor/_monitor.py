@@ -141,7 +141,7 @@ class Monitor:
         http: tuple[str, int] | None = None,
         *,
         socket: str | None = None,
-        control: bool | None = None,
+        control: bool = False,
     ) -> None:
         """Start services, checks, rules, summaries, the HTTP endpoint and
         the control socket.
@@ -150,8 +150,9 @@ class Monitor:
             http: Where to serve HTTP (default the config's).
             socket: The control socket's path (default the config's, else
                 :func:`~procwork.monitor.default_socket_path`).
-            control: Serve the control socket (default the config's
-                ``control``).
+            control: Serve the control socket. Off by default for a
+                Monitor a program embeds; ``procwork monitor`` turns it on
+                unless the config says ``socket = false``.
 
         Raises:
             ConfigError: the HTTP port or the control socket cannot be had.
@@ -159,7 +160,7 @@ class Monitor:
         self._started_at = time.time()
         self._cpu_at_start = time.process_time()
         http = http if http is not None else self.config.http
-        if control if control is not None else self.config.control:
+        if control:
             self._control_port = listen_control(
                 socket if socket is not None else self.config.socket,
                 self.controller,
@@ -568,7 +569,7 @@ def main(
     reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
     try:
         try:
-            monitor.start(http=address, socket=socket)
+            monitor.start(http=address, socket=socket, control=config.control)
         except ConfigError as e:
             print(f"procwork monitor: {e}", file=sys.stderr)
             untwisted.run(monitor.stop(), timeout=60)
