@@ -30,6 +30,9 @@ MONITOR_KEYS = [
     "json_log",
     "max_running",
     "max_load",
+    "socket",
+    "http_control",
+    "http_token",
 ]
 
 
