@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,14 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 from procwork import ConfigError, NoLoadLimit, Scheduler
 from procwork.cli._ctl import status_table
 from procwork.monitor import Monitor, load_config, parse_config
 from procwork.monitor._control import Controller
 from procwork.monitor._protocol import (
+    MAX_LINE,
     PROTOCOL,
     decode,
     default_socket_path,
@@ -601,3 +604,102 @@ def test_a_service_reloaded_and_operated_hundreds_of_times_leaves_one_process(
     live = [p for p in operated.world.of("web") if p.pid is not None]
     assert len(live) == 1
     assert operated.pid("web") == live[0].pid
+
+
+# -- the socket's server side, on a Clock ---------------------------------------------
+
+
+class PeerTransport(StringTransport):
+    """A transport whose other end is this very process (a socketpair)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ends = socket.socketpair(socket.AF_UNIX)
+
+    def getHandle(self) -> socket.socket:
+        return self.ends[0]
+
+    def loseConnection(self) -> None:
+        super().loseConnection()
+        for end in self.ends:
+            end.close()
+
+
+def connected(operated: Operated) -> tuple[Any, PeerTransport]:
+    from procwork.monitor._control import _ControlProtocol
+
+    protocol = _ControlProtocol(operated.controller, operated.clock)
+    transport = PeerTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def answers(transport: StringTransport) -> list[dict[str, Any]]:
+    return [decode(line) for line in transport.value().splitlines()]
+
+
+def test_the_server_answers_each_request_line_with_one_line(
+    operated: Operated,
+) -> None:
+    protocol, transport = connected(operated)
+    protocol.dataReceived(b'{"command": "status", "names": ["web"]}\n{"com')
+    [answer] = answers(transport)
+    assert answer["ok"] and list(answer["result"]["services"]) == ["web"]
+    protocol.dataReceived(b'mand": "launch"}\nnot json\n')
+    assert [a["ok"] for a in answers(transport)] == [True, False, False]
+    assert answers(transport)[2]["error"].startswith("not a line of JSON")
+
+
+def test_a_second_request_before_the_first_is_answered_is_refused(
+    operated: Operated,
+) -> None:
+    protocol, transport = connected(operated)
+    protocol.dataReceived(b'{"command": "stop", "names": ["web"]}\n')
+    protocol.dataReceived(b'{"command": "status"}\n')
+    assert answers(transport) == [
+        {
+            "procwork": PROTOCOL,
+            "ok": False,
+            "error": "one request at a time: wait for the answer",
+        }
+    ]
+    operated.clock.advance(5)
+    assert answers(transport)[1]["result"]["services"]["web"]["state"] == "STOPPED"
+
+
+def test_a_client_that_says_nothing_or_too_much_is_disconnected(
+    operated: Operated,
+) -> None:
+    from procwork.monitor._control import IDLE_TIMEOUT
+
+    _, quiet = connected(operated)
+    operated.clock.advance(IDLE_TIMEOUT)
+    assert quiet.disconnecting
+    protocol, chatty = connected(operated)
+    protocol.dataReceived(b"x" * (MAX_LINE + 1))
+    assert answers(chatty)[0]["error"] == f"request longer than {MAX_LINE} bytes"
+    assert chatty.disconnecting
+
+
+def test_a_follower_gets_new_lines_of_its_stream_and_heartbeats_until_it_hangs_up(
+    operated: Operated,
+) -> None:
+    from procwork.monitor._control import HEARTBEAT, IDLE_TIMEOUT
+
+    web = operated.world.current("web")
+    web.say(b"old\n")
+    protocol, transport = connected(operated)
+    protocol.dataReceived(b'{"command": "tail", "name": "web", "follow": true}\n')
+    web.say(b"new\n")
+    web.say(b"not this one\n", fd=2)
+    operated.clock.advance(max(HEARTBEAT, IDLE_TIMEOUT) + 1)  # never idle
+    assert not transport.disconnecting
+    got = answers(transport)
+    assert got[0]["result"] == {"lines": ["old"]}
+    assert [a.get("line") for a in got if "line" in a] == ["new"]
+    assert sum(1 for a in got if a.get("heartbeat")) >= 2
+    protocol.connectionLost(None)
+    before = len(answers(transport))
+    web.say(b"after\n")
+    operated.clock.advance(3 * HEARTBEAT)
+    assert len(answers(transport)) == before  # no line, no heartbeat

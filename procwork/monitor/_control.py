@@ -50,6 +50,10 @@ __all__ = ["ControlPort", "Controller", "listen_control", "peer_credentials"]
 
 _log = Logger(namespace="procwork.monitor")
 
+#: Seconds a client may stay connected without sending a request (a client
+#: that connects and says nothing must not hold a descriptor for ever).
+IDLE_TIMEOUT = 60.0
+
 #: Seconds between the heartbeats a ``tail -f`` client receives, so it can
 #: tell a quiet service from a monitor that stopped answering.
 HEARTBEAT = 5.0
@@ -218,6 +222,8 @@ class _ControlProtocol(LineOnlyReceiver):
         self._peer = "unknown peer"
         self._unfollow: Callable[[], None] | None = None
         self._heartbeat: Any = None
+        self._refused = False
+        self._idle: Any = None
 
     @property
     def _out(self) -> Any:
@@ -225,6 +231,7 @@ class _ControlProtocol(LineOnlyReceiver):
         return self.transport
 
     def connectionMade(self) -> None:
+        self._idle = self._reactor.callLater(IDLE_TIMEOUT, self._out.loseConnection)
         try:
             pid, uid, _gid = peer_credentials(self._out.getHandle())
         except OSError as e:
@@ -238,11 +245,16 @@ class _ControlProtocol(LineOnlyReceiver):
             )
 
     def _refuse(self, why: str) -> None:
+        self._refused = True
         _log.warn("control: connection refused: {why}", why=why)
         self._out.write(encode(error(why)))
         self._out.loseConnection()
 
     def lineReceived(self, line: bytes) -> None:
+        if self._refused:
+            return
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(IDLE_TIMEOUT)
         if self._busy:
             self._send(error("one request at a time: wait for the answer"))
             return
@@ -272,6 +284,8 @@ class _ControlProtocol(LineOnlyReceiver):
     def _follow(self, message: Mapping[str, Any]) -> None:
         """``tail -f``: the kept lines, then every new line until hang-up."""
         self._busy = True
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()  # a follower is quiet by design
 
         def started(answer: Answer) -> None:
             self._send(answer)
@@ -305,9 +319,10 @@ class _ControlProtocol(LineOnlyReceiver):
         if self._unfollow is not None:
             self._unfollow()
             self._unfollow = None
-        if self._heartbeat is not None and self._heartbeat.active():
-            self._heartbeat.cancel()
-        self._heartbeat = None
+        for call in (self._heartbeat, self._idle):
+            if call is not None and call.active():
+                call.cancel()
+        self._heartbeat = self._idle = None
 
 
 class _ControlFactory(Factory):
