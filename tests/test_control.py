@@ -35,7 +35,13 @@ from procwork.monitor._protocol import (
     parse_request,
 )
 from procwork.monitor._reload import diff_config
-from procwork.supervisor import NoSuchService, ServiceSpec, ServiceState, Supervisor
+from procwork.supervisor import (
+    NoSuchService,
+    ServiceNotRunning,
+    ServiceSpec,
+    ServiceState,
+    Supervisor,
+)
 from tests.support import FakeTable
 from tests.test_monitor import FakeRun
 from tests.test_supervisor import FakeWorld, spec
@@ -323,11 +329,12 @@ def test_a_signal_reaches_the_services_group_and_a_stopped_one_says_so(
     sup.signal_service("web", "HUP")
     assert world.current("web").group_signals == [signal.SIGHUP]
     with pytest.raises(
-        ProcessLookupError,
+        ServiceNotRunning,
         match=r"^service 'tool' is not running \(STOPPED\): no process group to "
         r"send SIGUSR1 to$",
     ):
         sup.signal_service("tool", signal.SIGUSR1)
+    assert issubclass(ServiceNotRunning, ProcessLookupError)
     with pytest.raises(ValueError, match="unknown signal 'NOPE'"):
         sup.signal_service("web", "NOPE")
 

@@ -53,6 +53,7 @@ from procwork.supervisor._restart import Exit, decide_restart
 from procwork.supervisor._spec import (
     NoSuchService,
     RestartPolicy,
+    ServiceNotRunning,
     ServiceSpec,
     ServiceState,
     ServiceStatus,
@@ -62,6 +63,7 @@ __all__ = [
     "NoSuchService",
     "ProcessFactory",
     "RestartPolicy",
+    "ServiceNotRunning",
     "ServiceSpec",
     "ServiceState",
     "ServiceStatus",
@@ -514,13 +516,14 @@ class Supervisor:
         Raises:
             NoSuchService: no such service.
             ValueError: not a signal.
-            ProcessLookupError: the service has no running process.
+            ServiceNotRunning: the service has no running process (a
+                ``ProcessLookupError`` too).
         """
         service = self._get(name)
         number = int(signal.Signals(_signal_number(signum)))
         transport = service.transport
         if transport is None or not transport.signal_group(number):
-            raise ProcessLookupError(
+            raise ServiceNotRunning(
                 f"service {name!r} is not running ({service.state}): no process "
                 f"group to send {signal.Signals(number).name} to"
             )
