@@ -14,6 +14,7 @@ import json
 import signal
 import socket
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -616,12 +617,24 @@ def test_a_service_reloaded_and_operated_hundreds_of_times_leaves_one_process(
 # -- the socket's server side, on a Clock ---------------------------------------------
 
 
+_PAIRS: list[tuple[socket.socket, socket.socket]] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_socketpairs() -> Iterator[None]:
+    yield
+    while _PAIRS:
+        for end in _PAIRS.pop():
+            end.close()
+
+
 class PeerTransport(StringTransport):
     """A transport whose other end is this very process (a socketpair)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ends = socket.socketpair(socket.AF_UNIX)
+        _PAIRS.append(self.ends)  # closed after the test
 
     def getHandle(self) -> socket.socket:
         return self.ends[0]
