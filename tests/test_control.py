@@ -43,7 +43,7 @@ from procwork.supervisor import (
     ServiceState,
     Supervisor,
 )
-from tests.support import FakeTable
+from tests.support import FakeTable, observing
 from tests.test_monitor import FakeRun
 from tests.test_supervisor import FakeWorld, spec
 
@@ -723,3 +723,17 @@ def test_a_follower_gets_new_lines_of_its_stream_and_heartbeats_until_it_hangs_u
     web.say(b"after\n")
     operated.clock.advance(3 * HEARTBEAT)
     assert len(answers(transport)) == before  # no line, no heartbeat
+
+
+def test_an_unexpected_error_becomes_an_answer_and_a_logged_traceback(
+    operated: Operated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("the reload broke")
+
+    monkeypatch.setattr(operated.monitor, "reload", broken)
+    seen: list[dict[str, Any]] = []
+    with observing(seen.append):
+        answer = operated.ask(command="reload")
+    assert answer == {"procwork": PROTOCOL, "ok": False, "error": "the reload broke"}
+    assert any(e.get("log_failure") is not None for e in seen)

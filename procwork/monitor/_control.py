@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
@@ -92,10 +92,8 @@ class Controller:
                 peer=peer,
                 control=command,
             )
-        try:
-            d: Deferred[Answer] = getattr(self, f"_{command}")(request)
-        except (NoSuchService, ValueError, ProcessLookupError) as e:
-            return succeed(error(str(e)))
+        # Whatever goes wrong, synchronously or later, becomes an answer.
+        d: Deferred[Answer] = maybeDeferred(getattr(self, f"_{command}"), request)
         return d.addErrback(self._failed, command)
 
     def _failed(self, failure: Failure, command: str) -> Answer:
@@ -103,10 +101,17 @@ class Controller:
         if not failure.check(Exception):  # pragma: no cover - BaseException
             failure.raiseException()
         message = str(failure.value) or failure.getErrorMessage()
-        if not failure.check(ConfigError):  # a rejected reload is logged already
-            _log.warn(
-                "control: {command} failed: {error}", command=command, error=message
-            )
+        if failure.check(NoSuchService, ValueError, ProcessLookupError):
+            # The request's fault (an unknown name, a bad signal, a stopped
+            # service); a rejected reload is a ValueError logged already.
+            if not failure.check(ConfigError):
+                _log.info(
+                    "control: {command} refused: {error}",
+                    command=command,
+                    error=message,
+                )
+        else:
+            _log.failure("control: {command} failed", failure, command=command)
         return error(message)
 
     # -- the commands ------------------------------------------------------------
