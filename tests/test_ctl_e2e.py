@@ -500,3 +500,17 @@ def test_a_second_monitor_on_the_same_socket_is_refused_and_a_stale_one_replaced
     assert sock.exists()
     start_monitor(monitors, tmp_path, config, "--socket", str(sock))
     wait_for("the new monitor to answer", lambda: "web" in statuses(sock))
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_ctl_bounds_every_wait_so_its_timeout_must_be_finite(timeout: str) -> None:
+    done = subprocess.run(
+        [CTL, "ctl", "--timeout", timeout, "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        "procwork ctl: --timeout must be a finite number of seconds > 0, not "
+    )

@@ -213,6 +213,13 @@ def add_ctl_parser(commands: Any) -> None:
 
 def ctl(args: argparse.Namespace) -> int:
     """Run ``procwork ctl``; the exit status."""
+    if not 0 < args.timeout < float("inf"):
+        print(
+            f"procwork ctl: --timeout must be a finite number of seconds > 0, not "
+            f"{args.timeout:g}",
+            file=sys.stderr,
+        )
+        return 2
     request = _request(args)
     path = args.socket if args.socket is not None else default_socket_path()
     try:
