@@ -150,7 +150,9 @@ def test_ctl_shows_stops_starts_restarts_signals_and_tails_services(
     # signal: to the group; the service handles it.
     done = ctl(sock, "signal", "USR1", "talker")
     assert (done.returncode, done.stdout) == (0, "talker: USR1 sent\n")
-    wait_for("USR1 handled", lambda: "got USR1" in ctl(sock, "tail", "talker").stdout)
+    # (All the kept lines: on a busy machine, ten are a second of output.)
+    everything = ("tail", "-n", "100000", "talker")
+    wait_for("USR1 handled", lambda: "got USR1" in ctl(sock, *everything).stdout)
 
     # tail -f: new lines as they come, until the client is stopped.
     last = int(ctl(sock, "tail", "-n", "1", "talker").stdout.split()[1])
