@@ -737,3 +737,12 @@ def test_an_unexpected_error_becomes_an_answer_and_a_logged_traceback(
         answer = operated.ask(command="reload")
     assert answer == {"procwork": PROTOCOL, "ok": False, "error": "the reload broke"}
     assert any(e.get("log_failure") is not None for e in seen)
+
+
+def test_a_reload_while_the_monitor_stops_changes_nothing(operated: Operated) -> None:
+    operated.path.write_text(HEADER + services("web", "tool", "late"))
+    operated.monitor.stop()
+    done: list[Any] = []
+    operated.monitor.reload().addCallback(done.append)
+    assert str(done[0]) == "added none; removed none; changed none; 0 unchanged"
+    assert list(operated.monitor.supervisor.status()) == ["web", "tool"]

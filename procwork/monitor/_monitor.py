@@ -116,6 +116,7 @@ class Monitor:
         self._control_port: Any = None
         self._reloading: Deferred[None] = succeed(None)
         self._shutdown: Deferred[None] = Deferred()
+        self._stopping = False
         self._started_at: float | None = None
         self._cpu_at_start = 0.0
 
@@ -269,6 +270,7 @@ class Monitor:
         terminated (see :meth:`CheckRunner.stop`).
         """
         _log.info("monitor stopping")
+        self._stopping = True
         self._stop_loops()
         self.rules.stop()
         steps: list[Deferred[Any]] = [self.checks.stop(), self.supervisor.stop()]
@@ -326,6 +328,10 @@ class Monitor:
 
     def _reload_now(self) -> Deferred[ConfigDiff]:
         source = self.config.source
+        if self._stopping:
+            # A SIGHUP while stopping: nothing new may start now.
+            _log.info("reload ignored: the monitor is stopping")
+            return succeed(ConfigDiff())
         try:
             new = load_config(None if source == BUILTIN else source)
         except ConfigError as e:
