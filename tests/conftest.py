@@ -23,14 +23,16 @@ def no_load_gate() -> Iterator[None]:
 
 @pytest.fixture(autouse=True, scope="session")
 def own_runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """$XDG_RUNTIME_DIR is a directory of this test run's own.
+    """$XDG_RUNTIME_DIR is a directory of this test run's own (mode 0700).
 
-    A ``procwork monitor`` started by a test takes its single-instance lock
-    there, so it never meets the lock of a real monitor on the machine, nor of
-    another test run going on at the same time.
+    A ``procwork monitor`` started by a test takes its single-instance lock and
+    puts its default control socket there, so it never meets a real monitor
+    on the machine, nor another test run going on at the same time.
     """
+    runtime = tmp_path_factory.mktemp("runtime")
+    runtime.chmod(0o700)
     saved = os.environ.get("XDG_RUNTIME_DIR")
-    os.environ["XDG_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("runtime"))
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     try:
         yield
     finally:

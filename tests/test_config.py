@@ -30,6 +30,9 @@ MONITOR_KEYS = [
     "json_log",
     "max_running",
     "max_load",
+    "socket",
+    "http_control",
+    "http_token",
 ]
 
 
@@ -236,8 +239,9 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
         ),
         pytest.param(
             "[monitor]\nsumary_every = 5\n",
-            "[monitor]: unknown key 'sumary_every'; known keys: http, json_log, "
-            "max_load, max_running, rules_every, summary_every",
+            "[monitor]: unknown key 'sumary_every'; known keys: http, http_control, "
+            "http_token, json_log, max_load, max_running, rules_every, socket, "
+            "summary_every",
             id="unknown-monitor-key",
         ),
         pytest.param(

@@ -1,4 +1,5 @@
-"""The ``procwork`` command: ``procwork run`` and ``procwork monitor``."""
+"""The ``procwork`` command: ``procwork run``, ``procwork monitor`` and
+``procwork ctl``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from procwork._lifeline import enable_lifeline
 from procwork._orphans import reap_orphans
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES
+from procwork.cli._ctl import add_ctl_parser, ctl
 
 __all__ = ["main"]
 
@@ -126,6 +128,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the built-in config, to copy and edit, and exit",
     )
+    monitor.add_argument(
+        "--socket",
+        default=None,
+        metavar="PATH",
+        help="serve the control socket (procwork ctl) here (overrides config)",
+    )
+    add_ctl_parser(commands)
     return parser
 
 
@@ -146,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run(parser, args)
+    if args.command == "ctl":
+        return ctl(args)
     if args.print_default_config:
         from procwork.monitor._config import default_config_text
 
@@ -160,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         duration=args.duration,
         check_only=args.check_config,
         lock_file=args.lock_file,
+        socket=args.socket,
     )
 
 

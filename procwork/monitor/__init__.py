@@ -7,7 +7,10 @@ A :class:`Monitor` runs, on one reactor and one scheduler, a
 :class:`CheckRunner` for its periodic checks, a :class:`RuleEngine` that
 applies watchdog :class:`Rule` s to the machine's :class:`ProcessTable`, and
 a small HTTP status endpoint. The config is TOML (:func:`load_config`,
-:func:`parse_config`). See ``specs/supervision.md``.
+:func:`parse_config`). A running monitor is operated through its control
+socket (``procwork ctl``; :func:`default_socket_path`, :class:`Controller`)
+and reloads its config on SIGHUP (:meth:`Monitor.reload`,
+:func:`diff_config`). See ``specs/supervision.md``.
 """
 
 from __future__ import annotations
@@ -15,15 +18,21 @@ from __future__ import annotations
 from procwork._errors import ConfigError
 from procwork.monitor._checks import CheckRunner, CheckSpec, CheckStatus
 from procwork.monitor._config import MonitorConfig, load_config, parse_config
+from procwork.monitor._control import Controller
 from procwork.monitor._monitor import Monitor
 from procwork.monitor._proctable import LinuxProcessTable, ProcessTable, ProcInfo
+from procwork.monitor._protocol import ControlError, default_socket_path
+from procwork.monitor._reload import ConfigDiff, diff_config
 from procwork.monitor._rules import Finding, Rule, RuleEngine
 
 __all__ = [
     "CheckRunner",
     "CheckSpec",
     "CheckStatus",
+    "ConfigDiff",
     "ConfigError",
+    "ControlError",
+    "Controller",
     "Finding",
     "LinuxProcessTable",
     "Monitor",
@@ -32,6 +41,8 @@ __all__ = [
     "ProcessTable",
     "Rule",
     "RuleEngine",
+    "default_socket_path",
+    "diff_config",
     "load_config",
     "parse_config",
 ]

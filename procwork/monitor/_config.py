@@ -51,7 +51,13 @@ _MONITOR_KEYS = {
     "json_log",
     "max_running",
     "max_load",
+    "socket",
+    "http_control",
+    "http_token",
 }
+
+#: The shortest ``http_token`` accepted: a guessable token is no lock.
+MIN_TOKEN = 16
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,12 @@ class MonitorConfig:
         max_running: Cap of the process scheduler (None: its default).
         max_load: Load per core above which normal/low runs wait.
         included: The files ``include`` brought in, in order.
+        socket: The control socket's path; None for the default
+            (see :func:`~procwork.monitor.default_socket_path`).
+        control: Serve the control socket at all (``socket = false``: no).
+        http_control: Accept control requests over HTTP (``POST
+            /control``) with ``Authorization: Bearer http_token``.
+        http_token: The token HTTP control requests must carry.
     """
 
     source: str
@@ -82,6 +94,10 @@ class MonitorConfig:
     max_running: int | None = None
     max_load: float | None = 2.0
     included: tuple[str, ...] = ()
+    socket: str | None = None
+    control: bool = True
+    http_control: bool = False
+    http_token: str | None = dataclasses.field(default=None, repr=False)
 
 
 def load_config(
@@ -213,6 +229,9 @@ def parse_config(
         for argv, where, file, cwd, env in runnable:
             _runnable(argv, where, file, cwd, env)
     where = f"{source}: [monitor]"
+    socket, control = _socket(monitor.get("socket"), where, files[0])
+    http_control = _bool(monitor.get("http_control", False), f"{where} http_control")
+    http_token = _token(monitor.get("http_token"), http_control, where)
     return MonitorConfig(
         source=source,
         services=tuple(services),
@@ -227,6 +246,10 @@ def parse_config(
         max_running=_optional_int(monitor.get("max_running"), f"{where} max_running"),
         max_load=_optional_float(monitor.get("max_load", 2.0), f"{where} max_load"),
         included=tuple(f.source for f in included),
+        socket=socket,
+        control=control,
+        http_control=http_control,
+        http_token=http_token,
     )
 
 
@@ -379,6 +402,33 @@ def _optional_float(value: object, where: str) -> float | None:
     ):
         raise ConfigError(f"{where}: must be a number > 0 or false, not {value!r}")
     return float(value)
+
+
+def _socket(value: object, where: str, file: _File) -> tuple[str | None, bool]:
+    """``socket``: a path (relative to the config's directory), or false."""
+    if value is None:
+        return None, True
+    if value is False:
+        return None, False
+    if not isinstance(value, str) or not value:
+        raise ConfigError(
+            f"{where} socket: must be the control socket's path or false, not {value!r}"
+        )
+    return file.path(value), True
+
+
+def _token(value: object, http_control: bool, where: str) -> str | None:
+    if value is not None and (not isinstance(value, str) or len(value) < MIN_TOKEN):
+        raise ConfigError(
+            f"{where} http_token: must be a secret string of at least "
+            f'{MIN_TOKEN} characters (e.g. http_token = "${{PROCWORK_TOKEN}}")'
+        )
+    if http_control and value is None:
+        raise ConfigError(
+            f"{where} http_control: true needs http_token, the secret HTTP "
+            "control requests carry as 'Authorization: Bearer TOKEN'"
+        )
+    return value
 
 
 def _http(value: object, where: str) -> tuple[str, int] | None:
@@ -695,6 +745,9 @@ def dump_config(config: MonitorConfig) -> str:
         "json_log": config.json_log,
         "max_running": config.max_running,
         "max_load": False if config.max_load is None else config.max_load,
+        "socket": config.socket if config.control else False,
+        "http_control": config.http_control,
+        "http_token": config.http_token,
     }
     out += _toml_keys(monitor)
     for kind, items in (

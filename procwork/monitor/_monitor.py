@@ -15,10 +15,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO, cast
 
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    fail,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.task import LoopingCall
 from twisted.logger import (
     FilteringLogObserver,
@@ -27,6 +32,7 @@ from twisted.logger import (
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     eventAsJSON,
     formatEvent,
     globalLogBeginner,
@@ -46,14 +52,17 @@ from procwork._orphans import reap_orphans
 from procwork._scheduler import Scheduler
 from procwork.monitor._checks import CheckRunner, RunFunction
 from procwork.monitor._config import (
+    BUILTIN,
     MonitorConfig,
     dump_config,
     load_config,
     parse_http,
 )
+from procwork.monitor._control import Controller, listen_control
 from procwork.monitor._http import Metric, StatusSite
 from procwork.monitor._metrics import monitor_metrics, process_metrics
 from procwork.monitor._proctable import ProcessTable
+from procwork.monitor._reload import ConfigDiff, diff_config
 from procwork.monitor._rules import Finding, RuleEngine
 from procwork.supervisor import ProcessFactory, Supervisor
 
@@ -103,20 +112,30 @@ class Monitor:
         self.supervisor = Supervisor(reactor, process_factory=process_factory)
         for spec in config.services:
             self.supervisor.add(spec)
-        # The reactor's clock is the wall clock on a real reactor; one clock
-        # for the checks' timestamps and the services' start times.
-        self.checks = CheckRunner(
-            config.checks,
-            reactor=reactor,
-            run=run if run is not None else self._run,
-            wall_clock=reactor.seconds,
-        )
+        self._run_checks = run if run is not None else self._run
+        self._process_table = process_table
+        self.checks = self._check_runner(config)
         self.rules = RuleEngine(config.rules, process_table, reactor=reactor)
         self.findings: list[Finding] = []
+        self.controller = Controller(self)
         self._loops: list[LoopingCall] = []
         self._port: Any = None
+        self._control_port: Any = None
+        self._reloading: Deferred[None] = succeed(None)
+        self._shutdown: Deferred[None] = Deferred()
+        self._stopping = False
         self._started_at: float | None = None
         self._cpu_at_start = 0.0
+
+    def _check_runner(self, config: MonitorConfig) -> CheckRunner:
+        # The reactor's clock is the wall clock on a real reactor; one clock
+        # for the checks' timestamps and the services' start times.
+        return CheckRunner(
+            config.checks,
+            reactor=self._reactor,
+            run=self._run_checks,
+            wall_clock=self._reactor.seconds,
+        )
 
     def _run(self, argv: list[str], **kwargs: Any) -> Deferred[Any]:
         from procwork._api import run
@@ -125,11 +144,36 @@ class Monitor:
 
     # -- life cycle ------------------------------------------------------
 
-    def start(self, http: tuple[str, int] | None = None) -> None:
-        """Start services, checks, rules, summaries and the HTTP endpoint."""
+    def start(
+        self,
+        http: tuple[str, int] | None = None,
+        *,
+        socket: str | None = None,
+        control: bool = False,
+    ) -> None:
+        """Start services, checks, rules, summaries, the HTTP endpoint and
+        the control socket.
+
+        Args:
+            http: Where to serve HTTP (default the config's).
+            socket: The control socket's path (default the config's, else
+                :func:`~procwork.monitor.default_socket_path`).
+            control: Serve the control socket. Off by default for a
+                Monitor a program embeds; ``procwork monitor`` turns it on
+                unless the config says ``socket = false``.
+
+        Raises:
+            ConfigError: the HTTP port or the control socket cannot be had.
+        """
         self._started_at = time.time()
         self._cpu_at_start = time.process_time()
         http = http if http is not None else self.config.http
+        if control:
+            self._control_port = listen_control(
+                socket if socket is not None else self.config.socket,
+                self.controller,
+                self._reactor,
+            )
         if http is not None:
             self._listen(*http)
         _log.info(
@@ -142,10 +186,19 @@ class Monitor:
         )
         self.supervisor.start()
         self.checks.start()
+        self._start_loops()
+
+    def _start_loops(self) -> None:
         if self.config.rules:
             self._every(self.config.rules_every, self._scan)
         if self.config.summary_every:
             self._every(self.config.summary_every, self._summary, now=False)
+
+    def _stop_loops(self) -> None:
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops.clear()
 
     def _every(self, seconds: float, fn: Any, *, now: bool = True) -> None:
         loop = LoopingCall(fn)
@@ -156,7 +209,12 @@ class Monitor:
         self._loops.append(loop)
 
     def _listen(self, host: str, port: int) -> None:
-        site = StatusSite(self.status, self.metrics)
+        site = StatusSite(
+            self.status,
+            self.metrics,
+            control=self._http_control if self.config.http_control else None,
+            token=self.config.http_token,
+        )
         try:
             self._port = self._reactor.listenTCP(port, site, interface=host)
         except Exception as e:
@@ -170,6 +228,37 @@ class Monitor:
             host=address.host,
             port=address.port,
         )
+
+    def _http_control(self, message: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        if message.get("command") == "tail" and message.get("follow"):
+            return succeed(
+                {"procwork": 1, "ok": False, "error": "tail: follow only on the socket"}
+            )
+        return self.controller.handle(message, "HTTP")
+
+    @property
+    def control_path(self) -> str | None:
+        """The control socket's path, if it is served."""
+        if self._control_port is None:
+            return None
+        return cast(str, self._control_port.port)
+
+    @property
+    def reactor(self) -> Any:
+        """The reactor the monitor runs on."""
+        return self._reactor
+
+    @property
+    def shutdown_requested(self) -> Deferred[None]:
+        """Fires when ``procwork ctl shutdown`` asks the monitor to stop."""
+        return self._shutdown
+
+    def request_shutdown(self) -> None:
+        """Ask whoever runs the monitor to stop it (the answer to ``ctl
+        shutdown`` is sent first)."""
+        if not self._shutdown.called:
+            _log.info("monitor shutdown requested")
+            self._reactor.callLater(0, self._shutdown.callback, None)
 
     @property
     def http_address(self) -> tuple[str, int] | None:
@@ -188,16 +277,115 @@ class Monitor:
         terminated (see :meth:`CheckRunner.stop`).
         """
         _log.info("monitor stopping")
-        for loop in self._loops:
-            if loop.running:
-                loop.stop()
-        self._loops.clear()
+        self._stopping = True
+        self._stop_loops()
         self.rules.stop()
         steps: list[Deferred[Any]] = [self.checks.stop(), self.supervisor.stop()]
-        if self._port is not None:
-            steps.append(maybeDeferred(self._port.stopListening))
-            self._port = None
+        for port in (self._port, self._control_port):
+            if port is not None:
+                steps.append(maybeDeferred(port.stopListening))
+        self._port = self._control_port = None
         return DeferredList(steps, consumeErrors=True)
+
+    # -- reload ------------------------------------------------------------
+
+    def reload(self) -> Deferred[ConfigDiff]:
+        """Read the config file again and apply the difference.
+
+        Added services start, removed ones are stopped with their stop
+        policy, changed ones restart with the new spec (see
+        :meth:`Supervisor.replace`), unchanged ones are not touched; checks
+        and rules that differ are replaced; ``[monitor]`` settings that
+        need a restart (HTTP, the socket) are logged as not applied. An
+        invalid file changes nothing: the Deferred fails with its
+        :class:`ConfigError`, and the old config keeps running.
+
+        Reloads run one after the other: one asked while another is being
+        applied waits for it.
+
+        Returns:
+            A Deferred firing with the :class:`ConfigDiff` applied, once the
+            removed and changed services' old processes are reaped and the
+            new ones started.
+        """
+        result: Deferred[ConfigDiff] = Deferred()
+        turn: Deferred[None] = Deferred()  # fires when this reload is done
+        previous, self._reloading = self._reloading, turn
+
+        def go(_: object) -> None:
+            def finished(outcome: Any) -> Any:
+                turn.callback(None)
+                return outcome
+
+            applied = maybeDeferred(self._reload_now).addBoth(finished)
+            applied.chainDeferred(result)
+
+        previous.addCallback(go)
+        return result
+
+    def on_sighup(self) -> None:
+        """What SIGHUP does: reload. A rejected config is logged, and the
+        monitor goes on with the old one; SIGHUP never stops it.
+
+        Call from the reactor thread (a signal handler hands it over with
+        ``reactor.callFromThread``).
+        """
+        _log.info("SIGHUP: reloading {source}", source=self.config.source)
+        self.reload().addErrback(_reload_failed)
+
+    def _reload_now(self) -> Deferred[ConfigDiff]:
+        source = self.config.source
+        if self._stopping:
+            # A SIGHUP while stopping: nothing new may start now.
+            _log.info("reload ignored: the monitor is stopping")
+            return succeed(ConfigDiff())
+        try:
+            new = load_config(None if source == BUILTIN else source)
+        except ConfigError as e:
+            _log.error("reload rejected, the running config is kept: {error}", error=e)
+            return fail(e)
+        diff = diff_config(self.config, new)
+        _log.info("reloading {source}: {diff}", source=source, diff=str(diff))
+        for key in diff.not_applied:
+            _log.warn(
+                "reload: [monitor] {key} changed; it takes a restart of the "
+                "monitor to apply",
+                key=key,
+            )
+        old, self.config = self.config, new
+        specs = {spec.name: spec for spec in new.services}
+        steps: list[Deferred[Any]] = []
+        # Added first, in the new order (their after lists may name each
+        # other and the kept ones); then the changed ones take their new
+        # specs; then the removed ones go, those started after others first.
+        for name in diff.added:
+            self.supervisor.add(specs[name])
+        for name in diff.changed:
+            steps.append(self.supervisor.replace(specs[name]))
+        for name in diff.removed:
+            steps.append(self.supervisor.remove(name))
+        if new.max_running != old.max_running and new.max_running is not None:
+            self.scheduler.set_max_running(new.max_running)
+        if new.max_load != old.max_load:
+            self.scheduler.load = SystemLoad(max_load=new.max_load)
+        if diff.checks_changed:
+            steps.append(self.checks.stop())
+            self.checks = self._check_runner(new)
+            self.checks.start()
+        if diff.rules_changed:
+            self.rules.stop()
+            self.rules = RuleEngine(
+                new.rules, self._process_table, reactor=self._reactor
+            )
+        self._stop_loops()
+        self._start_loops()
+        done: Deferred[Any] = DeferredList(steps, consumeErrors=True)
+
+        def applied(_: object) -> ConfigDiff:
+            _log.info("reload of {source} applied", source=source)
+            return diff
+
+        return done.addCallback(applied)
 
     # -- periodic work ------------------------------------------------------
 
@@ -291,6 +479,11 @@ class Monitor:
         ]
 
 
+def _reload_failed(failure: Any) -> None:
+    if not failure.check(ConfigError):  # a ConfigError is logged already
+        _log.failure("reload failed", failure)
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -301,31 +494,6 @@ def _version() -> str:
 
 
 # -- the command -------------------------------------------------------------
-
-
-def _keep_running_on_hangup(reactor: Any = None) -> None:
-    """A SIGHUP (closed terminal, logrotate) is logged; the monitor runs on.
-
-    Reloading the configuration on SIGHUP is another change (issue 10); until
-    then the monitor keeps the configuration it started with, and says so.
-    """
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
-
-    def log_it() -> None:
-        _log.info(
-            "monitor got SIGHUP: still running, with the configuration it "
-            "started with (reloading it on SIGHUP is not supported yet)"
-        )
-
-    def on_hangup(signum: int, frame: FrameType | None) -> None:
-        # Log from the reactor, not from inside whatever the signal
-        # interrupted (a log observer halfway through a write, say).
-        reactor.callFromThread(log_it)
-
-    signal.signal(signal.SIGHUP, on_hangup)
 
 
 def _text_observer(stream: TextIO) -> ILogObserver:
@@ -354,13 +522,30 @@ def _json_observer(stream: TextIO) -> ILogObserver:
     return observe  # type: ignore[return-value]
 
 
+def _not_port_noise(event: dict[str, Any]) -> PredicateResult:
+    """Drops the two lines Twisted logs, unasked, when the control socket
+    opens and closes (the monitor says so in its own words)."""
+    message = event.get("message") or ("",)
+    text = str(message[0]) if event.get("log_namespace") == "log_legacy" else ""
+    if text.startswith("_ControlFactory starting on") or (
+        text.startswith("(UNIX Port ") and text.endswith(" Closed)")
+    ):
+        return cast(PredicateResult, PredicateResult.no)
+    return cast(PredicateResult, PredicateResult.maybe)
+
+
 def _start_logging(json_log: bool) -> None:
     observer = _json_observer(sys.stdout) if json_log else _text_observer(sys.stdout)
     # zope interfaces again: these classes provide what the casts say.
     predicate = cast(
         ILogFilterPredicate, LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
     )
-    filtered = cast(ILogObserver, FilteringLogObserver(observer, [predicate]))
+    filtered = cast(
+        ILogObserver,
+        FilteringLogObserver(
+            observer, [predicate, cast(ILogFilterPredicate, _not_port_noise)]
+        ),
+    )
     globalLogBeginner.beginLoggingTo([filtered], redirectStandardIO=False)
 
 
@@ -372,8 +557,10 @@ def main(
     duration: float | None = None,
     check_only: bool = False,
     lock_file: str | None = None,
+    socket: str | None = None,
 ) -> int:
-    """Run the monitor until Ctrl-C, SIGTERM or ``duration``; exit status.
+    """Run the monitor until Ctrl-C, SIGTERM, ``procwork ctl shutdown`` or
+    ``duration``; exit status. SIGHUP reloads the config.
 
     Only one monitor runs a configuration at a time: it holds an exclusive
     lock on ``lock_file`` (default :func:`default_lock_path`), and so does its
@@ -411,17 +598,17 @@ def main(
         return 1
     start_lifeline([lock])
     _start_logging(json_log or config.json_log)
-    _keep_running_on_hangup()
     monitor = Monitor(config)
+    reload_on_sighup(monitor)
     reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
     try:
         try:
-            monitor.start(http=address)
+            monitor.start(http=address, socket=socket, control=config.control)
         except ConfigError as e:
             print(f"procwork monitor: {e}", file=sys.stderr)
             untwisted.run(monitor.stop(), timeout=60)
             return 2
-        untwisted.run(Deferred(), timeout=duration)
+        untwisted.run(monitor.shutdown_requested, timeout=duration)
     except untwisted.Timeout:
         _log.info("monitor ran for its --duration of {duration} s", duration=duration)
     except (KeyboardInterrupt, SystemExit):
@@ -429,3 +616,18 @@ def main(
     untwisted.run(monitor.stop(), timeout=120)
     _log.info("monitor stopped")
     return 0
+
+
+def reload_on_sighup(monitor: Monitor) -> None:
+    """Make SIGHUP reload ``monitor``'s config. Call from the main thread.
+
+    The handler runs between two bytecodes of the main thread, maybe inside
+    a reactor callback, so it only hands the reload to the reactor, as
+    Twisted's own SIGINT handler hands over ``reactor.stop``.
+    """
+    reactor = monitor.reactor
+
+    def handler(signum: int, frame: Any) -> None:
+        reactor.callFromThread(monitor.on_sighup)
+
+    signal.signal(signal.SIGHUP, handler)

@@ -27,6 +27,7 @@ __all__ = [
     "Credentials",
     "NoSuchService",
     "RestartPolicy",
+    "ServiceNotRunning",
     "ServiceSpec",
     "ServiceState",
     "ServiceStatus",
@@ -45,6 +46,13 @@ class NoSuchService(ProcworkError, KeyError):
 
 
 NoSuchService.__module__ = "procwork.supervisor"  # the public path, in tracebacks
+
+
+class ServiceNotRunning(ProcworkError, ProcessLookupError):
+    """The service has no process to act on (to send a signal to)."""
+
+
+ServiceNotRunning.__module__ = "procwork.supervisor"
 
 
 class ServiceState(enum.StrEnum):

@@ -32,7 +32,8 @@ from __future__ import annotations
 import functools
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 from twisted.internet import error as twisted_error
@@ -43,7 +44,7 @@ from twisted.python.failure import Failure
 
 from procwork._errors import ConfigError
 from procwork._output import LineSplitter
-from procwork._process import _spawn_error
+from procwork._process import _signal_number, _spawn_error
 from procwork._result import describe_returncode
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess
@@ -53,6 +54,7 @@ from procwork.supervisor._restart import Exit, decide_restart
 from procwork.supervisor._spec import (
     NoSuchService,
     RestartPolicy,
+    ServiceNotRunning,
     ServiceSpec,
     ServiceState,
     ServiceStatus,
@@ -62,6 +64,7 @@ __all__ = [
     "NoSuchService",
     "ProcessFactory",
     "RestartPolicy",
+    "ServiceNotRunning",
     "ServiceSpec",
     "ServiceState",
     "ServiceStatus",
@@ -69,6 +72,36 @@ __all__ = [
 ]
 
 _log = Logger(namespace="procwork.supervisor")
+
+#: Characters of each stream's last lines a service keeps for
+#: :meth:`Supervisor.output` (``procwork ctl tail``).
+OUTPUT_TAIL = 64 * 1024
+
+#: Receives a service's output lines as they come: ``(stream, line)``.
+OutputListener = Callable[[str, str], object]
+
+
+class _OutputTail:
+    """A service's last lines of one stream, at most ``limit`` characters."""
+
+    __slots__ = ("_lines", "_size", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lines: deque[str] = deque()
+        self._size = 0
+
+    def append(self, line: str) -> None:
+        self._lines.append(line)
+        self._size += len(line) + 1
+        # Always keep the newest line, however long (it is at most
+        # max_log_line bytes already).
+        while self._size > self.limit and len(self._lines) > 1:
+            self._size -= len(self._lines.popleft()) + 1
+
+    def lines(self, count: int | None = None) -> list[str]:
+        kept = list(self._lines)
+        return kept if count is None else kept[max(0, len(kept) - count) :]
 
 
 # -- seams: the child's transport and who builds it ----------------------------
@@ -130,6 +163,12 @@ class _Service:
         self.stopping = False  # stop signal sent, process not yet reaped
         self.removing = False
         self.waiting_for: str | None = None
+        # Output kept for ctl tail, and who follows it (tail -f).
+        self.output = {
+            "stdout": _OutputTail(OUTPUT_TAIL),
+            "stderr": _OutputTail(OUTPUT_TAIL),
+        }
+        self.listeners: list[OutputListener] = []
         self.stop_waiters: list[Deferred[None]] = []
         self.state_waiters: list[
             tuple[frozenset[ServiceState], Deferred[ServiceStatus]]
@@ -204,6 +243,16 @@ class _ServiceProtocol(ProcessProtocol):
 
     def _line(self, stream: str, line: bytes) -> None:
         text = line.rstrip(b"\n").rstrip(b"\r").decode("utf-8", "replace")
+        self._service.output[stream].append(text)
+        for listener in list(self._service.listeners):
+            try:
+                listener(stream, text)
+            except Exception:
+                # One broken follower must not cost the others their lines.
+                _log.failure(
+                    "an output listener of {service!r} failed",
+                    service=self._service.name,
+                )
         _log.info(
             "[{service}] {line}",
             service=self._service.name,
@@ -326,6 +375,7 @@ class Supervisor:
         def forget(_: object) -> None:
             self._procmon.remove(name)
             del self._services[name]
+            service.listeners.clear()
             for _states, waiter in service.state_waiters:
                 waiter.errback(NoSuchService(f"service {name!r} was removed"))
             service.state_waiters.clear()
@@ -465,6 +515,114 @@ class Supervisor:
                 self.start_service(name)
 
         return self.stop_service(name).addCallback(start_again)
+
+    def signal_service(self, name: str, signum: int | str) -> None:
+        """Send a signal to a running service's whole process group.
+
+        The supervisor does not take this for a stop: a service that exits
+        of it is restarted as its policy says.
+
+        Raises:
+            NoSuchService: no such service.
+            ValueError: not a signal.
+            ServiceNotRunning: the service has no running process (a
+                ``ProcessLookupError`` too).
+        """
+        service = self._get(name)
+        number = int(signal.Signals(_signal_number(signum)))
+        transport = service.transport
+        if transport is None or not transport.signal_group(number):
+            raise ServiceNotRunning(
+                f"service {name!r} is not running ({service.state}): no process "
+                f"group to send {signal.Signals(number).name} to"
+            )
+        _log.info(
+            "service {service!r}: {signal} sent to process group {pid}",
+            service=name,
+            signal=signal.Signals(number).name,
+            pid=service.pid,
+            state=service.state,
+        )
+
+    def replace(self, spec: ServiceSpec) -> Deferred[None]:
+        """Give a service a new spec, as a config reload does.
+
+        The service is stopped with its *old* stop signal and timeout, then
+        started with the new spec if it was wanted (running, starting, in
+        backoff or waiting) or the new spec has ``autostart``, and the
+        supervisor is started. Its restart history and backoff start afresh.
+        It keeps its place in the order and the services that start after
+        it.
+
+        Returns:
+            A Deferred that fires once the old process is reaped and the new
+            one started (or its start attempted: see :meth:`status`).
+
+        Raises:
+            NoSuchService: no service of that name.
+            ConfigError: ``after`` names a service not added, or itself.
+        """
+        service = self._get(spec.name)
+        for after in spec.after_names:
+            if after == spec.name or self._live(after) is None:
+                raise ConfigError(
+                    f"service {spec.name!r}: after names {after!r}, which is not "
+                    "another service that has been added"
+                )
+        start_again = service.wanted or spec.autostart
+        # The stop signal is sent and the SIGKILL timer armed now, with the
+        # old spec's signal and timeout; the new spec takes over at once, so
+        # services that start after this one see its new dependencies.
+        stopped = self.stop_service(spec.name)
+        service.spec = spec
+        service.recent_restarts = ()
+        self._procmon.reset_backoff(spec)
+
+        def start(_: object) -> None:
+            if start_again and self._started and self._live(spec.name) is service:
+                self._arm_shutdown()
+                self._start(service, respect_after=True)
+
+        return stopped.addCallback(start)
+
+    # -- output ------------------------------------------------------------------
+
+    def output(
+        self, name: str, stream: str = "stdout", lines: int | None = None
+    ) -> list[str]:
+        """The last lines a service printed on ``stream``, oldest first.
+
+        Each stream keeps its last :data:`OUTPUT_TAIL` characters of lines,
+        across restarts; the lines are also logged as events.
+
+        Raises:
+            NoSuchService: no such service.
+            ValueError: ``stream`` is not ``"stdout"`` or ``"stderr"``.
+        """
+        service = self._get(name)
+        if stream not in service.output:
+            raise ValueError(f"stream must be 'stdout' or 'stderr', not {stream!r}")
+        return service.output[stream].lines(lines)
+
+    def follow(self, name: str, listener: OutputListener) -> Callable[[], None]:
+        """Call ``listener(stream, line)`` for each line the service prints
+        from now on.
+
+        Returns:
+            A function that stops the following (idempotent). A removed
+            service's listeners are dropped.
+
+        Raises:
+            NoSuchService: no such service.
+        """
+        service = self._get(name)
+        service.listeners.append(listener)
+
+        def unfollow() -> None:
+            if listener in service.listeners:
+                service.listeners.remove(listener)
+
+        return unfollow
 
     # -- status ----------------------------------------------------------------
 

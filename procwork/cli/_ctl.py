@@ -1,0 +1,362 @@
+"""``procwork ctl``: act on a running monitor through its control socket.
+
+A small blocking client on plain sockets (no reactor): it checks that the
+socket is one of the user's own, sends one request of the control protocol
+(:mod:`procwork.monitor._protocol`), prints the answer and exits. Every wait
+is bounded by ``--timeout``; ``tail -f`` waits for lines without end, but
+gives up if the monitor's heartbeat stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import stat
+import struct
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from procwork.monitor._protocol import (
+    PROTOCOL,
+    ControlError,
+    decode,
+    default_socket_path,
+    encode,
+)
+
+__all__ = ["EXIT_FAILED", "EXIT_UNREACHABLE", "Client", "add_ctl_parser", "ctl"]
+
+#: The monitor refused or failed the request (an unknown name, a bad config).
+EXIT_FAILED = 1
+#: No monitor answers: not running, or the socket is not the user's monitor's.
+EXIT_UNREACHABLE = 3
+
+#: A ``tail -f`` client gives up after this many seconds without a heartbeat
+#: (the monitor sends one every 5 s).
+_FOLLOW_SILENCE = 20.0
+
+
+class Client:
+    """One connection to a monitor's control socket. Blocking.
+
+    Args:
+        path: The socket.
+        timeout: Seconds every connect, send and answer may take.
+
+    Raises:
+        ControlError: the path is missing, not a socket, not the user's, or
+            nobody listens there; the message says which.
+    """
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._buffer = b""
+        self._check_path()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            self._sock.close()
+            raise ControlError(
+                f"no monitor is running on {path} (the socket is left from one "
+                "that is gone)"
+            ) from None
+        except OSError as e:
+            self._sock.close()
+            raise ControlError(f"cannot connect to {path}: {e.strerror or e}") from None
+        self._check_peer()
+
+    def _check_path(self) -> None:
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            raise ControlError(
+                f"no monitor is running: {self.path} does not exist (start one "
+                "with procwork monitor, or give its socket with --socket)"
+            ) from None
+        if not stat.S_ISSOCK(info.st_mode):
+            raise ControlError(
+                f"{self.path} is not a socket, so not a procwork monitor's"
+            )
+        if info.st_uid != os.getuid():
+            raise ControlError(
+                f"{self.path} belongs to uid {info.st_uid}, not to you (uid "
+                f"{os.getuid()}): not your monitor's socket"
+            )
+
+    def _check_peer(self) -> None:
+        # Who serves the socket, as the kernel says: a file of ours could
+        # still have been bound by someone else's process.
+        size = struct.calcsize("3i")
+        data = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size)
+        _pid, uid, _gid = struct.unpack("3i", data)
+        if uid not in (os.getuid(), 0):
+            self.close()
+            raise ControlError(
+                f"{self.path} is served by uid {uid}, not by you or root: not "
+                "your monitor"
+            )
+
+    def close(self) -> None:
+        """Hang up."""
+        self._sock.close()
+
+    def request(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        """Send one request; the answer (``ok`` true or false)."""
+        try:
+            self._sock.sendall(encode(message))
+        except OSError as e:
+            raise ControlError(f"{self.path}: cannot send: {e.strerror or e}") from None
+        return self.answer(self.timeout)
+
+    def answer(self, timeout: float) -> dict[str, Any]:
+        """The next answer line, waiting at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ControlError(
+                    f"the monitor on {self.path} did not answer within "
+                    f"{timeout:g} s (--timeout)"
+                )
+            self._sock.settimeout(remaining)
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError as e:
+                raise ControlError(f"{self.path}: {e.strerror or e}") from None
+            if not data:
+                raise ControlError(f"the monitor on {self.path} hung up")
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            answer = decode(line)
+        except ValueError:
+            answer = {}
+        if answer.get("procwork") != PROTOCOL:
+            raise ControlError(
+                f"{self.path} answered, but not in procwork's control protocol: "
+                "not a procwork monitor"
+            )
+        return answer
+
+    def follow(self) -> Iterator[dict[str, Any]]:
+        """Answers for as long as they come (``tail -f``)."""
+        while True:
+            yield self.answer(_FOLLOW_SILENCE)
+
+
+# -- the command ----------------------------------------------------------------
+
+
+def add_ctl_parser(commands: Any) -> None:
+    """Add ``ctl`` and its subcommands to the ``procwork`` parser."""
+    ctl_parser = commands.add_parser(
+        "ctl",
+        help="act on a running monitor: status, start, stop, restart, signal, "
+        "tail, reload, shutdown",
+        description=(
+            "Talk to a running procwork monitor through its control socket. "
+            "'all' names every service. Exit status: 0 done, 1 the monitor "
+            "refused or failed, 2 usage, 3 no monitor answers."
+        ),
+    )
+    ctl_parser.add_argument(
+        "--socket",
+        default=None,
+        metavar="PATH",
+        help=f"the monitor's control socket (default {default_socket_path()})",
+    )
+    ctl_parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait for the monitor's answer (default 60; a stop "
+        "waits for the service's stop_timeout)",
+    )
+    actions = ctl_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    status = actions.add_parser("status", help="a table of the services")
+    status.add_argument("names", nargs="*", metavar="NAME")
+    status.add_argument("--json", action="store_true", help="JSON, not a table")
+    for action, what in (
+        ("start", "start services (a FATAL one too, afresh)"),
+        ("stop", "stop services with their stop policy"),
+        ("restart", "stop, then start services"),
+    ):
+        parser = actions.add_parser(action, help=what)
+        parser.add_argument("names", nargs="+", metavar="NAME")
+    send = actions.add_parser("signal", help="send a signal to services' groups")
+    send.add_argument("signal", metavar="SIG", help="HUP, SIGUSR1, 10, ...")
+    send.add_argument("names", nargs="+", metavar="NAME")
+    tail = actions.add_parser("tail", help="a service's last output lines")
+    tail.add_argument("name", metavar="NAME")
+    tail.add_argument(
+        "-f", "--follow", action="store_true", help="then print new lines as they come"
+    )
+    tail.add_argument(
+        "--stderr", action="store_true", help="its stderr (default stdout)"
+    )
+    tail.add_argument(
+        "-n", "--lines", type=int, default=10, metavar="N", help="default 10"
+    )
+    actions.add_parser("reload", help="read the config again and apply changes")
+    actions.add_parser("shutdown", help="stop the monitor and its services")
+
+
+def ctl(args: argparse.Namespace) -> int:
+    """Run ``procwork ctl``; the exit status."""
+    if not 0 < args.timeout < float("inf"):
+        print(
+            f"procwork ctl: --timeout must be a finite number of seconds > 0, not "
+            f"{args.timeout:g}",
+            file=sys.stderr,
+        )
+        return 2
+    request = _request(args)
+    path = args.socket if args.socket is not None else default_socket_path()
+    try:
+        client = Client(path, args.timeout)
+    except ControlError as e:
+        print(f"procwork ctl: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    try:
+        answer = client.request(request)
+        if not answer.get("ok"):
+            print(f"procwork ctl: {answer.get('error')}", file=sys.stderr)
+            return EXIT_FAILED
+        _show(args, answer.get("result"))
+        if args.action == "tail" and args.follow:
+            return _follow(client)
+        return 0
+    except ControlError as e:
+        print(f"procwork ctl: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except BrokenPipeError:
+        # The reader went away (| head): what it wanted is printed. Python
+        # flushes stdout again at exit; let that go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        client.close()
+
+
+def _request(args: argparse.Namespace) -> dict[str, Any]:
+    request: dict[str, Any] = {"command": args.action}
+    if args.action in ("status", "start", "stop", "restart", "signal"):
+        request["names"] = list(args.names)
+    if args.action == "signal":
+        request["signal"] = int(args.signal) if args.signal.isdigit() else args.signal
+    if args.action == "tail":
+        request.update(
+            name=args.name,
+            stream="stderr" if args.stderr else "stdout",
+            lines=args.lines,
+            follow=args.follow,
+        )
+    return request
+
+
+def _follow(client: Client) -> int:
+    try:
+        for answer in client.follow():
+            if "line" in answer:
+                print(answer["line"], flush=True)
+            elif not answer.get("ok"):
+                print(f"procwork ctl: {answer.get('error')}", file=sys.stderr)
+                return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 0
+    return 0  # pragma: no cover - follow() ends only by raising
+
+
+def _show(args: argparse.Namespace, result: Any) -> None:
+    action = args.action
+    if action == "status":
+        services = result["services"]
+        if args.json:
+            print(json.dumps(services, indent=2))
+        else:
+            print(status_table(services.values()), end="")
+    elif action in ("start", "stop", "restart"):
+        for status in result["services"].values():
+            pid = f" pid {status['pid']}" if status["pid"] is not None else ""
+            print(f"{status['name']}: {status['state']}{pid}")
+    elif action == "signal":
+        for name in result["signalled"]:
+            print(f"{name}: {args.signal} sent")
+    elif action == "tail":
+        for line in result["lines"]:
+            print(line)
+    elif action == "reload":
+        print(
+            "reloaded: "
+            + "; ".join(
+                f"{key} {', '.join(result[key]) or 'none'}"
+                for key in ("added", "removed", "changed")
+            )
+            + f"; {len(result['unchanged'])} unchanged"
+        )
+        for key in result["not_applied"]:
+            print(f"not applied (restart the monitor for it): [monitor] {key}")
+    elif action == "shutdown":
+        print("monitor stopping")
+    sys.stdout.flush()
+
+
+_COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT")
+
+
+def status_table(services: Any) -> str:
+    """The services' statuses as a table, as ``supervisorctl status`` shows.
+
+    >>> print(status_table([
+    ...     {"name": "web", "state": "RUNNING", "pid": 4242, "uptime": 3725.2,
+    ...      "restarts": 1, "last_exit": "killed by signal 9 (SIGKILL)"},
+    ...     {"name": "worker", "state": "FATAL", "pid": None, "uptime": None,
+    ...      "restarts": 5, "last_exit": "exited 3"},
+    ... ]), end="")
+    NAME    STATE    PID   UPTIME   RESTARTS  LAST EXIT
+    web     RUNNING  4242  1:02:05  1         killed by signal 9 (SIGKILL)
+    worker  FATAL    -     -        5         exited 3
+    """
+    rows = [
+        (
+            s["name"],
+            s["state"],
+            "-" if s["pid"] is None else str(s["pid"]),
+            "-" if s["uptime"] is None else _duration(s["uptime"]),
+            str(s["restarts"]),
+            s["last_exit"] or "-",
+        )
+        for s in services
+    ]
+    widths = [max(len(row[i]) for row in [_COLUMNS, *rows]) for i in range(5)]
+    lines = [
+        "  ".join(
+            cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)
+        )
+        + "  "
+        + row[5]
+        for row in [_COLUMNS, *rows]
+    ]
+    return "".join(line.rstrip() + "\n" for line in lines)
+
+
+def _duration(seconds: float) -> str:
+    """``1:02:05``; ``3 days, 1:02:05``."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    clock = f"{hours}:{minutes:02d}:{secs:02d}"
+    if days:
+        return f"{days} day{'s' if days > 1 else ''}, {clock}"
+    return clock

@@ -1,0 +1,430 @@
+"""The monitor's control channel: requests on a Unix socket, acted on.
+
+:class:`Controller` carries out the requests of the protocol
+(:mod:`procwork.monitor._protocol`) on a running :class:`Monitor`; the
+socket server (:func:`listen_control`) and the HTTP endpoint's ``POST
+/control`` both hand it what they receive.
+
+Who may connect: the socket file is mode 0600 in a directory of the
+monitor's user, so the kernel lets only that user (and root) connect; that
+permission is the authentication, as for supervisord's and Docker's
+sockets. The server also asks the kernel who is on the other end
+(``SO_PEERCRED``) and refuses anyone but the monitor's user and root:
+file modes are checked only at ``connect()``, and a socket whose mode or
+directory was loosened by hand, bind-mounted into a container, or reached
+through an inherited descriptor would otherwise let a stranger stop
+services.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import struct
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+from twisted.python.failure import Failure
+
+from procwork._errors import ConfigError
+from procwork.monitor._protocol import (
+    MAX_LINE,
+    decode,
+    default_socket_path,
+    encode,
+    error,
+    ok,
+    parse_request,
+)
+from procwork.supervisor import NoSuchService
+
+if TYPE_CHECKING:
+    from procwork.monitor._monitor import Monitor
+
+__all__ = ["ControlPort", "Controller", "listen_control", "peer_credentials"]
+
+_log = Logger(namespace="procwork.monitor")
+
+#: Seconds a client may stay connected without sending a request (a client
+#: that connects and says nothing must not hold a descriptor for ever).
+IDLE_TIMEOUT = 60.0
+
+#: Seconds between the heartbeats a ``tail -f`` client receives, so it can
+#: tell a quiet service from a monitor that stopped answering.
+HEARTBEAT = 5.0
+
+Answer = dict[str, Any]
+
+
+class Controller:
+    """Carries out control requests on a monitor. Call from the reactor thread.
+
+    Args:
+        monitor: The monitor acted on.
+    """
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def handle(self, message: Mapping[str, Any], peer: str) -> Deferred[Answer]:
+        """Answer one request (a decoded line). Never fails: errors are
+        answers with ``ok`` false.
+
+        Args:
+            message: The request.
+            peer: Who asked, for the log (``"pid 12 uid 1000"``).
+        """
+        try:
+            request = parse_request(message)
+        except ValueError as e:
+            return succeed(error(str(e)))
+        command = request["command"]
+        if command != "status":  # status is read-only, and polled
+            _log.info(
+                "control: {command}{names} (from {peer})",
+                command=command,
+                names=_names_text(request),
+                peer=peer,
+                control=command,
+            )
+        # Whatever goes wrong, synchronously or later, becomes an answer.
+        d: Deferred[Answer] = maybeDeferred(getattr(self, f"_{command}"), request)
+        return d.addErrback(self._failed, command)
+
+    def _failed(self, failure: Failure, command: str) -> Answer:
+        # An answer the client can print: the one-line message of the error.
+        if not failure.check(Exception):  # pragma: no cover - BaseException
+            failure.raiseException()
+        message = str(failure.value) or failure.getErrorMessage()
+        if failure.check(NoSuchService, ValueError, ProcessLookupError):
+            # The request's fault (an unknown name, a bad signal, a stopped
+            # service); a rejected reload is a ValueError logged already.
+            if not failure.check(ConfigError):
+                _log.info(
+                    "control: {command} refused: {error}",
+                    command=command,
+                    error=message,
+                )
+        else:
+            _log.failure("control: {command} failed", failure, command=command)
+        return error(message)
+
+    # -- the commands ------------------------------------------------------------
+
+    def _select(self, names: list[str]) -> list[str]:
+        """The services named (``all``: every one), unknown names refused."""
+        supervisor = self.monitor.supervisor
+        known = list(supervisor.status())
+        if "all" in names:
+            return known
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            listed = ", ".join(known) or "none"
+            raise NoSuchService(f"no service named {unknown[0]!r} (services: {listed})")
+        return list(dict.fromkeys(names))
+
+    def _statuses(self, names: list[str]) -> dict[str, Any]:
+        status = self.monitor.supervisor.status()
+        return {name: status[name].to_dict() for name in names if name in status}
+
+    def _status(self, request: dict[str, Any]) -> Deferred[Answer]:
+        names = self._select(request["names"] or ["all"])
+        return succeed(ok({"services": self._statuses(names)}))
+
+    def _start(self, request: dict[str, Any]) -> Deferred[Answer]:
+        names = self._select(request["names"])
+        for name in names:
+            # A FATAL or autostart=false service starts too, afresh.
+            self.monitor.supervisor.start_service(name)
+        return succeed(ok({"services": self._statuses(names)}))
+
+    def _stop(self, request: dict[str, Any]) -> Deferred[Answer]:
+        names = self._select(request["names"])
+        supervisor = self.monitor.supervisor
+        return self._after([supervisor.stop_service(name) for name in names], names)
+
+    def _restart(self, request: dict[str, Any]) -> Deferred[Answer]:
+        names = self._select(request["names"])
+        supervisor = self.monitor.supervisor
+        return self._after([supervisor.restart(name) for name in names], names)
+
+    def _after(self, steps: list[Deferred[Any]], names: list[str]) -> Deferred[Answer]:
+        done: Deferred[Any] = DeferredList(
+            steps, fireOnOneErrback=True, consumeErrors=True
+        )
+
+        def answer(_: object) -> Answer:
+            return ok({"services": self._statuses(names)})
+
+        def first_error(failure: Failure) -> Failure:
+            # DeferredList wraps the first error in a FirstError.
+            inner = getattr(failure.value, "subFailure", None)
+            return inner if isinstance(inner, Failure) else failure
+
+        return done.addCallbacks(answer, first_error)
+
+    def _signal(self, request: dict[str, Any]) -> Deferred[Answer]:
+        names = self._select(request["names"])
+        problems = []
+        sent = []
+        for name in names:
+            try:
+                self.monitor.supervisor.signal_service(name, request["signal"])
+                sent.append(name)
+            except ProcessLookupError as e:
+                problems.append(str(e))
+        result = {"signalled": sent, "services": self._statuses(names)}
+        if problems:
+            return succeed(error("; ".join(problems), result))
+        return succeed(ok(result))
+
+    def _tail(self, request: dict[str, Any]) -> Deferred[Answer]:
+        lines = self.monitor.supervisor.output(
+            request["name"], request["stream"], request["lines"]
+        )
+        return succeed(ok({"lines": lines}))
+
+    def _reload(self, request: dict[str, Any]) -> Deferred[Answer]:
+        return self.monitor.reload().addCallback(lambda diff: ok(diff.to_dict()))
+
+    def _shutdown(self, request: dict[str, Any]) -> Deferred[Answer]:
+        self.monitor.request_shutdown()
+        return succeed(ok({"stopping": True}))
+
+
+def _names_text(request: Mapping[str, Any]) -> str:
+    names = request.get("names") or ([request["name"]] if "name" in request else [])
+    signal = f" {request['signal']}" if "signal" in request else ""
+    return signal + "".join(f" {n}" for n in names)
+
+
+# -- the socket --------------------------------------------------------------------
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """``(pid, uid, gid)`` of the process at the other end of a Unix socket."""
+    size = struct.calcsize("3i")
+    data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size)
+    pid, uid, gid = struct.unpack("3i", data)
+    return pid, uid, gid
+
+
+class _ControlProtocol(LineOnlyReceiver):
+    """One client: one request line, one answer line (``tail -f``: more)."""
+
+    MAX_LENGTH = MAX_LINE
+    delimiter = b"\n"
+
+    def __init__(self, controller: Controller, reactor: Any) -> None:
+        self._controller = controller
+        self._reactor = reactor
+        self._busy = False
+        self._peer = "unknown peer"
+        self._unfollow: Callable[[], None] | None = None
+        self._heartbeat: Any = None
+        self._refused = False
+        self._idle: Any = None
+
+    @property
+    def _out(self) -> Any:
+        # The UNIX transport; typed loosely, as zope interfaces are to mypy.
+        return self.transport
+
+    def connectionMade(self) -> None:
+        self._idle = self._reactor.callLater(IDLE_TIMEOUT, self._out.loseConnection)
+        try:
+            pid, uid, _gid = peer_credentials(self._out.getHandle())
+        except OSError as e:
+            self._refuse(f"cannot tell who is connecting: {e}")
+            return
+        self._peer = f"pid {pid} uid {uid}"
+        if uid not in (os.getuid(), 0):
+            self._refuse(
+                f"uid {uid} may not control this monitor (only uid {os.getuid()} "
+                "and root may)"
+            )
+
+    def _refuse(self, why: str) -> None:
+        self._refused = True
+        _log.warn("control: connection refused: {why}", why=why)
+        self._out.write(encode(error(why)))
+        self._out.loseConnection()
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._refused:
+            return
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(IDLE_TIMEOUT)
+        if self._busy:
+            self._send(error("one request at a time: wait for the answer"))
+            return
+        try:
+            message = decode(line)
+        except ValueError as e:
+            self._send(error(str(e)))
+            return
+        if message.get("command") == "tail" and message.get("follow") is True:
+            self._follow(message)
+            return
+        self._busy = True
+        self._controller.handle(message, self._peer).addCallback(self._answered)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._send(error(f"request longer than {MAX_LINE} bytes"))
+        self._out.loseConnection()
+
+    def _answered(self, answer: Answer) -> None:
+        self._busy = False
+        self._send(answer)
+
+    def _send(self, answer: Answer) -> None:
+        if self.transport is not None and self.connected:
+            self._out.write(encode(answer))
+
+    def _follow(self, message: Mapping[str, Any]) -> None:
+        """``tail -f``: the kept lines, then every new line until hang-up."""
+        self._busy = True
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()  # a follower is quiet by design
+
+        def started(answer: Answer) -> None:
+            self._send(answer)
+            if not answer["ok"]:
+                self._busy = False
+                return
+            supervisor = self._controller.monitor.supervisor
+            stream = message.get("stream", "stdout")
+            try:
+                self._unfollow = supervisor.follow(message["name"], self._line(stream))
+            except NoSuchService as e:  # removed meanwhile
+                self._send(error(str(e)))
+                self._out.loseConnection()
+                return
+            self._beat()
+
+        self._controller.handle(message, self._peer).addCallback(started)
+
+    def _line(self, stream: str) -> Callable[[str, str], None]:
+        def line(line_stream: str, text: str) -> None:
+            if line_stream == stream:
+                self._send({"procwork": 1, "ok": True, "line": text})
+
+        return line
+
+    def _beat(self) -> None:
+        self._send({"procwork": 1, "ok": True, "heartbeat": True})
+        self._heartbeat = self._reactor.callLater(HEARTBEAT, self._beat)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._unfollow is not None:
+            self._unfollow()
+            self._unfollow = None
+        for call in (self._heartbeat, self._idle):
+            if call is not None and call.active():
+                call.cancel()
+        self._heartbeat = self._idle = None
+
+
+class _ControlFactory(Factory):
+    noisy = False
+
+    def __init__(self, controller: Controller, reactor: Any) -> None:
+        self._controller = controller
+        self._reactor = reactor
+
+    def buildProtocol(self, addr: Any) -> _ControlProtocol:
+        return _ControlProtocol(self._controller, self._reactor)
+
+
+ControlPort = Any  # twisted.internet.unix.Port
+
+
+def listen_control(
+    path: str | None, controller: Controller, reactor: Any
+) -> ControlPort:
+    """Serve ``controller`` on a Unix socket at ``path`` (None: the default).
+
+    The socket's directory is made (mode 0700) if missing; a stale socket
+    left by a monitor that was killed is replaced; a live one is not.
+
+    Raises:
+        ConfigError: another monitor answers there, the path is not a
+            socket, or the socket cannot be made; the message says what to do.
+    """
+    default = path is None
+    path = default_socket_path() if path is None else path
+    where = f"control socket {path}"
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot make its directory: {e.strerror}") from None
+    if default:
+        _check_private(directory, where)
+    _clear_stale(path, where)
+    # The socket is bound with the process umask, then chmod-ed by Twisted;
+    # a umask of 0177 keeps it 0600 from the first instant.
+    old_umask = os.umask(0o177)
+    try:
+        port = reactor.listenUNIX(
+            path, _ControlFactory(controller, reactor), mode=0o600
+        )
+    except Exception as e:
+        raise ConfigError(
+            f"{where}: cannot listen: {e}; choose another with --socket PATH or "
+            "socket = ... in [monitor] (socket = false: none)"
+        ) from None
+    finally:
+        os.umask(old_umask)
+    _log.info("control socket on {path}", path=path)
+    return port
+
+
+def _check_private(directory: str, where: str) -> None:
+    """The default directory must be the monitor user's own, closed to others:
+    in a shared temporary directory anyone could have made it first."""
+    info = os.stat(directory)
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise ConfigError(
+            f"{where}: its directory {directory} is not private to uid "
+            f"{os.getuid()} (owner uid {info.st_uid}, mode "
+            f"{stat.S_IMODE(info.st_mode):o}); remove it, or choose another "
+            "socket with --socket PATH"
+        )
+
+
+def _clear_stale(path: str, where: str) -> None:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise ConfigError(
+            f"{where}: the path exists and is not a socket; remove it or choose "
+            "another with --socket PATH"
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2)
+    try:
+        probe.connect(path)
+    except OSError:
+        # Nobody listens: left by a monitor that was killed.
+        try:
+            os.unlink(path)
+        except OSError as e:
+            raise ConfigError(
+                f"{where}: a stale socket is in the way and cannot be removed: "
+                f"{e.strerror}"
+            ) from None
+        return
+    finally:
+        probe.close()
+    raise ConfigError(
+        f"{where}: another procwork monitor is listening there; stop it "
+        "(procwork ctl shutdown) or give this one its own with --socket PATH"
+    )

@@ -1,0 +1,154 @@
+"""The control protocol of ``procwork monitor``: JSON lines on a Unix socket.
+
+One request is one JSON object on one line; the monitor answers with one
+JSON object on one line (``tail`` with ``follow`` keeps answering, one line
+per output line, until the client hangs up). Every answer carries
+``"procwork": PROTOCOL`` so a client knows it is talking to a monitor, and
+``"ok"``: true with a ``"result"``, or false with an ``"error"`` that says
+what went wrong. The full list of commands is in ``specs/supervision.md``.
+
+This module imports nothing from Twisted: the ``procwork ctl`` client, which
+blocks, uses it as the monitor's server does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+from procwork._errors import ProcworkError
+
+__all__ = [
+    "COMMANDS",
+    "MAX_LINE",
+    "PROTOCOL",
+    "ControlError",
+    "decode",
+    "default_socket_path",
+    "encode",
+    "error",
+    "ok",
+    "parse_request",
+]
+
+#: The protocol's version, in every answer.
+PROTOCOL = 1
+
+#: The longest request line the monitor reads (bytes); longer ones are refused.
+MAX_LINE = 64 * 1024
+
+#: Every command, and the request keys each one takes besides ``command``.
+COMMANDS: Mapping[str, frozenset[str]] = {
+    "status": frozenset({"names"}),
+    "start": frozenset({"names"}),
+    "stop": frozenset({"names"}),
+    "restart": frozenset({"names"}),
+    "signal": frozenset({"names", "signal"}),
+    "tail": frozenset({"name", "stream", "lines", "follow"}),
+    "reload": frozenset(),
+    "shutdown": frozenset(),
+}
+
+_NEED_NAMES = {"start", "stop", "restart", "signal"}
+
+
+class ControlError(ProcworkError, OSError):
+    """The monitor cannot be reached, or its answer is not the protocol's."""
+
+
+def default_socket_path(
+    environ: Mapping[str, str] | None = None, uid: int | None = None
+) -> str:
+    """Where the monitor's control socket is unless told otherwise.
+
+    ``$XDG_RUNTIME_DIR/procwork/monitor.sock`` (the user's private runtime
+    directory) when it is set; else ``/run/procwork/monitor.sock`` for
+    root; else ``procwork-UID/monitor.sock`` in the temporary directory
+    (the monitor makes that directory 0700 and refuses one it does not own).
+    """
+    environ = os.environ if environ is None else environ
+    uid = os.getuid() if uid is None else uid
+    runtime = environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return os.path.join(runtime, "procwork", "monitor.sock")
+    if uid == 0:
+        return "/run/procwork/monitor.sock"
+    return os.path.join(tempfile.gettempdir(), f"procwork-{uid}", "monitor.sock")
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    """One message as one line of JSON."""
+    return json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+def decode(line: bytes | str) -> dict[str, Any]:
+    """One line of JSON to a message (an object).
+
+    Raises:
+        ValueError: not one JSON object.
+    """
+    try:
+        message = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"not a line of JSON: {e}") from None
+    if not isinstance(message, dict):
+        raise ValueError(f"expected a JSON object, not {type(message).__name__}")
+    return message
+
+
+def ok(result: Any = None, **extra: Any) -> dict[str, Any]:
+    """A successful answer."""
+    return {"procwork": PROTOCOL, "ok": True, "result": result, **extra}
+
+
+def error(message: str, result: Any = None) -> dict[str, Any]:
+    """A failed answer; ``message`` says what went wrong."""
+    answer: dict[str, Any] = {"procwork": PROTOCOL, "ok": False, "error": message}
+    if result is not None:
+        answer["result"] = result
+    return answer
+
+
+def parse_request(message: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a request's shape; returns it with defaults filled in.
+
+    Raises:
+        ValueError: unknown command or key, or a value of the wrong type;
+            the message says which.
+    """
+    command = message.get("command")
+    if not isinstance(command, str) or command not in COMMANDS:
+        raise ValueError(
+            f"unknown command {command!r}; commands: {', '.join(COMMANDS)}"
+        )
+    extra = set(message) - COMMANDS[command] - {"command"}
+    if extra:
+        raise ValueError(f"{command}: unknown key {sorted(extra)[0]!r}")
+    request = dict(message)
+    if "names" in COMMANDS[command]:
+        names = request.setdefault("names", [])
+        if not isinstance(names, list) or not all(
+            isinstance(n, str) and n for n in names
+        ):
+            raise ValueError(f"{command}: names must be a list of service names")
+        if command in _NEED_NAMES and not names:
+            raise ValueError(f"{command}: name the services (or 'all')")
+    if command == "signal":
+        signal = request.get("signal")
+        if not isinstance(signal, str | int) or isinstance(signal, bool):
+            raise ValueError("signal: give the signal by name or number")
+    if command == "tail":
+        if not isinstance(request.get("name"), str) or not request["name"]:
+            raise ValueError("tail: name the service")
+        stream = request.setdefault("stream", "stdout")
+        if stream not in ("stdout", "stderr"):
+            raise ValueError(f"tail: stream must be stdout or stderr, not {stream!r}")
+        lines = request.setdefault("lines", 10)
+        if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
+            raise ValueError(f"tail: lines must be a whole number >= 0, not {lines!r}")
+        if not isinstance(request.setdefault("follow", False), bool):
+            raise ValueError("tail: follow must be true or false")
+    return request

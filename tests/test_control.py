@@ -1,0 +1,748 @@
+"""Operating a running monitor: the control protocol, reload, and what they do.
+
+Unit tests: the protocol's requests and answers, the difference between two
+configs, the supervisor's new verbs (replace a spec, signal a group, keep
+output), and the :class:`Controller` acting on a Monitor that runs on a
+``Clock`` with fake processes, so stops and restarts are exact and instant.
+The real ``procwork monitor`` and ``procwork ctl`` are driven as processes
+in ``test_ctl_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from procwork import ConfigError, NoLoadLimit, Scheduler
+from procwork.cli._ctl import status_table
+from procwork.monitor import Monitor, load_config, parse_config
+from procwork.monitor._control import Controller
+from procwork.monitor._protocol import (
+    MAX_LINE,
+    PROTOCOL,
+    decode,
+    default_socket_path,
+    encode,
+    parse_request,
+)
+from procwork.monitor._reload import diff_config
+from procwork.supervisor import (
+    NoSuchService,
+    ServiceNotRunning,
+    ServiceSpec,
+    ServiceState,
+    Supervisor,
+)
+from tests.support import FakeTable, observing
+from tests.test_monitor import FakeRun
+from tests.test_supervisor import FakeWorld, spec
+
+# -- the protocol ----------------------------------------------------------------
+
+
+def test_a_request_and_its_answer_are_each_one_line_of_json() -> None:
+    line = encode({"command": "status", "names": ["web\nserver"]})
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert decode(line) == {"command": "status", "names": ["web\nserver"]}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"status\n", r"^not a line of JSON: "),
+        (b"[1, 2]", r"^expected a JSON object, not list$"),
+        (b"\xff\xfe", r"^not a line of JSON: "),
+    ],
+)
+def test_a_line_that_is_not_a_json_object_is_refused(line: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        decode(line)
+
+
+def test_a_request_gets_its_defaults() -> None:
+    assert parse_request({"command": "status"}) == {"command": "status", "names": []}
+    assert parse_request({"command": "tail", "name": "web"}) == {
+        "command": "tail",
+        "name": "web",
+        "stream": "stdout",
+        "lines": 10,
+        "follow": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"command": "launch"}, r"^unknown command 'launch'; commands: status, "),
+        ({}, r"^unknown command None; "),
+        ({"command": "stop"}, r"^stop: name the services \(or 'all'\)$"),
+        ({"command": "stop", "names": "web"}, r"^stop: names must be a list of "),
+        ({"command": "reload", "force": True}, r"^reload: unknown key 'force'$"),
+        ({"command": "signal", "names": ["web"]}, r"^signal: give the signal by "),
+        ({"command": "tail"}, r"^tail: name the service$"),
+        (
+            {"command": "tail", "name": "web", "stream": "stdin"},
+            r"^tail: stream must be stdout or stderr, not 'stdin'$",
+        ),
+        (
+            {"command": "tail", "name": "web", "lines": -1},
+            r"^tail: lines must be a whole number >= 0, not -1$",
+        ),
+    ],
+)
+def test_a_malformed_request_is_refused_saying_what_is_wrong(
+    request_: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_request(request_)
+
+
+def test_the_default_socket_is_in_the_runtime_dir_else_run_for_root_else_a_temp_dir(
+    tmp_path: Path,
+) -> None:
+    runtime = {"XDG_RUNTIME_DIR": "/run/user/1000"}
+    assert default_socket_path(runtime, 1000) == "/run/user/1000/procwork/monitor.sock"
+    assert default_socket_path({}, 0) == "/run/procwork/monitor.sock"
+    path = default_socket_path({}, 1000)
+    assert path.endswith("/procwork-1000/monitor.sock")
+
+
+def test_the_status_table_reads_like_supervisorctls() -> None:
+    table = status_table(
+        [
+            {
+                "name": "web",
+                "state": "RUNNING",
+                "pid": 4242,
+                "uptime": 3 * 86400 + 3725.2,
+                "restarts": 1,
+                "last_exit": "killed by SIGKILL",
+            },
+            {
+                "name": "worker-1",
+                "state": "FATAL",
+                "pid": None,
+                "uptime": None,
+                "restarts": 5,
+                "last_exit": "exited 3",
+            },
+        ]
+    )
+    assert table.splitlines() == [
+        "NAME      STATE    PID   UPTIME           RESTARTS  LAST EXIT",
+        "web       RUNNING  4242  3 days, 1:02:05  1         killed by SIGKILL",
+        "worker-1  FATAL    -     -                5         exited 3",
+    ]
+
+
+# -- the config keys ---------------------------------------------------------------
+
+
+def test_the_socket_is_a_path_relative_to_the_config_or_false_for_none(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "monitor.toml"
+    config.write_text('[monitor]\nsocket = "run/ctl.sock"\n')
+    loaded = load_config(str(config))
+    assert (loaded.socket, loaded.control) == (str(tmp_path / "run/ctl.sock"), True)
+    assert parse_config("[monitor]\nsocket = false\n").control is False
+    default = parse_config("")
+    assert (default.socket, default.control, default.http_control) == (
+        None,
+        True,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("monitor", "message"),
+    [
+        (
+            "http_control = true",
+            r"^t: \[monitor\] http_control: true needs http_token, the secret "
+            r"HTTP control requests carry as 'Authorization: Bearer TOKEN'$",
+        ),
+        (
+            'http_control = true\nhttp_token = "short"',
+            r"^t: \[monitor\] http_token: must be a secret string of at least 16 ",
+        ),
+        ("socket = 3", r"^t: \[monitor\] socket: must be the control socket's path "),
+    ],
+)
+def test_http_control_needs_a_token_of_some_length(monitor: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(f"[monitor]\n{monitor}\n", "t")
+
+
+def test_the_token_is_not_shown_in_the_configs_repr() -> None:
+    config = parse_config(
+        '[monitor]\nhttp_control = true\nhttp_token = "0123456789abcdef-secret"\n'
+    )
+    assert config.http_token == "0123456789abcdef-secret"
+    assert "secret" not in repr(config)
+
+
+# -- the difference between two configs ---------------------------------------------
+
+
+def services(*entries: str) -> str:
+    return "\n".join(
+        f'[[service]]\nname = "{name}"\ncommand = ["sleep", "60", "{name}"]\n{extra}'
+        for name, _, extra in (e.partition(":") for e in entries)
+    )
+
+
+def test_a_reload_adds_removes_changes_and_keeps_services_by_name_and_spec() -> None:
+    old = parse_config(services("a", "b", "c", "d"), check_system=False)
+    new = parse_config(
+        services("a", "c:stop_signal = 'INT'", "e", "d:env = {X = '1'}"),
+        check_system=False,
+    )
+    diff = diff_config(old, new)
+    assert (diff.added, diff.removed, diff.changed, diff.unchanged) == (
+        ("e",),
+        ("b",),
+        ("c", "d"),
+        ("a",),
+    )
+    assert str(diff) == "added e; removed b; changed c, d; 1 unchanged"
+    assert diff.to_dict()["changed"] == ["c", "d"]
+
+
+def test_removed_services_go_in_reverse_order_so_dependents_stop_first() -> None:
+    old = parse_config(services("a", "b:after = 'a'", "c"), check_system=False)
+    new = parse_config(services("c"), check_system=False)
+    assert diff_config(old, new).removed == ("b", "a")
+
+
+def test_the_same_config_read_again_changes_nothing() -> None:
+    text = services("a:env = {X = '1'}\nstop_signal = 'HUP'", "b") + textwrap.dedent(
+        """
+        [[check]]
+        name = "disk"
+        command = ["true"]
+        every = 30
+        [[rule]]
+        name = "old"
+        process_name = "perl"
+        max_age = 60
+        """
+    )
+    diff = diff_config(parse_config(text), parse_config(text))
+    assert diff.unchanged == ("a", "b")
+    assert not (diff.added or diff.removed or diff.changed or diff.not_applied)
+    assert not (diff.checks_changed or diff.rules_changed)
+
+
+def test_checks_rules_and_settings_bound_at_start_are_told_apart() -> None:
+    old = parse_config('[monitor]\nhttp = "127.0.0.1:1"\n')
+    new = parse_config(
+        '[monitor]\nhttp = "127.0.0.1:2"\nsocket = "/x.sock"\n'
+        '[[check]]\nname = "c"\ncommand = ["true"]\nevery = 5\n'
+    )
+    diff = diff_config(old, new)
+    assert diff.checks_changed and not diff.rules_changed
+    assert diff.not_applied == ("http", "socket")
+
+
+# -- the supervisor's verbs ---------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def world(clock: Clock) -> FakeWorld:
+    return FakeWorld(clock)
+
+
+@pytest.fixture
+def sup(clock: Clock, world: FakeWorld) -> Supervisor:
+    return Supervisor(clock, process_factory=world)
+
+
+def test_replace_stops_with_the_old_stop_signal_then_starts_with_the_new_spec(
+    sup: Supervisor, world: FakeWorld, clock: Clock
+) -> None:
+    sup.add(spec("web", stop_signal="INT", start_seconds=0))
+    sup.start()
+    old = world.current("web")
+    done = sup.replace(spec("web", stop_signal="TERM", env={"V": "2"}, start_seconds=0))
+    assert old.group_signals == [signal.SIGINT]
+    assert not done.called
+    clock.advance(world.processes[0].TERM_DELAY)
+    assert done.called
+    new = world.current("web")
+    assert new is not old and new.env is not None and new.env["V"] == "2"
+    assert sup.specs()[0].stop_signal == signal.SIGTERM
+
+
+def test_replace_leaves_a_stopped_service_without_autostart_stopped(
+    sup: Supervisor, world: FakeWorld, clock: Clock
+) -> None:
+    sup.add(spec("tool", autostart=False))
+    sup.start()
+    sup.replace(spec("tool", autostart=False, nice=5))
+    clock.advance(5)
+    assert world.of("tool") == []
+    assert sup.status()["tool"].state is ServiceState.STOPPED
+
+
+def test_replace_brings_back_a_FATAL_service_with_its_new_spec(
+    sup: Supervisor, world: FakeWorld, clock: Clock
+) -> None:
+    sup.add(spec("bad", max_restarts=0, start_seconds=1))
+    sup.start()
+    world.current("bad").exit(3)
+    assert sup.status()["bad"].state is ServiceState.FATAL
+    sup.replace(ServiceSpec("bad", ["svc", "fixed", "bad"], max_restarts=0))
+    assert world.current("bad").args == ("svc", "fixed", "bad")
+
+
+def test_replace_refuses_an_after_that_names_itself_or_nothing(
+    sup: Supervisor,
+) -> None:
+    sup.add(spec("web"))
+    with pytest.raises(ConfigError, match=r"after names 'db', which is not another"):
+        sup.replace(spec("web", after="db"))
+    with pytest.raises(NoSuchService, match=r"no service named 'db'"):
+        sup.replace(spec("db"))
+
+
+def test_a_signal_reaches_the_services_group_and_a_stopped_one_says_so(
+    sup: Supervisor, world: FakeWorld
+) -> None:
+    sup.add(spec("web"))
+    sup.add(spec("tool", autostart=False))
+    sup.start()
+    sup.signal_service("web", "HUP")
+    assert world.current("web").group_signals == [signal.SIGHUP]
+    with pytest.raises(
+        ServiceNotRunning,
+        match=r"^service 'tool' is not running \(STOPPED\): no process group to "
+        r"send SIGUSR1 to$",
+    ):
+        sup.signal_service("tool", signal.SIGUSR1)
+    assert issubclass(ServiceNotRunning, ProcessLookupError)
+    with pytest.raises(ValueError, match="unknown signal 'NOPE'"):
+        sup.signal_service("web", "NOPE")
+
+
+def test_each_stream_keeps_its_last_lines_within_a_bound_across_restarts(
+    sup: Supervisor, world: FakeWorld, clock: Clock
+) -> None:
+    from procwork.supervisor._supervisor import OUTPUT_TAIL
+
+    sup.add(spec("web", start_seconds=0))
+    sup.start()
+    world.current("web").say(b"one\ntwo\n")
+    world.current("web").say(b"oops\n", fd=2)
+    world.current("web").exit(1)
+    clock.advance(0)
+    world.current("web").say(b"three\n")
+    assert sup.output("web") == ["one", "two", "three"]
+    assert sup.output("web", "stdout", 2) == ["two", "three"]
+    assert sup.output("web", "stderr") == ["oops"]
+    line = b"x" * 999 + b"\n"
+    for _ in range(3 * OUTPUT_TAIL // 1000):
+        world.current("web").say(line)
+    kept = sup.output("web")
+    assert sum(len(x) + 1 for x in kept) <= OUTPUT_TAIL
+    assert len(kept) == OUTPUT_TAIL // 1000
+    with pytest.raises(ValueError, match="stream must be 'stdout' or 'stderr'"):
+        sup.output("web", "stdin")
+
+
+def test_a_follower_gets_each_new_line_until_it_stops_following(
+    sup: Supervisor, world: FakeWorld
+) -> None:
+    sup.add(spec("web"))
+    sup.start()
+    seen: list[tuple[str, str]] = []
+
+    def broken(stream: str, line: str) -> None:
+        raise RuntimeError("a follower that fails")
+
+    sup.follow("web", broken)  # costs the others nothing
+    unfollow = sup.follow("web", lambda stream, line: seen.append((stream, line)))
+    world.current("web").say(b"a\n")
+    world.current("web").say(b"b\n", fd=2)
+    unfollow()
+    unfollow()
+    world.current("web").say(b"c\n")
+    assert seen == [("stdout", "a"), ("stderr", "b")]
+
+
+# -- the controller on a monitor ------------------------------------------------------
+
+
+class Operated:
+    """A Monitor of a config file, on a Clock with fake processes."""
+
+    def __init__(self, tmp_path: Path, text: str) -> None:
+        self.path = tmp_path / "monitor.toml"
+        self.path.write_text(text)
+        self.clock = Clock()
+        self.world = FakeWorld(self.clock)
+        self.monitor = Monitor(
+            load_config(str(self.path)),
+            reactor=self.clock,
+            scheduler=Scheduler(self.clock, load=NoLoadLimit()),
+            run=FakeRun(),
+            process_factory=self.world,
+            process_table=FakeTable(),
+        )
+        self.controller = Controller(self.monitor)
+        self.monitor.start()
+
+    def ask(self, **request: Any) -> dict[str, Any]:
+        """The answer to ``request``, with the clock advanced until it comes."""
+        answers: list[dict[str, Any]] = []
+        self.controller.handle(request, "test").addCallback(answers.append)
+        for _ in range(100):
+            if answers:
+                break
+            self.clock.advance(0.5)
+        [answer] = answers
+        assert answer["procwork"] == PROTOCOL
+        json.dumps(answer)  # JSON all the way
+        return answer
+
+    def pid(self, name: str) -> int | None:
+        return self.monitor.supervisor.status()[name].pid
+
+
+HEADER = "[monitor]\nhttp = false\nsummary_every = 0\n"
+
+
+@pytest.fixture
+def operated(tmp_path: Path) -> Operated:
+    return Operated(
+        tmp_path, HEADER + services("web:start_seconds = 0", "tool:autostart = false")
+    )
+
+
+def test_status_answers_for_every_service_or_those_named(operated: Operated) -> None:
+    answer = operated.ask(command="status")
+    assert answer["ok"] is True
+    assert list(answer["result"]["services"]) == ["web", "tool"]
+    web = answer["result"]["services"]["web"]
+    assert (web["state"], web["pid"]) == ("RUNNING", operated.pid("web"))
+    answer = operated.ask(command="status", names=["tool"])
+    assert list(answer["result"]["services"]) == ["tool"]
+
+
+def test_an_unknown_name_is_refused_and_nothing_is_done(operated: Operated) -> None:
+    pid = operated.pid("web")
+    answer = operated.ask(command="stop", names=["web", "nope"])
+    assert answer == {
+        "procwork": PROTOCOL,
+        "ok": False,
+        "error": "no service named 'nope' (services: web, tool)",
+    }
+    assert operated.pid("web") == pid
+
+
+def test_stop_answers_once_the_service_is_stopped_and_start_brings_it_back(
+    operated: Operated,
+) -> None:
+    answer = operated.ask(command="stop", names=["all"])
+    assert answer["ok"] and answer["result"]["services"]["web"]["state"] == "STOPPED"
+    assert operated.pid("web") is None
+    answer = operated.ask(command="start", names=["web", "tool"])
+    states = {n: s["state"] for n, s in answer["result"]["services"].items()}
+    assert states == {"web": "RUNNING", "tool": "STARTING"}
+
+
+def test_start_brings_a_FATAL_service_back_with_its_restart_count_reset(
+    tmp_path: Path,
+) -> None:
+    operated = Operated(
+        tmp_path, HEADER + services("bad:max_restarts = 1\nmin_restart_delay = 1")
+    )
+    for _ in range(2):
+        operated.world.current("bad").exit(3)
+        operated.clock.advance(1)
+    assert operated.monitor.supervisor.status()["bad"].state is ServiceState.FATAL
+    answer = operated.ask(command="start", names=["bad"])
+    assert answer["result"]["services"]["bad"]["state"] == "STARTING"
+    # It may fail again max_restarts times before it is FATAL again.
+    operated.world.current("bad").exit(3)
+    assert operated.monitor.supervisor.status()["bad"].state is ServiceState.BACKOFF
+
+
+def test_restart_gives_a_new_pid_and_signal_reaches_the_group(
+    operated: Operated,
+) -> None:
+    first = operated.pid("web")
+    answer = operated.ask(command="restart", names=["web"])
+    second = answer["result"]["services"]["web"]["pid"]
+    assert second not in (None, first)
+    answer = operated.ask(command="signal", signal="USR1", names=["web"])
+    assert answer["ok"] and answer["result"]["signalled"] == ["web"]
+    assert operated.world.current("web").group_signals == [signal.SIGUSR1]
+    answer = operated.ask(command="signal", signal="USR1", names=["all"])
+    assert answer["ok"] is False
+    assert answer["error"].startswith("service 'tool' is not running (STOPPED)")
+    assert answer["result"]["signalled"] == ["web"]
+
+
+def test_tail_answers_with_the_kept_lines(operated: Operated) -> None:
+    operated.world.current("web").say(b"1\n2\n3\n")
+    answer = operated.ask(command="tail", name="web", lines=2)
+    assert answer["result"] == {"lines": ["2", "3"]}
+    answer = operated.ask(command="tail", name="web", stream="stderr")
+    assert answer["result"] == {"lines": []}
+
+
+def test_reload_applies_the_difference_and_keeps_unchanged_services_running(
+    tmp_path: Path,
+) -> None:
+    operated = Operated(
+        tmp_path, HEADER + services("keep", "drop", "change", "dep:after = 'keep'")
+    )
+    operated.clock.advance(2)  # dep starts once keep is RUNNING
+    pids = {n: operated.pid(n) for n in ("keep", "drop", "change", "dep")}
+    assert None not in pids.values()
+    operated.path.write_text(
+        HEADER
+        + services("keep", "change:nice = 3", "dep:after = 'keep'", "new")
+        + '[[check]]\nname = "c"\ncommand = ["true"]\nevery = 5\n'
+    )
+    answer = operated.ask(command="reload")
+    assert answer["ok"], answer
+    assert answer["result"]["added"] == ["new"]
+    assert answer["result"]["removed"] == ["drop"]
+    assert answer["result"]["changed"] == ["change"]
+    assert answer["result"]["checks_changed"] is True
+    status = operated.monitor.supervisor.status()
+    assert list(status) == ["keep", "change", "dep", "new"]
+    assert status["keep"].pid == pids["keep"] and status["dep"].pid == pids["dep"]
+    assert status["change"].pid not in (None, pids["change"])
+    assert operated.world.current("change").nice == 3
+    assert status["new"].pid is not None
+    assert list(operated.monitor.checks.status) == ["c"]
+    assert operated.monitor.config.services[-1].name == "new"
+
+
+def test_a_broken_config_is_rejected_and_the_old_one_keeps_running(
+    operated: Operated,
+) -> None:
+    pid = operated.pid("web")
+    operated.path.write_text(HEADER + '[[service]]\nname = "web"\n')
+    answer = operated.ask(command="reload")
+    assert answer == {
+        "procwork": PROTOCOL,
+        "ok": False,
+        "error": f"{operated.path}: [[service]] #1 ('web'): missing required key "
+        "'command'",
+    }
+    assert operated.pid("web") == pid
+    assert [s.name for s in operated.monitor.config.services] == ["web", "tool"]
+    # Fixed, it reloads.
+    operated.path.write_text(HEADER + services("web:start_seconds = 0"))
+    assert operated.ask(command="reload")["result"]["removed"] == ["tool"]
+
+
+def test_reloads_asked_together_are_applied_one_after_the_other(
+    operated: Operated,
+) -> None:
+    operated.path.write_text(HEADER + services("web:nice = 1"))
+    first: list[Any] = []
+    operated.monitor.reload().addCallback(first.append)
+    operated.path.write_text(HEADER + services("web:nice = 2"))
+    second: list[Any] = []
+    operated.monitor.reload().addCallback(second.append)
+    # The first still waits for the old web to stop; the second has not begun.
+    assert not first and not second
+    for _ in range(10):
+        operated.clock.advance(0.5)
+    assert first[0].changed == ("web",) and first[0].removed == ("tool",)
+    assert second[0].changed == ("web",) and second[0].removed == ()
+    assert operated.world.current("web").nice == 2
+
+
+def test_shutdown_answers_then_asks_whoever_runs_the_monitor_to_stop_it(
+    operated: Operated,
+) -> None:
+    stopping: Deferred[None] = operated.monitor.shutdown_requested
+    assert operated.ask(command="shutdown")["result"] == {"stopping": True}
+    assert not stopping.called  # the answer goes out first
+    operated.clock.advance(0)
+    assert stopping.called
+
+
+def test_a_service_reloaded_and_operated_hundreds_of_times_leaves_one_process(
+    tmp_path: Path,
+) -> None:
+    """Reloads that change a service, interleaved with stops, starts, restarts
+    and signals in every order: each ends with exactly one live process."""
+    operated = Operated(tmp_path, HEADER + services("web:start_seconds = 0"))
+    verbs = [
+        {"command": "stop", "names": ["web"]},
+        {"command": "start", "names": ["web"]},
+        {"command": "restart", "names": ["web"]},
+        {"command": "signal", "names": ["web"], "signal": "TERM"},
+    ]
+    pending: list[Deferred[Any]] = []
+    for i in range(400):
+        operated.path.write_text(
+            HEADER + services(f"web:start_seconds = 0\nnice = {i % 3}")
+        )
+        pending.append(operated.monitor.reload())
+        pending.append(operated.controller.handle(verbs[i % 4], "test"))
+        pending.append(operated.controller.handle(verbs[(i * 7) % 4], "test"))
+        operated.clock.advance(0.4 * (i % 4))
+    operated.ask(command="start", names=["web"])
+    for _ in range(20):
+        operated.clock.advance(1)
+    assert all(d.called for d in pending)
+    live = [p for p in operated.world.of("web") if p.pid is not None]
+    assert len(live) == 1
+    assert operated.pid("web") == live[0].pid
+
+
+# -- the socket's server side, on a Clock ---------------------------------------------
+
+
+_PAIRS: list[tuple[socket.socket, socket.socket]] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_socketpairs() -> Iterator[None]:
+    yield
+    while _PAIRS:
+        for end in _PAIRS.pop():
+            end.close()
+
+
+class PeerTransport(StringTransport):
+    """A transport whose other end is this very process (a socketpair)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ends = socket.socketpair(socket.AF_UNIX)
+        _PAIRS.append(self.ends)  # closed after the test
+
+    def getHandle(self) -> socket.socket:
+        return self.ends[0]
+
+    def loseConnection(self) -> None:
+        super().loseConnection()
+        for end in self.ends:
+            end.close()
+
+
+def connected(operated: Operated) -> tuple[Any, PeerTransport]:
+    from procwork.monitor._control import _ControlProtocol
+
+    protocol = _ControlProtocol(operated.controller, operated.clock)
+    transport = PeerTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def answers(transport: StringTransport) -> list[dict[str, Any]]:
+    return [decode(line) for line in transport.value().splitlines()]
+
+
+def test_the_server_answers_each_request_line_with_one_line(
+    operated: Operated,
+) -> None:
+    protocol, transport = connected(operated)
+    protocol.dataReceived(b'{"command": "status", "names": ["web"]}\n{"com')
+    [answer] = answers(transport)
+    assert answer["ok"] and list(answer["result"]["services"]) == ["web"]
+    protocol.dataReceived(b'mand": "launch"}\nnot json\n')
+    assert [a["ok"] for a in answers(transport)] == [True, False, False]
+    assert answers(transport)[2]["error"].startswith("not a line of JSON")
+
+
+def test_a_second_request_before_the_first_is_answered_is_refused(
+    operated: Operated,
+) -> None:
+    protocol, transport = connected(operated)
+    protocol.dataReceived(b'{"command": "stop", "names": ["web"]}\n')
+    protocol.dataReceived(b'{"command": "status"}\n')
+    assert answers(transport) == [
+        {
+            "procwork": PROTOCOL,
+            "ok": False,
+            "error": "one request at a time: wait for the answer",
+        }
+    ]
+    operated.clock.advance(5)
+    assert answers(transport)[1]["result"]["services"]["web"]["state"] == "STOPPED"
+
+
+def test_a_client_that_says_nothing_or_too_much_is_disconnected(
+    operated: Operated,
+) -> None:
+    from procwork.monitor._control import IDLE_TIMEOUT
+
+    _, quiet = connected(operated)
+    operated.clock.advance(IDLE_TIMEOUT)
+    assert quiet.disconnecting
+    protocol, chatty = connected(operated)
+    protocol.dataReceived(b"x" * (MAX_LINE + 1))
+    assert answers(chatty)[0]["error"] == f"request longer than {MAX_LINE} bytes"
+    assert chatty.disconnecting
+
+
+def test_a_follower_gets_new_lines_of_its_stream_and_heartbeats_until_it_hangs_up(
+    operated: Operated,
+) -> None:
+    from procwork.monitor._control import HEARTBEAT, IDLE_TIMEOUT
+
+    web = operated.world.current("web")
+    web.say(b"old\n")
+    protocol, transport = connected(operated)
+    protocol.dataReceived(b'{"command": "tail", "name": "web", "follow": true}\n')
+    web.say(b"new\n")
+    web.say(b"not this one\n", fd=2)
+    operated.clock.advance(max(HEARTBEAT, IDLE_TIMEOUT) + 1)  # never idle
+    assert not transport.disconnecting
+    got = answers(transport)
+    assert got[0]["result"] == {"lines": ["old"]}
+    assert [a.get("line") for a in got if "line" in a] == ["new"]
+    assert sum(1 for a in got if a.get("heartbeat")) >= 2
+    protocol.connectionLost(None)
+    before = len(answers(transport))
+    web.say(b"after\n")
+    operated.clock.advance(3 * HEARTBEAT)
+    assert len(answers(transport)) == before  # no line, no heartbeat
+
+
+def test_an_unexpected_error_becomes_an_answer_and_a_logged_traceback(
+    operated: Operated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("the reload broke")
+
+    monkeypatch.setattr(operated.monitor, "reload", broken)
+    seen: list[dict[str, Any]] = []
+    with observing(seen.append):
+        answer = operated.ask(command="reload")
+    assert answer == {"procwork": PROTOCOL, "ok": False, "error": "the reload broke"}
+    assert any(e.get("log_failure") is not None for e in seen)
+
+
+def test_a_reload_while_the_monitor_stops_changes_nothing(operated: Operated) -> None:
+    operated.path.write_text(HEADER + services("web", "tool", "late"))
+    operated.monitor.stop()
+    done: list[Any] = []
+    operated.monitor.reload().addCallback(done.append)
+    assert str(done[0]) == "added none; removed none; changed none; 0 unchanged"
+    assert list(operated.monitor.supervisor.status()) == ["web", "tool"]
