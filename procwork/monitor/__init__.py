@@ -13,6 +13,13 @@ a small HTTP status endpoint. The config is TOML (:func:`load_config`,
 from __future__ import annotations
 
 from procwork._errors import ConfigError
+from procwork.monitor._alerts import (
+    EVENTS,
+    AlertDispatcher,
+    AlertSpec,
+    AlertStatus,
+    Event,
+)
 from procwork.monitor._checks import CheckRunner, CheckSpec, CheckStatus
 from procwork.monitor._config import MonitorConfig, load_config, parse_config
 from procwork.monitor._monitor import Monitor
@@ -20,6 +27,11 @@ from procwork.monitor._proctable import LinuxProcessTable, ProcessTable, ProcInf
 from procwork.monitor._rules import Finding, Rule, RuleEngine
 
 __all__ = [
+    "EVENTS",
+    "AlertDispatcher",
+    "AlertSpec",
+    "AlertStatus",
+    "Event",
     "CheckRunner",
     "CheckSpec",
     "CheckStatus",

@@ -28,6 +28,7 @@ from importlib import resources
 from typing import Any
 
 from procwork._errors import ConfigError
+from procwork.monitor._alerts import AlertSpec
 from procwork.monitor._checks import MIN_INTERVAL, CheckSpec
 from procwork.monitor._rules import Rule
 from procwork.supervisor import ServiceSpec
@@ -52,6 +53,9 @@ _MONITOR_KEYS = {
     "max_running",
     "max_load",
 }
+# Alerts, logs and the status page (see _alerts.py, _page.py).
+_MONITOR_KEYS |= {"http_max_connections"}
+DEFAULT_HTTP_MAX_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,9 @@ class MonitorConfig:
         max_running: Cap of the process scheduler (None: its default).
         max_load: Load per core above which normal/low runs wait.
         included: The files ``include`` brought in, in order.
+        alerts: What to do on which events (``[[alert]]``).
+        http_max_connections: Concurrent HTTP connections served; past it
+            new ones are closed at once.
     """
 
     source: str
@@ -82,6 +89,8 @@ class MonitorConfig:
     max_running: int | None = None
     max_load: float | None = 2.0
     included: tuple[str, ...] = ()
+    alerts: tuple[AlertSpec, ...] = ()
+    http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
 
 
 def load_config(
@@ -155,11 +164,11 @@ def parse_config(
     """
     expand = _Expander(os.environ if environ is None else environ)
     data = _toml(text, source)
-    unknown = set(data) - {"monitor", "service", "check", "rule", "include"}
+    unknown = set(data) - {"monitor", "service", "check", "rule", "alert", "include"}
     if unknown:
         raise ConfigError(
-            f"{source}: unknown table {sorted(unknown)[0]!r}; "
-            "expected [monitor], [[service]], [[check]] and [[rule]] (and include)"
+            f"{source}: unknown table {sorted(unknown)[0]!r}; expected [monitor], "
+            "[[service]], [[check]], [[rule]] and [[alert]] (and include)"
         )
     monitor = _table(data.get("monitor", {}), f"{source}: [monitor]")
     _no_unknown_keys(monitor, _MONITOR_KEYS, f"{source}: [monitor]")
@@ -174,6 +183,7 @@ def parse_config(
     services: list[ServiceSpec] = []
     checks: list[CheckSpec] = []
     rules: list[Rule] = []
+    alerts: list[AlertSpec] = []
     where_of: dict[tuple[str, str], str] = {}  # (kind, name) -> where defined
     # What must exist on this machine, checked once the config is consistent.
     runnable: list[
@@ -208,6 +218,19 @@ def parse_config(
             rule = _build(Rule, _prepare(entry, where, expand), where)
             _once(where_of, "rule", rule.name, _named(where, rule.name))
             rules.append(rule)
+        for i, entry in enumerate(_array(file.data, "alert", file.source)):
+            where = f"{file.source}: [[alert]] #{i + 1}"
+            alert = _build(AlertSpec, _prepare(entry, where, expand), where)
+            where = _named(where, alert.name)
+            _once(where_of, "alert", alert.name, where)
+            if alert.argv is not None:
+                argv = alert.argv
+                if os.sep in argv[0] and not os.path.isabs(argv[0]):
+                    alert = dataclasses.replace(
+                        alert, command=(file.path(argv[0]), *argv[1:])
+                    )
+                runnable.append((alert.argv, f"{where} command", file, None, None))
+            alerts.append(alert)
 
     if check_system:
         for argv, where, file, cwd, env in runnable:
@@ -227,7 +250,18 @@ def parse_config(
         max_running=_optional_int(monitor.get("max_running"), f"{where} max_running"),
         max_load=_optional_float(monitor.get("max_load", 2.0), f"{where} max_load"),
         included=tuple(f.source for f in included),
+        alerts=tuple(alerts),
+        http_max_connections=_max_connections(
+            monitor.get("http_max_connections", DEFAULT_HTTP_MAX_CONNECTIONS),
+            f"{where} http_max_connections",
+        ),
     )
+
+
+def _max_connections(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: must be a whole number >= 1, not {value!r}")
+    return value
 
 
 def parse_http(value: str, where: str = "--http") -> tuple[str, int]:
@@ -294,7 +328,12 @@ def _build(cls: Any, entry: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: {message}") from None
 
 
-_KIND: dict[Any, str] = {ServiceSpec: "service", CheckSpec: "check", Rule: "rule"}
+_KIND: dict[Any, str] = {
+    ServiceSpec: "service",
+    CheckSpec: "check",
+    Rule: "rule",
+    AlertSpec: "alert",
+}
 
 
 def _rule_kwargs(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
@@ -468,12 +507,12 @@ def _includes(
                 continue
             seen.add(os.path.abspath(path))
             included = _toml(_read(path), path)
-            extra = set(included) - {"service", "check", "rule"}
+            extra = set(included) - {"service", "check", "rule", "alert"}
             if extra:
                 raise ConfigError(
-                    f"{path}: an included file holds only [[service]], [[check]] "
-                    f"and [[rule]] tables, not {sorted(extra)[0]!r} (that belongs "
-                    f"in {source})"
+                    f"{path}: an included file holds only [[service]], [[check]], "
+                    f"[[rule]] and [[alert]] tables, not {sorted(extra)[0]!r} (that "
+                    f"belongs in {source})"
                 )
             files.append(_File(path, included, os.path.dirname(os.path.abspath(path))))
     return files
@@ -576,6 +615,11 @@ def _resolved_service(spec: ServiceSpec, file: _File, where: str) -> ServiceSpec
     changes: dict[str, Any] = {}
     if spec.cwd is not None and not os.path.isabs(spec.cwd):
         changes["cwd"] = file.path(spec.cwd)
+    # Log files, like other paths, are relative to the config's directory.
+    for key in ("stdout_log", "stderr_log"):
+        path = getattr(spec, key)
+        if path is not None and not os.path.isabs(path):
+            changes[key] = file.path(path)
     cwd = changes.get("cwd", spec.cwd)
     program = spec.argv[0]
     if os.sep in program and not os.path.isabs(program):
@@ -695,12 +739,14 @@ def dump_config(config: MonitorConfig) -> str:
         "json_log": config.json_log,
         "max_running": config.max_running,
         "max_load": False if config.max_load is None else config.max_load,
+        "http_max_connections": config.http_max_connections,
     }
     out += _toml_keys(monitor)
     for kind, items in (
         ("service", config.services),
         ("check", config.checks),
         ("rule", config.rules),
+        ("alert", config.alerts),
     ):
         for item in items:
             values = {

@@ -29,10 +29,9 @@ without it.
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 from twisted.internet import error as twisted_error
@@ -42,13 +41,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from procwork._errors import ConfigError
-from procwork._output import LineSplitter
 from procwork._process import _spawn_error
 from procwork._result import describe_returncode
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess
 from procwork.supervisor._procmon import ChildTransport, DelayedCall, Procmon
 from procwork.supervisor._restart import Exit, decide_restart
+from procwork.supervisor._servicelog import ServiceOutput
 from procwork.supervisor._spec import (
     NoSuchService,
     RestartPolicy,
@@ -101,6 +100,10 @@ class ProcessFactory(Protocol):
     ) -> ChildTransport: ...
 
 
+StateListener = Callable[[ServiceStatus, ServiceState], object]
+"""Called with a service's new status and its previous state."""
+
+
 # -- the one state object per service ------------------------------------------
 
 
@@ -111,8 +114,11 @@ class _Service:
     protocols); everything the supervisor adds lives here.
     """
 
-    def __init__(self, spec: ServiceSpec, now: float) -> None:
+    def __init__(
+        self, spec: ServiceSpec, now: float, clock: Callable[[], float]
+    ) -> None:
         self.spec = spec
+        self.output = ServiceOutput(spec, clock, lambda: self.pid)
         self.state = ServiceState.STOPPED
         self.since = now
         self.transport: ChildTransport | None = None
@@ -185,11 +191,7 @@ class _ServiceProtocol(ProcessProtocol):
         self._supervisor = supervisor
         self._service = service
         self._procmon_protocol = procmon_protocol
-        limit = service.spec.max_log_line
-        self._splitters = {
-            fd: LineSplitter(functools.partial(self._line, stream), limit)
-            for fd, stream in ((1, "stdout"), (2, "stderr"))
-        }
+        service.output.new_run()
 
     def connectionMade(self) -> None:
         transport = cast(ChildTransport, self.transport)
@@ -197,23 +199,10 @@ class _ServiceProtocol(ProcessProtocol):
         self._supervisor._spawned(self._service, transport)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        splitter = self._splitters.get(childFD)
-        if splitter is not None:
-            splitter.feed(data)
-
-    def _line(self, stream: str, line: bytes) -> None:
-        text = line.rstrip(b"\n").rstrip(b"\r").decode("utf-8", "replace")
-        _log.info(
-            "[{service}] {line}",
-            service=self._service.name,
-            stream=stream,
-            line=text,
-            pid=self._service.pid,
-        )
+        self._service.output.received(childFD, data)
 
     def processEnded(self, reason: Failure) -> None:
-        for splitter in self._splitters.values():
-            splitter.close()
+        self._service.output.ended()
         self._procmon_protocol.processEnded(reason)
 
 
@@ -257,6 +246,7 @@ class Supervisor:
         self._started = False
         self._shutdown_trigger: Any = None
         self._procmon = Procmon(reactor, self, self._spawn)
+        self._listeners: list[StateListener] = []
 
     def __repr__(self) -> str:
         states = ", ".join(f"{s.name}: {s.state}" for s in self._services.values())
@@ -266,6 +256,14 @@ class Supervisor:
     def reactor(self) -> Any:
         """The reactor the services are run on."""
         return self._reactor
+
+    def listen(self, listener: StateListener) -> None:
+        """Call ``listener(status, previous_state)`` at every change of state.
+
+        Called in the reactor thread as the change happens; an exception in
+        a listener is logged and does not reach the supervisor.
+        """
+        self._listeners.append(listener)
 
     # -- configuration ---------------------------------------------------------
 
@@ -290,7 +288,7 @@ class Supervisor:
                     f"service {spec.name!r}: after names {after!r}, which has not "
                     "been added (add it first)"
                 )
-        service = _Service(spec, self._now())
+        service = _Service(spec, self._now(), self._now)
         self._services[spec.name] = service
         # Not wanted yet, so procmon does not start it here (see _may_start).
         self._procmon.add(spec)
@@ -322,6 +320,7 @@ class Supervisor:
         def forget(_: object) -> None:
             self._procmon.remove(name)
             del self._services[name]
+            service.output.close()
             for _states, waiter in service.state_waiters:
                 waiter.errback(NoSuchService(f"service {name!r} was removed"))
             service.state_waiters.clear()
@@ -767,8 +766,18 @@ class Supervisor:
                 )
 
     def _set_state(self, service: _Service, state: ServiceState) -> None:
+        previous = service.state
         service.state = state
         service.since = self._now()
+        if self._listeners and previous is not state:
+            changed = service.status(
+                service.since, self._procmon.restart_call(service.name)
+            )
+            for listener in list(self._listeners):
+                try:
+                    listener(changed, previous)
+                except Exception:
+                    _log.failure("a service state listener failed")
         ready = [w for w in service.state_waiters if state in w[0]]
         if not ready:
             return
