@@ -140,7 +140,9 @@ class Event:
             "PROCWORK_EXIT_STATUS": ""
             if self.exit_status is None
             else str(self.exit_status),
-            "PROCWORK_DURATION": "" if self.duration is None else f"{self.duration:.3f}",
+            "PROCWORK_DURATION": ""
+            if self.duration is None
+            else f"{self.duration:.3f}",
             # An environment variable cannot hold NUL.
             "PROCWORK_OUTPUT": self.output[-_OUTPUT_TAIL:].replace("\0", ""),
             "PROCWORK_REMINDER": "1" if self.reminder else "0",
@@ -399,7 +401,9 @@ class AlertDispatcher:
                 env={**os.environ, **event.environ()},
             )
         except Exception:
-            return Deferred.fromFailure(Failure())  # type: ignore[arg-type]
+            from twisted.internet.defer import fail
+
+            return fail(Failure())
 
         def described(result: Result) -> tuple[bool, str, str]:
             output = (result.stdout + result.stderr).decode("utf-8", "replace")
@@ -445,7 +449,7 @@ class AlertDispatcher:
             why = (
                 f"no answer within {spec.timeout:g} s"
                 if _timed_out(failure)
-                else str(failure.value) or failure.type.__name__
+                else str(failure.value) or repr(failure.value)
             )
             return retry(failure, why)
 
@@ -483,9 +487,12 @@ class AlertDispatcher:
         if not pending:
             return succeed(None)
         done = DeferredList(pending, consumeErrors=True)
-        call = self._reactor.callLater(
-            timeout, lambda: [d.cancel() for d in list(self._pending)]
-        )
+
+        def cancel_the_rest() -> None:
+            for d in list(self._pending):
+                d.cancel()
+
+        call = self._reactor.callLater(timeout, cancel_the_rest)
 
         def cleanup(result: object) -> object:
             if call.active():

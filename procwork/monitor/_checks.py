@@ -400,10 +400,13 @@ class CheckRunner:
             status.failing_since = now
             status._alerted = now
             self._tell("check.failed", spec, status, False)
-        elif spec.repeat_every and status._alerted is not None:
-            if now - status._alerted >= spec.repeat_every - 1e-6:
-                status._alerted = now
-                self._tell("check.failed", spec, status, True)
+        elif (
+            spec.repeat_every
+            and status._alerted is not None
+            and now - status._alerted >= spec.repeat_every - 1e-6
+        ):
+            status._alerted = now
+            self._tell("check.failed", spec, status, True)
 
     def _act(self, spec: CheckSpec, status: CheckStatus) -> None:
         if spec.on_failure is None:

@@ -8,26 +8,15 @@ events, and serves its status over HTTP.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import sys
 import time
-from typing import Any, TextIO, cast
+from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.task import LoopingCall
-from twisted.logger import (
-    FilteringLogObserver,
-    ILogFilterPredicate,
-    ILogObserver,
-    Logger,
-    LogLevel,
-    LogLevelFilterPredicate,
-    eventAsJSON,
-    formatEvent,
-    globalLogBeginner,
-)
+from twisted.logger import Logger
 
 import untwisted
 from procwork._api import scheduler as default_scheduler
@@ -35,14 +24,22 @@ from procwork._errors import ConfigError
 from procwork._load import SystemLoad
 from procwork._orphans import reap_orphans
 from procwork._scheduler import Scheduler
-from procwork.monitor._checks import CheckRunner, RunFunction
+from procwork.monitor._alerts import (
+    AlertDispatcher,
+    Event,
+    ServiceEvents,
+    check_event,
+    rule_events,
+)
+from procwork.monitor._checks import CheckRunner, CheckSpec, CheckStatus, RunFunction
 from procwork.monitor._config import (
     MonitorConfig,
     dump_config,
     load_config,
     parse_http,
 )
-from procwork.monitor._http import Metric, StatusSite
+from procwork.monitor._http import CappedFactory, Metric, StatusSite
+from procwork.monitor._logs import start_logging
 from procwork.monitor._metrics import monitor_metrics, process_metrics
 from procwork.monitor._proctable import ProcessTable
 from procwork.monitor._rules import Finding, RuleEngine
@@ -103,9 +100,20 @@ class Monitor:
             wall_clock=reactor.seconds,
         )
         self.rules = RuleEngine(config.rules, process_table, reactor=reactor)
+        # Events and alerts (see _alerts.py).
+        self.alerts = AlertDispatcher(
+            config.alerts,
+            reactor=reactor,
+            run=run if run is not None else self._run,
+        )
+        self.supervisor.listen(
+            ServiceEvents(self._event, self._success_codes, reactor.seconds)
+        )
+        self.checks.listen(self._check_changed)
         self.findings: list[Finding] = []
         self._loops: list[LoopingCall] = []
         self._port: Any = None
+        self._http_factory: CappedFactory | None = None
         self._started_at: float | None = None
         self._cpu_at_start = 0.0
 
@@ -131,6 +139,16 @@ class Monitor:
             checks=len(self.config.checks),
             rules=len(self.config.rules),
         )
+        self._event(
+            Event(
+                "monitor.started",
+                str(self.config.source),
+                "started",
+                f"monitor started from {self.config.source}",
+                time=self._reactor.seconds(),
+                fields={"pid": os.getpid()},
+            )
+        )
         self.supervisor.start()
         self.checks.start()
         if self.config.rules:
@@ -148,8 +166,13 @@ class Monitor:
 
     def _listen(self, host: str, port: int) -> None:
         site = StatusSite(self.status, self.metrics)
+        self._http_factory = CappedFactory(
+            site, self.config.http_max_connections, self._reactor.seconds
+        )
         try:
-            self._port = self._reactor.listenTCP(port, site, interface=host)
+            self._port = self._reactor.listenTCP(
+                port, self._http_factory, interface=host
+            )
         except Exception as e:
             raise ConfigError(
                 f"cannot serve HTTP on {host}:{port}: {e}; choose another with "
@@ -178,13 +201,26 @@ class Monitor:
         flight have then been cancelled and their process groups are being
         terminated (see :meth:`CheckRunner.stop`).
         """
-        _log.info("monitor stopping")
+        _log.info("monitor stopping", event="monitor.stopping")
+        self._event(
+            Event(
+                "monitor.stopping",
+                str(self.config.source),
+                "stopping",
+                "monitor stopping",
+                time=self._reactor.seconds(),
+            )
+        )
         for loop in self._loops:
             if loop.running:
                 loop.stop()
         self._loops.clear()
         self.rules.stop()
-        steps: list[Deferred[Any]] = [self.checks.stop(), self.supervisor.stop()]
+        steps: list[Deferred[Any]] = [
+            self.checks.stop(),
+            self.supervisor.stop(),
+            self.alerts.stop(),
+        ]
         if self._port is not None:
             steps.append(maybeDeferred(self._port.stopListening))
             self._port = None
@@ -205,6 +241,26 @@ class Monitor:
             return
         if found:
             self.findings = (self.findings + found)[-_RECENT_FINDINGS:]
+            now = self._reactor.seconds()
+            for finding in found:
+                for event in rule_events(finding, now):
+                    self._event(event)
+
+    # -- events --------------------------------------------------------------
+
+    def _event(self, event: Event) -> None:
+        self.alerts.emit(event)
+
+    def _success_codes(self, name: str) -> frozenset[int]:
+        for spec in self.supervisor.specs():
+            if spec.name == name:
+                return frozenset(spec.success_exit_codes)
+        return frozenset({0})
+
+    def _check_changed(
+        self, event: str, spec: CheckSpec, status: CheckStatus, reminder: bool
+    ) -> None:
+        self._event(check_event(event, spec, status, reminder, self._reactor.seconds()))
 
     def _summary(self) -> None:
         services = self.supervisor.status()
@@ -265,6 +321,19 @@ class Monitor:
                 for rule in self.rules.rules
             },
             "recent_findings": [str(f) for f in self.findings],
+            "alerts": {
+                name: status.to_dict() for name, status in self.alerts.status.items()
+            },
+            "events": [event.to_dict() for event in self.alerts.recent],
+            "http": {
+                "max_connections": self.config.http_max_connections,
+                "open_connections": 0
+                if self._http_factory is None
+                else len(self._http_factory.protocols),
+                "refused_connections": 0
+                if self._http_factory is None
+                else self._http_factory.refused,
+            },
         }
 
     def metrics(self) -> list[Metric]:
@@ -294,42 +363,6 @@ def _version() -> str:
 # -- the command -------------------------------------------------------------
 
 
-def _text_observer(stream: TextIO) -> ILogObserver:
-    def observe(event: dict[str, Any]) -> None:
-        text = formatEvent(event)
-        failure = event.get("log_failure")
-        if failure is not None:
-            text += "\n" + failure.getTraceback()
-        stamp = time.strftime(
-            "%H:%M:%S", time.localtime(event.get("log_time", time.time()))
-        )
-        namespace = event.get("log_namespace", "")
-        stream.write(f"{stamp} [{namespace}] {text}\n")
-        stream.flush()
-
-    return observe  # type: ignore[return-value]
-
-
-def _json_observer(stream: TextIO) -> ILogObserver:
-    def observe(event: dict[str, Any]) -> None:
-        record = json.loads(eventAsJSON(event))
-        record["text"] = formatEvent(event)
-        stream.write(json.dumps(record, default=str) + "\n")
-        stream.flush()
-
-    return observe  # type: ignore[return-value]
-
-
-def _start_logging(json_log: bool) -> None:
-    observer = _json_observer(sys.stdout) if json_log else _text_observer(sys.stdout)
-    # zope interfaces again: these classes provide what the casts say.
-    predicate = cast(
-        ILogFilterPredicate, LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-    )
-    filtered = cast(ILogObserver, FilteringLogObserver(observer, [predicate]))
-    globalLogBeginner.beginLoggingTo([filtered], redirectStandardIO=False)
-
-
 def main(
     config_path: str | None,
     *,
@@ -355,7 +388,7 @@ def main(
             file=sys.stderr,
         )
         return 0
-    _start_logging(json_log or config.json_log)
+    start_logging(json_log or config.json_log)
     monitor = Monitor(config)
     reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
     try:

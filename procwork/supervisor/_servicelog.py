@@ -12,6 +12,7 @@ once the service is quiet enough again.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Callable
@@ -106,10 +107,9 @@ class ServiceOutput:
             return
         log = self._file(stream)
         if log is not None:
-            try:
+            # A full disk must not stop the service's output handling.
+            with contextlib.suppress(OSError):
                 log.write(data)
-            except OSError:
-                pass  # a full disk must not stop the service's output handling
         if self._rate <= 0:
             return
         self._refill()
@@ -160,10 +160,8 @@ class ServiceOutput:
             splitter.close()
         self.flush()
         for log in self._opened.values():
-            try:
+            with contextlib.suppress(OSError):
                 log.flush()
-            except OSError:
-                pass
 
     def close(self) -> None:
         """Close the log files (the service is removed)."""

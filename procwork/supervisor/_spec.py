@@ -407,8 +407,7 @@ class ServiceSpec:
                 self._set(key, value)
         if not _is_int(self.log_max_bytes) or self.log_max_bytes < 1:
             self._invalid(
-                "log_max_bytes must be a whole number >= 1, got "
-                f"{self.log_max_bytes!r}"
+                f"log_max_bytes must be a whole number >= 1, got {self.log_max_bytes!r}"
             )
         if not _is_int(self.log_backups) or self.log_backups < 0:
             self._invalid(
