@@ -55,13 +55,15 @@ _LEVELS = {
     LogLevel.error: "ERROR",
     LogLevel.critical: "CRIT",
 }
+_LOUD = {LogLevel.warn, LogLevel.error, LogLevel.critical}
 _SUBJECTS = ("service", "check", "rule", "alert")
 _OURS = ("procwork", "untwisted", "clockwork")
 
 
-def _level(event: Mapping[str, Any]) -> LogLevel:
+def _level(event: Mapping[str, Any]) -> Any:
+    # The levels are constants of LogLevel, not instances of it.
     level = event.get("log_level", LogLevel.info)
-    return level if isinstance(level, LogLevel) else LogLevel.info
+    return level if level in _LEVELS else LogLevel.info
 
 
 def _message(event: Mapping[str, Any]) -> str:
@@ -162,7 +164,7 @@ def _not_noise(event: Mapping[str, Any]) -> PredicateResult:
     """Twisted's own info lines (a port starting, a factory starting) are
     noise in a monitor's log; its warnings and errors are not."""
     namespace = str(event.get("log_namespace", ""))
-    if namespace.split(".")[0] in _OURS or _level(event) >= LogLevel.warn:
+    if namespace.split(".")[0] in _OURS or _level(event) in _LOUD:
         return cast(PredicateResult, PredicateResult.maybe)
     return cast(PredicateResult, PredicateResult.no)
 
