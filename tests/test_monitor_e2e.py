@@ -70,10 +70,14 @@ class MonitorProcess:
     A reader thread puts each line in a queue, so every read has a bound.
     """
 
-    def __init__(self, *args: str, stderr: Path) -> None:
+    def __init__(self, *args: str, stderr: Path, max_files: int | None = None) -> None:
         self._stderr = stderr.open("wb")
+        prefix: list[str] = []
+        if max_files is not None:
+            # Started under a lower RLIMIT_NOFILE: descriptors run out sooner.
+            prefix = ["prlimit", f"--nofile={max_files}:{max_files}", "--"]
         self.proc = subprocess.Popen(
-            [PY, "-m", "procwork", "monitor", *args],
+            [*prefix, PY, "-m", "procwork", "monitor", *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=self._stderr,

@@ -325,6 +325,7 @@ class AlertDispatcher:
         self.status = {spec.name: AlertStatus(spec.name) for spec in self.specs}
         self.recent: deque[Event] = deque(maxlen=_RECENT_EVENTS)
         self._pending: set[Deferred[Any]] = set()
+        self._stopping = False
 
     def emit(self, event: Event) -> None:
         """Record ``event`` and start the alerts that want it."""
@@ -416,7 +417,23 @@ class AlertDispatcher:
     def _webhook(self, spec: AlertSpec, event: Event, attempt: int) -> Deferred[Any]:
         assert spec.webhook is not None
         d = self._post(spec.webhook, json.dumps(event.to_dict()).encode())
-        d.addTimeout(spec.timeout, self._reactor)
+        # Not Deferred.addTimeout: cancelling the Agent's request fails with
+        # its own errors (ConnectingCancelledError, ...), not CancelledError,
+        # so only this flag tells a timeout from the rest.
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            d.cancel()
+
+        timer = self._reactor.callLater(spec.timeout, expire)
+
+        def disarm(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addBoth(disarm)
 
         def retry(failure: Failure | None, why: str) -> Deferred[Any] | Any:
             if attempt > spec.retries:
@@ -444,12 +461,12 @@ class AlertDispatcher:
             return retry(None, f"answered {code}")
 
         def failed(failure: Failure) -> Any:
-            if failure.check(CancelledError) and not _timed_out(failure):
-                return failure
+            if self._stopping and not expired:
+                return failure  # cancelled by stop(): no more attempts
             why = (
                 f"no answer within {spec.timeout:g} s"
-                if _timed_out(failure)
-                else str(failure.value) or repr(failure.value)
+                if expired
+                else failure.getErrorMessage()
             )
             return retry(failure, why)
 
@@ -483,6 +500,7 @@ class AlertDispatcher:
     def stop(self, timeout: float = 5.0) -> Deferred[Any]:
         """Let the alerts in flight finish for up to ``timeout`` seconds (so
         ``monitor.stopping`` gets out), then cancel the rest."""
+        self._stopping = True
         pending = list(self._pending)
         if not pending:
             return succeed(None)
@@ -500,12 +518,6 @@ class AlertDispatcher:
             return result
 
         return done.addBoth(cleanup)
-
-
-def _timed_out(failure: Failure) -> bool:
-    from twisted.internet.defer import TimeoutError as DeferredTimeout
-
-    return failure.check(DeferredTimeout) is not None
 
 
 def _one_line(output: str) -> str:

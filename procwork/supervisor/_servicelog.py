@@ -109,7 +109,7 @@ class ServiceOutput:
         if log is not None:
             # A full disk must not stop the service's output handling.
             with contextlib.suppress(OSError):
-                log.write(data)
+                self._write(log, data)
         if self._rate <= 0:
             return
         self._refill()
@@ -119,6 +119,27 @@ class ServiceOutput:
         else:
             # Over the rate: not split into lines (that is what costs).
             self._dropped += data.count(b"\n")
+
+    def _write(self, log: LogFile, data: bytes) -> None:
+        """Write ``data``, rotating so that no file grows past log_max_bytes.
+
+        LogFile alone rotates only once a file has reached its size, after
+        the write that took it past; a chunk is cut here instead, at its
+        last newline that fits (at the size itself when no line fits).
+        """
+        limit = self._spec.log_max_bytes
+        while data:
+            room = limit - log.size
+            if room <= 0:
+                log.rotate()
+                continue
+            if len(data) <= room:
+                log.write(data)
+                return
+            cut = data.rfind(b"\n", 0, room) + 1 or room
+            log.write(data[:cut])
+            data = data[cut:]
+            log.rotate()
 
     def _refill(self) -> None:
         now = self._clock()
