@@ -7,6 +7,7 @@ needs them. Every wait is bounded; everything started is killed (by pid).
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -25,7 +26,6 @@ from typing import Any
 
 import pytest
 
-from tests.support import PY
 from tests.test_monitor_e2e import MonitorProcess, get, wait_for
 
 # -- helpers ----------------------------------------------------------------
@@ -83,9 +83,7 @@ def hooks() -> Iterator[Hooks]:
 
 
 @pytest.fixture
-def run_monitor(
-    tmp_path: Path, started: list[int]
-) -> Iterator[Any]:
+def run_monitor(tmp_path: Path, started: list[int]) -> Iterator[Any]:
     """Starts ``procwork monitor`` on a config text; SIGKILLed at the end."""
     monitors: list[MonitorProcess] = []
 
@@ -111,10 +109,8 @@ def run_monitor(
         for monitor in monitors:
             if monitor.proc.poll() is None:
                 monitor.proc.send_signal(signal.SIGTERM)
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     monitor.proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    pass
             monitor.close()
 
 
@@ -142,7 +138,7 @@ def test_a_webhook_gets_one_post_when_a_check_fails_reminders_and_one_on_recover
     check.recovered: never one POST per failed run."""
     flag = tmp_path / "broken"
     flag.touch()
-    monitor, base = run_monitor(
+    _monitor, base = run_monitor(
         f"""
         [monitor]
         max_load = false
@@ -197,7 +193,7 @@ def test_a_webhook_answered_500_is_retried_after_retry_delay(
 ) -> None:
     receiver = Hooks(fail_first=2)
     try:
-        monitor, base = run_monitor(
+        monitor, _base = run_monitor(
             f"""
             [[alert]]
             name = "hook"
@@ -286,7 +282,7 @@ print("noted", env["PROCWORK_NAME"])
 
 
 def test_a_check_with_start_delay_does_not_run_before_it(run_monitor: Any) -> None:
-    monitor, base = run_monitor(
+    _monitor, base = run_monitor(
         """
         [[check]]
         name = "late"
@@ -305,7 +301,7 @@ def test_a_check_with_start_delay_does_not_run_before_it(run_monitor: Any) -> No
 def test_service_output_goes_to_rotated_files_keeping_log_backups(
     tmp_path: Path, run_monitor: Any
 ) -> None:
-    monitor, base = run_monitor(
+    monitor, _base = run_monitor(
         """
         [[service]]
         name = "chatty"
@@ -328,8 +324,10 @@ time.sleep(60)
     logs = tmp_path / "logs"  # relative to the config file's directory
     out = wait_for(
         "the last line in the log",
-        lambda: (logs / "chatty.out").exists()
-        and "done" in (logs / "chatty.out").read_text(),
+        lambda: (
+            (logs / "chatty.out").exists()
+            and "done" in (logs / "chatty.out").read_text()
+        ),
     )
     assert out
     names = sorted(p.name for p in logs.iterdir())
@@ -372,7 +370,9 @@ time.sleep(60)
     stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} "
     monitor.expect(stamp + r"INFO  \[talker stdout\] to stdout$")
     monitor.expect(stamp + r"INFO  \[talker stderr\] to stderr$")
-    monitor.expect(stamp + r"WARN  \[checks\] check disk failed: exited 1: / is 97% full$")
+    monitor.expect(
+        stamp + r"WARN  \[checks\] check disk failed: exited 1: / is 97% full$"
+    )
     for _ in range(5):
         get(base + "/metrics")
         get(base + "/")
@@ -407,8 +407,10 @@ def test_a_service_printing_without_pause_does_not_starve_a_check(
         every = 0.25
         """
     )
-    monitor.expect(r"service 'noisy': \d+ output lines not shown \(over its "
-                   r"console_rate of 50 lines/s\)")
+    monitor.expect(
+        r"service 'noisy': \d+ output lines not shown \(over its "
+        r"console_rate of 50 lines/s\)"
+    )
     before = status(base)["checks"]["tick"]["runs"]
     time.sleep(4)
     runs = status(base)["checks"]["tick"]["runs"] - before
@@ -427,7 +429,7 @@ def test_the_status_page_is_html_for_browsers_and_json_for_programs(
 ) -> None:
     import urllib.request
 
-    monitor, base = run_monitor(
+    _monitor, base = run_monitor(
         """
         [[service]]
         name = "web"
@@ -535,9 +537,7 @@ def test_a_real_browser_shows_every_service_with_its_state_and_sees_it_change(
     started.extend(pids.values())
     wait_for(
         "both running",
-        lambda: all(
-            s["state"] == "RUNNING" for s in status(base)["services"].values()
-        ),
+        lambda: all(s["state"] == "RUNNING" for s in status(base)["services"].values()),
     )
     dom = _dump_dom(base + "/")
     assert "<title>procwork: 2/2 running</title>" in dom
@@ -605,8 +605,9 @@ def test_idle_connections_past_the_cap_are_refused_and_checks_keep_working(
         monitor.expect(r"HTTP: 20 connections open, the most served at once")
         # While they are held: a killed service is restarted...
         os.kill(pid, signal.SIGKILL)
-        new = int(monitor.expect(rf"service 'svc' started: pid (?!{pid}\b)(\d+)")
-                  .group(1))
+        new = int(
+            monitor.expect(rf"service 'svc' started: pid (?!{pid}\b)(\d+)").group(1)
+        )
         started.append(new)
         time.sleep(1)
     finally:
