@@ -58,6 +58,7 @@ class ServiceOutput:
         self._pid = pid
         self._files: dict[str, LogFile] = {}
         self._opened: dict[str, LogFile] = {}  # by path: both streams may share
+        self._failed: set[str] = set()  # paths that could not be opened
         self._rate = spec.console_rate
         self._tokens = self._rate
         self._refilled = clock()
@@ -68,6 +69,7 @@ class ServiceOutput:
     def new_run(self) -> None:
         """A new process of the service: fresh line splitters."""
         self.flush()
+        self._failed.clear()
         limit = self._spec.max_log_line
         self._splitters = {
             fd: LineSplitter(functools.partial(self._line, stream), limit)
@@ -76,7 +78,7 @@ class ServiceOutput:
 
     def _file(self, stream: str) -> LogFile | None:
         path = self._spec.stdout_log if stream == "stdout" else self._spec.stderr_log
-        if path is None:
+        if path is None or path in self._failed:
             return None
         log = self._files.get(stream)
         if log is None:
@@ -87,6 +89,8 @@ class ServiceOutput:
                         path, self._spec.log_max_bytes, self._spec.log_backups
                     )
                 except OSError as e:
+                    # Said once; tried again at the service's next run.
+                    self._failed.add(path)
                     _log.error(
                         "service {service!r}: cannot open its {stream} log "
                         "{path}: {error}; its {stream} is not written there",
