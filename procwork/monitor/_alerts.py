@@ -609,7 +609,8 @@ def check_event(
             exit_status = None
     message = (
         f"check {spec.name} {'still ' if reminder else ''}failing "
-        f"({status.consecutive_failures} runs in a row): {detail}"
+        f"({status.consecutive_failures} "
+        f"run{'' if status.consecutive_failures == 1 else 's'} in a row): {detail}"
         if failed
         else f"check {spec.name} recovered"
     )
