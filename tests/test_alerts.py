@@ -372,3 +372,59 @@ def test_a_json_record_has_procworks_schema_and_no_twisted_internals() -> None:
         "fields": {"state": "FATAL", "restarts": 3},
     }
     json.dumps(record)
+
+
+# -- the monitor's events, on a clock ------------------------------------------------
+
+
+def test_the_monitor_sends_service_check_rule_and_monitor_events_to_its_alerts() -> (
+    None
+):
+    import dataclasses
+
+    from procwork.monitor import Rule
+    from tests.test_monitor import CONFIG, World
+
+    world = World()
+    config = dataclasses.replace(
+        CONFIG,
+        # A dry run: the fake table's pids are not ours to signal.
+        rules=(
+            Rule("cgi", process_name="perl", max_age=600, action="term", dry_run=True),
+        ),
+        alerts=(AlertSpec("all", events="*", webhook="http://127.0.0.1:1/"),),
+    )
+    world.monitor = type(world.monitor)(
+        config,
+        reactor=world.clock,
+        scheduler=world.monitor.scheduler,
+        run=world.run,
+        process_factory=world.factory,
+        process_table=world.table,
+    )
+    agent = FakeAgent()
+    world.monitor.alerts._agent = agent
+    monitor = world.monitor
+    monitor.start()
+    world.clock.advance(1)  # web: RUNNING
+    world.run.finish(0, 1, b"full\n")  # the disk check fails
+    world.factory.children[0].end(code=2)  # web exits
+    world.clock.advance(1)  # restarted
+    world.clock.advance(1)  # running again
+    stopped = monitor.stop()
+    world.clock.advance(10)
+    assert stopped.called
+    names = [e["event"] for e in monitor.status()["events"]]
+    assert names[:2] == ["monitor.started", "service.started"]
+    assert "rule.acted" not in names  # a dry run only matches
+    assert {
+        "rule.matched",
+        "check.failed",
+        "service.exited",
+        "service.restarted",
+        "service.recovered",
+    } <= set(names)
+    assert names[-1] == "monitor.stopping"
+    assert len(agent.requests) == len(names)  # one POST per event, no more
+    [failed] = [e for e in monitor.status()["events"] if e["event"] == "check.failed"]
+    assert (failed["exit_status"], failed["output"]) == (1, "full\n")
