@@ -56,6 +56,17 @@ them alike; the table shows medians over the repeats (with the min-max
 spread when repeated). Ratios are asyncio's figure over procwork's: "x 2.00"
 means procwork's is half (twice as good: less CPU, less lateness). Nothing
 here is asserted; the numbers depend on the machine.
+
+**A noisy service** (``--noisy``): one check (``/bin/true``) every 0.5 s,
+side by side in three monitors: alone; beside a service running ``yes``
+(it prints without pause) with the default ``console_rate`` (200 lines/s
+reach the log, the rest are counted, not split into lines); and beside the
+same service with no rate limit (``console_rate`` 1e9: every line is logged,
+as before there was a limit). The log goes to ``/dev/null`` through the
+monitor's own text observer, as ``procwork monitor > file`` would. The table
+gives the check's runs over those due, the lateness of its starts (median
+and p99, measured as above) and the monitor's own CPU; the ratios are the
+noisy contenders' figures over the quiet one's.
 """
 
 from __future__ import annotations
@@ -275,6 +286,88 @@ def asyncio_loop(duration: float, warmup: float) -> dict[str, float]:
     return asyncio.run(main())
 
 
+NOISY_EVERY = 0.5
+
+
+def noisy_monitor(
+    duration: float, warmup: float, rate: float | None
+) -> dict[str, float]:
+    """One check every NOISY_EVERY s; beside ``yes`` unless ``rate`` is None."""
+    from twisted.internet import task
+
+    import procwork.monitor
+    import untwisted
+    from procwork.monitor._logs import start_logging
+
+    lines = ["[monitor]", "http = false", "summary_every = 0", "max_load = false"]
+    if rate is not None:
+        lines += ["", "[[service]]", 'name = "noisy"', 'command = ["yes"]']
+        lines.append(f"console_rate = {rate}")
+    lines += ["", "[[check]]", 'name = "tick"', f'command = ["{COMMAND}", "tick"]']
+    lines.append(f"every = {NOISY_EVERY}")
+    config = procwork.monitor.parse_config("\n".join(lines) + "\n", "<bench>")
+    start_logging(False, open(os.devnull, "w"))  # noqa: SIM115 - for the run
+    monitor = procwork.monitor.Monitor(config)
+    reactor = monitor.supervisor.reactor
+    first: list[float] = []
+    runs: list[tuple[float, float]] = []  # (called, lateness incl. queue)
+
+    def timed_run(argv: list[str], **kwargs: Any) -> Any:
+        called = time.time()
+        start = first[0] if first else first.append(called) or called
+        k = math.floor((called - start) / NOISY_EVERY + 0.01)
+        late = max(0.0, called - (start + k * NOISY_EVERY))
+        d = procwork.run(argv, scheduler=monitor.scheduler, **kwargs)
+        return d.addCallback(
+            lambda result: runs.append((called, late + result.queued)) or result
+        )
+
+    monitor.checks = procwork.monitor.CheckRunner(
+        config.checks, reactor=reactor, run=timed_run
+    )
+    window: dict[str, float] = {}
+
+    def mark() -> None:
+        window.update(wall=time.time(), cpu=time.process_time())
+
+    monitor.start()
+    reactor.callLater(warmup, mark)
+    untwisted.run(task.deferLater(reactor, duration, lambda: None))
+    end = time.time()
+    cpu = time.process_time() - window["cpu"]
+    untwisted.run(task.deferLater(reactor, 2 * NOISY_EVERY, lambda: None))
+    untwisted.run(monitor.stop(), timeout=60)
+    wall = end - window["wall"]
+    measured = [late for called, late in runs if window["wall"] <= called < end]
+    return {
+        "runs_percent": 100 * len(measured) / (wall / NOISY_EVERY),
+        "p50_ms": 1000 * _percentile(measured, 50),
+        "p99_ms": 1000 * _percentile(measured, 99),
+        "cpu_percent": 100 * cpu / wall,
+    }
+
+
+NOISY_CONTENDERS: dict[str, tuple[str, Callable[[float, float], dict[str, float]]]] = {
+    "quiet": (
+        "the check alone",
+        lambda duration, warmup: noisy_monitor(duration, warmup, None),
+    ),
+    "noisy_limited": (
+        "beside `yes`, console_rate 200 (default)",
+        lambda duration, warmup: noisy_monitor(duration, warmup, 200),
+    ),
+    "noisy_unlimited": (
+        "beside `yes`, no rate limit",
+        lambda duration, warmup: noisy_monitor(duration, warmup, 1e9),
+    ),
+}
+NOISY_COLUMNS = [
+    ("runs_percent", "check runs % of due", "{:.0f}"),
+    ("p50_ms", "start lateness p50 ms", "{:.1f}"),
+    ("p99_ms", "start lateness p99 ms", "{:.1f}"),
+    ("cpu_percent", "monitor CPU % of a core", "{:.0f}"),
+]
+
 # name: (label, function(duration, warmup))
 CONTENDERS: dict[str, tuple[str, Callable[[float, float], dict[str, float]]]] = {
     "procwork": (
@@ -310,6 +403,8 @@ def measure_in_child(name: str, quick: bool) -> dict[str, float]:
         p for p in (str(ROOT), env.get("PYTHONPATH")) if p
     )
     argv = [sys.executable, __file__, "--contender", name]
+    if name in NOISY_CONTENDERS:
+        argv.append("--noisy")
     if quick:
         argv.append("--quick")
     child = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
@@ -340,7 +435,14 @@ def main() -> int:
         "--repeats", type=int, default=1, help="runs per contender (medians)"
     )
     parser.add_argument(
-        "--contender", choices=sorted(CONTENDERS), help=argparse.SUPPRESS
+        "--noisy",
+        action="store_true",
+        help="measure a 0.5 s check beside a service printing without pause",
+    )
+    parser.add_argument(
+        "--contender",
+        choices=sorted({*CONTENDERS, *NOISY_CONTENDERS}),
+        help=argparse.SUPPRESS,
     )
     args = parser.parse_args()
     duration, warmup = (
@@ -348,9 +450,11 @@ def main() -> int:
     )
     if args.contender:
         _pin_to_cores()
-        _, function = CONTENDERS[args.contender]
+        _, function = {**CONTENDERS, **NOISY_CONTENDERS}[args.contender]
         print(json.dumps(function(duration, warmup)))
         return 0
+    if args.noisy:
+        return noisy_main(args.quick, args.repeats, duration, warmup)
 
     cores = len(sorted(os.sched_getaffinity(0))[:CORES])
     print(
@@ -402,6 +506,53 @@ def main() -> int:
         f"\n\"x 2.00\": procwork's figure is half asyncio's (better). "
         f"Reference: {reference_label}."
     )
+    return 0
+
+
+def noisy_main(quick: bool, repeats: int, duration: float, warmup: float) -> int:
+    cores = len(sorted(os.sched_getaffinity(0))[:CORES])
+    print(
+        f"Python {sys.version.split()[0]}, one check of {COMMAND} every "
+        f"{NOISY_EVERY:g} s, {duration - warmup:g} s measured after {warmup:g} s "
+        f"warm-up, pinned to {cores} cores, {repeats} repeat(s)",
+        flush=True,
+    )
+    samples: dict[str, list[dict[str, float]]] = {n: [] for n in NOISY_CONTENDERS}
+    for repeat in range(repeats):
+        for name in NOISY_CONTENDERS:
+            print(
+                f"  measuring {name} ({repeat + 1}/{repeats}) ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            samples[name].append(measure_in_child(name, quick))
+    rows = [("monitor", *(heading for _, heading, _ in NOISY_COLUMNS))]
+    for name, (label, _) in NOISY_CONTENDERS.items():
+        rows.append(
+            (
+                label,
+                *(
+                    _cell([s[key] for s in samples[name]], fmt)
+                    for key, _, fmt in NOISY_COLUMNS
+                ),
+            )
+        )
+    print_table(rows)
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(s[key] for s in samples[name])
+
+    print()
+    ratio_rows = [("over the check alone", "runs", "lateness p50", "lateness p99")]
+    for name, (label, _) in NOISY_CONTENDERS.items():
+        if name == "quiet":
+            continue
+        cells = []
+        for key in ("runs_percent", "p50_ms", "p99_ms"):
+            quiet = median("quiet", key)
+            cells.append(f"x {median(name, key) / quiet:.2f}" if quiet > 0 else "-")
+        ratio_rows.append((label, *cells))
+    print_table(ratio_rows)
     return 0
 
 

@@ -336,6 +336,8 @@ def test_a_check_status_is_json_ready_without_private_fields(
         "consecutive_failures": 0,
         "action_running": False,
         "last_action": None,
+        "failing": False,
+        "failing_since": None,
     }
 
 
@@ -617,3 +619,92 @@ def test_a_real_check_over_its_timeout_is_killed_and_recorded_as_timed_out(
     assert status.last_detail == "killed by SIGTERM after timeout 0.5 s"
     assert status.last_output == "hanging\n"
     assert status.last_duration is not None and status.last_duration >= 0.5
+
+
+# -- state changes: failing, reminders, recovered ----------------------------
+
+
+def _events(runner: CheckRunner) -> list[tuple[str, bool]]:
+    seen: list[tuple[str, bool]] = []
+    runner.listen(lambda event, spec, status, reminder: seen.append((event, reminder)))
+    return seen
+
+
+def test_a_check_is_failing_after_failures_runs_in_a_row_and_says_so_once(
+    make: Callable[..., CheckRunner], fake: FakeRun, clock: Clock
+) -> None:
+    runner = make(CheckSpec("disk", "df", every=10, failures=3))
+    seen = _events(runner)
+    for i in range(6):
+        fake.calls[i].exits(1)
+        clock.advance(10)
+    assert seen == [("check.failed", False)]
+    assert runner.status["disk"].failing is True
+
+
+def test_a_failing_check_recovers_once_at_its_next_ok_run(
+    make: Callable[..., CheckRunner], fake: FakeRun, clock: Clock
+) -> None:
+    runner = make(CheckSpec("disk", "df", every=10))
+    seen = _events(runner)
+    fake.calls[0].exits(1)
+    clock.advance(10)
+    fake.calls[1].exits(0)
+    clock.advance(10)
+    fake.calls[2].exits(0)
+    assert seen == [("check.failed", False), ("check.recovered", False)]
+    assert runner.status["disk"].failing is False
+
+
+def test_a_failure_shorter_than_failures_runs_is_no_event(
+    make: Callable[..., CheckRunner], fake: FakeRun, clock: Clock
+) -> None:
+    runner = make(CheckSpec("disk", "df", every=10, failures=2))
+    seen = _events(runner)
+    fake.calls[0].exits(1)
+    clock.advance(10)
+    fake.calls[1].exits(0)
+    assert seen == []
+
+
+def test_a_failing_check_is_repeated_every_repeat_every_seconds_not_every_run(
+    fake: FakeRun, clock: Clock
+) -> None:
+    runner = CheckRunner(
+        [CheckSpec("disk", "df", every=10, repeat_every=30)],
+        run=fake,
+        reactor=clock,
+        wall_clock=clock.seconds,
+    )
+    runner.start()
+    seen = _events(runner)
+    for i in range(10):  # runs at 0, 10, ..., 90
+        fake.calls[i].exits(1)
+        clock.advance(10)
+    assert seen == [("check.failed", False)] + [("check.failed", True)] * 3
+
+
+def test_a_check_with_start_delay_first_runs_after_it(
+    make: Callable[..., CheckRunner], fake: FakeRun, clock: Clock
+) -> None:
+    make(CheckSpec("disk", "df", every=10, start_delay=25))
+    assert fake.calls == []
+    clock.advance(24)
+    assert fake.calls == []
+    clock.advance(1)
+    assert len(fake.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("failures", 0, "failures must be a whole number >= 1, not 0"),
+        ("repeat_every", -1, "repeat_every: must be > 0, not -1"),
+        ("start_delay", "soon", "start_delay: must be a number of seconds"),
+    ],
+)
+def test_bad_alert_keys_of_a_check_are_rejected(
+    key: str, value: object, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        CheckSpec("disk", "df", every=10, **{key: value})

@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from procwork import ConfigError
-from procwork.monitor import CheckSpec, MonitorConfig, Rule, load_config, parse_config
+from procwork.monitor import (
+    AlertSpec,
+    CheckSpec,
+    MonitorConfig,
+    Rule,
+    load_config,
+    parse_config,
+)
 from procwork.monitor._config import dump_config, parse_http
 from procwork.supervisor import ServiceSpec
 
@@ -33,6 +40,7 @@ MONITOR_KEYS = [
     "socket",
     "http_control",
     "http_token",
+    "http_max_connections",
 ]
 
 
@@ -94,7 +102,7 @@ def test_the_documented_example_config_shows_every_key() -> None:
     text = EXAMPLE.read_text()
     # Set, or shown commented out ("# user = ...": it would need root).
     documented = set(re.findall(r"^(?:# )?(\w+) *=", text, flags=re.MULTILINE))
-    for cls in (ServiceSpec, CheckSpec, Rule):
+    for cls in (ServiceSpec, CheckSpec, Rule, AlertSpec):
         keys = {f.name for f in dataclasses.fields(cls) if f.init}
         assert keys <= documented, f"{cls.__name__}: {sorted(keys - documented)}"
     assert set(MONITOR_KEYS) <= documented
@@ -228,8 +236,8 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
     [
         pytest.param(
             "[monitr]\n",
-            "unknown table 'monitr'; expected [monitor], [[service]], [[check]] "
-            "and [[rule]] (and include)",
+            "unknown table 'monitr'; expected [monitor], [[service]], [[check]], "
+            "[[rule]] and [[alert]] (and include)",
             id="unknown-table",
         ),
         pytest.param(
@@ -239,8 +247,9 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
         ),
         pytest.param(
             "[monitor]\nsumary_every = 5\n",
-            "[monitor]: unknown key 'sumary_every'; known keys: http, http_control, "
-            "http_token, json_log, max_load, max_running, rules_every, socket, "
+            "[monitor]: unknown key 'sumary_every'; known keys: http, "
+            "http_control, http_max_connections, http_token, json_log, max_load, "
+            "max_running, rules_every, socket, "
             "summary_every",
             id="unknown-monitor-key",
         ),
@@ -252,7 +261,8 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
         pytest.param(
             '[[check]]\nname = "df"\ncommand = "df"\nevery = 5\ninterval = 5\n',
             "[[check]] #1 ('df'): unknown key 'interval'; known keys: action_timeout, "
-            "command, every, name, on_failure, on_failure_priority, priority, timeout",
+            "command, every, failures, name, on_failure, on_failure_priority, "
+            "priority, repeat_every, start_delay, timeout",
             id="unknown-check-key",
         ),
         pytest.param(
@@ -384,6 +394,36 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
             "[monitor]\nmax_load = true\n",
             "[monitor] max_load: must be a number > 0 or false, not True",
             id="max-load-true",
+        ),
+        pytest.param(
+            '[[alert]]\nname = "a"\n',
+            "[[alert]] #1 ('a'): needs a command or a webhook (one of them)",
+            id="alert-without-action",
+        ),
+        pytest.param(
+            '[[alert]]\nname = "a"\nwebhook = "ftp://x"\n',
+            "webhook must be an http:// or https:// URL, not 'ftp://x'",
+            id="alert-webhook-not-http",
+        ),
+        pytest.param(
+            '[[alert]]\nname = "a"\nwebhook = "http://x"\nevents = ["check.fail"]\n',
+            "events: 'check.fail' matches no event",
+            id="alert-unknown-event",
+        ),
+        pytest.param(
+            "[monitor]\nhttp_max_connections = 0\n",
+            "[monitor] http_max_connections: must be a whole number >= 1, not 0",
+            id="http-max-connections-zero",
+        ),
+        pytest.param(
+            '[[service]]\nname = "s"\ncommand = "true"\nconsole_rate = -1\n',
+            "console_rate must be a number >= 0, got -1",
+            id="console-rate-negative",
+        ),
+        pytest.param(
+            '[[service]]\nname = "s"\ncommand = "true"\nlog_backups = -1\n',
+            "log_backups must be a whole number >= 0, got -1",
+            id="log-backups-negative",
         ),
     ],
 )
@@ -551,8 +591,8 @@ def test_an_error_in_an_included_file_names_that_file(tmp_path: Path) -> None:
     [
         pytest.param(
             "[monitor]\nhttp = false\n",
-            "an included file holds only [[service]], [[check]] and [[rule]] "
-            "tables, not 'monitor'",
+            "an included file holds only [[service]], [[check]], [[rule]] and "
+            "[[alert]] tables, not 'monitor'",
             id="monitor-in-include",
         ),
         pytest.param(
@@ -801,3 +841,21 @@ def test_the_effective_config_written_as_TOML_loads_back_the_same(
         '[[service]]\nname = "s"\ncommand = ["sh", "-c", "echo $$HOME\\n\\"x\\""]\n'
     )
     assert parse_config(dump_config(dollars), "<string>") == dollars
+
+
+def test_relative_log_files_are_relative_to_the_config_files_directory(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        '[[service]]\nname = "s"\ncommand = "true"\nstdout_log = "logs/s.out"\n',
+    )
+    [service] = load_config(path).services
+    assert service.stdout_log == str(tmp_path / "logs" / "s.out")
+
+
+def test_the_effective_config_keeps_the_alerts() -> None:
+    config = load_config(str(EXAMPLE))
+    assert [a.name for a in config.alerts] == ["log-to-syslog", "chat"]
+    again = parse_config(dump_config(config), str(EXAMPLE))
+    assert again.alerts == config.alerts

@@ -343,7 +343,7 @@ def test_a_signal_reaches_the_services_group_and_a_stopped_one_says_so(
 def test_each_stream_keeps_its_last_lines_within_a_bound_across_restarts(
     sup: Supervisor, world: FakeWorld, clock: Clock
 ) -> None:
-    from procwork.supervisor._supervisor import OUTPUT_TAIL
+    from procwork.supervisor._servicelog import OUTPUT_TAIL
 
     sup.add(spec("web", start_seconds=0))
     sup.start()

@@ -70,10 +70,14 @@ class MonitorProcess:
     A reader thread puts each line in a queue, so every read has a bound.
     """
 
-    def __init__(self, *args: str, stderr: Path) -> None:
+    def __init__(self, *args: str, stderr: Path, max_files: int | None = None) -> None:
         self._stderr = stderr.open("wb")
+        prefix: list[str] = []
+        if max_files is not None:
+            # Started under a lower RLIMIT_NOFILE: descriptors run out sooner.
+            prefix = ["prlimit", f"--nofile={max_files}:{max_files}", "--"]
         self.proc = subprocess.Popen(
-            [PY, "-m", "procwork", "monitor", *args],
+            [*prefix, PY, "-m", "procwork", "monitor", *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -286,9 +290,11 @@ def test_the_monitor_restarts_a_killed_service_kills_a_runaway_and_stops_cleanly
             runaway.wait(timeout=10)
 
 
-def test_json_log_emits_one_json_event_per_line(
+def test_json_log_emits_one_object_per_line_in_procworks_own_schema(
     tmp_path: Path, started: list[int]
 ) -> None:
+    """--json-log: time, level, event, logger, the service/check it is about,
+    message and fields; none of Twisted's log_* internals."""
     config = tmp_path / "monitor.toml"
     config.write_text(
         textwrap.dedent(
@@ -301,7 +307,7 @@ def test_json_log_emits_one_json_event_per_line(
 
             [[check]]
             name = "fails"
-            command = ["{python}", "-c", "raise SystemExit(4)"]
+            command = ["{python}", "-c", "print('disk full'); raise SystemExit(4)"]
             every = 60
             """
         )
@@ -315,36 +321,43 @@ def test_json_log_emits_one_json_event_per_line(
     )
     started.append(monitor.proc.pid)
     try:
-        monitor.expect(r'"text": "\[talker\] hello"')
-        monitor.expect(r'"text": "check fails failed: exited 4"')
+        monitor.expect(r'"message": "hello"')
+        monitor.expect(r'"message": "check fails failed: exited 4: disk full"')
         monitor.proc.send_signal(signal.SIGTERM)
         assert monitor.proc.wait(timeout=30) == 0
         lines = monitor.drain()
     finally:
         monitor.close()
     events = [json.loads(line) for line in lines]
-    assert all(
-        {"text", "log_namespace", "log_level", "log_time"} <= set(e) for e in events
-    )
-    [hello] = [e for e in events if e["text"] == "[talker] hello"]
-    assert (hello["log_namespace"], hello["service"], hello["stream"]) == (
-        "procwork.supervisor",
+    schema = {"time", "level", "event", "logger", "message", "fields"}
+    for e in events:
+        assert schema <= set(e) <= schema | {"service", "check", "rule", "alert"}
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", e["time"])
+        assert e["level"] in {"debug", "info", "warn", "error", "critical"}
+        assert not any(key.startswith("log_") for key in e["fields"])
+    [hello] = [e for e in events if e["message"] == "hello"]
+    assert (hello["event"], hello["service"], hello["fields"]["stream"]) == (
+        "service.output",
         "talker",
         "stdout",
     )
     assert any(
         re.fullmatch(
-            r"status on http://127\.0\.0\.1:\d+/ and metrics on /metrics", e["text"]
+            r"status on http://127\.0\.0\.1:\d+/ and metrics on /metrics",
+            e["message"],
         )
         for e in events
     )
-    [failed] = [e for e in events if e["text"].startswith("check fails failed")]
-    assert (failed["check"], failed["outcome"], failed["detail"]) == (
+    [failed] = [e for e in events if e["message"].startswith("check fails failed")]
+    assert (failed["level"], failed["check"], failed["fields"]["outcome"]) == (
+        "warn",
         "fails",
         "failed",
-        "exited 4",
     )
-    assert events[-1]["text"] == "monitor stopped"
+    [started_event] = [e for e in events if e["event"] == "service.starting"]
+    assert started_event["service"] == "talker"
+    assert "Site starting" not in "\n".join(lines)
+    assert events[-1]["message"] == "monitor stopped"
 
 
 def test_the_built_in_config_runs_with_no_setup_for_its_duration(
@@ -407,7 +420,7 @@ def test_supervisord_conventions_run_instances_from_an_include_and_a_poller_live
     try:
         for instance in (0, 1):
             monitor.expect(
-                rf"\[worker-{instance}\] {re.escape(str(tmp_path / 'data'))} "
+                rf"\[worker-{instance} stdout\] {re.escape(str(tmp_path / 'data'))} "
                 rf"jobs-{instance}$"
             )
         # max_restarts = 1, yet the poller is restarted again and again.

@@ -16,6 +16,13 @@ and reloads its config on SIGHUP (:meth:`Monitor.reload`,
 from __future__ import annotations
 
 from procwork._errors import ConfigError
+from procwork.monitor._alerts import (
+    EVENTS,
+    AlertDispatcher,
+    AlertSpec,
+    AlertStatus,
+    Event,
+)
 from procwork.monitor._checks import CheckRunner, CheckSpec, CheckStatus
 from procwork.monitor._config import MonitorConfig, load_config, parse_config
 from procwork.monitor._control import Controller
@@ -26,6 +33,10 @@ from procwork.monitor._reload import ConfigDiff, diff_config
 from procwork.monitor._rules import Finding, Rule, RuleEngine
 
 __all__ = [
+    "EVENTS",
+    "AlertDispatcher",
+    "AlertSpec",
+    "AlertStatus",
     "CheckRunner",
     "CheckSpec",
     "CheckStatus",
@@ -33,6 +44,7 @@ __all__ = [
     "ConfigError",
     "ControlError",
     "Controller",
+    "Event",
     "Finding",
     "LinuxProcessTable",
     "Monitor",

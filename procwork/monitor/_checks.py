@@ -32,6 +32,10 @@ __all__ = ["MIN_INTERVAL", "CheckRunner", "CheckSpec", "CheckStatus"]
 
 _log = Logger(namespace="procwork.checks")
 
+#: Told of a check's state changes: ``(event, spec, status, reminder)``,
+#: the event being ``"check.failed"`` or ``"check.recovered"``.
+CheckListener = Callable[[str, "CheckSpec", "CheckStatus", bool], object]
+
 #: How a check runs a command: ``run(argv, timeout=..., priority=...)``.
 RunFunction = Callable[..., "Deferred[Result]"]
 
@@ -92,6 +96,14 @@ class CheckSpec:
             (default none).
         on_failure_priority: Its priority (default ``"critical"``).
         action_timeout: Seconds the action may take (default 60).
+        failures: Runs in a row that must fail before the check counts as
+            failing and the ``check.failed`` event is sent (default 1); it
+            is sent once, then ``check.recovered`` once at the next ok run.
+        repeat_every: While the check stays failing, send ``check.failed``
+            again (a reminder) at most this often, in seconds (default 0:
+            no reminders).
+        start_delay: Seconds before the first run, so a check does not fail
+            while the services it checks are starting (default 0).
     """
 
     name: str
@@ -103,6 +115,9 @@ class CheckSpec:
     on_failure: str | Sequence[str] | None = None
     on_failure_priority: str = "critical"
     action_timeout: float = 60.0
+    failures: int = 1
+    repeat_every: float = 0.0
+    start_delay: float = 0.0
 
     def __post_init__(self) -> None:
         where = f"check {self.name!r}"
@@ -134,6 +149,19 @@ class CheckSpec:
             "action_timeout",
             _positive(self.action_timeout, f"{where}: action_timeout"),
         )
+        if (
+            isinstance(self.failures, bool)
+            or not isinstance(self.failures, int)
+            or self.failures < 1
+        ):
+            raise ConfigError(
+                f"{where}: failures must be a whole number >= 1, not {self.failures!r}"
+            )
+        for key in ("repeat_every", "start_delay"):
+            value = getattr(self, key)
+            if value != 0:
+                value = _positive(value, f"{where}: {key}")
+            object.__setattr__(self, key, float(value))
 
 
 @dataclass
@@ -157,6 +185,9 @@ class CheckStatus:
     consecutive_failures: int = 0  # runs in a row that were not ok
     action_running: bool = False
     last_action: str | None = None
+    failing: bool = False  # failed ``failures`` runs in a row, not yet ok
+    failing_since: float | None = None  # wall clock
+    _alerted: float | None = field(default=None, repr=False)
     _run: Deferred[Result] | None = field(default=None, repr=False)
     _action: Deferred[Result] | None = field(default=None, repr=False)
 
@@ -205,6 +236,23 @@ class CheckRunner:
         self._wall_clock = wall_clock
         self._status = {name: CheckStatus(name) for name in self._specs}
         self._loops: dict[str, LoopingCall] = {}
+        self._delays: dict[str, Any] = {}
+        self._listeners: list[CheckListener] = []
+
+    def listen(self, listener: CheckListener) -> None:
+        """Call ``listener(event, spec, status, reminder)`` when a check
+        starts failing (``failures`` runs in a row), at each ``repeat_every``
+        reminder while it fails, and once when it recovers."""
+        self._listeners.append(listener)
+
+    def _tell(
+        self, event: str, spec: CheckSpec, status: CheckStatus, reminder: bool
+    ) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event, spec, status, reminder)
+            except Exception:
+                _log.failure("a check listener failed")
 
     @property
     def status(self) -> Mapping[str, CheckStatus]:
@@ -212,14 +260,24 @@ class CheckRunner:
         return self._status
 
     def start(self) -> None:
-        """Start every check now, then on its interval."""
+        """Start every check now (or after its ``start_delay``), then on its
+        interval."""
         for name, spec in self._specs.items():
             if name in self._loops:
                 continue
             loop = LoopingCall(self._tick, spec)
             loop.clock = self._reactor
             self._loops[name] = loop
-            loop.start(spec.every, now=True)
+            if spec.start_delay:
+                self._delays[name] = self._reactor.callLater(
+                    spec.start_delay, self._start_loop, name, loop, spec
+                )
+            else:
+                loop.start(spec.every, now=True)
+
+    def _start_loop(self, name: str, loop: LoopingCall, spec: CheckSpec) -> None:
+        self._delays.pop(name, None)
+        loop.start(spec.every, now=True)
 
     def stop(self) -> Deferred[Any]:
         """Stop the intervals and cancel the runs and actions in flight.
@@ -234,6 +292,10 @@ class CheckRunner:
             if loop.running:
                 loop.stop()
         self._loops.clear()
+        for delayed in self._delays.values():
+            if delayed.active():
+                delayed.cancel()
+        self._delays.clear()
         pending: list[Deferred[Any]] = []
         for status in self._status.values():
             for d in (status._run, status._action):
@@ -296,6 +358,15 @@ class CheckRunner:
                 status.ok += 1
                 status.last_success = self._wall_clock()
                 status.consecutive_failures = 0
+                if status.failing:
+                    status.failing = False
+                    status.failing_since = None
+                    _log.info(
+                        "check {check} recovered",
+                        check=spec.name,
+                        event="check.recovered",
+                    )
+                    self._tell("check.recovered", spec, status, False)
                 return
             if result.timed_out:
                 status.last_outcome = "timed out"
@@ -305,14 +376,37 @@ class CheckRunner:
         if status.last_outcome != "timed out":
             status.failed += 1
         status.consecutive_failures += 1
+        # The line says why: the end of the check's output, on one line.
+        why = " ".join(status.last_output.split())[-200:]
         _log.warn(
-            "check {check} {outcome}: {detail}",
+            "check {check} {outcome}: {detail}{why}",
             check=spec.name,
             outcome=status.last_outcome,
             detail=status.last_detail,
+            why=f": {why}" if why else "",
             output=status.last_output,
+            consecutive_failures=status.consecutive_failures,
         )
+        self._state_change(spec, status)
         self._act(spec, status)
+
+    def _state_change(self, spec: CheckSpec, status: CheckStatus) -> None:
+        """A failed run: the check may now be failing, or due a reminder."""
+        now = self._wall_clock()
+        if not status.failing:
+            if status.consecutive_failures < spec.failures:
+                return
+            status.failing = True
+            status.failing_since = now
+            status._alerted = now
+            self._tell("check.failed", spec, status, False)
+        elif (
+            spec.repeat_every
+            and status._alerted is not None
+            and now - status._alerted >= spec.repeat_every - 1e-6
+        ):
+            status._alerted = now
+            self._tell("check.failed", spec, status, True)
 
     def _act(self, spec: CheckSpec, status: CheckStatus) -> None:
         if spec.on_failure is None:

@@ -28,6 +28,7 @@ from importlib import resources
 from typing import Any
 
 from procwork._errors import ConfigError
+from procwork.monitor._alerts import AlertSpec
 from procwork.monitor._checks import MIN_INTERVAL, CheckSpec
 from procwork.monitor._rules import Rule
 from procwork.supervisor import ServiceSpec
@@ -55,6 +56,9 @@ _MONITOR_KEYS = {
     "http_control",
     "http_token",
 }
+# Alerts, logs and the status page (see _alerts.py, _page.py).
+_MONITOR_KEYS |= {"http_max_connections"}
+DEFAULT_HTTP_MAX_CONNECTIONS = 64
 
 #: The shortest ``http_token`` accepted: a guessable token is no lock.
 MIN_TOKEN = 16
@@ -81,6 +85,9 @@ class MonitorConfig:
         http_control: Accept control requests over HTTP (``POST
             /control``) with ``Authorization: Bearer http_token``.
         http_token: The token HTTP control requests must carry.
+        alerts: What to do on which events (``[[alert]]``).
+        http_max_connections: Concurrent HTTP connections served; past it
+            new ones are closed at once.
     """
 
     source: str
@@ -98,6 +105,8 @@ class MonitorConfig:
     control: bool = True
     http_control: bool = False
     http_token: str | None = dataclasses.field(default=None, repr=False)
+    alerts: tuple[AlertSpec, ...] = ()
+    http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
 
 
 def load_config(
@@ -171,11 +180,11 @@ def parse_config(
     """
     expand = _Expander(os.environ if environ is None else environ)
     data = _toml(text, source)
-    unknown = set(data) - {"monitor", "service", "check", "rule", "include"}
+    unknown = set(data) - {"monitor", "service", "check", "rule", "alert", "include"}
     if unknown:
         raise ConfigError(
-            f"{source}: unknown table {sorted(unknown)[0]!r}; "
-            "expected [monitor], [[service]], [[check]] and [[rule]] (and include)"
+            f"{source}: unknown table {sorted(unknown)[0]!r}; expected [monitor], "
+            "[[service]], [[check]], [[rule]] and [[alert]] (and include)"
         )
     monitor = _table(data.get("monitor", {}), f"{source}: [monitor]")
     _no_unknown_keys(monitor, _MONITOR_KEYS, f"{source}: [monitor]")
@@ -190,6 +199,7 @@ def parse_config(
     services: list[ServiceSpec] = []
     checks: list[CheckSpec] = []
     rules: list[Rule] = []
+    alerts: list[AlertSpec] = []
     where_of: dict[tuple[str, str], str] = {}  # (kind, name) -> where defined
     # What must exist on this machine, checked once the config is consistent.
     runnable: list[
@@ -224,6 +234,19 @@ def parse_config(
             rule = _build(Rule, _prepare(entry, where, expand), where)
             _once(where_of, "rule", rule.name, _named(where, rule.name))
             rules.append(rule)
+        for i, entry in enumerate(_array(file.data, "alert", file.source)):
+            where = f"{file.source}: [[alert]] #{i + 1}"
+            alert = _build(AlertSpec, _prepare(entry, where, expand), where)
+            where = _named(where, alert.name)
+            _once(where_of, "alert", alert.name, where)
+            if alert.argv is not None:
+                argv = alert.argv
+                if os.sep in argv[0] and not os.path.isabs(argv[0]):
+                    alert = dataclasses.replace(
+                        alert, command=(file.path(argv[0]), *argv[1:])
+                    )
+                runnable.append((alert.argv, f"{where} command", file, None, None))
+            alerts.append(alert)
 
     if check_system:
         for argv, where, file, cwd, env in runnable:
@@ -250,7 +273,18 @@ def parse_config(
         control=control,
         http_control=http_control,
         http_token=http_token,
+        alerts=tuple(alerts),
+        http_max_connections=_max_connections(
+            monitor.get("http_max_connections", DEFAULT_HTTP_MAX_CONNECTIONS),
+            f"{where} http_max_connections",
+        ),
     )
+
+
+def _max_connections(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: must be a whole number >= 1, not {value!r}")
+    return value
 
 
 def parse_http(value: str, where: str = "--http") -> tuple[str, int]:
@@ -317,7 +351,12 @@ def _build(cls: Any, entry: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: {message}") from None
 
 
-_KIND: dict[Any, str] = {ServiceSpec: "service", CheckSpec: "check", Rule: "rule"}
+_KIND: dict[Any, str] = {
+    ServiceSpec: "service",
+    CheckSpec: "check",
+    Rule: "rule",
+    AlertSpec: "alert",
+}
 
 
 def _rule_kwargs(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
@@ -518,12 +557,12 @@ def _includes(
                 continue
             seen.add(os.path.abspath(path))
             included = _toml(_read(path), path)
-            extra = set(included) - {"service", "check", "rule"}
+            extra = set(included) - {"service", "check", "rule", "alert"}
             if extra:
                 raise ConfigError(
-                    f"{path}: an included file holds only [[service]], [[check]] "
-                    f"and [[rule]] tables, not {sorted(extra)[0]!r} (that belongs "
-                    f"in {source})"
+                    f"{path}: an included file holds only [[service]], [[check]], "
+                    f"[[rule]] and [[alert]] tables, not {sorted(extra)[0]!r} (that "
+                    f"belongs in {source})"
                 )
             files.append(_File(path, included, os.path.dirname(os.path.abspath(path))))
     return files
@@ -626,6 +665,11 @@ def _resolved_service(spec: ServiceSpec, file: _File, where: str) -> ServiceSpec
     changes: dict[str, Any] = {}
     if spec.cwd is not None and not os.path.isabs(spec.cwd):
         changes["cwd"] = file.path(spec.cwd)
+    # Log files, like other paths, are relative to the config's directory.
+    for key in ("stdout_log", "stderr_log"):
+        path = getattr(spec, key)
+        if path is not None and not os.path.isabs(path):
+            changes[key] = file.path(path)
     cwd = changes.get("cwd", spec.cwd)
     program = spec.argv[0]
     if os.sep in program and not os.path.isabs(program):
@@ -748,12 +792,14 @@ def dump_config(config: MonitorConfig) -> str:
         "socket": config.socket if config.control else False,
         "http_control": config.http_control,
         "http_token": config.http_token,
+        "http_max_connections": config.http_max_connections,
     }
     out += _toml_keys(monitor)
     for kind, items in (
         ("service", config.services),
         ("check", config.checks),
         ("rule", config.rules),
+        ("alert", config.alerts),
     ):
         for item in items:
             values = {

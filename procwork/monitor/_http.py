@@ -1,4 +1,11 @@
-"""The monitor's HTTP endpoint: status as JSON, metrics as Prometheus text.
+"""The monitor's HTTP endpoint: the status page (HTML for browsers, JSON for
+programs) and metrics as Prometheus text.
+
+The endpoint must never cost the monitor its checks: at most
+``max_connections`` are served at once (a new one past that is closed as
+soon as it is accepted, so idle clients cannot take every file descriptor),
+an idle connection is closed after ``IDLE_TIMEOUT`` seconds, and requests
+are not logged one line each.
 
 It is read-only unless the config says ``http_control = true`` (with an
 ``http_token``): then ``POST /control`` takes a request of the control
@@ -14,11 +21,19 @@ from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web import pages
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-__all__ = ["StatusSite", "prometheus_text"]
+__all__ = ["IDLE_TIMEOUT", "CappedFactory", "StatusSite", "prometheus_text"]
+
+_log = Logger(namespace="procwork.monitor")
+
+#: Seconds an HTTP connection may stay idle before it is closed.
+IDLE_TIMEOUT = 30
 
 Metric = tuple[str, str, str, Iterable[tuple[dict[str, str], float]]]
 """``(name, type, help, samples)``; a sample is ``(labels, value)``."""
@@ -108,6 +123,28 @@ class _Control(Resource):
         return NOT_DONE_YET
 
 
+class _Negotiated(Resource):
+    """``/``: the HTML page to browsers, JSON to everyone else."""
+
+    isLeaf = True
+
+    def __init__(self, json_leaf: _Leaf, page: Callable[[], str]) -> None:
+        super().__init__()
+        self._json = json_leaf
+        self._page = page
+
+    def render_GET(self, request: Request) -> bytes:
+        from procwork.monitor._page import wants_html
+
+        request.setHeader(b"vary", b"accept")
+        accept = request.getHeader(b"accept")
+        if not wants_html(None if accept is None else accept.decode("latin-1")):
+            return self._json.render_GET(request)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return self._page().encode()
+
+
 class _Root(Resource):
     def __init__(
         self,
@@ -117,6 +154,8 @@ class _Root(Resource):
         token: str | None = None,
     ):
         super().__init__()
+        from procwork.monitor._page import render_page
+
         json_leaf = _Leaf(
             b"application/json",
             lambda: json.dumps(status(), indent=2, sort_keys=True).encode() + b"\n",
@@ -126,14 +165,23 @@ class _Root(Resource):
             lambda: prometheus_text(metrics()).encode(),
         )
         # Resource provides IResource through zope, which mypy cannot see.
-        self.putChild(b"", cast(IResource, json_leaf))
+        root = _Negotiated(json_leaf, lambda: render_page(status()))
+        self.putChild(b"", cast(IResource, root))
         self.putChild(b"status", cast(IResource, json_leaf))
+        self.putChild(b"status.json", cast(IResource, json_leaf))
         self.putChild(b"metrics", cast(IResource, metrics_leaf))
         self.putChild(b"control", cast(IResource, _Control(control, token)))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         # Resource's default 404 page is deprecated (it does not escape HTML).
-        return pages.notFound(message="Try / or /status (JSON) or /metrics.")
+        return pages.notFound(
+            message="Try / (the status page), /status.json or /metrics."
+        )
+
+
+class _QuietSite(Site):
+    def log(self, request: Any) -> None:
+        """No access log: a scrape every few seconds is not news."""
 
 
 def StatusSite(
@@ -143,12 +191,55 @@ def StatusSite(
     control: ControlFunction | None = None,
     token: str | None = None,
 ) -> Site:
-    """A Site serving ``/`` and ``/status`` (JSON) and ``/metrics`` (Prometheus),
+    """A Site serving ``/`` (the status page to browsers, JSON to others),
+    ``/status`` and ``/status.json`` (JSON) and ``/metrics`` (Prometheus),
     and ``POST /control`` if given ``control`` and ``token``."""
-    site = Site(_Root(status, metrics, control, token))
+    site = _QuietSite(_Root(status, metrics, control, token), timeout=IDLE_TIMEOUT)
     site.displayTracebacks = False
     site.noisy = False
     return site
+
+
+class CappedFactory(WrappingFactory):
+    """Serves at most ``limit`` connections at once; closes the rest at once.
+
+    Returning None from ``buildProtocol`` makes the listening port close the
+    socket it has just accepted, so a refused connection holds no
+    descriptor. A refusal is logged once per burst (at most every
+    ``warn_every`` seconds), not once per connection.
+    """
+
+    protocol = ProtocolWrapper
+    noisy = False
+
+    def __init__(
+        self,
+        wrapped: Any,
+        limit: int,
+        clock: Callable[[], float],
+        warn_every: float = 60.0,
+    ) -> None:
+        super().__init__(wrapped)
+        self.limit = limit
+        self.refused = 0
+        self._clock = clock
+        self._warn_every = warn_every
+        self._warned: float | None = None
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        if len(self.protocols) >= self.limit:
+            self.refused += 1
+            now = self._clock()
+            if self._warned is None or now - self._warned >= self._warn_every:
+                self._warned = now
+                _log.warn(
+                    "HTTP: {limit} connections open, the most served at once "
+                    "(http_max_connections); new ones are refused ({refused} so far)",
+                    limit=self.limit,
+                    refused=self.refused,
+                )
+            return None
+        return super().buildProtocol(addr)
 
 
 def _escape(value: str) -> str:

@@ -8,14 +8,13 @@ events, and serves its status over HTTP.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, cast
 
 from twisted.internet.defer import (
     Deferred,
@@ -25,18 +24,7 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.task import LoopingCall
-from twisted.logger import (
-    FilteringLogObserver,
-    ILogFilterPredicate,
-    ILogObserver,
-    Logger,
-    LogLevel,
-    LogLevelFilterPredicate,
-    PredicateResult,
-    eventAsJSON,
-    formatEvent,
-    globalLogBeginner,
-)
+from twisted.logger import Logger
 
 import untwisted
 from procwork._api import scheduler as default_scheduler
@@ -50,7 +38,14 @@ from procwork._lifeline import (
 from procwork._load import SystemLoad
 from procwork._orphans import reap_orphans
 from procwork._scheduler import Scheduler
-from procwork.monitor._checks import CheckRunner, RunFunction
+from procwork.monitor._alerts import (
+    AlertDispatcher,
+    Event,
+    ServiceEvents,
+    check_event,
+    rule_events,
+)
+from procwork.monitor._checks import CheckRunner, CheckSpec, CheckStatus, RunFunction
 from procwork.monitor._config import (
     BUILTIN,
     MonitorConfig,
@@ -59,7 +54,8 @@ from procwork.monitor._config import (
     parse_http,
 )
 from procwork.monitor._control import Controller, listen_control
-from procwork.monitor._http import Metric, StatusSite
+from procwork.monitor._http import CappedFactory, Metric, StatusSite
+from procwork.monitor._logs import start_logging
 from procwork.monitor._metrics import monitor_metrics, process_metrics
 from procwork.monitor._proctable import ProcessTable
 from procwork.monitor._reload import ConfigDiff, diff_config
@@ -116,6 +112,16 @@ class Monitor:
         self._process_table = process_table
         self.checks = self._check_runner(config)
         self.rules = RuleEngine(config.rules, process_table, reactor=reactor)
+        # Events and alerts (see _alerts.py).
+        self.alerts = AlertDispatcher(
+            config.alerts,
+            reactor=reactor,
+            run=run if run is not None else self._run,
+        )
+        self.supervisor.listen(
+            ServiceEvents(self._event, self._success_codes, reactor.seconds)
+        )
+        self.checks.listen(self._check_changed)
         self.findings: list[Finding] = []
         self.controller = Controller(self)
         self._loops: list[LoopingCall] = []
@@ -124,6 +130,7 @@ class Monitor:
         self._reloading: Deferred[None] = succeed(None)
         self._shutdown: Deferred[None] = Deferred()
         self._stopping = False
+        self._http_factory: CappedFactory | None = None
         self._started_at: float | None = None
         self._cpu_at_start = 0.0
 
@@ -184,6 +191,16 @@ class Monitor:
             checks=len(self.config.checks),
             rules=len(self.config.rules),
         )
+        self._event(
+            Event(
+                "monitor.started",
+                str(self.config.source),
+                "started",
+                f"monitor started from {self.config.source}",
+                time=self._reactor.seconds(),
+                fields={"pid": os.getpid()},
+            )
+        )
         self.supervisor.start()
         self.checks.start()
         self._start_loops()
@@ -215,8 +232,13 @@ class Monitor:
             control=self._http_control if self.config.http_control else None,
             token=self.config.http_token,
         )
+        self._http_factory = CappedFactory(
+            site, self.config.http_max_connections, self._reactor.seconds
+        )
         try:
-            self._port = self._reactor.listenTCP(port, site, interface=host)
+            self._port = self._reactor.listenTCP(
+                port, self._http_factory, interface=host
+            )
         except Exception as e:
             raise ConfigError(
                 f"cannot serve HTTP on {host}:{port}: {e}; choose another with "
@@ -276,11 +298,24 @@ class Monitor:
         flight have then been cancelled and their process groups are being
         terminated (see :meth:`CheckRunner.stop`).
         """
-        _log.info("monitor stopping")
+        _log.info("monitor stopping", event="monitor.stopping")
         self._stopping = True
+        self._event(
+            Event(
+                "monitor.stopping",
+                str(self.config.source),
+                "stopping",
+                "monitor stopping",
+                time=self._reactor.seconds(),
+            )
+        )
         self._stop_loops()
         self.rules.stop()
-        steps: list[Deferred[Any]] = [self.checks.stop(), self.supervisor.stop()]
+        steps: list[Deferred[Any]] = [
+            self.checks.stop(),
+            self.supervisor.stop(),
+            self.alerts.stop(),
+        ]
         for port in (self._port, self._control_port):
             if port is not None:
                 steps.append(maybeDeferred(port.stopListening))
@@ -402,6 +437,26 @@ class Monitor:
             return
         if found:
             self.findings = (self.findings + found)[-_RECENT_FINDINGS:]
+            now = self._reactor.seconds()
+            for finding in found:
+                for event in rule_events(finding, now):
+                    self._event(event)
+
+    # -- events --------------------------------------------------------------
+
+    def _event(self, event: Event) -> None:
+        self.alerts.emit(event)
+
+    def _success_codes(self, name: str) -> frozenset[int]:
+        for spec in self.supervisor.specs():
+            if spec.name == name:
+                return frozenset(spec.success_exit_codes)
+        return frozenset({0})
+
+    def _check_changed(
+        self, event: str, spec: CheckSpec, status: CheckStatus, reminder: bool
+    ) -> None:
+        self._event(check_event(event, spec, status, reminder, self._reactor.seconds()))
 
     def _summary(self) -> None:
         services = self.supervisor.status()
@@ -462,6 +517,19 @@ class Monitor:
                 for rule in self.rules.rules
             },
             "recent_findings": [str(f) for f in self.findings],
+            "alerts": {
+                name: status.to_dict() for name, status in self.alerts.status.items()
+            },
+            "events": [event.to_dict() for event in self.alerts.recent],
+            "http": {
+                "max_connections": self.config.http_max_connections,
+                "open_connections": 0
+                if self._http_factory is None
+                else len(self._http_factory.protocols),
+                "refused_connections": 0
+                if self._http_factory is None
+                else self._http_factory.refused,
+            },
         }
 
     def metrics(self) -> list[Metric]:
@@ -494,59 +562,6 @@ def _version() -> str:
 
 
 # -- the command -------------------------------------------------------------
-
-
-def _text_observer(stream: TextIO) -> ILogObserver:
-    def observe(event: dict[str, Any]) -> None:
-        text = formatEvent(event)
-        failure = event.get("log_failure")
-        if failure is not None:
-            text += "\n" + failure.getTraceback()
-        stamp = time.strftime(
-            "%H:%M:%S", time.localtime(event.get("log_time", time.time()))
-        )
-        namespace = event.get("log_namespace", "")
-        stream.write(f"{stamp} [{namespace}] {text}\n")
-        stream.flush()
-
-    return observe  # type: ignore[return-value]
-
-
-def _json_observer(stream: TextIO) -> ILogObserver:
-    def observe(event: dict[str, Any]) -> None:
-        record = json.loads(eventAsJSON(event))
-        record["text"] = formatEvent(event)
-        stream.write(json.dumps(record, default=str) + "\n")
-        stream.flush()
-
-    return observe  # type: ignore[return-value]
-
-
-def _not_port_noise(event: dict[str, Any]) -> PredicateResult:
-    """Drops the two lines Twisted logs, unasked, when the control socket
-    opens and closes (the monitor says so in its own words)."""
-    message = event.get("message") or ("",)
-    text = str(message[0]) if event.get("log_namespace") == "log_legacy" else ""
-    if text.startswith("_ControlFactory starting on") or (
-        text.startswith("(UNIX Port ") and text.endswith(" Closed)")
-    ):
-        return cast(PredicateResult, PredicateResult.no)
-    return cast(PredicateResult, PredicateResult.maybe)
-
-
-def _start_logging(json_log: bool) -> None:
-    observer = _json_observer(sys.stdout) if json_log else _text_observer(sys.stdout)
-    # zope interfaces again: these classes provide what the casts say.
-    predicate = cast(
-        ILogFilterPredicate, LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-    )
-    filtered = cast(
-        ILogObserver,
-        FilteringLogObserver(
-            observer, [predicate, cast(ILogFilterPredicate, _not_port_noise)]
-        ),
-    )
-    globalLogBeginner.beginLoggingTo([filtered], redirectStandardIO=False)
 
 
 def main(
@@ -597,7 +612,7 @@ def main(
         )
         return 1
     start_lifeline([lock])
-    _start_logging(json_log or config.json_log)
+    start_logging(json_log or config.json_log)
     monitor = Monitor(config)
     reload_on_sighup(monitor)
     reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's

@@ -141,6 +141,18 @@ class ServiceSpec:
             of the user's. Needs root too, unless it is procwork's own.
         umask: The service's file mode creation mask, 0 to 0o777 (TOML:
             ``0o022``, or the string ``"022"``). Default: procwork's.
+        stdout_log: Also write the service's stdout, as it comes, to this
+            file (appended; kept across restarts). Default: none.
+        stderr_log: The same for stderr; it may name the ``stdout_log``
+            file, and both streams then share it. Default: none.
+        log_max_bytes: A log file is rotated when it would grow past this
+            many bytes (``file`` becomes ``file.1``, ...). Default 10 MiB.
+        log_backups: Rotated files kept (older ones are deleted). Default 5.
+        console_rate: At most this many output lines per second (with a
+            burst of as many) go to the log; the rest are counted, not
+            shown, so a service printing without pause cannot starve the
+            reactor. The log files still get everything. 0: no output lines
+            in the log at all. Default 200.
 
     Raises:
         ConfigError: A field is invalid; the message names the service and
@@ -168,6 +180,11 @@ class ServiceSpec:
     user: str | int | None = None
     group: str | int | None = None
     umask: int | str | None = None
+    stdout_log: str | None = None
+    stderr_log: str | None = None
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 5
+    console_rate: float = 200.0
 
     def __post_init__(self) -> None:
         name = self.name
@@ -229,6 +246,7 @@ class ServiceSpec:
             )
         self._check_bool("autostart")
         self._set("umask", self._umask(self.umask))
+        self._check_logs()
         self._credentials()
 
     @property
@@ -383,6 +401,32 @@ class ServiceSpec:
                     f"success_exit_codes must hold exit codes 0-255, got {code!r}"
                 )
         return frozenset(codes)
+
+    def _check_logs(self) -> None:
+        for key in ("stdout_log", "stderr_log"):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    value = os.fsdecode(os.fspath(value))
+                except TypeError:
+                    self._invalid(f"{key} must be a path, got {value!r}")
+                if not value:
+                    self._invalid(f"{key} must not be empty (leave it out for none)")
+                self._set(key, value)
+        if not _is_int(self.log_max_bytes) or self.log_max_bytes < 1:
+            self._invalid(
+                f"log_max_bytes must be a whole number >= 1, got {self.log_max_bytes!r}"
+            )
+        if not _is_int(self.log_backups) or self.log_backups < 0:
+            self._invalid(
+                f"log_backups must be a whole number >= 0, got {self.log_backups!r}"
+            )
+        rate = self.console_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float):
+            self._invalid(f"console_rate must be a number >= 0, got {rate!r}")
+        if not math.isfinite(rate) or rate < 0:
+            self._invalid(f"console_rate must be a number >= 0, got {rate!r}")
+        self._set("console_rate", float(rate))
 
     def _check_bool(self, key: str) -> None:
         if not isinstance(getattr(self, key), bool):

@@ -29,10 +29,8 @@ without it.
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
@@ -43,7 +41,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from procwork._errors import ConfigError
-from procwork._output import LineSplitter
 from procwork._process import _signal_number, _spawn_error
 from procwork._result import describe_returncode
 from procwork._shutdown import watch_reactor
@@ -51,6 +48,7 @@ from procwork._spawn import GroupProcess
 from procwork._threads import check_thread
 from procwork.supervisor._procmon import ChildTransport, DelayedCall, Procmon
 from procwork.supervisor._restart import Exit, decide_restart
+from procwork.supervisor._servicelog import OutputListener, ServiceOutput
 from procwork.supervisor._spec import (
     NoSuchService,
     RestartPolicy,
@@ -72,37 +70,6 @@ __all__ = [
 ]
 
 _log = Logger(namespace="procwork.supervisor")
-
-#: Characters of each stream's last lines a service keeps for
-#: :meth:`Supervisor.output` (``procwork ctl tail``).
-OUTPUT_TAIL = 64 * 1024
-
-#: Receives a service's output lines as they come: ``(stream, line)``.
-OutputListener = Callable[[str, str], object]
-
-
-class _OutputTail:
-    """A service's last lines of one stream, at most ``limit`` characters."""
-
-    __slots__ = ("_lines", "_size", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._lines: deque[str] = deque()
-        self._size = 0
-
-    def append(self, line: str) -> None:
-        self._lines.append(line)
-        self._size += len(line) + 1
-        # Always keep the newest line, however long (it is at most
-        # max_log_line bytes already).
-        while self._size > self.limit and len(self._lines) > 1:
-            self._size -= len(self._lines.popleft()) + 1
-
-    def lines(self, count: int | None = None) -> list[str]:
-        kept = list(self._lines)
-        return kept if count is None else kept[max(0, len(kept) - count) :]
-
 
 # -- seams: the child's transport and who builds it ----------------------------
 
@@ -135,6 +102,10 @@ class ProcessFactory(Protocol):
     ) -> ChildTransport: ...
 
 
+StateListener = Callable[[ServiceStatus, ServiceState], object]
+"""Called with a service's new status and its previous state."""
+
+
 # -- the one state object per service ------------------------------------------
 
 
@@ -145,8 +116,11 @@ class _Service:
     protocols); everything the supervisor adds lives here.
     """
 
-    def __init__(self, spec: ServiceSpec, now: float) -> None:
+    def __init__(
+        self, spec: ServiceSpec, now: float, clock: Callable[[], float]
+    ) -> None:
         self.spec = spec
+        self.output = ServiceOutput(spec, clock, lambda: self.pid)
         self.state = ServiceState.STOPPED
         self.since = now
         self.transport: ChildTransport | None = None
@@ -163,12 +137,6 @@ class _Service:
         self.stopping = False  # stop signal sent, process not yet reaped
         self.removing = False
         self.waiting_for: str | None = None
-        # Output kept for ctl tail, and who follows it (tail -f).
-        self.output = {
-            "stdout": _OutputTail(OUTPUT_TAIL),
-            "stderr": _OutputTail(OUTPUT_TAIL),
-        }
-        self.listeners: list[OutputListener] = []
         self.stop_waiters: list[Deferred[None]] = []
         self.state_waiters: list[
             tuple[frozenset[ServiceState], Deferred[ServiceStatus]]
@@ -225,11 +193,7 @@ class _ServiceProtocol(ProcessProtocol):
         self._supervisor = supervisor
         self._service = service
         self._procmon_protocol = procmon_protocol
-        limit = service.spec.max_log_line
-        self._splitters = {
-            fd: LineSplitter(functools.partial(self._line, stream), limit)
-            for fd, stream in ((1, "stdout"), (2, "stderr"))
-        }
+        service.output.new_run()
 
     def connectionMade(self) -> None:
         transport = cast(ChildTransport, self.transport)
@@ -237,33 +201,10 @@ class _ServiceProtocol(ProcessProtocol):
         self._supervisor._spawned(self._service, transport)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        splitter = self._splitters.get(childFD)
-        if splitter is not None:
-            splitter.feed(data)
-
-    def _line(self, stream: str, line: bytes) -> None:
-        text = line.rstrip(b"\n").rstrip(b"\r").decode("utf-8", "replace")
-        self._service.output[stream].append(text)
-        for listener in list(self._service.listeners):
-            try:
-                listener(stream, text)
-            except Exception:
-                # One broken follower must not cost the others their lines.
-                _log.failure(
-                    "an output listener of {service!r} failed",
-                    service=self._service.name,
-                )
-        _log.info(
-            "[{service}] {line}",
-            service=self._service.name,
-            stream=stream,
-            line=text,
-            pid=self._service.pid,
-        )
+        self._service.output.received(childFD, data)
 
     def processEnded(self, reason: Failure) -> None:
-        for splitter in self._splitters.values():
-            splitter.close()
+        self._service.output.ended()
         self._procmon_protocol.processEnded(reason)
 
 
@@ -308,6 +249,7 @@ class Supervisor:
         self._started = False
         self._shutdown_trigger: Any = None
         self._procmon = Procmon(reactor, self, self._spawn)
+        self._listeners: list[StateListener] = []
 
     def __repr__(self) -> str:
         states = ", ".join(f"{s.name}: {s.state}" for s in self._services.values())
@@ -317,6 +259,14 @@ class Supervisor:
     def reactor(self) -> Any:
         """The reactor the services are run on."""
         return self._reactor
+
+    def listen(self, listener: StateListener) -> None:
+        """Call ``listener(status, previous_state)`` at every change of state.
+
+        Called in the reactor thread as the change happens; an exception in
+        a listener is logged and does not reach the supervisor.
+        """
+        self._listeners.append(listener)
 
     # -- configuration ---------------------------------------------------------
 
@@ -342,7 +292,7 @@ class Supervisor:
                     f"service {spec.name!r}: after names {after!r}, which has not "
                     "been added (add it first)"
                 )
-        service = _Service(spec, self._now())
+        service = _Service(spec, self._now(), self._now)
         self._services[spec.name] = service
         # Not wanted yet, so procmon does not start it here (see _may_start).
         self._procmon.add(spec)
@@ -375,7 +325,7 @@ class Supervisor:
         def forget(_: object) -> None:
             self._procmon.remove(name)
             del self._services[name]
-            service.listeners.clear()
+            service.output.close()
             for _states, waiter in service.state_waiters:
                 waiter.errback(NoSuchService(f"service {name!r} was removed"))
             service.state_waiters.clear()
@@ -592,17 +542,15 @@ class Supervisor:
     ) -> list[str]:
         """The last lines a service printed on ``stream``, oldest first.
 
-        Each stream keeps its last :data:`OUTPUT_TAIL` characters of lines,
-        across restarts; the lines are also logged as events.
+        Each stream keeps its last :data:`OUTPUT_TAIL` bytes, across
+        restarts; the lines are also logged as events (within the service's
+        ``console_rate``) and written to its log files.
 
         Raises:
             NoSuchService: no such service.
             ValueError: ``stream`` is not ``"stdout"`` or ``"stderr"``.
         """
-        service = self._get(name)
-        if stream not in service.output:
-            raise ValueError(f"stream must be 'stdout' or 'stderr', not {stream!r}")
-        return service.output[stream].lines(lines)
+        return self._get(name).output.lines(stream, lines)
 
     def follow(self, name: str, listener: OutputListener) -> Callable[[], None]:
         """Call ``listener(stream, line)`` for each line the service prints
@@ -615,12 +563,12 @@ class Supervisor:
         Raises:
             NoSuchService: no such service.
         """
-        service = self._get(name)
-        service.listeners.append(listener)
+        listeners = self._get(name).output.listeners
+        listeners.append(listener)
 
         def unfollow() -> None:
-            if listener in service.listeners:
-                service.listeners.remove(listener)
+            if listener in listeners:
+                listeners.remove(listener)
 
         return unfollow
 
@@ -936,8 +884,18 @@ class Supervisor:
                 )
 
     def _set_state(self, service: _Service, state: ServiceState) -> None:
+        previous = service.state
         service.state = state
         service.since = self._now()
+        if self._listeners and previous is not state:
+            changed = service.status(
+                service.since, self._procmon.restart_call(service.name)
+            )
+            for listener in list(self._listeners):
+                try:
+                    listener(changed, previous)
+                except Exception:
+                    _log.failure("a service state listener failed")
         ready = [w for w in service.state_waiters if state in w[0]]
         if not ready:
             return

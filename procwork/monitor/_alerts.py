@@ -1,0 +1,665 @@
+"""Events, and the alerts that act on them: a command, or a webhook.
+
+The monitor turns what happens into :class:`Event` s: a service started,
+exited unexpectedly, was restarted, became FATAL or recovered; a check
+started failing (``failures`` runs in a row), is still failing (a reminder,
+every ``repeat_every`` seconds) or recovered; a rule matched a process or
+acted on it; the monitor started or is stopping. Events are *state changes*:
+a check failing every run for an hour is one ``check.failed`` (plus its
+reminders), not one per run.
+
+An ``[[alert]]`` in the config names the events it wants and what to do:
+
+- ``command``: run it (through the scheduler, ``critical``), with the event
+  in environment variables (``PROCWORK_EVENT``, ``PROCWORK_NAME``,
+  ``PROCWORK_STATE``, ...; see :meth:`Event.environ`);
+- ``webhook``: POST the event as JSON (:meth:`Event.to_dict`) to a URL with
+  Twisted's HTTP client, with a ``timeout`` per attempt and ``retries``
+  more attempts ``retry_delay`` seconds apart when it fails (no answer, or
+  an answer that is not 2xx).
+
+What each alert did (its last result and output) is kept in
+:attr:`AlertDispatcher.status` and logged.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import json
+import math
+import os
+import shlex
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    succeed,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from procwork._errors import ConfigError
+from procwork._result import Result
+
+__all__ = ["EVENTS", "AlertDispatcher", "AlertSpec", "AlertStatus", "Event"]
+
+_log = Logger(namespace="procwork.alerts")
+
+#: Every event the monitor sends, by name.
+EVENTS = (
+    "service.started",
+    "service.exited",
+    "service.restarted",
+    "service.fatal",
+    "service.recovered",
+    "check.failed",
+    "check.recovered",
+    "rule.matched",
+    "rule.acted",
+    "monitor.started",
+    "monitor.stopping",
+)
+
+_OUTPUT_TAIL = 2000  # characters of output in an event and an alert's status
+_RECENT_EVENTS = 50
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened, as alerts and the status page see it.
+
+    Attributes:
+        event: One of :data:`EVENTS`, e.g. ``"check.failed"``.
+        name: The service, check or rule (the monitor's source for
+            ``monitor.*``).
+        state: The state it is now in: a service state (``"FATAL"``), a
+            check's ``"failing"`` / ``"ok"``, a rule's action.
+        message: One line for people.
+        time: When, in seconds since the epoch.
+        exit_status: A service's exit code or a check's (None: none, or
+            killed by a signal).
+        duration: Seconds the process ran, or the check took.
+        output: The end of a check's output.
+        reminder: A repeated ``check.failed`` (``repeat_every``).
+        fields: More, by name (JSON-ready).
+    """
+
+    event: str
+    name: str
+    state: str
+    message: str
+    time: float = field(default_factory=time.time)
+    exit_status: int | None = None
+    duration: float | None = None
+    output: str = ""
+    reminder: bool = False
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """``"service"``, ``"check"``, ``"rule"`` or ``"monitor"``."""
+        return self.event.partition(".")[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON a webhook receives."""
+        return {
+            "event": self.event,
+            "kind": self.kind,
+            "name": self.name,
+            "state": self.state,
+            "message": self.message,
+            "time": self.time,
+            "exit_status": self.exit_status,
+            "duration": self.duration,
+            "output": self.output[-_OUTPUT_TAIL:],
+            "reminder": self.reminder,
+            "fields": dict(self.fields),
+        }
+
+    def environ(self) -> dict[str, str]:
+        """The environment variables a command alert gets (added to the
+        monitor's): ``PROCWORK_EVENT``, ``PROCWORK_KIND``, ``PROCWORK_NAME``,
+        ``PROCWORK_STATE``, ``PROCWORK_MESSAGE``, ``PROCWORK_TIME``,
+        ``PROCWORK_EXIT_STATUS``, ``PROCWORK_DURATION``, ``PROCWORK_OUTPUT``,
+        ``PROCWORK_REMINDER`` (``"1"`` or ``"0"``); an unknown exit status or
+        duration is the empty string."""
+        return {
+            "PROCWORK_EVENT": self.event,
+            "PROCWORK_KIND": self.kind,
+            "PROCWORK_NAME": self.name,
+            "PROCWORK_STATE": self.state,
+            "PROCWORK_MESSAGE": self.message,
+            "PROCWORK_TIME": f"{self.time:.3f}",
+            "PROCWORK_EXIT_STATUS": ""
+            if self.exit_status is None
+            else str(self.exit_status),
+            "PROCWORK_DURATION": ""
+            if self.duration is None
+            else f"{self.duration:.3f}",
+            # An environment variable cannot hold NUL.
+            "PROCWORK_OUTPUT": self.output[-_OUTPUT_TAIL:].replace("\0", ""),
+            "PROCWORK_REMINDER": "1" if self.reminder else "0",
+        }
+
+
+def _seconds(value: object, where: str, *, zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}: must be a number of seconds, not {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigError(f"{where}: must be a finite number {bound}, not {value!r}")
+    return float(value)
+
+
+def _strings(value: object, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(v, str) and v for v in value
+    ):
+        raise ConfigError(f"{where}: must be a list of names, not {value!r}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    """What to do on which events.
+
+    Args:
+        name: Unique name, in logs and the status.
+        events: Event names, or globs of them (``"service.*"``, ``"*"``);
+            one string or a list. Default every event except
+            ``service.started``, which happens at every start.
+        only: Names of the services, checks or rules it is about (globs;
+            default all).
+        command: Run this (argv list, or a string split with shlex; no
+            shell) with the event in its environment.
+        webhook: Or POST the event as JSON to this ``http://`` or
+            ``https://`` URL.
+        timeout: Seconds a command or one webhook attempt may take
+            (default 10).
+        retries: Webhook attempts after a failed one (default 3).
+        retry_delay: Seconds between webhook attempts (default 1).
+
+    Raises:
+        ConfigError: the message names the alert and the key.
+    """
+
+    name: str
+    events: str | Sequence[str] = (
+        "service.exited",
+        "service.restarted",
+        "service.fatal",
+        "service.recovered",
+        "check.*",
+        "rule.*",
+        "monitor.*",
+    )
+    only: str | Sequence[str] = ()
+    command: str | Sequence[str] | None = None
+    webhook: str | None = None
+    timeout: float = 10.0
+    retries: int = 3
+    retry_delay: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(
+                f"alert name must be a non-empty string, not {self.name!r}"
+            )
+        where = f"alert {self.name!r}"
+        events = _strings(self.events, f"{where}: events")
+        for pattern in events:
+            if not fnmatch.filter(EVENTS, pattern):
+                raise ConfigError(
+                    f"{where}: events: {pattern!r} matches no event; events are "
+                    + ", ".join(EVENTS)
+                )
+        object.__setattr__(self, "events", events)
+        object.__setattr__(self, "only", _strings(self.only, f"{where}: only"))
+        if (self.command is None) == (self.webhook is None):
+            raise ConfigError(f"{where}: needs a command or a webhook (one of them)")
+        if self.command is not None:
+            from procwork.monitor._checks import _command
+
+            object.__setattr__(
+                self, "command", _command(self.command, f"{where}: command")
+            )
+        if self.webhook is not None and (
+            not isinstance(self.webhook, str)
+            or not self.webhook.startswith(("http://", "https://"))
+        ):
+            raise ConfigError(
+                f"{where}: webhook must be an http:// or https:// URL, not "
+                f"{self.webhook!r}"
+            )
+        object.__setattr__(self, "timeout", _seconds(self.timeout, f"{where}: timeout"))
+        if (
+            isinstance(self.retries, bool)
+            or not isinstance(self.retries, int)
+            or self.retries < 0
+        ):
+            raise ConfigError(
+                f"{where}: retries must be a whole number >= 0, not {self.retries!r}"
+            )
+        object.__setattr__(
+            self,
+            "retry_delay",
+            _seconds(self.retry_delay, f"{where}: retry_delay", zero=True),
+        )
+
+    @property
+    def argv(self) -> tuple[str, ...] | None:
+        """The command as a tuple, or None for a webhook."""
+        return None if self.command is None else tuple(self.command)
+
+    def wants(self, event: Event) -> bool:
+        """Whether this alert acts on ``event``."""
+        if not any(fnmatch.fnmatchcase(event.event, p) for p in self.events):
+            return False
+        return not self.only or any(
+            fnmatch.fnmatchcase(event.name, p) for p in self.only
+        )
+
+
+@dataclass
+class AlertStatus:
+    """What one alert has done (JSON-ready through :meth:`to_dict`)."""
+
+    name: str
+    sent: int = 0  # events it acted on
+    ok: int = 0
+    failed: int = 0
+    running: int = 0
+    last_event: str | None = None
+    last_result: str | None = None
+    last_output: str = ""
+    last_time: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view."""
+        return dict(self.__dict__)
+
+
+RunFunction = Callable[..., "Deferred[Result]"]
+
+
+class AlertDispatcher:
+    """Sends events to the alerts that want them. Call from the reactor thread.
+
+    Args:
+        specs: The alerts.
+        reactor: For timers and the HTTP client; default the global reactor.
+        run: Runs a command alert, ``procwork.run``-compatible.
+        agent: Makes webhook requests (a :class:`twisted.web.client.Agent`;
+            default one on ``reactor``).
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[AlertSpec],
+        *,
+        reactor: Any = None,
+        run: RunFunction | None = None,
+        agent: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self._reactor = reactor
+        if run is None:
+            from procwork._api import run as procwork_run
+
+            run = procwork_run
+        self._run = run
+        self._agent = agent
+        self.specs = tuple(specs)
+        self.status = {spec.name: AlertStatus(spec.name) for spec in self.specs}
+        self.recent: deque[Event] = deque(maxlen=_RECENT_EVENTS)
+        self._pending: set[Deferred[Any]] = set()
+        self._stopping = False
+
+    def emit(self, event: Event) -> None:
+        """Record ``event`` and start the alerts that want it."""
+        self.recent.append(event)
+        for spec in self.specs:
+            if spec.wants(event):
+                self._send(spec, event)
+
+    def _send(self, spec: AlertSpec, event: Event) -> None:
+        status = self.status[spec.name]
+        status.sent += 1
+        status.running += 1
+        status.last_event = event.event
+        status.last_time = event.time
+        target = shlex.join(spec.argv) if spec.argv else spec.webhook
+        _log.info(
+            "alert {alert}: {event} {name} -> {target}",
+            alert=spec.name,
+            event=event.event,
+            name=event.name,
+            target=target,
+        )
+        if spec.argv is not None:
+            d = self._command(spec, event)
+        else:
+            d = self._webhook(spec, event, attempt=1)
+        self._pending.add(d)
+        d.addBoth(self._done, spec, status, d)
+
+    def _done(
+        self,
+        outcome: tuple[bool, str, str] | Failure,
+        spec: AlertSpec,
+        status: AlertStatus,
+        d: Deferred[Any],
+    ) -> None:
+        self._pending.discard(d)
+        status.running -= 1
+        if isinstance(outcome, Failure):
+            if outcome.check(CancelledError):
+                ok, result, output = False, "cancelled (monitor stopping)", ""
+            else:
+                ok, result, output = False, f"error: {outcome.value}", ""
+        else:
+            ok, result, output = outcome
+        status.last_result = result
+        status.last_output = output[-_OUTPUT_TAIL:]
+        if ok:
+            status.ok += 1
+            _log.info(
+                "alert {alert}: {result}{output}",
+                alert=spec.name,
+                result=result,
+                output=_one_line(output),
+            )
+        else:
+            status.failed += 1
+            _log.warn(
+                "alert {alert} failed: {result}{output}",
+                alert=spec.name,
+                result=result,
+                output=_one_line(output),
+            )
+
+    # -- a command ----------------------------------------------------------
+
+    def _command(self, spec: AlertSpec, event: Event) -> Deferred[Any]:
+        assert spec.argv is not None
+        try:
+            d = self._run(
+                list(spec.argv),
+                timeout=spec.timeout,
+                priority="critical",
+                env={**os.environ, **event.environ()},
+            )
+        except Exception:
+            from twisted.internet.defer import fail
+
+            return fail(Failure())
+
+        def described(result: Result) -> tuple[bool, str, str]:
+            output = (result.stdout + result.stderr).decode("utf-8", "replace")
+            return result.ok, f"command {result.describe()}", output
+
+        return d.addCallback(described)
+
+    # -- a webhook ------------------------------------------------------------
+
+    def _webhook(self, spec: AlertSpec, event: Event, attempt: int) -> Deferred[Any]:
+        assert spec.webhook is not None
+        d = self._post(spec.webhook, json.dumps(event.to_dict()).encode())
+        # Not Deferred.addTimeout: cancelling the Agent's request fails with
+        # its own errors (ConnectingCancelledError, ...), not CancelledError,
+        # so only this flag tells a timeout from the rest.
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            d.cancel()
+
+        timer = self._reactor.callLater(spec.timeout, expire)
+
+        def disarm(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addBoth(disarm)
+
+        def retry(failure: Failure | None, why: str) -> Deferred[Any] | Any:
+            if attempt > spec.retries:
+                return (False, f"webhook gave up after {attempt} attempts: {why}", "")
+            _log.warn(
+                "alert {alert}: webhook attempt {attempt} failed: {why}; "
+                "retrying in {delay:g} s",
+                alert=spec.name,
+                attempt=attempt,
+                why=why,
+                delay=spec.retry_delay,
+            )
+            later: Deferred[Any] = Deferred()
+            call = self._reactor.callLater(spec.retry_delay, later.callback, None)
+            # Cancelled while waiting (the monitor stops): no more attempts.
+            later.addErrback(lambda f: (call.cancel() if call.active() else None, f)[1])
+            later.addCallback(lambda _: self._webhook(spec, event, attempt + 1))
+            return later
+
+        def answered(answer: tuple[int, bytes]) -> Any:
+            code, body = answer
+            text = body.decode("utf-8", "replace")
+            if 200 <= code < 300:
+                return (True, f"webhook answered {code}", text)
+            return retry(None, f"answered {code}")
+
+        def failed(failure: Failure) -> Any:
+            if self._stopping and not expired:
+                return failure  # cancelled by stop(): no more attempts
+            why = (
+                f"no answer within {spec.timeout:g} s"
+                if expired
+                else failure.getErrorMessage()
+            )
+            return retry(failure, why)
+
+        d.addCallbacks(answered, failed)
+        return d
+
+    def _post(self, url: str, body: bytes) -> Deferred[tuple[int, bytes]]:
+        from twisted.web.client import Agent, FileBodyProducer, readBody
+        from twisted.web.http_headers import Headers
+
+        if self._agent is None:
+            self._agent = Agent(self._reactor)
+        d = self._agent.request(
+            b"POST",
+            url.encode(),
+            Headers(
+                {
+                    b"content-type": [b"application/json"],
+                    b"user-agent": [b"procwork-monitor"],
+                }
+            ),
+            FileBodyProducer(io.BytesIO(body)),
+        )
+
+        def read(response: Any) -> Deferred[tuple[int, bytes]]:
+            code = response.code
+            return readBody(response).addCallback(lambda b: (code, b[:_OUTPUT_TAIL]))
+
+        return d.addCallback(read)  # type: ignore[no-any-return]
+
+    def stop(self, timeout: float = 5.0) -> Deferred[Any]:
+        """Let the alerts in flight finish for up to ``timeout`` seconds (so
+        ``monitor.stopping`` gets out), then cancel the rest."""
+        self._stopping = True
+        pending = list(self._pending)
+        if not pending:
+            return succeed(None)
+        done = DeferredList(pending, consumeErrors=True)
+
+        def cancel_the_rest() -> None:
+            for d in list(self._pending):
+                d.cancel()
+
+        call = self._reactor.callLater(timeout, cancel_the_rest)
+
+        def cleanup(result: object) -> object:
+            if call.active():
+                call.cancel()
+            return result
+
+        return done.addBoth(cleanup)
+
+
+def _one_line(output: str) -> str:
+    text = " ".join(output.split())[-200:]
+    return f": {text}" if text else ""
+
+
+# -- what happens, as events --------------------------------------------------
+
+
+class ServiceEvents:
+    """Turns a service's state changes into events (a supervisor listener).
+
+    ``started`` is its first start, ``restarted`` a start after an exit,
+    ``exited`` an exit it is restarted from (or a failed exit it is not),
+    ``fatal`` giving up, and ``recovered`` RUNNING again after an exit.
+    """
+
+    def __init__(
+        self,
+        emit: Callable[[Event], object],
+        success_codes: Callable[[str], Iterable[int]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._emit = emit
+        self._success_codes = success_codes
+        self._clock = clock
+        self._down: set[str] = set()  # exited unexpectedly, not yet back
+
+    def __call__(self, status: Any, previous: str) -> None:
+        state = str(status.state)
+        name = status.name
+        event: str | None = None
+        message = f"service {name!r} is {state}"
+        if state == "STARTING":
+            event = "service.restarted" if previous == "BACKOFF" else "service.started"
+            message = f"service {name!r} {event.partition('.')[2]}: pid {status.pid}"
+        elif state == "BACKOFF" and previous != "STOPPING":
+            event = "service.exited"
+            message = f"service {name!r} {status.last_exit}; restarting"
+        elif state == "EXITED" and status.returncode not in set(
+            self._success_codes(name)
+        ):
+            event = "service.exited"
+            message = f"service {name!r} {status.last_exit}; not restarted"
+        elif state == "FATAL":
+            event = "service.fatal"
+            message = f"service {name!r} {status.last_exit}; given up, it is FATAL"
+        elif state == "RUNNING" and name in self._down:
+            event = "service.recovered"
+            message = f"service {name!r} recovered: running again, pid {status.pid}"
+        if event in ("service.exited", "service.fatal"):
+            self._down.add(name)
+        elif event == "service.recovered" or state == "STOPPED":
+            self._down.discard(name)
+        if event is None:
+            return
+        self._emit(
+            Event(
+                event=event,
+                name=name,
+                state=state,
+                message=message,
+                time=self._clock(),
+                exit_status=status.returncode
+                if event in ("service.exited", "service.fatal")
+                else None,
+                fields={
+                    "pid": status.pid,
+                    "restarts": status.restarts,
+                    "last_exit": status.last_exit,
+                },
+            )
+        )
+
+
+def check_event(
+    event: str, spec: Any, status: Any, reminder: bool, now: float
+) -> Event:
+    """The event of a check's state change (a :class:`CheckRunner` listener's
+    arguments)."""
+    failed = event == "check.failed"
+    exit_status = None
+    detail = status.last_detail or ""
+    if detail.startswith("exited "):
+        try:
+            exit_status = int(detail.split()[1])
+        except (IndexError, ValueError):
+            exit_status = None
+    message = (
+        f"check {spec.name} {'still ' if reminder else ''}failing "
+        f"({status.consecutive_failures} "
+        f"run{'' if status.consecutive_failures == 1 else 's'} in a row): {detail}"
+        if failed
+        else f"check {spec.name} recovered"
+    )
+    return Event(
+        event=event,
+        name=spec.name,
+        state="failing" if failed else "ok",
+        message=message,
+        time=now,
+        exit_status=exit_status,
+        duration=status.last_duration,
+        output=status.last_output,
+        reminder=reminder,
+        fields={
+            "outcome": status.last_outcome,
+            "consecutive_failures": status.consecutive_failures,
+            "failing_since": status.failing_since,
+        },
+    )
+
+
+def rule_events(finding: Any, now: float) -> list[Event]:
+    """``rule.matched`` for a finding, and ``rule.acted`` if a signal was sent."""
+    process = finding.process
+    fields = {
+        "pid": process.pid,
+        "process": process.name,
+        "reason": finding.reason,
+        "action": finding.action,
+    }
+    events = [
+        Event(
+            event="rule.matched",
+            name=finding.rule.name,
+            state="matched",
+            message=str(finding),
+            time=now,
+            fields=fields,
+        )
+    ]
+    if finding.action.startswith("sent "):
+        events.append(
+            Event(
+                event="rule.acted",
+                name=finding.rule.name,
+                state=finding.action,
+                message=str(finding),
+                time=now,
+                fields=fields,
+            )
+        )
+    return events

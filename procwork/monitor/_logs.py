@@ -1,0 +1,185 @@
+"""What ``procwork monitor`` prints: text lines, or JSON lines of our own schema.
+
+A text line::
+
+    2026-12-01 15:30:00.123 INFO  [web stdout] listening on :8080
+    2026-12-01 15:30:02.410 WARN  [checks] check disk failed: exited 1: / is 97% full
+
+date, time (local, milliseconds), level, where it comes from (a service's
+name and stream for its output, else the part of the monitor), the message.
+
+A JSON line (``--json-log``) is one object with these keys, and only these:
+
+- ``time``: ISO 8601 in UTC with milliseconds, ``"2026-12-01T15:30:00.123Z"``;
+- ``level``: ``"debug"``, ``"info"``, ``"warn"``, ``"error"`` or ``"critical"``;
+- ``event``: what happened: an event name (``"check.failed"``,
+  ``"service.fatal"``, ...), ``"service.output"`` for a line a service
+  printed, ``"service.<state>"`` for a service's other state lines, else
+  ``"log"``;
+- ``logger``: the part of procwork (``"procwork.checks"``, ...);
+- ``service``, ``check``, ``rule``, ``alert``: the name it is about, when
+  it is about one (only the keys that apply are present);
+- ``message``: the text line's message;
+- ``fields``: everything else the event carries, JSON-ready (``stream``,
+  ``pid``, ``exit``, ``output``, ...).
+
+Twisted's own chatter is left out: "Site starting on ...", "(TCP Port ...
+Closed)", factory start/stop lines; its warnings and errors still show.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO, cast
+
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogFilterPredicate,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    PredicateResult,
+    formatEvent,
+    globalLogBeginner,
+)
+
+__all__ = ["json_observer", "start_logging", "text_observer"]
+
+_LEVELS = {
+    LogLevel.debug: "DEBUG",
+    LogLevel.info: "INFO",
+    LogLevel.warn: "WARN",
+    LogLevel.error: "ERROR",
+    LogLevel.critical: "CRIT",
+}
+_LOUD = {LogLevel.warn, LogLevel.error, LogLevel.critical}
+_SUBJECTS = ("service", "check", "rule", "alert")
+_OURS = ("procwork", "untwisted", "clockwork")
+
+
+def _level(event: Mapping[str, Any]) -> Any:
+    # The levels are constants of LogLevel, not instances of it.
+    level = event.get("log_level", LogLevel.info)
+    return level if level in _LEVELS else LogLevel.info
+
+
+def _message(event: Mapping[str, Any]) -> str:
+    text = formatEvent(dict(event))
+    failure = event.get("log_failure")
+    if failure is not None:
+        text += "\n" + failure.getTraceback()
+    return text
+
+
+def _where(event: Mapping[str, Any]) -> str:
+    namespace = str(event.get("log_namespace", ""))
+    if "line" in event and "stream" in event and "service" in event:
+        return f"{event['service']} {event['stream']}"
+    short = namespace.removeprefix("procwork.")
+    return short if short != "procwork" else "procwork"
+
+
+def text_observer(stream: TextIO) -> ILogObserver:
+    """Text lines: date, time, level, where, message."""
+
+    def observe(event: dict[str, Any]) -> None:
+        stamp = event.get("log_time", time.time())
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+        millis = int((stamp % 1) * 1000)
+        if "line" in event and "stream" in event and "service" in event:
+            message = str(event["line"])  # a service's output: as printed
+        else:
+            message = _message(event)
+        level = _LEVELS.get(_level(event), "INFO")
+        stream.write(f"{when}.{millis:03d} {level:<5} [{_where(event)}] {message}\n")
+        stream.flush()
+
+    return cast(ILogObserver, observe)
+
+
+def _event_name(event: Mapping[str, Any]) -> str:
+    name = event.get("event")
+    if isinstance(name, str):
+        return name
+    namespace = event.get("log_namespace", "")
+    if namespace == "procwork.supervisor" and "service" in event:
+        if "line" in event and "stream" in event:
+            return "service.output"
+        state = event.get("state")
+        if state is not None:
+            return f"service.{str(state).lower()}"
+    return "log"
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return value
+
+
+def json_record(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON object of one log event (see the module's docstring)."""
+    stamp = float(event.get("log_time", time.time()))
+    millis = int((stamp % 1) * 1000)
+    record: dict[str, Any] = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp))
+        + f".{millis:03d}Z",
+        "level": _LEVELS.get(_level(event), "INFO").lower().replace("crit", "critical"),
+        "event": _event_name(event),
+        "logger": str(event.get("log_namespace", "")),
+    }
+    for key in _SUBJECTS:
+        if key in event and event[key] is not None:
+            record[key] = str(event[key])
+    if "line" in event and "stream" in event and "service" in event:
+        record["message"] = str(event["line"])
+    else:
+        record["message"] = _message(event)
+    record["fields"] = {
+        key: _jsonable(value)
+        for key, value in event.items()
+        if not key.startswith("log_")
+        and key not in _SUBJECTS
+        and key not in ("event", "format", "message", "system", "time", "isError")
+    }
+    return record
+
+
+def json_observer(stream: TextIO) -> ILogObserver:
+    """JSON lines, one object per event (see the module's docstring)."""
+
+    def observe(event: dict[str, Any]) -> None:
+        stream.write(json.dumps(json_record(event), default=str) + "\n")
+        stream.flush()
+
+    return cast(ILogObserver, observe)
+
+
+def _not_noise(event: Mapping[str, Any]) -> PredicateResult:
+    """Twisted's own info lines (a port starting, a factory starting) are
+    noise in a monitor's log; its warnings and errors are not."""
+    namespace = str(event.get("log_namespace", ""))
+    if namespace.split(".")[0] in _OURS or _level(event) in _LOUD:
+        return cast(PredicateResult, PredicateResult.maybe)
+    return cast(PredicateResult, PredicateResult.no)
+
+
+def start_logging(json_log: bool, stream: TextIO | None = None) -> None:
+    """Send the global log to ``stream`` (default stdout): text or JSON."""
+    stream = sys.stdout if stream is None else stream
+    observer = json_observer(stream) if json_log else text_observer(stream)
+    # zope interfaces again: these objects provide what the casts say.
+    predicates = [
+        cast(
+            ILogFilterPredicate,
+            LogLevelFilterPredicate(defaultLogLevel=LogLevel.info),
+        ),
+        cast(ILogFilterPredicate, _not_noise),
+    ]
+    filtered = cast(ILogObserver, FilteringLogObserver(observer, predicates))
+    globalLogBeginner.beginLoggingTo([filtered], redirectStandardIO=False)

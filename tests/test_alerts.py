@@ -1,0 +1,430 @@
+"""Alerts, events, the status page and the log formats, without processes.
+
+Timing (webhook timeouts, retries, the console rate limit) runs on Twisted's
+``task.Clock``; webhooks go to a fake agent; commands to a fake ``run``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, globalLogPublisher
+
+from procwork import ConfigError, Result
+from procwork.monitor import EVENTS, AlertDispatcher, AlertSpec, Event
+from procwork.monitor._alerts import ServiceEvents, rule_events
+from procwork.monitor._logs import json_record, text_observer
+from procwork.monitor._page import render_page, wants_html
+from procwork.supervisor import ServiceSpec, ServiceState
+from procwork.supervisor._servicelog import ServiceOutput
+
+# -- fakes ---------------------------------------------------------------------
+
+
+class FakeResponse:
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+class FakeAgent:
+    """Records requests; each is answered by the test (or never)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[bytes, bytes, Deferred[Any]]] = []
+
+    def request(self, method: bytes, url: bytes, headers: Any, body: Any) -> Any:
+        d: Deferred[Any] = Deferred()
+        self.requests.append((method, url, d))
+        return d
+
+
+@pytest.fixture(autouse=True)
+def no_body_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """readBody on a fake response: an empty body at once."""
+    import twisted.web.client
+
+    monkeypatch.setattr(twisted.web.client, "readBody", lambda response: succeed(b""))
+
+
+def event(name: str = "check.failed", about: str = "disk") -> Event:
+    return Event(name, about, "failing", f"{about}: {name}", time=1.0)
+
+
+def hook(**changes: Any) -> AlertSpec:
+    return AlertSpec(**{"name": "hook", "webhook": "http://127.0.0.1:1/h", **changes})
+
+
+def answer(agent: FakeAgent, i: int, code: int) -> None:
+    agent.requests[i][2].callback(FakeResponse(code))
+
+
+# -- which alerts want which events ---------------------------------------------
+
+
+def test_an_alert_wants_the_events_its_globs_match_about_the_names_in_only() -> None:
+    alert = hook(events=["check.*", "service.fatal"], only=["disk*"])
+    assert alert.wants(event("check.failed", "disk-root"))
+    assert alert.wants(event("service.fatal", "disk"))
+    assert not alert.wants(event("service.exited", "disk"))
+    assert not alert.wants(event("check.failed", "load"))
+
+
+def test_by_default_an_alert_wants_every_event_but_service_started() -> None:
+    alert = hook()
+    wanted = [name for name in EVENTS if alert.wants(event(name))]
+    assert wanted == [name for name in EVENTS if name != "service.started"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"webhook": None}, "alert 'hook': needs a command or a webhook"),
+        ({"command": "true"}, "needs a command or a webhook \\(one of them\\)"),
+        ({"events": ["chek.*"]}, "events: 'chek.\\*' matches no event"),
+        ({"timeout": 0}, "timeout: must be a finite number > 0, not 0"),
+        ({"retries": -1}, "retries must be a whole number >= 0, not -1"),
+        ({"retry_delay": float("nan")}, "retry_delay: must be a finite number"),
+    ],
+)
+def test_a_bad_alert_is_rejected_naming_it_and_the_key(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        hook(**changes)
+
+
+# -- webhooks -------------------------------------------------------------------
+
+
+def test_a_webhook_posts_the_event_as_json_and_counts_a_2xx_as_sent() -> None:
+    clock, agent = Clock(), FakeAgent()
+    alerts = AlertDispatcher([hook()], reactor=clock, agent=agent)
+    alerts.emit(event())
+    [(method, url, _)] = agent.requests
+    assert (method, url) == (b"POST", b"http://127.0.0.1:1/h")
+    answer(agent, 0, 204)
+    status = alerts.status["hook"]
+    assert (status.sent, status.ok, status.failed, status.running) == (1, 1, 0, 0)
+    assert status.last_result == "webhook answered 204"
+
+
+def test_a_webhook_is_retried_retry_delay_after_a_failed_attempt() -> None:
+    clock, agent = Clock(), FakeAgent()
+    alerts = AlertDispatcher(
+        [hook(retries=2, retry_delay=5)], reactor=clock, agent=agent
+    )
+    alerts.emit(event())
+    answer(agent, 0, 503)
+    clock.advance(4.9)
+    assert len(agent.requests) == 1
+    clock.advance(0.1)
+    assert len(agent.requests) == 2
+    answer(agent, 1, 200)
+    assert alerts.status["hook"].ok == 1
+
+
+def test_a_webhook_that_never_answers_times_out_and_gives_up_after_retries() -> None:
+    clock, agent = Clock(), FakeAgent()
+    alerts = AlertDispatcher(
+        [hook(timeout=10, retries=1, retry_delay=1)], reactor=clock, agent=agent
+    )
+    alerts.emit(event())
+    clock.advance(10)  # the first attempt is cancelled
+    clock.advance(1)
+    assert len(agent.requests) == 2
+    clock.advance(10)
+    status = alerts.status["hook"]
+    assert (status.ok, status.failed, status.running) == (0, 1, 0)
+    assert status.last_result == (
+        "webhook gave up after 2 attempts: no answer within 10 s"
+    )
+
+
+def test_stopping_waits_for_a_webhook_in_flight_then_cancels_it() -> None:
+    clock, agent = Clock(), FakeAgent()
+    alerts = AlertDispatcher([hook(timeout=60)], reactor=clock, agent=agent)
+    alerts.emit(event("monitor.stopping", "m"))
+    stopped = alerts.stop(timeout=5)
+    clock.advance(4.9)
+    assert not stopped.called
+    clock.advance(0.1)
+    assert stopped.called
+    assert alerts.status["hook"].failed == 1
+    assert len(agent.requests) == 1  # no retry while stopping
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def test_a_command_alert_runs_critical_with_the_event_in_its_environment() -> None:
+    calls: list[tuple[list[str], dict[str, Any]]] = []
+
+    def run(argv: list[str], **kwargs: Any) -> Deferred[Result]:
+        calls.append((argv, kwargs))
+        return succeed(Result(args=tuple(argv), pid=9, returncode=0, stdout=b"paged\n"))
+
+    alerts = AlertDispatcher(
+        [AlertSpec("page", command="pager --now", timeout=7)], reactor=Clock(), run=run
+    )
+    alerts.emit(
+        Event(
+            "service.fatal", "web", "FATAL", "web gave up", exit_status=2, duration=1.5
+        )
+    )
+    [(argv, kwargs)] = calls
+    assert argv == ["pager", "--now"]
+    assert (kwargs["priority"], kwargs["timeout"]) == ("critical", 7.0)
+    env = kwargs["env"]
+    assert (env["PROCWORK_EVENT"], env["PROCWORK_NAME"], env["PROCWORK_STATE"]) == (
+        "service.fatal",
+        "web",
+        "FATAL",
+    )
+    assert (env["PROCWORK_EXIT_STATUS"], env["PROCWORK_DURATION"]) == ("2", "1.500")
+    assert "PATH" in env  # added to the monitor's own environment
+    status = alerts.status["page"]
+    assert (status.ok, status.last_result, status.last_output) == (
+        1,
+        "command exited 0",
+        "paged\n",
+    )
+
+
+# -- events from services and rules ----------------------------------------------
+
+
+class Status:
+    def __init__(self, state: str, **more: Any) -> None:
+        self.name = "web"
+        self.state = ServiceState(state)
+        self.pid = more.get("pid", 7)
+        self.returncode = more.get("returncode")
+        self.last_exit = more.get("last_exit")
+        self.restarts = more.get("restarts", 0)
+
+
+def test_a_services_life_is_started_exited_restarted_recovered_fatal() -> None:
+    seen: list[str] = []
+    events = ServiceEvents(lambda e: seen.append(e.event), lambda name: {0})
+    events(Status("STARTING"), "STOPPED")
+    events(Status("RUNNING"), "STARTING")
+    events(Status("BACKOFF", returncode=1, last_exit="exited 1"), "RUNNING")
+    events(Status("STARTING"), "BACKOFF")
+    events(Status("RUNNING"), "STARTING")
+    events(Status("RUNNING"), "RUNNING")
+    events(Status("FATAL", returncode=1), "STARTING")
+    assert seen == [
+        "service.started",
+        "service.exited",
+        "service.restarted",
+        "service.recovered",
+        "service.fatal",
+    ]
+
+
+def test_a_service_stopped_on_purpose_or_exiting_with_success_is_no_alarm() -> None:
+    seen: list[str] = []
+    events = ServiceEvents(lambda e: seen.append(e.event), lambda name: {0, 3})
+    events(Status("STOPPING"), "RUNNING")
+    events(Status("STOPPED", returncode=-15), "STOPPING")
+    events(Status("EXITED", returncode=3), "RUNNING")
+    assert seen == []
+
+
+def test_a_rule_that_sent_a_signal_has_matched_and_acted() -> None:
+    class Finding:
+        class rule:
+            name = "cgi"
+
+        class process:
+            pid, name = 42, "perl"
+
+        reason = "ran 700 s > max_age 600 s"
+        action = "sent SIGTERM"
+
+    names = [e.event for e in rule_events(Finding, 1.0)]
+    assert names == ["rule.matched", "rule.acted"]
+    Finding.action = "would send SIGTERM (dry run)"
+    assert [e.event for e in rule_events(Finding, 1.0)] == ["rule.matched"]
+
+
+# -- the console rate limit ---------------------------------------------------------
+
+
+def test_over_its_console_rate_a_services_lines_are_counted_not_logged() -> None:
+    clock = Clock()
+    logged: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        output = ServiceOutput(
+            ServiceSpec("yes", ["yes"], console_rate=10), clock.seconds, lambda: 9
+        )
+        output.received(1, b"y\n" * 1000)
+        clock.advance(1)
+        output.received(1, b"y\n" * 1000)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    lines = [e for e in logged if e.get("line") == "y"]
+    notes = [e for e in logged if "dropped" in e]
+    # 10 at first, 10 after a second; the rest counted in between.
+    assert len(lines) == 20
+    assert [n["dropped"] for n in notes] == [990]
+    assert notes[0]["log_level"] == LogLevel.warn
+
+
+# -- the status page ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accept", "html"),
+    [
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", True),
+        ("application/json", False),
+        ("application/json, text/html;q=0.5", False),
+        ("*/*", False),
+        (None, False),
+        ("text/html;q=0", False),
+    ],
+)
+def test_browsers_get_html_and_every_other_client_json(
+    accept: str | None, html: bool
+) -> None:
+    assert wants_html(accept) is html
+
+
+def test_the_page_escapes_what_it_shows_and_colours_each_state() -> None:
+    page = render_page(
+        {
+            "services": {
+                "<b>web</b>": {"state": "FATAL", "last_exit": "exited <1>"},
+                "db": {"state": "RUNNING", "pid": 5, "uptime": 90},
+            },
+            "checks": {"disk": {"failing": True, "last_outcome": "failed"}},
+            "events": [event().to_dict()],
+        },
+        now=2.0,
+    )
+    assert "<b>web</b>" not in page and "&lt;b&gt;web&lt;/b&gt;" in page
+    assert 'class="state bad">FATAL<' in page
+    assert 'class="state ok">RUNNING<' in page
+    assert 'class="state bad">failing<' in page
+    assert "exited &lt;1&gt;" in page
+    assert "<script" not in page
+
+
+# -- the log formats ------------------------------------------------------------------
+
+
+def test_a_text_line_has_date_time_level_source_and_message() -> None:
+    out = io.StringIO()
+    observe = text_observer(out)
+    observe(
+        {
+            "log_time": 0.5,
+            "log_level": LogLevel.warn,
+            "log_namespace": "procwork.checks",
+            "log_format": "check {check} failed",
+            "check": "disk",
+        }
+    )
+    observe(
+        {
+            "log_time": 0.5,
+            "log_level": LogLevel.info,
+            "log_namespace": "procwork.supervisor",
+            "log_format": "[{service}] {line}",
+            "service": "web",
+            "stream": "stderr",
+            "line": "oops",
+        }
+    )
+    first, second = out.getvalue().splitlines()
+    assert first.endswith(".500 WARN  [checks] check disk failed")
+    assert second.endswith(".500 INFO  [web stderr] oops")
+    assert first[:4].isdigit() and first[4] == "-"
+
+
+def test_a_json_record_has_procworks_schema_and_no_twisted_internals() -> None:
+    record = json_record(
+        {
+            "log_time": 0.25,
+            "log_level": LogLevel.critical,
+            "log_namespace": "procwork.supervisor",
+            "log_format": "service {service!r} is FATAL",
+            "log_logger": object(),
+            "service": "web",
+            "state": ServiceState.FATAL,
+            "restarts": 3,
+        }
+    )
+    assert record == {
+        "time": "1970-01-01T00:00:00.250Z",
+        "level": "critical",
+        "event": "service.fatal",
+        "logger": "procwork.supervisor",
+        "service": "web",
+        "message": "service 'web' is FATAL",
+        "fields": {"state": "FATAL", "restarts": 3},
+    }
+    json.dumps(record)
+
+
+# -- the monitor's events, on a clock ------------------------------------------------
+
+
+def test_the_monitor_sends_service_check_rule_and_monitor_events_to_its_alerts() -> (
+    None
+):
+    import dataclasses
+
+    from procwork.monitor import Rule
+    from tests.test_monitor import CONFIG, World
+
+    world = World()
+    config = dataclasses.replace(
+        CONFIG,
+        # A dry run: the fake table's pids are not ours to signal.
+        rules=(
+            Rule("cgi", process_name="perl", max_age=600, action="term", dry_run=True),
+        ),
+        alerts=(AlertSpec("all", events="*", webhook="http://127.0.0.1:1/"),),
+    )
+    world.monitor = type(world.monitor)(
+        config,
+        reactor=world.clock,
+        scheduler=world.monitor.scheduler,
+        run=world.run,
+        process_factory=world.factory,
+        process_table=world.table,
+    )
+    agent = FakeAgent()
+    world.monitor.alerts._agent = agent
+    monitor = world.monitor
+    monitor.start()
+    world.clock.advance(1)  # web: RUNNING
+    world.run.finish(0, 1, b"full\n")  # the disk check fails
+    world.factory.children[0].end(code=2)  # web exits
+    world.clock.advance(1)  # restarted
+    world.clock.advance(1)  # running again
+    stopped = monitor.stop()
+    world.clock.advance(10)
+    assert stopped.called
+    names = [e["event"] for e in monitor.status()["events"]]
+    assert names[:2] == ["monitor.started", "service.started"]
+    assert "rule.acted" not in names  # a dry run only matches
+    assert {
+        "rule.matched",
+        "check.failed",
+        "service.exited",
+        "service.restarted",
+        "service.recovered",
+    } <= set(names)
+    assert names[-1] == "monitor.stopping"
+    assert len(agent.requests) == len(names)  # one POST per event, no more
+    [failed] = [e for e in monitor.status()["events"] if e["event"] == "check.failed"]
+    assert (failed["exit_status"], failed["output"]) == (1, "full\n")
