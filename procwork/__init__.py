@@ -31,7 +31,7 @@ from procwork._errors import (
 )
 from procwork._load import LoadSource, NoLoadLimit, SystemLoad
 from procwork._orphans import reap_orphans
-from procwork._process import Process
+from procwork._process import Process, RunState
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES, Priority, Scheduler
 from procwork._waitfor import waitfor
@@ -72,6 +72,7 @@ __all__ = [
     "ProcessFailed",
     "ProcworkError",
     "Result",
+    "RunState",
     "Scheduler",
     "SpawnError",
     "SystemLoad",

@@ -265,6 +265,7 @@ def test_procwork_exports_the_process_core_only() -> None:
             "ProcessFailed",
             "ProcworkError",
             "Result",
+            "RunState",
             "Scheduler",
             "SpawnError",
             "SystemLoad",
