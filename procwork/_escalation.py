@@ -12,29 +12,32 @@ been reaped by then, and never a second timer however often it is asked.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
-__all__ = ["Escalation", "GroupTarget", "terminate_group"]
+__all__ = ["Escalation", "GroupTarget", "ReapableGroup", "terminate_group"]
 
 
 class GroupTarget(Protocol):
     """What an escalation signals: a process group and its leader.
 
-    :class:`~procwork._spawn.GroupProcess` is one.
+    :class:`~procwork._spawn.GroupProcess` is one (and the supervisor's
+    ``ChildTransport``).
     """
 
     kill_group_on_exit: bool
     """SIGKILL what is left of the group when the leader exits, before it is
     reaped (the escalation sets it: a group being stopped goes whole)."""
 
-    @property
-    def exited(self) -> bool:
-        """True once the leader has been reaped."""
-
     def signal_group(self, signum: int) -> bool:
-        """Send ``signum`` to the group; False if the leader is reaped."""
+        """Send ``signum`` to the group; False (nothing sent) once the leader
+        is reaped."""
+
+
+class ReapableGroup(GroupTarget, Protocol):
+    """A :class:`GroupTarget` that says when its leader is reaped."""
 
     def when_reaped(self) -> Deferred[None]:
         """A Deferred that fires once the leader has been reaped."""
@@ -47,24 +50,43 @@ class Escalation:
     each time it is called (a second SIGTERM is harmless and what a user
     calling ``terminate()`` twice asks for) but arms one SIGKILL timer only,
     with the grace of the first call; :meth:`kill` and :meth:`cancel` may be
-    called any number of times. The timer is cancelled when the leader is
-    reaped, so nothing of it outlives the group.
+    called any number of times. Whoever learns that the leader was reaped
+    calls :meth:`cancel` (:func:`terminate_group` does so itself); a SIGKILL
+    falling due after that sends nothing, since the target refuses to signal
+    a reaped group.
 
     Args:
         target: The group (a :class:`GroupTarget`).
         reactor: Times the grace period (``callLater``).
+        on_expired: Called when the grace period has run out, just before
+            the SIGKILL (a supervisor logs that the service did not stop).
     """
 
-    def __init__(self, target: GroupTarget, reactor: Any) -> None:
+    def __init__(
+        self,
+        target: GroupTarget,
+        reactor: Any,
+        *,
+        on_expired: Callable[[], object] | None = None,
+    ) -> None:
         self._target = target
         self._reactor = reactor
+        self._on_expired = on_expired
         self._kill_call: Any = None
-        self._watching = False
 
     @property
     def pending(self) -> bool:
         """True while SIGKILL is scheduled."""
         return self._kill_call is not None and self._kill_call.active()
+
+    @property
+    def kill_call(self) -> Any:
+        """The pending SIGKILL's ``IDelayedCall``, or None.
+
+        procmon keeps it in its ``murder`` table, which it cancels itself
+        when the process exits.
+        """
+        return self._kill_call if self.pending else None
 
     def terminate(self, grace: float, signum: int = signal.SIGTERM) -> bool:
         """Send ``signum`` (SIGTERM) to the group now, SIGKILL after ``grace``.
@@ -77,20 +99,16 @@ class Escalation:
         # Whatever is left of the group when the leader dies is killed
         # before the leader is reaped (its pgid is not reusable until then).
         target.kill_group_on_exit = True
-        if target.exited:
-            return False
         sent = target.signal_group(signum)
-        if self._kill_call is None:
+        if sent and self._kill_call is None:
             self._kill_call = self._reactor.callLater(grace, self._kill_due)
-            self._watch()
         return sent
 
     def kill(self) -> None:
         """SIGKILL the group now (the pending timer, if any, is cancelled)."""
         self.cancel()
         self._target.kill_group_on_exit = True
-        if not self._target.exited:
-            self._target.signal_group(signal.SIGKILL)
+        self._target.signal_group(signal.SIGKILL)
 
     def cancel(self) -> None:
         """Cancel the pending SIGKILL, if any; signals already sent stay sent."""
@@ -100,22 +118,13 @@ class Escalation:
 
     def _kill_due(self) -> None:
         self._kill_call = None
+        if self._on_expired is not None:
+            self._on_expired()
         self.kill()
-
-    def _watch(self) -> None:
-        # Once per escalation: the leader's reaping ends the grace period.
-        if self._watching:
-            return
-        self._watching = True
-
-        def reaped(_: object) -> None:
-            self.cancel()
-
-        self._target.when_reaped().addCallback(reaped)
 
 
 def terminate_group(
-    target: GroupTarget,
+    target: ReapableGroup,
     reactor: Any,
     grace: float,
     signum: int = signal.SIGTERM,
@@ -129,6 +138,7 @@ def terminate_group(
     escalation = Escalation(target, reactor)
     escalation.terminate(grace, signum)
     reaped = target.when_reaped()
+    reaped.addCallback(lambda _: escalation.cancel())
     done: Deferred[None] = Deferred(lambda _: escalation.kill())
     reaped.chainDeferred(done)
     return done

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import signal
 
-import pytest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
 from procwork._escalation import Escalation, terminate_group
 
@@ -62,14 +62,29 @@ def test_terminate_sends_SIGTERM_now_and_SIGKILL_exactly_at_grace() -> None:
 
 
 def test_no_SIGKILL_when_the_leader_is_reaped_within_grace() -> None:
+    """Even if nobody cancels: a reaped group's target refuses the signal."""
     clock, group = Clock(), FakeGroup()
-    escalation = Escalation(group, clock)
-    escalation.terminate(5)
+    expired: list[None] = []
+    Escalation(group, clock, on_expired=lambda: expired.append(None)).terminate(5)
     clock.advance(1)
     group.reap()
-    assert not escalation.pending and not clock.getDelayedCalls()
     clock.advance(10)
     assert group.signals == [signal.SIGTERM]
+    assert not clock.getDelayedCalls()
+
+
+def test_on_expired_is_told_just_before_the_SIGKILL() -> None:
+    clock, group = Clock(), FakeGroup()
+    seen: list[list[int]] = []
+    escalation = Escalation(
+        group, clock, on_expired=lambda: seen.append(group.signals[:])
+    )
+    escalation.terminate(5)
+    assert escalation.kill_call is not None
+    clock.advance(5)
+    assert seen == [[signal.SIGTERM]]
+    assert group.signals == [signal.SIGTERM, signal.SIGKILL]
+    assert escalation.kill_call is None
 
 
 def test_terminate_again_signals_again_but_arms_one_SIGKILL_at_the_first_grace() -> (
@@ -139,7 +154,8 @@ def test_terminate_group_fires_when_the_leader_is_reaped() -> None:
     clock.advance(1)
     assert not fired
     group.reap()
-    assert fired == [None] and not clock.getDelayedCalls()
+    assert fired == [None]
+    assert not clock.getDelayedCalls()  # the reaping cancelled the SIGKILL
 
 
 def test_cancelling_terminate_group_SIGKILLs_at_once() -> None:
@@ -148,9 +164,9 @@ def test_cancelling_terminate_group_SIGKILLs_at_once() -> None:
     done.cancel()
     assert group.signals == [signal.SIGTERM, signal.SIGKILL]
     assert not clock.getDelayedCalls()
-    with pytest.raises(CancelledError):
-        done.result.raiseException()
-    done.addErrback(lambda _: None)
+    failures: list[Failure] = []
+    done.addErrback(failures.append)
+    assert len(failures) == 1 and failures[0].check(CancelledError)
     group.reap()  # a late reaping is no error
 
 
