@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, cast
 
@@ -42,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from procwork._errors import ConfigError
+from procwork._escalation import Escalation
 from procwork._output import LineSplitter
 from procwork._process import _spawn_error
 from procwork._result import describe_returncode
@@ -439,8 +439,9 @@ class Supervisor:
             if d in service.stop_waiters:
                 service.stop_waiters.remove(d)
             if service.transport is not None:
-                service.transport.kill_group_on_exit = True
-                service.transport.signal_group(signal.SIGKILL)
+                # The stop's pending SIGKILL, in procmon's table, is
+                # cancelled there when the process exits.
+                Escalation(service.transport, self._reactor).kill()
 
         d: Deferred[None] = Deferred(kill_now)
         service.stop_waiters.append(d)
