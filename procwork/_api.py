@@ -10,6 +10,7 @@ from typing import cast
 from twisted.internet.defer import Deferred
 
 import untwisted
+from procwork import _validate as validate
 from procwork._errors import ProcessFailed, clip_command
 from procwork._process import LineCallback, Process
 from procwork._result import Result
@@ -373,13 +374,7 @@ def _seconds(
 ) -> float | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(
-            f"{where}: {name} must be a number of seconds, not {_clip(repr(value))}"
-        )
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{where}: {name} must be a finite number >= 0, not {value!r}")
-    return float(value)
+    return validate.seconds(value, f"{where}: {name}")
 
 
 def _max_output(value: object, where: object) -> int | None:

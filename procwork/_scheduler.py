@@ -24,6 +24,7 @@ import os
 from enum import IntEnum
 from typing import Any, Protocol
 
+from procwork import _validate as validate
 from procwork._load import LoadSource, SystemLoad
 from procwork._threads import check_thread
 
@@ -99,8 +100,9 @@ class Scheduler:
             raise ValueError(
                 f"Scheduler(min_running={min_running!r}): must be an int >= 0"
             )
-        if not load_interval > 0:
-            raise ValueError(f"Scheduler(load_interval={load_interval!r}): must be > 0")
+        validate.seconds(
+            load_interval, f"Scheduler(load_interval={load_interval!r}):", positive=True
+        )
         self._reactor = reactor
         self.max_running = max_running
         self.min_running = min_running

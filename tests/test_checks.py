@@ -518,18 +518,18 @@ def test_timeout_defaults_to_the_interval_and_numbers_become_floats() -> None:
         ({"command": ""}, r"check 'df': command: is empty"),
         ({"command": ["df", 3]}, r"check 'df': command: must be a string or a list"),
         ({"command": "df 'unclosed"}, r"check 'df': command: cannot split"),
-        ({"every": 0}, r"check 'df': every: must be > 0, not 0"),
-        ({"every": -1}, r"check 'df': every: must be > 0, not -1"),
+        ({"every": 0}, r"check 'df': every: must be a finite number > 0, not 0"),
+        ({"every": -1}, r"check 'df': every: must be a finite number > 0, not -1"),
         ({"every": "10"}, r"check 'df': every: must be a number of seconds"),
         ({"every": True}, r"check 'df': every: must be a number of seconds"),
-        ({"timeout": 0}, r"check 'df': timeout: must be > 0"),
+        ({"timeout": 0}, r"check 'df': timeout: must be a finite number > 0"),
         ({"priority": "urgent"}, r"check 'df': priority must be one of critical, "),
         (
             {"on_failure_priority": "asap"},
             r"check 'df': on_failure_priority must be one of .*, not 'asap'",
         ),
         ({"on_failure": []}, r"check 'df': on_failure: is empty"),
-        ({"action_timeout": -5}, r"check 'df': action_timeout: must be > 0"),
+        ({"action_timeout": -5}, r"check 'df': action_timeout: must be a finite number > 0"),
     ],
 )
 def test_an_invalid_check_is_rejected_naming_the_check_and_the_field(

@@ -12,7 +12,6 @@ skip is counted.
 
 from __future__ import annotations
 
-import math
 import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,6 +23,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from procwork import _validate as validate
 from procwork._errors import ConfigError
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES
@@ -63,18 +63,9 @@ def _command(value: object, where: str) -> tuple[str, ...]:
 
 def _positive(value: object, where: str, *, minimum: float = 0.0) -> float:
     """Seconds: a finite number > 0, and at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{where}: must be a number of seconds, not {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{where}: must be a finite number of seconds, not {value!r}")
-    if value <= 0:
-        raise ConfigError(f"{where}: must be > 0, not {value!r}")
-    if value < minimum:
-        raise ConfigError(
-            f"{where}: must be at least {minimum:g} s (a shorter interval is a "
-            f"busy loop), not {value!r}"
-        )
-    return float(value)
+    return validate.seconds(
+        value, f"{where}:", error=ConfigError, positive=True, minimum=minimum
+    )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import grp
-import math
 import os
 import pwd
 import shlex
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn, cast
 
+from procwork import _validate as validate
 from procwork._errors import ConfigError, ProcworkError
 from procwork._process import _signal_number
 
@@ -381,12 +381,12 @@ class ServiceSpec:
             self._invalid(f"{key} must be true or false, got {getattr(self, key)!r}")
 
     def _check_seconds(self, key: str, positive: bool = False) -> None:
-        value = getattr(self, key)
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            self._invalid(f"{key} must be a number of seconds, got {value!r}")
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            bound = "> 0" if positive else ">= 0"
-            self._invalid(f"{key} must be a finite number {bound}, got {value!r}")
+        validate.seconds(
+            getattr(self, key),
+            f"service {self.name!r}: {key}",
+            error=ConfigError,
+            positive=positive,
+        )
 
 
 @dataclass(frozen=True)
