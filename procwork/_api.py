@@ -9,10 +9,10 @@ from typing import cast
 
 from twisted.internet.defer import Deferred
 
-import untwisted
 from procwork import _validate as validate
 from procwork._errors import ProcessFailed, clip_command
 from procwork._process import LineCallback, Process
+from procwork._reactor import default_reactor
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES, Priority, Scheduler, parse_priority
 from procwork._threads import check_thread
@@ -38,7 +38,7 @@ def scheduler() -> Scheduler:
     """
     global _default_scheduler
     if _default_scheduler is None:
-        _default_scheduler = Scheduler(untwisted.default_driver().reactor)
+        _default_scheduler = Scheduler(default_reactor())
     return _default_scheduler
 
 

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
+from procwork._reactor import Reactor
+
 __all__ = ["Escalation", "GroupTarget", "ReapableGroup", "terminate_group"]
 
 
@@ -65,7 +67,7 @@ class Escalation:
     def __init__(
         self,
         target: GroupTarget,
-        reactor: Any,
+        reactor: Reactor,
         *,
         on_expired: Callable[[], object] | None = None,
     ) -> None:
@@ -125,7 +127,7 @@ class Escalation:
 
 def terminate_group(
     target: ReapableGroup,
-    reactor: Any,
+    reactor: Reactor,
     grace: float,
     signum: int = signal.SIGTERM,
 ) -> Deferred[None]:

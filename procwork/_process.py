@@ -33,6 +33,7 @@ from procwork._errors import (
 )
 from procwork._escalation import Escalation
 from procwork._output import LineQueue, LineSplitter, TailBuffer
+from procwork._reactor import Reactor
 from procwork._result import Result
 from procwork._scheduler import Priority, Scheduler
 from procwork._shutdown import watch_reactor
@@ -108,7 +109,7 @@ class Process:
         self,
         args: tuple[str, ...],
         *,
-        reactor: Any,
+        reactor: Reactor,
         scheduler: Scheduler,
         env: Mapping[str, str] | None,
         cwd: str | None,

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from procwork import _validate as validate
 from procwork._load import LoadSource, SystemLoad
+from procwork._reactor import Reactor, default_reactor
 from procwork._threads import check_thread
 
 __all__ = ["PRIORITIES", "Priority", "Scheduler", "parse_priority"]
@@ -83,7 +84,7 @@ class Scheduler:
 
     def __init__(
         self,
-        reactor: Any = None,
+        reactor: Reactor | None = None,
         *,
         max_running: int | None = None,
         load: LoadSource | None = None,
@@ -128,9 +129,7 @@ class Scheduler:
     @property
     def reactor(self) -> Any:
         if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
+            self._reactor = default_reactor()
         return self._reactor
 
     @property

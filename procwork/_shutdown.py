@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList
 
 from procwork._escalation import terminate_group
+from procwork._reactor import Reactor
 from procwork._spawn import kill_all_now, live_processes
 
 __all__ = ["SHUTDOWN_GRACE", "terminate_all", "watch_reactor"]
@@ -36,7 +37,9 @@ def watch_reactor(reactor: Any) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", terminate_all, reactor)
 
 
-def terminate_all(reactor: Any, grace: float = SHUTDOWN_GRACE) -> Deferred[Any] | None:
+def terminate_all(
+    reactor: Reactor, grace: float = SHUTDOWN_GRACE
+) -> Deferred[Any] | None:
     """SIGTERM every live child's group, SIGKILL after ``grace`` seconds.
 
     Returns a Deferred that fires when all are reaped (None if there were

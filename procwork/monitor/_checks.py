@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from procwork import _validate as validate
 from procwork._errors import ConfigError
+from procwork._reactor import default_reactor
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES
 
@@ -189,9 +190,7 @@ class CheckRunner:
             run = procwork_run
         self._run = run
         if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
+            reactor = default_reactor()
         self._reactor = reactor
         self._wall_clock = wall_clock
         self._status = {name: CheckStatus(name) for name in self._specs}

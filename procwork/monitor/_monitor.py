@@ -34,6 +34,7 @@ from procwork._api import scheduler as default_scheduler
 from procwork._errors import ConfigError
 from procwork._load import SystemLoad
 from procwork._orphans import reap_orphans
+from procwork._reactor import default_reactor
 from procwork._scheduler import Scheduler
 from procwork.monitor._checks import CheckRunner, RunFunction
 from procwork.monitor._config import (
@@ -82,9 +83,7 @@ class Monitor:
         process_table: ProcessTable | None = None,
     ) -> None:
         if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
+            reactor = default_reactor()
         self.config = config
         self._reactor = reactor
         self.scheduler = scheduler if scheduler is not None else default_scheduler()

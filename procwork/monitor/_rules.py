@@ -31,11 +31,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from types import MappingProxyType
-from typing import Any, Literal, NoReturn, Protocol, cast
+from typing import Literal, NoReturn
 
 from twisted.logger import Logger, LogLevel
 
 from procwork._errors import ConfigError
+from procwork._reactor import DelayedCall, Reactor, default_reactor
 from procwork.monitor._proctable import LinuxProcessTable, ProcessTable, ProcInfo
 
 __all__ = [
@@ -59,20 +60,6 @@ raises :class:`OSError` if it could not be signalled (e.g. permission denied).
 """
 
 _log = Logger(namespace="procwork.rules")
-
-
-# Structural stand-ins for IReactorTime / IDelayedCall: mypy cannot check
-# zope interfaces (their methods are declared without self).
-class _ReactorTime(Protocol):
-    def seconds(self) -> float: ...
-    def callLater(
-        self, delay: float, callable: Callable[..., Any], *args: Any
-    ) -> Any: ...
-
-
-class _DelayedCall(Protocol):
-    def active(self) -> bool: ...
-    def cancel(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -283,7 +270,7 @@ class _TreeStop:
     finding: Finding
     signum: int
     members: dict[Identity, ProcInfo]
-    kill_call: _DelayedCall | None = None
+    kill_call: DelayedCall | None = None
 
 
 class RuleEngine:
@@ -320,7 +307,7 @@ class RuleEngine:
         rules: Iterable[Rule],
         table: ProcessTable | None = None,
         *,
-        reactor: _ReactorTime | None = None,
+        reactor: Reactor | None = None,
         send_signal: SignalSender | None = None,
         log: Logger | None = None,
         dry_run: bool = False,
@@ -335,11 +322,7 @@ class RuleEngine:
             self._counters[rule.name] = RuleCounters()
         self._table = table if table is not None else LinuxProcessTable()
         if reactor is None:
-            # Imported here, not at module import, so importing procwork
-            # never installs a reactor.
-            from twisted.internet import reactor as global_reactor
-
-            reactor = cast(_ReactorTime, global_reactor)
+            reactor = default_reactor()
         self._reactor = reactor
         self._send_signal = send_signal or functools.partial(
             signal_process, self._table

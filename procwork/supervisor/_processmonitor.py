@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.runner import procmon
 
 from procwork._escalation import Escalation
+from procwork._reactor import default_reactor
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess
 
@@ -157,9 +158,7 @@ class ProcessMonitor(procmon.ProcessMonitor):
 
     def __init__(self, reactor: Any = None) -> None:
         if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
+            reactor = default_reactor()
         super().__init__(reactor)
         if _is_stock_reactor(reactor):
             # Replaces only procmon's spawner; its timers (``_clock``) stay

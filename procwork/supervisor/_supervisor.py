@@ -44,6 +44,7 @@ from procwork._errors import ConfigError
 from procwork._escalation import Escalation
 from procwork._output import LineSplitter
 from procwork._process import _spawn_error
+from procwork._reactor import default_reactor
 from procwork._result import describe_returncode
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess
@@ -248,9 +249,7 @@ class Supervisor:
         self, reactor: Any = None, *, process_factory: ProcessFactory | None = None
     ) -> None:
         if reactor is None:
-            import untwisted
-
-            reactor = untwisted.default_driver().reactor
+            reactor = default_reactor()
         self._reactor = reactor
         self._process_factory: ProcessFactory = (
             process_factory if process_factory is not None else GroupProcess
