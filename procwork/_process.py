@@ -15,6 +15,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -40,9 +41,12 @@ from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess, signals_held_while_starting
 from procwork._threads import check_thread
 
-__all__ = ["Process", "RunState"]
+__all__ = ["Process", "RunOptions", "RunState"]
 
 _log = Logger(namespace="procwork")
+
+DEFAULT_GRACE = 5.0
+DEFAULT_MAX_OUTPUT = 1 << 20  # bytes kept per stream
 
 # Niceness added to "low" children.
 LOW_PRIORITY_NICE = 10
@@ -69,6 +73,43 @@ class RunState(StrEnum):
     """It could not be started (the Deferred failed with a SpawnError)."""
     CANCELLED = "cancelled"
     """Withdrawn from the queue (terminate, kill or cancel); it never started."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run one command: the checked arguments of run/spawn.
+
+    Built once, by :func:`procwork.run` or :func:`procwork.spawn` after
+    every argument has been checked (``_api._process``); a :class:`Process`
+    reads its settings from it and never changes it.
+
+    Attributes:
+        args: The argv (at least one word).
+        env: The environment (None: ours).
+        cwd: The working directory (None: ours).
+        priority: Its place in the scheduler's queue.
+        timeout: Seconds from submission until the group is terminated
+            (None: no limit).
+        grace: Seconds between SIGTERM and SIGKILL.
+        max_output: Bytes of each stream kept (None: all).
+        stdin: A pipe for ``write()`` (False: ``/dev/null``).
+        inherit_stdio: The child shares our stdin, stdout and stderr.
+        kill_leftovers: SIGKILL what is left of the group when it exits.
+        on_stdout, on_stderr: Called with each line of output.
+    """
+
+    args: tuple[str, ...]
+    env: Mapping[str, str] | None = None
+    cwd: str | None = None
+    priority: Priority = Priority.NORMAL
+    timeout: float | None = None
+    grace: float = DEFAULT_GRACE
+    max_output: int | None = DEFAULT_MAX_OUTPUT
+    stdin: bool = True
+    inherit_stdio: bool = False
+    kill_leftovers: bool = True
+    on_stdout: LineCallback | None = None
+    on_stderr: LineCallback | None = None
 
 
 class _Protocol(ProcessProtocol):
@@ -106,43 +147,32 @@ class Process:
     """
 
     def __init__(
-        self,
-        args: tuple[str, ...],
-        *,
-        reactor: Reactor,
-        scheduler: Scheduler,
-        env: Mapping[str, str] | None,
-        cwd: str | None,
-        priority: Priority,
-        timeout: float | None,
-        grace: float,
-        max_output: int | None,
-        stdin: bool,
-        inherit_stdio: bool = False,
-        kill_leftovers: bool = True,
-        on_stdout: LineCallback | None = None,
-        on_stderr: LineCallback | None = None,
+        self, options: RunOptions, *, reactor: Reactor, scheduler: Scheduler
     ) -> None:
-        self.args = args
-        self.priority = priority
+        self.options = options
+        self.args = options.args
+        self.priority = options.priority
         self.pid: int | None = None
-        self.timeout = timeout
-        self.grace = grace
+        self.timeout = options.timeout
+        self.grace = options.grace
         self._reactor = reactor
         self._scheduler = scheduler
-        self._env = env
-        self._cwd = cwd
-        self._stdin = stdin and not inherit_stdio
-        self._inherit_stdio = inherit_stdio
-        self._kill_leftovers = kill_leftovers
-        self._max_output = max_output
+        self._env = options.env
+        self._cwd = options.cwd
+        self._stdin = options.stdin and not options.inherit_stdio
+        self._inherit_stdio = options.inherit_stdio
+        self._kill_leftovers = options.kill_leftovers
+        self._max_output = options.max_output
         self._transport: GroupProcess | None = None
-        self._buffers = {1: TailBuffer(max_output), 2: TailBuffer(max_output)}
+        self._buffers = {
+            1: TailBuffer(self._max_output),
+            2: TailBuffer(self._max_output),
+        }
         self._splitters: dict[int, LineSplitter] = {}
         self._line_queues: dict[int, LineQueue] = {}
         self._line_waiters: dict[int, deque[Deferred[bytes]]] = {}
         self._line_callbacks: dict[int, LineCallback] = {}
-        for fd, callback in ((1, on_stdout), (2, on_stderr)):
+        for fd, callback in ((1, options.on_stdout), (2, options.on_stderr)):
             if callback is not None:
                 self._line_callbacks[fd] = callback
                 self._splitter(fd)
