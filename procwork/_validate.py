@@ -13,8 +13,10 @@ wrong value).
 from __future__ import annotations
 
 import math
+import shlex
+from collections.abc import Sequence
 
-__all__ = ["clip", "seconds"]
+__all__ = ["clip", "command", "seconds"]
 
 # How much of a value a message shows.
 _SHOWN = 200
@@ -64,3 +66,42 @@ def seconds(
             f"busy loop), not {value!r}"
         )
     return float(value)
+
+
+def command(value: object, what: str, *, error: type[Exception]) -> tuple[str, ...]:
+    """A command from a config: a string split into words as a shell would
+    (with :func:`shlex.split`; no shell runs it), or a list of strings.
+
+    ``procwork.run`` takes more (bytes, paths, ``shell=True``) and checks
+    its command in ``_api._argv``, with messages that show the call.
+
+    Args:
+        value: What was given.
+        what: What it is, for the message (``"service 'web': command"``).
+        error: The error to raise (:class:`~procwork.ConfigError`).
+
+    Returns:
+        The argv, at least one word, the first not empty.
+    """
+    if isinstance(value, str):
+        try:
+            argv = tuple(shlex.split(value))
+        except ValueError as e:
+            raise error(
+                f"{what} {clip(repr(value))} cannot be split into words ({e})"
+            ) from None
+    elif (
+        isinstance(value, Sequence)
+        and not isinstance(value, bytes | bytearray)
+        and all(isinstance(word, str) for word in value)
+    ):
+        argv = tuple(value)
+    else:
+        raise error(
+            f"{what} must be a string or a list of strings, not {clip(repr(value))}"
+        )
+    if not argv or not argv[0]:
+        raise error(f"{what} is empty")
+    if any("\0" in word for word in argv):
+        raise error(f"{what} contains a NUL character, not {clip(repr(value))}")
+    return argv

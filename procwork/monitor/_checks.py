@@ -44,22 +44,7 @@ MIN_INTERVAL = 0.01
 
 
 def _command(value: object, where: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        try:
-            argv = tuple(shlex.split(value))
-        except ValueError as e:
-            raise ConfigError(f"{where}: cannot split {value!r}: {e}") from None
-    elif isinstance(value, Sequence) and all(isinstance(a, str) for a in value):
-        argv = tuple(value)
-    else:
-        raise ConfigError(
-            f"{where}: must be a string or a list of strings, not {value!r}"
-        )
-    if not argv or not argv[0]:
-        raise ConfigError(f"{where}: is empty")
-    if any("\0" in arg for arg in argv):
-        raise ConfigError(f"{where}: contains a NUL character, not {value!r}")
-    return argv
+    return validate.command(value, f"{where}:", error=ConfigError)
 
 
 def _positive(value: object, where: str, *, minimum: float = 0.0) -> float:

@@ -12,7 +12,6 @@ import enum
 import grp
 import os
 import pwd
-import shlex
 import signal
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -288,28 +287,9 @@ class ServiceSpec:
         raise ConfigError(f"service {self.name!r}: {problem}")
 
     def _argv(self, command: object) -> tuple[str, ...]:
-        if isinstance(command, str):
-            try:
-                argv = tuple(shlex.split(command))
-            except ValueError as e:
-                self._invalid(f"command {command!r} cannot be split into words ({e})")
-        elif isinstance(command, Sequence) and not isinstance(command, bytes):
-            argv = tuple(command)
-            for arg in argv:
-                if not isinstance(arg, str):
-                    self._invalid(
-                        f"command must be a string or a list of strings, "
-                        f"got {arg!r} in it"
-                    )
-        else:
-            self._invalid(
-                f"command must be a string or a list of strings, got {command!r}"
-            )
-        if not argv or not argv[0]:
-            self._invalid("command is empty")
-        if any("\0" in arg for arg in argv):
-            self._invalid("command contains a NUL character")
-        return argv
+        return validate.command(
+            command, f"service {self.name!r}: command", error=ConfigError
+        )
 
     def _env(self, env: object) -> Mapping[str, str] | None:
         if env is None:
