@@ -35,6 +35,7 @@ from typing import Literal, NoReturn
 
 from twisted.logger import Logger, LogLevel
 
+from procwork import _validate as validate
 from procwork._errors import ConfigError
 from procwork._reactor import DelayedCall, Reactor, default_reactor
 from procwork.monitor._proctable import LinuxProcessTable, ProcessTable, ProcInfo
@@ -129,17 +130,20 @@ class Rule:
                 object.__setattr__(self, "_cmdline_re", re.compile(self.cmdline))
             except re.error as e:
                 self._invalid(f"cmdline is not a valid regular expression ({e})")
-        for key in ("max_age", "max_cpu", "max_rss"):
+        for key in ("max_age", "max_cpu"):
             value = getattr(self, key)
             if value is not None:
-                self._check_non_negative(key, value, integer=key == "max_rss")
+                what = f"rule {self.name!r}: {key}"
+                validate.seconds(value, what, error=ConfigError)
+        if self.max_rss is not None:
+            self._check_non_negative("max_rss", self.max_rss, integer=True)
         if self.max_age is None and self.max_cpu is None and self.max_rss is None:
             self._invalid("no threshold: set at least one of max_age, max_cpu, max_rss")
         if self.action not in _ACTIONS:
             self._invalid(
                 f"action must be one of 'log', 'term', 'kill', got {self.action!r}"
             )
-        self._check_non_negative("grace", self.grace)
+        validate.seconds(self.grace, f"rule {self.name!r}: grace", error=ConfigError)
         for key in ("dry_run", "allow_other_users"):
             if not isinstance(getattr(self, key), bool):
                 self._invalid(
