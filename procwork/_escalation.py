@@ -102,9 +102,19 @@ class Escalation:
         # before the leader is reaped (its pgid is not reusable until then).
         target.kill_group_on_exit = True
         sent = target.signal_group(signum)
-        if sent and self._kill_call is None:
-            self._kill_call = self._reactor.callLater(grace, self._kill_due)
+        if sent:
+            self.arm(grace)
         return sent
+
+    def arm(self, grace: float) -> None:
+        """SIGKILL after ``grace`` seconds: the first signal went out already.
+
+        For a caller that sends the first signal its own way (the watchdog's
+        rules stop a process tree before signalling it). Does nothing while
+        a SIGKILL is pending.
+        """
+        if self._kill_call is None:
+            self._kill_call = self._reactor.callLater(grace, self._kill_due)
 
     def kill(self) -> None:
         """SIGKILL the group now (the pending timer, if any, is cancelled)."""

@@ -183,3 +183,15 @@ def test_many_escalations_on_one_clock_each_kill_only_their_own_late_group() -> 
         want = [signal.SIGTERM] if i % 2 == 0 else [signal.SIGTERM, signal.SIGKILL]
         assert group.signals == want, i
     assert not clock.getDelayedCalls()
+
+
+def test_arm_schedules_only_the_SIGKILL_when_the_caller_sent_the_first_signal() -> None:
+    """The watchdog's rules SIGTERM a frozen tree themselves, then arm."""
+    clock, group = Clock(), FakeGroup()
+    escalation = Escalation(group, clock)
+    escalation.arm(3)
+    escalation.arm(30)  # one SIGKILL, at the first grace
+    assert group.signals == []
+    clock.advance(3)
+    assert group.signals == [signal.SIGKILL]
+    assert not clock.getDelayedCalls()

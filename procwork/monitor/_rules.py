@@ -37,7 +37,8 @@ from twisted.logger import Logger, LogLevel
 
 from procwork import _validate as validate
 from procwork._errors import ConfigError
-from procwork._reactor import DelayedCall, Reactor, default_reactor
+from procwork._escalation import Escalation
+from procwork._reactor import Reactor, default_reactor
 from procwork.monitor._proctable import LinuxProcessTable, ProcessTable, ProcInfo
 
 __all__ = [
@@ -274,7 +275,27 @@ class _TreeStop:
     finding: Finding
     signum: int
     members: dict[Identity, ProcInfo]
-    kill_call: DelayedCall | None = None
+    escalation: Escalation | None = None
+
+
+class _TreeTarget:
+    """A tree being stopped, as the kill escalation sees it.
+
+    Its SIGKILL is :meth:`RuleEngine._escalate`: the tree is found afresh,
+    frozen and killed whole (a process tree is no process group).
+    """
+
+    def __init__(self, engine: RuleEngine, tree: _TreeStop) -> None:
+        self._engine = engine
+        self._tree = tree
+        # Not a group the kernel knows: nothing to SIGKILL at the leader's exit.
+        self.kill_group_on_exit = False
+
+    def signal_group(self, signum: int) -> bool:
+        # Only the escalation's SIGKILL arrives here (the SIGTERM was sent by
+        # RuleEngine._act, with the tree frozen).
+        self._engine._escalate(self._tree)
+        return True
 
 
 class RuleEngine:
@@ -389,8 +410,8 @@ class RuleEngine:
     def stop(self) -> None:
         """Cancel pending SIGKILL escalations; processes already SIGTERMed are left."""
         for tree in self._pending:
-            if tree.kill_call is not None and tree.kill_call.active():
-                tree.kill_call.cancel()
+            if tree.escalation is not None:
+                tree.escalation.cancel()
         self._pending.clear()
         self._stopping.clear()
 
@@ -445,7 +466,10 @@ class RuleEngine:
         for identity in tree.members:
             self._stopping[identity] = tree
         if signum == signal.SIGTERM:
-            tree.kill_call = self._reactor.callLater(rule.grace, self._escalate, tree)
+            # The SIGTERM went out above, tree-wide; procwork's one kill
+            # escalation times the SIGKILL, which is _escalate's.
+            tree.escalation = Escalation(_TreeTarget(self, tree), self._reactor)
+            tree.escalation.arm(rule.grace)
             self._pending.add(tree)
         return finding
 
@@ -546,7 +570,7 @@ class RuleEngine:
         return None
 
     def _escalate(self, tree: _TreeStop) -> None:
-        tree.kill_call = None
+        tree.escalation = None
         self._pending.discard(tree)
         earlier = tree.finding
         rule = earlier.rule
