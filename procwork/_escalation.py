@@ -1,12 +1,16 @@
 """SIGTERM, a grace period, then SIGKILL: the one kill escalation of procwork.
 
-Every caller that stops a process group politely goes through
-:class:`Escalation`: a run's timeout, cancel and ``terminate()``
-(``_process.py``), the children still alive when the reactor stops
-(``_shutdown.py``) and a supervised service's cancelled stop. As trio writes
-its ``deliver_cancel`` once, the timing lives here once: the first signal
-now, SIGKILL exactly ``grace`` seconds later unless the group's leader has
-been reaped by then, and never a second timer however often it is asked.
+Every caller that stops a process group goes through :class:`Escalation`:
+a run's timeout, cancel, ``terminate()`` and ``kill()`` (``_process.py``),
+the children still alive when the reactor stops (``_shutdown.py``), a
+supervised service's stop and its cancellation
+(``supervisor/_processmonitor.py``, ``supervisor/_supervisor.py``), and the
+SIGKILL of a process tree a watchdog rule SIGTERMed (``monitor/_rules.py``,
+which signals the tree member by member; only the timing is shared). As
+trio writes its ``deliver_cancel`` once, the timing lives here once: the
+first signal now, SIGKILL exactly ``grace`` seconds later unless the
+group's leader has been reaped by then, and never a second timer however
+often it is asked.
 """
 
 from __future__ import annotations
