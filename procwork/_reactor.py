@@ -36,8 +36,9 @@ class Reactor(Protocol):
     """What procwork needs of every reactor: ``IReactorTime``."""
 
     def seconds(self) -> float: ...
+    # Positional-only: a test's fake reactor may name them as it likes.
     def callLater(
-        self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any
+        self, delay: float, callable: Callable[..., Any], /, *args: Any, **kw: Any
     ) -> Any: ...
 
 
