@@ -117,7 +117,8 @@ class Escalation:
         rules stop a process tree before signalling it). Does nothing while
         a SIGKILL is pending.
         """
-        if self._kill_call is None:
+        # pending, not "is None": procmon may cancel the call it was handed.
+        if not self.pending:
             self._kill_call = self._reactor.callLater(grace, self._kill_due)
 
     def kill(self) -> None:
