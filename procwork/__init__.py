@@ -32,7 +32,7 @@ from procwork._errors import (
 from procwork._lifeline import enable_lifeline
 from procwork._load import LoadSource, NoLoadLimit, SystemLoad
 from procwork._orphans import reap_orphans
-from procwork._process import Process
+from procwork._process import Process, RunState
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES, Priority, Scheduler
 from procwork._waitfor import waitfor
@@ -73,6 +73,7 @@ __all__ = [
     "ProcessFailed",
     "ProcworkError",
     "Result",
+    "RunState",
     "Scheduler",
     "SpawnError",
     "SystemLoad",

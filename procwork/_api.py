@@ -9,17 +9,21 @@ from typing import cast
 
 from twisted.internet.defer import Deferred
 
-import untwisted
+from procwork import _validate as validate
 from procwork._errors import ProcessFailed, clip_command
-from procwork._process import LineCallback, Process
+from procwork._process import (
+    DEFAULT_GRACE,
+    DEFAULT_MAX_OUTPUT,
+    LineCallback,
+    Process,
+    RunOptions,
+)
+from procwork._reactor import default_reactor
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES, Priority, Scheduler, parse_priority
 from procwork._threads import check_thread
 
 __all__ = ["DEFAULT_GRACE", "DEFAULT_MAX_OUTPUT", "run", "scheduler", "spawn"]
-
-DEFAULT_GRACE = 5.0
-DEFAULT_MAX_OUTPUT = 1 << 20  # bytes kept per stream
 
 Command = str | bytes | os.PathLike[str] | Sequence[str | bytes | os.PathLike[str]]
 
@@ -37,7 +41,7 @@ def scheduler() -> Scheduler:
     """
     global _default_scheduler
     if _default_scheduler is None:
-        _default_scheduler = Scheduler(untwisted.default_driver().reactor)
+        _default_scheduler = Scheduler(default_reactor())
     return _default_scheduler
 
 
@@ -226,15 +230,13 @@ def _process(
         )
     callbacks = _callbacks(on_stdout, on_stderr, where)
     sched = _scheduler(scheduler_, where)
-    process = Process(
+    options = RunOptions(
         argv,
-        reactor=sched.reactor,
-        scheduler=sched,
         env=_env(env, where),
         cwd=_cwd(cwd, where),
         priority=_priority(priority, where),
         timeout=_seconds(timeout, "timeout", where, allow_none=True),
-        grace=_seconds(grace, "grace", where, allow_none=False),  # type: ignore[arg-type]
+        grace=validate.seconds(grace, f"{where}: grace"),
         max_output=_max_output(max_output, where),
         stdin=bool(stdin),
         inherit_stdio=not capture,
@@ -242,6 +244,7 @@ def _process(
         on_stdout=callbacks[0],
         on_stderr=callbacks[1],
     )
+    process = Process(options, reactor=sched.reactor, scheduler=sched)
     # Last, once the arguments are known to be good, and before anything is
     # started: a Process not yet submitted holds nothing.
     check_thread(f"procwork.{func}", sched.reactor)
@@ -373,13 +376,7 @@ def _seconds(
 ) -> float | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(
-            f"{where}: {name} must be a number of seconds, not {_clip(repr(value))}"
-        )
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{where}: {name} must be a finite number >= 0, not {value!r}")
-    return float(value)
+    return validate.seconds(value, f"{where}: {name}")
 
 
 def _max_output(value: object, where: object) -> int | None:

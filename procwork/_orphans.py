@@ -83,6 +83,8 @@ from typing import Any, cast
 from twisted.internet import process as twisted_process
 from twisted.logger import Logger
 
+from procwork._reactor import Reactor, default_reactor
+
 __all__ = ["OrphanReaper", "reap_orphans", "reaper_role"]
 
 _log = Logger(namespace="procwork.orphans")
@@ -132,7 +134,7 @@ def reaper_role() -> str | None:
     return "subreaper" if value.value else None
 
 
-def reap_orphans(reactor: Any = None, *, all_children: bool = False) -> bool:
+def reap_orphans(reactor: Reactor | None = None, *, all_children: bool = False) -> bool:
     """Reap the orphans handed to this process, if it is PID 1 or a subreaper.
 
     Every procwork spawn does this by itself (with the default rule) when
@@ -163,9 +165,7 @@ def reap_orphans(reactor: Any = None, *, all_children: bool = False) -> bool:
         _auto = False  # the spawns need not look again
         return False
     if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
+        reactor = default_reactor()
     _reaper = OrphanReaper(
         reactor,
         all_children=all_children,
@@ -177,7 +177,7 @@ def reap_orphans(reactor: Any = None, *, all_children: bool = False) -> bool:
     return True
 
 
-def on_spawn(reactor: Any) -> None:
+def on_spawn(reactor: Reactor) -> None:
     """Called by every procwork spawn: start reaping if we are PID 1 or a subreaper.
 
     The role is looked up at the first call only; after that this is one
@@ -244,7 +244,7 @@ class OrphanReaper:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: Reactor,
         *,
         all_children: bool = False,
         min_interval: float = 0.05,

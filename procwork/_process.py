@@ -15,6 +15,8 @@ import signal
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from twisted.internet import error as twisted_error
@@ -30,21 +32,84 @@ from procwork._errors import (
     SpawnError,
     clip_command,
 )
+from procwork._escalation import Escalation
 from procwork._output import LineQueue, LineSplitter, TailBuffer
+from procwork._reactor import Reactor
 from procwork._result import Result
 from procwork._scheduler import Priority, Scheduler
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess, signals_held_while_starting
 from procwork._threads import check_thread
 
-__all__ = ["Process"]
+__all__ = ["Process", "RunOptions", "RunState"]
 
 _log = Logger(namespace="procwork")
+
+DEFAULT_GRACE = 5.0
+DEFAULT_MAX_OUTPUT = 1 << 20  # bytes kept per stream
 
 # Niceness added to "low" children.
 LOW_PRIORITY_NICE = 10
 
 LineCallback = Callable[[bytes], object]
+
+
+class RunState(StrEnum):
+    """Where a :class:`Process` is in its life: :attr:`Process.state`.
+
+    A ``StrEnum``, so ``proc.state == "running"`` keeps working and the
+    state prints as the words it always did (``<Process 'sleep 9' queued>``).
+    """
+
+    QUEUED = "queued"
+    """Waiting in the scheduler's queue for a slot."""
+    RUNNING = "running"
+    """Started; not yet reaped."""
+    EXITED = "exited"
+    """Ended and reaped (whatever the cause, a timeout's SIGKILL too)."""
+    TIMED_OUT = "timed out"
+    """Its timeout expired while it was still queued; it never started."""
+    FAILED = "failed"
+    """It could not be started (the Deferred failed with a SpawnError)."""
+    CANCELLED = "cancelled"
+    """Withdrawn from the queue (terminate, kill or cancel); it never started."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run one command: the checked arguments of run/spawn.
+
+    Built once, by :func:`procwork.run` or :func:`procwork.spawn` after
+    every argument has been checked (``_api._process``); a :class:`Process`
+    reads its settings from it and never changes it.
+
+    Attributes:
+        args: The argv (at least one word).
+        env: The environment (None: ours).
+        cwd: The working directory (None: ours).
+        priority: Its place in the scheduler's queue.
+        timeout: Seconds from submission until the group is terminated
+            (None: no limit).
+        grace: Seconds between SIGTERM and SIGKILL.
+        max_output: Bytes of each stream kept (None: all).
+        stdin: A pipe for ``write()`` (False: ``/dev/null``).
+        inherit_stdio: The child shares our stdin, stdout and stderr.
+        kill_leftovers: SIGKILL what is left of the group when it exits.
+        on_stdout, on_stderr: Called with each line of output.
+    """
+
+    args: tuple[str, ...]
+    env: Mapping[str, str] | None = None
+    cwd: str | None = None
+    priority: Priority = Priority.NORMAL
+    timeout: float | None = None
+    grace: float = DEFAULT_GRACE
+    max_output: int | None = DEFAULT_MAX_OUTPUT
+    stdin: bool = True
+    inherit_stdio: bool = False
+    kill_leftovers: bool = True
+    on_stdout: LineCallback | None = None
+    on_stderr: LineCallback | None = None
 
 
 class _Protocol(ProcessProtocol):
@@ -82,43 +147,32 @@ class Process:
     """
 
     def __init__(
-        self,
-        args: tuple[str, ...],
-        *,
-        reactor: Any,
-        scheduler: Scheduler,
-        env: Mapping[str, str] | None,
-        cwd: str | None,
-        priority: Priority,
-        timeout: float | None,
-        grace: float,
-        max_output: int | None,
-        stdin: bool,
-        inherit_stdio: bool = False,
-        kill_leftovers: bool = True,
-        on_stdout: LineCallback | None = None,
-        on_stderr: LineCallback | None = None,
+        self, options: RunOptions, *, reactor: Reactor, scheduler: Scheduler
     ) -> None:
-        self.args = args
-        self.priority = priority
+        self.options = options
+        self.args = options.args
+        self.priority = options.priority
         self.pid: int | None = None
-        self.timeout = timeout
-        self.grace = grace
+        self.timeout = options.timeout
+        self.grace = options.grace
         self._reactor = reactor
         self._scheduler = scheduler
-        self._env = env
-        self._cwd = cwd
-        self._stdin = stdin and not inherit_stdio
-        self._inherit_stdio = inherit_stdio
-        self._kill_leftovers = kill_leftovers
-        self._max_output = max_output
+        self._env = options.env
+        self._cwd = options.cwd
+        self._stdin = options.stdin and not options.inherit_stdio
+        self._inherit_stdio = options.inherit_stdio
+        self._kill_leftovers = options.kill_leftovers
+        self._max_output = options.max_output
         self._transport: GroupProcess | None = None
-        self._buffers = {1: TailBuffer(max_output), 2: TailBuffer(max_output)}
+        self._buffers = {
+            1: TailBuffer(self._max_output),
+            2: TailBuffer(self._max_output),
+        }
         self._splitters: dict[int, LineSplitter] = {}
         self._line_queues: dict[int, LineQueue] = {}
         self._line_waiters: dict[int, deque[Deferred[bytes]]] = {}
         self._line_callbacks: dict[int, LineCallback] = {}
-        for fd, callback in ((1, on_stdout), (2, on_stderr)):
+        for fd, callback in ((1, options.on_stdout), (2, options.on_stderr)):
             if callback is not None:
                 self._line_callbacks[fd] = callback
                 self._splitter(fd)
@@ -129,13 +183,13 @@ class Process:
         self._failure: Failure | None = None
         self._timed_out = False
         self._timeout_call: Any = None
-        self._kill_call: Any = None
+        self._escalation: Escalation | None = None
         self._submitted = time.monotonic()
         self._started: float | None = None
-        self.state = "queued"
+        self.state: RunState = RunState.QUEUED
 
     def __repr__(self) -> str:
-        what = self.state
+        what: str = self.state
         if self._result is not None:
             what = self._result.describe()
         pid = f" pid {self.pid}" if self.pid is not None else ""
@@ -178,8 +232,9 @@ class Process:
 
     def _started_as(self, transport: GroupProcess) -> None:
         self._transport = transport
+        self._escalation = Escalation(transport, self._reactor)
         self.pid = transport.pgid
-        self.state = "running"
+        self.state = RunState.RUNNING
         transport.kill_group_on_exit = self._kill_leftovers
         for data in self._pending_input:
             transport.write(data)
@@ -188,7 +243,7 @@ class Process:
             transport.closeStdin()
 
     def _spawn_failed(self, error: Exception) -> None:
-        self.state = "failed"
+        self.state = RunState.FAILED
         self._cancel_timers()
         self._scheduler.finished(self)
         self._fail(Failure(_spawn_error(self.args, self._cwd, self._env, error)))
@@ -196,11 +251,11 @@ class Process:
     def _expire(self) -> None:
         self._timeout_call = None
         self._timed_out = True
-        if self.state == "queued":
+        if self.state is RunState.QUEUED:
             self._scheduler.withdraw(self)
-            self.state = "timed out"
+            self.state = RunState.TIMED_OUT
             self._finish(self._make_result(None))
-        elif self.state == "running":
+        elif self.state is RunState.RUNNING:
             _log.info(
                 "{command} timed out after {timeout} s; terminating its process group",
                 command=" ".join(self.args),
@@ -214,7 +269,7 @@ class Process:
         self._cancel_timers()
         for fd in list(self._splitters):
             self._splitters[fd].close()
-        self.state = "exited"
+        self.state = RunState.EXITED
         status = transport.status
         returncode = (
             os.waitstatus_to_exitcode(status) if isinstance(status, int) else 255
@@ -261,11 +316,11 @@ class Process:
                 line_waiters.popleft().callback(b"")
 
     def _cancel_timers(self) -> None:
-        for name in ("_timeout_call", "_kill_call"):
-            call = getattr(self, name)
-            if call is not None and call.active():
-                call.cancel()
-            setattr(self, name, None)
+        call, self._timeout_call = self._timeout_call, None
+        if call is not None and call.active():
+            call.cancel()
+        if self._escalation is not None:
+            self._escalation.cancel()
 
     # -- output ------------------------------------------------------------------
 
@@ -314,7 +369,7 @@ class Process:
         queue = self._line_queues.setdefault(fd, LineQueue(self._max_output))
         if queue:
             return succeed(queue.pop())
-        if self.state not in ("queued", "running"):
+        if self.state not in (RunState.QUEUED, RunState.RUNNING):
             return succeed(b"")
         d: Deferred[bytes] = Deferred(lambda d: self._drop_line_waiter(fd, d))
         self._line_waiters.setdefault(fd, deque()).append(d)
@@ -344,7 +399,7 @@ class Process:
             raise ValueError(f"stdin of {self.args[0]!r} is closed")
         if self._transport is None:
             self._pending_input.append(bytes(data))
-        elif self.state == "running":
+        elif self.state is RunState.RUNNING:
             self._transport.write(bytes(data))
 
     def close_stdin(self) -> None:
@@ -353,7 +408,7 @@ class Process:
         if self._stdin_closed:
             return
         self._stdin_closed = True
-        if self._transport is not None and self.state == "running":
+        if self._transport is not None and self.state is RunState.RUNNING:
             self._transport.closeStdin()
 
     # -- signals -------------------------------------------------------------------
@@ -366,7 +421,7 @@ class Process:
         """
         check_thread("Process.signal", self._reactor)
         sig = _signal_number(signum)
-        if self.state != "running" or self._transport is None:
+        if self.state is not RunState.RUNNING or self._transport is None:
             raise ProcessLookupError(f"{self.args[0]!r} is {self.state}, not running")
         try:
             self._transport.signalProcess(sig)
@@ -377,7 +432,7 @@ class Process:
         """Send a signal to the child's whole process group."""
         check_thread("Process.signal_group", self._reactor)
         sig = _signal_number(signum)
-        if self.state != "running" or self._transport is None:
+        if self.state is not RunState.RUNNING or self._transport is None:
             raise ProcessLookupError(f"{self.args[0]!r} is {self.state}, not running")
         if not self._transport.signal_group(sig):
             raise ProcessLookupError(f"{self.args[0]!r} has exited")
@@ -394,16 +449,10 @@ class Process:
 
     def _terminate(self, grace: float | None = None) -> None:
         grace = self.grace if grace is None else grace
-        if self.state == "queued":
+        if self.state is RunState.QUEUED:
             self._never_started()
-        elif self.state == "running" and self._transport is not None:
-            transport = self._transport
-            # Whatever is left of the group when the leader dies is killed
-            # before the leader is reaped (pgid not yet reusable).
-            transport.kill_group_on_exit = True
-            transport.signal_group(signal.SIGTERM)
-            if self._kill_call is None:
-                self._kill_call = self._reactor.callLater(grace, self._kill_now)
+        elif self.state is RunState.RUNNING and self._escalation is not None:
+            self._escalation.terminate(grace)
 
     def kill(self) -> Deferred[Result]:
         """SIGKILL the whole process group now (a queued process is withdrawn).
@@ -411,30 +460,23 @@ class Process:
         Returns :meth:`wait`.
         """
         check_thread("Process.kill", self._reactor)
-        if self.state == "queued":
+        if self.state is RunState.QUEUED:
             self._never_started()
-        else:
-            self._kill_now()
+        elif self.state is RunState.RUNNING and self._escalation is not None:
+            self._escalation.kill()
         return self.wait()
-
-    def _kill_now(self) -> None:
-        self._kill_call = None
-        if self.state == "running" and self._transport is not None:
-            self._transport.kill_group_on_exit = True
-            if not self._transport.exited:
-                self._transport.signal_group(signal.SIGKILL)
 
     def _never_started(self) -> None:
         # terminate()/kill() of a queued process is an answer, not an error:
         # it ends with a Result that says it never started.
         self._scheduler.withdraw(self)
-        self.state = "cancelled"
+        self.state = RunState.CANCELLED
         self._cancel_timers()
         self._finish(self._make_result(None))
 
     def _withdraw(self, error: BaseException) -> None:
         self._scheduler.withdraw(self)
-        self.state = "cancelled"
+        self.state = RunState.CANCELLED
         self._cancel_timers()
         self._fail(Failure(error))
 
@@ -463,10 +505,10 @@ class Process:
     def _cancel_wait(self, d: Deferred[Result]) -> None:
         if d in self._waiters:
             self._waiters.remove(d)
-        if self.state == "queued":
+        if self.state is RunState.QUEUED:
             error = CancelledError(f"{self.args[0]!r} was cancelled while queued")
             self._withdraw(error)
-        elif self.state == "running":
+        elif self.state is RunState.RUNNING:
             self._terminate()
             # A blocking caller that cancelled (untwisted.run's timeout,
             # Ctrl-C) gets control back only once the kill is done.

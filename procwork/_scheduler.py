@@ -24,7 +24,9 @@ import os
 from enum import IntEnum
 from typing import Any, Protocol
 
+from procwork import _validate as validate
 from procwork._load import LoadSource, SystemLoad
+from procwork._reactor import Reactor, default_reactor
 from procwork._threads import check_thread
 
 __all__ = ["PRIORITIES", "Priority", "Scheduler", "parse_priority"]
@@ -82,7 +84,7 @@ class Scheduler:
 
     def __init__(
         self,
-        reactor: Any = None,
+        reactor: Reactor | None = None,
         *,
         max_running: int | None = None,
         load: LoadSource | None = None,
@@ -99,8 +101,9 @@ class Scheduler:
             raise ValueError(
                 f"Scheduler(min_running={min_running!r}): must be an int >= 0"
             )
-        if not load_interval > 0:
-            raise ValueError(f"Scheduler(load_interval={load_interval!r}): must be > 0")
+        validate.seconds(
+            load_interval, f"Scheduler(load_interval={load_interval!r}):", positive=True
+        )
         self._reactor = reactor
         self.max_running = max_running
         self.min_running = min_running
@@ -126,9 +129,7 @@ class Scheduler:
     @property
     def reactor(self) -> Any:
         if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
+            self._reactor = default_reactor()
         return self._reactor
 
     @property

@@ -12,12 +12,13 @@ any group still alive.
 from __future__ import annotations
 
 import atexit
-import signal
 import weakref
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
 
+from procwork._escalation import terminate_group
+from procwork._reactor import Reactor
 from procwork._spawn import kill_all_now, live_processes
 
 __all__ = ["SHUTDOWN_GRACE", "terminate_all", "watch_reactor"]
@@ -36,7 +37,9 @@ def watch_reactor(reactor: Any) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", terminate_all, reactor)
 
 
-def terminate_all(reactor: Any, grace: float = SHUTDOWN_GRACE) -> Deferred[Any] | None:
+def terminate_all(
+    reactor: Reactor, grace: float = SHUTDOWN_GRACE
+) -> Deferred[Any] | None:
     """SIGTERM every live child's group, SIGKILL after ``grace`` seconds.
 
     Returns a Deferred that fires when all are reaped (None if there were
@@ -45,24 +48,8 @@ def terminate_all(reactor: Any, grace: float = SHUTDOWN_GRACE) -> Deferred[Any] 
     procs = [p for p in live_processes() if p._reactor is reactor]
     if not procs:
         return None
-    for proc in procs:
-        proc.kill_group_on_exit = True
-        proc.signal_group(signal.SIGTERM)
-
-    def kill() -> None:
-        for proc in procs:
-            if not proc.exited:
-                proc.signal_group(signal.SIGKILL)
-
-    killer = reactor.callLater(grace, kill)
-    done: Deferred[Any] = DeferredList([p.when_reaped() for p in procs])
-
-    def stop_killer(result: object) -> object:
-        if killer.active():
-            killer.cancel()
-        return result
-
-    return done.addBoth(stop_killer)
+    # One escalation per group, each cancelled by its own reaping.
+    return DeferredList([terminate_group(p, reactor, grace) for p in procs])
 
 
 atexit.register(kill_all_now)

@@ -411,7 +411,7 @@ def test_check_config_rejects_a_NaN_interval_without_a_traceback(
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
         f"procwork monitor: {config}: [monitor] summary_every: must be a finite "
-        "number of seconds, not nan\n"
+        "number >= 0, not nan\n"
     )
 
 

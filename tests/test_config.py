@@ -372,12 +372,12 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
         ),
         pytest.param(
             "[monitor]\nrules_every = 0\n",
-            "[monitor] rules_every: must be > 0, not 0",
+            "[monitor] rules_every: must be a finite number > 0, not 0",
             id="rules-every-zero",
         ),
         pytest.param(
             "[monitor]\nsummary_every = -1\n",
-            "[monitor] summary_every: must be >= 0, not -1",
+            "[monitor] summary_every: must be a finite number >= 0, not -1",
             id="summary-every-negative",
         ),
         pytest.param(
@@ -767,12 +767,12 @@ def test_the_machine_checks_can_be_left_out_for_a_config_made_elsewhere() -> Non
     [
         pytest.param(
             "[monitor]\nsummary_every = nan\n",
-            "[monitor] summary_every: must be a finite number of seconds, not nan",
+            "[monitor] summary_every: must be a finite number >= 0, not nan",
             id="summary-nan",
         ),
         pytest.param(
             "[monitor]\nrules_every = inf\n",
-            "[monitor] rules_every: must be a finite number of seconds, not inf",
+            "[monitor] rules_every: must be a finite number > 0, not inf",
             id="rules-inf",
         ),
         pytest.param(
@@ -794,12 +794,12 @@ def test_the_machine_checks_can_be_left_out_for_a_config_made_elsewhere() -> Non
         ),
         pytest.param(
             '[[check]]\nname = "c"\ncommand = "true"\nevery = nan\n',
-            "[[check]] #1 ('c'): every: must be a finite number of seconds, not nan",
+            "[[check]] #1 ('c'): every: must be a finite number > 0, not nan",
             id="check-every-nan",
         ),
         pytest.param(
             '[[check]]\nname = "c"\ncommand = "true"\nevery = 1\ntimeout = inf\n',
-            "[[check]] #1 ('c'): timeout: must be a finite number of seconds, not inf",
+            "[[check]] #1 ('c'): timeout: must be a finite number > 0, not inf",
             id="check-timeout-inf",
         ),
         pytest.param(
@@ -819,7 +819,7 @@ def test_the_machine_checks_can_be_left_out_for_a_config_made_elsewhere() -> Non
         ),
         pytest.param(
             '[[service]]\nname = "s"\ncommand = "true"\nrestart_window = nan\n',
-            "[[service]] #1 ('s'): restart_window must be a finite number > 0, got nan",
+            "[[service]] #1 ('s'): restart_window must be a finite number > 0, not nan",
             id="service-nan",
         ),
     ],

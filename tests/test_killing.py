@@ -223,6 +223,51 @@ def test_terminate_and_timeout_together_send_one_SIGKILL_on_schedule() -> None:
     assert wait(proc.wait()).returncode == -signal.SIGKILL
 
 
+def test_hundreds_of_timeouts_terminate_kill_and_cancel_racing_all_end_bounded() -> (
+    None
+):
+    """Stress: the one escalation under every interleaving of its callers.
+
+    300 runs at once, all timing out together with no grace:
+    half ignore SIGTERM (the SIGKILL is due on the next turn), and on top of
+    the timeout a third are also terminated, killed or have their wait
+    cancelled, queued or running. Every run ends (a run cancelled in the
+    queue ends with no Result), reaped, well within the bound.
+    """
+    stubborn = "trap '' TERM; sleep 30"
+    scheduler = procwork.Scheduler(max_running=300, load=procwork.NoLoadLimit())
+    procs = []
+    for i in range(300):
+        args = ["sh", "-c", stubborn] if i % 2 else ["sleep", "30"]
+        proc = procwork.spawn(
+            args, timeout=0.5, grace=0, stdin=False, scheduler=scheduler
+        )
+        procs.append(proc)
+    # Let them start, so the timeout finds them running (and the calls
+    # below race the timeout's escalation).
+    assert drive_until(lambda: all(p.pid is not None for p in procs), 30)
+    waits = [proc.wait() for proc in procs]
+    for i, proc in enumerate(procs):
+        if i % 3 == 1:
+            proc.terminate(grace=0)
+        elif i % 3 == 2:
+            if i % 2:
+                proc.kill()
+            else:
+                waits[i].cancel()
+    live = (procwork.RunState.QUEUED, procwork.RunState.RUNNING)
+    assert drive_until(lambda: all(p.state not in live for p in procs), 60)
+    for i, proc in enumerate(procs):
+        result = proc.result
+        if result is None:  # its wait was cancelled while it was queued
+            assert proc.state is procwork.RunState.CANCELLED, (i, proc)
+            continue
+        assert not result.ok, (i, result)
+        assert result.pid is not None and not alive(result.pid), (i, result)
+    for d in waits:
+        d.addErrback(lambda f: f.trap(CancelledError))
+
+
 # -- grandchildren and pipes -------------------------------------------------------
 
 

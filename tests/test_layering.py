@@ -54,7 +54,21 @@ ALLOWED_UPWARD = {
 }
 
 #: Modules whose values need no Twisted at all: they import nothing from it.
-TWISTED_FREE = ("procwork/supervisor/_spec.py", "procwork/supervisor/_restart.py")
+TWISTED_FREE = (
+    "procwork/supervisor/_spec.py",
+    "procwork/supervisor/_restart.py",
+    "procwork/_validate.py",
+    "procwork/_reactor.py",
+)
+
+#: The modules whose code names SIGKILL: the one kill escalation, the spawn
+#: transport (what is left of a group at the leader's exit; the last resort
+#: at interpreter exit) and the rules, which kill a frozen process tree
+#: member by member (timed by the escalation). Any other module stops a
+#: group through procwork._escalation.
+SIGKILL_SENDERS = frozenset(
+    {"procwork/_escalation.py", "procwork/_spawn.py", "procwork/monitor/_rules.py"}
+)
 
 
 def layer_of(module: str) -> int | None:
@@ -226,6 +240,32 @@ def test_the_service_spec_and_the_restart_decision_import_nothing_from_twisted()
     assert not found, "\n".join(found)
 
 
+def test_only_the_escalation_the_spawn_transport_and_the_rules_name_SIGKILL() -> None:
+    """SIGTERM, grace, SIGKILL is written once (procwork/_escalation.py)."""
+    found = set()
+    for path, source in repository_sources().items():
+        for node in ast.walk(ast.parse(source, path)):
+            if isinstance(node, ast.Attribute) and node.attr == "SIGKILL":
+                found.add(path)
+    assert found == SIGKILL_SENDERS
+
+
+def test_only_procwork_reactor_imports_the_global_reactor() -> None:
+    """There is one way to get the default reactor: ``default_reactor()``."""
+    found = []
+    for path, source in repository_sources().items():
+        if not path.startswith("procwork/"):
+            continue  # untwisted's Driver is the one that owns it
+        for node in ast.walk(ast.parse(source, path)):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "twisted.internet"
+                and any(alias.name == "reactor" for alias in node.names)
+            ):
+                found.append(f"{path}:{node.lineno}")
+    assert not found, found
+
+
 def test_importing_procwork_imports_neither_the_supervisor_nor_the_monitor() -> None:
     """The process core loads alone; the moved names still resolve, on use."""
     code = textwrap.dedent(
@@ -265,6 +305,7 @@ def test_procwork_exports_the_process_core_only() -> None:
             "ProcessFailed",
             "ProcworkError",
             "Result",
+            "RunState",
             "Scheduler",
             "SpawnError",
             "SystemLoad",

@@ -76,6 +76,18 @@ def test_the_repr_of_a_Process_says_its_command_pid_and_state() -> None:
     assert repr(proc) == f"<Process 'cat' pid {proc.pid} exited 0>"
 
 
+def test_the_state_of_a_Process_is_a_RunState_equal_to_its_old_words() -> None:
+    """``proc.state`` is a ``procwork.RunState``; comparing it with the
+    strings of earlier versions ("running", "exited") still works."""
+    proc = started(procwork.spawn(["cat"]))
+    assert proc.state is procwork.RunState.RUNNING
+    assert proc.state == "running"
+    proc.close_stdin()
+    wait(proc.wait())
+    assert proc.state is procwork.RunState.EXITED
+    assert proc.state == "exited" and f"{proc.state}" == "exited"
+
+
 # -- stdin -----------------------------------------------------------------------------
 
 

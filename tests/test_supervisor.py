@@ -228,7 +228,7 @@ def test_success_exit_codes_from_a_config_list_are_kept_as_a_frozenset() -> None
         ({"max_restarts": 2.5}, r"max_restarts must be a whole number >= 0"),
         ({"restart_window": 0}, r"restart_window must be a finite number > 0"),
         ({"min_restart_delay": -1}, r"min_restart_delay must be a finite number >= 0"),
-        ({"stop_timeout": "5"}, r"stop_timeout must be a number of seconds, got '5'"),
+        ({"stop_timeout": "5"}, r"stop_timeout must be a number of seconds, not '5'"),
         ({"start_seconds": float("inf")}, r"start_seconds must be a finite number"),
         (
             {"min_restart_delay": 10, "max_restart_delay": 5},

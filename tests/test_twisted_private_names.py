@@ -112,7 +112,7 @@ INTERNALS = [
              "that, connectionLost): per-service backoff, then the "
              "supervisor's verdict", ("self", "name", "reason")),
     Internal(PROCMON, "_forceStopProcess", "overrides",
-             "procwork/supervisor/_procmon.py",
+             "procwork/supervisor/_processmonitor.py",
              "SIGKILL the service's whole process group, not the leader alone",
              ("self", "proc")),
     Internal(PROCMON, "startProcess", "overrides", "procwork/supervisor/_procmon.py",

@@ -12,7 +12,6 @@ skip is counted.
 
 from __future__ import annotations
 
-import math
 import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,7 +23,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from procwork import _validate as validate
 from procwork._errors import ConfigError
+from procwork._reactor import default_reactor
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES
 
@@ -47,38 +48,14 @@ MIN_INTERVAL = 0.01
 
 
 def _command(value: object, where: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        try:
-            argv = tuple(shlex.split(value))
-        except ValueError as e:
-            raise ConfigError(f"{where}: cannot split {value!r}: {e}") from None
-    elif isinstance(value, Sequence) and all(isinstance(a, str) for a in value):
-        argv = tuple(value)
-    else:
-        raise ConfigError(
-            f"{where}: must be a string or a list of strings, not {value!r}"
-        )
-    if not argv or not argv[0]:
-        raise ConfigError(f"{where}: is empty")
-    if any("\0" in arg for arg in argv):
-        raise ConfigError(f"{where}: contains a NUL character, not {value!r}")
-    return argv
+    return validate.command(value, f"{where}:", error=ConfigError)
 
 
 def _positive(value: object, where: str, *, minimum: float = 0.0) -> float:
     """Seconds: a finite number > 0, and at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{where}: must be a number of seconds, not {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{where}: must be a finite number of seconds, not {value!r}")
-    if value <= 0:
-        raise ConfigError(f"{where}: must be > 0, not {value!r}")
-    if value < minimum:
-        raise ConfigError(
-            f"{where}: must be at least {minimum:g} s (a shorter interval is a "
-            f"busy loop), not {value!r}"
-        )
-    return float(value)
+    return validate.seconds(
+        value, f"{where}:", error=ConfigError, positive=True, minimum=minimum
+    )
 
 
 @dataclass(frozen=True)
@@ -229,9 +206,7 @@ class CheckRunner:
             run = procwork_run
         self._run = run
         if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
+            reactor = default_reactor()
         self._reactor = reactor
         self._wall_clock = wall_clock
         self._status = {name: CheckStatus(name) for name in self._specs}

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from procwork import _validate as validate
 from procwork._errors import ConfigError
 from procwork.monitor._alerts import AlertSpec
 from procwork.monitor._checks import MIN_INTERVAL, CheckSpec
@@ -401,19 +402,13 @@ def _size(value: object, where: str) -> int:
 
 def _interval(value: object, where: str, *, zero: bool = False) -> float:
     """Seconds between runs: finite, and not so short it is a busy loop."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{where}: must be a number of seconds, not {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{where}: must be a finite number of seconds, not {value!r}")
-    if value < 0 or (value == 0 and not zero):
-        bound = ">= 0" if zero else "> 0"
-        raise ConfigError(f"{where}: must be {bound}, not {value!r}")
-    if 0 < value < MIN_INTERVAL:
-        raise ConfigError(
-            f"{where}: must be at least {MIN_INTERVAL:g} s (a shorter interval "
-            f"is a busy loop), not {value!r}"
-        )
-    return float(value)
+    return validate.seconds(
+        value,
+        f"{where}:",
+        error=ConfigError,
+        positive=not zero,
+        minimum=MIN_INTERVAL,
+    )
 
 
 def _bool(value: object, where: str) -> bool:

@@ -37,6 +37,7 @@ from procwork._lifeline import (
 )
 from procwork._load import SystemLoad
 from procwork._orphans import reap_orphans
+from procwork._reactor import default_reactor
 from procwork._scheduler import Scheduler
 from procwork.monitor._alerts import (
     AlertDispatcher,
@@ -96,9 +97,7 @@ class Monitor:
         process_table: ProcessTable | None = None,
     ) -> None:
         if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
+            reactor = default_reactor()
         self.config = config
         self._reactor = reactor
         self.scheduler = scheduler if scheduler is not None else default_scheduler()

@@ -31,11 +31,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from types import MappingProxyType
-from typing import Any, Literal, NoReturn, Protocol, cast
+from typing import Literal, NoReturn
 
 from twisted.logger import Logger, LogLevel
 
+from procwork import _validate as validate
 from procwork._errors import ConfigError
+from procwork._escalation import Escalation
+from procwork._reactor import Reactor, default_reactor
 from procwork.monitor._proctable import LinuxProcessTable, ProcessTable, ProcInfo
 
 __all__ = [
@@ -59,20 +62,6 @@ raises :class:`OSError` if it could not be signalled (e.g. permission denied).
 """
 
 _log = Logger(namespace="procwork.rules")
-
-
-# Structural stand-ins for IReactorTime / IDelayedCall: mypy cannot check
-# zope interfaces (their methods are declared without self).
-class _ReactorTime(Protocol):
-    def seconds(self) -> float: ...
-    def callLater(
-        self, delay: float, callable: Callable[..., Any], *args: Any
-    ) -> Any: ...
-
-
-class _DelayedCall(Protocol):
-    def active(self) -> bool: ...
-    def cancel(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -142,17 +131,20 @@ class Rule:
                 object.__setattr__(self, "_cmdline_re", re.compile(self.cmdline))
             except re.error as e:
                 self._invalid(f"cmdline is not a valid regular expression ({e})")
-        for key in ("max_age", "max_cpu", "max_rss"):
+        for key in ("max_age", "max_cpu"):
             value = getattr(self, key)
             if value is not None:
-                self._check_non_negative(key, value, integer=key == "max_rss")
+                what = f"rule {self.name!r}: {key}"
+                validate.seconds(value, what, error=ConfigError)
+        if self.max_rss is not None:
+            self._check_non_negative("max_rss", self.max_rss, integer=True)
         if self.max_age is None and self.max_cpu is None and self.max_rss is None:
             self._invalid("no threshold: set at least one of max_age, max_cpu, max_rss")
         if self.action not in _ACTIONS:
             self._invalid(
                 f"action must be one of 'log', 'term', 'kill', got {self.action!r}"
             )
-        self._check_non_negative("grace", self.grace)
+        validate.seconds(self.grace, f"rule {self.name!r}: grace", error=ConfigError)
         for key in ("dry_run", "allow_other_users"):
             if not isinstance(getattr(self, key), bool):
                 self._invalid(
@@ -283,7 +275,27 @@ class _TreeStop:
     finding: Finding
     signum: int
     members: dict[Identity, ProcInfo]
-    kill_call: _DelayedCall | None = None
+    escalation: Escalation | None = None
+
+
+class _TreeTarget:
+    """A tree being stopped, as the kill escalation sees it.
+
+    Its SIGKILL is :meth:`RuleEngine._escalate`: the tree is found afresh,
+    frozen and killed whole (a process tree is no process group).
+    """
+
+    def __init__(self, engine: RuleEngine, tree: _TreeStop) -> None:
+        self._engine = engine
+        self._tree = tree
+        # Not a group the kernel knows: nothing to SIGKILL at the leader's exit.
+        self.kill_group_on_exit = False
+
+    def signal_group(self, signum: int) -> bool:
+        # Only the escalation's SIGKILL arrives here (the SIGTERM was sent by
+        # RuleEngine._act, with the tree frozen).
+        self._engine._escalate(self._tree)
+        return True
 
 
 class RuleEngine:
@@ -320,7 +332,7 @@ class RuleEngine:
         rules: Iterable[Rule],
         table: ProcessTable | None = None,
         *,
-        reactor: _ReactorTime | None = None,
+        reactor: Reactor | None = None,
         send_signal: SignalSender | None = None,
         log: Logger | None = None,
         dry_run: bool = False,
@@ -335,11 +347,7 @@ class RuleEngine:
             self._counters[rule.name] = RuleCounters()
         self._table = table if table is not None else LinuxProcessTable()
         if reactor is None:
-            # Imported here, not at module import, so importing procwork
-            # never installs a reactor.
-            from twisted.internet import reactor as global_reactor
-
-            reactor = cast(_ReactorTime, global_reactor)
+            reactor = default_reactor()
         self._reactor = reactor
         self._send_signal = send_signal or functools.partial(
             signal_process, self._table
@@ -402,8 +410,8 @@ class RuleEngine:
     def stop(self) -> None:
         """Cancel pending SIGKILL escalations; processes already SIGTERMed are left."""
         for tree in self._pending:
-            if tree.kill_call is not None and tree.kill_call.active():
-                tree.kill_call.cancel()
+            if tree.escalation is not None:
+                tree.escalation.cancel()
         self._pending.clear()
         self._stopping.clear()
 
@@ -458,7 +466,10 @@ class RuleEngine:
         for identity in tree.members:
             self._stopping[identity] = tree
         if signum == signal.SIGTERM:
-            tree.kill_call = self._reactor.callLater(rule.grace, self._escalate, tree)
+            # The SIGTERM went out above, tree-wide; procwork's one kill
+            # escalation times the SIGKILL, which is _escalate's.
+            tree.escalation = Escalation(_TreeTarget(self, tree), self._reactor)
+            tree.escalation.arm(rule.grace)
             self._pending.add(tree)
         return finding
 
@@ -559,7 +570,7 @@ class RuleEngine:
         return None
 
     def _escalate(self, tree: _TreeStop) -> None:
-        tree.kill_call = None
+        tree.escalation = None
         self._pending.discard(tree)
         earlier = tree.finding
         rule = earlier.rule

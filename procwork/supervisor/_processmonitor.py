@@ -40,6 +40,8 @@ from twisted.internet.interfaces import IReactorFDSet
 from twisted.logger import Logger
 from twisted.runner import procmon
 
+from procwork._escalation import Escalation
+from procwork._reactor import default_reactor
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess
 
@@ -156,9 +158,7 @@ class ProcessMonitor(procmon.ProcessMonitor):
 
     def __init__(self, reactor: Any = None) -> None:
         if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
+            reactor = default_reactor()
         super().__init__(reactor)
         if _is_stock_reactor(reactor):
             # Replaces only procmon's spawner; its timers (``_clock``) stay
@@ -184,26 +184,36 @@ class ProcessMonitor(procmon.ProcessMonitor):
         if transport is None:
             super().stopProcess(name)
             return
-        # Whatever is left of the group when the process exits is killed
-        # before it is reaped: restarted, it must not meet its old children.
-        transport.kill_group_on_exit = True
-        sent = transport.signal_group(self._stop_signal(name))
         # procmon schedules a new SIGKILL at every call and leaves the
-        # earlier one armed; one is enough.
+        # earlier one armed; one is enough: a second stop only signals again.
         # (Any: mypy cannot check zope interfaces' methods, declared without self.)
         murder: Any = self.murder.get(name)
-        if sent and (murder is None or not murder.active()):
-            clock: Any = self._clock
-            self.murder[name] = clock.callLater(
-                self._kill_time(name), self._forceStopProcess, transport
-            )
+        if murder is not None and murder.active():
+            transport.signal_group(self._stop_signal(name))
+            return
+        # The one kill escalation of procwork; it also marks the group to be
+        # SIGKILLed whole when the process exits (before it is reaped), so a
+        # restarted service never meets its old children. Its SIGKILL timer
+        # goes into procmon's ``murder`` table, where procmon cancels it when
+        # the process exits.
+        escalation = Escalation(
+            transport, self._clock, on_expired=lambda: self._stop_expired(transport)
+        )
+        if escalation.terminate(self._kill_time(name), self._stop_signal(name)):
+            self.murder[name] = escalation.kill_call
 
     def _forceStopProcess(self, proc: Any) -> None:
+        # procmon's own kill timer calls this for a process stopped alone;
+        # a group's stop is timed by the Escalation above.
+        self._stop_expired(proc)
         transport = _group_transport(proc)
         if transport is None:
             super()._forceStopProcess(proc)
         else:
-            transport.signal_group(signal.SIGKILL)
+            Escalation(transport, self._clock).kill()
+
+    def _stop_expired(self, transport: Any) -> None:
+        """Hook: the process did not stop in time; SIGKILL follows at once."""
 
     def _stop_signal(self, name: str) -> int:
         """The signal that asks the named process to stop (SIGTERM)."""

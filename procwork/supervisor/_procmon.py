@@ -205,7 +205,7 @@ def _monitor_class() -> Callable[[Any, SupervisorHooks], ProcessMonitor]:
         ``startProcess`` (a gate), ``_monitoredProcessExited`` (per-service
         backoff settings, then the supervisor's verdict on the restart procmon
         scheduled), ``_stop_signal`` and ``_kill_time`` (the service's own
-        stop signal and timeout), ``_forceStopProcess`` (the supervisor is
+        stop signal and timeout), ``_stop_expired`` (the supervisor is
         told).
         """
 
@@ -252,8 +252,7 @@ def _monitor_class() -> Callable[[Any, SupervisorHooks], ProcessMonitor]:
             spec = self._supervisor._spec_of(name)
             return spec.stop_timeout if spec is not None else super()._kill_time(name)
 
-        def _forceStopProcess(self, proc: Any) -> None:
-            self._supervisor._stop_timed_out(cast(ChildTransport, proc))
-            super()._forceStopProcess(proc)
+        def _stop_expired(self, transport: Any) -> None:
+            self._supervisor._stop_timed_out(cast(ChildTransport, transport))
 
     return _Monitor

@@ -13,13 +13,13 @@ import grp
 import math
 import os
 import pwd
-import shlex
 import signal
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn, cast
 
+from procwork import _validate as validate
 from procwork._errors import ConfigError, ProcworkError
 from procwork._process import _signal_number
 
@@ -314,28 +314,9 @@ class ServiceSpec:
         raise ConfigError(f"service {self.name!r}: {problem}")
 
     def _argv(self, command: object) -> tuple[str, ...]:
-        if isinstance(command, str):
-            try:
-                argv = tuple(shlex.split(command))
-            except ValueError as e:
-                self._invalid(f"command {command!r} cannot be split into words ({e})")
-        elif isinstance(command, Sequence) and not isinstance(command, bytes):
-            argv = tuple(command)
-            for arg in argv:
-                if not isinstance(arg, str):
-                    self._invalid(
-                        f"command must be a string or a list of strings, "
-                        f"got {arg!r} in it"
-                    )
-        else:
-            self._invalid(
-                f"command must be a string or a list of strings, got {command!r}"
-            )
-        if not argv or not argv[0]:
-            self._invalid("command is empty")
-        if any("\0" in arg for arg in argv):
-            self._invalid("command contains a NUL character")
-        return argv
+        return validate.command(
+            command, f"service {self.name!r}: command", error=ConfigError
+        )
 
     def _env(self, env: object) -> Mapping[str, str] | None:
         if env is None:
@@ -433,12 +414,12 @@ class ServiceSpec:
             self._invalid(f"{key} must be true or false, got {getattr(self, key)!r}")
 
     def _check_seconds(self, key: str, positive: bool = False) -> None:
-        value = getattr(self, key)
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            self._invalid(f"{key} must be a number of seconds, got {value!r}")
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            bound = "> 0" if positive else ">= 0"
-            self._invalid(f"{key} must be a finite number {bound}, got {value!r}")
+        validate.seconds(
+            getattr(self, key),
+            f"service {self.name!r}: {key}",
+            error=ConfigError,
+            positive=positive,
+        )
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from procwork._errors import ConfigError
+from procwork._escalation import Escalation
 from procwork._process import _signal_number, _spawn_error
+from procwork._reactor import default_reactor
 from procwork._result import describe_returncode
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess
@@ -238,9 +240,7 @@ class Supervisor:
         self, reactor: Any = None, *, process_factory: ProcessFactory | None = None
     ) -> None:
         if reactor is None:
-            import untwisted
-
-            reactor = untwisted.default_driver().reactor
+            reactor = default_reactor()
         self._reactor = reactor
         self._process_factory: ProcessFactory = (
             process_factory if process_factory is not None else GroupProcess
@@ -439,8 +439,9 @@ class Supervisor:
             if d in service.stop_waiters:
                 service.stop_waiters.remove(d)
             if service.transport is not None:
-                service.transport.kill_group_on_exit = True
-                service.transport.signal_group(signal.SIGKILL)
+                # The stop's pending SIGKILL, in procmon's table, is
+                # cancelled there when the process exits.
+                Escalation(service.transport, self._reactor).kill()
 
         d: Deferred[None] = Deferred(kill_now)
         service.stop_waiters.append(d)

@@ -1,0 +1,55 @@
+"""The reactor procwork runs on: its type, and the one way to get the default.
+
+Every procwork class takes its reactor as a parameter (tests pass a
+``task.Clock`` or a ``MemoryReactorClock``) and, when none is given, uses
+:func:`default_reactor`: the global Twisted reactor, which is the one that
+untwisted's default driver runs, imported on first use so that importing
+procwork installs no reactor.
+
+:class:`Reactor` is what procwork needs of every reactor: time
+(``seconds``, ``callLater``), which a ``task.Clock`` has. What only a real
+reactor has is asked for where it is used, and code that uses it checks
+first, so a test clock does without: ``addSystemEventTrigger`` (children
+killed at shutdown, :mod:`procwork._shutdown`), ``callFromThread`` and
+``running`` (:mod:`procwork._spawn`), the file-descriptor set
+(``IReactorFDSet``, for pidfds) and ``spawnProcess`` (procmon).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+__all__ = ["DelayedCall", "Reactor", "default_reactor"]
+
+
+# Structural stand-ins for Twisted's IReactorTime and IDelayedCall: mypy
+# cannot check zope interfaces (their methods are declared without self).
+class DelayedCall(Protocol):
+    """A call scheduled with ``callLater``."""
+
+    def active(self) -> bool: ...
+    def cancel(self) -> None: ...
+
+
+class Reactor(Protocol):
+    """What procwork needs of every reactor: ``IReactorTime``."""
+
+    def seconds(self) -> float: ...
+    # Positional-only: a test's fake reactor may name them as it likes.
+    def callLater(
+        self, delay: float, callable: Callable[..., Any], /, *args: Any, **kw: Any
+    ) -> Any: ...
+
+
+def default_reactor() -> Any:
+    """The global reactor, the one ``untwisted.run``/``tick`` drive.
+
+    Imported on first use (untwisted does so): library code never imports
+    it at module import time, so a program may still install another first.
+    Typed ``Any``: it is the whole of Twisted's reactor, not just
+    :class:`Reactor`.
+    """
+    import untwisted
+
+    return untwisted.default_driver().reactor
