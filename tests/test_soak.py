@@ -43,9 +43,9 @@ import pytest
 from tests.support import (
     PY,
     ROOT,
-    alive,
     child_env,
     cpu_load,
+    marked_processes,
     readable,
 )
 
@@ -613,24 +613,6 @@ except BaseException:
 """
 
 SOAK_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-
-
-def marked_processes(marker: str) -> list[int]:
-    """Live processes (zombies excluded) with ``marker`` in their command line."""
-    found = []
-    needle = marker.encode()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                if needle not in f.read():
-                    continue
-        except OSError:
-            continue
-        if alive(int(name)):
-            found.append(int(name))
-    return found
 
 
 def _expected_status(signum: int) -> set[int]:
