@@ -727,8 +727,8 @@ def assert_clean(report: dict[str, Any], **minimum: int) -> None:
     """No bad count in ``report``, and at least ``minimum`` of the others.
 
     The minimums are what each soak does however slow the machine (its
-    programs loop until both their seconds and a least number of rounds are
-    done): they show the soak did its work, not how fast.
+    programs loop until both their seconds and a minimum number of rounds
+    are done): they show the soak did its work, not how fast.
     """
     bad = {key: report.get(key, 0) for key in BAD_COUNTS if report.get(key, 0)}
     assert not bad, f"{bad}, seed {report.get('seed')}: {report.get('examples')}"
@@ -773,9 +773,10 @@ def test_random_cancels_and_timeouts_keep_every_result_true_and_leave_nothing() 
 @pytest.mark.timeout(110)
 def test_threads_calling_the_api_get_ForeignThreadError_and_nothing_breaks() -> None:
     """Threads calling procwork.run/spawn directly get ForeignThreadError
-    naming the call, while the same calls marshalled through
-    blockingCallFromThread and the main thread's own runs all succeed: no
-    bogus SpawnError, no logged error, no leaked slot."""
+    naming the call, while the same calls handed to the reactor thread with
+    callFromThread (a bounded blockingCallFromThread) and the main thread's
+    own runs all succeed: no bogus SpawnError, no logged error, no leaked
+    slot."""
     report = soak_in_child("threads-calling", 5, timeout=40)
     assert_clean(report, runs=160)
 
