@@ -8,7 +8,8 @@ the bound passes instead of hanging the run.
 - The global scheduler without its load gate: :func:`no_load_limit`.
 - Load: :func:`cpu_load`.
 - Real processes: :func:`alive`, :func:`gone_within`, :func:`sigkill_leftovers`,
-  :func:`start_sleeper` / :func:`stop_sleeper` / :func:`running_sleeper`.
+  :func:`marked_processes`, :func:`start_sleeper` / :func:`stop_sleeper` /
+  :func:`running_sleeper`.
 - Leaks: :func:`open_fds`, :func:`my_children`.
 - Child Pythons on this checkout: :func:`child_env`, :func:`run_child`,
   :func:`python_child`, :func:`readable`.
@@ -116,6 +117,29 @@ def sigkill_leftovers() -> Iterator[list[int]]:
         for pid in pids:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Live processes (zombies excluded) with ``marker`` in their command line.
+
+    Finds the children a program left behind, wherever they were
+    re-parented: give each child an argument no other process has (see
+    :func:`unique_token`) and look for it.
+    """
+    found = []
+    needle = marker.encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if needle not in f.read():
+                    continue
+        except OSError:
+            continue
+        if alive(int(name)):
+            found.append(int(name))
+    return found
 
 
 def unique_token() -> str:
