@@ -699,7 +699,7 @@ def test_a_check_with_start_delay_first_runs_after_it(
     ("key", "value", "message"),
     [
         ("failures", 0, "failures must be a whole number >= 1, not 0"),
-        ("repeat_every", -1, "repeat_every: must be > 0, not -1"),
+        ("repeat_every", -1, "repeat_every: must be a finite number > 0, not -1"),
         ("start_delay", "soon", "start_delay: must be a number of seconds"),
     ],
 )

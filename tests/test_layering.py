@@ -67,7 +67,14 @@ TWISTED_FREE = (
 #: member by member (timed by the escalation). Any other module stops a
 #: group through procwork._escalation.
 SIGKILL_SENDERS = frozenset(
-    {"procwork/_escalation.py", "procwork/_spawn.py", "procwork/monitor/_rules.py"}
+    {
+        "procwork/_escalation.py",
+        "procwork/_spawn.py",
+        "procwork/monitor/_rules.py",
+        # The lifeline helper runs alone, after its program died, on the
+        # standard library only (no reactor to escalate on): it has its own.
+        "procwork/_lifeline_main.py",
+    }
 )
 
 

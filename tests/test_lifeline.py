@@ -160,10 +160,20 @@ def test_the_lifeline_holds_no_descriptor_of_the_program_but_its_pipe(
     with python_child(PARENT, marker, "sleep 300") as parent:
         pgid, helper = map(int, read_line(parent).split())
         try:
-            fds = {
-                int(fd): os.readlink(f"/proc/{helper}/fd/{fd}")
-                for fd in os.listdir(f"/proc/{helper}/fd")
-            }
+
+            def helper_fds() -> dict[int, str]:
+                return {
+                    int(fd): os.readlink(f"/proc/{helper}/fd/{fd}")
+                    for fd in os.listdir(f"/proc/{helper}/fd")
+                }
+
+            # While the interpreter loads the helper's script it holds the
+            # file open: look once it has started (a bounded wait).
+            assert poll(
+                lambda: not any(t.endswith(".py") for t in helper_fds().values()),
+                10,
+            ), helper_fds()
+            fds = helper_fds()
             assert os.getsid(helper) == helper != os.getsid(parent.pid)
         finally:
             parent.kill()

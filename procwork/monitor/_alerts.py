@@ -46,6 +46,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from procwork._errors import ConfigError
+from procwork._reactor import default_reactor
 from procwork._result import Result
 
 __all__ = ["EVENTS", "AlertDispatcher", "AlertSpec", "AlertStatus", "Event"]
@@ -310,11 +311,7 @@ class AlertDispatcher:
         run: RunFunction | None = None,
         agent: Any = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
-        self._reactor = reactor
+        self._reactor = default_reactor() if reactor is None else reactor
         if run is None:
             from procwork._api import run as procwork_run
 
