@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred
 
@@ -50,6 +51,9 @@ def run(
     shell: bool = False,
     kill_leftovers: bool = True,
     scheduler: Scheduler | None = None,
+    host: str | None = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    identity: str | os.PathLike[str] | None = None,
 ) -> Deferred[Result]:
     """Run a command to completion; a Deferred for its :class:`Result`.
 
@@ -79,6 +83,15 @@ def run(
             them live on (they are then no longer procwork's). Processes that
             start their own session (daemons) are never affected.
         scheduler: Admission control to use (default :func:`scheduler`).
+        host: Run it on ``"user@host:port"`` over SSH instead (user and port
+            optional), with the same Result, timeout, grace and cancel: see
+            ``procwork/_remote.py``. Fails with :class:`RemoteError` (a
+            ``ConnectionError``) or :class:`RemoteAuthError` (a
+            ``PermissionError``) when the host cannot be used.
+        known_hosts: The known_hosts file for ``host`` (default
+            ``~/.ssh/known_hosts``); an unknown or changed key is refused.
+        identity: A private key file for ``host`` (default: ssh-agent's
+            keys, else ``~/.ssh/id_*``).
 
     Returns:
         A Deferred firing with the Result. Cancelling it kills the process
@@ -107,6 +120,7 @@ def run(
         scheduler,
         stdin=input is not None,
         kill_leftovers=kill_leftovers,
+        remote=(host, known_hosts, identity),
     )
     if input is not None:
         process.write(bytes(input))
@@ -134,6 +148,9 @@ def spawn(
     on_stdout: LineCallback | None = None,
     on_stderr: LineCallback | None = None,
     scheduler: Scheduler | None = None,
+    host: str | None = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    identity: str | os.PathLike[str] | None = None,
 ) -> Process:
     """Start a command and return its live :class:`Process` handle.
 
@@ -144,7 +161,7 @@ def spawn(
     gives the child ``/dev/null``; ``capture=False`` lets it share our
     stdin, stdout and stderr, as a shell would (nothing is captured). The
     process is queued like any run (a ``critical`` one starts before this
-    returns).
+    returns). ``host``, ``known_hosts``, ``identity``: as for :func:`run`.
     """
     process = _process(
         "spawn",
@@ -162,6 +179,7 @@ def spawn(
         kill_leftovers=kill_leftovers,
         on_stdout=on_stdout,
         on_stderr=on_stderr,
+        remote=(host, known_hosts, identity),
     )
     process._submit()
     return process
@@ -190,11 +208,17 @@ def _process(
     kill_leftovers: bool = True,
     on_stdout: LineCallback | None = None,
     on_stderr: LineCallback | None = None,
+    remote: tuple[str | None, object, object] = (None, None, None),
 ) -> Process:
     argv = _argv(args, shell)
     where = _Where(func, argv)
     sched = scheduler_ if scheduler_ is not None else scheduler()
-    return Process(
+    make: Any = Process
+    if remote[0] is not None or remote[1:] != (None, None):
+        from procwork._remote import remote_process
+
+        make = remote_process(where, remote, inherit_stdio)
+    return make(  # type: ignore[no-any-return]
         argv,
         reactor=sched.reactor,
         scheduler=sched,

@@ -14,7 +14,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import error as twisted_error
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -38,6 +38,21 @@ _log = Logger(namespace="procwork")
 LOW_PRIORITY_NICE = 10
 
 LineCallback = Callable[[bytes], object]
+
+
+class ChildTransport(Protocol):
+    """What a Process drives: a local :class:`GroupProcess`, or a remote run's
+    SSH channel (``procwork/_remote.py``)."""
+
+    pgid: int | None
+    kill_group_on_exit: bool
+    exited: bool
+    status: Any
+
+    def write(self, data: bytes) -> None: ...
+    def closeStdin(self) -> None: ...
+    def signalProcess(self, signalID: Any) -> None: ...
+    def signal_group(self, signum: int) -> bool: ...
 
 
 class _Protocol(ProcessProtocol):
@@ -103,7 +118,7 @@ class Process:
         self._inherit_stdio = inherit_stdio
         self._kill_leftovers = kill_leftovers
         self._max_output = max_output
-        self._transport: GroupProcess | None = None
+        self._transport: ChildTransport | None = None
         self._buffers = {1: TailBuffer(max_output), 2: TailBuffer(max_output)}
         self._splitters: dict[int, LineSplitter] = {}
         self._line_queues: dict[int, LineQueue] = {}
@@ -167,7 +182,7 @@ class Process:
                 # good.
                 self._spawn_failed(e)
 
-    def _started_as(self, transport: GroupProcess) -> None:
+    def _started_as(self, transport: ChildTransport) -> None:
         self._transport = transport
         self.pid = transport.pgid
         self.state = "running"
