@@ -55,6 +55,13 @@ if TYPE_CHECKING:
     from procwork.supervisor import ServiceState as ServiceState
     from procwork.supervisor import ServiceStatus as ServiceStatus
     from procwork.supervisor import Supervisor as Supervisor
+    from procwork._remote import RemoteAuthError as RemoteAuthError
+    from procwork._remote import RemoteConnectionLost as RemoteConnectionLost
+    from procwork._remote import RemoteError as RemoteError
+    from procwork._remote import RemoteHostKeyError as RemoteHostKeyError
+    from procwork._remote import RemoteUnreachable as RemoteUnreachable
+    from procwork._remote import SSHPool as SSHPool
+    from procwork._remote import ssh_pool as ssh_pool
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -69,6 +76,12 @@ __all__ = [
     "ProcworkError",
     "Result",
     "Scheduler",
+    "RemoteAuthError",
+    "RemoteConnectionLost",
+    "RemoteError",
+    "RemoteHostKeyError",
+    "RemoteUnreachable",
+    "SSHPool",
     "SpawnError",
     "SystemLoad",
     "Timeout",
@@ -76,6 +89,7 @@ __all__ = [
     "run",
     "scheduler",
     "spawn",
+    "ssh_pool",
     "waitfor",
 ]
 
@@ -112,10 +126,27 @@ _MONITOR_NAMES = frozenset(
 )
 
 
+# Remote runs (procwork/_remote.py) import twisted.conch and cryptography:
+# loaded on first use, so a program that runs nothing remotely never pays.
+_REMOTE_NAMES = frozenset(
+    {
+        "RemoteAuthError",
+        "RemoteConnectionLost",
+        "RemoteError",
+        "RemoteHostKeyError",
+        "RemoteUnreachable",
+        "SSHPool",
+        "ssh_pool",
+    }
+)
+
+
 def __getattr__(name: str) -> object:
     """``procwork.Supervisor`` and the like: the moved names, imported on use."""
-    if name in _SUPERVISOR_NAMES:
-        from procwork import supervisor as home
+    if name in _REMOTE_NAMES:
+        from procwork import _remote as home
+    elif name in _SUPERVISOR_NAMES:
+        from procwork import supervisor as home  # type: ignore[no-redef]
     elif name in _MONITOR_NAMES:
         from procwork import monitor as home  # type: ignore[no-redef]
     else:
@@ -126,4 +157,4 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_SUPERVISOR_NAMES, *_MONITOR_NAMES})
+    return sorted({*globals(), *_REMOTE_NAMES, *_SUPERVISOR_NAMES, *_MONITOR_NAMES})

@@ -306,12 +306,15 @@ class _RunChannel(SSHChannel):  # type: ignore[misc]
         if self.exited or self._ended:
             return False
         if self.pgid is None:
-            self._pending_signals.append(signum)
-            if self.connection is not None and not self._execed:
+            connection = self.connection
+            if connection is not None and self in connection.waiting:
                 # Still waiting for a channel: it never reaches the host.
-                self.connection.forget(self)
+                connection.forget(self)
                 self.status = int(signum)
                 self._end()
+            else:
+                # Sent as soon as the wrapper reports the group.
+                self._pending_signals.append(signum)
             return True
         assert self.connection is not None
         self.connection.signal_group(self.pgid, signum)
@@ -433,8 +436,11 @@ class _RunChannel(SSHChannel):  # type: ignore[misc]
         if self._ended:
             return
         if self.kill_group_on_exit and self.pgid is not None and self.connection:
-            self.connection.signal_group(self.pgid, signal.SIGKILL)
-        self._end()
+            # As locally, what is left is dead before the Result is out.
+            done = self.connection.signal_group(self.pgid, signal.SIGKILL)
+            done.addBoth(lambda _: self._end())
+        else:
+            self._end()
 
     def closed(self) -> None:
         connection = self.connection
@@ -484,7 +490,7 @@ class _Connection:
         self.open: set[_RunChannel] = set()
         self.waiting: deque[_RunChannel] = deque()
         self.max_sessions = pool.max_sessions
-        self._signals: list[tuple[int, int, bool]] = []
+        self._signals: list[tuple[int, int, bool, Deferred[None]]] = []
         self._signalling = False
         self._idle_call: Any = None
         self._keepalive_call: Any = None
@@ -574,26 +580,46 @@ class _Connection:
 
     # signals ------------------------------------------------------------------
 
-    def signal_group(self, pgid: int, signum: int, *, group: bool = True) -> None:
-        self._signals.append((pgid, int(signum), group))
+    def signal_group(
+        self, pgid: int, signum: int, *, group: bool = True
+    ) -> Deferred[None]:
+        """Send ``signum`` to group ``pgid`` (or process, ``group=False``) there.
+
+        Returns a Deferred that fires once the kill request has run (or
+        could not: the connection is gone). Requests made while one is on
+        its way go together in the next.
+        """
+        done: Deferred[None] = Deferred()
+        self._signals.append((pgid, int(signum), group, done))
         self._send_signals()
+        return done
 
     def _send_signals(self) -> None:
-        if self._signalling or not self._signals or self.conn is None or self.lost:
+        if self.lost is not None:
+            batch, self._signals = self._signals, []
+            for *_, done in batch:
+                done.callback(None)
+            return
+        if self._signalling or not self._signals or self.conn is None:
             return
         batch, self._signals = self._signals, []
         by_signal: dict[int, list[str]] = {}
-        for pgid, signum, group in batch:
+        for pgid, signum, group, _ in batch:
             by_signal.setdefault(signum, []).append(f"-{pgid}" if group else str(pgid))
         command = "; ".join(
             f"kill -s {signal.Signals(signum).name[3:]} -- {' '.join(targets)}"
             for signum, targets in by_signal.items()
         )
         self._signalling = True
-        self.conn.openChannel(_KillChannel(self, (command + " 2>/dev/null").encode()))
+        waiters = [done for *_, done in batch]
+        self.conn.openChannel(
+            _KillChannel(self, (command + " 2>/dev/null").encode(), waiters)
+        )
 
-    def signals_sent(self) -> None:
+    def signals_sent(self, waiters: list[Deferred[None]]) -> None:
         self._signalling = False
+        for done in waiters:
+            done.callback(None)
         self._send_signals()
 
     # life ------------------------------------------------------------------------
@@ -667,10 +693,13 @@ class _KillChannel(SSHChannel):  # type: ignore[misc]
 
     name = b"session"
 
-    def __init__(self, connection: _Connection, command: bytes) -> None:
+    def __init__(
+        self, connection: _Connection, command: bytes, waiters: list[Deferred[None]]
+    ) -> None:
         super().__init__()
         self._connection = connection
         self._command = command
+        self._waiters = waiters
         self._done = False
 
     def channelOpen(self, specificData: bytes) -> None:
@@ -688,7 +717,7 @@ class _KillChannel(SSHChannel):  # type: ignore[misc]
     def _finished(self) -> None:
         if not self._done:
             self._done = True
-            self._connection.signals_sent()
+            self._connection.signals_sent(self._waiters)
 
 
 class _SSHConnection(SSHConnection):  # type: ignore[misc]
