@@ -36,6 +36,13 @@ from procwork._waitfor import waitfor
 
 if TYPE_CHECKING:
     # For type checkers only: at run time these come from __getattr__ below.
+    from procwork._remote import RemoteAuthError as RemoteAuthError
+    from procwork._remote import RemoteConnectionLost as RemoteConnectionLost
+    from procwork._remote import RemoteError as RemoteError
+    from procwork._remote import RemoteHostKeyError as RemoteHostKeyError
+    from procwork._remote import RemoteUnreachable as RemoteUnreachable
+    from procwork._remote import SSHPool as SSHPool
+    from procwork._remote import ssh_pool as ssh_pool
     from procwork.monitor import CheckRunner as CheckRunner
     from procwork.monitor import CheckSpec as CheckSpec
     from procwork.monitor import CheckStatus as CheckStatus
@@ -55,13 +62,6 @@ if TYPE_CHECKING:
     from procwork.supervisor import ServiceState as ServiceState
     from procwork.supervisor import ServiceStatus as ServiceStatus
     from procwork.supervisor import Supervisor as Supervisor
-    from procwork._remote import RemoteAuthError as RemoteAuthError
-    from procwork._remote import RemoteConnectionLost as RemoteConnectionLost
-    from procwork._remote import RemoteError as RemoteError
-    from procwork._remote import RemoteHostKeyError as RemoteHostKeyError
-    from procwork._remote import RemoteUnreachable as RemoteUnreachable
-    from procwork._remote import SSHPool as SSHPool
-    from procwork._remote import ssh_pool as ssh_pool
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -74,14 +74,14 @@ __all__ = [
     "Process",
     "ProcessFailed",
     "ProcworkError",
-    "Result",
-    "Scheduler",
     "RemoteAuthError",
     "RemoteConnectionLost",
     "RemoteError",
     "RemoteHostKeyError",
     "RemoteUnreachable",
+    "Result",
     "SSHPool",
+    "Scheduler",
     "SpawnError",
     "SystemLoad",
     "Timeout",

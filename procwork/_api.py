@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import cast
 
 from twisted.internet.defer import Deferred
 
@@ -213,12 +213,12 @@ def _process(
     argv = _argv(args, shell)
     where = _Where(func, argv)
     sched = scheduler_ if scheduler_ is not None else scheduler()
-    make: Any = Process
-    if remote[0] is not None or remote[1:] != (None, None):
+    make = Process
+    if remote != (None, None, None):  # host=...: procwork/_remote.py
         from procwork._remote import remote_process
 
-        make = remote_process(where, remote, inherit_stdio)
-    return make(  # type: ignore[no-any-return]
+        make = cast(type[Process], remote_process(where, remote, inherit_stdio))
+    return make(
         argv,
         reactor=sched.reactor,
         scheduler=sched,

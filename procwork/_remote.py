@@ -11,12 +11,17 @@ the whole tree): the command is started through a small POSIX ``sh`` wrapper
 every session, so the login shell that runs our command string is already a
 process group leader; the wrapper checks that with ``kill -s 0 -- -$$`` (a
 group whose id is our own pid exists only if we lead it), prints
-``<marker> <pgid>`` as the first line of stderr, and ``exec``s the command:
+``<marker> <pid>`` as the first line of stderr, and ``exec``s the command:
 the command keeps that pid, so it leads the group and its exit status or
 signal reaches us unchanged (``exit-status`` / ``exit-signal``). On a server
-that does not start sessions that way, the wrapper falls back to ``set -m``
-(job control: a background job gets a process group of its own) and waits
-for the job; a signal death then shows as exit 128+N, as a shell reports it.
+that does not start sessions that way, the wrapper execs the command through
+``setsid`` (util-linux; BSDs lack it), which, run by a process that is not a
+group leader, makes the new session in place, pid unchanged. Without either,
+the kill request falls back to signalling the process alone (``kill --
+-PGID || kill PID``), and the tree-kill needs the server's help. (``set -m``
+would be the POSIX way, but ``dash`` refuses job control without a terminal,
+and a session without a pty has none.)
+
 The marker line is stripped from stderr. To signal the group, a second exec
 request on the same connection runs ``kill -s TERM -- -PGID`` (then ``KILL``
 after ``grace``); pending signals of many runs share one such request.
@@ -91,11 +96,16 @@ LOW_PRIORITY_NICE = 10
 # $0 is the marker, $1 the niceness, $2 the working directory ("" for the
 # login directory), the rest the argv. Every line is POSIX sh.
 WRAPPER = r"""m=$0 n=$1 d=$2; shift 2
-if [ -n "$d" ]; then cd -- "$d" 2>/dev/null || { printf '%s nocwd\n' "$m" >&2; exit 126; }; fi
+if [ -n "$d" ] && ! cd -- "$d" 2>/dev/null; then
+  printf '%s nocwd\n' "$m" >&2; exit 126
+fi
 command -v -- "$1" >/dev/null 2>&1 || { printf '%s notfound\n' "$m" >&2; exit 127; }
 [ "$n" = 0 ] || set -- nice -n "$n" "$@"
-if kill -s 0 -- -$$ 2>/dev/null; then printf '%s %s\n' "$m" $$ >&2; exec "$@"; fi
-set -m; "$@" & printf '%s %s\n' "$m" $! >&2; wait $!"""
+kill -s 0 -- -$$ 2>/dev/null || ! command -v setsid >/dev/null 2>&1 ||
+  set -- setsid "$@"
+printf '%s %s\n' "$m" $$ >&2
+exec "$@"
+"""
 
 _MARKER_LINE = re.compile(rb"procwork-[0-9a-f]{16} (\d+|notfound|nocwd)\n")
 _MARKER_BUFFER = 1 << 16  # bytes of stderr searched for the marker line
@@ -208,7 +218,9 @@ def parse_host(
             raise ValueError(f"host {host!r}: port must be 1-65535")
         port = int(port_text)
     if not name or not user or any(c.isspace() for c in host):
-        raise ValueError(f"host {host!r}: expected 'user@host:port' (user, port optional)")
+        raise ValueError(
+            f"host {host!r}: expected 'user@host:port' (user, port optional)"
+        )
     hosts_file = os.path.expanduser(
         os.fspath(known_hosts) if known_hosts is not None else "~/.ssh/known_hosts"
     )
@@ -226,7 +238,9 @@ class RemoteProcess(Process):
     process group id once the command has started.
     """
 
-    def __init__(self, args: tuple[str, ...], *, target: SSHTarget, pool: SSHPool, **kw: Any) -> None:
+    def __init__(
+        self, args: tuple[str, ...], *, target: SSHTarget, pool: SSHPool, **kw: Any
+    ) -> None:
         super().__init__(args, **kw)
         self.target = target
         self._pool = pool
@@ -266,7 +280,7 @@ def _command(
     return shlex.join(words).encode(), marker.encode()
 
 
-class _RunChannel(SSHChannel):  # type: ignore[misc]
+class _RunChannel(SSHChannel):
     """One remote run's session channel; the transport its Process drives."""
 
     name = b"session"
@@ -333,7 +347,9 @@ class _RunChannel(SSHChannel):  # type: ignore[misc]
 
     def channelOpen(self, specificData: bytes) -> None:
         assert self.conn is not None
-        d = self.conn.sendRequest(self, b"exec", common.NS(self.command), wantReply=True)
+        d = self.conn.sendRequest(
+            self, b"exec", common.NS(self.command), wantReply=True
+        )
         d.addCallbacks(self._exec_ok, self._exec_refused)
 
     def _exec_ok(self, _: object) -> None:
@@ -359,7 +375,7 @@ class _RunChannel(SSHChannel):  # type: ignore[misc]
     def _maybe_eof(self) -> None:
         if self._eof_wanted and self._execed and not self._eof_sent and not self.buf:
             self._eof_sent = True
-            if not self._ended:
+            if not self._ended and self.conn is not None:
                 self.conn.sendEOF(self)
 
     def addWindowBytes(self, data: int) -> None:
@@ -375,14 +391,19 @@ class _RunChannel(SSHChannel):  # type: ignore[misc]
             return
         self._stderr_head += data
         match = _MARKER_LINE.search(self._stderr_head)
-        if match is None or not self._stderr_head[match.start() :].startswith(self.marker):
+        if match is None or not self._stderr_head[match.start() :].startswith(
+            self.marker
+        ):
             if len(self._stderr_head) > _MARKER_BUFFER:
                 self._marker_done = True
                 self.owner._output(2, self._stderr_head)
                 self._stderr_head = b""
             return
         self._marker_done = True
-        before, after = self._stderr_head[: match.start()], self._stderr_head[match.end() :]
+        before, after = (
+            self._stderr_head[: match.start()],
+            self._stderr_head[match.end() :],
+        )
         self._stderr_head = b""
         if before:
             self.owner._output(2, before)
@@ -507,7 +528,7 @@ class _Connection:
             timeout=self.pool.connect_timeout,
         )
         factory = Factory.forProtocol(lambda: _Transport(self))
-        d = endpoint.connect(factory)
+        d = endpoint.connect(factory)  # type: ignore[arg-type]
         d.addErrback(self._unreachable)
 
     def _unreachable(self, failure: Failure) -> None:
@@ -530,7 +551,9 @@ class _Connection:
     def ready(self, conn: _SSHConnection) -> None:
         self.conn = conn
         self._pump()
-        self._keepalive_call = self.reactor.callLater(KEEPALIVE_INTERVAL, self._keepalive)
+        self._keepalive_call = self.reactor.callLater(
+            KEEPALIVE_INTERVAL, self._keepalive
+        )
 
     def start(self, channel: _RunChannel) -> None:
         channel.connection = self
@@ -606,14 +629,19 @@ class _Connection:
         by_signal: dict[int, list[str]] = {}
         for pgid, signum, group, _ in batch:
             by_signal.setdefault(signum, []).append(f"-{pgid}" if group else str(pgid))
+        # One kill per target: in "kill -- -1 -2" a group already gone would
+        # hide whether the others were signalled. A group id that is no group
+        # (a server that gave the wrapper none of its own): the process itself.
         command = "; ".join(
-            f"kill -s {signal.Signals(signum).name[3:]} -- {' '.join(targets)}"
+            f"kill -s {name} -- {t} || kill -s {name} {t.lstrip('-')}"
             for signum, targets in by_signal.items()
+            for name in [signal.Signals(signum).name[3:]]
+            for t in targets
         )
         self._signalling = True
         waiters = [done for *_, done in batch]
         self.conn.openChannel(
-            _KillChannel(self, (command + " 2>/dev/null").encode(), waiters)
+            _KillChannel(self, f"{{ {command}; }} 2>/dev/null".encode(), waiters)
         )
 
     def signals_sent(self, waiters: list[Deferred[None]]) -> None:
@@ -639,9 +667,11 @@ class _Connection:
 
         def check() -> None:
             if answered[0] or self.lost is not None:
-                self._keepalive_call = self.reactor.callLater(
-                    KEEPALIVE_INTERVAL, self._keepalive
-                ) if self.lost is None else None
+                self._keepalive_call = (
+                    self.reactor.callLater(KEEPALIVE_INTERVAL, self._keepalive)
+                    if self.lost is None
+                    else None
+                )
                 return
             self.lost = f"no answer to a keepalive in {KEEPALIVE_INTERVAL:g} s"
             if self.transport is not None and self.transport.transport is not None:
@@ -665,7 +695,7 @@ class _Connection:
         self._closing = True
         self.pool._forget(self)
         if self.transport is not None and self.transport.transport is not None:
-            self.transport.transport.loseConnection()
+            self.transport.transport.loseConnection()  # type: ignore[misc]
 
     def connection_lost(self, reason: str) -> None:
         if self.lost is None:
@@ -688,7 +718,7 @@ class _Connection:
                 d.callback(None)
 
 
-class _KillChannel(SSHChannel):  # type: ignore[misc]
+class _KillChannel(SSHChannel):
     """``kill -s SIG -- -PGID ...`` as its own exec request."""
 
     name = b"session"
@@ -703,12 +733,16 @@ class _KillChannel(SSHChannel):  # type: ignore[misc]
         self._done = False
 
     def channelOpen(self, specificData: bytes) -> None:
+        assert self.conn is not None
         self.conn.sendRequest(self, b"exec", common.NS(self._command), wantReply=True)
         self.conn.sendEOF(self)
 
     def openFailed(self, reason: object) -> None:
-        _log.warn("{target}: could not send a kill request: {reason}",
-                  target=self._connection.target, reason=reason)
+        _log.warn(
+            "{target}: could not send a kill request: {reason}",
+            target=self._connection.target,
+            reason=reason,
+        )
         self._finished()
 
     def closed(self) -> None:
@@ -720,7 +754,7 @@ class _KillChannel(SSHChannel):  # type: ignore[misc]
             self._connection.signals_sent(self._waiters)
 
 
-class _SSHConnection(SSHConnection):  # type: ignore[misc]
+class _SSHConnection(SSHConnection):
     def __init__(self, owner: _Connection) -> None:
         super().__init__()
         self.owner = owner
@@ -731,7 +765,7 @@ class _SSHConnection(SSHConnection):  # type: ignore[misc]
         self.owner.ready(self)
 
 
-class _UserAuth(SSHUserAuthClient):  # type: ignore[misc]
+class _UserAuth(SSHUserAuthClient):
     def __init__(self, user: str, conn: _SSHConnection, keys: list[Key]) -> None:
         super().__init__(user.encode(), conn)
         self._keys = keys
@@ -744,10 +778,12 @@ class _UserAuth(SSHUserAuthClient):  # type: ignore[misc]
             blob, _ = self._agent_keys.pop(0)
             self._key = None
             self._agent_blob = blob
-            return Key.fromString(blob)
+            key: Key = Key.fromString(blob)
+            return key
         if self._keys:
             self._key = self._keys.pop(0)
-            return self._key.public()
+            public: Key = self._key.public()
+            return public
         return None
 
     def signData(self, publicKey: Key, signData: bytes) -> Any:
@@ -762,11 +798,13 @@ class _UserAuth(SSHUserAuthClient):  # type: ignore[misc]
     def getPassword(self, prompt: object = None) -> None:
         return None  # never prompt: a watchdog has no one to ask
 
-    def getGenericAnswers(self, name: object, instruction: object, prompts: object) -> Any:
+    def getGenericAnswers(
+        self, name: object, instruction: object, prompts: object
+    ) -> Any:
         return fail(ConchError("no keyboard-interactive authentication"))
 
 
-class _Transport(SSHClientTransport):  # type: ignore[misc]
+class _Transport(SSHClientTransport):
     def __init__(self, owner: _Connection) -> None:
         self.owner = owner
         self._state = "securing"
@@ -813,22 +851,25 @@ class _Transport(SSHClientTransport):  # type: ignore[misc]
             self._error = error
             self.loseConnection()
             return
-        self._userauth = _UserAuth(
-            self.owner.target.user, _SSHConnection(self.owner), keys
-        )
+        userauth = _UserAuth(self.owner.target.user, _SSHConnection(self.owner), keys)
+        self._userauth = userauth
         sock = os.environ.get("SSH_AUTH_SOCK")
         if self.owner.target.identity is None and sock:
-            d = _agent_keys(self.owner.reactor, sock, self._userauth)
-            d.addBoth(lambda _: self.requestService(self._userauth))
+            d = _agent_keys(self.owner.reactor, sock, userauth)
+
+            def ask(_: object) -> None:
+                self.requestService(userauth)
+
+            d.addBoth(ask)
         else:
-            self.requestService(self._userauth)
+            self.requestService(userauth)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         target = self.owner.target
         if self._userauth is not None and self._userauth.agent is not None:
             agent_transport = self._userauth.agent.transport
             if agent_transport is not None:
-                agent_transport.loseConnection()
+                agent_transport.loseConnection()  # type: ignore[misc]
         text = reason.getErrorMessage() if reason is not None else "closed"
         if self._state == "running":
             self.owner.connection_lost(text)
@@ -843,7 +884,9 @@ class _Transport(SSHClientTransport):  # type: ignore[misc]
             )
         else:
             self.owner._broken(
-                RemoteUnreachable(f"cannot reach {target}: SSH handshake failed ({text})")
+                RemoteUnreachable(
+                    f"cannot reach {target}: SSH handshake failed ({text})"
+                )
             )
         super().connectionLost(reason)
 
@@ -885,9 +928,11 @@ def _agent_keys(reactor: Any, sock: str, auth: _UserAuth) -> Deferred[None]:
         def keys(found: list[tuple[bytes, bytes]]) -> None:
             auth._agent_keys = list(found)
 
-        return agent.requestIdentities().addCallback(keys)
+        identities: Deferred[None] = agent.requestIdentities().addCallback(keys)
+        return identities
 
-    return d.addCallback(connected)
+    keys_read: Deferred[None] = d.addCallback(connected)
+    return keys_read
 
 
 def _FilePath(path: str) -> Any:
@@ -984,7 +1029,11 @@ class SSHPool:
         """At reactor shutdown: SIGKILL the remote groups of live runs, then close."""
         pending = []
         for connection in list(self._connections.values()):
-            groups = [c.pgid for c in connection.channels if c.pgid is not None and not c.exited]
+            groups = [
+                c.pgid
+                for c in connection.channels
+                if c.pgid is not None and not c.exited
+            ]
             if groups and connection.conn is not None:
                 for pgid in groups:
                     connection.signal_group(pgid, signal.SIGKILL)
@@ -992,7 +1041,9 @@ class SSHPool:
             return None
         d = self.close_all()
         # Bounded: a host that does not answer cannot hold up the exit.
-        timer = self.reactor.callLater(3.0, lambda: None if d.called else d.callback(None))
+        timer = self.reactor.callLater(
+            3.0, lambda: None if d.called else d.callback(None)
+        )
         d.addBoth(lambda r: timer.cancel() if timer.active() else None)
         pending.append(d)
         return d

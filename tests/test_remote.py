@@ -68,7 +68,8 @@ def nothing_left(marker: str, seconds: float = 10.0) -> bool:
 def sleeper_tree(marker: str, *, ignore_term: bool = False) -> list[str]:
     """An argv: a shell with a sleeping child and grandchild, all marked."""
     trap = "trap '' TERM; " if ignore_term else ""
-    body = f"import signal, time; {'signal.signal(signal.SIGTERM, signal.SIG_IGN); ' if ignore_term else ''}time.sleep(1000)  # {marker}"
+    ignore = "signal.signal(signal.SIGTERM, signal.SIG_IGN); " if ignore_term else ""
+    body = f"import signal, time; {ignore}time.sleep(1000)  # {marker}"
     return [
         "sh",
         "-c",
@@ -96,7 +97,7 @@ def test_a_remote_run_killed_by_a_signal_has_a_negative_returncode(sshd: Sshd) -
 
 
 def test_input_reaches_the_remote_command_whole(sshd: Sshd) -> None:
-    """input= of any size is fed to stdin (through the channel's flow control), then EOF."""
+    """input= of any size is fed to stdin (through the channel's window), then EOF."""
     data = bytes(range(256)) * 4096  # 1 MiB
     result = wait(procwork.run(["cat"], input=data, **on(sshd)))
     assert result.ok and result.stdout == data
@@ -104,9 +105,7 @@ def test_input_reaches_the_remote_command_whole(sshd: Sshd) -> None:
 
 def test_max_output_keeps_the_tail_of_remote_output(sshd: Sshd) -> None:
     """max_output applies as locally: the tail is kept and truncated says so."""
-    result = wait(
-        procwork.run(["seq", "1", "100000"], max_output=16, **on(sshd))
-    )
+    result = wait(procwork.run(["seq", "1", "100000"], max_output=16, **on(sshd)))
     assert result.stdout == b"98\n99999\n100000\n" and result.truncated
 
 
@@ -262,7 +261,9 @@ def test_a_server_allowing_fewer_sessions_makes_runs_wait(tmp_path: Path) -> Non
     scheduler = procwork.Scheduler(max_running=50, load=procwork.NoLoadLimit())
     try:
         runs = [
-            procwork.run(["sh", "-c", f"sleep 0.1; echo {i}"], scheduler=scheduler, **on(server))
+            procwork.run(
+                ["sh", "-c", f"sleep 0.1; echo {i}"], scheduler=scheduler, **on(server)
+            )
             for i in range(20)
         ]
         results = wait(DeferredList(runs, fireOnOneErrback=True), 60)
@@ -295,7 +296,9 @@ def test_an_unreachable_host_fails_with_a_connection_error(sshd: Sshd) -> None:
     from tests.sshd import free_port
 
     host = f"root@127.0.0.1:{free_port()}"
-    with pytest.raises(procwork.RemoteUnreachable, match=r"cannot reach root@127\.0\.0\.1:\d+") as e:
+    with pytest.raises(
+        procwork.RemoteUnreachable, match=r"cannot reach root@127\.0\.0\.1:\d+"
+    ) as e:
         wait(procwork.run(["true"], host=host, known_hosts=sshd.known_hosts))
     assert isinstance(e.value, ConnectionError)
     assert isinstance(e.value, procwork.ProcworkError)
@@ -371,8 +374,7 @@ def test_a_server_that_goes_away_fails_the_runs_queued_for_its_channels(
     sleeper = [PY, "-c", f"import time; time.sleep(1000)  # {marker}"]
     try:
         runs = [
-            procwork.run(sleeper, scheduler=scheduler, **on(own_sshd))
-            for _ in range(6)
+            procwork.run(sleeper, scheduler=scheduler, **on(own_sshd)) for _ in range(6)
         ]
         # Two run (one session is kept for kill requests), four wait.
         assert drive_until(lambda: len(remote_marker_pids(marker)) == 2, 20)
@@ -415,3 +417,40 @@ def test_known_hosts_without_host_is_refused() -> None:
     with pytest.raises(ValueError, match="known_hosts= and identity= need host="):
         procwork.run(["true"], known_hosts="/dev/null")
 
+
+# -- the wrapper ------------------------------------------------------------------
+
+
+def wrapper(argv: list[str], *, new_session: bool) -> tuple[str, str]:
+    """Run WRAPPER here as sshd would (or not) start it: (marker word, stdout)."""
+    import subprocess
+
+    marker = "procwork-0123456789abcdef"
+    done = subprocess.run(
+        ["sh", "-c", _remote.WRAPPER, marker, "0", "", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        start_new_session=new_session,
+    )
+    first, _, _ = done.stderr.partition("\n")
+    assert first.startswith(marker + " "), done.stderr
+    return first.split()[1], done.stdout
+
+
+SHOW_GROUP = ["sh", "-c", "echo $$ $(ps -o pgid= -p $$)"]
+
+
+def test_the_wrapper_execs_the_command_as_the_group_leader_sshd_made_it() -> None:
+    """In a session of its own (what sshd gives every session), the command
+    keeps the wrapper's pid, which is the group id it reports."""
+    pgid, out = wrapper(SHOW_GROUP, new_session=True)
+    assert out.split() == [pgid, pgid]
+
+
+def test_the_wrapper_makes_a_group_with_setsid_when_not_a_leader() -> None:
+    """Started inside someone else's group, the command gets a session and
+    group of its own through setsid, in place: the id reported."""
+    pgid, out = wrapper(SHOW_GROUP, new_session=False)
+    assert out.split() == [pgid, pgid]
+    assert int(pgid) != os.getpgid(0)
