@@ -255,6 +255,8 @@ class RemoteProcess(Process):
         channel = _RunChannel(self, _command(self.args, self._env, self._cwd, nice))
         self._channel = channel
         self._started_as(channel)
+        if not self._stdin:
+            channel.closeStdin()  # as /dev/null locally: reading it ends at once
         self._pool._connection(self.target).start(channel)
 
     def _remote_failed(self, error: BaseException) -> None:

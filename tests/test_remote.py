@@ -8,7 +8,9 @@ so what is left running there is seen in /proc by a unique marker.
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from twisted.internet.defer import DeferredList
 import procwork
 from procwork import _remote
 from tests.sshd import SSHD, Sshd, keygen, remote_marker_pids, start_sshd
-from tests.support import PY, drive_until, unique_token, wait
+from tests.support import PY, ROOT, drive_until, unique_token, wait
 
 pytestmark = [
     pytest.mark.usefixtures("no_load_gate"),
@@ -101,6 +103,12 @@ def test_input_reaches_the_remote_command_whole(sshd: Sshd) -> None:
     data = bytes(range(256)) * 4096  # 1 MiB
     result = wait(procwork.run(["cat"], input=data, **on(sshd)))
     assert result.ok and result.stdout == data
+
+
+def test_without_input_the_remote_stdin_is_empty(sshd: Sshd) -> None:
+    """As /dev/null locally: a command reading stdin sees its end at once."""
+    result = wait(procwork.run(["cat"], **on(sshd)), 20)
+    assert result.ok and result.stdout == b""
 
 
 def test_max_output_keeps_the_tail_of_remote_output(sshd: Sshd) -> None:
@@ -423,8 +431,6 @@ def test_known_hosts_without_host_is_refused() -> None:
 
 def wrapper(argv: list[str], *, new_session: bool) -> tuple[str, str]:
     """Run WRAPPER here as sshd would (or not) start it: (marker word, stdout)."""
-    import subprocess
-
     marker = "procwork-0123456789abcdef"
     done = subprocess.run(
         ["sh", "-c", _remote.WRAPPER, marker, "0", "", *argv],
@@ -454,3 +460,54 @@ def test_the_wrapper_makes_a_group_with_setsid_when_not_a_leader() -> None:
     pgid, out = wrapper(SHOW_GROUP, new_session=False)
     assert out.split() == [pgid, pgid]
     assert int(pgid) != os.getpgid(0)
+
+
+# -- procwork run --host ------------------------------------------------------------
+
+
+def procwork_run(server: Sshd, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``python -m procwork run --host ... ARGV`` to completion (at most 60 s)."""
+    return subprocess.run(
+        [
+            *(PY, "-m", "procwork", "run", "--host", server.host),
+            *("--known-hosts", str(server.known_hosts)),
+            *("--identity", str(server.identity), *argv),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_procwork_run_host_passes_output_and_exit_status_through(sshd: Sshd) -> None:
+    done = procwork_run(sshd, "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (done.stdout, done.stderr, done.returncode) == ("out\n", "err\n", 3)
+
+
+def test_procwork_run_host_exits_124_with_the_remote_tree_killed(sshd: Sshd) -> None:
+    marker = unique_token()
+    done = procwork_run(sshd, "--timeout", "1", "--", *sleeper_tree(marker))
+    assert done.returncode == 124
+    assert nothing_left(marker)
+
+
+def test_procwork_run_host_exits_255_when_the_host_cannot_be_used(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    """As ssh does; the message says why."""
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    done = subprocess.run(
+        [
+            *(PY, "-m", "procwork", "run", "--host", sshd.host),
+            *("--known-hosts", str(empty), "--", "true"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 255
+    assert re.match(rf"procwork run: host key of {sshd.host} is unknown", done.stderr)
