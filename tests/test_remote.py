@@ -511,3 +511,44 @@ def test_procwork_run_host_exits_255_when_the_host_cannot_be_used(
     )
     assert done.returncode == 255
     assert re.match(rf"procwork run: host key of {sshd.host} is unknown", done.stderr)
+
+
+# -- a monitor check on another host --------------------------------------------------
+
+
+def test_a_monitor_check_with_host_runs_its_command_there(sshd: Sshd) -> None:
+    """``host = "..."`` in a [[check]]; the command need not exist here."""
+    from procwork.monitor import CheckRunner, parse_config
+
+    config = parse_config(
+        f"""
+        [[check]]
+        name = "remote"
+        command = ["no-such-command-here", "x"]
+        every = 60
+        host = "{sshd.host}"
+        known_hosts = "{sshd.known_hosts}"
+        identity = "{sshd.identity}"
+        """,
+        "remote.toml",
+    )
+    assert config.checks[0].host == sshd.host
+    runner = CheckRunner(config.checks)
+    runner.start()
+    try:
+        status = runner.status["remote"]
+        assert drive_until(lambda: status.last_outcome is not None, 30)
+        assert status.last_detail == "exited 127"
+        assert "'no-such-command-here' not found on" in status.last_output
+    finally:
+        wait(runner.stop(), 20)
+
+
+def test_a_check_with_a_malformed_host_is_a_config_error() -> None:
+    from procwork.monitor import parse_config
+
+    with pytest.raises(procwork.ConfigError, match=r"remote\.toml.*host 'a b'"):
+        parse_config(
+            '[[check]]\nname = "x"\ncommand = "true"\nevery = 1\nhost = "a b"\n',
+            "remote.toml",
+        )

@@ -92,6 +92,13 @@ class CheckSpec:
             (default none).
         on_failure_priority: Its priority (default ``"critical"``).
         action_timeout: Seconds the action may take (default 60).
+        host: Run ``command`` on ``"user@host:port"`` over SSH (see
+            :func:`procwork.run`); ``on_failure`` still runs here. Default:
+            here.
+        known_hosts: known_hosts file for ``host`` (default
+            ``~/.ssh/known_hosts``).
+        identity: Private key file for ``host`` (default: ssh-agent, else
+            ``~/.ssh/id_*``).
     """
 
     name: str
@@ -103,9 +110,13 @@ class CheckSpec:
     on_failure: str | Sequence[str] | None = None
     on_failure_priority: str = "critical"
     action_timeout: float = 60.0
+    host: str | None = None
+    known_hosts: str | None = None
+    identity: str | None = None
 
     def __post_init__(self) -> None:
         where = f"check {self.name!r}"
+        _check_host(self, where)
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(
                 f"check name must be a non-empty string, not {self.name!r}"
@@ -134,6 +145,31 @@ class CheckSpec:
             "action_timeout",
             _positive(self.action_timeout, f"{where}: action_timeout"),
         )
+
+
+def _check_host(spec: CheckSpec, where: str) -> None:
+    for key in ("host", "known_hosts", "identity"):
+        value = getattr(spec, key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"{where}: {key} must be a non-empty string")
+    if spec.host is None:
+        if spec.known_hosts is not None or spec.identity is not None:
+            raise ConfigError(f"{where}: known_hosts and identity need host")
+        return
+    from procwork._remote import parse_host  # twisted.conch: only when used
+
+    try:
+        parse_host(spec.host)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _remote(spec: CheckSpec) -> dict[str, Any]:
+    """``host=...`` and its files for the check's command; nothing if local."""
+    if spec.host is None:
+        return {}
+    keys = ("host", "known_hosts", "identity")
+    return {k: getattr(spec, k) for k in keys if getattr(spec, k) is not None}
 
 
 @dataclass
@@ -259,7 +295,10 @@ class CheckRunner:
         status.last_started = self._wall_clock()
         try:
             d = self._run(
-                list(spec.command), timeout=spec.timeout, priority=spec.priority
+                list(spec.command),
+                timeout=spec.timeout,
+                priority=spec.priority,
+                **_remote(spec),
             )
         except Exception:
             self._finished(Failure(), spec, status)
