@@ -641,6 +641,7 @@ class _Connection:
             for t in targets
         )
         self._signalling = True
+        self.pool.kill_requests += 1
         waiters = [done for *_, done in batch]
         self.conn.openChannel(
             _KillChannel(self, f"{{ {command}; }} 2>/dev/null".encode(), waiters)
@@ -985,6 +986,7 @@ class SSHPool:
         self.connect_timeout = connect_timeout
         self.max_sessions = max_sessions
         self.connections_opened = 0
+        self.kill_requests = 0  # exec requests that signalled remote groups
         self._connections: dict[SSHTarget, _Connection] = {}
         self._live: set[_Connection] = set()
         self._closed_waiters: dict[_Connection, list[Deferred[None]]] = {}

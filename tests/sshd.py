@@ -87,6 +87,11 @@ def keygen(path: Path, kind: str = "ed25519") -> None:
 
 def start_sshd(directory: Path, *, max_sessions: int = 300) -> Sshd:
     """Start an sshd of our own in ``directory``; it answers before this returns."""
+    if not os.access(SSHD, os.X_OK):
+        raise RuntimeError(
+            f"{SSHD} is missing: install openssh-server (.ci/run does) to test "
+            "remote runs"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     host_key = directory / "host_key"
     user_key = directory / "user_key"

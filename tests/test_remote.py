@@ -21,16 +21,10 @@ from twisted.internet.defer import DeferredList
 
 import procwork
 from procwork import _remote
-from tests.sshd import SSHD, Sshd, keygen, remote_marker_pids, start_sshd
+from tests.sshd import Sshd, keygen, remote_marker_pids, start_sshd
 from tests.support import PY, ROOT, drive_until, unique_token, wait
 
-pytestmark = [
-    pytest.mark.usefixtures("no_load_gate"),
-    pytest.mark.skipif(
-        not Path(SSHD).exists(),
-        reason="needs openssh-server (.ci/run installs it)",
-    ),
-]
+pytestmark = pytest.mark.usefixtures("no_load_gate")
 
 
 @pytest.fixture(scope="module")
