@@ -54,7 +54,7 @@ from twisted.conch.ssh.connection import SSHConnection
 from twisted.conch.ssh.keys import BadKeyError, EncryptedKeyError, Key
 from twisted.conch.ssh.transport import SSHClientTransport
 from twisted.conch.ssh.userauth import SSHUserAuthClient
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -86,8 +86,8 @@ DEFAULT_IDLE_CLOSE = 30.0
 """Seconds a connection with no run stays open for the next one."""
 DEFAULT_CONNECT_TIMEOUT = 15.0
 DEFAULT_MAX_SESSIONS = 10  # OpenSSH's MaxSessions default
-KEEPALIVE_INTERVAL = 15.0
-"""A connection with runs is probed this often; no answer in as long: dropped."""
+DEFAULT_KEEPALIVE = 15.0
+"""A live connection is probed this often; no answer in as long: dropped."""
 LEFTOVER_WAIT = 0.5
 """After the command exits, seconds its output may still take to arrive
 before what it left running is killed (``kill_leftovers``) or let go."""
@@ -549,12 +549,13 @@ class _Connection:
         for channel in waiting:
             channel._ended = True
             channel.owner._remote_failed(error)
+        self.pool._closed(self)
 
     def ready(self, conn: _SSHConnection) -> None:
         self.conn = conn
         self._pump()
         self._keepalive_call = self.reactor.callLater(
-            KEEPALIVE_INTERVAL, self._keepalive
+            self.pool.keepalive, self._keepalive
         )
 
     def start(self, channel: _RunChannel) -> None:
@@ -671,16 +672,16 @@ class _Connection:
         def check() -> None:
             if answered[0] or self.lost is not None:
                 self._keepalive_call = (
-                    self.reactor.callLater(KEEPALIVE_INTERVAL, self._keepalive)
+                    self.reactor.callLater(self.pool.keepalive, self._keepalive)
                     if self.lost is None
                     else None
                 )
                 return
-            self.lost = f"no answer to a keepalive in {KEEPALIVE_INTERVAL:g} s"
+            self.lost = f"no answer to a keepalive in {self.pool.keepalive:g} s"
             if self.transport is not None and self.transport.transport is not None:
                 self.transport.transport.abortConnection()
 
-        self._keepalive_call = self.reactor.callLater(KEEPALIVE_INTERVAL, check)
+        self._keepalive_call = self.reactor.callLater(self.pool.keepalive, check)
 
     def _maybe_idle(self) -> None:
         if not self.channels and self._idle_call is None and self.lost is None:
@@ -697,8 +698,12 @@ class _Connection:
         self._idle_call = None
         self._closing = True
         self.pool._forget(self)
-        if self.transport is not None and self.transport.transport is not None:
+        if self.lost is not None:
+            self.pool._closed(self)
+        elif self.transport is not None and self.transport.transport is not None:
             self.transport.transport.loseConnection()  # type: ignore[misc]
+        else:  # still connecting
+            self._broken(RemoteError(f"the connection to {self.target} was closed"))
 
     def connection_lost(self, reason: str) -> None:
         if self.lost is None:
@@ -716,9 +721,7 @@ class _Connection:
             channel._ended = True
             channel.owner._remote_failed(error)
         self.waiting.clear()
-        if self.pool._closed_waiters.get(self) is not None:
-            for d in self.pool._closed_waiters.pop(self):
-                d.callback(None)
+        self.pool._closed(self)
 
 
 class _KillChannel(SSHChannel):
@@ -967,6 +970,9 @@ class SSHPool:
             server's ``MaxSessions`` (default 10, OpenSSH's); one is kept for
             kill requests, the other runs wait. Learned lower when a server
             refuses.
+        keepalive: Seconds between probes of a connection; one left
+            unanswered as long drops it, failing its runs (default 15), so a
+            silent network never hangs a run.
     """
 
     def __init__(
@@ -976,6 +982,7 @@ class SSHPool:
         idle_close: float = DEFAULT_IDLE_CLOSE,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
+        keepalive: float = DEFAULT_KEEPALIVE,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -985,6 +992,7 @@ class SSHPool:
         self.idle_close = idle_close
         self.connect_timeout = connect_timeout
         self.max_sessions = max_sessions
+        self.keepalive = keepalive
         self.connections_opened = 0
         self.kill_requests = 0  # exec requests that signalled remote groups
         self._connections: dict[SSHTarget, _Connection] = {}
@@ -1016,41 +1024,76 @@ class SSHPool:
         """The targets with a connection open or opening, as ``user@host:port``."""
         return sorted(str(t) for t in self._connections)
 
+    def _closed(self, connection: _Connection) -> None:
+        self._live.discard(connection)
+        for d in self._closed_waiters.pop(connection, []):
+            d.callback(None)
+
     def close_all(self) -> Deferred[None]:
         """Close every connection; fires when all are closed."""
-        from twisted.internet.defer import DeferredList
-
         waits = []
         for connection in list(self._live):
             d: Deferred[None] = Deferred()
             self._closed_waiters.setdefault(connection, []).append(d)
             waits.append(d)
             connection.close()
-        self._live.clear()
         return DeferredList(waits).addCallback(lambda _: None)
 
     def _shutdown(self) -> Deferred[None] | None:
-        """At reactor shutdown: SIGKILL the remote groups of live runs, then close."""
-        pending = []
-        for connection in list(self._connections.values()):
-            groups = [
-                c.pgid
-                for c in connection.channels
-                if c.pgid is not None and not c.exited
-            ]
-            if groups and connection.conn is not None:
-                for pgid in groups:
-                    connection.signal_group(pgid, signal.SIGKILL)
-        if not self._live:
+        """At reactor shutdown: the remote groups of live runs die, then we close.
+
+        As for local children (``procwork/_shutdown.py``): SIGTERM, then
+        SIGKILL to what has not ended after ``SHUTDOWN_GRACE`` seconds. Every
+        step is bounded, so a host that does not answer cannot hold up the
+        exit. Returns a Deferred Twisted's shutdown waits for.
+        """
+        from procwork._shutdown import SHUTDOWN_GRACE
+
+        live = [
+            (connection, channel)
+            for connection in list(self._connections.values())
+            for channel in list(connection.channels)
+            if channel.pgid is not None and not channel.exited
+        ]
+        if not live and not self._live:
             return None
-        d = self.close_all()
-        # Bounded: a host that does not answer cannot hold up the exit.
-        timer = self.reactor.callLater(
-            3.0, lambda: None if d.called else d.callback(None)
+        done: Deferred[None] = Deferred()
+        ended = [channel.owner.wait() for _, channel in live]
+        for connection, channel in live:
+            assert channel.pgid is not None
+            connection.signal_group(channel.pgid, signal.SIGTERM)
+
+        def kill_the_rest() -> Deferred[object]:
+            sent = [
+                connection.signal_group(channel.pgid, signal.SIGKILL)
+                for connection, channel in live
+                if channel.pgid is not None and not channel.exited
+            ]
+            return _within(self.reactor, DeferredList(sent), 2.0)
+
+        def close(_: object) -> Deferred[object]:
+            return _within(self.reactor, self.close_all(), 2.0)
+
+        waited = _within(
+            self.reactor, DeferredList(ended, consumeErrors=True), SHUTDOWN_GRACE
         )
-        d.addBoth(lambda r: timer.cancel() if timer.active() else None)
-        pending.append(d)
-        return d
+        waited.addBoth(lambda _: kill_the_rest()).addBoth(close)
+        waited.addBoth(lambda _: done.callback(None))
+        return done
+
+
+def _within(reactor: Any, d: Deferred[Any], seconds: float) -> Deferred[object]:
+    """``d``'s outcome ignored, or None after ``seconds``: a bounded wait."""
+    bounded: Deferred[object] = Deferred()
+    timer = reactor.callLater(seconds, lambda: bounded.callback(None))
+
+    def settled(_: object) -> None:
+        if timer.active():
+            timer.cancel()
+            bounded.callback(None)
+
+    d.addBoth(settled)
+    return bounded
 
 
 _default_pool: SSHPool | None = None

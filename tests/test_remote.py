@@ -22,7 +22,7 @@ from twisted.internet.defer import DeferredList
 import procwork
 from procwork import _remote
 from tests.sshd import Sshd, keygen, remote_marker_pids, start_sshd
-from tests.support import PY, ROOT, drive_until, unique_token, wait
+from tests.support import PY, ROOT, drive_until, run_child, unique_token, wait
 
 pytestmark = pytest.mark.usefixtures("no_load_gate")
 
@@ -363,6 +363,53 @@ def test_a_dropped_connection_fails_the_run_instead_of_hanging(own_sshd: Sshd) -
     assert wait(procwork.run(["true"], **on(own_sshd)), 20).ok
     for pid in remote_marker_pids(marker):  # orphaned there: ours to clean up
         os.kill(pid, signal.SIGKILL)
+
+
+def test_a_silent_connection_is_dropped_after_an_unanswered_keepalive(
+    own_sshd: Sshd,
+) -> None:
+    """The server process stops answering (as behind a dead link): the run fails
+    within two keepalive intervals instead of hanging."""
+    pool = procwork.ssh_pool()
+    saved = pool.keepalive
+    pool.keepalive = 0.5
+    marker = unique_token()
+    stopped: list[int] = []
+    try:
+        proc = procwork.spawn(sleeper_tree(marker), **on(own_sshd))
+        assert drive_until(lambda: len(remote_marker_pids(marker)) >= 3, 20)
+        stopped = own_sshd.session_pids()
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        with pytest.raises(
+            procwork.RemoteConnectionLost,
+            match=r"connection was lost \(no answer to a keepalive in 0\.5 s\)",
+        ):
+            wait(proc.wait(), 20)
+    finally:
+        pool.keepalive = saved
+        for pid in stopped:
+            os.kill(pid, signal.SIGKILL)
+        for pid in remote_marker_pids(marker):  # orphaned there: ours to clean up
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_at_exit_the_remote_trees_of_live_runs_are_killed(sshd: Sshd) -> None:
+    """A program that ends with a remote run still going leaves nothing there."""
+    marker = unique_token()
+    done = run_child(
+        f"""
+        import procwork, untwisted
+        from tests.support import drive_until
+        proc = procwork.spawn({sleeper_tree(marker)!r}, host={sshd.host!r},
+                              known_hosts={str(sshd.known_hosts)!r},
+                              identity={str(sshd.identity)!r})
+        assert drive_until(lambda: proc.pid is not None, 20)
+        print("started", flush=True)
+        """
+    )
+    assert done.returncode == 0 and done.stdout == "started\n", done.stderr
+    assert nothing_left(marker)
 
 
 def test_a_server_that_goes_away_fails_the_runs_queued_for_its_channels(
