@@ -260,8 +260,8 @@ class RemoteProcess(Process):
         self._pool._connection(self.target).start(channel)
 
     def _remote_failed(self, error: BaseException) -> None:
-        """The run cannot go on: fail it, whatever state it is in."""
-        if self.state not in ("queued", "running"):
+        """The run cannot go on (it holds a scheduler slot): fail it."""
+        if self.state != "running":
             return
         self.state = "failed"
         self._cancel_timers()
@@ -442,7 +442,9 @@ class _RunChannel(SSHChannel):
         try:
             signum = int(signal.Signals["SIG" + name.decode("ascii", "replace")])
         except KeyError:
-            signum = 127  # a signal this system has no name for
+            # A signal this system has no name for: 255, as ssh(1) exits.
+            self._exited(255 << 8)
+            return 1
         self._exited(signum)
         return 1
 
@@ -494,7 +496,8 @@ class _RunChannel(SSHChannel):
             self.conn.sendClose(self)
         if self.status is None:
             self.status = 255 << 8  # closed without telling how it ended
-        self.owner._ended()
+        if self.owner.state == "running":  # not failed meanwhile
+            self.owner._ended()
 
 
 # -- the connection ------------------------------------------------------------------
