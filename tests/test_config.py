@@ -248,7 +248,8 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
         pytest.param(
             '[[check]]\nname = "df"\ncommand = "df"\nevery = 5\ninterval = 5\n',
             "[[check]] #1 ('df'): unknown key 'interval'; known keys: action_timeout, "
-            "command, every, name, on_failure, on_failure_priority, priority, timeout",
+            "command, every, host, identity, known_hosts, name, on_failure, "
+            "on_failure_priority, priority, timeout",
             id="unknown-check-key",
         ),
         pytest.param(

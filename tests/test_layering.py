@@ -236,6 +236,7 @@ def test_importing_procwork_imports_neither_the_supervisor_nor_the_monitor() -> 
         loaded = sorted(m for m in sys.modules if m.startswith(rooms))
         assert not loaded, loaded
         assert "twisted.runner.procmon" not in sys.modules
+        assert "twisted.conch" not in sys.modules  # until a run names a host
         from procwork import Monitor, Supervisor
         import procwork.monitor, procwork.supervisor
         assert Monitor is procwork.monitor.Monitor
@@ -262,7 +263,13 @@ def test_procwork_exports_the_process_core_only() -> None:
             "Process",
             "ProcessFailed",
             "ProcworkError",
+            "RemoteAuthError",
+            "RemoteConnectionLost",
+            "RemoteError",
+            "RemoteHostKeyError",
+            "RemoteUnreachable",
             "Result",
+            "SSHPool",
             "Scheduler",
             "SpawnError",
             "SystemLoad",
@@ -271,9 +278,12 @@ def test_procwork_exports_the_process_core_only() -> None:
             "run",
             "scheduler",
             "spawn",
+            "ssh_pool",
             "waitfor",
         ]
     )
+    # Remote runs' names resolve on use (procwork/_remote.py, twisted.conch).
+    assert procwork.RemoteError is procwork._remote.RemoteError
 
 
 @pytest.mark.parametrize("package", ["procwork.supervisor", "procwork.monitor"])
