@@ -585,8 +585,15 @@ class _Connection:
 
     def open_failed(self, channel: _RunChannel, reason: Failure | ConchError) -> None:
         self.open.discard(channel)
-        if self.lost is not None:
-            return  # the connection's end fails the run
+        if self.lost is not None:  # the connection ended while it opened
+            self.channels.discard(channel)
+            channel._ended = True
+            channel.owner._remote_failed(
+                RemoteConnectionLost(
+                    f"the SSH connection to {self.target} was lost ({self.lost})"
+                )
+            )
+            return
         if isinstance(reason, ConchError) and self.open:
             # Over the server's MaxSessions: learn its limit, retry later.
             self.max_sessions = len(self.open) + 1

@@ -367,6 +367,38 @@ def test_a_dropped_connection_fails_the_run_instead_of_hanging(own_sshd: Sshd) -
         os.kill(pid, signal.SIGKILL)
 
 
+def test_a_connection_dropped_at_any_moment_fails_every_run_on_it(
+    own_sshd: Sshd,
+) -> None:
+    """Handshake, channels opening, exec sent, running: 12 drops, 30 runs each;
+    every run ends (a Result or a RemoteError), none hangs."""
+    pool = procwork.ssh_pool()
+    saved = pool.max_sessions
+    pool.max_sessions = 300
+    scheduler = procwork.Scheduler(max_running=100, load=procwork.NoLoadLimit())
+    marker = unique_token()
+    sleeper = [PY, "-c", f"import time; time.sleep(1000)  # {marker}"]
+    try:
+        for i in range(12):
+            runs = [
+                procwork.run(sleeper, scheduler=scheduler, timeout=60, **on(own_sshd))
+                for _ in range(30)
+            ]
+            deadline = time.monotonic() + i * 0.1
+            assert drive_until(
+                lambda d=deadline: time.monotonic() > d and own_sshd.session_pids(), 20
+            )
+            for pid in own_sshd.session_pids():
+                os.kill(pid, signal.SIGKILL)
+            outcomes = wait(DeferredList(runs, consumeErrors=True), 60)
+            for ok, outcome in outcomes:
+                assert ok or outcome.check(procwork.RemoteError), outcome
+    finally:
+        pool.max_sessions = saved
+        for pid in remote_marker_pids(marker):  # orphaned there: ours to clean up
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_a_silent_connection_is_dropped_after_an_unanswered_keepalive(
     own_sshd: Sshd,
 ) -> None:
