@@ -787,6 +787,7 @@ class _UserAuth(SSHUserAuthClient):
         self._keys = keys
         self._key: Key | None = None
         self.agent: SSHAgentClient | None = None
+        self.exhausted = False
         self._agent_keys: list[tuple[bytes, bytes]] = []
 
     def getPublicKey(self) -> Key | None:
@@ -800,6 +801,7 @@ class _UserAuth(SSHUserAuthClient):
             self._key = self._keys.pop(0)
             public: Key = self._key.public()
             return public
+        self.exhausted = True  # every key offered: a refusal, not a drop
         return None
 
     def signData(self, publicKey: Key, signData: bytes) -> Any:
@@ -825,6 +827,7 @@ class _Transport(SSHClientTransport):
         self.owner = owner
         self._state = "securing"
         self._error: BaseException | None = None
+        self._server_said: str | None = None
         self._userauth: _UserAuth | None = None
 
     def connectionMade(self) -> None:
@@ -860,6 +863,11 @@ class _Transport(SSHClientTransport):
             return fail(self._error)
         return succeed(True)
 
+    def receiveError(self, reasonCode: int, description: bytes) -> None:
+        # The server's disconnect message ("Too many authentication failures").
+        self._server_said = description.decode("utf-8", "replace")
+        super().receiveError(reasonCode, description)
+
     def connectionSecure(self) -> None:
         self._state = "authenticating"
         keys, error = _identity_keys(self.owner.target)
@@ -891,11 +899,24 @@ class _Transport(SSHClientTransport):
             self.owner.connection_lost(text)
         elif self._error is not None:
             self.owner._broken(self._error)
-        elif self._state == "authenticating":
+        elif self._state == "authenticating" and (
+            self._server_said is not None
+            or (self._userauth is not None and self._userauth.exhausted)
+        ):
+            said = (
+                f"; the server said: {self._server_said}" if self._server_said else ""
+            )
             self.owner._broken(
                 RemoteAuthError(
                     f"authentication as {target.user!r} on {target} failed: no key "
-                    f"was accepted ({_key_source(target)})"
+                    f"was accepted ({_key_source(target)}){said}"
+                )
+            )
+        elif self._state == "authenticating":
+            self.owner._broken(
+                RemoteUnreachable(
+                    f"cannot reach {target}: the connection was lost while "
+                    f"authenticating ({text})"
                 )
             )
         else:

@@ -54,6 +54,27 @@ class Sshd:
         except OSError:
             return []
 
+    def server_pids(self) -> set[int]:
+        """Every sshd process under the listener (all connections, any stage:
+        pre-auth, privileged monitor, session), but not the commands run."""
+        found: set[int] = set()
+        todo = [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+            except OSError:
+                continue
+            for child in map(int, children.split()):
+                try:
+                    comm = Path(f"/proc/{child}/comm").read_text().strip()
+                except OSError:
+                    continue
+                if comm == "sshd":
+                    found.add(child)
+                    todo.append(child)
+        return found
+
     def established(self) -> int:
         """TCP connections established to this server's port, seen from /proc."""
         count = 0

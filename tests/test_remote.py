@@ -7,12 +7,13 @@ so what is left running there is seen in /proc by a unique marker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -380,17 +381,29 @@ def test_a_connection_dropped_at_any_moment_fails_every_run_on_it(
     sleeper = [PY, "-c", f"import time; time.sleep(1000)  # {marker}"]
     try:
         for i in range(12):
+            # The last round's server process may not be gone yet: not that one.
+            old = own_sshd.server_pids()
             runs = [
                 procwork.run(sleeper, scheduler=scheduler, timeout=60, **on(own_sshd))
                 for _ in range(30)
             ]
             deadline = time.monotonic() + i * 0.1
-            assert drive_until(
-                lambda d=deadline: time.monotonic() > d and own_sshd.session_pids(), 20
-            )
-            for pid in own_sshd.session_pids():
-                os.kill(pid, signal.SIGKILL)
-            outcomes = wait(DeferredList(runs, consumeErrors=True), 60)
+
+            def serving(deadline: float = deadline, old: set[int] = old) -> set[int]:
+                new = own_sshd.server_pids() - old
+                return new if time.monotonic() > deadline else set()
+
+            def drop(serving: Callable[[], set[int]] = serving) -> bool:
+                # Again until every run has ended: sshd may fork the process
+                # serving the connection after the one just killed.
+                for pid in serving():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                return False
+
+            assert drive_until(lambda: bool(serving()), 20)
+            drive_until(lambda r=runs: drop() or all(d.called for d in r), 30)
+            outcomes = wait(DeferredList(runs, consumeErrors=True), 10)
             for ok, outcome in outcomes:
                 assert ok or outcome.check(procwork.RemoteError), outcome
     finally:
