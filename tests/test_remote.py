@@ -62,6 +62,13 @@ def nothing_left(marker: str, seconds: float = 10.0) -> bool:
     return drive_until(lambda: not remote_marker_pids(marker), seconds)
 
 
+def kill_marked(marker: str) -> None:
+    """SIGKILL what is left running with ``marker`` in its argv (by pid)."""
+    for pid in remote_marker_pids(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def sleeper_tree(marker: str, *, ignore_term: bool = False) -> list[str]:
     """An argv: a shell with a sleeping child and grandchild, all marked."""
     trap = "trap '' TERM; " if ignore_term else ""
@@ -355,7 +362,8 @@ def test_a_dropped_connection_fails_the_run_instead_of_hanging(own_sshd: Sshd) -
     proc = procwork.spawn(sleeper_tree(marker), **on(own_sshd))
     assert drive_until(lambda: len(remote_marker_pids(marker)) >= 3, 20)
     for pid in own_sshd.session_pids():
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     with pytest.raises(
         procwork.RemoteConnectionLost,
         match=rf"on {own_sshd.host}: the SSH connection was lost .*whether the "
@@ -364,8 +372,7 @@ def test_a_dropped_connection_fails_the_run_instead_of_hanging(own_sshd: Sshd) -
         wait(proc.wait(), 20)
     # The next run opens a new connection.
     assert wait(procwork.run(["true"], **on(own_sshd)), 20).ok
-    for pid in remote_marker_pids(marker):  # orphaned there: ours to clean up
-        os.kill(pid, signal.SIGKILL)
+    kill_marked(marker)  # orphaned there: ours to clean up
 
 
 def test_a_connection_dropped_at_any_moment_fails_every_run_on_it(
@@ -408,8 +415,7 @@ def test_a_connection_dropped_at_any_moment_fails_every_run_on_it(
                 assert ok or outcome.check(procwork.RemoteError), outcome
     finally:
         pool.max_sessions = saved
-        for pid in remote_marker_pids(marker):  # orphaned there: ours to clean up
-            os.kill(pid, signal.SIGKILL)
+        kill_marked(marker)  # orphaned there: ours to clean up
 
 
 def test_a_silent_connection_is_dropped_after_an_unanswered_keepalive(
@@ -436,9 +442,9 @@ def test_a_silent_connection_is_dropped_after_an_unanswered_keepalive(
     finally:
         pool.keepalive = saved
         for pid in stopped:
-            os.kill(pid, signal.SIGKILL)
-        for pid in remote_marker_pids(marker):  # orphaned there: ours to clean up
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        kill_marked(marker)  # orphaned there: ours to clean up
 
 
 def test_at_exit_the_remote_trees_of_live_runs_are_killed(sshd: Sshd) -> None:
@@ -475,7 +481,8 @@ def test_a_server_that_goes_away_fails_the_runs_queued_for_its_channels(
         # Two run (one session is kept for kill requests), four wait.
         assert drive_until(lambda: len(remote_marker_pids(marker)) == 2, 20)
         for pid in own_sshd.session_pids():
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         own_sshd.stop()
         outcomes = wait(DeferredList(runs, consumeErrors=True), 30)
         assert all(not ok for ok, _ in outcomes)
@@ -483,8 +490,7 @@ def test_a_server_that_goes_away_fails_the_runs_queued_for_its_channels(
         assert all(isinstance(e, procwork.RemoteConnectionLost) for e in errors), errors
     finally:
         pool.max_sessions = saved
-        for pid in remote_marker_pids(marker):  # orphaned there: ours to clean up
-            os.kill(pid, signal.SIGKILL)
+        kill_marked(marker)  # orphaned there: ours to clean up
 
 
 # -- arguments -----------------------------------------------------------------
