@@ -431,7 +431,7 @@ def test_a_silent_connection_is_dropped_after_an_unanswered_keepalive(
     try:
         proc = procwork.spawn(sleeper_tree(marker), **on(own_sshd))
         assert drive_until(lambda: len(remote_marker_pids(marker)) >= 3, 60)
-        stopped = own_sshd.session_pids()
+        stopped = sorted(own_sshd.server_pids())  # every sshd of the connection
         for pid in stopped:
             os.kill(pid, signal.SIGSTOP)
         with pytest.raises(
