@@ -39,6 +39,13 @@ from procwork._waitfor import waitfor
 
 if TYPE_CHECKING:
     # For type checkers only: at run time these come from __getattr__ below.
+    from procwork._remote import RemoteAuthError as RemoteAuthError
+    from procwork._remote import RemoteConnectionLost as RemoteConnectionLost
+    from procwork._remote import RemoteError as RemoteError
+    from procwork._remote import RemoteHostKeyError as RemoteHostKeyError
+    from procwork._remote import RemoteUnreachable as RemoteUnreachable
+    from procwork._remote import SSHPool as SSHPool
+    from procwork._remote import ssh_pool as ssh_pool
     from procwork.monitor import CheckRunner as CheckRunner
     from procwork.monitor import CheckSpec as CheckSpec
     from procwork.monitor import CheckStatus as CheckStatus
@@ -72,8 +79,14 @@ __all__ = [
     "Process",
     "ProcessFailed",
     "ProcworkError",
+    "RemoteAuthError",
+    "RemoteConnectionLost",
+    "RemoteError",
+    "RemoteHostKeyError",
+    "RemoteUnreachable",
     "Result",
     "RunState",
+    "SSHPool",
     "Scheduler",
     "SpawnError",
     "SystemLoad",
@@ -83,6 +96,7 @@ __all__ = [
     "run",
     "scheduler",
     "spawn",
+    "ssh_pool",
     "waitfor",
 ]
 
@@ -119,10 +133,27 @@ _MONITOR_NAMES = frozenset(
 )
 
 
+# Remote runs (procwork/_remote.py) import twisted.conch and cryptography:
+# loaded on first use, so a program that runs nothing remotely never pays.
+_REMOTE_NAMES = frozenset(
+    {
+        "RemoteAuthError",
+        "RemoteConnectionLost",
+        "RemoteError",
+        "RemoteHostKeyError",
+        "RemoteUnreachable",
+        "SSHPool",
+        "ssh_pool",
+    }
+)
+
+
 def __getattr__(name: str) -> object:
     """``procwork.Supervisor`` and the like: the moved names, imported on use."""
-    if name in _SUPERVISOR_NAMES:
-        from procwork import supervisor as home
+    if name in _REMOTE_NAMES:
+        from procwork import _remote as home
+    elif name in _SUPERVISOR_NAMES:
+        from procwork import supervisor as home  # type: ignore[no-redef]
     elif name in _MONITOR_NAMES:
         from procwork import monitor as home  # type: ignore[no-redef]
     else:
@@ -133,4 +164,4 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_SUPERVISOR_NAMES, *_MONITOR_NAMES})
+    return sorted({*globals(), *_REMOTE_NAMES, *_SUPERVISOR_NAMES, *_MONITOR_NAMES})

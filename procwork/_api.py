@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
 from twisted.internet.defer import Deferred
@@ -59,6 +59,9 @@ def run(
     shell: bool = False,
     kill_leftovers: bool = True,
     scheduler: Scheduler | None = None,
+    host: str | None = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    identity: str | os.PathLike[str] | None = None,
 ) -> Deferred[Result]:
     """Run a command to completion; a Deferred for its :class:`Result`.
 
@@ -90,6 +93,15 @@ def run(
             them live on (they are then no longer procwork's). Processes that
             start their own session (daemons) are never affected.
         scheduler: Admission control to use (default :func:`scheduler`).
+        host: Run it on ``"user@host:port"`` over SSH instead (user and port
+            optional), with the same Result, timeout, grace and cancel: see
+            ``procwork/_remote.py``. Fails with :class:`RemoteError` (a
+            ``ConnectionError``) or :class:`RemoteAuthError` (a
+            ``PermissionError``) when the host cannot be used.
+        known_hosts: The known_hosts file for ``host`` (default
+            ``~/.ssh/known_hosts``); an unknown or changed key is refused.
+        identity: A private key file for ``host`` (default: ssh-agent's
+            keys, else ``~/.ssh/id_*``).
 
     Returns:
         A Deferred firing with the Result. Cancelling it kills the process
@@ -117,6 +129,7 @@ def run(
         kill_leftovers=kill_leftovers,
         input=input,
         check=check,
+        remote=(host, known_hosts, identity),
     )
     process._submit()
     d = process.wait()
@@ -141,6 +154,9 @@ def spawn(
     on_stdout: LineCallback | None = None,
     on_stderr: LineCallback | None = None,
     scheduler: Scheduler | None = None,
+    host: str | None = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    identity: str | os.PathLike[str] | None = None,
 ) -> Process:
     """Start a command and return its live :class:`Process` handle.
 
@@ -151,7 +167,7 @@ def spawn(
     gives the child ``/dev/null``; ``capture=False`` lets it share our
     stdin, stdout and stderr, as a shell would (nothing is captured). The
     process is queued like any run (a ``critical`` one starts before this
-    returns).
+    returns). ``host``, ``known_hosts``, ``identity``: as for :func:`run`.
 
     Raises:
         TypeError, ValueError: an argument is unusable, as for :func:`run`.
@@ -174,6 +190,7 @@ def spawn(
         kill_leftovers=kill_leftovers,
         on_stdout=on_stdout,
         on_stderr=on_stderr,
+        remote=(host, known_hosts, identity),
     )
     process._submit()
     return process
@@ -204,6 +221,7 @@ def _process(
     check: object = False,
     on_stdout: object = None,
     on_stderr: object = None,
+    remote: tuple[str | None, object, object] = (None, None, None),
 ) -> Process:
     """Check every argument, then build the (not yet submitted) Process.
 
@@ -244,7 +262,12 @@ def _process(
         on_stdout=callbacks[0],
         on_stderr=callbacks[1],
     )
-    process = Process(options, reactor=sched.reactor, scheduler=sched)
+    make: Callable[..., Process] = Process
+    if remote != (None, None, None):  # host=...: procwork/_remote.py
+        from procwork._remote import remote_process
+
+        make = remote_process(where, remote, not capture)
+    process = make(options, reactor=sched.reactor, scheduler=sched)
     # Last, once the arguments are known to be good, and before anything is
     # started: a Process not yet submitted holds nothing.
     check_thread(f"procwork.{func}", sched.reactor)

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import error as twisted_error
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -112,6 +112,21 @@ class RunOptions:
     on_stderr: LineCallback | None = None
 
 
+class ChildTransport(Protocol):
+    """What a Process drives: a local :class:`GroupProcess`, or a remote run's
+    SSH channel (``procwork/_remote.py``)."""
+
+    pgid: int | None
+    kill_group_on_exit: bool
+    exited: bool
+    status: Any
+
+    def write(self, data: bytes) -> None: ...
+    def closeStdin(self) -> None: ...
+    def signalProcess(self, signalID: Any) -> None: ...
+    def signal_group(self, signum: int) -> bool: ...
+
+
 class _Protocol(ProcessProtocol):
     """Forwards Twisted's protocol events to the owning :class:`Process`."""
 
@@ -163,7 +178,7 @@ class Process:
         self._inherit_stdio = options.inherit_stdio
         self._kill_leftovers = options.kill_leftovers
         self._max_output = options.max_output
-        self._transport: GroupProcess | None = None
+        self._transport: ChildTransport | None = None
         self._buffers = {
             1: TailBuffer(self._max_output),
             2: TailBuffer(self._max_output),
@@ -230,7 +245,7 @@ class Process:
                 # good.
                 self._spawn_failed(e)
 
-    def _started_as(self, transport: GroupProcess) -> None:
+    def _started_as(self, transport: ChildTransport) -> None:
         self._transport = transport
         self._escalation = Escalation(transport, self._reactor)
         self.pid = transport.pgid

@@ -261,8 +261,9 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
         pytest.param(
             '[[check]]\nname = "df"\ncommand = "df"\nevery = 5\ninterval = 5\n',
             "[[check]] #1 ('df'): unknown key 'interval'; known keys: action_timeout, "
-            "command, every, failures, name, on_failure, on_failure_priority, "
-            "priority, repeat_every, start_delay, timeout",
+            "command, every, failures, host, identity, known_hosts, name, "
+            "on_failure, on_failure_priority, priority, repeat_every, "
+            "start_delay, timeout",
             id="unknown-check-key",
         ),
         pytest.param(

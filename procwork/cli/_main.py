@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO
 
 import untwisted
 from procwork._api import DEFAULT_GRACE, spawn
@@ -72,6 +73,24 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="capture the output and print only its last N bytes "
         "per stream (default: pass output straight through)",
+    )
+    run.add_argument(
+        "--host",
+        default=None,
+        metavar="USER@HOST[:PORT]",
+        help="run CMD there over SSH (exit 255 if the host cannot be used, as ssh)",
+    )
+    run.add_argument(
+        "--known-hosts",
+        default=None,
+        metavar="FILE",
+        help="known_hosts file for --host (default ~/.ssh/known_hosts)",
+    )
+    run.add_argument(
+        "--identity",
+        default=None,
+        metavar="FILE",
+        help="private key for --host (default: ssh-agent, else ~/.ssh/id_*)",
     )
     run.add_argument(
         "-v",
@@ -185,6 +204,15 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         )
     capture = args.max_output is not None
     reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
+    remote: dict[str, Any] = {}
+    if args.host is not None or args.known_hosts or args.identity:
+        # A remote command cannot share our terminal: its output is passed
+        # through line by line instead (only a 1-byte tail is kept).
+        remote = {"host": args.host, "known_hosts": args.known_hosts}
+        remote["identity"] = args.identity
+        if not capture:
+            remote["on_stdout"] = _passthrough(sys.stdout.buffer)
+            remote["on_stderr"] = _passthrough(sys.stderr.buffer)
     try:
         # Whatever kills us, SIGKILL included, the command's tree dies with us.
         enable_lifeline()
@@ -198,9 +226,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             timeout=args.timeout,
             grace=args.grace,
             priority=args.priority,
-            max_output=args.max_output if capture else None,
-            capture=capture,
+            max_output=args.max_output if capture else (1 if remote else None),
+            capture=capture or bool(remote),
             stdin=False,
+            **remote,
         )
         result: Result = untwisted.run(process.wait())
     except SpawnError as e:
@@ -209,9 +238,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as e:
         print(f"procwork run: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except ProcworkError as e:  # pragma: no cover - nothing else is expected
+    except ProcworkError as e:
         print(f"procwork run: {e}", file=sys.stderr)
-        return 1
+        # --host: the host cannot be used (unreachable, key, auth, dropped).
+        return 255 if isinstance(e, ConnectionError | PermissionError) else 1
     except KeyboardInterrupt:
         # Like SIGTERM (and SIGHUP/SIGQUIT, which untwisted turns into
         # SystemExit(128+N)): the exit status says which signal, no traceback;
@@ -230,6 +260,14 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return exit_status(result)
+
+
+def _passthrough(stream: BinaryIO) -> Callable[[bytes], None]:
+    def write(line: bytes) -> None:
+        stream.write(line)
+        stream.flush()
+
+    return write
 
 
 def exit_status(result: Result) -> int:

@@ -81,6 +81,13 @@ class CheckSpec:
             no reminders).
         start_delay: Seconds before the first run, so a check does not fail
             while the services it checks are starting (default 0).
+        host: Run ``command`` on ``"user@host:port"`` over SSH (see
+            :func:`procwork.run`); ``on_failure`` still runs here. Default:
+            here.
+        known_hosts: known_hosts file for ``host`` (default
+            ``~/.ssh/known_hosts``).
+        identity: Private key file for ``host`` (default: ssh-agent, else
+            ``~/.ssh/id_*``).
     """
 
     name: str
@@ -95,9 +102,13 @@ class CheckSpec:
     failures: int = 1
     repeat_every: float = 0.0
     start_delay: float = 0.0
+    host: str | None = None
+    known_hosts: str | None = None
+    identity: str | None = None
 
     def __post_init__(self) -> None:
         where = f"check {self.name!r}"
+        _check_host(self, where)
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(
                 f"check name must be a non-empty string, not {self.name!r}"
@@ -139,6 +150,31 @@ class CheckSpec:
             if value != 0:
                 value = _positive(value, f"{where}: {key}")
             object.__setattr__(self, key, float(value))
+
+
+def _check_host(spec: CheckSpec, where: str) -> None:
+    for key in ("host", "known_hosts", "identity"):
+        value = getattr(spec, key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"{where}: {key} must be a non-empty string")
+    if spec.host is None:
+        if spec.known_hosts is not None or spec.identity is not None:
+            raise ConfigError(f"{where}: known_hosts and identity need host")
+        return
+    from procwork._remote import parse_host  # twisted.conch: only when used
+
+    try:
+        parse_host(spec.host)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _remote(spec: CheckSpec) -> dict[str, Any]:
+    """``host=...`` and its files for the check's command; nothing if local."""
+    if spec.host is None:
+        return {}
+    keys = ("host", "known_hosts", "identity")
+    return {k: getattr(spec, k) for k in keys if getattr(spec, k) is not None}
 
 
 @dataclass
@@ -296,7 +332,10 @@ class CheckRunner:
         status.last_started = self._wall_clock()
         try:
             d = self._run(
-                list(spec.command), timeout=spec.timeout, priority=spec.priority
+                list(spec.command),
+                timeout=spec.timeout,
+                priority=spec.priority,
+                **_remote(spec),
             )
         except Exception:
             self._finished(Failure(), spec, status)

@@ -224,7 +224,8 @@ def parse_config(
             where = _named(where, check.name)
             _once(where_of, "check", check.name, where)
             check = _resolved_check(check, file)
-            runnable.append((check.command, f"{where} command", file, None, None))
+            if check.host is None:  # a remote command is found there, not here
+                runnable.append((check.command, f"{where} command", file, None, None))
             if check.on_failure is not None:
                 runnable.append(
                     (check.on_failure, f"{where} on_failure", file, None, None)
@@ -687,6 +688,8 @@ def _resolved_check(check: CheckSpec, file: _File) -> CheckSpec:
     changes: dict[str, Any] = {}
     for key in ("command", "on_failure"):
         argv = getattr(check, key)
+        if key == "command" and check.host is not None:
+            continue  # a path on the remote host: not relative to this file
         if argv and os.sep in argv[0] and not os.path.isabs(argv[0]):
             changes[key] = (file.path(argv[0]), *argv[1:])
     return dataclasses.replace(check, **changes) if changes else check

@@ -1,0 +1,1167 @@
+"""Remote runs over SSH: ``procwork.run(argv, host="user@host:port")``.
+
+One multiplexed SSH connection per host (Twisted's own ``twisted.conch``)
+carries every run on that host, each in its own session channel. The
+connection is opened on first use and closed after ``idle_close`` seconds
+without a run.
+
+How a remote run keeps the local contract (timeout, cancel, grace kill of
+the whole tree): the command is started through a small POSIX ``sh`` wrapper
+(:data:`WRAPPER`). OpenSSH's ``sshd`` (and dropbear) call ``setsid()`` for
+every session, so the login shell that runs our command string is already a
+process group leader; the wrapper checks that with ``kill -s 0 -- -$$`` (a
+group whose id is our own pid exists only if we lead it), prints
+``<marker> <pid>`` as the first line of stderr, and ``exec``s the command:
+the command keeps that pid, so it leads the group and its exit status or
+signal reaches us unchanged (``exit-status`` / ``exit-signal``). On a server
+that does not start sessions that way, the wrapper execs the command through
+``setsid`` (util-linux; BSDs lack it), which, run by a process that is not a
+group leader, makes the new session in place, pid unchanged. Without either,
+the kill request falls back to signalling the process alone (``kill --
+-PGID || kill PID``), and the tree-kill needs the server's help. (``set -m``
+would be the POSIX way, but ``dash`` refuses job control without a terminal,
+and a session without a pty has none.)
+
+The marker line is stripped from stderr. To signal the group, a second exec
+request on the same connection runs ``kill -s TERM -- -PGID`` (then ``KILL``
+after ``grace``); pending signals of many runs share one such request.
+
+sshd allows ``MaxSessions`` (default 10) channels per connection: runs use
+at most ``max_sessions - 1`` of them and wait for a free one in order, so one
+is always left for the kill requests.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import shlex
+import signal
+import struct
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.conch.client.knownhosts import KnownHostsFile
+from twisted.conch.error import ConchError, HostKeyChanged
+from twisted.conch.ssh import common
+from twisted.conch.ssh.agent import SSHAgentClient
+from twisted.conch.ssh.channel import SSHChannel
+from twisted.conch.ssh.connection import SSHConnection
+from twisted.conch.ssh.keys import BadKeyError, EncryptedKeyError, Key
+from twisted.conch.ssh.transport import SSHClientTransport
+from twisted.conch.ssh.userauth import SSHUserAuthClient
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from procwork._errors import ProcworkError
+from procwork._process import Process, RunOptions, RunState
+from procwork._reactor import default_reactor
+from procwork._scheduler import Priority
+
+__all__ = [
+    "DEFAULT_IDLE_CLOSE",
+    "WRAPPER",
+    "RemoteAuthError",
+    "RemoteConnectionLost",
+    "RemoteError",
+    "RemoteHostKeyError",
+    "RemoteProcess",
+    "RemoteUnreachable",
+    "SSHPool",
+    "SSHTarget",
+    "parse_host",
+    "remote_process",
+    "ssh_pool",
+]
+
+_log = Logger(namespace="procwork")
+
+DEFAULT_IDLE_CLOSE = 30.0
+"""Seconds a connection with no run stays open for the next one."""
+DEFAULT_CONNECT_TIMEOUT = 15.0
+DEFAULT_MAX_SESSIONS = 10  # OpenSSH's MaxSessions default
+DEFAULT_KEEPALIVE = 15.0
+"""A live connection is probed this often; no answer in as long: dropped."""
+LEFTOVER_WAIT = 0.5
+"""After the command exits, seconds its output may still take to arrive
+before what it left running is killed (``kill_leftovers``) or let go."""
+LOW_PRIORITY_NICE = 10
+
+# $0 is the marker, $1 the niceness, $2 the working directory ("" for the
+# login directory), the rest the argv. Every line is POSIX sh.
+WRAPPER = r"""m=$0 n=$1 d=$2; shift 2
+if [ -n "$d" ] && ! cd -- "$d" 2>/dev/null; then
+  printf '%s nocwd\n' "$m" >&2; exit 126
+fi
+command -v -- "$1" >/dev/null 2>&1 || { printf '%s notfound\n' "$m" >&2; exit 127; }
+[ "$n" = 0 ] || set -- nice -n "$n" "$@"
+kill -s 0 -- -$$ 2>/dev/null || ! command -v setsid >/dev/null 2>&1 ||
+  set -- setsid "$@"
+printf '%s %s\n' "$m" $$ >&2
+exec "$@"
+"""
+
+_MARKER_LINE = re.compile(rb"procwork-[0-9a-f]{16} (\d+|notfound|nocwd)\n")
+_MARKER_BUFFER = 1 << 16  # bytes of stderr searched for the marker line
+
+
+# -- errors ----------------------------------------------------------------------
+
+
+class RemoteError(ProcworkError, ConnectionError):
+    """A remote run failed because of its SSH connection; the message names the host."""
+
+
+class RemoteUnreachable(RemoteError):
+    """The host could not be reached (name, route, refused, no answer)."""
+
+
+class RemoteHostKeyError(RemoteError):
+    """The host's key is not in known_hosts, or differs from the one there."""
+
+
+class RemoteAuthError(ProcworkError, PermissionError):
+    """The host refused every key we offered."""
+
+
+class RemoteConnectionLost(RemoteError):
+    """The connection dropped while the run was going on; its outcome is unknown."""
+
+
+for _cls in (
+    RemoteError,
+    RemoteUnreachable,
+    RemoteHostKeyError,
+    RemoteAuthError,
+    RemoteConnectionLost,
+):
+    _cls.__module__ = "procwork"
+
+
+# -- where -------------------------------------------------------------------------
+
+
+class SSHTarget:
+    """``user@host:port`` with the files used to reach it; a pool key."""
+
+    __slots__ = ("host", "identity", "known_hosts", "port", "user")
+
+    def __init__(
+        self,
+        user: str,
+        host: str,
+        port: int,
+        known_hosts: str,
+        identity: str | None,
+    ) -> None:
+        self.user = user
+        self.host = host
+        self.port = port
+        self.known_hosts = known_hosts
+        self.identity = identity
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.user, self.host, self.port, self.known_hosts, self.identity)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SSHTarget) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = "" if self.port == 22 else f":{self.port}"
+        return f"{self.user}@{host}{port}"
+
+    def known_hosts_name(self) -> bytes:
+        """The name OpenSSH files this host under: ``host`` or ``[host]:port``."""
+        if self.port == 22:
+            return self.host.encode()
+        return f"[{self.host}]:{self.port}".encode()
+
+
+def parse_host(
+    host: str,
+    *,
+    known_hosts: str | os.PathLike[str] | None = None,
+    identity: str | os.PathLike[str] | None = None,
+) -> SSHTarget:
+    """``"user@host:port"`` (user and port optional; ``[v6]:port``) to a target.
+
+    Raises:
+        ValueError: the string is not of that shape.
+    """
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a string like 'user@host:22', not {host!r}")
+    user, sep, rest = host.rpartition("@")
+    if not sep:
+        user = getpass.getuser()
+    port = 22
+    if rest.startswith("["):
+        name, bracket, tail = rest[1:].partition("]")
+        if not bracket or (tail and not tail.startswith(":")):
+            raise ValueError(f"host {host!r}: write an IPv6 address as [addr]:port")
+        port_text = tail[1:]
+    elif rest.count(":") == 1:
+        name, _, port_text = rest.partition(":")
+    else:
+        name, port_text = rest, ""
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"host {host!r}: port must be 1-65535")
+        port = int(port_text)
+    if not name or not user or any(c.isspace() for c in host):
+        raise ValueError(
+            f"host {host!r}: expected 'user@host:port' (user, port optional)"
+        )
+    hosts_file = os.path.expanduser(
+        os.fspath(known_hosts) if known_hosts is not None else "~/.ssh/known_hosts"
+    )
+    key_file = None if identity is None else os.path.expanduser(os.fspath(identity))
+    return SSHTarget(user, name, port, hosts_file, key_file)
+
+
+# -- the process ---------------------------------------------------------------------
+
+
+class RemoteProcess(Process):
+    """A :class:`Process` whose child runs on another host, in an SSH channel.
+
+    Same handle, same :class:`~procwork.Result`; ``pid`` is the remote
+    process group id once the command has started.
+    """
+
+    def __init__(
+        self, options: RunOptions, *, target: SSHTarget, pool: SSHPool, **kw: Any
+    ) -> None:
+        super().__init__(options, **kw)
+        self.target = target
+        self._pool = pool
+        self._channel: _RunChannel | None = None
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("<Process ", f"<Process on {self.target} ", 1)
+
+    def _admitted(self) -> None:
+        self._started = time.monotonic()
+        nice = LOW_PRIORITY_NICE if self.priority is Priority.LOW else 0
+        channel = _RunChannel(self, _command(self.args, self._env, self._cwd, nice))
+        self._channel = channel
+        self._started_as(channel)
+        if not self._stdin:
+            channel.closeStdin()  # as /dev/null locally: reading it ends at once
+        self._pool._connection(self.target).start(channel)
+
+    def _remote_failed(self, error: BaseException) -> None:
+        """The run cannot go on (it holds a scheduler slot): fail it."""
+        if self.state is not RunState.RUNNING:
+            return
+        self.state = RunState.FAILED
+        self._cancel_timers()
+        self._scheduler.finished(self)
+        self._fail(Failure(error))
+
+
+def _command(
+    args: tuple[str, ...], env: Mapping[str, str] | None, cwd: str | None, nice: int
+) -> tuple[bytes, bytes]:
+    """The exec request's command string, and the marker it will print."""
+    marker = f"procwork-{uuid.uuid4().hex[:16]}"
+    words = ["exec"]
+    if env is not None:
+        # env= is the child's whole environment, as locally.
+        words += ["env", "-i", *(f"{k}={v}" for k, v in env.items())]
+    words += ["/bin/sh", "-c", WRAPPER, marker, str(nice), cwd or "", *args]
+    return shlex.join(words).encode(), marker.encode()
+
+
+class _RunChannel(SSHChannel):
+    """One remote run's session channel; the transport its Process drives."""
+
+    name = b"session"
+
+    def __init__(self, owner: RemoteProcess, command: tuple[bytes, bytes]) -> None:
+        super().__init__(localWindow=1 << 21)
+        self.owner = owner
+        self.command, self.marker = command
+        self.pgid: int | None = None
+        self.kill_group_on_exit = owner._kill_leftovers
+        self.exited = False
+        self.status: int | None = None
+        self.connection: _Connection | None = None
+        self._execed = False
+        self._input: list[bytes] = []
+        self._eof_wanted = False
+        self._eof_sent = False
+        self._stderr_head = b""  # stderr until the marker line is found
+        self._marker_done = False
+        self._pending_signals: list[int] = []
+        self._ended = False
+        self._leftover_call: Any = None
+
+    # Process's side ------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self._execed:
+            self._input.append(data)
+        elif not self._eof_sent and not self._ended:
+            SSHChannel.write(self, data)
+
+    def closeStdin(self) -> None:
+        self._eof_wanted = True
+        self._maybe_eof()
+
+    def signal_group(self, signum: int) -> bool:
+        if self.exited or self._ended:
+            return False
+        if self.pgid is None:
+            connection = self.connection
+            if connection is not None and self in connection.waiting:
+                # Still waiting for a channel: it never reaches the host.
+                connection.forget(self)
+                self.status = int(signum)
+                self._end()
+            else:
+                # Sent as soon as the wrapper reports the group.
+                self._pending_signals.append(signum)
+            return True
+        assert self.connection is not None
+        self.connection.signal_group(self.pgid, signum)
+        return True
+
+    def signalProcess(self, signum: int) -> None:
+        # In the exec form the command leads its group: its pid is the pgid.
+        if self.pgid is None or self.exited:
+            from twisted.internet.error import ProcessExitedAlready
+
+            raise ProcessExitedAlready()
+        assert self.connection is not None
+        self.connection.signal_group(self.pgid, signum, group=False)
+
+    # the connection's side ----------------------------------------------------
+
+    def channelOpen(self, specificData: bytes) -> None:
+        assert self.conn is not None
+        d = self.conn.sendRequest(
+            self, b"exec", common.NS(self.command), wantReply=True
+        )
+        d.addCallbacks(self._exec_ok, self._exec_refused)
+
+    def _exec_ok(self, _: object) -> None:
+        self._execed = True
+        pending, self._input = self._input, []
+        for data in pending:
+            self.write(data)
+        self._maybe_eof()
+
+    def _exec_refused(self, failure: Failure) -> None:
+        self.owner._remote_failed(
+            RemoteError(
+                f"cannot run {shlex.join(self.owner.args)!r} on {self.owner.target}: "
+                "the server refused to execute a command"
+            )
+        )
+        self.loseConnection()
+
+    def openFailed(self, reason: Failure | ConchError) -> None:
+        assert self.connection is not None
+        self.connection.open_failed(self, reason)
+
+    def _maybe_eof(self) -> None:
+        if self._eof_wanted and self._execed and not self._eof_sent and not self.buf:
+            self._eof_sent = True
+            if not self._ended and self.conn is not None:
+                self.conn.sendEOF(self)
+
+    def addWindowBytes(self, data: int) -> None:
+        super().addWindowBytes(data)
+        self._maybe_eof()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.owner._output(1, data)
+
+    def extReceived(self, dataType: int, data: bytes) -> None:
+        if self._marker_done:
+            self.owner._output(2, data)
+            return
+        self._stderr_head += data
+        match = _MARKER_LINE.search(self._stderr_head)
+        if match is None or not self._stderr_head[match.start() :].startswith(
+            self.marker
+        ):
+            if len(self._stderr_head) > _MARKER_BUFFER:
+                self._marker_done = True
+                self.owner._output(2, self._stderr_head)
+                self._stderr_head = b""
+            return
+        self._marker_done = True
+        before, after = (
+            self._stderr_head[: match.start()],
+            self._stderr_head[match.end() :],
+        )
+        self._stderr_head = b""
+        if before:
+            self.owner._output(2, before)
+        self._marker(match.group(1))
+        if after:
+            self.owner._output(2, after)
+
+    def _marker(self, word: bytes) -> None:
+        args, target = self.owner.args, self.owner.target
+        if word == b"notfound":
+            self.owner._output(
+                2, f"procwork: command {args[0]!r} not found on {target}\n".encode()
+            )
+        elif word == b"nocwd":
+            self.owner._output(
+                2,
+                f"procwork: cannot enter working directory {self.owner._cwd!r} "
+                f"on {target}\n".encode(),
+            )
+        else:
+            self.pgid = int(word)
+            self.owner.pid = self.pgid
+            pending, self._pending_signals = self._pending_signals, []
+            for signum in pending:
+                self.signal_group(signum)
+
+    def request_exit_status(self, data: bytes) -> int:
+        (code,) = struct.unpack(">L", data[:4])
+        self._exited((code & 0xFF) << 8)
+        return 1
+
+    def request_exit_signal(self, data: bytes) -> int:
+        name, _ = common.getNS(data)
+        try:
+            signum = int(signal.Signals["SIG" + name.decode("ascii", "replace")])
+        except KeyError:
+            # A signal this system has no name for: 255, as ssh(1) exits.
+            self._exited(255 << 8)
+            return 1
+        self._exited(signum)
+        return 1
+
+    def _exited(self, status: int) -> None:
+        self.exited = True
+        self.status = status
+        # Output may still be on its way, and whatever the command left
+        # running may hold its pipes open: give it a moment, then end anyway.
+        reactor = self.owner._reactor
+        self._leftover_call = reactor.callLater(LEFTOVER_WAIT, self._leftovers)
+
+    def _leftovers(self) -> None:
+        self._leftover_call = None
+        if self._ended:
+            return
+        if self.kill_group_on_exit and self.pgid is not None and self.connection:
+            # As locally, what is left is dead before the Result is out.
+            done = self.connection.signal_group(self.pgid, signal.SIGKILL)
+            done.addBoth(lambda _: self._end())
+        else:
+            self._end()
+
+    def closed(self) -> None:
+        connection = self.connection
+        if connection is not None and connection.lost is not None and not self.exited:
+            self.owner._remote_failed(
+                RemoteConnectionLost(
+                    f"{shlex.join(self.owner.args)!r} on {self.owner.target}: "
+                    f"the SSH connection was lost ({connection.lost}); whether the "
+                    "command finished is unknown"
+                )
+            )
+            self._ended = True
+            connection.release(self)
+            return
+        self._end()
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._leftover_call is not None and self._leftover_call.active():
+            self._leftover_call.cancel()
+        if not self._marker_done and self._stderr_head:
+            self.owner._output(2, self._stderr_head)
+        if self.connection is not None:
+            self.connection.release(self)
+        if self.conn is not None and self in self.conn.channelsToRemoteChannel:
+            self.conn.sendClose(self)
+        if self.status is None:
+            self.status = 255 << 8  # closed without telling how it ended
+        if self.owner.state == "running":  # not failed meanwhile
+            self.owner._ended()
+
+
+# -- the connection ------------------------------------------------------------------
+
+
+class _Connection:
+    """One SSH connection to one target and the runs using it."""
+
+    def __init__(self, pool: SSHPool, target: SSHTarget) -> None:
+        self.pool = pool
+        self.target = target
+        self.reactor = pool.reactor
+        self.conn: _SSHConnection | None = None
+        self.lost: str | None = None
+        self.channels: set[_RunChannel] = set()
+        self.open: set[_RunChannel] = set()
+        self.waiting: deque[_RunChannel] = deque()
+        self.max_sessions = pool.max_sessions
+        self._signals: list[tuple[int, int, bool, Deferred[None]]] = []
+        self._signalling = False
+        self._idle_call: Any = None
+        self._keepalive_call: Any = None
+        self._closing = False
+        self.transport: _Transport | None = None
+        self._connect()
+
+    def _connect(self) -> None:
+        self.pool.connections_opened += 1
+        endpoint = HostnameEndpoint(
+            self.reactor,
+            self.target.host.encode(),
+            self.target.port,
+            timeout=self.pool.connect_timeout,
+        )
+        factory = Factory.forProtocol(lambda: _Transport(self))
+        d = endpoint.connect(factory)  # type: ignore[arg-type]
+        d.addErrback(self._unreachable)
+
+    def _unreachable(self, failure: Failure) -> None:
+        self._broken(
+            RemoteUnreachable(
+                f"cannot reach {self.target}: {failure.getErrorMessage()}"
+            )
+        )
+
+    def _broken(self, error: BaseException) -> None:
+        """The connection could not be set up: every run waiting for it fails."""
+        self.lost = str(error)
+        self.pool._forget(self)
+        waiting, self.waiting = list(self.waiting), deque()
+        self.channels.clear()
+        for channel in waiting:
+            channel._ended = True
+            channel.owner._remote_failed(error)
+        self.pool._closed(self)
+
+    def ready(self, conn: _SSHConnection) -> None:
+        self.conn = conn
+        self._pump()
+        self._keepalive_call = self.reactor.callLater(
+            self.pool.keepalive, self._keepalive
+        )
+
+    def start(self, channel: _RunChannel) -> None:
+        channel.connection = self
+        self.channels.add(channel)
+        self.waiting.append(channel)
+        self._cancel_idle()
+        if self.conn is not None:
+            self._pump()
+
+    def forget(self, channel: _RunChannel) -> None:
+        if channel in self.waiting:
+            self.waiting.remove(channel)
+        self.channels.discard(channel)
+        self._maybe_idle()
+
+    def _pump(self) -> None:
+        # One session stays free for kill requests.
+        while self.waiting and len(self.open) < max(1, self.max_sessions - 1):
+            channel = self.waiting.popleft()
+            self.open.add(channel)
+            assert self.conn is not None
+            self.conn.openChannel(channel)
+
+    def open_failed(self, channel: _RunChannel, reason: Failure | ConchError) -> None:
+        self.open.discard(channel)
+        if self.lost is not None:  # the connection ended while it opened
+            self.channels.discard(channel)
+            channel._ended = True
+            channel.owner._remote_failed(
+                RemoteConnectionLost(
+                    f"the SSH connection to {self.target} was lost ({self.lost})"
+                )
+            )
+            return
+        if isinstance(reason, ConchError) and self.open:
+            # Over the server's MaxSessions: learn its limit, retry later.
+            self.max_sessions = len(self.open) + 1
+            self.waiting.appendleft(channel)
+            return
+        self.channels.discard(channel)
+        channel._ended = True
+        text = reason.getErrorMessage() if isinstance(reason, Failure) else str(reason)
+        channel.owner._remote_failed(
+            RemoteError(f"{self.target} refused a session channel: {text}")
+        )
+        self._maybe_idle()
+
+    def release(self, channel: _RunChannel) -> None:
+        self.open.discard(channel)
+        self.channels.discard(channel)
+        if self.lost is None and self.conn is not None:
+            self._pump()
+        self._maybe_idle()
+
+    # signals ------------------------------------------------------------------
+
+    def signal_group(
+        self, pgid: int, signum: int, *, group: bool = True
+    ) -> Deferred[None]:
+        """Send ``signum`` to group ``pgid`` (or process, ``group=False``) there.
+
+        Returns a Deferred that fires once the kill request has run (or
+        could not: the connection is gone). Requests made while one is on
+        its way go together in the next.
+        """
+        done: Deferred[None] = Deferred()
+        self._signals.append((pgid, int(signum), group, done))
+        self._send_signals()
+        return done
+
+    def _send_signals(self) -> None:
+        if self.lost is not None:
+            batch, self._signals = self._signals, []
+            for *_, done in batch:
+                done.callback(None)
+            return
+        if self._signalling or not self._signals or self.conn is None:
+            return
+        batch, self._signals = self._signals, []
+        by_signal: dict[int, list[str]] = {}
+        for pgid, signum, group, _ in batch:
+            by_signal.setdefault(signum, []).append(f"-{pgid}" if group else str(pgid))
+        # One kill per target: in "kill -- -1 -2" a group already gone would
+        # hide whether the others were signalled. A group id that is no group
+        # (a server that gave the wrapper none of its own): the process itself.
+        command = "; ".join(
+            f"kill -s {name} -- {t} || kill -s {name} {t.lstrip('-')}"
+            for signum, targets in by_signal.items()
+            for name in [signal.Signals(signum).name[3:]]
+            for t in targets
+        )
+        self._signalling = True
+        self.pool.kill_requests += 1
+        waiters = [done for *_, done in batch]
+        self.conn.openChannel(
+            _KillChannel(self, f"{{ {command}; }} 2>/dev/null".encode(), waiters)
+        )
+
+    def signals_sent(self, waiters: list[Deferred[None]]) -> None:
+        self._signalling = False
+        for done in waiters:
+            done.callback(None)
+        self._send_signals()
+
+    # life ------------------------------------------------------------------------
+
+    def _keepalive(self) -> None:
+        self._keepalive_call = None
+        if self.conn is None or self.lost is not None:
+            return
+        answered = [False]
+
+        def answer(_: object) -> None:
+            answered[0] = True
+
+        self.conn.sendGlobalRequest(b"keepalive@openssh.com", b"", wantReply=1).addBoth(
+            answer
+        )
+
+        def check() -> None:
+            if answered[0] or self.lost is not None:
+                self._keepalive_call = (
+                    self.reactor.callLater(self.pool.keepalive, self._keepalive)
+                    if self.lost is None
+                    else None
+                )
+                return
+            self.lost = f"no answer to a keepalive in {self.pool.keepalive:g} s"
+            if self.transport is not None and self.transport.transport is not None:
+                self.transport.transport.abortConnection()
+
+        self._keepalive_call = self.reactor.callLater(self.pool.keepalive, check)
+
+    def _maybe_idle(self) -> None:
+        if not self.channels and self._idle_call is None and self.lost is None:
+            self._idle_call = self.reactor.callLater(self.pool.idle_close, self.close)
+
+    def _cancel_idle(self) -> None:
+        if self._idle_call is not None:
+            if self._idle_call.active():
+                self._idle_call.cancel()
+            self._idle_call = None
+
+    def close(self) -> None:
+        """Close the connection (runs still on it fail as dropped)."""
+        self._idle_call = None
+        self._closing = True
+        self.pool._forget(self)
+        if self.lost is not None:
+            self.pool._closed(self)
+        elif self.transport is not None and self.transport.transport is not None:
+            self.transport.transport.loseConnection()  # type: ignore[misc]
+        else:  # still connecting
+            self._broken(RemoteError(f"the connection to {self.target} was closed"))
+
+    def connection_lost(self, reason: str) -> None:
+        if self.lost is None:
+            self.lost = "closed by procwork" if self._closing else reason
+        self.pool._forget(self)
+        self._cancel_idle()
+        if self._keepalive_call is not None and self._keepalive_call.active():
+            self._keepalive_call.cancel()
+        self._keepalive_call = None
+        # Channels not yet opened (conch fails those being opened itself).
+        error = RemoteConnectionLost(
+            f"the SSH connection to {self.target} was lost ({self.lost})"
+        )
+        for channel in list(self.waiting):
+            channel._ended = True
+            channel.owner._remote_failed(error)
+        self.waiting.clear()
+        self.pool._closed(self)
+
+
+class _KillChannel(SSHChannel):
+    """``kill -s SIG -- -PGID ...`` as its own exec request."""
+
+    name = b"session"
+
+    def __init__(
+        self, connection: _Connection, command: bytes, waiters: list[Deferred[None]]
+    ) -> None:
+        super().__init__()
+        self._connection = connection
+        self._command = command
+        self._waiters = waiters
+        self._done = False
+
+    def channelOpen(self, specificData: bytes) -> None:
+        assert self.conn is not None
+        self.conn.sendRequest(self, b"exec", common.NS(self._command), wantReply=True)
+        self.conn.sendEOF(self)
+
+    def openFailed(self, reason: object) -> None:
+        _log.warn(
+            "{target}: could not send a kill request: {reason}",
+            target=self._connection.target,
+            reason=reason,
+        )
+        self._finished()
+
+    def closed(self) -> None:
+        self._finished()
+
+    def _finished(self) -> None:
+        if not self._done:
+            self._done = True
+            self._connection.signals_sent(self._waiters)
+
+
+class _SSHConnection(SSHConnection):
+    def __init__(self, owner: _Connection) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def serviceStarted(self) -> None:
+        super().serviceStarted()
+        self.owner.transport._state = "running"  # type: ignore[union-attr]
+        self.owner.ready(self)
+
+
+class _UserAuth(SSHUserAuthClient):
+    def __init__(self, user: str, conn: _SSHConnection, keys: list[Key]) -> None:
+        super().__init__(user.encode(), conn)
+        self._keys = keys
+        self._key: Key | None = None
+        self.agent: SSHAgentClient | None = None
+        self.exhausted = False
+        self._agent_keys: list[tuple[bytes, bytes]] = []
+
+    def getPublicKey(self) -> Key | None:
+        if self._agent_keys:
+            blob, _ = self._agent_keys.pop(0)
+            self._key = None
+            self._agent_blob = blob
+            key: Key = Key.fromString(blob)
+            return key
+        if self._keys:
+            self._key = self._keys.pop(0)
+            public: Key = self._key.public()
+            return public
+        self.exhausted = True  # every key offered: a refusal, not a drop
+        return None
+
+    def signData(self, publicKey: Key, signData: bytes) -> Any:
+        if self._key is None and self.agent is not None:
+            return self.agent.signData(publicKey.blob(), signData)
+        return super().signData(publicKey, signData)
+
+    def getPrivateKey(self) -> Deferred[Key]:
+        assert self._key is not None
+        return succeed(self._key)
+
+    def getPassword(self, prompt: object = None) -> None:
+        return None  # never prompt: a watchdog has no one to ask
+
+    def getGenericAnswers(
+        self, name: object, instruction: object, prompts: object
+    ) -> Any:
+        return fail(ConchError("no keyboard-interactive authentication"))
+
+
+class _Transport(SSHClientTransport):
+    def __init__(self, owner: _Connection) -> None:
+        self.owner = owner
+        self._state = "securing"
+        self._error: BaseException | None = None
+        self._server_said: str | None = None
+        self._userauth: _UserAuth | None = None
+
+    def connectionMade(self) -> None:
+        self.owner.transport = self
+        super().connectionMade()
+
+    def verifyHostKey(self, hostKey: bytes, fingerprint: bytes) -> Deferred[bool]:
+        target = self.owner.target
+        path = target.known_hosts
+        key = Key.fromString(hostKey)
+        name = target.known_hosts_name().decode()
+        try:
+            known = KnownHostsFile.fromPath(_FilePath(path)).hasHostKey(
+                target.known_hosts_name(), key
+            )
+        except HostKeyChanged as e:
+            self._error = RemoteHostKeyError(
+                f"host key of {target} CHANGED: the {key.sshType().decode()} key it "
+                f"sent ({key.fingerprint(_SHA256)}) differs from the one for {name} "
+                f"in {path}, line {e.lineno}; refusing to connect (if the host was "
+                "reinstalled, remove that line: ssh-keygen -R "
+                f"{shlex.quote(name)} -f {shlex.quote(path)})"
+            )
+            return fail(self._error)
+        if not known:
+            self._error = RemoteHostKeyError(
+                f"host key of {target} is unknown: {name} has no "
+                f"{key.sshType().decode()} key in {path}; refusing to connect (add "
+                f"it, e.g. ssh-keyscan -p {target.port} {target.host} >> {path}, "
+                "after checking its fingerprint "
+                f"{key.fingerprint(_SHA256)})"
+            )
+            return fail(self._error)
+        return succeed(True)
+
+    def receiveError(self, reasonCode: int, description: bytes) -> None:
+        # The server's disconnect message ("Too many authentication failures").
+        self._server_said = description.decode("utf-8", "replace")
+        super().receiveError(reasonCode, description)
+
+    def connectionSecure(self) -> None:
+        self._state = "authenticating"
+        keys, error = _identity_keys(self.owner.target)
+        if error is not None:
+            self._error = error
+            self.loseConnection()
+            return
+        userauth = _UserAuth(self.owner.target.user, _SSHConnection(self.owner), keys)
+        self._userauth = userauth
+        sock = os.environ.get("SSH_AUTH_SOCK")
+        if self.owner.target.identity is None and sock:
+            d = _agent_keys(self.owner.reactor, sock, userauth)
+
+            def ask(_: object) -> None:
+                self.requestService(userauth)
+
+            d.addBoth(ask)
+        else:
+            self.requestService(userauth)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        target = self.owner.target
+        if self._userauth is not None and self._userauth.agent is not None:
+            agent_transport = self._userauth.agent.transport
+            if agent_transport is not None:
+                agent_transport.loseConnection()  # type: ignore[misc]
+        text = reason.getErrorMessage() if reason is not None else "closed"
+        if self._state == "running":
+            self.owner.connection_lost(text)
+        elif self._error is not None:
+            self.owner._broken(self._error)
+        elif self._state == "authenticating" and (
+            self._server_said is not None
+            or (self._userauth is not None and self._userauth.exhausted)
+        ):
+            said = (
+                f"; the server said: {self._server_said}" if self._server_said else ""
+            )
+            self.owner._broken(
+                RemoteAuthError(
+                    f"authentication as {target.user!r} on {target} failed: no key "
+                    f"was accepted ({_key_source(target)}){said}"
+                )
+            )
+        elif self._state == "authenticating":
+            self.owner._broken(
+                RemoteUnreachable(
+                    f"cannot reach {target}: the connection was lost while "
+                    f"authenticating ({text})"
+                )
+            )
+        else:
+            self.owner._broken(
+                RemoteUnreachable(
+                    f"cannot reach {target}: SSH handshake failed ({text})"
+                )
+            )
+        super().connectionLost(reason)
+
+
+def _key_source(target: SSHTarget) -> str:
+    if target.identity is not None:
+        return f"identity {target.identity}"
+    if os.environ.get("SSH_AUTH_SOCK"):
+        return "keys of ssh-agent and ~/.ssh/id_*"
+    return "no ssh-agent; keys ~/.ssh/id_*"
+
+
+def _identity_keys(target: SSHTarget) -> tuple[list[Key], BaseException | None]:
+    if target.identity is not None:
+        try:
+            return [Key.fromFile(target.identity)], None
+        except (OSError, BadKeyError, EncryptedKeyError) as e:
+            return [], RemoteAuthError(
+                f"cannot use identity {target.identity} for {target}: {e} "
+                "(an unencrypted private key file is needed; use ssh-agent for others)"
+            )
+    keys = []
+    for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
+        path = os.path.expanduser(f"~/.ssh/{name}")
+        try:
+            keys.append(Key.fromFile(path))
+        except (OSError, BadKeyError, EncryptedKeyError, ValueError):
+            continue
+    return keys, None
+
+
+def _agent_keys(reactor: Any, sock: str, auth: _UserAuth) -> Deferred[None]:
+    endpoint = UNIXClientEndpoint(reactor, sock, timeout=5)
+    d = endpoint.connect(Factory.forProtocol(SSHAgentClient))
+
+    def connected(agent: SSHAgentClient) -> Deferred[None]:
+        auth.agent = agent
+
+        def keys(found: list[tuple[bytes, bytes]]) -> None:
+            auth._agent_keys = list(found)
+
+        identities: Deferred[None] = agent.requestIdentities().addCallback(keys)
+        return identities
+
+    keys_read: Deferred[None] = d.addCallback(connected)
+    return keys_read
+
+
+def _FilePath(path: str) -> Any:
+    from twisted.python.filepath import FilePath
+
+    return FilePath(path)
+
+
+_SHA256 = None
+try:
+    from twisted.conch.ssh.keys import FingerprintFormats
+
+    _SHA256 = FingerprintFormats.SHA256_BASE64
+except ImportError:  # pragma: no cover - older Twisted
+    pass
+
+
+# -- the pool ----------------------------------------------------------------------
+
+
+class SSHPool:
+    """Connections to remote hosts: one per target, shared by all its runs.
+
+    Args:
+        reactor: The reactor (default: the global one).
+        idle_close: Seconds a connection without runs stays open (default 30).
+        connect_timeout: Seconds to wait for a host to answer (default 15).
+        max_sessions: Channels one connection may carry at once, as the
+            server's ``MaxSessions`` (default 10, OpenSSH's); one is kept for
+            kill requests, the other runs wait. Learned lower when a server
+            refuses.
+        keepalive: Seconds between probes of a connection; one left
+            unanswered as long drops it, failing its runs (default 15), so a
+            silent network never hangs a run.
+    """
+
+    def __init__(
+        self,
+        reactor: Any = None,
+        *,
+        idle_close: float = DEFAULT_IDLE_CLOSE,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        keepalive: float = DEFAULT_KEEPALIVE,
+    ) -> None:
+        self.reactor = default_reactor() if reactor is None else reactor
+        self.idle_close = idle_close
+        self.connect_timeout = connect_timeout
+        self.max_sessions = max_sessions
+        self.keepalive = keepalive
+        self.connections_opened = 0
+        self.kill_requests = 0  # exec requests that signalled remote groups
+        self._connections: dict[SSHTarget, _Connection] = {}
+        self._live: set[_Connection] = set()
+        self._closed_waiters: dict[_Connection, list[Deferred[None]]] = {}
+        self._watching = False
+
+    def __repr__(self) -> str:
+        return f"<SSHPool {len(self._connections)} connections>"
+
+    def _connection(self, target: SSHTarget) -> _Connection:
+        if not self._watching and hasattr(self.reactor, "addSystemEventTrigger"):
+            self._watching = True
+            self.reactor.addSystemEventTrigger("before", "shutdown", self._shutdown)
+        connection = self._connections.get(target)
+        if connection is None:
+            connection = _Connection(self, target)
+            self._connections[target] = connection
+            self._live.add(connection)
+        return connection
+
+    def _forget(self, connection: _Connection) -> None:
+        if self._connections.get(connection.target) is connection:
+            del self._connections[connection.target]
+        if connection.lost is not None:
+            self._live.discard(connection)
+
+    def connected(self) -> list[str]:
+        """The targets with a connection open or opening, as ``user@host:port``."""
+        return sorted(str(t) for t in self._connections)
+
+    def _closed(self, connection: _Connection) -> None:
+        self._live.discard(connection)
+        for d in self._closed_waiters.pop(connection, []):
+            d.callback(None)
+
+    def close_all(self) -> Deferred[None]:
+        """Close every connection; fires when all are closed."""
+        waits = []
+        for connection in list(self._live):
+            d: Deferred[None] = Deferred()
+            self._closed_waiters.setdefault(connection, []).append(d)
+            waits.append(d)
+            connection.close()
+        return DeferredList(waits).addCallback(lambda _: None)
+
+    def _shutdown(self) -> Deferred[None] | None:
+        """At reactor shutdown: the remote groups of live runs die, then we close.
+
+        As for local children (``procwork/_shutdown.py``): SIGTERM, then
+        SIGKILL to what has not ended after ``SHUTDOWN_GRACE`` seconds. Every
+        step is bounded, so a host that does not answer cannot hold up the
+        exit. Returns a Deferred Twisted's shutdown waits for.
+        """
+        from procwork._shutdown import SHUTDOWN_GRACE
+
+        live = [
+            (connection, channel)
+            for connection in list(self._connections.values())
+            for channel in list(connection.channels)
+            if channel.pgid is not None and not channel.exited
+        ]
+        if not live and not self._live:
+            return None
+        done: Deferred[None] = Deferred()
+        ended = [channel.owner.wait() for _, channel in live]
+        for connection, channel in live:
+            assert channel.pgid is not None
+            connection.signal_group(channel.pgid, signal.SIGTERM)
+
+        def kill_the_rest() -> Deferred[object]:
+            sent = [
+                connection.signal_group(channel.pgid, signal.SIGKILL)
+                for connection, channel in live
+                if channel.pgid is not None and not channel.exited
+            ]
+            return _within(self.reactor, DeferredList(sent), 2.0)
+
+        def close(_: object) -> Deferred[object]:
+            return _within(self.reactor, self.close_all(), 2.0)
+
+        waited = _within(
+            self.reactor, DeferredList(ended, consumeErrors=True), SHUTDOWN_GRACE
+        )
+        waited.addBoth(lambda _: kill_the_rest()).addBoth(close)
+        waited.addBoth(lambda _: done.callback(None))
+        return done
+
+
+def _within(reactor: Any, d: Deferred[Any], seconds: float) -> Deferred[object]:
+    """``d``'s outcome ignored, or None after ``seconds``: a bounded wait."""
+    bounded: Deferred[object] = Deferred()
+    timer = reactor.callLater(seconds, lambda: bounded.callback(None))
+
+    def settled(_: object) -> None:
+        if timer.active():
+            timer.cancel()
+            bounded.callback(None)
+
+    d.addBoth(settled)
+    return bounded
+
+
+_default_pool: SSHPool | None = None
+
+
+def ssh_pool() -> SSHPool:
+    """The pool remote runs use unless given another."""
+    global _default_pool
+    if _default_pool is None:
+        import untwisted
+
+        _default_pool = SSHPool(untwisted.default_driver().reactor)
+    return _default_pool
+
+
+def remote_process(
+    where: object, remote: tuple[str | None, object, object], inherit_stdio: bool
+) -> Callable[..., RemoteProcess]:
+    """What ``procwork.run/spawn`` build for ``host=``: a RemoteProcess maker.
+
+    Raises:
+        TypeError, ValueError: ``host``, ``known_hosts`` or ``identity`` is
+            unusable, or ``capture=False`` (a remote run has no terminal of
+            ours to share); the message names the command.
+    """
+    host, known_hosts, identity = remote
+    if host is None:
+        raise ValueError(f"{where}: known_hosts= and identity= need host=")
+    if inherit_stdio:
+        raise ValueError(f"{where}: capture=False cannot be used with host=")
+    for name, value in (("known_hosts", known_hosts), ("identity", identity)):
+        if value is not None and not isinstance(value, str | os.PathLike):
+            raise TypeError(f"{where}: {name} must be a path, not {value!r}")
+    try:
+        target = parse_host(host, known_hosts=known_hosts, identity=identity)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{where}: {e}") from None
+    pool = ssh_pool()
+
+    def make(options: RunOptions, **kw: Any) -> RemoteProcess:
+        return RemoteProcess(options, target=target, pool=pool, **kw)
+
+    return make
