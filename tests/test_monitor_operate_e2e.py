@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -504,10 +505,12 @@ def _state_in(dom: str, section: str, name: str) -> str | None:
 
 
 def test_a_real_browser_shows_every_service_with_its_state_and_sees_it_change(
-    started: list[int], run_monitor: Any
+    started: list[int], run_monitor: Any, tmp_path: Path
 ) -> None:
     """Headless chromium loads /: every configured service with its state;
-    after the test kills one service's process, the page shows it EXITED."""
+    after one service's process is killed the page shows it EXITED, and after
+    ``procwork ctl stop`` stops the other, STOPPED."""
+    sock = tmp_path / "ctl.sock"
     monitor, base = run_monitor(
         """
         [monitor]
@@ -528,7 +531,9 @@ def test_a_real_browser_shows_every_service_with_its_state_and_sees_it_change(
         name = "fine"
         command = ["true"]
         every = 1
-        """
+        """,
+        "--socket",
+        str(sock),
     )
     pids = {
         name: int(monitor.expect(rf"service '{name}' started: pid (\d+)").group(1))
@@ -555,6 +560,17 @@ def test_a_real_browser_shows_every_service_with_its_state_and_sees_it_change(
     assert _state_in(dom, "services", "steady") == "RUNNING"
     assert "<title>procwork: 1/2 running</title>" in dom
     assert "service.exited" in dom  # in the recent events
+    ctl = str(Path(sys.executable).with_name("procwork"))
+    stopped = subprocess.run(
+        [ctl, "ctl", "--socket", str(sock), "stop", "steady"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    dom = _dump_dom(base + "/")
+    assert _state_in(dom, "services", "steady") == "STOPPED"
+    assert "<title>procwork: 0/2 running</title>" in dom
 
 
 def test_idle_connections_past_the_cap_are_refused_and_checks_keep_working(
