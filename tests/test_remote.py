@@ -425,12 +425,15 @@ def test_a_silent_connection_is_dropped_after_an_unanswered_keepalive(
     within two keepalive intervals instead of hanging."""
     pool = procwork.ssh_pool()
     saved = pool.keepalive
-    pool.keepalive = 0.5
     marker = unique_token()
     stopped: list[int] = []
     try:
         proc = procwork.spawn(sleeper_tree(marker), **on(own_sshd))
-        assert drive_until(lambda: len(remote_marker_pids(marker)) >= 3, 60)
+        assert drive_until(lambda: len(remote_marker_pids(marker)) >= 3, 60), proc
+        # Short keepalives only once the session runs: sshd may take longer
+        # than 0.5 s to answer while it starts a session (a slow login
+        # shell), which is not a silent connection. The next probe uses it.
+        pool.keepalive = 0.5
         stopped = sorted(own_sshd.server_pids())  # every sshd of the connection
         for pid in stopped:
             os.kill(pid, signal.SIGSTOP)
