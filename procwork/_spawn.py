@@ -46,7 +46,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import error as twisted_error
 from twisted.internet import process as twisted_process
@@ -167,7 +167,21 @@ def _maybe_stale(reactor: Any, reason: Failure) -> bool:
     ) and bool(getattr(reactor, "running", False))
 
 
-class _Reader(twisted_process.ProcessReader):
+class _ClosesNow:
+    """``close_now`` for both pipe ends: the end is known to be real."""
+
+    _sure = False  # the end is known to be real
+
+    def close_now(self) -> None:
+        """Close our end at once (the child is gone; what it wrote was read)."""
+        self._sure = True
+        pipe = cast(Any, self)
+        pipe.stopReading()
+        pipe.stopWriting()
+        pipe.connectionLost(Failure(twisted_error.ConnectionDone()))
+
+
+class _Reader(_ClosesNow, twisted_process.ProcessReader):
     """The reader of a child's stdout or stderr; closes only on a real end.
 
     A real end is one that our own code decided (``loseConnection``, the
@@ -177,7 +191,6 @@ class _Reader(twisted_process.ProcessReader):
     """
 
     _registered = False  # we asked the reactor to watch us for reading
-    _sure = False  # the end is known to be real
 
     def startReading(self) -> None:
         self._registered = True
@@ -211,15 +224,8 @@ class _Reader(twisted_process.ProcessReader):
         self._sure = True
         super().connectionLost(reason)
 
-    def close_now(self) -> None:
-        """Close our end at once (the child is gone; what it wrote was read)."""
-        self._sure = True
-        self.stopReading()
-        self.stopWriting()
-        self.connectionLost(Failure(twisted_error.ConnectionDone()))
 
-
-class _Writer(twisted_process.ProcessWriter):
+class _Writer(_ClosesNow, twisted_process.ProcessWriter):
     """The writer of a child's stdin; closes only on a real end.
 
     As :class:`_Reader`; the kernel confirms an end by reporting an error or
@@ -229,7 +235,6 @@ class _Writer(twisted_process.ProcessWriter):
 
     _reading = False  # the reactor watches us for "readable" (see doRead)
     _writing = False  # ... for writable: input is waiting
-    _sure = False
 
     def startReading(self) -> None:
         self._reading = True
@@ -279,13 +284,6 @@ class _Writer(twisted_process.ProcessWriter):
             return
         self._sure = True
         super().connectionLost(reason)
-
-    def close_now(self) -> None:
-        """Close our end at once (the child is gone)."""
-        self._sure = True
-        self.stopReading()
-        self.stopWriting()
-        self.connectionLost(Failure(twisted_error.ConnectionDone()))
 
     def _closed_by_child(self) -> bool:
         return bool(_poll_now(self.fd, select.POLLOUT) & _HANG_UP)
