@@ -41,19 +41,11 @@ import signal
 import struct
 import time
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.conch.client.knownhosts import KnownHostsFile
-from twisted.conch.error import ConchError, HostKeyChanged
-from twisted.conch.ssh import common
-from twisted.conch.ssh.agent import SSHAgentClient
-from twisted.conch.ssh.channel import SSHChannel
-from twisted.conch.ssh.connection import SSHConnection
-from twisted.conch.ssh.keys import BadKeyError, EncryptedKeyError, Key
-from twisted.conch.ssh.transport import SSHClientTransport
-from twisted.conch.ssh.userauth import SSHUserAuthClient
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.protocol import Factory
@@ -64,6 +56,22 @@ from procwork._errors import ProcworkError
 from procwork._process import Process, RunOptions, RunState
 from procwork._reactor import default_reactor
 from procwork._scheduler import Priority
+
+with warnings.catch_warnings():
+    # Twisted before 26 takes TripleDES from its old place in cryptography,
+    # which prints a deprecation warning at import: Twisted's concern, not
+    # something a user of procwork.run(host=...) can act on, and it would
+    # land in the stderr of `procwork run --host`.
+    warnings.filterwarnings("ignore", message="TripleDES has been moved")
+    from twisted.conch.client.knownhosts import KnownHostsFile
+    from twisted.conch.error import ConchError, HostKeyChanged
+    from twisted.conch.ssh import common
+    from twisted.conch.ssh.agent import SSHAgentClient
+    from twisted.conch.ssh.channel import SSHChannel
+    from twisted.conch.ssh.connection import SSHConnection
+    from twisted.conch.ssh.keys import BadKeyError, EncryptedKeyError, Key
+    from twisted.conch.ssh.transport import SSHClientTransport
+    from twisted.conch.ssh.userauth import SSHUserAuthClient
 
 __all__ = [
     "DEFAULT_IDLE_CLOSE",
@@ -534,7 +542,7 @@ class _Connection:
             timeout=self.pool.connect_timeout,
         )
         factory = Factory.forProtocol(lambda: _Transport(self))
-        d = endpoint.connect(factory)  # type: ignore[arg-type]
+        d = endpoint.connect(factory)  # type: ignore[arg-type, unused-ignore]
         d.addErrback(self._unreachable)
 
     def _unreachable(self, failure: Failure) -> None:
