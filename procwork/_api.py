@@ -254,7 +254,7 @@ def _process(
         cwd=_cwd(cwd, where),
         priority=_priority(priority, where),
         timeout=_seconds(timeout, "timeout", where, allow_none=True),
-        grace=validate.seconds(grace, f"{where}: grace"),
+        grace=_seconds(grace, "grace", where, allow_none=False),
         max_output=_max_output(max_output, where),
         stdin=bool(stdin),
         inherit_stdio=not capture,
@@ -399,7 +399,7 @@ def _seconds(
 ) -> float | None:
     if value is None and allow_none:
         return None
-    return validate.seconds(value, f"{where}: {name}")
+    return validate.seconds(value, _Named(where, name))
 
 
 def _max_output(value: object, where: object) -> int | None:
@@ -425,6 +425,20 @@ class _Where:
 
     def __str__(self) -> str:
         return f"procwork.{self._func}({_show(self._args)})"
+
+
+class _Named:
+    """``procwork.run('cmd arg'): grace`` for error messages, formatted only
+    if needed (every run checks its grace; formatting costs more)."""
+
+    __slots__ = ("_name", "_where")
+
+    def __init__(self, where: object, name: str) -> None:
+        self._where = where
+        self._name = name
+
+    def __str__(self) -> str:
+        return f"{self._where}: {self._name}"
 
 
 def _show(args: object) -> str:

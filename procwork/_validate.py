@@ -31,7 +31,7 @@ def clip(text: str) -> str:
 
 def seconds(
     value: object,
-    what: str,
+    what: object,
     *,
     error: type[Exception] | None = None,
     positive: bool = False,
@@ -41,7 +41,8 @@ def seconds(
 
     Args:
         value: What was given (a bool is not a number here).
-        what: What it is, for the message (``"procwork.run('make'): timeout"``).
+        what: What it is, for the message (``"procwork.run('make'): timeout"``);
+            any object whose ``str()`` says it, formatted only for an error.
         error: The error to raise; default ``TypeError`` for a value that is
             no number and ``ValueError`` for one out of range.
         positive: Zero is refused too.

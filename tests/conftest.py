@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support import no_load_limit
+
+# The programs the tests start expect the fatal signals at their default
+# action, as a program started from a shell or a service manager has them.
+# A suite started under nohup, or in the background of a script (which
+# ignores SIGINT and SIGQUIT), would hand SIG_IGN down to every child, and
+# procwork rightly leaves an ignored signal ignored
+# (tests/test_fatal_signals.py says so): restore the defaults.
+for _signum in (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+):
+    if signal.getsignal(_signum) is signal.SIG_IGN:
+        signal.signal(
+            _signum,
+            signal.default_int_handler if _signum == signal.SIGINT else signal.SIG_DFL,
+        )
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ program installed itself is left alone.
 from __future__ import annotations
 
 import signal
+import subprocess
 
 import pytest
 
@@ -104,3 +105,26 @@ def test_under_the_programs_own_reactor_run_a_fatal_signal_stops_the_reactor() -
         assert script.stdout.readline().startswith("reactor.run returned")
         assert script.wait(timeout=30) == 0
         assert gone_within(child_pid, 10)
+
+
+def test_a_signal_the_program_was_started_ignoring_stays_ignored() -> None:
+    """Under ``nohup`` SIGHUP is ignored on purpose: procwork leaves it so.
+
+    The script lives on after the hang-up, its child too, and the next
+    fatal signal (SIGTERM) still ends both, with status 128 + 15.
+    """
+    with python_child(
+        "import signal\nsignal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+        f"exec({_BLOCKING_SCRIPT!r})",
+        unique_token(),
+    ) as script:
+        assert script.stdout is not None
+        assert readable(script.stdout, 30), "the script did not start its child"
+        child_pid = int(script.stdout.readline())
+        script.send_signal(signal.SIGHUP)
+        with pytest.raises(subprocess.TimeoutExpired):
+            script.wait(timeout=1)  # a bounded wait that must run out
+        assert alive(child_pid)
+        script.send_signal(signal.SIGTERM)
+        assert script.wait(timeout=30) == 128 + signal.SIGTERM
+        assert gone_within(child_pid, 10), "the child outlived the program"

@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Generator
-from contextlib import contextmanager
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -150,8 +149,7 @@ def handlers_now() -> dict[int, Any]:
     return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
-@contextmanager
-def held() -> Generator[None, None, None]:
+def held() -> _Held:
     """Postpone fatal-signal exceptions until the outermost block ends.
 
     Use around a step that must not be torn in half: starting a child and
@@ -163,16 +161,26 @@ def held() -> Generator[None, None, None]:
     Python runs signal handlers on the main thread only (holding there would
     raise the main thread's exception in this one).
     """
-    if threading.get_ident() != _MAIN_THREAD:
-        yield
-        return
-    _gate.depth += 1
-    try:
-        yield
-    finally:
-        _gate.depth -= 1
-        if not _gate.depth:
-            raise_pending()
+    return _Held()
+
+
+class _Held:
+    """The block of :func:`held`. A class rather than a ``@contextmanager``
+    generator: it is entered twice per child started, and a generator-based
+    manager costs several Python calls more each time."""
+
+    __slots__ = ("_counted",)
+
+    def __enter__(self) -> None:
+        self._counted = threading.get_ident() == _MAIN_THREAD
+        if self._counted:
+            _gate.depth += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._counted:
+            _gate.depth -= 1
+            if not _gate.depth:
+                raise_pending()
 
 
 def raise_pending() -> None:
