@@ -37,6 +37,10 @@ _log = Logger(namespace="procwork.checks")
 #: the event being ``"check.failed"`` or ``"check.recovered"``.
 CheckListener = Callable[[str, "CheckSpec", "CheckStatus", bool], object]
 
+#: Told of a run's outcome: ``(outcome, spec, status)``; the Failure of a
+#: run that could not start, or was cancelled, is an outcome too.
+_Done = Callable[["Result | Failure", "CheckSpec", "CheckStatus"], None]
+
 #: How a check runs a command: ``run(argv, timeout=..., priority=...)``.
 RunFunction = Callable[..., "Deferred[Result]"]
 
@@ -330,18 +334,37 @@ class CheckRunner:
         status.running = True
         status.runs += 1
         status.last_started = self._wall_clock()
+        options = {"timeout": spec.timeout, "priority": spec.priority, **_remote(spec)}
+        status._run = self._start(spec.command, options, self._finished, spec, status)
+
+    def _start(
+        self,
+        argv: Sequence[str],
+        options: Mapping[str, Any],
+        done: _Done,
+        spec: CheckSpec,
+        status: CheckStatus,
+    ) -> Deferred[Result] | None:
+        """Run ``argv`` (a check's command or its action) with ``options``
+        (``timeout=``, ``priority=``, ``host=`` ...) and hand its outcome to
+        ``done(outcome, spec, status)``.
+
+        A ``run`` that raises instead of returning a Deferred (a command that
+        cannot start) is an outcome too: ``done`` gets its Failure at once.
+
+        Returns:
+            The run's Deferred while it is pending, to be kept for
+            :meth:`stop` to cancel; None once it has fired or could not start
+            (``done`` has then run already and cleared that field, so a run
+            that ended at once leaves nothing to cancel).
+        """
         try:
-            d = self._run(
-                list(spec.command),
-                timeout=spec.timeout,
-                priority=spec.priority,
-                **_remote(spec),
-            )
+            d = self._run(list(argv), **options)
         except Exception:
-            self._finished(Failure(), spec, status)
-            return
-        status._run = d
-        d.addBoth(self._finished, spec, status)
+            done(Failure(), spec, status)
+            return None
+        d.addBoth(done, spec, status)
+        return None if d.called else d
 
     def _finished(
         self, outcome: Result | Failure, spec: CheckSpec, status: CheckStatus
@@ -438,17 +461,10 @@ class CheckRunner:
             check=spec.name,
             action=shlex.join(spec.on_failure),
         )
-        try:
-            d = self._run(
-                list(spec.on_failure),
-                timeout=spec.action_timeout,
-                priority=spec.on_failure_priority,
-            )
-        except Exception:
-            self._action_done(Failure(), spec, status)
-            return
-        status._action = d
-        d.addBoth(self._action_done, spec, status)
+        options = {"timeout": spec.action_timeout, "priority": spec.on_failure_priority}
+        status._action = self._start(
+            spec.on_failure, options, self._action_done, spec, status
+        )
 
     def _action_done(
         self, outcome: Result | Failure, spec: CheckSpec, status: CheckStatus
