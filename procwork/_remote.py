@@ -1083,6 +1083,23 @@ class SSHPool:
         step is bounded, so a host that does not answer cannot hold up the
         exit. Returns a Deferred Twisted's shutdown waits for.
         """
+        # Not an Escalation (procwork/_escalation.py), on purpose, although
+        # it has the same TERM, grace, KILL shape. Here every signal is a
+        # kill request over the network, and the sweep must wait (bounded)
+        # until the SIGKILL request has run before close_all(): closing the
+        # connection first can drop the request and leave the tree alive.
+        # Escalation cannot say when that happens: its target's signal_group
+        # returns a bool (a local killpg is done when it returns), so
+        # _RunChannel.signal_group drops _Connection.signal_group's Deferred. Its
+        # SIGKILL is also a timer of its own, due at the same instant as the
+        # bounded wait below, and two calls due together run in no set order.
+        # And it would change what happens: Escalation sets
+        # kill_group_on_exit (the leftovers of a kill_leftovers=False run
+        # would be killed, with one more request), and a run's own
+        # Escalation, if already terminating with a longer grace, does not
+        # re-arm with SHUTDOWN_GRACE. Making it fit means an asynchronous
+        # signal_group on GroupTarget, which the local transport and the
+        # supervisor implement too: not a small extension.
         from procwork._shutdown import SHUTDOWN_GRACE
 
         live = [

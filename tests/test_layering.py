@@ -78,8 +78,8 @@ SIGKILL_SENDERS = frozenset(
         # (its SSH channel is the target); what names SIGKILL here is the
         # kill of leftovers when the command exits (as _spawn's) and the
         # bounded sweep at reactor shutdown, where every kill is a request
-        # over the network that may not answer. (Folding that sweep into the
-        # Escalation is open work.)
+        # over the network that may not answer. (Why that sweep is not an
+        # Escalation: see the comment in SSHPool._shutdown.)
         "procwork/_remote.py",
     }
 )
