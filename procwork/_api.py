@@ -254,7 +254,7 @@ def _process(
         cwd=_cwd(cwd, where),
         priority=_priority(priority, where),
         timeout=_seconds(timeout, "timeout", where, allow_none=True),
-        grace=_seconds(grace, "grace", where, allow_none=False),
+        grace=validate.seconds(grace, _Named(where, "grace")),
         max_output=_max_output(max_output, where),
         stdin=bool(stdin),
         inherit_stdio=not capture,
