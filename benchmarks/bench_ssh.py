@@ -19,8 +19,9 @@ of the rounds, and the ratios are of those medians.
   timing (``-o ControlPath=...``): a channel of it per run, as procwork does,
   but a client process per run.
 
-The sshd session itself (fork, the login shell reading its rc files, exec)
-is paid by every contender alike.
+The sshd session itself (fork, the shell, exec) is paid by every contender
+alike; the test sshd gives sessions a HOME without dotfiles (tests/sshd.py),
+so a slow ~/.bashrc on the machine does not drown the differences.
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from procwork import _validate as validate
 from procwork._errors import ProcworkError
 from procwork._process import Process, RunOptions, RunState
 from procwork._reactor import default_reactor
@@ -702,6 +703,16 @@ class _Connection:
 
         self._keepalive_call = self.reactor.callLater(self.pool.keepalive, check)
 
+    def keepalive_changed(self) -> None:
+        """The pool's keepalive changed: probe one new interval from now
+        (a probe in flight is given up; the new one asks again)."""
+        call = self._keepalive_call
+        if call is not None and call.active():
+            call.cancel()
+            self._keepalive_call = self.reactor.callLater(
+                self.pool.keepalive, self._keepalive
+            )
+
     def _maybe_idle(self) -> None:
         if not self.channels and self._idle_call is None and self.lost is None:
             self._idle_call = self.reactor.callLater(self.pool.idle_close, self.close)
@@ -1028,7 +1039,7 @@ class SSHPool:
         self.idle_close = idle_close
         self.connect_timeout = connect_timeout
         self.max_sessions = max_sessions
-        self.keepalive = keepalive
+        self._keepalive = keepalive
         self.connections_opened = 0
         self.kill_requests = 0  # exec requests that signalled remote groups
         self._connections: dict[SSHTarget, _Connection] = {}
@@ -1038,6 +1049,18 @@ class SSHPool:
 
     def __repr__(self) -> str:
         return f"<SSHPool {len(self._connections)} connections>"
+
+    @property
+    def keepalive(self) -> float:
+        """Seconds between probes; a new value applies at once to open
+        connections (their next probe comes one new interval from now)."""
+        return self._keepalive
+
+    @keepalive.setter
+    def keepalive(self, seconds: float) -> None:
+        self._keepalive = validate.seconds(seconds, "SSHPool.keepalive", positive=True)
+        for connection in list(self._live):
+            connection.keepalive_changed()
 
     def _connection(self, target: SSHTarget) -> _Connection:
         if not self._watching and hasattr(self.reactor, "addSystemEventTrigger"):
