@@ -184,11 +184,14 @@ def zombies(keep=()):
     return sorted(p for p, s in children().items() if s == "Z" and p not in keep)
 
 def settle(keep=(), seconds=10):
-    # drive the reactor until no child is left but those in keep (the
-    # orphans have ended and been reaped); the zombies left but those in keep
+    # drive the reactor until no child is left but those in keep and the
+    # lifeline helper, which lives as long as the program (the orphans have
+    # ended and been reaped); the zombies left but those in keep
     import untwisted
+    from procwork import _lifeline
     deadline = time.monotonic() + seconds
-    while set(children()) - set(keep) and time.monotonic() < deadline:
+    keep = {*keep, _lifeline.lifeline_pid()}
+    while set(children()) - keep and time.monotonic() < deadline:
         untwisted.tick(0.02)
     return zombies(keep)
 """

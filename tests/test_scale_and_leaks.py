@@ -10,11 +10,15 @@ import os
 import subprocess
 import time
 
+import pytest
 from twisted.internet.defer import DeferredList
 
 import procwork
 import untwisted
 from tests.support import PY, my_children, open_fds, wait
+
+# Not about load: a busy machine's load gate must not queue these runs.
+pytestmark = pytest.mark.usefixtures("no_load_gate")
 
 
 def test_two_thousand_runs_leak_no_fd_and_leave_no_zombie() -> None:
