@@ -132,7 +132,7 @@ def run(
         remote=(host, known_hosts, identity),
     )
     process._submit()
-    d = process.wait()
+    d = process._wait()  # _process() checked the thread
     if check:
         d.addCallback(_check)
     return d
@@ -230,15 +230,13 @@ def _process(
     typed ``object`` because this is where a wrong type is caught.
     """
     where = _Where(func, args)
-    for name, flag in (
-        ("shell", shell),
-        ("stdin", stdin),
-        ("capture", capture),
-        ("kill_leftovers", kill_leftovers),
-        ("check", check),
-    ):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{where}: {name} must be True or False, not {flag!r}")
+    flags = (shell, stdin, capture, kill_leftovers, check)
+    if not all(flag is True or flag is False for flag in flags):
+        for name, flag in zip(
+            ("shell", "stdin", "capture", "kill_leftovers", "check"), flags, strict=True
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{where}: {name} must be True or False, not {flag!r}")
     argv = _argv(args, shell, where)
     where = _Where(func, argv)
     if input is not None and not isinstance(input, bytes | bytearray | memoryview):
@@ -292,6 +290,8 @@ def _argv(args: object, shell: object, where: object) -> tuple[str, ...]:
             raise ValueError(f"cannot split command {_show(args)}: {e}") from None
     elif isinstance(args, bytes | os.PathLike):
         argv = (os.fsdecode(args),)
+    elif isinstance(args, list | tuple) and all(type(a) is str for a in args):
+        argv = tuple(args)  # the common case, without a call per argument
     elif isinstance(args, Sequence) and not isinstance(args, bytearray):
         # Only a sequence has an order: a dict would run its keys, a set
         # its items in whatever order hashing gives. (A bytearray is a
@@ -304,12 +304,11 @@ def _argv(args: object, shell: object, where: object) -> tuple[str, ...]:
         )
     if not argv or not argv[0]:
         raise ValueError(f"empty command {_clip(repr(args))}: nothing to run")
-    for i, arg in enumerate(argv):
-        if "\0" in arg:
-            raise ValueError(
-                f"{where}: argument {i} contains a NUL byte, "
-                "which no process can receive"
-            )
+    if "\0" in "".join(argv):
+        i = next(i for i, arg in enumerate(argv) if "\0" in arg)
+        raise ValueError(
+            f"{where}: argument {i} contains a NUL byte, which no process can receive"
+        )
     return argv
 
 
@@ -385,6 +384,8 @@ def _scheduler(scheduler_: object, where: object) -> Scheduler:
 def _callbacks(
     on_stdout: object, on_stderr: object, where: object
 ) -> tuple[LineCallback | None, LineCallback | None]:
+    if on_stdout is None and on_stderr is None:
+        return None, None
     for name, callback in (("on_stdout", on_stdout), ("on_stderr", on_stderr)):
         if callback is not None and not callable(callback):
             raise TypeError(

@@ -247,7 +247,6 @@ class Process:
 
     def _started_as(self, transport: ChildTransport) -> None:
         self._transport = transport
-        self._escalation = Escalation(transport, self._reactor)
         self.pid = transport.pgid
         self.state = RunState.RUNNING
         transport.kill_group_on_exit = self._kill_leftovers
@@ -466,8 +465,8 @@ class Process:
         grace = self.grace if grace is None else grace
         if self.state is RunState.QUEUED:
             self._never_started()
-        elif self.state is RunState.RUNNING and self._escalation is not None:
-            self._escalation.terminate(grace)
+        elif self.state is RunState.RUNNING:
+            self._escalation_now().terminate(grace)
 
     def kill(self) -> Deferred[Result]:
         """SIGKILL the whole process group now (a queued process is withdrawn).
@@ -477,9 +476,16 @@ class Process:
         check_thread("Process.kill", self._reactor)
         if self.state is RunState.QUEUED:
             self._never_started()
-        elif self.state is RunState.RUNNING and self._escalation is not None:
-            self._escalation.kill()
+        elif self.state is RunState.RUNNING:
+            self._escalation_now().kill()
         return self.wait()
+
+    def _escalation_now(self) -> Escalation:
+        # Made on the first terminate or kill: most runs end by themselves.
+        if self._escalation is None:
+            assert self._transport is not None  # RUNNING: _started_as ran
+            self._escalation = Escalation(self._transport, self._reactor)
+        return self._escalation
 
     def _never_started(self) -> None:
         # terminate()/kill() of a queued process is an answer, not an error:
@@ -509,6 +515,10 @@ class Process:
         after ``grace``) and fails it with ``CancelledError`` at once.
         """
         check_thread("Process.wait", self._reactor)
+        return self._wait()
+
+    def _wait(self) -> Deferred[Result]:
+        # wait() once the thread is known to be the reactor's (run() checked).
         if self._result is not None:
             return succeed(self._result)
         if self._failure is not None:
