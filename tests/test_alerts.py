@@ -89,6 +89,17 @@ def test_by_default_an_alert_wants_every_event_but_service_started() -> None:
         ({"timeout": 0}, "timeout: must be a finite number > 0, not 0"),
         ({"retries": -1}, "retries must be a whole number >= 0, not -1"),
         ({"retry_delay": float("nan")}, "retry_delay: must be a finite number"),
+        (
+            {"max_in_flight": 0},
+            "alert 'hook': max_in_flight must be a whole number >= 1, not 0",
+        ),
+        ({"max_in_flight": 2.5}, "max_in_flight must be a whole number >= 1, not 2.5"),
+        (
+            {"max_in_flight": True},
+            "max_in_flight must be a whole number >= 1, not True",
+        ),
+        ({"max_queued": -1}, "alert 'hook': max_queued must be a whole number >= 0"),
+        ({"max_queued": "100"}, "max_queued must be a whole number >= 0, not '100'"),
     ],
 )
 def test_a_bad_alert_is_rejected_naming_it_and_the_key(
@@ -193,6 +204,162 @@ def test_a_command_alert_runs_critical_with_the_event_in_its_environment() -> No
         "command exited 0",
         "paged\n",
     )
+
+
+# -- a storm of events: bounded deliveries -----------------------------------------
+
+
+class FakeRun:
+    """A command alert's runs; each ends when the test says, in order."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, Deferred[Result]]] = []  # (event's name, run)
+        self.peak = 0  # the most running at once
+
+    def __call__(self, argv: list[str], **kwargs: Any) -> Deferred[Result]:
+        d: Deferred[Result] = Deferred()
+        self.runs.append((kwargs["env"]["PROCWORK_NAME"], d))
+        self.peak = max(self.peak, self.running)
+        return d
+
+    @property
+    def running(self) -> int:
+        return sum(1 for _, d in self.runs if not d.called)
+
+    def finish_all(self) -> None:
+        """End the runs one by one, oldest first, the new ones too."""
+        while self.running:
+            d = next(d for _, d in self.runs if not d.called)
+            d.callback(Result(args=("pager",), pid=9, returncode=0))
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.runs]
+
+
+def pager(run: FakeRun, **limits: int) -> AlertDispatcher:
+    """A command alert named ``page``, run by ``run``."""
+    return AlertDispatcher(
+        [AlertSpec("page", command="pager", **limits)], reactor=Clock(), run=run
+    )
+
+
+def storm(alerts: AlertDispatcher, count: int, first: int = 0) -> None:
+    for i in range(first, first + count):
+        alerts.emit(event(about=f"check-{i}"))
+
+
+@pytest.fixture
+def warnings() -> Any:
+    """The alerts' warnings logged so far in the test, when called."""
+    logged: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(logged.append)
+    yield lambda: [
+        e
+        for e in logged
+        if e.get("log_namespace") == "procwork.alerts"
+        and e["log_level"] == LogLevel.warn
+    ]
+    globalLogPublisher.removeObserver(logged.append)
+
+
+def test_a_storm_of_events_runs_at_most_max_in_flight_and_the_rest_in_order() -> None:
+    run = FakeRun()
+    alerts = pager(run, max_in_flight=2)
+    storm(alerts, 50)
+    status = alerts.status["page"]
+    assert (run.running, status.running, status.queued) == (2, 2, 48)
+    run.finish_all()
+    assert run.peak == 2
+    assert run.names == [f"check-{i}" for i in range(50)]
+    assert (status.sent, status.ok, status.running, status.queued) == (50, 50, 0, 0)
+    assert status.dropped == 0
+
+
+def test_a_full_queue_drops_its_oldest_events_counted_and_logged_once_per_burst(
+    warnings: Any,
+) -> None:
+    run = FakeRun()
+    alerts = pager(run, max_in_flight=2, max_queued=5)
+    storm(alerts, 50)
+    status = alerts.status["page"]
+    assert (status.running, status.queued, status.dropped) == (2, 5, 43)
+    [started] = warnings()
+    assert "dropping the oldest events" in started["log_format"]
+    run.finish_all()
+    # The two that started, then the newest five.
+    assert run.names == ["check-0", "check-1"] + [f"check-{i}" for i in range(45, 50)]
+    started, summary = warnings()
+    assert summary["dropped"] == 43
+    assert "dropped {dropped} events" in summary["log_format"]
+    # A second burst: its own two lines.
+    storm(alerts, 10, first=50)
+    run.finish_all()
+    assert status.dropped == 43 + 3
+    assert [w.get("dropped") for w in warnings()] == [None, 43, None, 3]
+
+
+def test_with_max_queued_0_an_event_that_finds_every_slot_busy_is_dropped() -> None:
+    run = FakeRun()
+    alerts = pager(run, max_in_flight=1, max_queued=0)
+    storm(alerts, 3)
+    run.finish_all()
+    storm(alerts, 1, first=3)
+    run.finish_all()
+    assert run.names == ["check-0", "check-3"]
+    assert alerts.status["page"].dropped == 2
+
+
+def test_a_webhooks_retries_hold_its_slot() -> None:
+    clock, agent = Clock(), FakeAgent()
+    alerts = AlertDispatcher(
+        [hook(max_in_flight=1, retries=1, retry_delay=5)], reactor=clock, agent=agent
+    )
+    storm(alerts, 2)
+    answer(agent, 0, 503)
+    clock.advance(4.9)  # the first event waits to be tried again: still its slot
+    assert len(agent.requests) == 1
+    clock.advance(0.1)
+    status = alerts.status["hook"]
+    assert (len(agent.requests), status.sent, status.queued) == (2, 1, 1)
+    answer(agent, 1, 200)  # the retry went out: now the second event
+    assert (len(agent.requests), status.sent, status.ok, status.queued) == (3, 2, 1, 0)
+
+
+def test_stopping_delivers_what_is_queued_if_it_can_within_the_timeout() -> None:
+    clock, agent = Clock(), FakeAgent()
+    alerts = AlertDispatcher([hook(max_in_flight=1)], reactor=clock, agent=agent)
+    storm(alerts, 1)
+    alerts.emit(event("monitor.stopping", "m"))
+    stopped = alerts.stop(timeout=5)
+    answer(agent, 0, 200)
+    assert not stopped.called
+    answer(agent, 1, 200)  # monitor.stopping got out
+    assert stopped.called
+    assert (alerts.status["hook"].ok, alerts.status["hook"].dropped) == (2, 0)
+
+
+def test_stopping_drops_the_queue_and_ends_within_its_timeout(warnings: Any) -> None:
+    clock, agent = Clock(), FakeAgent()
+    alerts = AlertDispatcher(
+        [hook(timeout=60, max_in_flight=2)], reactor=clock, agent=agent
+    )
+    storm(alerts, 10)
+    stopped = alerts.stop(timeout=5)
+    clock.advance(4.9)
+    assert not stopped.called
+    clock.advance(0.1)
+    assert stopped.called
+    status = alerts.status["hook"]
+    assert (status.failed, status.dropped, status.running, status.queued) == (
+        2,
+        8,
+        0,
+        0,
+    )
+    assert len(agent.requests) == 2  # nothing started from the dropped queue
+    [summary] = [w for w in warnings() if "dropped" in w]
+    assert summary["dropped"] == 8
 
 
 # -- events from services and rules ----------------------------------------------
@@ -317,6 +484,14 @@ def test_the_page_escapes_what_it_shows_and_colours_each_state() -> None:
     assert "<script" not in page
 
 
+def test_the_page_shows_how_many_events_each_alert_has_queued_and_dropped() -> None:
+    alert = {"sent": 7, "failed": 0, "queued": 5, "dropped": 43}
+    page = render_page({"alerts": {"chat": alert}}, now=2.0)
+    row = page.split('<tr data-name="chat">')[1].split("</tr>")[0]
+    assert "<td>7</td><td>0</td><td>5</td><td>43</td>" in row
+    assert "<th>queued</th><th>dropped</th>" in page
+
+
 # -- the log formats ------------------------------------------------------------------
 
 
@@ -392,7 +567,12 @@ def test_the_monitor_sends_service_check_rule_and_monitor_events_to_its_alerts()
         rules=(
             Rule("cgi", process_name="perl", max_age=600, action="term", dry_run=True),
         ),
-        alerts=(AlertSpec("all", events="*", webhook="http://127.0.0.1:1/"),),
+        # The fake agent never answers: a slot for every event.
+        alerts=(
+            AlertSpec(
+                "all", events="*", webhook="http://127.0.0.1:1/", max_in_flight=20
+            ),
+        ),
     )
     world.monitor = type(world.monitor)(
         config,

@@ -412,6 +412,16 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
             id="alert-unknown-event",
         ),
         pytest.param(
+            '[[alert]]\nname = "a"\nwebhook = "http://x"\nmax_in_flight = 0\n',
+            "[[alert]] #1 ('a'): max_in_flight must be a whole number >= 1, not 0",
+            id="alert-max-in-flight-zero",
+        ),
+        pytest.param(
+            '[[alert]]\nname = "a"\ncommand = "true"\nmax_queued = "lots"\n',
+            "[[alert]] #1 ('a'): max_queued must be a whole number >= 0, not 'lots'",
+            id="alert-max-queued-not-a-number",
+        ),
+        pytest.param(
             "[monitor]\nhttp_max_connections = 0\n",
             "[monitor] http_max_connections: must be a whole number >= 1, not 0",
             id="http-max-connections-zero",

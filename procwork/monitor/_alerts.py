@@ -18,6 +18,16 @@ An ``[[alert]]`` in the config names the events it wants and what to do:
   more attempts ``retry_delay`` seconds apart when it fails (no answer, or
   an answer that is not 2xx).
 
+However many events come at once, an alert runs at most ``max_in_flight``
+deliveries (a webhook's retries hold the delivery's slot); the events past
+that wait in its queue, first in first out, at most ``max_queued`` of them.
+A full queue drops its oldest event for the new one, since the newest state
+is what an operator needs: counted in the alert's ``dropped``, logged once
+when the dropping starts and once, with the count, when the queue drains.
+So when two hundred checks fail together on an overloaded machine, the
+alerts add a few processes or requests to its load, not six hundred, and
+the monitor's memory stays bounded.
+
 What each alert did (its last result and output) is kept in
 :attr:`AlertDispatcher.status` and logged.
 """
@@ -36,12 +46,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import (
-    CancelledError,
-    Deferred,
-    DeferredList,
-    succeed,
-)
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -159,6 +164,11 @@ def _seconds(value: object, where: str, *, zero: bool = False) -> float:
     return float(value)
 
 
+def _whole(value: object, where: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where} must be a whole number >= {minimum}, not {value!r}")
+
+
 def _strings(value: object, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -188,6 +198,13 @@ class AlertSpec:
             (default 10).
         retries: Webhook attempts after a failed one (default 3).
         retry_delay: Seconds between webhook attempts (default 1).
+        max_in_flight: Deliveries (a command running, a webhook with its
+            retries) at once, at most (default 4). Keeps a storm of
+            events from adding hundreds of processes or requests to a
+            machine that is already overloaded.
+        max_queued: Events waiting for a delivery slot, at most (default
+            100); a full queue drops its oldest event for the new one. 0:
+            an event that finds every slot busy is dropped.
 
     Raises:
         ConfigError: the message names the alert and the key.
@@ -209,6 +226,8 @@ class AlertSpec:
     timeout: float = 10.0
     retries: int = 3
     retry_delay: float = 1.0
+    max_in_flight: int = 4
+    max_queued: int = 100
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -242,14 +261,9 @@ class AlertSpec:
                 f"{self.webhook!r}"
             )
         object.__setattr__(self, "timeout", _seconds(self.timeout, f"{where}: timeout"))
-        if (
-            isinstance(self.retries, bool)
-            or not isinstance(self.retries, int)
-            or self.retries < 0
-        ):
-            raise ConfigError(
-                f"{where}: retries must be a whole number >= 0, not {self.retries!r}"
-            )
+        _whole(self.retries, f"{where}: retries", 0)
+        _whole(self.max_in_flight, f"{where}: max_in_flight", 1)
+        _whole(self.max_queued, f"{where}: max_queued", 0)
         object.__setattr__(
             self,
             "retry_delay",
@@ -272,13 +286,20 @@ class AlertSpec:
 
 @dataclass
 class AlertStatus:
-    """What one alert has done (JSON-ready through :meth:`to_dict`)."""
+    """What one alert has done (JSON-ready through :meth:`to_dict`).
+
+    Every event it wants is delivered (``sent``, then ``ok`` or
+    ``failed``), or dropped; ``running`` and ``queued`` are those it is
+    delivering and those waiting for a slot now.
+    """
 
     name: str
-    sent: int = 0  # events it acted on
+    sent: int = 0  # deliveries started
     ok: int = 0
     failed: int = 0
     running: int = 0
+    queued: int = 0
+    dropped: int = 0  # events never delivered: its queue was full, or it stopped
     last_event: str | None = None
     last_result: str | None = None
     last_output: str = ""
@@ -287,6 +308,27 @@ class AlertStatus:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view."""
         return dict(self.__dict__)
+
+
+class _Alert:
+    """One alert's deliveries: those running (at most ``max_in_flight``),
+    the events waiting for a slot (at most ``max_queued``), its status."""
+
+    def __init__(self, spec: AlertSpec) -> None:
+        self.spec = spec
+        self.status = AlertStatus(spec.name)
+        self.running: set[Deferred[Any]] = set()
+        self.waiting: deque[Event] = deque()
+        self.dropping = 0  # dropped since its queue last drained: one log line
+        self.starting = False  # in _start_waiting (a delivery may end at once)
+
+    @property
+    def idle(self) -> bool:
+        return not self.running and not self.waiting
+
+    def recount(self) -> None:
+        self.status.running = len(self.running)
+        self.status.queued = len(self.waiting)
 
 
 RunFunction = Callable[..., "Deferred[Result]"]
@@ -319,22 +361,66 @@ class AlertDispatcher:
         self._run = run
         self._agent = agent
         self.specs = tuple(specs)
-        self.status = {spec.name: AlertStatus(spec.name) for spec in self.specs}
+        self._alerts = [_Alert(spec) for spec in self.specs]
+        self.status = {alert.spec.name: alert.status for alert in self._alerts}
         self.recent: deque[Event] = deque(maxlen=_RECENT_EVENTS)
-        self._pending: set[Deferred[Any]] = set()
         self._stopping = False
+        self._stopped: list[Deferred[None]] = []  # stop()'s, fired when idle
 
     def emit(self, event: Event) -> None:
-        """Record ``event`` and start the alerts that want it."""
+        """Record ``event``, and start the alerts that want it, or queue it
+        for those with every slot busy."""
         self.recent.append(event)
-        for spec in self.specs:
-            if spec.wants(event):
-                self._send(spec, event)
+        for alert in self._alerts:
+            if alert.spec.wants(event):
+                self._offer(alert, event)
 
-    def _send(self, spec: AlertSpec, event: Event) -> None:
-        status = self.status[spec.name]
+    def _offer(self, alert: _Alert, event: Event) -> None:
+        # Queued first, then started if a slot is free: the events start in
+        # the order they came, whatever ends while they do.
+        alert.waiting.append(event)
+        self._start_waiting(alert)
+        while len(alert.waiting) > alert.spec.max_queued:
+            self._drop(alert)
+        alert.recount()
+
+    def _drop(self, alert: _Alert) -> None:
+        alert.waiting.popleft()
+        alert.status.dropped += 1
+        alert.dropping += 1
+        if alert.dropping == 1:
+            _log.warn(
+                "alert {alert}: {running} deliveries running and {queued} events "
+                "queued; dropping the oldest events until it catches up",
+                alert=alert.spec.name,
+                running=len(alert.running),
+                queued=len(alert.waiting),
+            )
+
+    def _dropped(self, alert: _Alert, why: str) -> None:
+        """The one line, with the count, that ends a burst of drops."""
+        if alert.dropping:
+            _log.warn(
+                "alert {alert}: dropped {dropped} events ({why})",
+                alert=alert.spec.name,
+                dropped=alert.dropping,
+                why=why,
+            )
+            alert.dropping = 0
+
+    def _start_waiting(self, alert: _Alert) -> None:
+        if alert.starting:
+            return  # a delivery that ended as it started: the loop below goes on
+        alert.starting = True
+        try:
+            while alert.waiting and len(alert.running) < alert.spec.max_in_flight:
+                self._send(alert, alert.waiting.popleft())
+        finally:
+            alert.starting = False
+
+    def _send(self, alert: _Alert, event: Event) -> None:
+        spec, status = alert.spec, alert.status
         status.sent += 1
-        status.running += 1
         status.last_event = event.event
         status.last_time = event.time
         target = shlex.join(spec.argv) if spec.argv else spec.webhook
@@ -349,18 +435,18 @@ class AlertDispatcher:
             d = self._command(spec, event)
         else:
             d = self._webhook(spec, event, attempt=1)
-        self._pending.add(d)
-        d.addBoth(self._done, spec, status, d)
+        alert.running.add(d)
+        alert.recount()
+        d.addBoth(self._done, alert, d)
 
     def _done(
         self,
         outcome: tuple[bool, str, str] | Failure,
-        spec: AlertSpec,
-        status: AlertStatus,
+        alert: _Alert,
         d: Deferred[Any],
     ) -> None:
-        self._pending.discard(d)
-        status.running -= 1
+        spec, status = alert.spec, alert.status
+        alert.running.discard(d)
         if isinstance(outcome, Failure):
             if outcome.check(CancelledError):
                 ok, result, output = False, "cancelled (monitor stopping)", ""
@@ -386,6 +472,11 @@ class AlertDispatcher:
                 result=result,
                 output=_one_line(output),
             )
+        self._start_waiting(alert)
+        alert.recount()
+        if not alert.waiting:
+            self._dropped(alert, "its queue was full")
+        self._maybe_stopped()
 
     # -- a command ----------------------------------------------------------
 
@@ -494,27 +585,43 @@ class AlertDispatcher:
 
         return d.addCallback(read)  # type: ignore[no-any-return]
 
-    def stop(self, timeout: float = 5.0) -> Deferred[Any]:
-        """Let the alerts in flight finish for up to ``timeout`` seconds (so
-        ``monitor.stopping`` gets out), then cancel the rest."""
+    def stop(self, timeout: float = 5.0) -> Deferred[None]:
+        """Let the alerts deliver what they are delivering and what is
+        queued for up to ``timeout`` seconds (so ``monitor.stopping`` gets
+        out), then drop the events still queued and cancel the deliveries
+        still running. The Deferred fires when nothing is left, within
+        ``timeout`` in any case."""
         self._stopping = True
-        pending = list(self._pending)
-        if not pending:
-            return succeed(None)
-        done = DeferredList(pending, consumeErrors=True)
-
-        def cancel_the_rest() -> None:
-            for d in list(self._pending):
-                d.cancel()
-
-        call = self._reactor.callLater(timeout, cancel_the_rest)
+        stopped: Deferred[None] = Deferred()
+        self._stopped.append(stopped)
+        call = self._reactor.callLater(timeout, self._give_up)
+        self._maybe_stopped()
 
         def cleanup(result: object) -> object:
             if call.active():
                 call.cancel()
             return result
 
-        return done.addBoth(cleanup)
+        return stopped.addBoth(cleanup)
+
+    def _give_up(self) -> None:
+        for alert in self._alerts:
+            # Dropped before the cancels, so that a slot they free starts
+            # nothing; in one line with the burst it may end.
+            alert.status.dropped += len(alert.waiting)
+            alert.dropping += len(alert.waiting)
+            alert.waiting.clear()
+            alert.recount()
+            self._dropped(alert, "not delivered before the monitor stopped")
+            for d in list(alert.running):
+                d.cancel()
+        self._maybe_stopped(at_last=True)
+
+    def _maybe_stopped(self, at_last: bool = False) -> None:
+        if self._stopped and (at_last or all(a.idle for a in self._alerts)):
+            stopped, self._stopped = self._stopped, []
+            for d in stopped:
+                d.callback(None)
 
 
 def _one_line(output: str) -> str:

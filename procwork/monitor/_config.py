@@ -86,7 +86,9 @@ class MonitorConfig:
         http_control: Accept control requests over HTTP (``POST
             /control``) with ``Authorization: Bearer http_token``.
         http_token: The token HTTP control requests must carry.
-        alerts: What to do on which events (``[[alert]]``).
+        alerts: What to do on which events (``[[alert]]``), each with at
+            most ``max_in_flight`` deliveries at once and ``max_queued``
+            events waiting (see :class:`~procwork.monitor.AlertSpec`).
         http_max_connections: Concurrent HTTP connections served; past it
             new ones are closed at once.
     """

@@ -178,6 +178,8 @@ def render_page(status: Mapping[str, Any], now: float | None = None) -> str:
             f"<td>{_e(name)}</td>",
             f"<td>{_e(a.get('sent'))}</td>",
             f"<td>{_e(a.get('failed'))}</td>",
+            f"<td>{_e(a.get('queued'))}</td>",
+            f"<td>{_e(a.get('dropped'))}</td>",
             f"<td>{_e(a.get('last_event') or '-')}</td>",
             f'<td class="detail">{_e(a.get("last_result") or "")}</td>',
         )
@@ -223,7 +225,15 @@ def render_page(status: Mapping[str, Any], now: float | None = None) -> str:
         )
         + _table(
             "Alerts",
-            ["name", "sent", "failed", "last event", "last result"],
+            [
+                "name",
+                "sent",
+                "failed",
+                "queued",
+                "dropped",
+                "last event",
+                "last result",
+            ],
             alert_rows,
             "alerts",
         )
