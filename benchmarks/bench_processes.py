@@ -18,7 +18,11 @@ It measures, side by side in one run:
    ``reactor.spawnProcess`` with a ``ProcessProtocol``, the next one started
    from ``processEnded``; asyncio: ``create_subprocess_exec`` under a
    ``Semaphore(32)``; Popen: a loop keeping 32 in flight, ``communicate()``-ing
-   the oldest before starting the next.
+   the oldest before starting the next. A diagnostic contender, "procwork
+   transport alone", drives procwork's process transport
+   (``procwork._spawn.GroupProcess``) like the raw Twisted one, without the
+   API, ``Process`` state, scheduler and ``Result`` above it: the difference
+   between it and ``procwork.run`` is what those layers cost per run.
 2. **scale**: 4 000 concurrent ``sleep 1``, all started at once; wall time from
    the first start to the last result. Raw Twisted is O(open fds) per spawn
    (it lists and fcntl()s every descriptor) and O(children) per SIGCHLD; its
@@ -85,6 +89,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import functools
 import json
 import math
 import os
@@ -426,10 +431,16 @@ def _twisted_run(main: Callable[[], Any]) -> Any:
 class _TwistedPool:
     """Runs ``n`` copies of ``argv`` through ``reactor.spawnProcess``, ``k`` at once."""
 
-    def __init__(self, argv: list[str], n: int, k: int) -> None:
+    def __init__(
+        self, argv: list[str], n: int, k: int, *, transport_only: bool = False
+    ) -> None:
         from twisted.internet import defer
 
         self.argv, self.n, self.k = argv, n, k
+        # transport_only: procwork's process transport (GroupProcess: its
+        # spawn, O(1) reaping, drain) under the same protocol, without the
+        # API, Process state, scheduler and Result above it.
+        self.transport_only = transport_only
         self.started = self.ended = 0
         self.failures: list[Any] = []
         self.done: defer.Deferred[None] = defer.Deferred()
@@ -463,6 +474,13 @@ class _TwistedPool:
                 pool._ended(reason)
 
         self.started += 1
+        if self.transport_only:
+            from procwork._spawn import GroupProcess
+
+            self.transports.append(
+                GroupProcess(reactor, Collect(), self.argv, stdin=False)
+            )
+            return
         self.transports.append(
             reactor.spawnProcess(
                 Collect(),
@@ -492,14 +510,20 @@ class _TwistedPool:
                     os.kill(transport.pid, signal.SIGKILL)
 
 
-def twisted_throughput(p: dict[str, Any]) -> dict[str, float]:
+def twisted_throughput(
+    p: dict[str, Any], *, transport_only: bool = False
+) -> dict[str, float]:
     from twisted.internet import defer
 
     @defer.inlineCallbacks
     def main() -> Generator[Any, Any, dict[str, float]]:
-        warm = _TwistedPool([TRUE], WARMUP_RUNS, TRUE_CONCURRENCY)
+        warm = _TwistedPool(
+            [TRUE], WARMUP_RUNS, TRUE_CONCURRENCY, transport_only=transport_only
+        )
         yield warm.start()
-        pool = _TwistedPool([TRUE], TRUE_RUNS, TRUE_CONCURRENCY)
+        pool = _TwistedPool(
+            [TRUE], TRUE_RUNS, TRUE_CONCURRENCY, transport_only=transport_only
+        )
         meter = _CpuMeter()
         yield pool.start()
         figures = meter.figures(TRUE_RUNS)
@@ -900,6 +924,10 @@ def scenarios(quick: bool) -> list[Scenario]:
                     procwork_gather_throughput,
                 ),
                 "twisted": ("raw Twisted spawnProcess", twisted_throughput),
+                "transport": (
+                    "procwork transport alone",
+                    functools.partial(twisted_throughput, transport_only=True),
+                ),
                 "asyncio": ("asyncio, Semaphore(32)", asyncio_throughput),
                 "popen": ("subprocess.Popen loop", popen_throughput),
             },
@@ -1319,6 +1347,15 @@ def main() -> int:
             f"{TARGET_PARENT_CPU_VS_TWISTED} x raw Twisted's"
             + (f": {pc:.0f} us vs {tc:.0f} us = {pc / tc:.2f} x" if pc and tc else ""),
         )
+        # Not a target: where procwork's parent CPU per run goes.
+        trc = median_of("throughput", "transport", "cpu_per_run")
+        if pc and trc and popen_cpu:
+            print(
+                f"note: parent CPU per run: procwork's transport alone {trc:.0f} us "
+                f"({trc / popen_cpu:.2f} x Popen's); the API, Process, scheduler and "
+                f"Result above it add {pc - trc:.0f} us ({(pc - trc) / pc:.0%} of "
+                "procwork.run's)"
+            )
     if "scale" in keys:
         pw = median_of("scale", "procwork", "wall")
         po = median_of("scale", "popen", "wall")
