@@ -499,6 +499,101 @@ def test_a_stopped_runner_can_be_started_again(
     assert runner.status["disk"].runs == 2
 
 
+# -- a new set of checks (a reload) ------------------------------------------------
+
+
+def test_an_update_leaves_an_unchanged_check_on_its_schedule_with_its_state(
+    make: Callable[..., CheckRunner], clock: Clock, fake: FakeRun
+) -> None:
+    """Same name, same spec: no extra run, its run in flight goes on, and its
+    failure count and failing state are kept, so it is not said to fail
+    again, and its recovery is said."""
+    load = CheckSpec("load", ["check-load"], every=10)
+    runner = make(disk(failures=2), load)
+    seen = _events(runner)
+    for _ in range(2):
+        fake.of("check-disk")[-1].exits(1)
+        clock.advance(10)
+    status = runner.status["disk"]
+    assert (status.consecutive_failures, status.failing) == (2, True)
+    assert seen == [("check.failed", False)]
+    clock.advance(5)
+    stopped = runner.update(
+        [disk(failures=2), CheckSpec("load", "check-load", every=5)]
+    )
+    assert stopped.called
+    assert runner.status["disk"] is status
+    [in_flight] = fake.of("check-disk")[-1:]
+    assert not in_flight.cancelled
+    assert len(fake.of("check-disk")) == 3, "no extra run"
+    in_flight.exits(1)
+    assert (status.consecutive_failures, status.failing) == (3, True)
+    assert seen == [("check.failed", False)]
+    clock.advance(5)
+    assert len(fake.of("check-disk")) == 4, "the next run on its old schedule"
+    fake.of("check-disk")[-1].exits(0)
+    assert seen[-1] == ("check.recovered", False)
+
+
+def test_an_update_replaces_a_changed_check_with_a_fresh_one(
+    make: Callable[..., CheckRunner], clock: Clock, fake: FakeRun
+) -> None:
+    """Its run in flight is cancelled, as stop() cancels it, and the new spec
+    runs at once with a new status."""
+    runner = make(disk())
+    fake.calls[0].exits(1)
+    clock.advance(10)
+    old = runner.status["disk"]
+    runner.update([disk(timeout=3)])
+    assert fake.calls[1].cancelled
+    assert (fake.calls[2].argv, fake.calls[2].timeout) == (["check-disk"], 3)
+    new = runner.status["disk"]
+    assert new is not old
+    assert (new.runs, new.failed, new.consecutive_failures, new.failing) == (
+        1,
+        0,
+        0,
+        False,
+    )
+    clock.advance(10)
+    assert len(fake.calls) == 3, "the old interval has ended"
+
+
+def test_an_update_starts_added_checks_and_stops_and_forgets_removed_ones(
+    make: Callable[..., CheckRunner], clock: Clock, fake: FakeRun
+) -> None:
+    runner = make(disk(), CheckSpec("load", ["check-load"], every=10))
+    stopped = runner.update(
+        [CheckSpec("mem", ["check-mem"], every=10, start_delay=2), disk()]
+    )
+    assert stopped.called
+    assert [c.cancelled for c in fake.of("check-load")] == [True]
+    assert list(runner.status) == ["mem", "disk"]
+    clock.advance(2)
+    assert len(fake.of("check-mem")) == 1
+    clock.advance(60)
+    assert len(fake.of("check-load")) == 1
+
+
+def test_an_update_before_start_starts_nothing_until_start(
+    fake: FakeRun, clock: Clock
+) -> None:
+    runner = CheckRunner([disk()], run=fake, reactor=clock)
+    runner.update([disk(), CheckSpec("load", ["check-load"], every=10)])
+    assert fake.calls == []
+    runner.start()
+    assert [c.argv[0] for c in fake.calls] == ["check-disk", "check-load"]
+
+
+def test_an_update_with_two_checks_of_one_name_is_refused_and_changes_nothing(
+    make: Callable[..., CheckRunner], fake: FakeRun
+) -> None:
+    runner = make(disk())
+    with pytest.raises(ConfigError, match=r"^check 'disk' is defined twice$"):
+        runner.update([disk(), disk(every=5)])
+    assert list(runner.status) == ["disk"] and not fake.calls[0].cancelled
+
+
 # -- validation ---------------------------------------------------------------
 
 

@@ -22,8 +22,9 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent
 
-from procwork import ConfigError, NoLoadLimit, Scheduler
+from procwork import ConfigError, NoLoadLimit, Result, Scheduler
 from procwork.cli._ctl import status_table
 from procwork.monitor import Monitor, load_config, parse_config
 from procwork.monitor._control import Controller
@@ -44,7 +45,7 @@ from procwork.supervisor import (
     Supervisor,
 )
 from tests.support import FakeTable, observing
-from tests.test_monitor import FakeRun
+from tests.test_monitor import NOW, FakeRun, cgi, metric_lines
 from tests.test_supervisor import FakeWorld, spec
 
 # -- the protocol ----------------------------------------------------------------
@@ -215,7 +216,7 @@ def test_a_reload_adds_removes_changes_and_keeps_services_by_name_and_spec() -> 
         ("c", "d"),
         ("a",),
     )
-    assert str(diff) == "added e; removed b; changed c, d; 1 unchanged"
+    assert str(diff) == "services: added e; removed b; changed c, d; 1 unchanged"
     assert diff.to_dict()["changed"] == ["c", "d"]
 
 
@@ -240,8 +241,10 @@ def test_the_same_config_read_again_changes_nothing() -> None:
     )
     diff = diff_config(parse_config(text), parse_config(text))
     assert diff.unchanged == ("a", "b")
+    assert (diff.checks_unchanged, diff.rules_unchanged) == (("disk",), ("old",))
     assert not (diff.added or diff.removed or diff.changed or diff.not_applied)
-    assert not (diff.checks_changed or diff.rules_changed)
+    assert not (diff.checks_added or diff.checks_removed or diff.checks_changed)
+    assert not (diff.rules_added or diff.rules_removed or diff.rules_changed)
 
 
 def test_checks_rules_and_settings_bound_at_start_are_told_apart() -> None:
@@ -251,8 +254,64 @@ def test_checks_rules_and_settings_bound_at_start_are_told_apart() -> None:
         '[[check]]\nname = "c"\ncommand = ["true"]\nevery = 5\n'
     )
     diff = diff_config(old, new)
-    assert diff.checks_changed and not diff.rules_changed
+    assert diff.checks_added == ("c",) and not diff.rules_added
     assert diff.not_applied == ("http", "socket")
+
+
+def checks(*entries: str) -> str:
+    """[[check]]s running ``true NAME`` every 10 s, as ``services`` writes services."""
+    return "\n".join(
+        f'[[check]]\nname = "{name}"\ncommand = ["true", "{name}"]\nevery = 10\n{extra}'
+        for name, _, extra in (e.partition(":") for e in entries)
+    )
+
+
+def rules(*entries: str) -> str:
+    """[[rule]]s logging perl processes older than max_age seconds."""
+    return "\n".join(
+        f'[[rule]]\nname = "{name}"\nprocess_name = "perl"\nmax_age = {max_age}\n'
+        for name, _, max_age in (e.partition(":") for e in entries)
+    )
+
+
+def test_a_reload_tells_checks_and_rules_apart_by_name_and_spec_as_services() -> None:
+    """Each kind lists what was added, removed and changed, and counts the
+    rest; a kind neither config has is not mentioned."""
+    old = parse_config(
+        checks("disk", "load", "mem") + rules("slow:600", "gone:60"),
+        check_system=False,
+    )
+    new = parse_config(
+        checks("load", "disk:timeout = 5", "swap", "mem")
+        + rules("slow:600", "stale:3600"),
+        check_system=False,
+    )
+    diff = diff_config(old, new)
+    assert (
+        diff.checks_added,
+        diff.checks_removed,
+        diff.checks_changed,
+        diff.checks_unchanged,
+    ) == (("swap",), (), ("disk",), ("load", "mem"))
+    assert (
+        diff.rules_added,
+        diff.rules_removed,
+        diff.rules_changed,
+        diff.rules_unchanged,
+    ) == (("stale",), ("gone",), (), ("slow",))
+    assert str(diff) == (
+        "services: added none; removed none; changed none; 0 unchanged"
+        " | checks: added swap; removed none; changed disk; 2 unchanged"
+        " | rules: added stale; removed gone; changed none; 1 unchanged"
+    )
+    answer = diff.to_dict()
+    assert answer["checks_changed"] == ["disk"]
+    assert answer["rules_removed"] == ["gone"]
+    assert str(diff_config(new, new)) == (
+        "services: added none; removed none; changed none; 0 unchanged"
+        " | checks: added none; removed none; changed none; 4 unchanged"
+        " | rules: added none; removed none; changed none; 2 unchanged"
+    )
 
 
 # -- the supervisor's verbs ---------------------------------------------------------
@@ -391,18 +450,22 @@ def test_a_follower_gets_each_new_line_until_it_stops_following(
 class Operated:
     """A Monitor of a config file, on a Clock with fake processes."""
 
-    def __init__(self, tmp_path: Path, text: str) -> None:
+    def __init__(
+        self, tmp_path: Path, text: str, table: FakeTable | None = None
+    ) -> None:
         self.path = tmp_path / "monitor.toml"
         self.path.write_text(text)
         self.clock = Clock()
+        self.clock.rightNow = NOW  # the wall clock the rules see
         self.world = FakeWorld(self.clock)
+        self.run = FakeRun()
         self.monitor = Monitor(
             load_config(str(self.path)),
             reactor=self.clock,
             scheduler=Scheduler(self.clock, load=NoLoadLimit()),
-            run=FakeRun(),
+            run=self.run,
             process_factory=self.world,
-            process_table=FakeTable(),
+            process_table=table if table is not None else FakeTable(),
         )
         self.controller = Controller(self.monitor)
         self.monitor.start()
@@ -526,7 +589,7 @@ def test_reload_applies_the_difference_and_keeps_unchanged_services_running(
     assert answer["result"]["added"] == ["new"]
     assert answer["result"]["removed"] == ["drop"]
     assert answer["result"]["changed"] == ["change"]
-    assert answer["result"]["checks_changed"] is True
+    assert answer["result"]["checks_added"] == ["c"]
     status = operated.monitor.supervisor.status()
     assert list(status) == ["keep", "change", "dep", "new"]
     assert status["keep"].pid == pids["keep"] and status["dep"].pid == pids["dep"]
@@ -572,6 +635,118 @@ def test_reloads_asked_together_are_applied_one_after_the_other(
     assert first[0].changed == ("web",) and first[0].removed == ("tool",)
     assert second[0].changed == ("web",) and second[0].removed == ()
     assert operated.world.current("web").nice == 2
+
+
+def check_runs(operated: Operated, name: str) -> list[Deferred[Any]]:
+    """The runs of check ``name`` (its command is ``true NAME``), oldest first."""
+    return [d for argv, d in operated.run.calls if argv == ["true", name]]
+
+
+def check_ends(operated: Operated, name: str, returncode: int) -> None:
+    """The run in flight of check ``name`` exits with ``returncode``."""
+    [run] = [d for d in check_runs(operated, name) if not d.called]
+    run.callback(Result(("true", name), 99, returncode, duration=0.1))
+
+
+def check_events(operated: Operated, name: str) -> list[str]:
+    return [
+        e.event
+        for e in operated.monitor.alerts.recent
+        if e.kind == "check" and e.name == name
+    ]
+
+
+def test_a_reload_that_changes_one_check_keeps_the_others_running_with_their_state(
+    tmp_path: Path,
+) -> None:
+    """The unchanged check is not run again, keeps its failure count and its
+    failing state (in the status and the metrics), is not said to fail again,
+    and its recovery is said; the changed one starts afresh."""
+    operated = Operated(tmp_path, HEADER + checks("disk:failures = 2", "load"))
+    for _ in range(2):
+        check_ends(operated, "disk", 1)
+        operated.clock.advance(10)
+    check_ends(operated, "load", 1)
+    assert check_events(operated, "disk") == ["check.failed"]
+    disk_runs = len(check_runs(operated, "disk"))
+    operated.path.write_text(HEADER + checks("disk:failures = 2", "load:failures = 3"))
+    logged: list[str] = []
+    with observing(lambda event: logged.append(formatEvent(event))):
+        answer = operated.ask(command="reload")
+    assert answer["result"]["checks_changed"] == ["load"]
+    assert answer["result"]["checks_unchanged"] == ["disk"]
+    assert (
+        f"reloading {operated.path}: services: added none; removed none; changed "
+        "none; 0 unchanged | checks: added none; removed none; changed load; "
+        "1 unchanged" in logged
+    )
+    status = operated.monitor.status()["checks"]
+    assert (status["disk"]["consecutive_failures"], status["disk"]["failing"]) == (
+        2,
+        True,
+    )
+    assert 'procwork_check_consecutive_failures{check="disk"} 2' in metric_lines(
+        operated.monitor
+    )
+    assert len(check_runs(operated, "disk")) == disk_runs, "no extra run"
+    assert (status["load"]["runs"], status["load"]["failed"]) == (1, 0)
+    check_ends(operated, "disk", 1)
+    assert operated.monitor.checks.status["disk"].consecutive_failures == 3
+    assert check_events(operated, "disk") == ["check.failed"]
+    operated.clock.advance(10)
+    check_ends(operated, "disk", 0)
+    assert check_events(operated, "disk") == ["check.failed", "check.recovered"]
+
+
+def test_a_reload_starts_added_checks_and_stops_removed_ones(tmp_path: Path) -> None:
+    """A removed check's run is cancelled and it is gone from the status; an
+    added one runs at once and alerts like the others."""
+    operated = Operated(tmp_path, HEADER + checks("disk", "load"))
+    check_ends(operated, "disk", 1)
+    operated.path.write_text(HEADER + checks("disk", "mem"))
+    answer = operated.ask(command="reload")["result"]
+    assert (answer["checks_added"], answer["checks_removed"]) == (["mem"], ["load"])
+    assert ["true", "load"] in operated.run.cancelled
+    assert list(operated.monitor.status()["checks"]) == ["disk", "mem"]
+    assert not any('check="load"' in line for line in metric_lines(operated.monitor))
+    check_ends(operated, "mem", 1)
+    assert check_events(operated, "mem") == ["check.failed"]
+    assert operated.monitor.checks.status["disk"].failing
+
+
+def test_a_reload_keeps_unchanged_rules_with_what_they_found(tmp_path: Path) -> None:
+    """An unchanged rule does not report again a process it has reported; a
+    changed or added one reports it afresh, at the next scan on its schedule
+    (not at the reload); a removed one is gone."""
+    header = HEADER + "rules_every = 5\n"
+    operated = Operated(
+        tmp_path,
+        header + rules("slow:600", "stale:3600", "gone:60"),
+        FakeTable(cgi(700, age=4000)),
+    )
+    assert [f.rule.name for f in operated.monitor.findings] == [
+        "slow",
+        "stale",
+        "gone",
+    ]
+    operated.clock.advance(1)
+    operated.path.write_text(header + rules("slow:600", "stale:3000", "new:100"))
+    answer = operated.ask(command="reload")["result"]
+    assert (
+        answer["rules_added"],
+        answer["rules_removed"],
+        answer["rules_changed"],
+        answer["rules_unchanged"],
+    ) == (["new"], ["gone"], ["stale"], ["slow"])
+    assert len(operated.monitor.findings) == 3, "no scan at the reload"
+    operated.clock.advance(4)  # the next scan, 5 s after the one at start
+    assert [f.rule.name for f in operated.monitor.findings[3:]] == ["stale", "new"]
+    status = operated.monitor.status()["rules"]
+    assert {name: rule["matches"] for name, rule in status.items()} == {
+        "slow": 1,
+        "stale": 1,
+        "new": 1,
+    }
 
 
 def test_shutdown_answers_then_asks_whoever_runs_the_monitor_to_stop_it(
@@ -744,5 +919,7 @@ def test_a_reload_while_the_monitor_stops_changes_nothing(operated: Operated) ->
     operated.monitor.stop()
     done: list[Any] = []
     operated.monitor.reload().addCallback(done.append)
-    assert str(done[0]) == "added none; removed none; changed none; 0 unchanged"
+    assert str(done[0]) == (
+        "services: added none; removed none; changed none; 0 unchanged"
+    )
     assert list(operated.monitor.supervisor.status()) == ["web", "tool"]

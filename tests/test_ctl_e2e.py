@@ -263,7 +263,7 @@ def test_reload_by_ctl_and_by_SIGHUP_applies_only_the_difference(
     done = ctl(sock, "reload")
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == (
-        "reloaded: added new; removed drop; changed change; 1 unchanged\n"
+        "reloaded: services: added new; removed drop; changed change; 1 unchanged\n"
     )
     after = statuses(sock)
     assert list(after) == ["keep", "change", "new"]
@@ -292,7 +292,9 @@ def test_reload_by_ctl_and_by_SIGHUP_applies_only_the_difference(
     # SIGHUP with a good one: applied.
     write(("keep", "1"), ("change", "2"))
     monitor.proc.send_signal(signal.SIGHUP)
-    monitor.expect(r"reloading .*: added none; removed new; changed none; 2 unchanged")
+    monitor.expect(
+        r"reloading .*: services: added none; removed new; changed none; 2 unchanged"
+    )
     monitor.expect(r"reload of .* applied")
     final = statuses(sock)
     assert list(final) == ["keep", "change"]

@@ -455,6 +455,70 @@ def test_stop_cancels_pending_escalations() -> None:
     assert signals.sent == [(1000, signal.SIGTERM)]
 
 
+def test_an_update_keeps_what_an_unchanged_rule_knows_and_its_pending_SIGKILL() -> None:
+    """The rule of the same name and spec goes on: its counters, the processes
+    it reported (not reported again) and the SIGKILL due at the end of grace."""
+    table = FakeTable(proc(1000), proc(1001, "bash"))
+    logged = Rule("bash", process_name="bash", max_age=0)
+    engine, signals, clock = engine_for(CGI, logged, table=table)
+    engine.check()
+    engine.update([dataclasses.replace(CGI), logged])
+    assert engine.check() == []
+    assert dataclasses.astuple(engine.counters["cgi"]) == (1, 1)
+    assert dataclasses.astuple(engine.counters["bash"]) == (1, 0)
+    clock.advance(5)
+    assert signals.sent == [(1000, signal.SIGTERM), (1000, signal.SIGKILL)]
+
+
+def test_an_update_starts_a_changed_rule_afresh_and_cancels_its_pending_SIGKILL() -> (
+    None
+):
+    """As a new rule: its escalation is cancelled, as stop() cancels it, its
+    counters start at 0, and a process that still breaks it is acted on again."""
+    table = FakeTable(proc(1000), proc(1001, "bash"))
+    logged = Rule("bash", process_name="bash", max_age=0)
+    engine, signals, clock = engine_for(CGI, logged, table=table)
+    engine.check()
+    engine.update([dataclasses.replace(CGI, grace=60), logged])
+    assert clock.getDelayedCalls() == []
+    assert dataclasses.astuple(engine.counters["cgi"]) == (0, 0)
+    [finding] = engine.check()
+    assert (finding.rule.name, finding.action) == ("cgi", "sent SIGTERM")
+    assert dataclasses.astuple(engine.counters["bash"]) == (1, 0)
+    clock.advance(59.9)
+    assert signals.sent == [(1000, signal.SIGTERM)] * 2
+    clock.advance(0.1)
+    assert signals.sent[-1] == (1000, signal.SIGKILL)
+
+
+def test_an_update_adds_and_drops_rules_and_applies_them_in_the_new_order() -> None:
+    """A dropped rule's escalation is cancelled and its counters go; an added
+    rule acts at the next scan; the rules are applied in the new order."""
+    table = FakeTable(proc(1000))
+    killer = Rule("killer", process_name="perl", max_age=0, action="kill")
+    engine, signals, clock = engine_for(CGI, table=table)
+    engine.check()
+    engine.update([killer])
+    assert clock.getDelayedCalls() == []
+    assert list(engine.counters) == ["killer"]
+    [finding] = engine.check()
+    assert (finding.rule.name, finding.action) == ("killer", "sent SIGKILL")
+    assert signals.sent == [(1000, signal.SIGTERM), (1000, signal.SIGKILL)]
+    logged = Rule("log", process_name="perl", max_age=0)
+    table.add(proc(1002))
+    engine.update([logged, killer])
+    assert [r.name for r in engine.rules] == ["log", "killer"]
+    assert [f.rule.name for f in engine.check()] == ["log", "killer"]
+    assert signals.sent[-1] == (1002, signal.SIGKILL)
+
+
+def test_an_update_with_two_rules_of_one_name_is_refused_and_changes_nothing() -> None:
+    engine, _, _ = engine_for(CGI, table=FakeTable())
+    with pytest.raises(ConfigError, match=r"rule 'x': name used twice"):
+        engine.update([Rule("x", user="a", max_age=1), Rule("x", user="b", max_age=1)])
+    assert engine.rules == (CGI,)
+
+
 def test_importing_the_rules_does_not_import_the_global_reactor() -> None:
     """A program can still choose its reactor after importing procwork's rules."""
     code = (

@@ -25,6 +25,7 @@ from procwork.monitor._protocol import (
     ControlError,
     decode,
     default_socket_path,
+    describe_reload,
     encode,
 )
 
@@ -296,14 +297,7 @@ def _show(args: argparse.Namespace, result: Any) -> None:
         for line in result["lines"]:
             print(line)
     elif action == "reload":
-        print(
-            "reloaded: "
-            + "; ".join(
-                f"{key} {', '.join(result[key]) or 'none'}"
-                for key in ("added", "removed", "changed")
-            )
-            + f"; {len(result['unchanged'])} unchanged"
-        )
+        print(f"reloaded: {describe_reload(result)}")
         for key in result["not_applied"]:
             print(f"not applied (restart the monitor for it): [monitor] {key}")
     elif action == "shutdown":

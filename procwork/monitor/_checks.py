@@ -217,6 +217,15 @@ class CheckStatus:
         }
 
 
+def _by_name(specs: Iterable[CheckSpec]) -> dict[str, CheckSpec]:
+    by_name: dict[str, CheckSpec] = {}
+    for spec in specs:
+        if spec.name in by_name:
+            raise ConfigError(f"check {spec.name!r} is defined twice")
+        by_name[spec.name] = spec
+    return by_name
+
+
 class CheckRunner:
     """Runs a set of checks on their intervals. Call from the reactor thread.
 
@@ -235,11 +244,7 @@ class CheckRunner:
         reactor: Any = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self._specs: dict[str, CheckSpec] = {}
-        for spec in specs:
-            if spec.name in self._specs:
-                raise ConfigError(f"check {spec.name!r} is defined twice")
-            self._specs[spec.name] = spec
+        self._specs = _by_name(specs)
         if run is None:
             from procwork._api import run as procwork_run
 
@@ -253,6 +258,7 @@ class CheckRunner:
         self._loops: dict[str, LoopingCall] = {}
         self._delays: dict[str, Any] = {}
         self._listeners: list[CheckListener] = []
+        self._started = False
 
     def listen(self, listener: CheckListener) -> None:
         """Call ``listener(event, spec, status, reminder)`` when a check
@@ -277,6 +283,7 @@ class CheckRunner:
     def start(self) -> None:
         """Start every check now (or after its ``start_delay``), then on its
         interval."""
+        self._started = True
         for name, spec in self._specs.items():
             if name in self._loops:
                 continue
@@ -303,21 +310,65 @@ class CheckRunner:
         not once every process has been reaped. A cancelled run is not an
         outcome of the check: it is not counted and triggers no action.
         """
-        for loop in self._loops.values():
-            if loop.running:
-                loop.stop()
-        self._loops.clear()
-        for delayed in self._delays.values():
-            if delayed.active():
-                delayed.cancel()
-        self._delays.clear()
-        pending: list[Deferred[Any]] = []
-        for status in self._status.values():
-            for d in (status._run, status._action):
-                if d is not None and not d.called:
-                    d.cancel()
-                    pending.append(d)
+        self._started = False
+        pending = [d for name in self._specs for d in self._stop_one(name)]
         return DeferredList(pending, consumeErrors=True)
+
+    def update(self, specs: Iterable[CheckSpec]) -> Deferred[Any]:
+        """Take a new set of checks, keeping what the unchanged ones know.
+
+        A check is known by its name. One whose spec is equal to the running
+        one's is not touched: its interval goes on, a run in flight goes on,
+        and its :class:`CheckStatus` (failure count, failing state, when it
+        last alerted, its last result) is kept. One whose spec differs is
+        stopped as :meth:`stop` stops checks and starts afresh with a new
+        status, as a new one does; one no longer given is stopped and
+        forgotten. New and changed checks start at once (or after their
+        ``start_delay``) if the runner is started, else at :meth:`start`.
+
+        Args:
+            specs: Every check from now on, in the order to report them.
+
+        Returns:
+            A Deferred that fires once the runs and actions of the stopped
+            checks have been cancelled (see :meth:`stop`).
+
+        Raises:
+            ConfigError: Two checks share a name; nothing is changed.
+        """
+        new = _by_name(specs)
+        pending: list[Deferred[Any]] = []
+        for name, spec in self._specs.items():
+            if new.get(name) != spec:
+                pending += self._stop_one(name)
+                del self._status[name]
+        self._specs = new
+        self._status = {
+            name: self._status.get(name) or CheckStatus(name) for name in new
+        }
+        if self._started:
+            self.start()
+        return DeferredList(pending, consumeErrors=True)
+
+    def _stop_one(self, name: str) -> list[Deferred[Any]]:
+        """End one check's interval; cancel its run and action in flight.
+
+        Returns:
+            The Deferreds cancelled.
+        """
+        loop = self._loops.pop(name, None)
+        if loop is not None and loop.running:
+            loop.stop()
+        delayed = self._delays.pop(name, None)
+        if delayed is not None and delayed.active():
+            delayed.cancel()
+        status = self._status[name]
+        pending: list[Deferred[Any]] = []
+        for d in (status._run, status._action):
+            if d is not None and not d.called:
+                d.cancel()
+                pending.append(d)
+        return pending
 
     # -- one interval ------------------------------------------------------
 

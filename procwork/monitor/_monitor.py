@@ -108,7 +108,6 @@ class Monitor:
         for spec in config.services:
             self.supervisor.add(spec)
         self._run_checks = run if run is not None else self._run
-        self._process_table = process_table
         self.checks = self._check_runner(config)
         self.rules = RuleEngine(config.rules, process_table, reactor=reactor)
         # Events and alerts (see _alerts.py).
@@ -328,10 +327,15 @@ class Monitor:
 
         Added services start, removed ones are stopped with their stop
         policy, changed ones restart with the new spec (see
-        :meth:`Supervisor.replace`), unchanged ones are not touched; checks
-        and rules that differ are replaced; ``[monitor]`` settings that
-        need a restart (HTTP, the socket) are logged as not applied. An
-        invalid file changes nothing: the Deferred fails with its
+        :meth:`Supervisor.replace`), unchanged ones are not touched. Checks
+        and rules are compared by name the same way: an unchanged one keeps
+        its schedule and its state (failure count, failing and alert state,
+        last results; a rule's counters and the processes it reported), a
+        changed one is replaced and starts afresh, an added one starts, a
+        removed one stops (see :meth:`CheckRunner.update` and
+        :meth:`RuleEngine.update`). ``[monitor]`` settings that need a
+        restart (HTTP, the socket) are logged as not applied. An invalid
+        file changes nothing: the Deferred fails with its
         :class:`ConfigError`, and the old config keeps running.
 
         Reloads run one after the other: one asked while another is being
@@ -340,7 +344,8 @@ class Monitor:
         Returns:
             A Deferred firing with the :class:`ConfigDiff` applied, once the
             removed and changed services' old processes are reaped and the
-            new ones started.
+            new ones started, and the runs of the removed and changed checks
+            cancelled.
         """
         result: Deferred[ConfigDiff] = Deferred()
         turn: Deferred[None] = Deferred()  # fires when this reload is done
@@ -402,17 +407,14 @@ class Monitor:
             self.scheduler.set_max_running(new.max_running)
         if new.max_load != old.max_load:
             self.scheduler.load = SystemLoad(max_load=new.max_load)
-        if diff.checks_changed:
-            steps.append(self.checks.stop())
-            self.checks = self._check_runner(new)
-            self.checks.start()
-        if diff.rules_changed:
-            self.rules.stop()
-            self.rules = RuleEngine(
-                new.rules, self._process_table, reactor=self._reactor
-            )
-        self._stop_loops()
-        self._start_loops()
+        # Checks and rules by name too: the unchanged ones keep their state.
+        steps.append(self.checks.update(new.checks))
+        self.rules.update(new.rules)
+        if _loop_settings(new) != _loop_settings(old):
+            # Else the scans and summaries go on on their schedules: a
+            # reload is no reason for an extra one.
+            self._stop_loops()
+            self._start_loops()
         done: Deferred[Any] = DeferredList(steps, consumeErrors=True)
 
         def applied(_: object) -> ConfigDiff:
@@ -544,6 +546,11 @@ class Monitor:
             ),
             *process_metrics(),
         ]
+
+
+def _loop_settings(config: MonitorConfig) -> tuple[object, ...]:
+    """What the periodic scans and summaries are started from."""
+    return bool(config.rules), config.rules_every, config.summary_every
 
 
 def _reload_failed(failure: Any) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "ControlError",
     "decode",
     "default_socket_path",
+    "describe_reload",
     "encode",
     "error",
     "ok",
@@ -152,3 +153,34 @@ def parse_request(message: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(request.setdefault("follow", False), bool):
             raise ValueError("tail: follow must be true or false")
     return request
+
+
+#: What a reload reports, by kind: the key prefix of its lists in the answer.
+_RELOADED = (("services", ""), ("checks", "checks_"), ("rules", "rules_"))
+
+
+def describe_reload(result: Mapping[str, Any]) -> str:
+    """The answer to ``reload`` (:meth:`ConfigDiff.to_dict`) on one line.
+
+    Each kind says what was added, removed and changed, by name, and how
+    many were kept; checks and rules only when either config has some.
+
+    >>> print(describe_reload({"added": ["cron"], "unchanged": ["web"],
+    ...                         "checks_changed": ["disk"]}).replace(" | ", "\\n"))
+    services: added cron; removed none; changed none; 1 unchanged
+    checks: added none; removed none; changed disk; 0 unchanged
+    """
+    parts = []
+    for kind, prefix in _RELOADED:
+        names = {
+            what: list(result.get(prefix + what, ()))
+            for what in ("added", "removed", "changed", "unchanged")
+        }
+        if kind != "services" and not any(names.values()):
+            continue
+        listed = "; ".join(
+            f"{what} {', '.join(names[what]) or 'none'}"
+            for what in ("added", "removed", "changed")
+        )
+        parts.append(f"{kind}: {listed}; {len(names['unchanged'])} unchanged")
+    return " | ".join(parts)

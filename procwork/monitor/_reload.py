@@ -1,76 +1,96 @@
 """What a config reload changes: the difference between two configs.
 
 A pure function of two :class:`MonitorConfig`: the monitor applies it
-(:meth:`Monitor.reload`). Services are compared by name and then by their
-whole spec, so a service whose every key is the same is left running with
-its pid, and one that differs in any key (its command, environment, stop
-signal, ...) is restarted with the new spec.
+(:meth:`Monitor.reload`). Services, checks and rules are each compared by
+name (a name is required and unique per kind, so it is what identifies
+one) and then by their whole spec: one whose every key is the same is left
+running with its state (a service its pid; a check its schedule, failure
+count and alert state; a rule its counters and the processes it has
+reported), and one that differs in any key is replaced by the new spec and
+starts afresh.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
 
 from procwork.monitor._config import MonitorConfig
+from procwork.monitor._protocol import describe_reload
 
 __all__ = ["ConfigDiff", "diff_config"]
 
 # Settings a running monitor cannot take up: they are bound at start.
 _NOT_RELOADED = ("http", "socket", "control", "http_control", "http_token", "json_log")
 
+Names = tuple[str, ...]
+
 
 @dataclass(frozen=True)
 class ConfigDiff:
     """The difference between the running config and a new one.
+
+    Services, checks and rules each have four lists of names (those of
+    checks and rules prefixed ``checks_`` and ``rules_``):
 
     Attributes:
         added: Services only in the new config, in its order.
         removed: Services only in the old config, in reverse order (those
             that start after others are stopped first).
         changed: Services in both whose spec differs, in the new order.
-        unchanged: Services in both with the same spec.
-        checks_changed: The checks differ (they are replaced).
-        rules_changed: The rules differ (they are replaced).
+        unchanged: Services in both with the same spec, in the new order.
+        checks_added, checks_removed, checks_changed, checks_unchanged:
+            The same for checks.
+        rules_added, rules_removed, rules_changed, rules_unchanged: The
+            same for rules.
         not_applied: ``[monitor]`` settings that differ but take a restart
             of the monitor (the HTTP address, the control socket, ...).
     """
 
-    added: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-    changed: tuple[str, ...] = ()
-    unchanged: tuple[str, ...] = ()
-    checks_changed: bool = False
-    rules_changed: bool = False
-    not_applied: tuple[str, ...] = ()
+    added: Names = ()
+    removed: Names = ()
+    changed: Names = ()
+    unchanged: Names = ()
+    checks_added: Names = ()
+    checks_removed: Names = ()
+    checks_changed: Names = ()
+    checks_unchanged: Names = ()
+    rules_added: Names = ()
+    rules_removed: Names = ()
+    rules_changed: Names = ()
+    rules_unchanged: Names = ()
+    not_applied: Names = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready view."""
-        return {
-            "added": list(self.added),
-            "removed": list(self.removed),
-            "changed": list(self.changed),
-            "unchanged": list(self.unchanged),
-            "checks_changed": self.checks_changed,
-            "rules_changed": self.rules_changed,
-            "not_applied": list(self.not_applied),
-        }
+        """JSON-ready view: every field, its names as a list."""
+        return {f.name: list(getattr(self, f.name)) for f in fields(self)}
 
     def __str__(self) -> str:
-        parts = [
-            f"{label} {', '.join(names) if names else 'none'}"
-            for label, names in (
-                ("added", self.added),
-                ("removed", self.removed),
-                ("changed", self.changed),
-            )
-        ]
-        parts.append(f"{len(self.unchanged)} unchanged")
-        if self.checks_changed:
-            parts.append("checks replaced")
-        if self.rules_changed:
-            parts.append("rules replaced")
-        return "; ".join(parts)
+        """One line, as the log and ``procwork ctl reload`` say it (see
+        :func:`~procwork.monitor._protocol.describe_reload`)."""
+        return describe_reload(self.to_dict())
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+def _by_name(
+    kind: str, old: Iterable[_Named], new: Iterable[_Named]
+) -> dict[str, Names]:
+    """The four lists of one kind, as the :class:`ConfigDiff` fields of
+    ``kind`` (``""`` for services, ``"checks_"``, ``"rules_"``)."""
+    before = {item.name: item for item in old}
+    after = {item.name: item for item in new}
+    kept = [name for name in after if name in before]
+    return {
+        f"{kind}added": tuple(name for name in after if name not in before),
+        f"{kind}removed": tuple(name for name in reversed(before) if name not in after),
+        f"{kind}changed": tuple(name for name in kept if before[name] != after[name]),
+        f"{kind}unchanged": tuple(name for name in kept if before[name] == after[name]),
+    }
 
 
 def diff_config(old: MonitorConfig, new: MonitorConfig) -> ConfigDiff:
@@ -84,6 +104,10 @@ def diff_config(old: MonitorConfig, new: MonitorConfig) -> ConfigDiff:
     ... [[service]]
     ... name = "b"
     ... command = "sleep 60"
+    ... [[check]]
+    ... name = "disk"
+    ... command = "true"
+    ... every = 60
     ... ''', check_system=False)
     >>> new = parse_config('''
     ... [[service]]
@@ -92,23 +116,19 @@ def diff_config(old: MonitorConfig, new: MonitorConfig) -> ConfigDiff:
     ... [[service]]
     ... name = "c"
     ... command = "sleep 60"
+    ... [[check]]
+    ... name = "disk"
+    ... command = "true"
+    ... every = 30
     ... ''', check_system=False)
-    >>> print(diff_config(old, new))
-    added c; removed b; changed none; 1 unchanged
+    >>> print(str(diff_config(old, new)).replace(" | ", "\\n"))
+    services: added c; removed b; changed none; 1 unchanged
+    checks: added none; removed none; changed disk; 0 unchanged
     """
-    before = {spec.name: spec for spec in old.services}
-    after = {spec.name: spec for spec in new.services}
     return ConfigDiff(
-        added=tuple(name for name in after if name not in before),
-        removed=tuple(name for name in reversed(before) if name not in after),
-        changed=tuple(
-            name for name in after if name in before and before[name] != after[name]
-        ),
-        unchanged=tuple(
-            name for name in after if name in before and before[name] == after[name]
-        ),
-        checks_changed=old.checks != new.checks,
-        rules_changed=old.rules != new.rules,
+        **_by_name("", old.services, new.services),
+        **_by_name("checks_", old.checks, new.checks),
+        **_by_name("rules_", old.rules, new.rules),
         not_applied=tuple(
             key for key in _NOT_RELOADED if getattr(old, key) != getattr(new, key)
         ),

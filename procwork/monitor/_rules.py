@@ -337,14 +337,8 @@ class RuleEngine:
         log: Logger | None = None,
         dry_run: bool = False,
     ) -> None:
-        self._rules = tuple(rules)
-        self._counters: dict[str, RuleCounters] = {}
-        for rule in self._rules:
-            if rule.name in self._counters:
-                raise ConfigError(
-                    f"rule {rule.name!r}: name used twice; rule names must be unique"
-                )
-            self._counters[rule.name] = RuleCounters()
+        self._rules = _unique(rules)
+        self._counters = {rule.name: RuleCounters() for rule in self._rules}
         self._table = table if table is not None else LinuxProcessTable()
         if reactor is None:
             reactor = default_reactor()
@@ -414,6 +408,42 @@ class RuleEngine:
                 tree.escalation.cancel()
         self._pending.clear()
         self._stopping.clear()
+
+    def update(self, rules: Iterable[Rule]) -> None:
+        """Take new rules, keeping what the unchanged ones know.
+
+        A rule is known by its name. One equal to the running rule of that
+        name keeps its counters, the processes it has reported (they are not
+        reported again) and its pending SIGKILL escalations. One that
+        differs starts afresh, as a new one does: its escalations are
+        cancelled, as :meth:`stop` cancels them, and a process that still
+        breaks it is reported (and acted on) again at the next scan. A rule
+        no longer given is dropped the same way. The rules are applied in
+        the new order from the next :meth:`check`.
+
+        Raises:
+            ConfigError: Two rules share a name; nothing is changed.
+        """
+        new = _unique(rules)
+        running = {rule.name: rule for rule in self._rules}
+        kept = {rule.name for rule in new if running.get(rule.name) == rule}
+        self._rules = new
+        self._counters = {
+            rule.name: self._counters[rule.name]
+            if rule.name in kept
+            else RuleCounters()
+            for rule in new
+        }
+        self._reported = {key for key in self._reported if key[0] in kept}
+        for tree in [t for t in self._pending if t.finding.rule.name not in kept]:
+            if tree.escalation is not None:
+                tree.escalation.cancel()
+            self._pending.discard(tree)
+        self._stopping = {
+            identity: tree
+            for identity, tree in self._stopping.items()
+            if tree.finding.rule.name in kept
+        }
 
     def _act(self, rule: Rule, process: ProcInfo, reason: str) -> Finding:
         def report(action: str, level: LogLevel = LogLevel.warn) -> Finding:
@@ -638,6 +668,19 @@ class RuleEngine:
             action=finding.action,
             finding=finding,
         )
+
+
+def _unique(rules: Iterable[Rule]) -> tuple[Rule, ...]:
+    """``rules`` as a tuple, refused if two share a name."""
+    rules = tuple(rules)
+    names: set[str] = set()
+    for rule in rules:
+        if rule.name in names:
+            raise ConfigError(
+                f"rule {rule.name!r}: name used twice; rule names must be unique"
+            )
+        names.add(rule.name)
+    return rules
 
 
 def _tree_of(
