@@ -362,6 +362,62 @@ def test_stopping_drops_the_queue_and_ends_within_its_timeout(warnings: Any) -> 
     assert summary["dropped"] == 8
 
 
+# -- a reload: alerts by name ----------------------------------------------------
+
+
+def test_a_reload_keeps_an_alerts_counters_and_queue_and_applies_its_new_limits() -> None:
+    """Matched by name, the alert goes on: what it sent and queued is kept,
+    and a raised max_in_flight starts more of its queue at once."""
+    run = FakeRun()
+    alerts = pager(run, max_in_flight=1)
+    storm(alerts, 5)
+    run.runs[0][1].callback(Result(args=("pager",), pid=9, returncode=0))
+    status = alerts.status["page"]
+    assert (status.ok, status.running, status.queued) == (1, 1, 3)
+    alerts.update([AlertSpec("page", command="pager", max_in_flight=3)])
+    assert alerts.status["page"] is status
+    assert (status.ok, status.running, status.queued, run.running) == (1, 3, 1, 3)
+    run.finish_all()
+    assert run.names == [f"check-{i}" for i in range(5)]
+    assert (status.sent, status.ok, status.dropped) == (5, 5, 0)
+
+
+def test_a_reload_that_removes_an_alert_drops_its_queue_and_lets_its_deliveries_end(
+    warnings: Any,
+) -> None:
+    """A removed alert takes no new event; its queue is dropped in one log
+    line; stopping the monitor still waits for what it is delivering."""
+    run = FakeRun()
+    alerts = pager(run, max_in_flight=2)
+    storm(alerts, 6)
+    alerts.update([])
+    assert alerts.status == {}
+    [summary] = [w for w in warnings() if "dropped" in w]
+    assert (summary["dropped"], summary["why"]) == (
+        4,
+        "the alert was removed by a reload",
+    )
+    storm(alerts, 3, first=6)
+    assert run.running == 2 and len(run.runs) == 2  # nothing new started
+    stopped = alerts.stop(timeout=5)
+    assert not stopped.called
+    run.finish_all()
+    assert stopped.called
+
+
+def test_a_reload_that_adds_an_alert_sends_it_the_next_events() -> None:
+    run = FakeRun()
+    alerts = pager(run)
+    alerts.update(
+        [
+            AlertSpec("page", command="pager"),
+            AlertSpec("also", command="pager", events=("check.failed",)),
+        ]
+    )
+    storm(alerts, 1)
+    assert (alerts.status["page"].sent, alerts.status["also"].sent) == (1, 1)
+
+
 # -- events from services and rules ----------------------------------------------
 
 

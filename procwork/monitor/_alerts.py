@@ -366,6 +366,44 @@ class AlertDispatcher:
         self.recent: deque[Event] = deque(maxlen=_RECENT_EVENTS)
         self._stopping = False
         self._stopped: list[Deferred[None]] = []  # stop()'s, fired when idle
+        # Alerts a reload removed whose deliveries are still running.
+        self._retired: list[_Alert] = []
+
+    def update(self, specs: Iterable[AlertSpec]) -> None:
+        """Take up a reloaded config's alerts, matched by name.
+
+        An alert still there keeps its counters, its queue and the
+        deliveries it is making; if its spec changed, it delivers with the
+        new one from its next delivery on (its queue trimmed to the new
+        ``max_queued``, more started if ``max_in_flight`` grew). A new one
+        starts empty. A removed one takes no new event and drops what it
+        has queued (one log line); the deliveries it is making finish (and
+        :meth:`stop` still waits for them, or cancels them).
+        """
+        self.specs = tuple(specs)
+        kept = {alert.spec.name: alert for alert in self._alerts}
+        alerts = []
+        for spec in self.specs:
+            alert = kept.pop(spec.name, None)
+            if alert is None:
+                alert = _Alert(spec)
+            elif alert.spec != spec:
+                alert.spec = spec
+                while len(alert.waiting) > spec.max_queued:
+                    self._drop(alert)
+                self._start_waiting(alert)
+                alert.recount()
+            alerts.append(alert)
+        self._alerts = alerts
+        self.status = {alert.spec.name: alert.status for alert in alerts}
+        for alert in kept.values():  # removed
+            alert.status.dropped += len(alert.waiting)
+            alert.dropping += len(alert.waiting)
+            alert.waiting.clear()
+            alert.recount()
+            self._dropped(alert, "the alert was removed by a reload")
+            self._retired.append(alert)
+        self._maybe_stopped()
 
     def emit(self, event: Event) -> None:
         """Record ``event``, and start the alerts that want it, or queue it
@@ -605,7 +643,7 @@ class AlertDispatcher:
         return stopped.addBoth(cleanup)
 
     def _give_up(self) -> None:
-        for alert in self._alerts:
+        for alert in [*self._alerts, *self._retired]:
             # Dropped before the cancels, so that a slot they free starts
             # nothing; in one line with the burst it may end.
             alert.status.dropped += len(alert.waiting)
@@ -618,7 +656,9 @@ class AlertDispatcher:
         self._maybe_stopped(at_last=True)
 
     def _maybe_stopped(self, at_last: bool = False) -> None:
-        if self._stopped and (at_last or all(a.idle for a in self._alerts)):
+        self._retired = [a for a in self._retired if not a.idle]
+        alerts = [*self._alerts, *self._retired]
+        if self._stopped and (at_last or all(a.idle for a in alerts)):
             stopped, self._stopped = self._stopped, []
             for d in stopped:
                 d.callback(None)

@@ -333,7 +333,8 @@ class Monitor:
         last results; a rule's counters and the processes it reported), a
         changed one is replaced and starts afresh, an added one starts, a
         removed one stops (see :meth:`CheckRunner.update` and
-        :meth:`RuleEngine.update`). ``[monitor]`` settings that need a
+        :meth:`RuleEngine.update`); alerts too, keeping their counters and
+        queues (:meth:`AlertDispatcher.update`). ``[monitor]`` settings that need a
         restart (HTTP, the socket) are logged as not applied. An invalid
         file changes nothing: the Deferred fails with its
         :class:`ConfigError`, and the old config keeps running.
@@ -410,6 +411,7 @@ class Monitor:
         # Checks and rules by name too: the unchanged ones keep their state.
         steps.append(self.checks.update(new.checks))
         self.rules.update(new.rules)
+        self.alerts.update(new.alerts)
         if _loop_settings(new) != _loop_settings(old):
             # Else the scans and summaries go on on their schedules: a
             # reload is no reason for an extra one.

@@ -156,14 +156,20 @@ def parse_request(message: Mapping[str, Any]) -> dict[str, Any]:
 
 
 #: What a reload reports, by kind: the key prefix of its lists in the answer.
-_RELOADED = (("services", ""), ("checks", "checks_"), ("rules", "rules_"))
+_RELOADED = (
+    ("services", ""),
+    ("checks", "checks_"),
+    ("rules", "rules_"),
+    ("alerts", "alerts_"),
+)
 
 
 def describe_reload(result: Mapping[str, Any]) -> str:
     """The answer to ``reload`` (:meth:`ConfigDiff.to_dict`) on one line.
 
     Each kind says what was added, removed and changed, by name, and how
-    many were kept; checks and rules only when either config has some.
+    many were kept; checks, rules and alerts only when either config has
+    some.
 
     >>> print(describe_reload({"added": ["cron"], "unchanged": ["web"],
     ...                         "checks_changed": ["disk"]}).replace(" | ", "\\n"))

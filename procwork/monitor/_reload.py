@@ -1,13 +1,14 @@
 """What a config reload changes: the difference between two configs.
 
 A pure function of two :class:`MonitorConfig`: the monitor applies it
-(:meth:`Monitor.reload`). Services, checks and rules are each compared by
+(:meth:`Monitor.reload`). Services, checks, rules and alerts are each compared by
 name (a name is required and unique per kind, so it is what identifies
 one) and then by their whole spec: one whose every key is the same is left
 running with its state (a service its pid; a check its schedule, failure
 count and alert state; a rule its counters and the processes it has
-reported), and one that differs in any key is replaced by the new spec and
-starts afresh.
+reported; an alert its counters, its queue and the deliveries it is
+making), and one that differs in any key is replaced by the new spec (an
+alert takes it from its next delivery on, keeping its counters).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ Names = tuple[str, ...]
 class ConfigDiff:
     """The difference between the running config and a new one.
 
-    Services, checks and rules each have four lists of names (those of
-    checks and rules prefixed ``checks_`` and ``rules_``):
+    Services, checks, rules and alerts each have four lists of names (those
+    of the others prefixed ``checks_``, ``rules_`` and ``alerts_``):
 
     Attributes:
         added: Services only in the new config, in its order.
@@ -44,6 +45,8 @@ class ConfigDiff:
             The same for checks.
         rules_added, rules_removed, rules_changed, rules_unchanged: The
             same for rules.
+        alerts_added, alerts_removed, alerts_changed, alerts_unchanged: The
+            same for alerts.
         not_applied: ``[monitor]`` settings that differ but take a restart
             of the monitor (the HTTP address, the control socket, ...).
     """
@@ -60,6 +63,10 @@ class ConfigDiff:
     rules_removed: Names = ()
     rules_changed: Names = ()
     rules_unchanged: Names = ()
+    alerts_added: Names = ()
+    alerts_removed: Names = ()
+    alerts_changed: Names = ()
+    alerts_unchanged: Names = ()
     not_applied: Names = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,7 +88,7 @@ def _by_name(
     kind: str, old: Iterable[_Named], new: Iterable[_Named]
 ) -> dict[str, Names]:
     """The four lists of one kind, as the :class:`ConfigDiff` fields of
-    ``kind`` (``""`` for services, ``"checks_"``, ``"rules_"``)."""
+    ``kind`` (``""`` for services, ``"checks_"``, ``"rules_"``, ``"alerts_"``)."""
     before = {item.name: item for item in old}
     after = {item.name: item for item in new}
     kept = [name for name in after if name in before]
@@ -129,6 +136,7 @@ def diff_config(old: MonitorConfig, new: MonitorConfig) -> ConfigDiff:
         **_by_name("", old.services, new.services),
         **_by_name("checks_", old.checks, new.checks),
         **_by_name("rules_", old.rules, new.rules),
+        **_by_name("alerts_", old.alerts, new.alerts),
         not_applied=tuple(
             key for key in _NOT_RELOADED if getattr(old, key) != getattr(new, key)
         ),
