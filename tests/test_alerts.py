@@ -18,7 +18,9 @@ from twisted.logger import LogLevel, globalLogPublisher
 from procwork import ConfigError, Result
 from procwork.monitor import EVENTS, AlertDispatcher, AlertSpec, Event
 from procwork.monitor._alerts import ServiceEvents, rule_events
+from procwork.monitor._http import prometheus_text
 from procwork.monitor._logs import json_record, text_observer
+from procwork.monitor._metrics import monitor_metrics
 from procwork.monitor._page import render_page, wants_html
 from procwork.supervisor import ServiceSpec, ServiceState
 from procwork.supervisor._servicelog import ServiceOutput
@@ -362,10 +364,40 @@ def test_stopping_drops_the_queue_and_ends_within_its_timeout(warnings: Any) -> 
     assert summary["dropped"] == 8
 
 
+def test_metrics_count_each_alerts_deliveries_by_outcome_and_what_waits() -> None:
+    """/metrics says how many events each alert delivered, failed and
+    dropped, and how many run and wait now: a storm is visible there."""
+    run = FakeRun()
+    alerts = pager(run, max_in_flight=2, max_queued=5)
+    storm(alerts, 20)
+    run.runs[0][1].callback(Result(args=("pager",), pid=9, returncode=0))
+    run.runs[1][1].callback(Result(args=("pager",), pid=9, returncode=1))
+    text = prometheus_text(
+        monitor_metrics(
+            version="0",
+            services={},
+            checks={},
+            rules={},
+            queued=0,
+            alerts=alerts.status,
+        )
+    )
+    assert {
+        'procwork_alert_deliveries_total{alert="page",outcome="ok"} 1',
+        'procwork_alert_deliveries_total{alert="page",outcome="failed"} 1',
+        'procwork_alert_deliveries_total{alert="page",outcome="dropped"} 13',
+        'procwork_alert_deliveries_running{alert="page"} 2',
+        'procwork_alert_events_queued{alert="page"} 3',
+        "# TYPE procwork_alert_deliveries_total counter",
+    } <= set(text.splitlines())
+
+
 # -- a reload: alerts by name ----------------------------------------------------
 
 
-def test_a_reload_keeps_an_alerts_counters_and_queue_and_applies_its_new_limits() -> None:
+def test_a_reload_keeps_an_alerts_counters_and_queue_and_applies_its_new_limits() -> (
+    None
+):
     """Matched by name, the alert goes on: what it sent and queued is kept,
     and a raised max_in_flight starts more of its queue at once."""
     run = FakeRun()

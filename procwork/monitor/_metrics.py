@@ -16,6 +16,7 @@ import resource
 from collections.abc import Mapping
 from typing import Any
 
+from procwork.monitor._alerts import AlertStatus
 from procwork.monitor._checks import CheckStatus
 from procwork.monitor._http import Metric
 from procwork.supervisor import ServiceState, ServiceStatus
@@ -32,8 +33,10 @@ def monitor_metrics(
     checks: Mapping[str, CheckStatus],
     rules: Mapping[str, Any],
     queued: int,
+    alerts: Mapping[str, AlertStatus] | None = None,
 ) -> list[Metric]:
-    """The metrics of services, checks, rules and runs (not ``process_*``).
+    """The metrics of services, checks, rules, alerts and runs (not
+    ``process_*``).
 
     Args:
         version: procwork's version, for ``procwork_build_info``.
@@ -41,7 +44,9 @@ def monitor_metrics(
         checks: Each check's status.
         rules: Each rule's counters (``matches``, ``signals_sent``).
         queued: Runs waiting for admission.
+        alerts: Each alert's status (its deliveries and its queue).
     """
+    alerts = {} if alerts is None else alerts
 
     def per_service(value: Any) -> Samples:
         return [({"service": n}, float(value(s))) for n, s in services.items()]
@@ -176,6 +181,30 @@ def monitor_metrics(
             "counter",
             "Signals a rule sent",
             [({"rule": n}, float(c.signals_sent)) for n, c in rules.items()],
+        ),
+        (
+            "procwork_alert_deliveries_total",
+            "counter",
+            "Events an alert took, by outcome: ok, failed (the command or "
+            "webhook failed, or gave up), dropped (never delivered: its queue "
+            "was full, or the monitor stopped)",
+            [
+                ({"alert": n, "outcome": outcome}, float(getattr(a, outcome)))
+                for n, a in alerts.items()
+                for outcome in ("ok", "failed", "dropped")
+            ],
+        ),
+        (
+            "procwork_alert_deliveries_running",
+            "gauge",
+            "An alert's deliveries running now (at most its max_in_flight)",
+            [({"alert": n}, float(a.running)) for n, a in alerts.items()],
+        ),
+        (
+            "procwork_alert_events_queued",
+            "gauge",
+            "Events waiting for one of an alert's delivery slots",
+            [({"alert": n}, float(a.queued)) for n, a in alerts.items()],
         ),
         (
             "procwork_processes_running",

@@ -536,8 +536,8 @@ class Monitor:
         }
 
     def metrics(self) -> list[Metric]:
-        """Prometheus metrics: services, checks, rules, runs, the monitor
-        process itself (see :mod:`procwork.monitor._metrics`)."""
+        """Prometheus metrics: services, checks, rules, alerts, runs, the
+        monitor process itself (see :mod:`procwork.monitor._metrics`)."""
         return [
             *monitor_metrics(
                 version=_version(),
@@ -545,6 +545,7 @@ class Monitor:
                 checks=self.checks.status,
                 rules=self.rules.counters,
                 queued=self.scheduler.queued,
+                alerts=self.alerts.status,
             ),
             *process_metrics(),
         ]
