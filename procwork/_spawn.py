@@ -657,7 +657,8 @@ class _DueEnds:
     """
 
     def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
+        # Weak: _due_ends holds this strongly, under the reactor as a weak key.
+        self._reactor = weakref.ref(reactor)
         self._procs: dict[GroupProcess, None] = {}
         self._queued = False
         if hasattr(reactor, "addSystemEventTrigger"):
@@ -665,9 +666,13 @@ class _DueEnds:
 
     def add(self, proc: GroupProcess) -> None:
         self._procs[proc] = None
-        if not self._queued:
+        self._queue()
+
+    def _queue(self) -> None:
+        reactor = self._reactor()
+        if not self._queued and reactor is not None:
             self._queued = True
-            self._reactor.callFromThread(self._tell)
+            reactor.callFromThread(self._tell)
 
     def _tell(self) -> None:
         self._queued = False
@@ -682,11 +687,10 @@ class _DueEnds:
                 for proc in self._procs:
                     due[proc] = None
                 self._procs = due
-                self._queued = True
-                self._reactor.callFromThread(self._tell)
+                self._queue()
 
     def _at_shutdown(self) -> None:
-        if not getattr(self._reactor, "running", False):
+        if not getattr(self._reactor(), "running", False):
             due, self._procs = self._procs, {}
             self._queued = False  # a queued _tell, should it ever run, finds none
             for proc in due:

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet.defer import Deferred
@@ -450,3 +450,69 @@ RESULT_AT_EXIT = """
 def test_a_child_ended_by_the_shutdown_of_the_reactor_still_gets_its_Result() -> None:
     result = run_child(RESULT_AT_EXIT, timeout=60)
     assert result.stdout == "returncode: -15\n", result.stderr[-3000:]
+
+
+class _TurnReactor:
+    """Just what _DueEnds uses of a reactor: calls queued for its next turn."""
+
+    running = True
+
+    def __init__(self) -> None:
+        self.queued: list[Any] = []
+        self.triggers: list[Any] = []
+
+    def callFromThread(self, f: Any) -> None:
+        self.queued.append(f)
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: Any) -> None:
+        self.triggers.append(f)
+
+    def turn(self) -> None:
+        """Run what is queued, logging an exception as Twisted does."""
+        calls, self.queued = self.queued, []
+        for f in calls:
+            with contextlib.suppress(RuntimeError):
+                f()
+
+
+class _Ended:
+    def __init__(self, name: str, told: list[str], fails: bool = False) -> None:
+        self.name, self.told, self.fails = name, told, fails
+
+    def _tell_end(self) -> None:
+        self.told.append(self.name)
+        if self.fails:
+            raise RuntimeError(f"the protocol of {self.name} raised")
+
+
+def test_the_ends_of_one_turn_are_told_next_turn_in_order_with_one_queued_call() -> (
+    None
+):
+    """And a protocol that raises costs the others nothing: they are told
+    on the turn after (Twisted logs the exception)."""
+    from procwork._spawn import _DueEnds
+
+    reactor, told = _TurnReactor(), []
+    due = _DueEnds(reactor)
+    for name, fails in (("a", False), ("b", True), ("c", False), ("d", False)):
+        due.add(cast(GroupProcess, _Ended(name, told, fails)))
+    assert len(reactor.queued) == 1 and told == []
+    reactor.turn()
+    assert told == ["a", "b"]
+    assert len(reactor.queued) == 1
+    reactor.turn()
+    assert told == ["a", "b", "c", "d"] and reactor.queued == []
+
+
+def test_ends_left_when_the_reactor_stops_are_told_at_its_shutdown() -> None:
+    from procwork._spawn import _DueEnds
+
+    reactor, told = _TurnReactor(), []
+    due = _DueEnds(reactor)
+    due.add(cast(GroupProcess, _Ended("a", told)))
+    reactor.running = False
+    [at_shutdown] = reactor.triggers
+    at_shutdown()
+    assert told == ["a"]
+    reactor.turn()  # the call queued before, should it run: nothing twice
+    assert told == ["a"]
