@@ -12,7 +12,9 @@ reactor has is asked for where it is used, and code that uses it checks
 first, so a test clock does without: ``addSystemEventTrigger`` (children
 killed at shutdown, :mod:`procwork._shutdown`), ``callFromThread`` and
 ``running`` (:mod:`procwork._spawn`), the file-descriptor set
-(``IReactorFDSet``, for pidfds) and ``spawnProcess`` (procmon).
+(``IReactorFDSet``, for pidfds) and ``spawnProcess`` (procmon). The small
+protocols below name those extras, for the code that has checked for them
+(or, like the monitor, is only ever given a real reactor).
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["DelayedCall", "Reactor", "default_reactor"]
+__all__ = [
+    "DelayedCall",
+    "DescriptorReactor",
+    "ProcessReactor",
+    "Reactor",
+    "ReactorTime",
+    "SystemEvents",
+    "ThreadCalls",
+    "default_reactor",
+]
 
 
 # Structural stand-ins for Twisted's IReactorTime and IDelayedCall: mypy
@@ -39,6 +50,55 @@ class Reactor(Protocol):
     # Positional-only: a test's fake reactor may name them as it likes.
     def callLater(
         self, delay: float, callable: Callable[..., Any], /, *args: Any, **kw: Any
+    ) -> Any: ...
+
+
+class ReactorTime(Reactor, Protocol):
+    """All of ``IReactorTime``: procmon also lists the pending calls."""
+
+    def getDelayedCalls(self) -> Any: ...
+
+
+class SystemEvents(Protocol):
+    """``IReactorCore``'s system event triggers (shutdown hooks)."""
+
+    def addSystemEventTrigger(
+        self, phase: str, eventType: str, callable: Callable[..., Any], /, *args: Any
+    ) -> Any: ...
+    def removeSystemEventTrigger(self, triggerID: Any, /) -> None: ...
+
+
+class ThreadCalls(Protocol):
+    """``IReactorThreads.callFromThread``: a call queued to the reactor's thread."""
+
+    def callFromThread(
+        self, callable: Callable[..., Any], /, *args: Any, **kw: Any
+    ) -> None: ...
+
+
+class DescriptorReactor(Reactor, Protocol):
+    """A :class:`Reactor` with readers (``IReactorFDSet``): pidfds are watched."""
+
+    # Any: Twisted's IReadDescriptor is a zope interface mypy cannot check.
+    def addReader(self, reader: Any, /) -> None: ...
+    def removeReader(self, reader: Any, /) -> None: ...
+
+
+class ProcessReactor(Reactor, Protocol):
+    """A :class:`Reactor` that spawns processes (``IReactorProcess``)."""
+
+    # Any: the arguments and the transport are Twisted's, passed through as is.
+    def spawnProcess(
+        self,
+        processProtocol: Any,
+        executable: Any,
+        args: Any = ...,
+        env: Any = ...,
+        path: Any = ...,
+        uid: Any = ...,
+        gid: Any = ...,
+        usePTY: Any = ...,
+        childFDs: Any = ...,
     ) -> Any: ...
 
 

@@ -55,7 +55,7 @@ from twisted.python.failure import Failure
 from procwork import _validate as validate
 from procwork._errors import ProcworkError
 from procwork._process import Process, RunOptions, RunState
-from procwork._reactor import default_reactor
+from procwork._reactor import Reactor, default_reactor
 from procwork._scheduler import Priority
 
 with warnings.catch_warnings():
@@ -975,7 +975,7 @@ def _identity_keys(target: SSHTarget) -> tuple[list[Key], BaseException | None]:
     return keys, None
 
 
-def _agent_keys(reactor: Any, sock: str, auth: _UserAuth) -> Deferred[None]:
+def _agent_keys(reactor: Reactor, sock: str, auth: _UserAuth) -> Deferred[None]:
     endpoint = UNIXClientEndpoint(reactor, sock, timeout=5)
     d = endpoint.connect(Factory.forProtocol(SSHAgentClient))
 
@@ -1014,7 +1014,8 @@ class SSHPool:
     """Connections to remote hosts: one per target, shared by all its runs.
 
     Args:
-        reactor: The reactor (default: the global one).
+        reactor: The reactor (default: the global one); a real one, as the
+            connections are made on it too.
         idle_close: Seconds a connection without runs stays open (default 30).
         connect_timeout: Seconds to wait for a host to answer (default 15).
         max_sessions: Channels one connection may carry at once, as the
@@ -1028,14 +1029,14 @@ class SSHPool:
 
     def __init__(
         self,
-        reactor: Any = None,
+        reactor: Reactor | None = None,
         *,
         idle_close: float = DEFAULT_IDLE_CLOSE,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         keepalive: float = DEFAULT_KEEPALIVE,
     ) -> None:
-        self.reactor = default_reactor() if reactor is None else reactor
+        self.reactor: Reactor = default_reactor() if reactor is None else reactor
         self.idle_close = idle_close
         self.connect_timeout = connect_timeout
         self.max_sessions = max_sessions
@@ -1158,7 +1159,7 @@ class SSHPool:
         return done
 
 
-def _within(reactor: Any, d: Deferred[Any], seconds: float) -> Deferred[object]:
+def _within(reactor: Reactor, d: Deferred[Any], seconds: float) -> Deferred[object]:
     """``d``'s outcome ignored, or None after ``seconds``: a bounded wait."""
     bounded: Deferred[object] = Deferred()
     timer = reactor.callLater(seconds, lambda: bounded.callback(None))

@@ -127,7 +127,8 @@ class Scheduler:
         )
 
     @property
-    def reactor(self) -> Any:
+    def reactor(self) -> Reactor:
+        """The reactor of its runs and its load timer (default: the global one)."""
         if self._reactor is None:
             self._reactor = default_reactor()
         return self._reactor

@@ -26,10 +26,10 @@ __all__ = ["SHUTDOWN_GRACE", "terminate_all", "watch_reactor"]
 SHUTDOWN_GRACE = 3.0
 
 # Weak, not by id(): a new reactor may reuse a collected one's id.
-_watched: weakref.WeakSet[Any] = weakref.WeakSet()
+_watched: weakref.WeakSet[Reactor] = weakref.WeakSet()
 
 
-def watch_reactor(reactor: Any) -> None:
+def watch_reactor(reactor: Reactor) -> None:
     """Make sure ``reactor``'s shutdown terminates procwork's children (once)."""
     if reactor in _watched or not hasattr(reactor, "addSystemEventTrigger"):
         return

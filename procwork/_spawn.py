@@ -57,6 +57,7 @@ from twisted.python.failure import Failure
 
 import untwisted
 from procwork import _orphans
+from procwork._reactor import DescriptorReactor, Reactor, ThreadCalls
 
 __all__ = ["GroupProcess", "live_processes"]
 
@@ -71,10 +72,10 @@ _live: set[GroupProcess] = set()
 
 # Per reactor, the children reaped whose protocol its next turn tells (see
 # GroupProcess.maybeCallProcessEnded and _DueEnds).
-_due_ends: weakref.WeakKeyDictionary[Any, _DueEnds] = weakref.WeakKeyDictionary()
+_due_ends: weakref.WeakKeyDictionary[object, _DueEnds] = weakref.WeakKeyDictionary()
 
 
-def signals_held_while_starting(reactor: Any) -> AbstractContextManager[None]:
+def signals_held_while_starting(reactor: object) -> AbstractContextManager[None]:
     """A block in which starting a child is atomic with respect to signals.
 
     From the first pipe to the child on record as live, an exception raised
@@ -155,7 +156,7 @@ def _poll_now(fd: int, events: int) -> int:
     return ready[0][1] if ready else 0
 
 
-def _maybe_stale(reactor: Any, reason: Failure) -> bool:
+def _maybe_stale(reactor: object, reason: Failure) -> bool:
     """Whether a ``connectionLost(reason)`` may come from a stale event.
 
     Only the reactor's report of a hang-up can be: exactly ``ConnectionDone``
@@ -359,7 +360,7 @@ class GroupProcess(twisted_process.Process):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: Reactor,
         protocol: ProcessProtocol,
         args: Sequence[str | bytes],
         *,
@@ -442,7 +443,7 @@ class GroupProcess(twisted_process.Process):
                     os.getpriority(os.PRIO_PROCESS, popen.pid) + self._nice,
                 )
 
-    def _watch_exit(self, reactor: Any) -> None:
+    def _watch_exit(self, reactor: Reactor) -> None:
         pid = self.pid
         if pid is None:  # Twisted's registration reaped it already
             return
@@ -456,7 +457,7 @@ class GroupProcess(twisted_process.Process):
         if twisted_process.reapProcessHandlers.get(pid) is self:
             twisted_process.unregisterReapProcessHandler(pid, self)
         self._watch = _PidfdWatch(self, fd)
-        reactor.addReader(self._watch)
+        cast(DescriptorReactor, reactor).addReader(self._watch)  # providedBy, above
 
     # -- reaping ---------------------------------------------------------
 
@@ -656,7 +657,7 @@ class _DueEnds:
     further turn, so its shutdown tells them at once instead.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: ThreadCalls) -> None:
         # Weak: _due_ends holds this strongly, under the reactor as a weak key.
         self._reactor = weakref.ref(reactor)
         self._procs: dict[GroupProcess, None] = {}

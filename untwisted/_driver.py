@@ -446,6 +446,7 @@ def _delay(reactor: DrivableReactor, limit: float | None) -> float | None:
     return delay
 
 
+# Any: the reactor may come from sys.modules, a ModuleType to mypy.
 def _call_from_thread(reactor: Any, f: Callable[..., object], *args: object) -> None:
     # What Twisted's own SIGTERM handler does: never stop from inside a
     # signal handler, which may have interrupted the reactor mid-call.

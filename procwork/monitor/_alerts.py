@@ -51,7 +51,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from procwork._errors import ConfigError
-from procwork._reactor import default_reactor
+from procwork._reactor import Reactor, default_reactor
 from procwork._result import Result
 
 __all__ = ["EVENTS", "AlertDispatcher", "AlertSpec", "AlertStatus", "Event"]
@@ -349,11 +349,11 @@ class AlertDispatcher:
         self,
         specs: Iterable[AlertSpec],
         *,
-        reactor: Any = None,
+        reactor: Reactor | None = None,
         run: RunFunction | None = None,
         agent: Any = None,
     ) -> None:
-        self._reactor = default_reactor() if reactor is None else reactor
+        self._reactor: Reactor = default_reactor() if reactor is None else reactor
         if run is None:
             from procwork._api import run as procwork_run
 

@@ -241,7 +241,7 @@ class CheckRunner:
         specs: Iterable[CheckSpec],
         *,
         run: RunFunction | None = None,
-        reactor: Any = None,
+        reactor: Any = None,  # LoopingCall.clock is a zope IReactorTime to mypy
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._specs = _by_name(specs)

@@ -32,6 +32,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
 from procwork._errors import ConfigError
+from procwork._reactor import Reactor
 from procwork.monitor._protocol import (
     MAX_LINE,
     decode,
@@ -220,7 +221,7 @@ class _ControlProtocol(LineOnlyReceiver):
     MAX_LENGTH = MAX_LINE
     delimiter = b"\n"
 
-    def __init__(self, controller: Controller, reactor: Any) -> None:
+    def __init__(self, controller: Controller, reactor: Reactor) -> None:
         self._controller = controller
         self._reactor = reactor
         self._busy = False
@@ -333,7 +334,7 @@ class _ControlProtocol(LineOnlyReceiver):
 class _ControlFactory(Factory):
     noisy = False
 
-    def __init__(self, controller: Controller, reactor: Any) -> None:
+    def __init__(self, controller: Controller, reactor: Reactor) -> None:
         self._controller = controller
         self._reactor = reactor
 
@@ -345,7 +346,9 @@ ControlPort = Any  # twisted.internet.unix.Port
 
 
 def listen_control(
-    path: str | None, controller: Controller, reactor: Any
+    path: str | None,
+    controller: Controller,
+    reactor: Any,  # the monitor's whole reactor: listenUNIX returns Twisted's Port
 ) -> ControlPort:
     """Serve ``controller`` on a Unix socket at ``path`` (None: the default).
 

@@ -90,7 +90,7 @@ class Monitor:
         self,
         config: MonitorConfig,
         *,
-        reactor: Any = None,
+        reactor: Any = None,  # all of it: listenTCP, LoopingCall.clock (zope types)
         scheduler: Scheduler | None = None,
         run: RunFunction | None = None,
         process_factory: ProcessFactory | None = None,
@@ -264,7 +264,7 @@ class Monitor:
         return cast(str, self._control_port.port)
 
     @property
-    def reactor(self) -> Any:
+    def reactor(self) -> Any:  # as given to __init__: the whole reactor
         """The reactor the monitor runs on."""
         return self._reactor
 

@@ -41,7 +41,7 @@ from twisted.logger import Logger
 from twisted.runner import procmon
 
 from procwork._escalation import Escalation
-from procwork._reactor import default_reactor
+from procwork._reactor import ProcessReactor, default_reactor
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess
 
@@ -87,7 +87,7 @@ class _GroupSpawningReactor:
     everything else is the reactor's own.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: ProcessReactor) -> None:
         self._reactor = reactor
 
     def __getattr__(self, name: str) -> Any:
@@ -156,6 +156,8 @@ class ProcessMonitor(procmon.ProcessMonitor):
 
     log = _ProcmonLog()
 
+    # Any: procmon's own signature, an IReactorProcess (a zope interface, which
+    # mypy cannot match); the default is the global reactor.
     def __init__(self, reactor: Any = None) -> None:
         if reactor is None:
             reactor = default_reactor()

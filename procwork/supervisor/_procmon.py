@@ -30,6 +30,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from zope.interface import classImplements  # type: ignore[import-untyped]
 
+from procwork._reactor import ReactorTime
 from procwork.supervisor._spec import ServiceSpec
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ class GroupSpawningReactor:
     has no nice, so the supervisor takes all of them from the service's spec.
     """
 
-    def __init__(self, reactor: Any, spawn: SpawnChild) -> None:
+    def __init__(self, reactor: ReactorTime, spawn: SpawnChild) -> None:
         self._reactor = reactor
         self._spawn = spawn
 
@@ -123,7 +124,7 @@ class GroupSpawningReactor:
         return self._reactor.callLater(delay, callable, *args, **kw)
 
     def seconds(self) -> float:
-        return cast(float, self._reactor.seconds())
+        return self._reactor.seconds()
 
     def getDelayedCalls(self) -> Any:
         return self._reactor.getDelayedCalls()
@@ -142,7 +143,9 @@ class Procmon:
         spawn: Starts a service's child (see :class:`GroupSpawningReactor`).
     """
 
-    def __init__(self, reactor: Any, hooks: SupervisorHooks, spawn: SpawnChild) -> None:
+    def __init__(
+        self, reactor: ReactorTime, hooks: SupervisorHooks, spawn: SpawnChild
+    ) -> None:
         self._monitor = _monitor_class()(GroupSpawningReactor(reactor, spawn), hooks)
 
     @property
@@ -209,6 +212,8 @@ def _monitor_class() -> Callable[[Any, SupervisorHooks], ProcessMonitor]:
         told).
         """
 
+        # Any: procmon annotates it IReactorProcess, a zope interface that
+        # mypy cannot match (this one is a GroupSpawningReactor).
         def __init__(self, reactor: Any, supervisor: SupervisorHooks) -> None:
             super().__init__(reactor)
             self._supervisor = supervisor

@@ -43,7 +43,12 @@ from twisted.python.failure import Failure
 from procwork._errors import ConfigError
 from procwork._escalation import Escalation
 from procwork._process import _signal_number, _spawn_error
-from procwork._reactor import default_reactor
+from procwork._reactor import (
+    Reactor,
+    ReactorTime,
+    SystemEvents,
+    default_reactor,
+)
 from procwork._result import describe_returncode
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess
@@ -89,7 +94,7 @@ class ProcessFactory(Protocol):
 
     def __call__(
         self,
-        reactor: Any,
+        reactor: Reactor,
         protocol: ProcessProtocol,
         args: Sequence[str],
         *,
@@ -237,11 +242,14 @@ class Supervisor:
     """
 
     def __init__(
-        self, reactor: Any = None, *, process_factory: ProcessFactory | None = None
+        self,
+        reactor: ReactorTime | None = None,
+        *,
+        process_factory: ProcessFactory | None = None,
     ) -> None:
         if reactor is None:
             reactor = default_reactor()
-        self._reactor = reactor
+        self._reactor: ReactorTime = reactor
         self._process_factory: ProcessFactory = (
             process_factory if process_factory is not None else GroupProcess
         )
@@ -256,7 +264,7 @@ class Supervisor:
         return f"<Supervisor {states or 'no services'}>"
 
     @property
-    def reactor(self) -> Any:
+    def reactor(self) -> ReactorTime:
         """The reactor the services are run on."""
         return self._reactor
 
@@ -624,7 +632,7 @@ class Supervisor:
     # -- internals: lookups ----------------------------------------------------
 
     def _now(self) -> float:
-        return cast(float, self._reactor.seconds())
+        return self._reactor.seconds()
 
     def _no_such(self, name: str) -> NoSuchService:
         known = ", ".join(repr(n) for n in self._services) or "none"
@@ -919,7 +927,8 @@ class Supervisor:
     def _disarm_shutdown(self) -> None:
         trigger, self._shutdown_trigger = self._shutdown_trigger, None
         if trigger is not None:
-            self._reactor.removeSystemEventTrigger(trigger)
+            # Armed, so the reactor has system events (_arm_shutdown checked).
+            cast(SystemEvents, self._reactor).removeSystemEventTrigger(trigger)
 
     def _on_shutdown(self) -> Deferred[None]:
         self._shutdown_trigger = None  # fired triggers are gone already
