@@ -112,6 +112,11 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> list[Sample]:
             command = ["{{python}}", "-c", "raise SystemExit(3)", "{ours}"]
             every = 0.2
 
+            [[alert]]
+            name = "pager"
+            command = ["{{python}}", "-c", "pass", "{ours}"]
+            events = ["check.failed"]
+
             [[rule]]
             name = "runaway"
             cmdline = "--no-such-process-{uuid.uuid4().hex}"
@@ -142,6 +147,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> list[Sample]:
                     and value.get(("procwork_check_ok", "fine")) == 1
                     and value.get(("procwork_check_ok", "broken")) == 0
                     and value.get(("procwork_check_consecutive_failures", "broken"))
+                    and value.get(("procwork_alert_deliveries_total", "pager", "ok"))
                 )
                 return samples if every_case else None
 
@@ -197,7 +203,7 @@ def alert_names() -> list[str]:
 def test_every_alert_and_recording_rule_passes_promtool_check_rules() -> None:
     done = tool("promtool", "check", "rules", str(RULES))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 13 rules found" in done.stdout
+    assert "SUCCESS: 14 rules found" in done.stdout
     assert set(alert_names()) >= {
         "ProcworkMonitorDown",
         "ProcworkServiceFatal",
@@ -276,7 +282,7 @@ def test_every_metric_a_rule_reads_is_served_on_a_real_monitors_metrics(
     recorded = set(re.findall(r"^\s*- record: (\S+)$", text, re.MULTILINE))
     served = {s.name for s in scraped}
     read = set().union(*(metric_names(e) for e in exprs))
-    assert len(exprs) == 13
+    assert len(exprs) == 14
     assert {"up", "procwork_service_state", "process_open_fds"} <= read
     assert read - served - recorded == {"up"}
 
@@ -307,6 +313,10 @@ def scenario(
                     and s.labels == {"service": "steady"}
                 ) or s.name == "procwork_rule_signals_total":
                     points = [s.value + m for m in per_minute]
+                elif s.name == "procwork_alert_deliveries_total" and (
+                    s.labels["outcome"] == "dropped"
+                ):
+                    points = [s.value + 5 * m for m in per_minute]
                 elif s.name == "process_open_fds":
                     points = [0.9 * max_fds for _ in per_minute]
                 elif s.name == "process_cpu_seconds_total":
@@ -350,6 +360,14 @@ def scenario(
         ),
         alert(
             "ProcworkRuleKillingRepeatedly", "b:8642", "warning", "rule", rule="runaway"
+        ),
+        alert(
+            "ProcworkAlertsDropped",
+            "b:8642",
+            "warning",
+            "alert",
+            alert="pager",
+            outcome="dropped",
         ),
         alert("ProcworkMonitorFdsHigh", "b:8642", "warning", "monitor"),
         alert("ProcworkMonitorCpuHigh", "b:8642", "warning", "monitor"),
@@ -400,6 +418,11 @@ ANNOTATIONS = {
     "ProcworkRuleKillingRepeatedly": (
         "rule {rule} on {instance} keeps killing",
         "Rule {rule} on {instance} sent 30 signals in the last hour.",
+    ),
+    "ProcworkAlertsDropped": (
+        "alert {alert} on {instance} drops events",
+        "The alert {alert} on {instance} dropped 75 events in 15 minutes: more "
+        "came than its max_in_flight and max_queued let it deliver.",
     ),
     "ProcworkMonitorFdsHigh": (
         "procwork monitor on {instance} uses most of its fds",
