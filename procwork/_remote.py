@@ -33,6 +33,7 @@ is always left for the kill requests.
 
 from __future__ import annotations
 
+import errno
 import getpass
 import os
 import re
@@ -53,7 +54,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from procwork import _validate as validate
-from procwork._errors import ProcworkError
+from procwork._errors import CommandNotFound, ProcworkError, SpawnError, clip_command
 from procwork._process import Process, RunOptions, RunState
 from procwork._reactor import Reactor, default_reactor
 from procwork._scheduler import Priority
@@ -312,6 +313,9 @@ class _RunChannel(SSHChannel):
         self._eof_sent = False
         self._stderr_head = b""  # stderr until the marker line is found
         self._marker_done = False
+        # The wrapper could not start the command (not found, no such cwd):
+        # the run fails with this, as a local one would.
+        self._start_error: SpawnError | None = None
         self._pending_signals: list[int] = []
         self._ended = False
         self._leftover_call: Any = None
@@ -425,15 +429,16 @@ class _RunChannel(SSHChannel):
 
     def _marker(self, word: bytes) -> None:
         args, target = self.owner.args, self.owner.target
+        cannot = f"cannot run {clip_command(' '.join(args), len(args))} on {target}"
         if word == b"notfound":
-            self.owner._output(
-                2, f"procwork: command {args[0]!r} not found on {target}\n".encode()
+            self._start_error = CommandNotFound(
+                errno.ENOENT,
+                f"{cannot}: command {args[0]!r} not found there (on its PATH)",
             )
         elif word == b"nocwd":
-            self.owner._output(
-                2,
-                f"procwork: cannot enter working directory {self.owner._cwd!r} "
-                f"on {target}\n".encode(),
+            self._start_error = SpawnError(
+                errno.ENOENT,
+                f"{cannot}: cannot enter working directory {self.owner._cwd!r} there",
             )
         else:
             self.pgid = int(word)
@@ -507,7 +512,10 @@ class _RunChannel(SSHChannel):
         if self.status is None:
             self.status = 255 << 8  # closed without telling how it ended
         if self.owner.state == "running":  # not failed meanwhile
-            self.owner._ended()
+            if self._start_error is not None:
+                self.owner._remote_failed(self._start_error)
+            else:
+                self.owner._ended()
 
 
 # -- the connection ------------------------------------------------------------------

@@ -119,13 +119,19 @@ def test_max_output_keeps_the_tail_of_remote_output(sshd: Sshd) -> None:
     assert result.stdout == b"98\n99999\n100000\n" and result.truncated
 
 
-def test_a_command_not_found_remotely_exits_127_and_says_so(sshd: Sshd) -> None:
-    """Like a shell: exit 127, and stderr names the command and the host."""
-    result = wait(procwork.run(["no-such-command-xyz", "a"], **on(sshd)))
-    assert result.returncode == 127
-    assert result.stderr == (
-        f"procwork: command 'no-such-command-xyz' not found on {sshd.host}\n".encode()
+def test_a_command_not_found_remotely_fails_as_it_would_here(sshd: Sshd) -> None:
+    """With CommandNotFound (a SpawnError and a FileNotFoundError), naming the
+    command and the host, as a local run fails with it; a command that
+    itself exits 127 there is a Result like any other."""
+    with pytest.raises(procwork.CommandNotFound) as caught:
+        wait(procwork.run(["no-such-command-xyz", "a"], **on(sshd)))
+    assert isinstance(caught.value, FileNotFoundError)
+    assert str(caught.value) == (
+        f"cannot run 'no-such-command-xyz a' on {sshd.host}: "
+        "command 'no-such-command-xyz' not found there (on its PATH)"
     )
+    result = wait(procwork.run(["sh", "-c", "exit 127"], **on(sshd)))
+    assert result.returncode == 127
 
 
 def test_check_true_raises_process_failed_for_a_remote_failure(sshd: Sshd) -> None:
@@ -146,10 +152,12 @@ def test_cwd_and_env_apply_on_the_remote_side(sshd: Sshd, tmp_path: Path) -> Non
     assert result.stdout == f"{tmp_path}\nb c unset\n".encode()
 
 
-def test_a_missing_remote_cwd_fails_the_run_with_126(sshd: Sshd) -> None:
-    result = wait(procwork.run(["true"], cwd="/no/such/dir", **on(sshd)))
-    assert result.returncode == 126
-    assert b"cannot enter working directory '/no/such/dir'" in result.stderr
+def test_a_missing_remote_cwd_fails_the_run_with_a_spawn_error(sshd: Sshd) -> None:
+    with pytest.raises(
+        procwork.SpawnError,
+        match=r"cannot enter working directory '/no/such/dir' there",
+    ):
+        wait(procwork.run(["true"], cwd="/no/such/dir", **on(sshd)))
 
 
 def test_a_low_priority_remote_run_is_niced_there(sshd: Sshd) -> None:
@@ -591,6 +599,16 @@ def test_procwork_run_host_exits_124_with_the_remote_tree_killed(sshd: Sshd) -> 
     assert nothing_left(marker)
 
 
+def test_procwork_run_host_exits_127_for_a_command_not_found_there(sshd: Sshd) -> None:
+    """As for a local command not found, and as a shell does."""
+    done = procwork_run(sshd, "--", "no-such-command-xyz")
+    assert done.returncode == 127
+    assert done.stderr == (
+        f"procwork run: cannot run 'no-such-command-xyz' on {sshd.host}: "
+        "command 'no-such-command-xyz' not found there (on its PATH)\n"
+    )
+
+
 def test_procwork_run_host_exits_255_when_the_host_cannot_be_used(
     sshd: Sshd, tmp_path: Path
 ) -> None:
@@ -636,8 +654,11 @@ def test_a_monitor_check_with_host_runs_its_command_there(sshd: Sshd) -> None:
     try:
         status = runner.status["remote"]
         assert drive_until(lambda: status.last_outcome is not None, 30)
-        assert status.last_detail == "exited 127"
-        assert "'no-such-command-here' not found on" in status.last_output
+        assert status.last_outcome == "error"  # as a local command not found
+        assert status.last_detail == (
+            f"cannot run 'no-such-command-here x' on {sshd.host}: "
+            "command 'no-such-command-here' not found there (on its PATH)"
+        )
     finally:
         wait(runner.stop(), 60)
 
