@@ -193,6 +193,27 @@ def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
+def fd_table() -> dict[str, str]:
+    """This process's open file descriptors and what each one is (its
+    /proc/self/fd link: a path, ``pipe:[inode]``, ``socket:[inode]``...)."""
+    table = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # listdir's own, closed by now
+            table[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    return table
+
+
+def opened_since(before: dict[str, str]) -> dict[str, str]:
+    """The descriptors open now that were not open, as the same thing, in
+    ``before`` (a :func:`fd_table`): what the code in between leaked.
+
+    One closed meanwhile is not a leak of that code (on a loaded machine an
+    earlier test's child can be reaped late, closing its pidfd), and a
+    number reused for something new (another pipe inode) is counted.
+    """
+    return {fd: what for fd, what in fd_table().items() if before.get(fd) != what}
+
+
 def my_children() -> dict[int, str]:
     """This process's children (pid -> state letter), zombies (Z) included."""
     me = str(os.getpid())

@@ -22,7 +22,14 @@ import pytest
 import procwork
 import untwisted
 from procwork import CommandNotFound, NotExecutable, ProcworkError, SpawnError
-from tests.support import my_children, no_load_limit, open_fds, run_child, wait
+from tests.support import (
+    fd_table,
+    my_children,
+    no_load_limit,
+    opened_since,
+    run_child,
+    wait,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -33,9 +40,9 @@ def nothing_left_behind() -> Iterator[None]:
         # alone may not start the reactor: it can end inside its own start.)
         untwisted.tick()
         wait(procwork.run(["true"]))
-        fds, children = open_fds(), set(my_children())
+        fds, children = fd_table(), set(my_children())
         yield
-        assert open_fds() == fds, "a file descriptor leaked"
+        assert opened_since(fds) == {}, "a file descriptor leaked"
         assert set(my_children()) <= children, "a child was left behind"
         assert scheduler.running == 0 and scheduler.queued == 0
 

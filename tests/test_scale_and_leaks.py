@@ -15,7 +15,7 @@ from twisted.internet.defer import DeferredList
 
 import procwork
 import untwisted
-from tests.support import PY, my_children, open_fds, wait
+from tests.support import PY, fd_table, my_children, opened_since, wait
 
 # Not about load: a busy machine's load gate must not queue these runs.
 pytestmark = pytest.mark.usefixtures("no_load_gate")
@@ -25,7 +25,7 @@ def test_two_thousand_runs_leak_no_fd_and_leave_no_zombie() -> None:
     scheduler = procwork.Scheduler(max_running=32, load=procwork.NoLoadLimit())
     untwisted.tick()  # the reactor's own fds exist before we count
     wait(procwork.run(["true"], scheduler=scheduler))
-    fds, children = open_fds(), my_children()
+    fds, children = fd_table(), my_children()
 
     started = time.monotonic()
     runs = [
@@ -41,7 +41,7 @@ def test_two_thousand_runs_leak_no_fd_and_leave_no_zombie() -> None:
     assert all(ok and result.ok for ok, result in results)
     assert [r.stdout for _, r in results[:4:2]] == [b"0\n", b"2\n"]
     assert (scheduler.running, scheduler.queued, scheduler.started) == (0, 0, 2001)
-    assert open_fds() == fds, "file descriptors leaked"
+    assert opened_since(fds) == {}, "file descriptors leaked"
     left = {pid: state for pid, state in my_children().items() if pid not in children}
     assert left == {}, f"children left behind (Z = zombie): {left}"
     assert elapsed < 60
@@ -50,12 +50,12 @@ def test_two_thousand_runs_leak_no_fd_and_leave_no_zombie() -> None:
 def test_many_concurrent_sleepers_all_finish_and_are_all_reaped() -> None:
     scheduler = procwork.Scheduler(max_running=500, load=procwork.NoLoadLimit())
     untwisted.tick()  # the reactor's own fds exist before we count
-    fds, children = open_fds(), my_children()
+    fds, children = fd_table(), my_children()
     runs = [procwork.run(["sleep", "0.5"], scheduler=scheduler) for _ in range(300)]
     assert scheduler.running == 300
     results = wait(DeferredList(runs, fireOnOneErrback=True, consumeErrors=True), 60)
     assert all(ok and result.ok for ok, result in results)
-    assert open_fds() == fds
+    assert opened_since(fds) == {}
     assert set(my_children()) <= set(children)
 
 

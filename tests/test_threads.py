@@ -22,10 +22,11 @@ import untwisted
 from procwork.supervisor import ServiceSpec, Supervisor
 from tests.support import (
     PY,
+    fd_table,
     my_children,
     no_load_limit,
     observing,
-    open_fds,
+    opened_since,
     run_child,
     wait,
 )
@@ -44,7 +45,7 @@ def nothing_left_behind() -> Iterator[procwork.Scheduler]:
     with no_load_limit() as scheduler:
         untwisted.tick()  # the main thread now drives the global reactor
         wait(procwork.run(["true"]))
-        fds, children = open_fds(), set(my_children())
+        fds, children = fd_table(), set(my_children())
         failures: list[dict[str, Any]] = []
         with observing(
             lambda event: failures.append(event) if "log_failure" in event else None
@@ -52,7 +53,7 @@ def nothing_left_behind() -> Iterator[procwork.Scheduler]:
             yield scheduler
             wait(procwork.run(["true"]))  # one more turn: late errors get logged
         assert failures == [], "an error was logged"
-        assert open_fds() == fds, "a file descriptor leaked"
+        assert opened_since(fds) == {}, "a file descriptor leaked"
         assert set(my_children()) <= children, "a child was left behind"
         assert scheduler.running == 0 and scheduler.queued == 0
 
