@@ -230,13 +230,15 @@ def _process(
     typed ``object`` because this is where a wrong type is caught.
     """
     where = _Where(func, args)
-    flags = (shell, stdin, capture, kill_leftovers, check)
-    if not all(flag is True or flag is False for flag in flags):
-        for name, flag in zip(
-            ("shell", "stdin", "capture", "kill_leftovers", "check"), flags, strict=True
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{where}: {name} must be True or False, not {flag!r}")
+    for name, flag in (
+        ("shell", shell),
+        ("stdin", stdin),
+        ("capture", capture),
+        ("kill_leftovers", kill_leftovers),
+        ("check", check),
+    ):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{where}: {name} must be True or False, not {flag!r}")
     argv = _argv(args, shell, where)
     where = _Where(func, argv)
     if input is not None and not isinstance(input, bytes | bytearray | memoryview):
