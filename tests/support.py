@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -214,21 +215,52 @@ def opened_since(before: dict[str, str]) -> dict[str, str]:
     return {fd: what for fd, what in fd_table().items() if before.get(fd) != what}
 
 
-def my_children() -> dict[int, str]:
-    """This process's children (pid -> state letter), zombies (Z) included."""
-    me = str(os.getpid())
-    children = {}
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """Every process now, as (pid, the fields of /proc/PID/stat after its
+    name: state, ppid, pgrp, ...); one gone meanwhile is skipped."""
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
+                yield int(name), f.read().rpartition(")")[2].split()
         except OSError:
             continue
-        if fields[1] == me:
-            children[int(name)] = fields[0]
-    return children
+
+
+def my_children() -> dict[int, str]:
+    """This process's children (pid -> state letter), zombies (Z) included."""
+    me = str(os.getpid())
+    return {pid: fields[0] for pid, fields in proc_stats() if fields[1] == me}
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``."""
+    return [
+        pid
+        for pid, fields in proc_stats()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X")
+    ]
+
+
+def raised_in_thread(
+    fn: Callable[[], object], timeout: float = 30
+) -> BaseException | None:
+    """Call ``fn`` in a new thread, joined within ``timeout`` s (the test
+    fails if it hangs); what it raised, if anything."""
+    caught: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as e:
+            caught.append(e)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "the call from the thread hung"
+    return caught[0] if caught else None
 
 
 @contextlib.contextmanager

@@ -27,29 +27,21 @@ from pathlib import Path
 import pytest
 
 from procwork import _lifeline
-from tests.support import PY, ROOT, alive, child_env, python_child, readable
+from tests.support import (
+    PY,
+    ROOT,
+    alive,
+    child_env,
+    group_members,
+    python_child,
+    readable,
+)
 
 #: The bound of the issue: a dead parent's children are gone within this.
 GONE_WITHIN = 2.0
 
 
 # -- helpers ---------------------------------------------------------------------
-
-
-def members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of process group ``pgid``."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            found.append(int(name))
-    return found
 
 
 def ignores(pid: int, sig: signal.Signals) -> bool:
@@ -89,7 +81,7 @@ def poll(probe: object, timeout: float) -> bool:
 
 
 def groups_gone(pgids: list[int], timeout: float = GONE_WITHIN) -> bool:
-    return poll(lambda: not any(members(g) for g in pgids), timeout)
+    return poll(lambda: not any(group_members(g) for g in pgids), timeout)
 
 
 @pytest.fixture
@@ -100,7 +92,7 @@ def marker() -> Iterator[str]:
     yield token
     for shell in running_with(token):
         with contextlib.suppress(ProcessLookupError):
-            for pid in members(os.getpgid(shell)):
+            for pid in group_members(os.getpgid(shell)):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
@@ -144,10 +136,10 @@ def test_a_sigkilled_program_with_the_lifeline_takes_children_and_grandchildren_
     SIGKILL after the lifeline's short grace), and the lifeline has exited."""
     with python_child(PARENT, marker, TREE, STUBBORN_TREE) as parent:
         *pgids, helper = map(int, read_line(parent).split())
-        assert poll(lambda: all(len(members(g)) == 3 for g in pgids), 10)
+        assert poll(lambda: all(len(group_members(g)) == 3 for g in pgids), 10)
         parent.kill()
         parent.wait(timeout=10)
-        assert groups_gone(pgids), [members(g) for g in pgids]
+        assert groups_gone(pgids), [group_members(g) for g in pgids]
         assert poll(lambda: not alive(helper), 5), "the lifeline did not exit"
 
 
@@ -267,7 +259,7 @@ def test_a_killed_lifeline_is_replaced_at_the_next_spawn_and_covers_every_child(
         pgids = [int(first), int(second)]
         assert old != new
         assert zombie == "False", "the dead helper was not reaped"
-        assert poll(lambda: all(len(members(g)) == 3 for g in pgids), 10)
+        assert poll(lambda: all(len(group_members(g)) == 3 for g in pgids), 10)
         parent.kill()
         parent.wait(timeout=10)
         assert groups_gone(pgids)
@@ -316,7 +308,7 @@ def test_a_lifeline_that_falls_behind_never_blocks_a_spawn_and_loses_no_record(
         first, second, backlog, left, quick = read_line(parent).split()
         pgids = [int(first), int(second)]
         assert int(backlog) > 0 and int(left) == 0 and quick == "True"
-        assert poll(lambda: all(len(members(g)) == 3 for g in pgids), 10)
+        assert poll(lambda: all(len(group_members(g)) == 3 for g in pgids), 10)
         parent.kill()
         parent.wait(timeout=10)
         assert groups_gone(pgids)
@@ -330,7 +322,8 @@ HARNESS = """
     # was gone within the bound.
     import os, random, signal, sys, time
     import procwork
-    from tests.test_lifeline import GONE_WITHIN, members
+    from tests.support import group_members
+    from tests.test_lifeline import GONE_WITHIN
 
     rounds = int(sys.argv[1])
     for n in range(rounds):
@@ -353,15 +346,15 @@ HARNESS = """
         with os.fdopen(report_r) as report:
             pgid = int(report.readline())
         deadline = time.monotonic() + 10
-        while len(members(pgid)) < 3 and time.monotonic() < deadline:
+        while len(group_members(pgid)) < 3 and time.monotonic() < deadline:
             time.sleep(0.005)
         time.sleep(random.uniform(0, 0.03))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         deadline = time.monotonic() + GONE_WITHIN
-        while members(pgid) and time.monotonic() < deadline:
+        while group_members(pgid) and time.monotonic() < deadline:
             time.sleep(0.01)
-        left = members(pgid)
+        left = group_members(pgid)
         for leftover in left:
             os.kill(leftover, signal.SIGKILL)
         print(pgid, "orphans" if left else "gone", flush=True)
@@ -410,7 +403,7 @@ def test_a_reactor_driven_from_a_worker_thread_gets_the_lifeline_on_its_own(
     """
     with python_child(code, marker, TREE) as program:
         pgid = int(read_line(program))
-        assert poll(lambda: len(members(pgid)) == 3, 10)
+        assert poll(lambda: len(group_members(pgid)) == 3, 10)
         program.send_signal(signal.SIGTERM)
         assert program.wait(timeout=10) == -signal.SIGTERM
         assert groups_gone([pgid])
@@ -438,7 +431,7 @@ def test_a_forked_child_does_not_keep_the_lifeline_from_seeing_the_parent_die(
     with python_child(code, marker, TREE) as parent:
         pgid, fork = map(int, read_line(parent).split())
         try:
-            assert poll(lambda: len(members(pgid)) == 3, 10)
+            assert poll(lambda: len(group_members(pgid)) == 3, 10)
             parent.kill()
             parent.wait(timeout=10)
             assert groups_gone([pgid])
@@ -466,7 +459,7 @@ def tree_of(marker: str, timeout: float = 20) -> int:
     whole tree (the shell and two sleeps) runs."""
     assert poll(lambda: running_with(marker), timeout)
     pgid = os.getpgid(running_with(marker)[0])
-    assert poll(lambda: len(members(pgid)) == 3, timeout)
+    assert poll(lambda: len(group_members(pgid)) == 3, timeout)
     return pgid
 
 
@@ -606,7 +599,7 @@ def test_a_sigkilled_monitor_takes_its_services_along_and_a_restart_never_duplic
             tmp_path / "old.log"
         ).read_text()
         groups = sorted(service_groups(marker))
-        assert poll(lambda: all(len(members(g)) == 3 for g in groups), 10)
+        assert poll(lambda: all(len(group_members(g)) == 3 for g in groups), 10)
         new = start_monitor(config, lock, tmp_path / "new.log")
         assert poll(lambda: has_open(new.pid, lock), 30), "no wait for the lock"
         counts: list[int] = []
@@ -617,7 +610,9 @@ def test_a_sigkilled_monitor_takes_its_services_along_and_a_restart_never_duplic
 
         old.kill()
         assert poll(
-            lambda: services_running() >= 0 and not any(members(g) for g in groups),
+            lambda: (
+                services_running() >= 0 and not any(group_members(g) for g in groups)
+            ),
             GONE_WITHIN,
         ), "the old services outlived their monitor by 2 s"
         assert poll(lambda: services_running() == 3, 30)

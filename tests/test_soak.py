@@ -46,6 +46,7 @@ from tests.support import (
     child_env,
     cpu_load,
     marked_processes,
+    python_child,
     readable,
 )
 
@@ -706,20 +707,10 @@ def signal_soak(rounds: int, *, seed: int | None = None) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _spawn_loop(marker: str) -> Iterator[subprocess.Popen[str]]:
-    child = subprocess.Popen(
-        [PY, "-c", textwrap.dedent(SPAWN_LOOP), marker],
-        cwd=ROOT,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     try:
-        yield child
+        with python_child(SPAWN_LOOP, marker) as child:
+            yield child
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
         for pid in marked_processes(marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

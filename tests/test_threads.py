@@ -27,6 +27,7 @@ from tests.support import (
     no_load_limit,
     observing,
     opened_since,
+    raised_in_thread,
     run_child,
     wait,
 )
@@ -56,23 +57,6 @@ def nothing_left_behind() -> Iterator[procwork.Scheduler]:
         assert opened_since(fds) == {}, "a file descriptor leaked"
         assert set(my_children()) <= children, "a child was left behind"
         assert scheduler.running == 0 and scheduler.queued == 0
-
-
-def raised_in_thread(fn: Callable[[], object]) -> BaseException | None:
-    """Call ``fn`` in a new thread (joined within 30 s); what it raised, if any."""
-    caught: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            fn()
-        except BaseException as e:
-            caught.append(e)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(30)
-    assert not thread.is_alive(), "the call from the thread hung"
-    return caught[0] if caught else None
 
 
 def test_run_from_a_thread_that_does_not_drive_the_reactor_raises_ForeignThreadError(

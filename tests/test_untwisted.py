@@ -9,7 +9,6 @@ needs its signal handlers or interpreter exit runs in a child Python process.
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -20,7 +19,13 @@ from twisted.internet.defer import Deferred
 
 import clockwork
 import untwisted
-from tests.support import ClockReactor, python_child, readable, run_child
+from tests.support import (
+    ClockReactor,
+    python_child,
+    raised_in_thread,
+    readable,
+    run_child,
+)
 from untwisted import ForeignThreadError, ReentrancyError, Timeout
 
 # -- helpers -------------------------------------------------------------------
@@ -33,20 +38,8 @@ def fake_driver() -> tuple[ClockReactor, untwisted.Driver, list[object]]:
 
 
 def run_in_thread(fn: Callable[[], object]) -> BaseException | None:
-    """Call ``fn`` in a new thread; the exception it raised, if any."""
-    caught: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            fn()
-        except BaseException as e:
-            caught.append(e)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(10)
-    assert not thread.is_alive()
-    return caught[0] if caught else None
+    """Call ``fn`` in a new thread (joined within 10 s); what it raised."""
+    return raised_in_thread(fn, 10)
 
 
 def signal_child_when_ready(code: str, *signums: int) -> tuple[int, str, str]:
