@@ -397,11 +397,7 @@ class AlertDispatcher:
         self._alerts = alerts
         self.status = {alert.spec.name: alert.status for alert in alerts}
         for alert in kept.values():  # removed
-            alert.status.dropped += len(alert.waiting)
-            alert.dropping += len(alert.waiting)
-            alert.waiting.clear()
-            alert.recount()
-            self._dropped(alert, "the alert was removed by a reload")
+            self._drop_queue(alert, "the alert was removed by a reload")
             self._retired.append(alert)
         self._maybe_stopped()
 
@@ -445,6 +441,14 @@ class AlertDispatcher:
                 why=why,
             )
             alert.dropping = 0
+
+    def _drop_queue(self, alert: _Alert, why: str) -> None:
+        """Drop every event ``alert`` has queued, counted, in one log line."""
+        alert.status.dropped += len(alert.waiting)
+        alert.dropping += len(alert.waiting)
+        alert.waiting.clear()
+        alert.recount()
+        self._dropped(alert, why)
 
     def _start_waiting(self, alert: _Alert) -> None:
         if alert.starting:
@@ -646,11 +650,7 @@ class AlertDispatcher:
         for alert in [*self._alerts, *self._retired]:
             # Dropped before the cancels, so that a slot they free starts
             # nothing; in one line with the burst it may end.
-            alert.status.dropped += len(alert.waiting)
-            alert.dropping += len(alert.waiting)
-            alert.waiting.clear()
-            alert.recount()
-            self._dropped(alert, "not delivered before the monitor stopped")
+            self._drop_queue(alert, "not delivered before the monitor stopped")
             for d in list(alert.running):
                 d.cancel()
         self._maybe_stopped(at_last=True)
