@@ -10,6 +10,9 @@ import pytest
 
 from tests.support import no_load_limit
 
+# need_tool() and the end-of-run line naming the tools whose tests were skipped.
+pytest_plugins = ["tests.tools"]
+
 # The programs the tests start expect the fatal signals at their default
 # action, as a program started from a shell or a service manager has them.
 # A suite started under nohup, or in the background of a script (which

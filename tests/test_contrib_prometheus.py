@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +38,7 @@ import pytest
 
 from tests.support import ROOT, sigkill_leftovers
 from tests.test_monitor_e2e import MonitorProcess, get, running_with, wait_for
+from tests.tools import need_tool
 
 PROMETHEUS = ROOT / "contrib" / "prometheus"
 RULES = PROMETHEUS / "procwork.rules.yml"
@@ -48,13 +48,9 @@ ALERTMANAGER = ROOT / "contrib" / "alertmanager" / "alertmanager.yml"
 def tool(
     name: str, *args: str, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """Run a Prometheus tool (at most ``timeout`` s); fail if it is not installed."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(
-            f"{name} not found: install Debian's prometheus and "
-            "prometheus-alertmanager packages (.ci/run does)"
-        )
+    """Run a Prometheus tool (at most ``timeout`` s); skip if it is not installed."""
+    package = "prometheus-alertmanager" if name == "amtool" else "prometheus"
+    path = need_tool(name, package=package)
     return subprocess.run(
         [path, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
     )
@@ -605,9 +601,9 @@ def api(url: str, body: object = None) -> Any:
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[str]:
     """A real Alertmanager on the example config, alone (no cluster); its URL."""
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if binary is None:
-        pytest.fail("alertmanager not found: install Debian's prometheus-alertmanager")
+    binary = need_tool(
+        "prometheus-alertmanager", "alertmanager", package="prometheus-alertmanager"
+    )
     port = free_port()
     with (
         sigkill_leftovers() as started,

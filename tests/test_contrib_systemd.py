@@ -17,9 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.support import ROOT
+from tests.tools import need_tool
 
 UNIT = ROOT / "contrib" / "systemd" / "procwork-monitor.service"
 # The procwork command installed next to the Python running the tests (the
@@ -30,11 +29,7 @@ if not Path(PROCWORK).exists():
 
 
 def verify(unit: Path) -> subprocess.CompletedProcess[str]:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.fail(
-            "systemd-analyze not found: install Debian's systemd (.ci/run does)"
-        )
+    analyze = need_tool("systemd-analyze", package="systemd")
     return subprocess.run(
         [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
     )

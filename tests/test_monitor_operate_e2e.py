@@ -13,7 +13,6 @@ import json
 import os
 import re
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +28,7 @@ from typing import Any, cast
 import pytest
 
 from tests.test_monitor_e2e import MonitorProcess, get, wait_for
+from tests.tools import need_tool
 
 # -- helpers ----------------------------------------------------------------
 
@@ -460,13 +460,7 @@ def test_the_status_page_is_html_for_browsers_and_json_for_programs(
 
 
 def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.fail(
-            "chromium is not installed: the status page needs a real browser "
-            "test (apt-get install chromium; .ci/run installs it)"
-        )
-    return found
+    return need_tool("chromium", "chromium-browser", package="chromium")
 
 
 def _dump_dom(url: str) -> str:

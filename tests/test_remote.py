@@ -22,15 +22,23 @@ from twisted.internet.defer import DeferredList
 
 import procwork
 from procwork import _remote
-from tests.sshd import Sshd, keygen, remote_marker_pids, start_sshd
+from tests.sshd import SSHD, Sshd, keygen, remote_marker_pids, start_sshd
 from tests.support import PY, ROOT, drive_until, run_child, unique_token, wait
+from tests.tools import need_tool
 
 pytestmark = pytest.mark.usefixtures("no_load_gate")
 
 
+def real_sshd(directory: Path, **kw: Any) -> Sshd:
+    """A real OpenSSH server of the test's own (skipped without OpenSSH)."""
+    need_tool(SSHD, package="openssh-server")
+    need_tool("ssh-keygen", package="openssh-client")
+    return start_sshd(directory, **kw)
+
+
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    server = real_sshd(tmp_path_factory.mktemp("sshd"))
     try:
         yield server
     finally:
@@ -40,7 +48,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 @pytest.fixture
 def own_sshd(tmp_path: Path) -> Iterator[Sshd]:
     """A server of this test's own, for tests that break it."""
-    server = start_sshd(tmp_path / "sshd")
+    server = real_sshd(tmp_path / "sshd")
     try:
         yield server
     finally:
@@ -273,7 +281,7 @@ def test_200_concurrent_runs_share_one_connection(sshd: Sshd) -> None:
 
 def test_a_server_allowing_fewer_sessions_makes_runs_wait(tmp_path: Path) -> None:
     """MaxSessions 4 there, 300 assumed here: the refusal teaches the limit."""
-    server = start_sshd(tmp_path / "sshd", max_sessions=4)
+    server = real_sshd(tmp_path / "sshd", max_sessions=4)
     pool = procwork.ssh_pool()
     saved = pool.max_sessions
     pool.max_sessions = 300
