@@ -567,7 +567,8 @@ def test_a_300_MB_post_to_a_read_only_monitor_is_refused_403_without_touching_it
 
 def _written(pid: int) -> int:
     """Bytes the process passed to write(2) so far (/proc/PID/io wchar): a
-    body spooled to a file would count, bytes sent on sockets do not."""
+    body spooled to a file counts, even to one its directory does not show
+    (TemporaryFile is O_TMPFILE); bytes sent on sockets do not."""
     with open(f"/proc/{pid}/io") as f:
         fields = dict(line.split(": ") for line in f.read().splitlines())
     return int(fields["wchar"])

@@ -344,7 +344,8 @@ class AlertDispatcher:
         reactor: For timers and the HTTP client; default the global reactor.
         run: Runs a command alert, ``procwork.run``-compatible.
         agent: Makes webhook requests (a :class:`twisted.web.client.Agent`;
-            default one on ``reactor``).
+            default :func:`~procwork.monitor._webhook.webhook_agent` on
+            ``reactor``, which reads at most 1 MiB of a reply).
     """
 
     def __init__(
