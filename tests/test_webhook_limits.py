@@ -28,7 +28,7 @@ from procwork.monitor._webhook import (
     post,
     webhook_agent,
 )
-from tests.support import drive_until, wait
+from tests.support import drive_until, observing, wait
 
 #: What one read of the client takes at most (Twisted's TCP read size).
 ONE_READ = 65536
@@ -209,6 +209,25 @@ def test_a_reply_that_fits_is_read_whole_and_its_connection_closed_after_it(
     reply = wait(post(webhook_agent(reactor), webhook.url, b"{}"))
     assert reply == Reply(201, b"noted.\n", truncated=False)
     assert drive_until(lambda: webhook.all_closed(1), timeout=10)
+
+
+def test_a_delivery_logs_its_result_not_its_connections(
+    webhooks: Callable[..., Webhook],
+) -> None:
+    """Twisted's client factory would log two lines per connection."""
+    from twisted.logger import formatEvent
+
+    webhook = webhooks(head(204, b"content-length: 0"), fixed(b""))
+    alerts = AlertDispatcher([AlertSpec("hook", webhook=webhook.url, timeout=20)])
+    lines: list[str] = []
+    with observing(lambda event: lines.append(formatEvent(event))):
+        status = deliver(alerts)
+        assert drive_until(lambda: webhook.all_closed(1), timeout=10)
+    assert status.last_result == "webhook answered 204"
+    assert lines == [
+        f"alert hook: check.failed disk -> {webhook.url}",
+        "alert hook: webhook answered 204",
+    ]
 
 
 def test_a_reply_without_a_length_ends_when_the_server_closes_and_counts_as_whole(

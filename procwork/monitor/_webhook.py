@@ -185,6 +185,9 @@ class _CappedEndpoint:
         self._endpoints = endpoints
 
     def connect(self, factory: Any) -> Deferred[Any]:
+        # The client's factory logs "Starting factory" and "Stopping factory"
+        # for every connection, so for every delivery: noise in the log.
+        factory.noisy = False
         d: Deferred[Any] = self._endpoint.connect(_WireCap(factory, self._endpoints))
         return d.addCallback(lambda wrapper: wrapper.wrappedProtocol)
 
