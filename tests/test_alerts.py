@@ -29,8 +29,17 @@ from procwork.supervisor._servicelog import ServiceOutput
 
 
 class FakeResponse:
+    """A response whose body is empty: it ends as it is delivered."""
+
     def __init__(self, code: int) -> None:
         self.code = code
+
+    def deliverBody(self, protocol: Any) -> None:
+        from twisted.python.failure import Failure
+        from twisted.web.client import ResponseDone
+
+        protocol.makeConnection(None)
+        protocol.connectionLost(Failure(ResponseDone()))
 
 
 class FakeAgent:
@@ -43,14 +52,6 @@ class FakeAgent:
         d: Deferred[Any] = Deferred()
         self.requests.append((method, url, d))
         return d
-
-
-@pytest.fixture(autouse=True)
-def no_body_reading(monkeypatch: pytest.MonkeyPatch) -> None:
-    """readBody on a fake response: an empty body at once."""
-    import twisted.web.client
-
-    monkeypatch.setattr(twisted.web.client, "readBody", lambda response: succeed(b""))
 
 
 def event(name: str = "check.failed", about: str = "disk") -> Event:

@@ -70,7 +70,13 @@ class MonitorProcess:
     A reader thread puts each line in a queue, so every read has a bound.
     """
 
-    def __init__(self, *args: str, stderr: Path, max_files: int | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        stderr: Path,
+        max_files: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self._stderr = stderr.open("wb")
         prefix: list[str] = []
         if max_files is not None:
@@ -82,6 +88,7 @@ class MonitorProcess:
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
+            env=env,
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()

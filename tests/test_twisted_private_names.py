@@ -64,6 +64,7 @@ class Internal:
 PROCESS = "twisted.internet.process.Process"
 PROCMON = "twisted.runner.procmon.ProcessMonitor"
 REACTOR = "twisted.internet.base.ReactorBase"
+HTTP_CHANNEL = "twisted.web.http.HTTPChannel"
 
 INTERNALS = [
     # -- the process transport: procwork/_spawn.py (GroupProcess) ----------------
@@ -151,6 +152,46 @@ INTERNALS = [
     Internal(REACTOR, "threadCallQueue", "reads", "untwisted/_driver.py",
              "calls queued by callFromThread: the wait for I/O must not block "
              "while there are any", instance="reactor"),
+    # -- the HTTP endpoint: procwork/monitor/_http.py -------------------------------
+    *(
+        Internal(HTTP_CHANNEL, name, "reads", "procwork/monitor/_http.py",
+                 "the method and target of the request whose head is in, set "
+                 "from its first line until its body is read: whether it may "
+                 "have a body is decided before any of the body is read",
+                 instance="http_channel")
+        for name in ("_command", "_path")
+    ),
+    Internal(HTTP_CHANNEL, "_respondToBadRequestAndDisconnect", "overrides",
+             "procwork/monitor/_http.py",
+             "where the parser refuses a malformed request line or header, or "
+             "headers over totalHeadersSize: answered with a 400 that says why "
+             "instead of a bare one", ("self",)),
+    Internal(HTTP_CHANNEL, "allHeadersReceived", "overrides",
+             "procwork/monitor/_http.py",
+             "called once a request's head is in, before its body is read "
+             "(and before any 100 Continue): the guard refuses there",
+             ("self",)),
+    Internal(HTTP_CHANNEL, "allContentReceived", "overrides",
+             "procwork/monitor/_http.py",
+             "processes a request once its body is in: not a refused one",
+             ("self",)),
+    Internal(HTTP_CHANNEL, "totalHeadersSize", "reads", "procwork/monitor/_http.py",
+             "the cap on a request's head, named in the 400"),
+    Internal(HTTP_CHANNEL, "maxHeaders", "reads", "procwork/monitor/_http.py",
+             "the cap on a request's header lines, named in the 400"),
+    Internal("twisted.web.http.Request", "gotLength", "overrides",
+             "procwork/monitor/_http.py",
+             "where twisted.web makes the body's file (a temporary file past "
+             "100 KiB or for a chunked body): kept in memory instead",
+             ("self", "length")),
+    Internal("twisted.web.http.Request", "handleContentChunk", "overrides",
+             "procwork/monitor/_http.py",
+             "each piece of a body as it is read: a chunked body is cut off at "
+             "the cap", ("self", "data")),
+    Internal("twisted.web.http.Request", "_disconnected", "reads",
+             "procwork/monitor/_http.py",
+             "whether the client of a control request has gone before its "
+             "answer is written"),
     # -- threads: procwork/_threads.py ----------------------------------------------
     Internal("twisted.python.threadable", "ioThread", "reads", "procwork/_threads.py",
              "the thread a started reactor runs in, named in ForeignThreadError"),
@@ -173,9 +214,43 @@ def instances() -> Iterator[dict[str, Any]]:
             "process": proc._transport,
             "procmon": ProcessMonitor(reactor=MemoryReactorClock()),
             "reactor": reactor,
+            "http_channel": _channel_with_a_head_in(),
         }
     finally:
         wait(proc.kill())
+
+
+def _channel_with_a_head_in() -> Any:
+    """A twisted.web HTTP channel that has read a request's head, not its body."""
+    from twisted.internet.testing import StringTransport
+    from twisted.web.http import HTTPChannel
+
+    channel = HTTPChannel()
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(b"POST /control HTTP/1.1\r\ncontent-length: 5\r\n\r\n")
+    return channel
+
+
+def test_the_channel_knows_the_method_and_target_when_the_head_is_in() -> None:
+    """procwork/monitor/_http.py reads them in allHeadersReceived."""
+    from twisted.internet.testing import StringTransport
+    from twisted.web.http import HTTPChannel
+
+    seen: list[tuple[bytes, bytes, int | None]] = []
+
+    class Looking(HTTPChannel):  # type: ignore[misc]
+        def allHeadersReceived(self) -> None:
+            seen.append((self._command, self._path, self.length))
+            super().allHeadersReceived()
+
+    channel = Looking()
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(b"POST /control?x HTTP/1.1\r\ncontent-length: 5\r\n\r\n")
+    assert seen == [(b"POST", b"/control?x", 5)], (
+        f"Twisted {twisted.__version__}'s HTTPChannel no longer has the request's "
+        "method and target (_command, _path) when allHeadersReceived is called; "
+        "procwork/monitor/_http.py decides there whether to read the body"
+    )
 
 
 def _resolve(path: str) -> Any:

@@ -16,7 +16,9 @@ An ``[[alert]]`` in the config names the events it wants and what to do:
 - ``webhook``: POST the event as JSON (:meth:`Event.to_dict`) to a URL with
   Twisted's HTTP client, with a ``timeout`` per attempt and ``retries``
   more attempts ``retry_delay`` seconds apart when it fails (no answer, or
-  an answer that is not 2xx).
+  an answer that is not 2xx). Of a reply at most 64 KiB of body is read and
+  the connection is closed when the attempt ends, however it ends
+  (:mod:`procwork.monitor._webhook`).
 
 However many events come at once, an alert runs at most ``max_in_flight``
 deliveries (a webhook's retries hold the delivery's slot); the events past
@@ -35,7 +37,6 @@ What each alert did (its last result and output) is kept in
 from __future__ import annotations
 
 import fnmatch
-import io
 import json
 import math
 import os
@@ -53,6 +54,7 @@ from twisted.python.failure import Failure
 from procwork._errors import ConfigError
 from procwork._reactor import Reactor, default_reactor
 from procwork._result import Result
+from procwork.monitor._webhook import Reply, describe_failure, post, webhook_agent
 
 __all__ = ["EVENTS", "AlertDispatcher", "AlertSpec", "AlertStatus", "Event"]
 
@@ -342,7 +344,8 @@ class AlertDispatcher:
         reactor: For timers and the HTTP client; default the global reactor.
         run: Runs a command alert, ``procwork.run``-compatible.
         agent: Makes webhook requests (a :class:`twisted.web.client.Agent`;
-            default one on ``reactor``).
+            default :func:`~procwork.monitor._webhook.webhook_agent` on
+            ``reactor``, which reads at most 1 MiB of a reply).
     """
 
     def __init__(
@@ -546,7 +549,11 @@ class AlertDispatcher:
 
     def _webhook(self, spec: AlertSpec, event: Event, attempt: int) -> Deferred[Any]:
         assert spec.webhook is not None
-        d = self._post(spec.webhook, json.dumps(event.to_dict()).encode())
+        if self._agent is None:
+            self._agent = webhook_agent(self._reactor)
+        d: Deferred[Any] = post(
+            self._agent, spec.webhook, json.dumps(event.to_dict()).encode()
+        )
         # Not Deferred.addTimeout: cancelling the Agent's request fails with
         # its own errors (ConnectingCancelledError, ...), not CancelledError,
         # so only this flag tells a timeout from the rest.
@@ -583,12 +590,10 @@ class AlertDispatcher:
             later.addCallback(lambda _: self._webhook(spec, event, attempt + 1))
             return later
 
-        def answered(answer: tuple[int, bytes]) -> Any:
-            code, body = answer
-            text = body.decode("utf-8", "replace")
-            if 200 <= code < 300:
-                return (True, f"webhook answered {code}", text)
-            return retry(None, f"answered {code}")
+        def answered(reply: Reply) -> Any:
+            if not reply.ok:
+                return retry(None, reply.describe())
+            return (True, f"webhook {reply.describe()}", reply.text(_OUTPUT_TAIL))
 
         def failed(failure: Failure) -> Any:
             if self._stopping and not expired:
@@ -596,36 +601,12 @@ class AlertDispatcher:
             why = (
                 f"no answer within {spec.timeout:g} s"
                 if expired
-                else failure.getErrorMessage()
+                else describe_failure(failure)
             )
             return retry(failure, why)
 
         d.addCallbacks(answered, failed)
         return d
-
-    def _post(self, url: str, body: bytes) -> Deferred[tuple[int, bytes]]:
-        from twisted.web.client import Agent, FileBodyProducer, readBody
-        from twisted.web.http_headers import Headers
-
-        if self._agent is None:
-            self._agent = Agent(self._reactor)
-        d = self._agent.request(
-            b"POST",
-            url.encode(),
-            Headers(
-                {
-                    b"content-type": [b"application/json"],
-                    b"user-agent": [b"procwork-monitor"],
-                }
-            ),
-            FileBodyProducer(io.BytesIO(body)),
-        )
-
-        def read(response: Any) -> Deferred[tuple[int, bytes]]:
-            code = response.code
-            return readBody(response).addCallback(lambda b: (code, b[:_OUTPUT_TAIL]))
-
-        return d.addCallback(read)  # type: ignore[no-any-return]
 
     def stop(self, timeout: float = 5.0) -> Deferred[None]:
         """Let the alerts deliver what they are delivering and what is

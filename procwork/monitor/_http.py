@@ -11,24 +11,51 @@ It is read-only unless the config says ``http_control = true`` (with an
 ``http_token``): then ``POST /control`` takes a request of the control
 protocol as its JSON body, from a client that sends ``Authorization: Bearer
 TOKEN``, and answers as the control socket does.
+
+A client cannot make it read what it will refuse. Whether a request may
+have a body is decided from its head, before any of the body is read
+(:class:`_GuardedChannel`): only an authorized ``POST /control`` may, of at
+most :data:`MAX_BODY` bytes (a chunked one is cut off there while it is
+read); any other body is answered at once (401 without the token, 403 while
+control is off, 413 when it is too long or the path takes none) and the
+connection closed. A body is kept in memory, never in a temporary file as
+twisted.web does past 100 KiB. Malformed input (a bad request line or
+header, headers over 16 KiB, JSON that is not a control request: invalid,
+not UTF-8, nested too deep, of the wrong types) is a 400 that says why.
+Refused requests are counted by status (:attr:`Guard.refused`).
 """
 
 from __future__ import annotations
 
 import hmac
+import io
 import json
 from collections.abc import Callable, Iterable
 from typing import Any, cast
+from urllib.parse import unquote_to_bytes
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
 from twisted.web import pages
+from twisted.web.http import RESPONSES, HTTPChannel
+from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-__all__ = ["IDLE_TIMEOUT", "CappedFactory", "StatusSite", "prometheus_text"]
+from procwork.monitor._protocol import parse_request
+
+__all__ = [
+    "IDLE_TIMEOUT",
+    "MAX_BODY",
+    "MAX_DEPTH",
+    "CappedFactory",
+    "Guard",
+    "StatusSite",
+    "prometheus_text",
+]
 
 _log = Logger(namespace="procwork.monitor")
 
@@ -57,7 +84,237 @@ class _Leaf(Resource):
 #: JSON object with ``ok``.
 ControlFunction = Callable[[dict[str, Any]], Deferred[dict[str, Any]]]
 
-_MAX_BODY = 64 * 1024
+#: The longest request body read (bytes): a control request's.
+MAX_BODY = 64 * 1024
+
+#: The deepest nesting of a control request's JSON (a request needs 2).
+MAX_DEPTH = 16
+
+_CONTROL_OFF = (
+    "control over HTTP is off: the monitor takes control requests on its "
+    "socket (procwork ctl), or set http_control = true and http_token in [monitor]"
+)
+_NEEDS_TOKEN = "a control request needs 'Authorization: Bearer TOKEN'"
+
+
+def _answer_body(answer: Any) -> bytes:
+    return json.dumps(answer, sort_keys=True).encode() + b"\n"
+
+
+def _refusal(why: str) -> dict[str, Any]:
+    return {"procwork": 1, "ok": False, "error": why}
+
+
+def _printable(value: bytes, limit: int = 80) -> str:
+    """Bytes from a client, for a message: decoded, escaped, cut short."""
+    text = value.decode("latin-1")
+    shown = text[:limit].encode("unicode_escape").decode("ascii")
+    return shown + ("..." if len(text) > limit else "")
+
+
+class Guard:
+    """What the endpoint takes, decided from a request's head; and what it
+    refused, counted by status.
+
+    Args:
+        control: Whether ``POST /control`` is served (``http_control``).
+        token: The bearer token it needs.
+        max_body: The longest body read.
+    """
+
+    def __init__(
+        self, control: bool, token: str | None, max_body: int = MAX_BODY
+    ) -> None:
+        self.control = control and token is not None
+        self._expected = None if token is None else f"Bearer {token}".encode()
+        self.max_body = max_body
+        #: Requests refused, by HTTP status (400, 401, 403, 413).
+        self.refused: dict[int, int] = {}
+
+    def authorized(self, headers: Headers) -> bool:
+        """Whether the request carries ``Authorization: Bearer TOKEN``."""
+        if self._expected is None:
+            return False
+        given = headers.getRawHeaders(b"authorization") or [b""]
+        # Compared in constant time: a timing difference would tell how much
+        # of a guess was right.
+        return len(given) == 1 and hmac.compare_digest(given[0], self._expected)
+
+    def count(self, code: int) -> None:
+        """One more request refused with ``code``."""
+        self.refused[code] = self.refused.get(code, 0) + 1
+
+    def refusal(
+        self, method: bytes, path: bytes, headers: Headers, length: int | None
+    ) -> tuple[int, str] | None:
+        """Why a request with this head must not have its body read, as
+        ``(status, message)``; None: read it.
+
+        Args:
+            method: The request's method.
+            path: Its target, as sent.
+            headers: Its headers.
+            length: Its Content-Length; None for a chunked body.
+        """
+        if length == 0:
+            return None  # no body: the resource answers, as to any request
+        if method != b"POST" or not _is_control(path):
+            return 413, (
+                f"{_printable(method)} {_printable(path)} takes no request body"
+            )
+        if not self.control:
+            return 403, _CONTROL_OFF
+        if not self.authorized(headers):
+            return 401, _NEEDS_TOKEN
+        if length is not None and length > self.max_body:
+            return 413, (
+                f"a control request is at most {self.max_body} bytes, not {length}"
+            )
+        return None
+
+
+def _is_control(path: bytes) -> bool:
+    """Whether Site's traversal takes ``path`` to ``/control``: it splits
+    the path after its first character and unquotes each segment."""
+    segments = path.split(b"?", 1)[0][1:].split(b"/")
+    return unquote_to_bytes(segments[0]) == b"control"
+
+
+class _GuardedChannel(HTTPChannel):
+    """twisted.web's HTTP channel, which asks its site's :class:`Guard`
+    whether to read a request's body once the head is in, and answers
+    malformed requests with a 400 that says why.
+
+    A refused request is answered on the spot, before the body (and before
+    any ``100 Continue``), and the connection closed: the transport stops
+    reading, and what the client sent on is never read.
+    """
+
+    _refused = False
+    site: _StatusSite  # set by Site.buildProtocol on the channel it builds
+
+    def _guard(self) -> Guard:
+        return self.site.guard
+
+    def refuse(self, code: int, why: str) -> None:
+        """Answer ``code`` with ``why`` now, and close the connection."""
+        if self._refused:
+            return
+        self._refused = True
+        self._guard().count(code)
+        body = _answer_body(_refusal(why))
+        head = [
+            b"HTTP/1.1 %d %s" % (code, RESPONSES.get(code, b"Refused")),
+            b"content-type: application/json",
+            b"cache-control: no-store",
+            b"content-length: %d" % len(body),
+            b"connection: close",
+        ]
+        if code == 401:
+            head.append(b'www-authenticate: Bearer realm="procwork"')
+        # Any: ITransport is a zope interface, which mypy cannot check.
+        transport: Any = self.transport
+        transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self.loseConnection()
+
+    def allHeadersReceived(self) -> None:
+        request = self.requests[-1]
+        refusal = self._guard().refusal(
+            self._command,
+            # Twisted's parser names this attribute's value "request".
+            cast(bytes, self._path),
+            request.requestHeaders,
+            self.length,
+        )
+        if refusal is None:
+            super().allHeadersReceived()
+        else:
+            self.refuse(*refusal)
+
+    # Once refused, nothing more is parsed: the rest of the data in hand
+    # (the connection reads no more) is dropped, no request is processed.
+    def lineReceived(self, line: bytes) -> None:
+        if not self._refused:
+            super().lineReceived(line)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().rawDataReceived(data)
+
+    def allContentReceived(self) -> None:
+        if not self._refused:
+            super().allContentReceived()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.refuse(
+            400, f"a request line or header is longer than {self.MAX_LENGTH} bytes"
+        )
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # twisted.web's own answer is a bare 400, without a word of why.
+        self.refuse(
+            400,
+            "malformed request: a bad request line, header or chunked body, "
+            f"or headers over {self.totalHeadersSize} bytes or "
+            f"{self.maxHeaders} lines",
+        )
+
+
+class _MemoryRequest(Request):
+    """A request whose body is kept in memory, at most the guard's
+    ``max_body`` bytes: twisted.web's own spools one over 100 KiB to a
+    temporary file. A chunked body is refused (413) when it gets longer."""
+
+    channel: _GuardedChannel
+
+    def gotLength(self, length: int | None) -> None:
+        self.content = io.BytesIO()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        assert self.content is not None
+        limit = self.channel._guard().max_body
+        if self.content.tell() + len(data) > limit:
+            self.channel.refuse(413, f"a request body is at most {limit} bytes")
+            return
+        self.content.write(data)
+
+
+def decode_control(body: bytes) -> dict[str, Any]:
+    """A control request from a body: a JSON object, in UTF-8, nested at
+    most :data:`MAX_DEPTH` deep, of the protocol's keys and types.
+
+    Raises:
+        ValueError: it is not; the message says why.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        message = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    if not isinstance(message, dict):
+        raise ValueError(f"expected a JSON object, not {type(message).__name__}")
+    if _depth(message) > MAX_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    return parse_request(message)
+
+
+def _depth(value: Any) -> int:
+    """How deep ``value`` nests, found without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
 
 
 class _Control(Resource):
@@ -65,61 +322,54 @@ class _Control(Resource):
 
     isLeaf = True
 
-    def __init__(self, control: ControlFunction | None, token: str | None) -> None:
+    def __init__(self, control: ControlFunction | None, guard: Guard) -> None:
         super().__init__()
         self._control = control
-        self._token = token
+        self._guard = guard
 
     def _answer(self, request: Request, code: int, answer: Any) -> bytes:
+        body = _answer_body(answer)
         request.setResponseCode(code)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        return json.dumps(answer, sort_keys=True).encode() + b"\n"
+        # Said even when the answer is written later: not chunked.
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return body
 
     def _refused(self, request: Request, code: int, why: str) -> bytes:
-        return self._answer(request, code, {"procwork": 1, "ok": False, "error": why})
+        self._guard.count(code)
+        return self._answer(request, code, _refusal(why))
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"allow", b"POST")
-        return self._refused(request, 405, "POST a control request here")
+        return self._answer(request, 405, _refusal("POST a control request here"))
 
     def render_POST(self, request: Request) -> Any:
-        if self._control is None or self._token is None:
-            return self._refused(
-                request,
-                403,
-                "control over HTTP is off: the monitor takes control requests "
-                "on its socket (procwork ctl), or set http_control = true and "
-                "http_token in [monitor]",
-            )
-        given = request.getHeader(b"authorization") or b""
-        if isinstance(given, str):
-            given = given.encode()
-        expected = f"Bearer {self._token}".encode()
-        # Compared in constant time: a timing difference would tell how much
-        # of a guess was right.
-        if not hmac.compare_digest(given, expected):
+        # A request with a body was let through by the guard only with the
+        # token; one without a body is checked here.
+        if self._control is None or not self._guard.control:
+            return self._refused(request, 403, _CONTROL_OFF)
+        if not self._guard.authorized(request.requestHeaders):
             request.setHeader(b"www-authenticate", b'Bearer realm="procwork"')
-            return self._refused(
-                request, 401, "a control request needs 'Authorization: Bearer TOKEN'"
-            )
+            return self._refused(request, 401, _NEEDS_TOKEN)
         assert request.content is not None
-        body = request.content.read(_MAX_BODY + 1)
         try:
-            if len(body) > _MAX_BODY:
-                raise ValueError(f"request longer than {_MAX_BODY} bytes")
-            message = json.loads(body)
-            if not isinstance(message, dict):
-                raise ValueError("expected a JSON object")
+            message = decode_control(request.content.read(self._guard.max_body + 1))
         except ValueError as e:
-            return self._refused(request, 400, f"not a control request: {e}")
+            return self._refused(request, 400, f"not a control request: {e}"[:500])
 
-        def reply(answer: dict[str, Any]) -> None:
+        def send(code: int, answer: dict[str, Any]) -> None:
             if not request.finished and not request._disconnected:
-                request.write(self._answer(request, 200, answer))
+                request.write(self._answer(request, code, answer))
                 request.finish()
 
-        self._control(message).addCallback(reply)
+        def failed(failure: Failure) -> None:
+            # A fault of the monitor's, not the client's: logged, and said.
+            _log.failure("HTTP control request failed", failure)
+            send(500, _refusal(f"internal error: {failure.getErrorMessage()}"))
+
+        d = maybeDeferred(self._control, message)
+        d.addCallback(lambda answer: send(200, answer)).addErrback(failed)
         return NOT_DONE_YET
 
 
@@ -150,8 +400,8 @@ class _Root(Resource):
         self,
         status: Callable[[], Any],
         metrics: Callable[[], list[Metric]],
-        control: ControlFunction | None = None,
-        token: str | None = None,
+        control: ControlFunction | None,
+        guard: Guard,
     ):
         super().__init__()
         from procwork.monitor._page import render_page
@@ -170,7 +420,7 @@ class _Root(Resource):
         self.putChild(b"status", cast(IResource, json_leaf))
         self.putChild(b"status.json", cast(IResource, json_leaf))
         self.putChild(b"metrics", cast(IResource, metrics_leaf))
-        self.putChild(b"control", cast(IResource, _Control(control, token)))
+        self.putChild(b"control", cast(IResource, _Control(control, guard)))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         # Resource's default 404 page is deprecated (it does not escape HTML).
@@ -179,7 +429,19 @@ class _Root(Resource):
         )
 
 
-class _QuietSite(Site):
+class _StatusSite(Site):
+    """The status site: its channels guard what they read (see the module's
+    docstring), its requests keep their bodies in memory."""
+
+    # HTTPFactory's protocol builds a channel that may speak HTTP/2 (over
+    # TLS, which this site never has); a plain HTTP/1.1 one is what we guard.
+    protocol = _GuardedChannel  # type: ignore[assignment]
+    requestFactory = _MemoryRequest
+
+    def __init__(self, resource: Resource, guard: Guard, timeout: float) -> None:
+        super().__init__(resource, timeout=timeout)
+        self.guard = guard
+
     def log(self, request: Any) -> None:
         """No access log: a scrape every few seconds is not news."""
 
@@ -190,11 +452,13 @@ def StatusSite(
     *,
     control: ControlFunction | None = None,
     token: str | None = None,
-) -> Site:
+) -> _StatusSite:
     """A Site serving ``/`` (the status page to browsers, JSON to others),
     ``/status`` and ``/status.json`` (JSON) and ``/metrics`` (Prometheus),
-    and ``POST /control`` if given ``control`` and ``token``."""
-    site = _QuietSite(_Root(status, metrics, control, token), timeout=IDLE_TIMEOUT)
+    and ``POST /control`` if given ``control`` and ``token``. Its ``guard``
+    (a :class:`Guard`) counts the requests it refused."""
+    guard = Guard(control is not None, token)
+    site = _StatusSite(_Root(status, metrics, control, guard), guard, IDLE_TIMEOUT)
     site.displayTracebacks = False
     site.noisy = False
     return site

@@ -21,7 +21,7 @@ from procwork.monitor._checks import CheckStatus
 from procwork.monitor._http import Metric
 from procwork.supervisor import ServiceState, ServiceStatus
 
-__all__ = ["monitor_metrics", "process_metrics"]
+__all__ = ["http_metrics", "monitor_metrics", "process_metrics"]
 
 Samples = list[tuple[dict[str, str], float]]
 
@@ -218,6 +218,28 @@ def monitor_metrics(
             "Check and action runs waiting for admission (the cap or the load)",
             [({}, float(queued))],
         ),
+    ]
+
+
+# -- the HTTP endpoint -----------------------------------------------------------
+
+#: The statuses the endpoint refuses requests with (each always has a sample).
+HTTP_REFUSALS = (400, 401, 403, 413)
+
+
+def http_metrics(refused: Mapping[int, int] | None) -> list[Metric]:
+    """What the HTTP endpoint refused, by status: none when it is off."""
+    if refused is None:
+        return []
+    return [
+        (
+            "procwork_http_requests_refused_total",
+            "counter",
+            "HTTP requests refused, by status: 400 malformed, 401 without the "
+            "token, 403 control is off, 413 a body too long or on a path that "
+            "takes none (the body is not read)",
+            [({"code": str(c)}, float(refused.get(c, 0))) for c in HTTP_REFUSALS],
+        )
     ]
 
 

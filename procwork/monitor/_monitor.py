@@ -55,9 +55,9 @@ from procwork.monitor._config import (
     parse_http,
 )
 from procwork.monitor._control import Controller, listen_control
-from procwork.monitor._http import CappedFactory, Metric, StatusSite
+from procwork.monitor._http import CappedFactory, Guard, Metric, StatusSite
 from procwork.monitor._logs import start_logging
-from procwork.monitor._metrics import monitor_metrics, process_metrics
+from procwork.monitor._metrics import http_metrics, monitor_metrics, process_metrics
 from procwork.monitor._proctable import ProcessTable
 from procwork.monitor._reload import ConfigDiff, diff_config
 from procwork.monitor._rules import Finding, RuleEngine
@@ -129,6 +129,7 @@ class Monitor:
         self._shutdown: Deferred[None] = Deferred()
         self._stopping = False
         self._http_factory: CappedFactory | None = None
+        self._http_guard: Guard | None = None  # what HTTP refused, by status
         self._started_at: float | None = None
         self._cpu_at_start = 0.0
 
@@ -230,6 +231,7 @@ class Monitor:
             control=self._http_control if self.config.http_control else None,
             token=self.config.http_token,
         )
+        self._http_guard = site.guard
         self._http_factory = CappedFactory(
             site, self.config.http_max_connections, self._reactor.seconds
         )
@@ -532,6 +534,9 @@ class Monitor:
                 "refused_connections": 0
                 if self._http_factory is None
                 else self._http_factory.refused,
+                "refused_requests": {}
+                if self._http_guard is None
+                else {str(c): n for c, n in sorted(self._http_guard.refused.items())},
             },
         }
 
@@ -546,6 +551,9 @@ class Monitor:
                 rules=self.rules.counters,
                 queued=self.scheduler.queued,
                 alerts=self.alerts.status,
+            ),
+            *http_metrics(
+                None if self._http_guard is None else self._http_guard.refused
             ),
             *process_metrics(),
         ]
