@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from procwork.supervisor._servicelog import LogStats, ServiceLogTrouble
 from procwork.supervisor._supervisor import (
     NoSuchService,
     ProcessFactory,
@@ -35,10 +36,12 @@ if TYPE_CHECKING:
     from procwork.supervisor._processmonitor import ProcessMonitor as ProcessMonitor
 
 __all__ = [
+    "LogStats",
     "NoSuchService",
     "ProcessFactory",
     "ProcessMonitor",
     "RestartPolicy",
+    "ServiceLogTrouble",
     "ServiceNotRunning",
     "ServiceSpec",
     "ServiceState",

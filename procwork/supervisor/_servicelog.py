@@ -1,13 +1,15 @@
 """A service's output: its log files, and its lines in the log, rate-limited.
 
 Everything the service prints goes, as it comes, to its ``stdout_log`` /
-``stderr_log`` files (rotated by size with :class:`twisted.python.logfile.
-LogFile`). Lines also go to the supervisor's log, but at most
-``console_rate`` a second per service: a service printing without pause
-(``yes``) would otherwise spend the reactor on formatting lines, and a 0.5 s
-check would run late. Over the rate, a chunk read from the pipe is not split
-into lines at all; its newlines are counted (in C) and the count is reported
-once the service is quiet enough again.
+``stderr_log`` files (a :class:`~procwork.supervisor._logfile.LogFile`
+each: rotated by size, opened again when moved or deleted, and a write
+that fails is counted and reported, never silent). Lines also go to the
+supervisor's log, but at most ``console_rate`` a second per service: a
+service printing without pause (``yes``) would otherwise spend the reactor
+on formatting lines, and a 0.5 s check would run late. Over the rate, a
+chunk read from the pipe is not split into lines at all; its newlines are
+counted (in C) and the count is reported once the service is quiet enough
+again.
 
 The last :data:`OUTPUT_TAIL` bytes of each stream are kept too, across
 restarts, as raw bytes (split into lines only when someone asks: ``procwork
@@ -18,18 +20,24 @@ follows.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from twisted.logger import Logger
-from twisted.python.logfile import LogFile
 
 from procwork._output import LineSplitter, TailBuffer
+from procwork.supervisor._logfile import CHECK_EVERY, LogFile, LogTrouble
 from procwork.supervisor._spec import ServiceSpec
 
-__all__ = ["OUTPUT_TAIL", "OutputListener", "ServiceOutput"]
+__all__ = [
+    "OUTPUT_TAIL",
+    "LogStats",
+    "LogTroubleListener",
+    "OutputListener",
+    "ServiceLogTrouble",
+    "ServiceOutput",
+]
 
 #: Bytes of each stream's latest output a service keeps for
 #: :meth:`Supervisor.output` (``procwork ctl tail``), across restarts.
@@ -43,12 +51,60 @@ _log = Logger(namespace="procwork.supervisor")
 _STREAMS = {1: "stdout", 2: "stderr"}
 
 
-def open_log(path: str, max_bytes: int, backups: int) -> LogFile:
-    """A size-rotated log file at ``path`` (its directory is created)."""
-    directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    log = LogFile(name, directory, rotateLength=max_bytes, maxRotatedFiles=backups)
-    return log
+@dataclass(frozen=True)
+class ServiceLogTrouble:
+    """A service's log file could not be written (or opened), or can again.
+
+    Attributes:
+        service: The service's name.
+        streams: What goes to the file: ``"stdout"``, ``"stderr"`` or
+            ``"stdout and stderr"``.
+        path: The file.
+        error: Why it fails; None when it works again.
+        lines_lost: When it works again: the lines lost meanwhile.
+        opening: The file cannot be opened (its directory is gone), rather
+            than written.
+    """
+
+    service: str
+    streams: str
+    path: str
+    error: str | None
+    lines_lost: int = 0
+    opening: bool = False
+
+    @property
+    def recovered(self) -> bool:
+        """The file is written again."""
+        return self.error is None
+
+    def __str__(self) -> str:
+        where = f"service {self.service!r}: its {self.streams} log {self.path}"
+        if self.error is None:
+            return f"{where} is written again; {self.lines_lost} lines were lost"
+        verb = "cannot be opened" if self.opening else "cannot be written"
+        return (
+            f"{where} {verb}: {self.error}; its lines are lost (and counted) until "
+            f"it can be, tried again every {CHECK_EVERY:g} s"
+        )
+
+
+#: Told when a service's log file starts failing and when it works again.
+LogTroubleListener = Callable[[ServiceLogTrouble], object]
+
+
+@dataclass(frozen=True)
+class LogStats:
+    """What a service's log files lost, since the service was added.
+
+    Attributes:
+        errors: Writes that failed, whole or in part (or found the file
+            impossible to open).
+        lines_lost: Lines those writes lost.
+    """
+
+    errors: int = 0
+    lines_lost: int = 0
 
 
 class ServiceOutput:
@@ -58,6 +114,8 @@ class ServiceOutput:
         spec: The service (its log keys).
         clock: Seconds, for the rate limit (the reactor's ``seconds``).
         pid: The service's current pid, for the log events.
+        trouble: Told when a log file starts failing and when it works
+            again (after the trouble is logged); must not raise.
     """
 
     def __init__(
@@ -65,13 +123,15 @@ class ServiceOutput:
         spec: ServiceSpec,
         clock: Callable[[], float],
         pid: Callable[[], int | None],
+        trouble: LogTroubleListener | None = None,
     ) -> None:
         self._spec = spec
         self._clock = clock
         self._pid = pid
+        self._trouble = trouble
         self._files: dict[str, LogFile] = {}
         self._opened: dict[str, LogFile] = {}  # by path: both streams may share
-        self._failed: set[str] = set()  # paths that could not be opened
+        self._lost = LogStats()  # by files closed since (none yet: kept open)
         self._rate = spec.console_rate
         self._tokens = self._rate
         self._refilled = clock()
@@ -85,7 +145,6 @@ class ServiceOutput:
     def new_run(self) -> None:
         """A new process of the service: fresh line splitters."""
         self.flush()
-        self._failed.clear()
         limit = self._spec.max_log_line
         self._splitters = {
             fd: LineSplitter(functools.partial(self._line, stream), limit)
@@ -98,31 +157,83 @@ class ServiceOutput:
 
     def _file(self, stream: str) -> LogFile | None:
         path = self._spec.stdout_log if stream == "stdout" else self._spec.stderr_log
-        if path is None or path in self._failed:
+        if path is None:
             return None
         log = self._files.get(stream)
         if log is None:
             log = self._opened.get(path)
             if log is None:
-                try:
-                    log = open_log(
-                        path, self._spec.log_max_bytes, self._spec.log_backups
-                    )
-                except OSError as e:
-                    # Said once; tried again at the service's next run.
-                    self._failed.add(path)
-                    _log.error(
-                        "service {service!r}: cannot open its {stream} log "
-                        "{path}: {error}; its {stream} is not written there",
-                        service=self._spec.name,
-                        stream=stream,
-                        path=path,
-                        error=e.strerror,
-                    )
-                    return None
+                # Opened (and its directory made) at the first output; a
+                # file that cannot be is reported by the LogFile itself.
+                log = LogFile(
+                    path,
+                    self._spec.log_max_bytes,
+                    self._spec.log_backups,
+                    clock=self._clock,
+                    report=functools.partial(self._reported, path),
+                )
                 self._opened[path] = log
             self._files[stream] = log
         return log
+
+    def _streams_of(self, path: str) -> str:
+        spec = self._spec
+        streams = [
+            stream
+            for stream, log_path in (
+                ("stdout", spec.stdout_log),
+                ("stderr", spec.stderr_log),
+            )
+            if log_path == path
+        ]
+        return " and ".join(streams) or "output"
+
+    def _reported(self, path: str, trouble: LogTrouble) -> None:
+        said = ServiceLogTrouble(
+            service=self._spec.name,
+            streams=self._streams_of(path),
+            path=trouble.path,
+            error=trouble.error,
+            lines_lost=trouble.lines_lost,
+            opening=trouble.opening,
+        )
+        if said.recovered:
+            _log.warn(
+                "{trouble}",
+                trouble=str(said),
+                event="service.log_recovered",
+                service=said.service,
+                path=said.path,
+                lines_lost=said.lines_lost,
+            )
+        else:
+            _log.error(
+                "{trouble}",
+                trouble=str(said),
+                event="service.log_error",
+                service=said.service,
+                path=said.path,
+                error=said.error,
+            )
+        if self._trouble is not None:
+            self._trouble(said)
+
+    @property
+    def log_stats(self) -> LogStats:
+        """What the service's log files lost since it was added."""
+        return LogStats(
+            self._lost.errors + sum(log.errors for log in self._opened.values()),
+            self._lost.lines_lost
+            + sum(log.lines_lost for log in self._opened.values()),
+        )
+
+    def reopen(self) -> None:
+        """Close the log files and open them again at their paths, now
+        (``procwork ctl reopen``, after another tool moved them away): new
+        files are created where they were moved from. A file that cannot
+        be opened is reported as a failure (and tried again)."""
+        for log in self._opened.values():
+            log.reopen()
 
     def received(self, fd: int, data: bytes) -> None:
         """Bytes the service wrote on ``fd`` (1 or 2)."""
@@ -131,9 +242,7 @@ class ServiceOutput:
             return
         log = self._file(stream)
         if log is not None:
-            # A full disk must not stop the service's output handling.
-            with contextlib.suppress(OSError):
-                self._write(log, data)
+            log.write(data)  # never raises: a failure is counted and said
         self._tails[fd].write(data)
         if self.listeners:
             self._followers[fd].feed(data)
@@ -146,27 +255,6 @@ class ServiceOutput:
         else:
             # Over the rate: not split into lines (that is what costs).
             self._dropped += data.count(b"\n")
-
-    def _write(self, log: LogFile, data: bytes) -> None:
-        """Write ``data``, rotating so that no file grows past log_max_bytes.
-
-        LogFile alone rotates only once a file has reached its size, after
-        the write that took it past; a chunk is cut here instead, at its
-        last newline that fits (at the size itself when no line fits).
-        """
-        limit = self._spec.log_max_bytes
-        while data:
-            room = limit - log.size
-            if room <= 0:
-                log.rotate()
-                continue
-            if len(data) <= room:
-                log.write(data)
-                return
-            cut = data.rfind(b"\n", 0, room) + 1 or room
-            log.write(data[:cut])
-            data = data[cut:]
-            log.rotate()
 
     def _refill(self) -> None:
         now = self._clock()
@@ -234,17 +322,18 @@ class ServiceOutput:
             )
 
     def ended(self) -> None:
-        """The process ended: a last line without newline, the count, flushed files."""
+        """The process ended: a last line without newline, the count.
+
+        (The files need no flush: they are written unbuffered.)
+        """
         for splitter in (*self._splitters.values(), *self._followers.values()):
             splitter.close()
         self.flush()
-        for log in self._opened.values():
-            with contextlib.suppress(OSError):
-                log.flush()
 
     def close(self) -> None:
         """Close the log files and drop the followers (the service is removed)."""
         self.listeners.clear()
+        self._lost = self.log_stats
         for log in self._opened.values():
             log.close()
         self._opened.clear()

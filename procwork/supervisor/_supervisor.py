@@ -55,7 +55,13 @@ from procwork._spawn import GroupProcess
 from procwork._threads import check_thread
 from procwork.supervisor._procmon import ChildTransport, DelayedCall, Procmon
 from procwork.supervisor._restart import Exit, decide_restart
-from procwork.supervisor._servicelog import OutputListener, ServiceOutput
+from procwork.supervisor._servicelog import (
+    LogStats,
+    LogTroubleListener,
+    OutputListener,
+    ServiceLogTrouble,
+    ServiceOutput,
+)
 from procwork.supervisor._spec import (
     NoSuchService,
     RestartPolicy,
@@ -124,10 +130,14 @@ class _Service:
     """
 
     def __init__(
-        self, spec: ServiceSpec, now: float, clock: Callable[[], float]
+        self,
+        spec: ServiceSpec,
+        now: float,
+        clock: Callable[[], float],
+        trouble: LogTroubleListener | None = None,
     ) -> None:
         self.spec = spec
-        self.output = ServiceOutput(spec, clock, lambda: self.pid)
+        self.output = ServiceOutput(spec, clock, lambda: self.pid, trouble)
         self.state = ServiceState.STOPPED
         self.since = now
         self.transport: ChildTransport | None = None
@@ -258,6 +268,7 @@ class Supervisor:
         self._shutdown_trigger: Any = None
         self._procmon = Procmon(reactor, self, self._spawn)
         self._listeners: list[StateListener] = []
+        self._log_listeners: list[LogTroubleListener] = []
 
     def __repr__(self) -> str:
         states = ", ".join(f"{s.name}: {s.state}" for s in self._services.values())
@@ -275,6 +286,20 @@ class Supervisor:
         a listener is logged and does not reach the supervisor.
         """
         self._listeners.append(listener)
+
+    def listen_log_trouble(self, listener: LogTroubleListener) -> None:
+        """Call ``listener(trouble)`` when a service's log file starts
+        failing (a full disk, its directory gone) and when it works again
+        (with the lines lost meanwhile); each is logged too. Called in the
+        reactor thread; an exception in it is logged."""
+        self._log_listeners.append(listener)
+
+    def _log_trouble(self, trouble: ServiceLogTrouble) -> None:
+        for listener in list(self._log_listeners):
+            try:
+                listener(trouble)
+            except Exception:
+                _log.failure("a log trouble listener failed")
 
     # -- configuration ---------------------------------------------------------
 
@@ -300,7 +325,7 @@ class Supervisor:
                     f"service {spec.name!r}: after names {after!r}, which has not "
                     "been added (add it first)"
                 )
-        service = _Service(spec, self._now(), self._now)
+        service = _Service(spec, self._now(), self._now, self._log_trouble)
         self._services[spec.name] = service
         # Not wanted yet, so procmon does not start it here (see _may_start).
         self._procmon.add(spec)
@@ -580,6 +605,30 @@ class Supervisor:
                 listeners.remove(listener)
 
         return unfollow
+
+    def log_stats(self) -> dict[str, LogStats]:
+        """What each service's log files lost (failed writes, lines), by
+        service, in the order added."""
+        return {name: s.output.log_stats for name, s in self._services.items()}
+
+    def reopen_logs(self, *names: str) -> list[str]:
+        """Close the log files of the named services (default all) and open
+        them again at their paths: after an external tool rotated them
+        (``procwork ctl reopen``). A file that cannot be opened is reported
+        like a failed write.
+
+        Returns:
+            The services whose files were reopened (all: in the order
+            added).
+
+        Raises:
+            NoSuchService: a name is not a service's (nothing is reopened).
+        """
+        check_thread("Supervisor.reopen_logs", self._reactor)
+        services = [self._get(name) for name in names] or list(self._services.values())
+        for service in services:
+            service.output.reopen()
+        return [service.name for service in services]
 
     # -- status ----------------------------------------------------------------
 

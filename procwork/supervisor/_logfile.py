@@ -1,0 +1,310 @@
+"""A service's log file: rotated by size, found again when it is moved or
+deleted, and never failing in silence.
+
+What can go wrong with a file a long-running program writes, and what
+:class:`LogFile` does about it:
+
+- **A write fails** (a full disk, a quota, an I/O error): what could not be
+  written is lost, counted (:attr:`LogFile.errors`, the failed writes, and
+  :attr:`LogFile.lines_lost`) and said once per burst: one line when the
+  writes start failing, one with the number of lines lost when they work
+  again (the ``report`` callback). A short write is a failure of its
+  unwritten part: the data is written with ``os.write``, unbuffered, and
+  every count the kernel returns is looked at.
+- **The file is moved or deleted** (log rotation by another tool, a
+  careless ``rm``): the descriptor would go on writing to a file nobody
+  can find. At most every ``check_every`` seconds, and only when there is
+  something to write, the path is compared with the open file (``stat``
+  against ``fstat``: device and inode); when they differ the file is
+  opened again at the path, created if need be. The same comparison sees a
+  file truncated under it (``copytruncate``), and the file is opened with
+  ``O_APPEND``, so writes go on at its new end, with no hole before them.
+- **The directory is gone** (removed, or a file system not mounted): the
+  file cannot be opened; lines are lost (and counted) until it can, tried
+  again at most every ``check_every`` seconds. The directory is created
+  when the file is first opened, as a service's config asks for it, but
+  not again: a log directory that disappears while running is an operator's
+  business (an unmounted log volume must not be shadowed by a new directory
+  on the root file system), and writing resumes when it returns.
+- **An operator rotated it** and asks for a new file (``procwork ctl
+  reopen``): :meth:`LogFile.reopen`.
+
+Rotation is by size, as :class:`twisted.python.logfile.LogFile` does it
+(``path`` becomes ``path.1``, ``path.1`` becomes ``path.2``, ..., at most
+``backups`` kept), but a chunk is cut at its last newline that fits, so no
+file grows past ``max_bytes``.
+
+Called from the reactor's thread (the service's output arrives there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["CHECK_EVERY", "LogFile", "LogTrouble"]
+
+#: Seconds between checks that the path is still the open file (and
+#: between tries to open a file that could not be opened).
+CHECK_EVERY = 1.0
+
+_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class LogTrouble:
+    """A log file's writes started failing, or work again.
+
+    Attributes:
+        path: The log file.
+        error: Why writes fail (``"No space left on device"``); None when
+            they work again.
+        lines_lost: Lines lost in the burst of failures that just ended (0
+            when it starts: nothing is lost yet).
+        opening: The failure is to open the file (its directory is gone),
+            not to write it.
+    """
+
+    path: str
+    error: str | None
+    lines_lost: int = 0
+    opening: bool = False
+
+    @property
+    def recovered(self) -> bool:
+        """The writes work again."""
+        return self.error is None
+
+
+class LogFile:
+    """A log file a service writes; see the module.
+
+    Args:
+        path: Where.
+        max_bytes: No file grows past this; a write that would is cut at
+            a newline and the file rotated.
+        backups: Rotated files kept (``path.1`` ...); 0: none.
+        clock: Seconds (the reactor's ``seconds``), for ``check_every``.
+        report: Told when writes start failing and when they work again.
+        check_every: Seconds between checks of the path.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        max_bytes: int,
+        backups: int,
+        *,
+        clock: Callable[[], float],
+        report: Callable[[LogTrouble], object],
+        check_every: float = CHECK_EVERY,
+    ) -> None:
+        self.path = os.path.abspath(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        #: Writes that failed, whole or in part, since the file was made.
+        self.errors = 0
+        #: Lines (newlines) those writes lost.
+        self.lines_lost = 0
+        #: Bytes in the open file.
+        self.size = 0
+        self._clock = clock
+        self._report = report
+        self._check_every = check_every
+        self._fd: int | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino)
+        self._next_check = clock() + check_every
+        self._failing: LogTrouble | None = None  # the burst going on
+        self._burst_lost = 0
+        self._closed = False
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        except FileExistsError:
+            pass  # a file where the directory should be: open() says so
+        except OSError as e:
+            self._failed(e, opening=True)
+        self._open()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._fd is None else f"{self.size} bytes"
+        return f"<LogFile {self.path}: {state}, {self.errors} failed writes>"
+
+    @property
+    def failing(self) -> str | None:
+        """Why writes fail now (None: they work)."""
+        return None if self._failing is None else self._failing.error
+
+    # -- writing -------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Write ``data``, rotating as needed. Never raises: what cannot be
+        written is counted and reported (see the module)."""
+        if self._closed or not data:
+            return
+        now = self._clock()
+        if now >= self._next_check:
+            self._next_check = now + self._check_every
+            if self._fd is None:
+                self._open()
+            else:
+                self._check_path()
+        if self._fd is None:
+            self._lost(data)
+            return
+        view = memoryview(data)
+        while view:
+            room = self.max_bytes - self.size
+            if room <= 0 and self._rotate():
+                continue
+            if self._fd is None:  # rotated, and the new file cannot be opened
+                self._lost(view)
+                return
+            if room <= 0 or len(view) <= room:
+                cut = len(view)  # all of it (past the size if rotation failed)
+            else:
+                cut = bytes(view[:room]).rfind(b"\n") + 1 or room
+            written = self._write_all(view[:cut])
+            if written < cut:
+                self._lost(view[written:])
+                return
+            view = view[cut:]
+        self._worked()
+
+    def _write_all(self, data: memoryview) -> int:
+        """Bytes of ``data`` written before a failure (all: no failure)."""
+        assert self._fd is not None
+        done = 0
+        while done < len(data):
+            try:
+                written = os.write(self._fd, data[done:])
+            except OSError as e:
+                self._failed(e)
+                return done
+            if written == 0:  # pragma: no cover - a regular file never does
+                self._failed(OSError(0, "the write wrote nothing"))
+                return done
+            done += written
+            self.size += written
+        return done
+
+    # -- opening, checking, rotating -----------------------------------------
+
+    def _open(self) -> bool:
+        """Open ``path`` (created if missing, never its directory)."""
+        try:
+            fd = os.open(self.path, _FLAGS, 0o666)
+        except OSError as e:
+            self._failed(e, opening=True)
+            return False
+        try:
+            info = os.fstat(fd)
+        except OSError as e:  # pragma: no cover - fstat of an open file
+            os.close(fd)
+            self._failed(e, opening=True)
+            return False
+        self._fd = fd
+        self._identity = (info.st_dev, info.st_ino)
+        self.size = info.st_size
+        return True
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = None
+        self._identity = None
+
+    def _check_path(self) -> None:
+        """Open the path again if it is no longer the open file; take the
+        size of a file truncated under us."""
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            info = None  # moved or deleted (or its directory is gone)
+        except OSError:
+            return  # cannot tell (permissions): keep writing where we are
+        if info is None or (info.st_dev, info.st_ino) != self._identity:
+            self._close_fd()
+            self._open()
+        else:
+            self.size = info.st_size
+
+    def _rotate(self) -> bool:
+        """``path`` -> ``path.1`` -> ... -> ``path.<backups>``, then a new
+        ``path``. False if it could not be done (the file is written on)."""
+        try:
+            if self.backups == 0:
+                os.unlink(self.path)
+            else:
+                for number in sorted(self._rotated(), reverse=True):
+                    old = f"{self.path}.{number}"
+                    if number >= self.backups:
+                        os.remove(old)
+                    else:
+                        os.rename(old, f"{self.path}.{number + 1}")
+                os.rename(self.path, f"{self.path}.1")
+        except FileNotFoundError:
+            pass  # moved or deleted meanwhile: a new one is opened below
+        except OSError:
+            return False
+        self._close_fd()
+        return self._open()
+
+    def _rotated(self) -> list[int]:
+        numbers = []
+        for name in glob.glob(glob.escape(self.path) + ".*"):
+            suffix = name.rpartition(".")[2]
+            if suffix.isdigit() and int(suffix) > 0:
+                numbers.append(int(suffix))
+        return numbers
+
+    def reopen(self) -> bool:
+        """Close the file and open ``path`` again, now: after another tool
+        moved it away (``procwork ctl reopen``). Creates the file, not its
+        directory.
+
+        Returns:
+            True if the file is open; if not, why is reported as a failure
+            (and tried again at most every ``check_every`` seconds).
+        """
+        if self._closed:
+            return False
+        self._close_fd()
+        self._next_check = self._clock() + self._check_every
+        if self._open():
+            self._worked()
+            return True
+        return False
+
+    def close(self) -> None:
+        """Close the file; later writes are ignored."""
+        self._closed = True
+        self._close_fd()
+
+    # -- failures, said once per burst ---------------------------------------
+
+    def _failed(self, error: OSError, *, opening: bool = False) -> None:
+        if self._failing is None:
+            self._failing = LogTrouble(
+                self.path, error.strerror or str(error), opening=opening
+            )
+            self._burst_lost = 0
+            self._report(self._failing)
+
+    def _lost(self, data: bytes | memoryview) -> None:
+        """``data`` could not be written: counted."""
+        lost = bytes(data).count(b"\n")
+        self.errors += 1
+        self.lines_lost += lost
+        self._burst_lost += lost
+        if self._failing is None:  # pragma: no cover - _failed came first
+            self._failed(OSError(0, "unknown"))
+
+    def _worked(self) -> None:
+        if self._failing is not None:
+            self._failing = None
+            self._report(LogTrouble(self.path, None, self._burst_lost))
+            self._burst_lost = 0
