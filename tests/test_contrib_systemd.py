@@ -73,7 +73,7 @@ def test_the_monitor_alone_gets_sigterm_restarts_on_failure_and_reloads_on_sighu
     """KillMode=mixed: the monitor stops its services by their own stop
     signals, and systemd SIGKILLs what is left of the unit afterwards."""
     unit = dict(settings())
-    assert unit["Type"] == "exec"
+    assert unit["Type"] == "notify"
     assert unit["KillMode"] == "mixed"
     assert unit["KillSignal"] == "SIGTERM"
     assert unit["Restart"] == "on-failure"

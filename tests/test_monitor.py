@@ -9,6 +9,7 @@ wait bounded.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -160,16 +161,17 @@ CONFIG = MonitorConfig(
 
 
 class World:
-    """A Monitor of CONFIG on a Clock, and the fakes around it."""
+    """A Monitor of ``config`` (default CONFIG) on a Clock, and the fakes
+    around it."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: MonitorConfig = CONFIG) -> None:
         self.clock = Clock()
         self.clock.rightNow = NOW
         self.run = FakeRun()
         self.factory = FakeFactory(self.clock)
         self.table = FakeTable(cgi(700, age=900), cgi(701, age=60))
         self.monitor = Monitor(
-            CONFIG,
+            config,
             reactor=self.clock,
             scheduler=Scheduler(self.clock, load=NoLoadLimit()),
             run=self.run,
@@ -320,6 +322,7 @@ def test_stop_stops_the_services_cancels_the_checks_and_ends_every_interval(
     assert len(world.run.calls) == 1, "no check runs after stop()"
     assert len(world.monitor.findings) == findings, "no rule scan after stop()"
     assert len(world.factory.children) == 1, "no service restarts after stop()"
+    assert not world.monitor.loop_lag.running
 
 
 # -- what it reports -----------------------------------------------------------
@@ -414,6 +417,76 @@ def test_a_service_has_a_state_series_for_every_state_1_only_for_the_current_one
         f"{1 if state == 'STARTING' else 0}"
         for state in ServiceState
     }
+
+
+def test_a_service_log_that_cannot_be_written_is_an_event_for_alerts_and_a_metric() -> (
+    None
+):
+    """/dev/full stands for a full disk: ``service.log_error`` reaches the
+    alerts once for the burst, and the failed writes and lost lines are
+    counted per service."""
+    config = dataclasses.replace(
+        CONFIG,
+        services=(
+            ServiceSpec("web", ["web"], start_seconds=1, stdout_log="/dev/full"),
+        ),
+    )
+    world = World(config)
+    world.monitor.start()
+    [child] = world.factory.children
+    child.protocol.childDataReceived(1, b"one\ntwo\n")
+    child.protocol.childDataReceived(1, b"three\n")
+    [event] = [
+        e for e in world.monitor.alerts.recent if e.event.startswith("service.log")
+    ]
+    assert (event.event, event.name, event.state) == (
+        "service.log_error",
+        "web",
+        "failing",
+    )
+    assert event.fields["path"] == "/dev/full"
+    assert event.fields["error"] == "No space left on device"
+    assert event.message.startswith(
+        "service 'web': its stdout log /dev/full cannot be written"
+    )
+    assert {
+        'procwork_service_log_errors_total{service="web"} 2',
+        'procwork_service_log_lines_lost_total{service="web"} 3',
+        "procwork_log_lines_dropped_total 0",  # no stdout writer in this test
+    } <= metric_lines(world.monitor)
+
+
+def test_a_blocked_reactor_turn_shows_as_loop_lag_in_the_metrics_and_a_warning(
+    world: World, monitor_events: list[str]
+) -> None:
+    world.monitor.start()
+    world.clock.advance(0.25)
+    assert {
+        "procwork_monitor_loop_lag_seconds 0",
+        "procwork_monitor_loop_stalls_total 0",
+    } <= metric_lines(world.monitor)
+    world.clock.advance(3)  # the timer due at 0.5 s runs at 3.25 s
+    assert {
+        "procwork_monitor_loop_lag_seconds 2.75",
+        "procwork_monitor_loop_stalls_total 1",
+    } <= metric_lines(world.monitor)
+    assert any(
+        "reactor was blocked for at least 2.8 s" in line for line in monitor_events
+    )
+    world.clock.pump([0.25] * 250)  # a minute on time: the gauge forgets
+    assert "procwork_monitor_loop_lag_seconds 0" in metric_lines(world.monitor)
+
+
+def test_the_status_line_for_systemd_counts_running_services_and_names_failing_checks(
+    world: World,
+) -> None:
+    world.monitor.start()
+    assert world.monitor.status_line() == "0/1 services running; 0/1 checks failing"
+    world.clock.advance(1)  # web has run its start_seconds
+    world.run.finish(0, returncode=1)
+    assert world.monitor.status_line() == (
+        "1/1 services running; 1/1 checks failing: disk"
+    )
 
 
 def test_metrics_give_start_time_last_exit_code_and_check_timestamps(

@@ -1,8 +1,10 @@
 """Events, and the alerts that act on them: a command, or a webhook.
 
 The monitor turns what happens into :class:`Event` s: a service started,
-exited unexpectedly, was restarted, became FATAL or recovered; a check
-started failing (``failures`` runs in a row), is still failing (a reminder,
+exited unexpectedly, was restarted, became FATAL or recovered; its log file
+could not be written (``service.log_error``: a full disk, its directory
+gone) or is written again (``service.log_recovered``, with the lines lost);
+a check started failing (``failures`` runs in a row), is still failing (a reminder,
 every ``repeat_every`` seconds) or recovered; a rule matched a process or
 acted on it; the monitor started or is stopping. Events are *state changes*:
 a check failing every run for an hour is one ``check.failed`` (plus its
@@ -67,6 +69,8 @@ EVENTS = (
     "service.restarted",
     "service.fatal",
     "service.recovered",
+    "service.log_error",
+    "service.log_recovered",
     "check.failed",
     "check.recovered",
     "rule.matched",
@@ -218,6 +222,8 @@ class AlertSpec:
         "service.restarted",
         "service.fatal",
         "service.recovered",
+        "service.log_error",
+        "service.log_recovered",
         "check.*",
         "rule.*",
         "monitor.*",

@@ -25,6 +25,11 @@ A JSON line (``--json-log``) is one object with these keys, and only these:
 
 Twisted's own chatter is left out: "Site starting on ...", "(TCP Port ...
 Closed)", factory start/stop lines; its warnings and errors still show.
+
+``procwork monitor`` writes its lines through a
+:class:`~procwork.monitor._logwriter.LogWriter`, which never blocks: lines a
+stalled reader (a paused pager) cannot take are dropped, counted, and said
+in one line of their own (``log.dropped``) where they are missing.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO, cast
 
 from twisted.logger import (
@@ -46,7 +51,15 @@ from twisted.logger import (
     globalLogBeginner,
 )
 
-__all__ = ["json_observer", "start_logging", "text_observer"]
+from procwork.monitor._logwriter import DEFAULT_MAX_BUFFERED, LogWriter, WriterReactor
+
+__all__ = [
+    "json_line",
+    "json_observer",
+    "start_logging",
+    "text_line",
+    "text_observer",
+]
 
 _LEVELS = {
     LogLevel.debug: "DEBUG",
@@ -82,19 +95,25 @@ def _where(event: Mapping[str, Any]) -> str:
     return short if short != "procwork" else "procwork"
 
 
+def text_line(event: Mapping[str, Any]) -> str:
+    """One event as a text line (with its newline): date, time, level,
+    where, message."""
+    stamp = event.get("log_time", time.time())
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+    millis = int((stamp % 1) * 1000)
+    if "line" in event and "stream" in event and "service" in event:
+        message = str(event["line"])  # a service's output: as printed
+    else:
+        message = _message(event)
+    level = _LEVELS.get(_level(event), "INFO")
+    return f"{when}.{millis:03d} {level:<5} [{_where(event)}] {message}\n"
+
+
 def text_observer(stream: TextIO) -> ILogObserver:
     """Text lines: date, time, level, where, message."""
 
     def observe(event: dict[str, Any]) -> None:
-        stamp = event.get("log_time", time.time())
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
-        millis = int((stamp % 1) * 1000)
-        if "line" in event and "stream" in event and "service" in event:
-            message = str(event["line"])  # a service's output: as printed
-        else:
-            message = _message(event)
-        level = _LEVELS.get(_level(event), "INFO")
-        stream.write(f"{when}.{millis:03d} {level:<5} [{_where(event)}] {message}\n")
+        stream.write(text_line(event))
         stream.flush()
 
     return cast(ILogObserver, observe)
@@ -150,14 +169,50 @@ def json_record(event: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
+def json_line(event: Mapping[str, Any]) -> str:
+    """One event as a JSON line (with its newline; see the module's
+    docstring)."""
+    return json.dumps(json_record(event), default=str) + "\n"
+
+
 def json_observer(stream: TextIO) -> ILogObserver:
     """JSON lines, one object per event (see the module's docstring)."""
 
     def observe(event: dict[str, Any]) -> None:
-        stream.write(json.dumps(json_record(event), default=str) + "\n")
+        stream.write(json_line(event))
         stream.flush()
 
     return cast(ILogObserver, observe)
+
+
+def writer_observer(writer: LogWriter, json_log: bool) -> ILogObserver:
+    """Text or JSON lines through ``writer``, which never blocks."""
+    line = json_line if json_log else text_line
+
+    def observe(event: dict[str, Any]) -> None:
+        writer.write_line(line(event).encode("utf-8", "replace"))
+
+    return cast(ILogObserver, observe)
+
+
+def dropped_notice(json_log: bool) -> Callable[[int, str], bytes]:
+    """The line that says how many log lines a stalled reader missed, as
+    the other lines are written (a ``log.dropped`` warning)."""
+    line = json_line if json_log else text_line
+
+    def notice(count: int, stream: str) -> bytes:
+        event = {
+            "log_namespace": "procwork.monitor",
+            "log_level": LogLevel.warn,
+            "log_time": time.time(),
+            "log_format": "{dropped} log lines dropped: {stream} was not read",
+            "event": "log.dropped",
+            "dropped": count,
+            "stream": stream,
+        }
+        return line(event).encode("utf-8", "replace")
+
+    return notice
 
 
 def _not_noise(event: Mapping[str, Any]) -> PredicateResult:
@@ -169,10 +224,40 @@ def _not_noise(event: Mapping[str, Any]) -> PredicateResult:
     return cast(PredicateResult, PredicateResult.no)
 
 
-def start_logging(json_log: bool, stream: TextIO | None = None) -> None:
-    """Send the global log to ``stream`` (default stdout): text or JSON."""
-    stream = sys.stdout if stream is None else stream
-    observer = json_observer(stream) if json_log else text_observer(stream)
+def start_logging(
+    json_log: bool,
+    stream: TextIO | None = None,
+    *,
+    reactor: WriterReactor | None = None,
+    max_buffered: int = DEFAULT_MAX_BUFFERED,
+) -> LogWriter | None:
+    """Send the global log to stdout (or ``stream``): text or JSON lines.
+
+    Stdout is written through a :class:`LogWriter` on ``reactor`` (default
+    the global one), which never blocks; close it at exit
+    (:meth:`LogWriter.close`). A ``stream`` given (tests, benchmarks) is
+    written as it is.
+
+    Returns:
+        The writer of stdout; None when ``stream`` was given.
+    """
+    writer: LogWriter | None = None
+    if stream is None:
+        if reactor is None:
+            from procwork._reactor import default_reactor
+
+            reactor = cast(WriterReactor, default_reactor())
+        sys.stdout.flush()  # what print() buffered goes first
+        writer = LogWriter(
+            sys.stdout.fileno(),
+            reactor,
+            name="stdout",
+            max_buffered=max_buffered,
+            notice=dropped_notice(json_log),
+        )
+        observer = writer_observer(writer, json_log)
+    else:
+        observer = json_observer(stream) if json_log else text_observer(stream)
     # zope interfaces again: these objects provide what the casts say.
     predicates = [
         cast(
@@ -183,3 +268,4 @@ def start_logging(json_log: bool, stream: TextIO | None = None) -> None:
     ]
     filtered = cast(ILogObserver, FilteringLogObserver(observer, predicates))
     globalLogBeginner.beginLoggingTo([filtered], redirectStandardIO=False)
+    return writer

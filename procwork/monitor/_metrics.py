@@ -19,9 +19,9 @@ from typing import Any
 from procwork.monitor._alerts import AlertStatus
 from procwork.monitor._checks import CheckStatus
 from procwork.monitor._http import Metric
-from procwork.supervisor import ServiceState, ServiceStatus
+from procwork.supervisor import LogStats, ServiceState, ServiceStatus
 
-__all__ = ["http_metrics", "monitor_metrics", "process_metrics"]
+__all__ = ["http_metrics", "monitor_metrics", "process_metrics", "watchdog_metrics"]
 
 Samples = list[tuple[dict[str, str], float]]
 
@@ -240,6 +240,61 @@ def http_metrics(refused: Mapping[int, int] | None) -> list[Metric]:
             "takes none (the body is not read)",
             [({"code": str(c)}, float(refused.get(c, 0))) for c in HTTP_REFUSALS],
         )
+    ]
+
+
+# -- the watchdog watched: its own log, its services' logs, its loop ----------
+
+
+def watchdog_metrics(
+    *,
+    log_lines_dropped: int,
+    service_logs: Mapping[str, LogStats],
+    loop_lag: float,
+    loop_stalls: int,
+) -> list[Metric]:
+    """What the monitor could not write, and how late its reactor runs.
+
+    Args:
+        log_lines_dropped: Lines of its own log a stalled stdout missed.
+        service_logs: What each service's log files lost.
+        loop_lag: The reactor's largest lag of the last minute (seconds).
+        loop_stalls: Lags over 1 s since the start.
+    """
+    return [
+        (
+            "procwork_log_lines_dropped_total",
+            "counter",
+            "Lines of the monitor's own log dropped because stdout was not "
+            "read (its buffer full) or could not be written",
+            [({}, float(log_lines_dropped))],
+        ),
+        (
+            "procwork_service_log_errors_total",
+            "counter",
+            "Writes to a service's log files that failed (a full disk, the "
+            "directory gone)",
+            [({"service": n}, float(s.errors)) for n, s in service_logs.items()],
+        ),
+        (
+            "procwork_service_log_lines_lost_total",
+            "counter",
+            "Lines of a service's output its failed log writes lost",
+            [({"service": n}, float(s.lines_lost)) for n, s in service_logs.items()],
+        ),
+        (
+            "procwork_monitor_loop_lag_seconds",
+            "gauge",
+            "The largest delay of the monitor's reactor over the last minute: "
+            "how late a timer due every 0.25 s ran",
+            [({}, loop_lag)],
+        ),
+        (
+            "procwork_monitor_loop_stalls_total",
+            "counter",
+            "Times the monitor's reactor ran a timer over 1 s late (a blocked turn)",
+            [({}, float(loop_stalls))],
+        ),
     ]
 
 

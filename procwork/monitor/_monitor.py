@@ -8,6 +8,7 @@ events, and serves its status over HTTP.
 
 from __future__ import annotations
 
+import atexit
 import os
 import resource
 import signal
@@ -57,11 +58,19 @@ from procwork.monitor._config import (
 from procwork.monitor._control import Controller, listen_control
 from procwork.monitor._http import CappedFactory, Guard, Metric, StatusSite
 from procwork.monitor._logs import start_logging
-from procwork.monitor._metrics import http_metrics, monitor_metrics, process_metrics
+from procwork.monitor._logwriter import LogWriter
+from procwork.monitor._looplag import LoopLag
+from procwork.monitor._metrics import (
+    http_metrics,
+    monitor_metrics,
+    process_metrics,
+    watchdog_metrics,
+)
 from procwork.monitor._proctable import ProcessTable
 from procwork.monitor._reload import ConfigDiff, diff_config
 from procwork.monitor._rules import Finding, RuleEngine
-from procwork.supervisor import ProcessFactory, Supervisor
+from procwork.monitor._sdnotify import SystemdNotifier
+from procwork.supervisor import ProcessFactory, ServiceLogTrouble, Supervisor
 
 __all__ = ["Monitor", "main"]
 
@@ -120,6 +129,11 @@ class Monitor:
             ServiceEvents(self._event, self._success_codes, reactor.seconds)
         )
         self.checks.listen(self._check_changed)
+        # The monitor watched too: its reactor's lag, its own log's
+        # writer (set by main(), which owns stdout), its services' logs.
+        self.loop_lag = LoopLag(reactor)
+        self.log_writer: LogWriter | None = None
+        self.supervisor.listen_log_trouble(self._log_trouble)
         self.findings: list[Finding] = []
         self.controller = Controller(self)
         self._loops: list[LoopingCall] = []
@@ -203,6 +217,7 @@ class Monitor:
         self.supervisor.start()
         self.checks.start()
         self._start_loops()
+        self.loop_lag.start()
 
     def _start_loops(self) -> None:
         if self.config.rules:
@@ -310,6 +325,7 @@ class Monitor:
             )
         )
         self._stop_loops()
+        self.loop_lag.stop()
         self.rules.stop()
         steps: list[Deferred[Any]] = [
             self.checks.stop(),
@@ -452,6 +468,24 @@ class Monitor:
     def _event(self, event: Event) -> None:
         self.alerts.emit(event)
 
+    def _log_trouble(self, trouble: ServiceLogTrouble) -> None:
+        # A service's log file failing (or working again), for alerts.
+        self._event(
+            Event(
+                "service.log_recovered" if trouble.recovered else "service.log_error",
+                trouble.service,
+                "ok" if trouble.recovered else "failing",
+                str(trouble),
+                time=self._reactor.seconds(),
+                fields={
+                    "path": trouble.path,
+                    "streams": trouble.streams,
+                    "error": trouble.error,
+                    "lines_lost": trouble.lines_lost,
+                },
+            )
+        )
+
     def _success_codes(self, name: str) -> frozenset[int]:
         for spec in self.supervisor.specs():
             if spec.name == name:
@@ -491,6 +525,21 @@ class Monitor:
         )
 
     # -- reporting ---------------------------------------------------------
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS: services running, failing checks."""
+        services = self.supervisor.status()
+        running = sum(1 for s in services.values() if s.state == "RUNNING")
+        fatal = [n for n, s in services.items() if s.state == "FATAL"]
+        checks = self.checks.status
+        failing = [
+            n for n, c in sorted(checks.items()) if c.last_outcome not in (None, "ok")
+        ]
+        line = f"{running}/{len(services)} services running"
+        if fatal:
+            line += f" ({len(fatal)} FATAL: {', '.join(fatal)})"
+        line += f"; {len(failing)}/{len(checks)} checks failing"
+        return line + (f": {', '.join(failing)}" if failing else "")
 
     def status(self) -> dict[str, Any]:
         """Everything the monitor knows, JSON-ready."""
@@ -555,6 +604,14 @@ class Monitor:
             *http_metrics(
                 None if self._http_guard is None else self._http_guard.refused
             ),
+            *watchdog_metrics(
+                log_lines_dropped=(
+                    0 if self.log_writer is None else self.log_writer.dropped
+                ),
+                service_logs=self.supervisor.log_stats(),
+                loop_lag=self.loop_lag.recent_max,
+                loop_stalls=self.loop_lag.stalls,
+            ),
             *process_metrics(),
         ]
 
@@ -598,6 +655,11 @@ def main(
     lock on ``lock_file`` (default :func:`default_lock_path`), and so does its
     lifeline helper, which kills the services if the monitor dies by SIGKILL:
     a new monitor can't start them again while the old ones still run.
+
+    Its log goes to stdout through a writer that never blocks (lines a
+    stalled reader misses are dropped, counted and said); under systemd's
+    ``Type=notify`` it says READY, pings the watchdog from the reactor, keeps
+    a STATUS line and says STOPPING (see :mod:`procwork.monitor._sdnotify`).
     """
     try:
         config = load_config(config_path)
@@ -629,10 +691,16 @@ def main(
         )
         return 1
     start_lifeline([lock])
-    start_logging(json_log or config.json_log)
+    # Stdout never blocks the monitor (see _logwriter.py); at exit what
+    # waits for the reader gets a bounded time to be written.
+    writer = start_logging(json_log or config.json_log)
+    if writer is not None:
+        atexit.register(writer.close)
     monitor = Monitor(config)
+    monitor.log_writer = writer
     reload_on_sighup(monitor)
     reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
+    notifier = _systemd_notifier(monitor.reactor)
     try:
         try:
             monitor.start(http=address, socket=socket, control=config.control)
@@ -640,14 +708,34 @@ def main(
             print(f"procwork monitor: {e}", file=sys.stderr)
             untwisted.run(monitor.stop(), timeout=60)
             return 2
+        if notifier is not None:
+            # READY from the reactor's first turn: the loop serves, and its
+            # final signal handlers are in place (a SIGTERM that systemd
+            # sends right after READY must find them).
+            monitor.reactor.callLater(0, notifier.ready, monitor.status_line)
         untwisted.run(monitor.shutdown_requested, timeout=duration)
     except untwisted.Timeout:
         _log.info("monitor ran for its --duration of {duration} s", duration=duration)
     except (KeyboardInterrupt, SystemExit):
         _log.info("monitor interrupted")
+    if notifier is not None:
+        notifier.stopping()  # the pings go on while the services stop
     untwisted.run(monitor.stop(), timeout=120)
     _log.info("monitor stopped")
     return 0
+
+
+def _systemd_notifier(reactor: Any) -> SystemdNotifier | None:
+    """The notifier when run under systemd's ``Type=notify`` (closed at
+    exit), else None."""
+    try:
+        notifier = SystemdNotifier.from_environment(reactor)
+    except (ValueError, OSError) as e:
+        _log.error("not notifying systemd: {error}", error=e)
+        return None
+    if notifier is not None:
+        atexit.register(notifier.close)
+    return notifier
 
 
 def reload_on_sighup(monitor: Monitor) -> None:
