@@ -5,7 +5,9 @@ commands work.
 installs it when missing) parses the unit as systemd would and checks that
 its commands exist; it is run on a copy whose ``/usr/local/bin/procwork`` is
 this checkout's installed ``procwork``. What the unit does at stop and
-restart (KillMode, Restart) needs systemd as PID 1 and is not run here.
+restart (KillMode, Restart, the watchdog) needs systemd as PID 1 and is not
+run here; the notify protocol itself is tested against a real socket in
+``tests/test_monitor_watched.py``.
 """
 
 from __future__ import annotations
@@ -87,6 +89,21 @@ def test_the_monitor_alone_gets_sigterm_restarts_on_failure_and_reloads_on_sighu
     # Nothing that would stop ordinary commands from running under it.
     for key in ("NoNewPrivileges", "PrivateTmp", "ProtectSystem", "ProtectHome"):
         assert key not in unit
+
+
+def test_the_monitor_tells_systemd_it_is_ready_and_is_restarted_when_pings_stop() -> (
+    None
+):
+    """Type=notify: started once the monitor says READY=1; WatchdogSec: the
+    monitor pings every half of it from its event loop, so a stalled loop
+    is killed and restarted (Restart=on-failure covers a watchdog timeout).
+    Only the monitor may notify, never a service it runs."""
+    unit = dict(settings())
+    assert unit["Type"] == "notify"
+    assert unit["NotifyAccess"] == "main"
+    watchdog = unit["WatchdogSec"]
+    assert watchdog.endswith("s") and 10 <= int(watchdog[:-1]) <= 120
+    assert unit["Restart"] == "on-failure"
 
 
 def config_check(tmp_path: Path, config: Path) -> subprocess.CompletedProcess[str]:

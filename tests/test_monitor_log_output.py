@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -29,9 +30,17 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
+from procwork._reactor import default_reactor
 from procwork.monitor._logs import dropped_notice
 from procwork.monitor._logwriter import LogWriter
-from tests.support import PY, ROOT, raised_in_thread, sigkill_leftovers
+from tests.support import (
+    PY,
+    ROOT,
+    cpu_load,
+    drive_until,
+    raised_in_thread,
+    sigkill_leftovers,
+)
 
 LINE = b"x" * 99 + b"\n"  # 100 bytes
 
@@ -271,6 +280,62 @@ def test_close_gives_up_after_its_timeout_and_counts_the_lines_left() -> None:
         assert writer.buffered == 0
         # The lines left waiting are counted; so is the notice never written.
         assert writer.dropped > dropped
+
+
+def test_threads_logging_to_a_stalling_reader_lose_no_line_uncounted_under_load() -> (
+    None
+):
+    """4 threads log 2 500 lines each through one writer on the real
+    reactor, while a reader reads in bursts and pauses, on a loaded machine,
+    10 times: every line comes out whole or is counted dropped, never cut
+    or mixed, and every dropped line is said."""
+    with cpu_load(2):
+        for _ in range(10):
+            _threads_against_a_stalling_reader()
+
+
+def _threads_against_a_stalling_reader() -> None:
+    r, w = os.pipe()
+    received: list[bytes] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set() or select.select([r], [], [], 0.2)[0]:
+            for _ in range(20):  # a burst, then a pause
+                if not select.select([r], [], [], 0.05)[0]:
+                    break
+                received.append(os.read(r, 4096))
+            time.sleep(0.05)
+
+    writer = LogWriter(w, default_reactor(), max_buffered=32 * 1024)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def log(thread: int) -> None:
+        for i in range(2500):
+            writer.write_line(f"t{thread} {i:05d} ".encode() + b"z" * 80 + b"\n")
+
+    threads = [threading.Thread(target=log, args=(n,), daemon=True) for n in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        assert drive_until(lambda: not any(t.is_alive() for t in threads), 60)
+        assert drive_until(lambda: writer.buffered == 0, 60)
+        writer.close(timeout=5)
+    finally:
+        done.set()
+        reader.join(30)
+        os.close(r)
+        os.close(w)
+    assert not reader.is_alive()
+    lines = b"".join(received).splitlines()
+    notices = [line for line in lines if line.endswith(b"was not read")]
+    logged = [line for line in lines if not line.endswith(b"was not read")]
+    assert all(re.fullmatch(rb"t[0-3] \d{5} z{80}", line) for line in logged)
+    assert len(set(logged)) == len(logged)
+    assert writer.dropped > 0  # the reader did stall
+    assert len(logged) + writer.dropped == 10_000
+    assert sum(int(line.split()[0]) for line in notices) == writer.dropped
 
 
 # -- never disturbing others: who else shares the descriptor ---------------------
