@@ -390,3 +390,25 @@ def test_reopen_logs_reopens_the_named_services_files_and_refuses_unknown_names(
     assert supervisor.log_stats()["talk"] == LogStats(0, 0)
     supervisor.remove("talk")
     clock.advance(10)
+
+
+def test_a_reload_that_moves_a_services_log_writes_the_new_file_and_closes_the_old(
+    tmp_path: Path,
+) -> None:
+    from tests.test_supervisor import FakeWorld
+
+    clock = Clock()
+    world = FakeWorld(clock)
+    supervisor = Supervisor(clock, process_factory=world)
+    old, new = tmp_path / "old.log", tmp_path / "new.log"
+    supervisor.add(ServiceSpec("talk", ["svc", "talk"], stdout_log=str(old)))
+    supervisor.start()
+    world.current("talk").say(b"one\n")
+    supervisor.replace(ServiceSpec("talk", ["svc", "talk"], stdout_log=str(new)))
+    clock.advance(10)  # the old process stops, the new one starts
+    world.current("talk").say(b"two\n")
+    assert (old.read_bytes(), new.read_bytes()) == (b"one\n", b"two\n")
+    assert open_on(old) == []
+    supervisor.remove("talk")
+    clock.advance(10)
+    assert open_on(new) == []

@@ -227,6 +227,28 @@ class ServiceOutput:
             + sum(log.lines_lost for log in self._opened.values()),
         )
 
+    def respec(self, spec: ServiceSpec) -> None:
+        """The service has a new spec (a reload): its log files, line
+        limit and console rate are the new spec's. A file it no longer
+        names, or names with another size or backups, is closed (what it
+        lost stays counted); the new ones open at the next output."""
+        self._spec = spec
+        self._rate = spec.console_rate
+        self._tokens = min(self._tokens, self._rate)
+        wanted = {spec.stdout_log, spec.stderr_log}
+        for path, log in list(self._opened.items()):
+            if path not in wanted or (log.max_bytes, log.backups) != (
+                spec.log_max_bytes,
+                spec.log_backups,
+            ):
+                self._lost = LogStats(
+                    self._lost.errors + log.errors,
+                    self._lost.lines_lost + log.lines_lost,
+                )
+                log.close()
+                del self._opened[path]
+        self._files.clear()
+
     def reopen(self) -> None:
         """Close the log files and open them again at their paths, now
         (``procwork ctl reopen``, after another tool moved them away): new

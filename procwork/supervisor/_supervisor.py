@@ -559,6 +559,7 @@ class Supervisor:
         # services that start after this one see its new dependencies.
         stopped = self.stop_service(spec.name)
         service.spec = spec
+        service.output.respec(spec)
         service.recent_restarts = ()
         self._procmon.reset_backoff(spec)
 
