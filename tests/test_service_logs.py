@@ -362,10 +362,10 @@ def test_a_service_printing_20001_lines_onto_a_full_disk_loses_none_uncounted(
     wait(supervisor.remove("chatty"), 30)
 
 
-def test_reopen_logs_reopens_the_named_services_files_and_refuses_unknown_names(
+def test_reopen_logs_opens_a_services_files_again_now_and_names_one_it_cannot(
     tmp_path: Path,
 ) -> None:
-    """``procwork ctl reopen`` after a rotation tool moved the file: the
+    """``procwork ctl reopen`` after a rotation tool moved the files: the
     next line goes to a new file at once (on a Clock, no second passes, so
     the periodic check cannot be what did it)."""
     from tests.test_supervisor import FakeWorld
@@ -373,22 +373,39 @@ def test_reopen_logs_reopens_the_named_services_files_and_refuses_unknown_names(
     clock = Clock()
     world = FakeWorld(clock)
     supervisor = Supervisor(clock, process_factory=world)
-    out = tmp_path / "talk.log"
+    logs = tmp_path / "logs"
+    out, both = logs / "talk.out", logs / "both.log"
     supervisor.add(ServiceSpec("talk", ["svc", "talk"], stdout_log=str(out)))
+    supervisor.add(
+        ServiceSpec("both", ["svc", "both"], stdout_log=str(both), stderr_log=str(both))
+    )
+    supervisor.add(ServiceSpec("quiet", ["svc", "quiet"]))
     supervisor.start()
     talk = world.current("talk")
     talk.say(b"one\n")
-    out.rename(tmp_path / "talk.log.1")
-    with pytest.raises(NoSuchService):
-        supervisor.reopen_logs("talk", "nosuch")
-    talk.say(b"two\n")  # nothing reopened: the moved file
-    assert supervisor.reopen_logs("talk") == ["talk"]
+    out.rename(logs / "talk.out.1")
+    talk.say(b"two\n")  # nothing reopened yet: the moved file
+    assert supervisor.reopen_logs("talk") == [str(out)]
     talk.say(b"three\n")
     assert out.read_bytes() == b"three\n"
-    assert (tmp_path / "talk.log.1").read_bytes() == b"one\ntwo\n"
-    assert supervisor.reopen_logs() == ["talk"]  # every service
-    assert supervisor.log_stats()["talk"] == LogStats(0, 0)
-    supervisor.remove("talk")
+    assert (logs / "talk.out.1").read_bytes() == b"one\ntwo\n"
+    # Files not written yet are opened; a shared one is one file.
+    assert supervisor.reopen_logs("both") == [str(both)]
+    assert both.exists() and open_on(both) != []
+    assert supervisor.reopen_logs("quiet") == []
+    with pytest.raises(NoSuchService):
+        supervisor.reopen_logs("nosuch")
+    # Its directory replaced by a file: the error names the file and why.
+    for path in logs.iterdir():
+        path.unlink()
+    logs.rmdir()
+    logs.write_text("")
+    with pytest.raises(OSError, match=f"^cannot reopen {out}: Not a directory$"):
+        supervisor.reopen_logs("talk")
+    talk.say(b"lost\n")
+    assert supervisor.log_stats()["talk"] == LogStats(1, 1)
+    for name in ("talk", "both", "quiet"):
+        supervisor.remove(name)
     clock.advance(10)
 
 

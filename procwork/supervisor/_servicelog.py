@@ -249,13 +249,37 @@ class ServiceOutput:
                 del self._opened[path]
         self._files.clear()
 
-    def reopen(self) -> None:
+    def reopen(self) -> list[str]:
         """Close the log files and open them again at their paths, now
-        (``procwork ctl reopen``, after another tool moved them away): new
-        files are created where they were moved from. A file that cannot
-        be opened is reported as a failure (and tried again)."""
-        for log in self._opened.values():
-            log.reopen()
+        (``procwork ctl reopen``, after a tool such as logrotate moved them
+        away): what follows goes to new files there. Files not opened yet
+        (no output so far) are opened.
+
+        Returns:
+            The paths of the service's log files (none: it keeps none).
+
+        Raises:
+            OSError: a file cannot be opened again; the message names it and
+                says why. The others are open; it is reported like a failed
+                write, and tried again at most every second.
+        """
+        paths = [
+            path
+            for path in dict.fromkeys((self._spec.stdout_log, self._spec.stderr_log))
+            if path is not None
+        ]
+        problems = []
+        reopened: list[LogFile] = []  # both streams may share one
+        for stream in ("stdout", "stderr"):
+            log = self._file(stream)
+            if log is None or log in reopened:
+                continue
+            reopened.append(log)
+            if not log.reopen():
+                problems.append(f"{log.path}: {log.failing or 'closed'}")
+        if problems:
+            raise OSError(f"cannot reopen {'; '.join(problems)}")
+        return paths
 
     def received(self, fd: int, data: bytes) -> None:
         """Bytes the service wrote on ``fd`` (1 or 2)."""

@@ -612,24 +612,21 @@ class Supervisor:
         service, in the order added."""
         return {name: s.output.log_stats for name, s in self._services.items()}
 
-    def reopen_logs(self, *names: str) -> list[str]:
-        """Close the log files of the named services (default all) and open
-        them again at their paths: after an external tool rotated them
-        (``procwork ctl reopen``). A file that cannot be opened is reported
-        like a failed write.
+    def reopen_logs(self, name: str) -> list[str]:
+        """Close a service's ``stdout_log``/``stderr_log`` files and open them
+        again at their paths (``procwork ctl reopen``, after an external
+        rotation moved them away).
 
         Returns:
-            The services whose files were reopened (all: in the order
-            added).
+            The files' paths (none: the service keeps no log files).
 
         Raises:
-            NoSuchService: a name is not a service's (nothing is reopened).
+            NoSuchService: no such service.
+            OSError: a file cannot be opened again; the message names it
+                and says why (it is also reported like a failed write).
         """
         check_thread("Supervisor.reopen_logs", self._reactor)
-        services = [self._get(name) for name in names] or list(self._services.values())
-        for service in services:
-            service.output.reopen()
-        return [service.name for service in services]
+        return self._get(name).output.reopen()
 
     # -- status ----------------------------------------------------------------
 
