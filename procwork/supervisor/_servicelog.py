@@ -82,10 +82,15 @@ class ServiceLogTrouble:
         where = f"service {self.service!r}: its {self.streams} log {self.path}"
         if self.error is None:
             return f"{where} is written again; {self.lines_lost} lines were lost"
-        verb = "cannot be opened" if self.opening else "cannot be written"
+        if self.opening:
+            return (
+                f"{where} cannot be opened: {self.error}; its lines are lost (and "
+                f"counted) until it can be, tried again at most every "
+                f"{CHECK_EVERY:g} s"
+            )
         return (
-            f"{where} {verb}: {self.error}; its lines are lost (and counted) until "
-            f"it can be, tried again every {CHECK_EVERY:g} s"
+            f"{where} cannot be written: {self.error}; its lines are lost (and "
+            "counted) until it can be"
         )
 
 
