@@ -491,8 +491,8 @@ def test_a_monitor_with_stdout_unread_checks_answers_ctl_and_exits_on_sigterm(
 ) -> None:
     """``procwork monitor | less`` with the pager paused: the stdout pipe
     fills, then the buffer; lines are dropped and counted, while checks
-    run, ``ctl status`` answers, SIGTERM stops it, and the reader, back,
-    is told how many lines it missed."""
+    run and ``ctl status`` answers; the reader, back, is told how many
+    lines it missed; paused again, a SIGTERM still stops the monitor."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     sock = tmp_path / "monitor.sock"
@@ -560,6 +560,7 @@ while True:
             assert status.returncode == 0, status.stderr
             assert re.search(r"chatty\s+RUNNING", status.stdout)
             # The reader comes back: it is told how many lines it missed.
+            # Then it stops reading again, for good.
             seen: list[bytes] = []
             notice = threading.Event()
 
@@ -569,9 +570,19 @@ while True:
                     seen.append(line)
                     if b"log lines dropped: stdout was not read" in line:
                         notice.set()
+                        return
 
-            threading.Thread(target=read, daemon=True).start()
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
             assert notice.wait(30), b"".join(seen[-5:])
+            reader.join(10)
+            dropped = _metric(base, "procwork_log_lines_dropped_total")
+            _wait_for(
+                "the pipe stalled again",
+                lambda: _metric(base, "procwork_log_lines_dropped_total") > dropped,
+                60,
+            )
+            # SIGTERM finds the pipe full: it still stops everything.
             monitor.send_signal(signal.SIGTERM)
             assert monitor.wait(timeout=30) == 0
         finally:
