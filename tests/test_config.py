@@ -43,6 +43,8 @@ MONITOR_KEYS = [
     "http_control",
     "http_token",
     "http_max_connections",
+    "control_max_connections",
+    "control_idle_timeout",
 ]
 
 
@@ -249,10 +251,10 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
         ),
         pytest.param(
             "[monitor]\nsumary_every = 5\n",
-            "[monitor]: unknown key 'sumary_every'; known keys: http, "
-            "http_control, http_max_connections, http_token, json_log, max_load, "
-            "max_running, rules_every, socket, "
-            "summary_every",
+            "[monitor]: unknown key 'sumary_every'; known keys: "
+            "control_idle_timeout, control_max_connections, http, http_control, "
+            "http_max_connections, http_token, json_log, max_load, max_running, "
+            "rules_every, socket, summary_every",
             id="unknown-monitor-key",
         ),
         pytest.param(

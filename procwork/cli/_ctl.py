@@ -41,6 +41,10 @@ EXIT_UNREACHABLE = 3
 _FOLLOW_SILENCE = 20.0
 
 
+class _HungUp(ControlError):
+    """The monitor closed the connection before a whole answer came."""
+
+
 class Client:
     """One connection to a monitor's control socket. Blocking.
 
@@ -113,6 +117,12 @@ class Client:
         try:
             self._sock.sendall(encode(message))
         except OSError as e:
+            # A monitor that refuses the connection (over its cap, or not
+            # this user) answers first and hangs up: read why.
+            try:
+                return self.answer(min(self.timeout, 1.0))
+            except ControlError:
+                pass
             raise ControlError(f"{self.path}: cannot send: {e.strerror or e}") from None
         return self.answer(self.timeout)
 
@@ -134,7 +144,7 @@ class Client:
             except OSError as e:
                 raise ControlError(f"{self.path}: {e.strerror or e}") from None
             if not data:
-                raise ControlError(f"the monitor on {self.path} hung up")
+                raise _HungUp(f"the monitor on {self.path} hung up")
             self._buffer += data
         line, self._buffer = self._buffer.split(b"\n", 1)
         try:
@@ -224,12 +234,11 @@ def ctl(args: argparse.Namespace) -> int:
     request = _request(args)
     path = args.socket if args.socket is not None else default_socket_path()
     try:
-        client = Client(path, args.timeout)
+        client, answer = _ask(path, args.timeout, request)
     except ControlError as e:
         print(f"procwork ctl: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE
     try:
-        answer = client.request(request)
         if not answer.get("ok"):
             print(f"procwork ctl: {answer.get('error')}", file=sys.stderr)
             return EXIT_FAILED
@@ -247,6 +256,40 @@ def ctl(args: argparse.Namespace) -> int:
         return 0
     finally:
         client.close()
+
+
+def _ask(
+    path: str, timeout: float, request: Mapping[str, Any]
+) -> tuple[Client, dict[str, Any]]:
+    """Connect and send ``request``; the connection and the answer.
+
+    A monitor with all its connections busy (``"busy"`` in its refusal, or,
+    in a flood, a hang-up without a word) is asked again, a little later
+    each time, until ``timeout`` passes.
+
+    Raises:
+        ControlError: no monitor answers (in time).
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.05
+    while True:
+        client = Client(path, max(0.001, deadline - time.monotonic()))
+        try:
+            answer = client.request(request)
+        except _HungUp:
+            client.close()
+            if time.monotonic() + pause >= deadline:
+                raise
+            answer = {"busy": True}
+        except BaseException:
+            client.close()
+            raise
+        else:
+            if not answer.get("busy") or time.monotonic() + pause >= deadline:
+                return client, answer
+            client.close()
+        time.sleep(pause)
+        pause = min(1.0, pause * 2)
 
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
@@ -270,6 +313,14 @@ def _follow(client: Client) -> int:
         for answer in client.follow():
             if "line" in answer:
                 print(answer["line"], flush=True)
+            elif "skipped" in answer:
+                # In place in the output: the lines missed were here.
+                skipped = answer["skipped"]
+                print(
+                    f"[procwork ctl: {skipped['lines']} lines ({skipped['bytes']} "
+                    "bytes) skipped: they came faster than they were read]",
+                    flush=True,
+                )
             elif not answer.get("ok"):
                 print(f"procwork ctl: {answer.get('error')}", file=sys.stderr)
                 return EXIT_FAILED

@@ -57,7 +57,12 @@ from procwork.monitor._config import (
 from procwork.monitor._control import Controller, listen_control
 from procwork.monitor._http import CappedFactory, Guard, Metric, StatusSite
 from procwork.monitor._logs import start_logging
-from procwork.monitor._metrics import http_metrics, monitor_metrics, process_metrics
+from procwork.monitor._metrics import (
+    control_metrics,
+    http_metrics,
+    monitor_metrics,
+    process_metrics,
+)
 from procwork.monitor._proctable import ProcessTable
 from procwork.monitor._reload import ConfigDiff, diff_config
 from procwork.monitor._rules import Finding, RuleEngine
@@ -538,6 +543,12 @@ class Monitor:
                 if self._http_guard is None
                 else {str(c): n for c, n in sorted(self._http_guard.refused.items())},
             },
+            # The control socket's connections (see _controlserver.py).
+            "control": {
+                "max_connections": self.config.control_max_connections,
+                "idle_timeout": self.config.control_idle_timeout,
+                **self.controller.stats.to_dict(),
+            },
         }
 
     def metrics(self) -> list[Metric]:
@@ -555,6 +566,7 @@ class Monitor:
             *http_metrics(
                 None if self._http_guard is None else self._http_guard.refused
             ),
+            *control_metrics(self.controller.stats),
             *process_metrics(),
         ]
 
