@@ -123,6 +123,7 @@ def test_a_request_gets_its_defaults() -> None:
         ({"command": "stop", "names": ["web\nFAKE LOG LINE"]}, r"^stop: names must "),
         ({"command": "status", "names": ["\ud800"]}, r"^status: names must be a "),
         ({"command": "status", "names": [["web"]]}, r"^status: names must be a "),
+        ({"command": "reopen", "names": [""]}, r"^reopen: names must be a list of "),
         ({"command": "tail", "name": ""}, r"^tail: name the service$"),
         ({"command": "tail", "name": 3}, r"^tail: name the service$"),
         ({"command": "tail", "name": "web", "lines": True}, r"^tail: lines must be "),
@@ -639,6 +640,62 @@ def test_tail_answers_with_the_kept_lines(operated: Operated) -> None:
     assert answer["result"] == {"lines": ["2", "3"]}
     answer = operated.ask(command="tail", name="web", stream="stderr")
     assert answer["result"] == {"lines": []}
+
+
+def test_reopen_opens_each_services_log_files_again_by_path(tmp_path: Path) -> None:
+    """As logrotate's postrotate wants: the files moved away get nothing
+    more, new files at the configured paths get what follows."""
+    logs = tmp_path / "logs"
+    operated = Operated(
+        tmp_path,
+        HEADER
+        + services(
+            f"web:stdout_log = '{logs}/web.out'\nstderr_log = '{logs}/web.err'",
+            "tool",
+        ),
+    )
+    web = operated.world.current("web")
+    web.say(b"before\n")
+    web.say(b"before err\n", fd=2)
+    for name in ("web.out", "web.err"):
+        (logs / name).rename(logs / f"{name}.1")
+    answer = operated.ask(command="reopen", names=["web"])
+    assert answer["ok"], answer
+    assert answer["result"] == {
+        "reopened": {"web": [f"{logs}/web.out", f"{logs}/web.err"]}
+    }
+    web.say(b"after\n")
+    web.say(b"after err\n", fd=2)
+    operated.monitor.supervisor.stop()
+    operated.clock.advance(5)  # stopped: the files are flushed
+    assert (logs / "web.out.1").read_text() == "before\n"
+    assert (logs / "web.out").read_text() == "after\n"
+    assert (logs / "web.err.1").read_text() == "before err\n"
+    assert (logs / "web.err").read_text() == "after err\n"
+
+
+def test_reopen_names_every_service_by_default_and_says_which_file_it_cannot_open(
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "logs"
+    operated = Operated(
+        tmp_path, HEADER + services(f"web:stdout_log = '{logs}/web.out'", "tool")
+    )
+    answer = operated.ask(command="reopen")
+    assert answer["result"] == {"reopened": {"web": [f"{logs}/web.out"], "tool": []}}
+    # Its directory replaced by a file: it cannot be made again.
+    (logs / "web.out").unlink()
+    logs.rmdir()
+    logs.write_text("")
+    answer = operated.ask(command="reopen")
+    assert answer["ok"] is False
+    assert answer["error"] == (
+        f"service 'web': cannot reopen {logs}/web.out: File exists"
+    )
+    assert answer["result"] == {"reopened": {"tool": []}}
+    assert operated.ask(command="reopen", names=["nope"])["error"] == (
+        "no service named 'nope' (services: web, tool)"
+    )
 
 
 def test_reload_applies_the_difference_and_keeps_unchanged_services_running(

@@ -6,9 +6,9 @@ whose output nobody reads (a pager left paused), thousands of connections
 held open, requests built to break the parser. The monitor must stay
 within its bounds (memory, descriptors), keep its checks and services
 going, and answer every request, bad ones with an error on the same
-connection. A user given as digits is here too, as it acts on a real
-process. Every wait is bounded; every process started is killed by pid at
-the end.
+connection. ``ctl reopen`` and a user given as digits are here too, as
+they act on real files and processes. Every wait is bounded; every process
+started is killed by pid at the end.
 """
 
 from __future__ import annotations
@@ -378,7 +378,40 @@ def test_hostile_requests_get_an_error_answer_on_the_same_connection(
     assert "Traceback" not in log and "Unhandled" not in log
 
 
-# -- a user given as digits -----------------------------------------------------------
+# -- reopen, and a user given as digits ---------------------------------------------
+
+
+def test_ctl_reopen_sends_output_to_new_files_after_an_external_rotation(
+    tmp_path: Path,
+    monitors: list[MonitorProcess],  # noqa: F811
+    ours: str,  # noqa: F811
+) -> None:
+    sock = tmp_path / "ctl.sock"
+    config = tmp_path / "monitor.toml"
+    log = tmp_path / "logs" / "talker.log"
+    talker = "import time\nn = 0\nwhile True:\n    n += 1\n    print(n, flush=True)\n"
+    talker += "    time.sleep(0.05)\n"
+    config.write_text(
+        HEADER
+        + python_service("talker", talker, ours, f"stdout_log = '{log}'\n")
+        + python_service("quiet", "import time; time.sleep(600)", ours)
+    )
+    start_monitor(monitors, tmp_path, config, "--socket", str(sock))
+    wait_for("the log to fill", lambda: log.exists() and log.stat().st_size > 20)
+    rotated = log.with_name("talker.log.1")
+    log.rename(rotated)  # as logrotate does; then its postrotate:
+    done = ctl(sock, "reopen")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"talker: reopened {log}\nquiet: no log files\n"
+    wait_for("the new log to fill", lambda: log.exists() and log.stat().st_size > 20)
+    old = rotated.read_text().split()
+    new = log.read_text().split()
+    assert int(new[0]) == int(old[-1]) + 1, "no line lost or doubled across them"
+    done = ctl(sock, "reopen", "talker", "nope")
+    assert done.returncode == 1
+    assert done.stderr == (
+        "procwork ctl: no service named 'nope' (services: talker, quiet)\n"
+    )
 
 
 @pytest.mark.skipif(

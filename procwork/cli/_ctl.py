@@ -172,7 +172,7 @@ def add_ctl_parser(commands: Any) -> None:
     ctl_parser = commands.add_parser(
         "ctl",
         help="act on a running monitor: status, start, stop, restart, signal, "
-        "tail, reload, shutdown",
+        "tail, reopen, reload, shutdown",
         description=(
             "Talk to a running procwork monitor through its control socket. "
             "'all' names every service. Exit status: 0 done, 1 the monitor "
@@ -218,6 +218,14 @@ def add_ctl_parser(commands: Any) -> None:
     tail.add_argument(
         "-n", "--lines", type=int, default=10, metavar="N", help="default 10"
     )
+    reopen = actions.add_parser(
+        "reopen",
+        help="reopen services' log files (after logrotate moved them)",
+        description="Close the stdout_log/stderr_log files of the services "
+        "named (default all) and open them again by path, as logrotate's "
+        "postrotate wants.",
+    )
+    reopen.add_argument("names", nargs="*", metavar="NAME")
     actions.add_parser("reload", help="read the config again and apply changes")
     actions.add_parser("shutdown", help="stop the monitor and its services")
 
@@ -294,7 +302,7 @@ def _ask(
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
     request: dict[str, Any] = {"command": args.action}
-    if args.action in ("status", "start", "stop", "restart", "signal"):
+    if args.action in ("status", "start", "stop", "restart", "signal", "reopen"):
         request["names"] = list(args.names)
     if args.action == "signal":
         request["signal"] = int(args.signal) if args.signal.isdigit() else args.signal
@@ -347,6 +355,13 @@ def _show(args: argparse.Namespace, result: Any) -> None:
     elif action == "tail":
         for line in result["lines"]:
             print(line)
+    elif action == "reopen":
+        for name, paths in result["reopened"].items():
+            print(
+                f"{name}: reopened {', '.join(paths)}"
+                if paths
+                else f"{name}: no log files"
+            )
     elif action == "reload":
         print(f"reloaded: {describe_reload(result)}")
         for key in result["not_applied"]:

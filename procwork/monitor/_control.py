@@ -182,6 +182,22 @@ class Controller:
         )
         return succeed(ok({"lines": lines}))
 
+    def _reopen(self, request: dict[str, Any]) -> Deferred[Answer]:
+        # Each service's files, whatever became of the others': one that
+        # cannot be opened again is said, and the request fails.
+        names = self._select(request["names"] or ["all"])
+        reopened: dict[str, list[str]] = {}
+        problems = []
+        for name in names:
+            try:
+                reopened[name] = self.monitor.supervisor.reopen_logs(name)
+            except OSError as e:
+                problems.append(f"service {name!r}: {e}")
+        result = {"reopened": reopened}
+        if problems:
+            return succeed(error("; ".join(problems), result))
+        return succeed(ok(result))
+
     def _reload(self, request: dict[str, Any]) -> Deferred[Answer]:
         return self.monitor.reload().addCallback(lambda diff: ok(diff.to_dict()))
 

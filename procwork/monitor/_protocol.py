@@ -56,6 +56,7 @@ COMMANDS: Mapping[str, frozenset[str]] = {
     "restart": frozenset({"names"}),
     "signal": frozenset({"names", "signal"}),
     "tail": frozenset({"name", "stream", "lines", "follow"}),
+    "reopen": frozenset({"names"}),
     "reload": frozenset(),
     "shutdown": frozenset(),
 }

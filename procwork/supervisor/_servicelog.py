@@ -242,6 +242,39 @@ class ServiceOutput:
             with contextlib.suppress(OSError):
                 log.flush()
 
+    def reopen(self) -> None:
+        """Close the log files and open them again by path: after an external
+        rotation (logrotate) moved them, the output goes to new files there.
+
+        Raises:
+            OSError: a file cannot be opened again (logged too); the
+                message names it and says why. The others are open.
+        """
+        for log in self._opened.values():
+            with contextlib.suppress(OSError):
+                log.close()
+        self._opened.clear()
+        self._files.clear()
+        self._failed.clear()
+        problems = []
+        paths = (self._spec.stdout_log, self._spec.stderr_log)
+        for path in dict.fromkeys(p for p in paths if p is not None):
+            try:
+                self._opened[path] = open_log(
+                    path, self._spec.log_max_bytes, self._spec.log_backups
+                )
+            except OSError as e:
+                self._failed.add(path)  # tried again at the next run
+                problems.append(f"{path}: {e.strerror}")
+                _log.error(
+                    "service {service!r}: cannot reopen its log {path}: {error}",
+                    service=self._spec.name,
+                    path=path,
+                    error=e.strerror,
+                )
+        if problems:
+            raise OSError(f"cannot reopen {'; '.join(problems)}")
+
     def close(self) -> None:
         """Close the log files and drop the followers (the service is removed)."""
         self.listeners.clear()

@@ -581,6 +581,22 @@ class Supervisor:
 
         return unfollow
 
+    def reopen_logs(self, name: str) -> list[str]:
+        """Close a service's ``stdout_log``/``stderr_log`` files and open them
+        again by path (``procwork ctl reopen``, after an external rotation).
+
+        Returns:
+            The files' paths (none: the service keeps no log files).
+
+        Raises:
+            NoSuchService: no such service.
+            OSError: a file cannot be opened again; the message names it.
+        """
+        service = self._get(name)
+        service.output.reopen()
+        paths = (service.spec.stdout_log, service.spec.stderr_log)
+        return list(dict.fromkeys(p for p in paths if p is not None))
+
     # -- status ----------------------------------------------------------------
 
     def status(self) -> dict[str, ServiceStatus]:
