@@ -30,9 +30,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 from procwork.monitor._http import MAX_BODY, Guard, StatusSite
-from procwork.monitor._protocol import MAX_DEPTH
 from procwork.monitor._metrics import http_metrics
-from procwork.monitor._protocol import ok
+from procwork.monitor._protocol import MAX_DEPTH, ok
 from tests.support import drive_until, wait
 
 TOKEN = "s3cret-token-of-some-length"
