@@ -7,6 +7,8 @@ whose message names the file, the table or entry, and the key.
 from __future__ import annotations
 
 import dataclasses
+import os
+import pwd
 import re
 import signal
 import sys
@@ -41,6 +43,8 @@ MONITOR_KEYS = [
     "http_control",
     "http_token",
     "http_max_connections",
+    "control_max_connections",
+    "control_idle_timeout",
 ]
 
 
@@ -247,10 +251,10 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
         ),
         pytest.param(
             "[monitor]\nsumary_every = 5\n",
-            "[monitor]: unknown key 'sumary_every'; known keys: http, "
-            "http_control, http_max_connections, http_token, json_log, max_load, "
-            "max_running, rules_every, socket, "
-            "summary_every",
+            "[monitor]: unknown key 'sumary_every'; known keys: "
+            "control_idle_timeout, control_max_connections, http, http_control, "
+            "http_max_connections, http_token, json_log, max_load, max_running, "
+            "rules_every, socket, summary_every",
             id="unknown-monitor-key",
         ),
         pytest.param(
@@ -560,6 +564,59 @@ def test_an_unknown_user_is_rejected_naming_the_entry(tmp_path: Path) -> None:
     assert message.endswith(
         "[[service]] #1 ('s'): user 'nosuchuser9' does not exist on this machine"
     )
+
+
+def test_a_user_or_group_given_as_a_string_of_digits_is_a_uid_or_gid() -> None:
+    """As the docs say: ``user = "1000"`` is uid 1000, as ``user = 1000`` is
+    (TOML users quote numbers too). Procwork's own, so no root is needed."""
+    uid, gid = os.getuid(), os.getgid()
+    [svc] = parse_config(
+        f'[[service]]\nname = "s"\ncommand = "true"\nuser = "{uid}"\ngroup = "{gid}"\n'
+    ).services
+    credentials = svc.credentials()
+    assert credentials is not None
+    assert (credentials.uid, credentials.gid) == (uid, gid)
+    assert svc.user == str(uid), "the config keeps what was written"
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="running as another user needs root")
+def test_user_65534_in_quotes_runs_the_service_as_uid_65534() -> None:
+    [svc] = parse_config(
+        '[[service]]\nname = "s"\ncommand = "true"\nuser = "65534"\n'
+    ).services
+    credentials = svc.credentials()
+    assert credentials is not None
+    assert (credentials.uid, credentials.gid) == (65534, pwd.getpwuid(65534).pw_gid)
+
+
+def test_a_name_made_of_digits_is_a_name_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user whose name is digits (chown(1) reads it so too) is that user."""
+    me = pwd.getpwuid(os.getuid())
+    real = pwd.getpwnam
+
+    def getpwnam(name: str) -> pwd.struct_passwd:
+        return me if name == "4242" else real(name)
+
+    monkeypatch.setattr(pwd, "getpwnam", getpwnam)
+    [svc] = parse_config(
+        '[[service]]\nname = "s"\ncommand = "true"\nuser = "4242"\n'
+    ).services
+    credentials = svc.credentials()
+    assert credentials is not None and credentials.uid == me.pw_uid
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("4294967296", "'4294967296'"), ("9" * 5000, "'999"), ("٣", "'٣'")],
+)
+def test_digits_that_are_no_id_here_are_an_unknown_user(
+    tmp_path: Path, value: str, shown: str
+) -> None:
+    message = rejected(
+        tmp_path, f'[[service]]\nname = "s"\ncommand = "true"\nuser = "{value}"\n'
+    )
+    assert f"[[service]] #1 ('s'): user {shown}" in message
+    assert message.endswith("does not exist on this machine")
 
 
 def test_include_adds_the_services_checks_and_rules_of_matching_files_in_order(

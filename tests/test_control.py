@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent
 
 from procwork import ConfigError, NoLoadLimit, Result, Scheduler
@@ -29,7 +26,7 @@ from procwork.cli._ctl import status_table
 from procwork.monitor import Monitor, load_config, parse_config
 from procwork.monitor._control import Controller
 from procwork.monitor._protocol import (
-    MAX_LINE,
+    MAX_DEPTH,
     PROTOCOL,
     decode,
     default_socket_path,
@@ -62,12 +59,35 @@ def test_a_request_and_its_answer_are_each_one_line_of_json() -> None:
     [
         (b"status\n", r"^not a line of JSON: "),
         (b"[1, 2]", r"^expected a JSON object, not list$"),
-        (b"\xff\xfe", r"^not a line of JSON: "),
+        (b"\xff\xfe", r"^not a line of JSON: not UTF-8 \(byte 0xff at 0\)$"),
+        # json.loads would take UTF-16 and UTF-32 too.
+        ('{"command": "status"}'.encode("utf-16"), r"^not a line of JSON: not UTF-8"),
+        (b'"status"', r"^expected a JSON object, not str$"),
+        (b"null", r"^expected a JSON object, not NoneType$"),
+        # Deep enough to make json.loads raise RecursionError...
+        (b"[" * 60000, r"^not a line of JSON: nested more than 8 levels deep$"),
+        (b'{"names": ' + b"[" * 60000, r"^not a line of JSON: nested more than 8 "),
+        # ... or not, but deeper than any request needs.
+        (
+            b'{"command": "status", "names": ' + b"[" * 50 + b"]" * 50 + b"}",
+            r"^a request nests at most 8 levels deep$",
+        ),
+        (
+            b'{"command": "tail", "lines": 1' + b"0" * 5000 + b"}",
+            r"^not a line of JSON: Exceeds the limit \(4300 digits\)",
+        ),
     ],
 )
 def test_a_line_that_is_not_a_json_object_is_refused(line: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         decode(line)
+
+
+def test_a_request_nesting_to_the_limit_is_decoded() -> None:
+    nested: Any = ["web"]
+    for _ in range(MAX_DEPTH - 2):
+        nested = [nested]
+    assert decode(encode({"names": nested}))["names"] == nested
 
 
 def test_a_request_gets_its_defaults() -> None:
@@ -99,13 +119,33 @@ def test_a_request_gets_its_defaults() -> None:
             {"command": "tail", "name": "web", "lines": -1},
             r"^tail: lines must be a whole number >= 0, not -1$",
         ),
+        # What no service can be named is refused before it reaches the log.
+        ({"command": "stop", "names": ["web\nFAKE LOG LINE"]}, r"^stop: names must "),
+        ({"command": "status", "names": ["\ud800"]}, r"^status: names must be a "),
+        ({"command": "status", "names": [["web"]]}, r"^status: names must be a "),
+        ({"command": "reopen", "names": [""]}, r"^reopen: names must be a list of "),
+        ({"command": "tail", "name": ""}, r"^tail: name the service$"),
+        ({"command": "tail", "name": 3}, r"^tail: name the service$"),
+        ({"command": "tail", "name": "web", "lines": True}, r"^tail: lines must be "),
+        ({"command": "tail", "name": "web", "lines": 1.5}, r"^tail: lines must be "),
+        ({"command": "tail", "name": "web", "follow": "yes"}, r"^tail: follow must "),
+        ({"command": "signal", "names": ["web"], "signal": "X" * 999}, r"^signal: "),
+        ({"command": "signal", "names": ["web"], "signal": None}, r"^signal: give "),
+        ({"command": ["status"]}, r"^unknown command \['status'\]; commands: "),
+        # An echoed value is cut short: a request may be 64 KiB.
+        (
+            {"command": "x" * 60000},
+            r"^unknown command 'xxx[x]*\.\.\. \(60002 characters\); commands: ",
+        ),
+        ({"command": "reload", "k" * 60000: 1}, r"^reload: unknown key 'k+\.\.\. "),
     ],
 )
 def test_a_malformed_request_is_refused_saying_what_is_wrong(
     request_: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as refused:
         parse_request(request_)
+    assert len(str(refused.value)) < 400
 
 
 def test_the_default_socket_is_in_the_runtime_dir_else_run_for_root_else_a_temp_dir(
@@ -183,6 +223,38 @@ def test_the_socket_is_a_path_relative_to_the_config_or_false_for_none(
 def test_http_control_needs_a_token_of_some_length(monitor: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(f"[monitor]\n{monitor}\n", "t")
+
+
+def test_the_control_socket_takes_64_connections_and_closes_them_after_60_s_idle(
+    tmp_path: Path,
+) -> None:
+    default = parse_config("")
+    assert (default.control_max_connections, default.control_idle_timeout) == (64, 60)
+    config = parse_config(
+        "[monitor]\ncontrol_max_connections = 8\ncontrol_idle_timeout = 2.5\n"
+    )
+    assert (config.control_max_connections, config.control_idle_timeout) == (8, 2.5)
+
+
+@pytest.mark.parametrize(
+    ("monitor", "message"),
+    [
+        ("control_max_connections = 0", r"control_max_connections: must be a whole "),
+        ("control_max_connections = 1.5", r"control_max_connections: must be a "),
+        ("control_max_connections = true", r"control_max_connections: must be a "),
+        ("control_idle_timeout = 0", r"control_idle_timeout: must be a finite number "),
+        ("control_idle_timeout = nan", r"control_idle_timeout: must be a finite "),
+        ("control_idle_timeout = '60'", r"control_idle_timeout: must be a number of "),
+        ("control_idle_timeout = 0.5", r"control_idle_timeout: must be at least 1 s, "),
+    ],
+)
+def test_bad_control_socket_bounds_are_rejected_naming_the_file_table_and_key(
+    tmp_path: Path, monitor: str, message: str
+) -> None:
+    path = tmp_path / "monitor.toml"
+    path.write_text(f"[monitor]\n{monitor}\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: \[monitor\] {message}"):
+        load_config(str(path))
 
 
 def test_the_token_is_not_shown_in_the_configs_repr() -> None:
@@ -570,6 +642,63 @@ def test_tail_answers_with_the_kept_lines(operated: Operated) -> None:
     assert answer["result"] == {"lines": []}
 
 
+def test_reopen_opens_each_services_log_files_again_by_path(tmp_path: Path) -> None:
+    """As logrotate's postrotate wants: the files moved away get nothing
+    more, new files at the configured paths get what follows."""
+    logs = tmp_path / "logs"
+    operated = Operated(
+        tmp_path,
+        HEADER
+        + services(
+            f"web:stdout_log = '{logs}/web.out'\nstderr_log = '{logs}/web.err'",
+            "tool",
+        ),
+    )
+    web = operated.world.current("web")
+    web.say(b"before\n")
+    web.say(b"before err\n", fd=2)
+    for name in ("web.out", "web.err"):
+        (logs / name).rename(logs / f"{name}.1")
+    answer = operated.ask(command="reopen", names=["web"])
+    assert answer["ok"], answer
+    assert answer["result"] == {
+        "reopened": {"web": [f"{logs}/web.out", f"{logs}/web.err"]}
+    }
+    web.say(b"after\n")
+    web.say(b"after err\n", fd=2)
+    operated.monitor.supervisor.stop()
+    operated.clock.advance(5)  # stopped: the files are flushed
+    assert (logs / "web.out.1").read_text() == "before\n"
+    assert (logs / "web.out").read_text() == "after\n"
+    assert (logs / "web.err.1").read_text() == "before err\n"
+    assert (logs / "web.err").read_text() == "after err\n"
+
+
+def test_reopen_names_every_service_by_default_and_says_which_file_it_cannot_open(
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "logs"
+    operated = Operated(
+        tmp_path, HEADER + services(f"web:stdout_log = '{logs}/web.out'", "tool")
+    )
+    answer = operated.ask(command="reopen")
+    assert answer["result"] == {"reopened": {"web": [f"{logs}/web.out"], "tool": []}}
+    # Its directory replaced by a file: it cannot be opened (nor the
+    # directory made again: only the first open makes it).
+    (logs / "web.out").unlink()
+    logs.rmdir()
+    logs.write_text("")
+    answer = operated.ask(command="reopen")
+    assert answer["ok"] is False
+    assert answer["error"] == (
+        f"service 'web': cannot reopen {logs}/web.out: Not a directory"
+    )
+    assert answer["result"] == {"reopened": {"tool": []}}
+    assert operated.ask(command="reopen", names=["nope"])["error"] == (
+        "no service named 'nope' (services: web, tool)"
+    )
+
+
 def test_reload_applies_the_difference_and_keeps_unchanged_services_running(
     tmp_path: Path,
 ) -> None:
@@ -787,117 +916,6 @@ def test_a_service_reloaded_and_operated_hundreds_of_times_leaves_one_process(
     live = [p for p in operated.world.of("web") if p.pid is not None]
     assert len(live) == 1
     assert operated.pid("web") == live[0].pid
-
-
-# -- the socket's server side, on a Clock ---------------------------------------------
-
-
-_PAIRS: list[tuple[socket.socket, socket.socket]] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_socketpairs() -> Iterator[None]:
-    yield
-    while _PAIRS:
-        for end in _PAIRS.pop():
-            end.close()
-
-
-class PeerTransport(StringTransport):
-    """A transport whose other end is this very process (a socketpair)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ends = socket.socketpair(socket.AF_UNIX)
-        _PAIRS.append(self.ends)  # closed after the test
-
-    def getHandle(self) -> socket.socket:
-        return self.ends[0]
-
-    def loseConnection(self) -> None:
-        super().loseConnection()
-        for end in self.ends:
-            end.close()
-
-
-def connected(operated: Operated) -> tuple[Any, PeerTransport]:
-    from procwork.monitor._control import _ControlProtocol
-
-    protocol = _ControlProtocol(operated.controller, operated.clock)
-    transport = PeerTransport()
-    protocol.makeConnection(transport)
-    return protocol, transport
-
-
-def answers(transport: StringTransport) -> list[dict[str, Any]]:
-    return [decode(line) for line in transport.value().splitlines()]
-
-
-def test_the_server_answers_each_request_line_with_one_line(
-    operated: Operated,
-) -> None:
-    protocol, transport = connected(operated)
-    protocol.dataReceived(b'{"command": "status", "names": ["web"]}\n{"com')
-    [answer] = answers(transport)
-    assert answer["ok"] and list(answer["result"]["services"]) == ["web"]
-    protocol.dataReceived(b'mand": "launch"}\nnot json\n')
-    assert [a["ok"] for a in answers(transport)] == [True, False, False]
-    assert answers(transport)[2]["error"].startswith("not a line of JSON")
-
-
-def test_a_second_request_before_the_first_is_answered_is_refused(
-    operated: Operated,
-) -> None:
-    protocol, transport = connected(operated)
-    protocol.dataReceived(b'{"command": "stop", "names": ["web"]}\n')
-    protocol.dataReceived(b'{"command": "status"}\n')
-    assert answers(transport) == [
-        {
-            "procwork": PROTOCOL,
-            "ok": False,
-            "error": "one request at a time: wait for the answer",
-        }
-    ]
-    operated.clock.advance(5)
-    assert answers(transport)[1]["result"]["services"]["web"]["state"] == "STOPPED"
-
-
-def test_a_client_that_says_nothing_or_too_much_is_disconnected(
-    operated: Operated,
-) -> None:
-    from procwork.monitor._control import IDLE_TIMEOUT
-
-    _, quiet = connected(operated)
-    operated.clock.advance(IDLE_TIMEOUT)
-    assert quiet.disconnecting
-    protocol, chatty = connected(operated)
-    protocol.dataReceived(b"x" * (MAX_LINE + 1))
-    assert answers(chatty)[0]["error"] == f"request longer than {MAX_LINE} bytes"
-    assert chatty.disconnecting
-
-
-def test_a_follower_gets_new_lines_of_its_stream_and_heartbeats_until_it_hangs_up(
-    operated: Operated,
-) -> None:
-    from procwork.monitor._control import HEARTBEAT, IDLE_TIMEOUT
-
-    web = operated.world.current("web")
-    web.say(b"old\n")
-    protocol, transport = connected(operated)
-    protocol.dataReceived(b'{"command": "tail", "name": "web", "follow": true}\n')
-    web.say(b"new\n")
-    web.say(b"not this one\n", fd=2)
-    operated.clock.advance(max(HEARTBEAT, IDLE_TIMEOUT) + 1)  # never idle
-    assert not transport.disconnecting
-    got = answers(transport)
-    assert got[0]["result"] == {"lines": ["old"]}
-    assert [a.get("line") for a in got if "line" in a] == ["new"]
-    assert sum(1 for a in got if a.get("heartbeat")) >= 2
-    protocol.connectionLost(None)
-    before = len(answers(transport))
-    web.say(b"after\n")
-    operated.clock.advance(3 * HEARTBEAT)
-    assert len(answers(transport)) == before  # no line, no heartbeat
 
 
 def test_an_unexpected_error_becomes_an_answer_and_a_logged_traceback(

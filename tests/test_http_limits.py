@@ -29,9 +29,9 @@ import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
-from procwork.monitor._http import MAX_BODY, MAX_DEPTH, Guard, StatusSite
+from procwork.monitor._http import MAX_BODY, Guard, StatusSite
 from procwork.monitor._metrics import http_metrics
-from procwork.monitor._protocol import ok
+from procwork.monitor._protocol import MAX_DEPTH, ok
 from tests.support import drive_until, wait
 
 TOKEN = "s3cret-token-of-some-length"
@@ -386,10 +386,10 @@ def test_a_chunked_control_request_within_the_cap_is_served_without_a_temporary_
     ("body", "why"),
     [
         (b'{"command": "status"', "Expecting ',' delimiter"),
-        (b"[" * 60000, f"JSON nested deeper than {MAX_DEPTH} levels"),
+        (b"[" * 60000, f"nested more than {MAX_DEPTH} levels deep"),
         (
             b'{"command": "status", "names": ' + b"[" * 20 + b"]" * 20 + b"}",
-            f"JSON nested deeper than {MAX_DEPTH} levels",
+            f"a request nests at most {MAX_DEPTH} levels deep",
         ),
         (b'{"command": 5}', "unknown command 5; commands: status, start"),
         (
@@ -397,7 +397,7 @@ def test_a_chunked_control_request_within_the_cap_is_served_without_a_temporary_
             "status: names must be a list of service names",
         ),
         (b'{"command": "stop", "names": ["a"], "x": 1}', "stop: unknown key 'x'"),
-        (b'{"command": "st\xffatus"}', "not UTF-8 (invalid start byte at byte 15)"),
+        (b'{"command": "st\xffatus"}', "not UTF-8 (byte 0xff at 15)"),
         (b"[1, 2]", "expected a JSON object, not list"),
         (b"", "Expecting value"),
     ],

@@ -41,6 +41,10 @@ EXIT_UNREACHABLE = 3
 _FOLLOW_SILENCE = 20.0
 
 
+class _HungUp(ControlError):
+    """The monitor closed the connection before a whole answer came."""
+
+
 class Client:
     """One connection to a monitor's control socket. Blocking.
 
@@ -113,6 +117,12 @@ class Client:
         try:
             self._sock.sendall(encode(message))
         except OSError as e:
+            # A monitor that refuses the connection (over its cap, or not
+            # this user) answers first and hangs up: read why.
+            try:
+                return self.answer(min(self.timeout, 1.0))
+            except ControlError:
+                pass
             raise ControlError(f"{self.path}: cannot send: {e.strerror or e}") from None
         return self.answer(self.timeout)
 
@@ -134,7 +144,7 @@ class Client:
             except OSError as e:
                 raise ControlError(f"{self.path}: {e.strerror or e}") from None
             if not data:
-                raise ControlError(f"the monitor on {self.path} hung up")
+                raise _HungUp(f"the monitor on {self.path} hung up")
             self._buffer += data
         line, self._buffer = self._buffer.split(b"\n", 1)
         try:
@@ -162,7 +172,7 @@ def add_ctl_parser(commands: Any) -> None:
     ctl_parser = commands.add_parser(
         "ctl",
         help="act on a running monitor: status, start, stop, restart, signal, "
-        "tail, reload, shutdown",
+        "tail, reopen, reload, shutdown",
         description=(
             "Talk to a running procwork monitor through its control socket. "
             "'all' names every service. Exit status: 0 done, 1 the monitor "
@@ -208,6 +218,14 @@ def add_ctl_parser(commands: Any) -> None:
     tail.add_argument(
         "-n", "--lines", type=int, default=10, metavar="N", help="default 10"
     )
+    reopen = actions.add_parser(
+        "reopen",
+        help="reopen services' log files (after logrotate moved them)",
+        description="Close the stdout_log/stderr_log files of the services "
+        "named (default all) and open them again by path, as logrotate's "
+        "postrotate wants.",
+    )
+    reopen.add_argument("names", nargs="*", metavar="NAME")
     actions.add_parser("reload", help="read the config again and apply changes")
     actions.add_parser("shutdown", help="stop the monitor and its services")
 
@@ -224,12 +242,11 @@ def ctl(args: argparse.Namespace) -> int:
     request = _request(args)
     path = args.socket if args.socket is not None else default_socket_path()
     try:
-        client = Client(path, args.timeout)
+        client, answer = _ask(path, args.timeout, request)
     except ControlError as e:
         print(f"procwork ctl: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE
     try:
-        answer = client.request(request)
         if not answer.get("ok"):
             print(f"procwork ctl: {answer.get('error')}", file=sys.stderr)
             return EXIT_FAILED
@@ -249,9 +266,43 @@ def ctl(args: argparse.Namespace) -> int:
         client.close()
 
 
+def _ask(
+    path: str, timeout: float, request: Mapping[str, Any]
+) -> tuple[Client, dict[str, Any]]:
+    """Connect and send ``request``; the connection and the answer.
+
+    A monitor with all its connections busy (``"busy"`` in its refusal, or,
+    in a flood, a hang-up without a word) is asked again, a little later
+    each time, until ``timeout`` passes.
+
+    Raises:
+        ControlError: no monitor answers (in time).
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.05
+    while True:
+        client = Client(path, max(0.001, deadline - time.monotonic()))
+        try:
+            answer = client.request(request)
+        except _HungUp:
+            client.close()
+            if time.monotonic() + pause >= deadline:
+                raise
+            answer = {"busy": True}
+        except BaseException:
+            client.close()
+            raise
+        else:
+            if not answer.get("busy") or time.monotonic() + pause >= deadline:
+                return client, answer
+            client.close()
+        time.sleep(pause)
+        pause = min(1.0, pause * 2)
+
+
 def _request(args: argparse.Namespace) -> dict[str, Any]:
     request: dict[str, Any] = {"command": args.action}
-    if args.action in ("status", "start", "stop", "restart", "signal"):
+    if args.action in ("status", "start", "stop", "restart", "signal", "reopen"):
         request["names"] = list(args.names)
     if args.action == "signal":
         request["signal"] = int(args.signal) if args.signal.isdigit() else args.signal
@@ -270,6 +321,14 @@ def _follow(client: Client) -> int:
         for answer in client.follow():
             if "line" in answer:
                 print(answer["line"], flush=True)
+            elif "skipped" in answer:
+                # In place in the output: the lines missed were here.
+                skipped = answer["skipped"]
+                print(
+                    f"[procwork ctl: {skipped['lines']} lines ({skipped['bytes']} "
+                    "bytes) skipped: they came faster than they were read]",
+                    flush=True,
+                )
             elif not answer.get("ok"):
                 print(f"procwork ctl: {answer.get('error')}", file=sys.stderr)
                 return EXIT_FAILED
@@ -296,6 +355,13 @@ def _show(args: argparse.Namespace, result: Any) -> None:
     elif action == "tail":
         for line in result["lines"]:
             print(line)
+    elif action == "reopen":
+        for name, paths in result["reopened"].items():
+            print(
+                f"{name}: reopened {', '.join(paths)}"
+                if paths
+                else f"{name}: no log files"
+            )
     elif action == "reload":
         print(f"reloaded: {describe_reload(result)}")
         for key in result["not_applied"]:

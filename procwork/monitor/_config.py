@@ -60,6 +60,10 @@ _MONITOR_KEYS = {
 # Alerts, logs and the status page (see _alerts.py, _page.py).
 _MONITOR_KEYS |= {"http_max_connections"}
 DEFAULT_HTTP_MAX_CONNECTIONS = 64
+# The control socket's bounds (see _controlserver.py).
+_MONITOR_KEYS |= {"control_max_connections", "control_idle_timeout"}
+DEFAULT_CONTROL_MAX_CONNECTIONS = 64
+DEFAULT_CONTROL_IDLE_TIMEOUT = 60.0
 
 #: The shortest ``http_token`` accepted: a guessable token is no lock.
 MIN_TOKEN = 16
@@ -91,6 +95,12 @@ class MonitorConfig:
             events waiting (see :class:`~procwork.monitor.AlertSpec`).
         http_max_connections: Concurrent HTTP connections served; past it
             new ones are closed at once.
+        control_max_connections: Concurrent control socket connections;
+            past it a new one takes the place of the one idle longest, or
+            is refused with a message when none is idle.
+        control_idle_timeout: Seconds a control connection may be idle (no
+            request being answered; a follower not reading) before it is
+            closed.
     """
 
     source: str
@@ -110,6 +120,8 @@ class MonitorConfig:
     http_token: str | None = dataclasses.field(default=None, repr=False)
     alerts: tuple[AlertSpec, ...] = ()
     http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
+    control_max_connections: int = DEFAULT_CONTROL_MAX_CONNECTIONS
+    control_idle_timeout: float = DEFAULT_CONTROL_IDLE_TIMEOUT
 
 
 def load_config(
@@ -282,6 +294,14 @@ def parse_config(
             monitor.get("http_max_connections", DEFAULT_HTTP_MAX_CONNECTIONS),
             f"{where} http_max_connections",
         ),
+        control_max_connections=_max_connections(
+            monitor.get("control_max_connections", DEFAULT_CONTROL_MAX_CONNECTIONS),
+            f"{where} control_max_connections",
+        ),
+        control_idle_timeout=_idle_timeout(
+            monitor.get("control_idle_timeout", DEFAULT_CONTROL_IDLE_TIMEOUT),
+            f"{where} control_idle_timeout",
+        ),
     )
 
 
@@ -289,6 +309,14 @@ def _max_connections(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{where}: must be a whole number >= 1, not {value!r}")
     return value
+
+
+def _idle_timeout(value: object, where: str) -> float:
+    seconds = validate.seconds(value, f"{where}:", error=ConfigError, positive=True)
+    if seconds < 1:
+        # procwork ctl, on a loaded machine, needs time to send its request.
+        raise ConfigError(f"{where}: must be at least 1 s, not {value!r}")
+    return seconds
 
 
 def parse_http(value: str, where: str = "--http") -> tuple[str, int]:
@@ -793,6 +821,8 @@ def dump_config(config: MonitorConfig) -> str:
         "http_control": config.http_control,
         "http_token": config.http_token,
         "http_max_connections": config.http_max_connections,
+        "control_max_connections": config.control_max_connections,
+        "control_idle_timeout": config.control_idle_timeout,
     }
     out += _toml_keys(monitor)
     for kind, items in (

@@ -3,7 +3,9 @@
 :class:`Controller` carries out the requests of the protocol
 (:mod:`procwork.monitor._protocol`) on a running :class:`Monitor`; the
 socket server (:func:`listen_control`) and the HTTP endpoint's ``POST
-/control`` both hand it what they receive.
+/control`` both hand it what they receive. The socket's connections, and
+the bounds on them (a connection cap, an idle timeout, a write buffer per
+client), are :mod:`procwork.monitor._controlserver`'s.
 
 Who may connect: the socket file is mode 0600 in a directory of the
 monitor's user, so the kernel lets only that user (and root) connect; that
@@ -21,27 +23,21 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
 from procwork._errors import ConfigError
-from procwork._reactor import Reactor
-from procwork.monitor._protocol import (
-    MAX_LINE,
-    decode,
-    default_socket_path,
-    encode,
-    error,
-    ok,
-    parse_request,
+from procwork._validate import clip
+from procwork.monitor._controlserver import (
+    ControlServer,
+    ControlStats,
+    peer_credentials,
 )
+from procwork.monitor._protocol import default_socket_path, error, ok, parse_request
 from procwork.supervisor import NoSuchService
 
 if TYPE_CHECKING:
@@ -50,14 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["ControlPort", "Controller", "listen_control", "peer_credentials"]
 
 _log = Logger(namespace="procwork.monitor")
-
-#: Seconds a client may stay connected without sending a request (a client
-#: that connects and says nothing must not hold a descriptor for ever).
-IDLE_TIMEOUT = 60.0
-
-#: Seconds between the heartbeats a ``tail -f`` client receives, so it can
-#: tell a quiet service from a monitor that stopped answering.
-HEARTBEAT = 5.0
 
 Answer = dict[str, Any]
 
@@ -71,6 +59,8 @@ class Controller:
 
     def __init__(self, monitor: Monitor) -> None:
         self.monitor = monitor
+        #: What the control socket's connections did (see ControlServer).
+        self.stats = ControlStats()
 
     def handle(self, message: Mapping[str, Any], peer: str) -> Deferred[Answer]:
         """Answer one request (a decoded line). Never fails: errors are
@@ -126,7 +116,9 @@ class Controller:
         unknown = [n for n in names if n not in known]
         if unknown:
             listed = ", ".join(known) or "none"
-            raise NoSuchService(f"no service named {unknown[0]!r} (services: {listed})")
+            raise NoSuchService(
+                f"no service named {clip(repr(unknown[0]))} (services: {listed})"
+            )
         return list(dict.fromkeys(names))
 
     def _statuses(self, names: list[str]) -> dict[str, Any]:
@@ -190,6 +182,22 @@ class Controller:
         )
         return succeed(ok({"lines": lines}))
 
+    def _reopen(self, request: dict[str, Any]) -> Deferred[Answer]:
+        # Each service's files, whatever became of the others': one that
+        # cannot be opened again is said, and the request fails.
+        names = self._select(request["names"] or ["all"])
+        reopened: dict[str, list[str]] = {}
+        problems = []
+        for name in names:
+            try:
+                reopened[name] = self.monitor.supervisor.reopen_logs(name)
+            except OSError as e:
+                problems.append(f"service {name!r}: {e}")
+        result = {"reopened": reopened}
+        if problems:
+            return succeed(error("; ".join(problems), result))
+        return succeed(ok(result))
+
     def _reload(self, request: dict[str, Any]) -> Deferred[Answer]:
         return self.monitor.reload().addCallback(lambda diff: ok(diff.to_dict()))
 
@@ -201,145 +209,10 @@ class Controller:
 def _names_text(request: Mapping[str, Any]) -> str:
     names = request.get("names") or ([request["name"]] if "name" in request else [])
     signal = f" {request['signal']}" if "signal" in request else ""
-    return signal + "".join(f" {n}" for n in names)
+    return clip(signal + "".join(f" {n}" for n in names))
 
 
 # -- the socket --------------------------------------------------------------------
-
-
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
-    """``(pid, uid, gid)`` of the process at the other end of a Unix socket."""
-    size = struct.calcsize("3i")
-    data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size)
-    pid, uid, gid = struct.unpack("3i", data)
-    return pid, uid, gid
-
-
-class _ControlProtocol(LineOnlyReceiver):
-    """One client: one request line, one answer line (``tail -f``: more)."""
-
-    MAX_LENGTH = MAX_LINE
-    delimiter = b"\n"
-
-    def __init__(self, controller: Controller, reactor: Reactor) -> None:
-        self._controller = controller
-        self._reactor = reactor
-        self._busy = False
-        self._peer = "unknown peer"
-        self._unfollow: Callable[[], None] | None = None
-        self._heartbeat: Any = None
-        self._refused = False
-        self._idle: Any = None
-
-    @property
-    def _out(self) -> Any:
-        # The UNIX transport; typed loosely, as zope interfaces are to mypy.
-        return self.transport
-
-    def connectionMade(self) -> None:
-        self._idle = self._reactor.callLater(IDLE_TIMEOUT, self._out.loseConnection)
-        try:
-            pid, uid, _gid = peer_credentials(self._out.getHandle())
-        except OSError as e:
-            self._refuse(f"cannot tell who is connecting: {e}")
-            return
-        self._peer = f"pid {pid} uid {uid}"
-        if uid not in (os.getuid(), 0):
-            self._refuse(
-                f"uid {uid} may not control this monitor (only uid {os.getuid()} "
-                "and root may)"
-            )
-
-    def _refuse(self, why: str) -> None:
-        self._refused = True
-        _log.warn("control: connection refused: {why}", why=why)
-        self._out.write(encode(error(why)))
-        self._out.loseConnection()
-
-    def lineReceived(self, line: bytes) -> None:
-        if self._refused:
-            return
-        if self._idle is not None and self._idle.active():
-            self._idle.reset(IDLE_TIMEOUT)
-        if self._busy:
-            self._send(error("one request at a time: wait for the answer"))
-            return
-        try:
-            message = decode(line)
-        except ValueError as e:
-            self._send(error(str(e)))
-            return
-        if message.get("command") == "tail" and message.get("follow") is True:
-            self._follow(message)
-            return
-        self._busy = True
-        self._controller.handle(message, self._peer).addCallback(self._answered)
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        self._send(error(f"request longer than {MAX_LINE} bytes"))
-        self._out.loseConnection()
-
-    def _answered(self, answer: Answer) -> None:
-        self._busy = False
-        self._send(answer)
-
-    def _send(self, answer: Answer) -> None:
-        if self.transport is not None and self.connected:
-            self._out.write(encode(answer))
-
-    def _follow(self, message: Mapping[str, Any]) -> None:
-        """``tail -f``: the kept lines, then every new line until hang-up."""
-        self._busy = True
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()  # a follower is quiet by design
-
-        def started(answer: Answer) -> None:
-            self._send(answer)
-            if not answer["ok"]:
-                self._busy = False
-                return
-            supervisor = self._controller.monitor.supervisor
-            stream = message.get("stream", "stdout")
-            try:
-                self._unfollow = supervisor.follow(message["name"], self._line(stream))
-            except NoSuchService as e:  # removed meanwhile
-                self._send(error(str(e)))
-                self._out.loseConnection()
-                return
-            self._beat()
-
-        self._controller.handle(message, self._peer).addCallback(started)
-
-    def _line(self, stream: str) -> Callable[[str, str], None]:
-        def line(line_stream: str, text: str) -> None:
-            if line_stream == stream:
-                self._send({"procwork": 1, "ok": True, "line": text})
-
-        return line
-
-    def _beat(self) -> None:
-        self._send({"procwork": 1, "ok": True, "heartbeat": True})
-        self._heartbeat = self._reactor.callLater(HEARTBEAT, self._beat)
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        if self._unfollow is not None:
-            self._unfollow()
-            self._unfollow = None
-        for call in (self._heartbeat, self._idle):
-            if call is not None and call.active():
-                call.cancel()
-        self._heartbeat = self._idle = None
-
-
-class _ControlFactory(Factory):
-    noisy = False
-
-    def __init__(self, controller: Controller, reactor: Reactor) -> None:
-        self._controller = controller
-        self._reactor = reactor
-
-    def buildProtocol(self, addr: Any) -> _ControlProtocol:
-        return _ControlProtocol(self._controller, self._reactor)
 
 
 ControlPort = Any  # twisted.internet.unix.Port
@@ -374,9 +247,7 @@ def listen_control(
     # a umask of 0177 keeps it 0600 from the first instant.
     old_umask = os.umask(0o177)
     try:
-        port = reactor.listenUNIX(
-            path, _ControlFactory(controller, reactor), mode=0o600
-        )
+        port = reactor.listenUNIX(path, ControlServer(controller, reactor), mode=0o600)
     except Exception as e:
         raise ConfigError(
             f"{where}: cannot listen: {e}; choose another with --socket PATH or "

@@ -45,12 +45,11 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from procwork.monitor._protocol import parse_request
+from procwork.monitor._protocol import decode, parse_request
 
 __all__ = [
     "IDLE_TIMEOUT",
     "MAX_BODY",
-    "MAX_DEPTH",
     "CappedFactory",
     "Guard",
     "StatusSite",
@@ -86,9 +85,6 @@ ControlFunction = Callable[[dict[str, Any]], Deferred[dict[str, Any]]]
 
 #: The longest request body read (bytes): a control request's.
 MAX_BODY = 64 * 1024
-
-#: The deepest nesting of a control request's JSON (a request needs 2).
-MAX_DEPTH = 16
 
 _CONTROL_OFF = (
     "control over HTTP is off: the monitor takes control requests on its "
@@ -280,41 +276,14 @@ class _MemoryRequest(Request):
 
 
 def decode_control(body: bytes) -> dict[str, Any]:
-    """A control request from a body: a JSON object, in UTF-8, nested at
-    most :data:`MAX_DEPTH` deep, of the protocol's keys and types.
+    """A control request from a body: what the control socket takes on a
+    line (:func:`~procwork.monitor._protocol.decode`: a JSON object, in
+    UTF-8, nested at most ``MAX_DEPTH`` deep), of the protocol's keys and types.
 
     Raises:
         ValueError: it is not; the message says why.
     """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"not UTF-8 ({e.reason} at byte {e.start})") from None
-    try:
-        message = json.loads(text)
-    except RecursionError:
-        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
-    if not isinstance(message, dict):
-        raise ValueError(f"expected a JSON object, not {type(message).__name__}")
-    if _depth(message) > MAX_DEPTH:
-        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
-    return parse_request(message)
-
-
-def _depth(value: Any) -> int:
-    """How deep ``value`` nests, found without recursion."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > MAX_DEPTH:
-            break
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
+    return parse_request(decode(body))
 
 
 class _Control(Resource):

@@ -18,10 +18,17 @@ from typing import Any
 
 from procwork.monitor._alerts import AlertStatus
 from procwork.monitor._checks import CheckStatus
+from procwork.monitor._controlserver import ControlStats
 from procwork.monitor._http import Metric
 from procwork.supervisor import LogStats, ServiceState, ServiceStatus
 
-__all__ = ["http_metrics", "monitor_metrics", "process_metrics", "watchdog_metrics"]
+__all__ = [
+    "control_metrics",
+    "http_metrics",
+    "monitor_metrics",
+    "process_metrics",
+    "watchdog_metrics",
+]
 
 Samples = list[tuple[dict[str, str], float]]
 
@@ -294,6 +301,47 @@ def watchdog_metrics(
             "counter",
             "Times the monitor's reactor ran a timer over 1 s late (a blocked turn)",
             [({}, float(loop_stalls))],
+        ),
+    ]
+
+
+# -- the control socket (see _controlserver.py) ------------------------------------
+
+
+def control_metrics(stats: ControlStats) -> list[Metric]:
+    """The control socket's connections and what its bounds did."""
+    closed = {
+        "evicted": stats.evicted,
+        "idle": stats.idle_closed,
+        "stalled_follower": stats.followers_cut,
+    }
+    return [
+        (
+            "procwork_control_connections",
+            "gauge",
+            "Control socket connections open now (at most control_max_connections)",
+            [({}, float(stats.open))],
+        ),
+        (
+            "procwork_control_connections_refused_total",
+            "counter",
+            "Control connections refused: control_max_connections open, none idle",
+            [({}, float(stats.refused))],
+        ),
+        (
+            "procwork_control_connections_closed_total",
+            "counter",
+            "Control connections the monitor closed, by reason: evicted (idle "
+            "longest when the cap was reached), idle (control_idle_timeout), "
+            "stalled_follower (a tail -f client that read nothing that long)",
+            [({"reason": r}, float(n)) for r, n in closed.items()],
+        ),
+        (
+            "procwork_control_follow_lines_skipped_total",
+            "counter",
+            "Output lines not sent to tail -f clients that fell behind (each "
+            "was told how many)",
+            [({}, float(stats.skipped_lines))],
         ),
     ]
 

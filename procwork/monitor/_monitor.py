@@ -61,6 +61,7 @@ from procwork.monitor._logs import start_logging
 from procwork.monitor._logwriter import LogWriter
 from procwork.monitor._looplag import LoopLag
 from procwork.monitor._metrics import (
+    control_metrics,
     http_metrics,
     monitor_metrics,
     process_metrics,
@@ -587,6 +588,12 @@ class Monitor:
                 if self._http_guard is None
                 else {str(c): n for c, n in sorted(self._http_guard.refused.items())},
             },
+            # The control socket's connections (see _controlserver.py).
+            "control": {
+                "max_connections": self.config.control_max_connections,
+                "idle_timeout": self.config.control_idle_timeout,
+                **self.controller.stats.to_dict(),
+            },
         }
 
     def metrics(self) -> list[Metric]:
@@ -604,6 +611,7 @@ class Monitor:
             *http_metrics(
                 None if self._http_guard is None else self._http_guard.refused
             ),
+            *control_metrics(self.controller.stats),
             *watchdog_metrics(
                 log_lines_dropped=(
                     0 if self.log_writer is None else self.log_writer.dropped

@@ -17,12 +17,14 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from procwork._errors import ProcworkError
+from procwork._validate import clip
 
 __all__ = [
     "COMMANDS",
+    "MAX_DEPTH",
     "MAX_LINE",
     "PROTOCOL",
     "ControlError",
@@ -41,6 +43,11 @@ PROTOCOL = 1
 #: The longest request line the monitor reads (bytes); longer ones are refused.
 MAX_LINE = 64 * 1024
 
+#: How deeply a request's JSON may nest (the object itself is 1; a list of
+#: names in it, 2). Requests are flat; a deeper one is refused before
+#: anything walks it, so no recursion can blow the monitor's stack.
+MAX_DEPTH = 8
+
 #: Every command, and the request keys each one takes besides ``command``.
 COMMANDS: Mapping[str, frozenset[str]] = {
     "status": frozenset({"names"}),
@@ -49,6 +56,7 @@ COMMANDS: Mapping[str, frozenset[str]] = {
     "restart": frozenset({"names"}),
     "signal": frozenset({"names", "signal"}),
     "tail": frozenset({"name", "stream", "lines", "follow"}),
+    "reopen": frozenset({"names"}),
     "reload": frozenset(),
     "shutdown": frozenset(),
 }
@@ -88,16 +96,57 @@ def encode(message: Mapping[str, Any]) -> bytes:
 def decode(line: bytes | str) -> dict[str, Any]:
     """One line of JSON to a message (an object).
 
+    Whatever the line holds, the outcome is a dict or a ValueError that says
+    what is wrong: bytes must be UTF-8 (``json.loads`` would also guess
+    UTF-16 and UTF-32), nesting deeper than :data:`MAX_DEPTH` is refused
+    (``json.loads`` raises RecursionError a thousand levels down), and so
+    is a number too long to convert.
+
     Raises:
         ValueError: not one JSON object.
     """
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"not a line of JSON: not UTF-8 (byte {line[e.start]:#04x} at "
+                f"{e.start})"
+            ) from None
     try:
         message = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"not a line of JSON: {e}") from None
+    except RecursionError:
+        raise ValueError(
+            f"not a line of JSON: nested more than {MAX_DEPTH} levels deep"
+        ) from None
+    except ValueError as e:  # JSONDecodeError, or an int over Python's limit
+        raise ValueError(f"not a line of JSON: {clip(str(e))}") from None
     if not isinstance(message, dict):
         raise ValueError(f"expected a JSON object, not {type(message).__name__}")
+    if _depth(message) > MAX_DEPTH:
+        raise ValueError(f"a request nests at most {MAX_DEPTH} levels deep")
     return message
+
+
+def _depth(value: object) -> int:
+    """How deeply ``value`` nests, found without recursion; stops counting
+    past :data:`MAX_DEPTH`."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children: Any
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def ok(result: Any = None, **extra: Any) -> dict[str, Any]:
@@ -120,39 +169,51 @@ def parse_request(message: Mapping[str, Any]) -> dict[str, Any]:
         ValueError: unknown command or key, or a value of the wrong type;
             the message says which.
     """
+    # Values from the client are echoed clipped (a request may be 64 KiB).
     command = message.get("command")
     if not isinstance(command, str) or command not in COMMANDS:
         raise ValueError(
-            f"unknown command {command!r}; commands: {', '.join(COMMANDS)}"
+            f"unknown command {clip(repr(command))}; commands: {', '.join(COMMANDS)}"
         )
     extra = set(message) - COMMANDS[command] - {"command"}
     if extra:
-        raise ValueError(f"{command}: unknown key {sorted(extra)[0]!r}")
+        raise ValueError(f"{command}: unknown key {clip(repr(sorted(extra)[0]))}")
     request = dict(message)
     if "names" in COMMANDS[command]:
         names = request.setdefault("names", [])
-        if not isinstance(names, list) or not all(
-            isinstance(n, str) and n for n in names
-        ):
+        # A service name is printable (see ServiceSpec): anything else names
+        # no service, and must not reach the log as it is.
+        if not isinstance(names, list) or not all(_printable(n) for n in names):
             raise ValueError(f"{command}: names must be a list of service names")
         if command in _NEED_NAMES and not names:
             raise ValueError(f"{command}: name the services (or 'all')")
     if command == "signal":
         signal = request.get("signal")
-        if not isinstance(signal, str | int) or isinstance(signal, bool):
+        if not (
+            (isinstance(signal, int) and not isinstance(signal, bool))
+            or (_printable(signal) and len(signal) <= 16)
+        ):
             raise ValueError("signal: give the signal by name or number")
     if command == "tail":
-        if not isinstance(request.get("name"), str) or not request["name"]:
+        if not _printable(request.get("name")):
             raise ValueError("tail: name the service")
         stream = request.setdefault("stream", "stdout")
         if stream not in ("stdout", "stderr"):
-            raise ValueError(f"tail: stream must be stdout or stderr, not {stream!r}")
+            raise ValueError(
+                f"tail: stream must be stdout or stderr, not {clip(repr(stream))}"
+            )
         lines = request.setdefault("lines", 10)
         if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
-            raise ValueError(f"tail: lines must be a whole number >= 0, not {lines!r}")
+            raise ValueError(
+                f"tail: lines must be a whole number >= 0, not {clip(repr(lines))}"
+            )
         if not isinstance(request.setdefault("follow", False), bool):
             raise ValueError("tail: follow must be true or false")
     return request
+
+
+def _printable(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and value.isprintable() and value != ""
 
 
 #: What a reload reports, by kind: the key prefix of its lists in the answer.

@@ -14,10 +14,10 @@ import math
 import os
 import pwd
 import signal
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, NoReturn, cast
+from typing import Any, Literal, NoReturn, TypeVar, cast
 
 from procwork import _validate as validate
 from procwork._errors import ConfigError, ProcworkError
@@ -132,12 +132,14 @@ class ServiceSpec:
         autostart: False: :meth:`Supervisor.start` leaves the service
             STOPPED; it runs only when started by name
             (:meth:`Supervisor.start_service`). Default True.
-        user: Run the service as this user (a name or a uid), with its
+        user: Run the service as this user (a name, or a uid: a number or
+            a string of digits that is no user's name), with its
             primary group and its supplementary groups, like login does
             (``HOME`` and the rest of the environment are not changed).
             Needs procwork to run as root unless it is procwork's own user.
             Default: procwork's user.
-        group: Run it with this primary group (a name or a gid) instead
+        group: Run it with this primary group (a name or a gid, as for
+            ``user``) instead
             of the user's. Needs root too, unless it is procwork's own.
         umask: The service's file mode creation mask, 0 to 0o777 (TOML:
             ``0o022``, or the string ``"022"``). Default: procwork's.
@@ -276,22 +278,14 @@ class ServiceSpec:
         uid, gid, name = os.getuid(), os.getgid(), None
         if self.user is not None:
             try:
-                entry = (
-                    pwd.getpwuid(self.user)
-                    if isinstance(self.user, int)
-                    else pwd.getpwnam(self.user)
-                )
-            except (KeyError, OverflowError):
+                entry = _name_or_id(self.user, pwd.getpwnam, pwd.getpwuid)
+            except (KeyError, OverflowError, ValueError):
                 self._invalid(f"user {self.user!r} does not exist on this machine")
             uid, gid, name = entry.pw_uid, entry.pw_gid, entry.pw_name
         if self.group is not None:
             try:
-                gid = (
-                    grp.getgrgid(self.group)
-                    if isinstance(self.group, int)
-                    else grp.getgrnam(self.group)
-                ).gr_gid
-            except (KeyError, OverflowError):
+                gid = _name_or_id(self.group, grp.getgrnam, grp.getgrgid).gr_gid
+            except (KeyError, OverflowError, ValueError):
                 self._invalid(f"group {self.group!r} does not exist on this machine")
         if os.geteuid() != 0 and (uid != os.geteuid() or gid != os.getegid()):
             who = f"user {self.user!r}" if self.user is not None else ""
@@ -429,6 +423,30 @@ class Credentials:
     uid: int
     gid: int
     groups: tuple[int, ...]
+
+
+_Entry = TypeVar("_Entry")
+
+
+def _name_or_id(
+    value: str | int,
+    by_name: Callable[[str], _Entry],
+    by_id: Callable[[int], _Entry],
+) -> _Entry:
+    """The passwd or group entry of ``value``: a name, or an id, given as a
+    number or as a string of digits that is no name (as chown(1) reads it).
+
+    Raises:
+        KeyError: no such name or id.
+    """
+    if isinstance(value, int):
+        return by_id(value)
+    try:
+        return by_name(value)
+    except KeyError:
+        if value.isascii() and value.isdigit():
+            return by_id(int(value))
+        raise
 
 
 def _is_int(value: object) -> bool:
