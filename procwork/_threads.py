@@ -9,20 +9,21 @@ scheduler slots never freed and "Unhandled Error" tracebacks. So every entry
 point that touches the reactor checks its caller first and raises
 :class:`untwisted.ForeignThreadError`, before anything is started.
 
-Who runs the reactor is known in two ways, and both are checked:
+Who owns the global reactor is untwisted's driver's to say
+(:meth:`untwisted.Driver.check_thread`): the first thread that calls
+untwisted or procwork owns it, even when that call needed no reactor turn
+(an ``untwisted.run`` whose result was already in hand) and even while that
+thread is back in plain Python between two calls. Deciding it only when the
+reactor first started left a window in which another thread's
+``procwork.run`` was let in and then raced the owner inside Twisted. The
+driver also knows a program that runs ``reactor.run()`` itself, in a thread
+of its own: Twisted registers that thread as its I/O thread
+(:func:`twisted.python.threadable.isInIOThread`), and it is the one allowed.
 
-- untwisted's driver: the first thread that drives the global reactor owns
-  it (:meth:`untwisted.Driver.check_thread`), even while that thread is back
-  in plain Python between two ``untwisted.run`` calls;
-- Twisted itself: ``startRunning`` registers the thread that starts a
-  reactor as its I/O thread (:func:`twisted.python.threadable.isInIOThread`).
-  That covers a program that runs ``reactor.run()`` in a thread of its own,
-  which untwisted never sees.
-
-Before any reactor runs, any thread may call (the thread that later drives
-the reactor will pick the work up). Test fakes (``task.Clock``,
-``MemoryReactor``) are not real reactors and are driven by the test's own
-thread, so they are not checked.
+A real reactor other than the global one is checked by Twisted's I/O thread
+alone, once it runs. Test fakes (``task.Clock``, ``MemoryReactor``) are not
+real reactors and are driven by the test's own thread, so they are not
+checked.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ def check_thread(what: str, reactor: object | None) -> None:
     if not isinstance(reactor, ReactorBase):
         return  # not installed yet, or a test's fake
     if reactor is global_reactor:
+        # Claims the reactor for this thread if nobody called before.
         untwisted.default_driver().check_thread(what)
-    if reactor.running and not threadable.isInIOThread():
+    elif reactor.running and not threadable.isInIOThread():
         me = threading.current_thread().name
         raise ForeignThreadError(
             f"{what}() called from thread {me!r}, but the reactor runs in thread "

@@ -10,6 +10,8 @@ thread of its own, is tested in a child Python.
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -22,11 +24,13 @@ import untwisted
 from procwork.supervisor import ServiceSpec, Supervisor
 from tests.support import (
     PY,
+    cpu_load,
     fd_table,
     my_children,
     no_load_limit,
     observing,
     opened_since,
+    python_child,
     raised_in_thread,
     run_child,
     wait,
@@ -261,9 +265,9 @@ def test_a_reactor_run_by_the_program_in_its_own_thread_is_protected_too() -> No
     assert "Unhandled" not in child.stderr
 
 
-def test_before_any_reactor_runs_any_thread_may_call_and_the_driver_finishes_it() -> (
-    None
-):
+def test_a_first_caller_that_ended_leaves_its_runs_to_the_thread_that_drives() -> None:
+    """The reactor was never started: once the first caller has ended, the
+    next thread takes it over and finishes what the first one started."""
     child = run_child(
         """
         import threading
@@ -275,10 +279,6 @@ def test_before_any_reactor_runs_any_thread_may_call_and_the_driver_finishes_it(
         thread.start()
         thread.join(30)
         print(untwisted.run(box[0], timeout=30).stdout.decode().strip())
-        # run() of a result already in hand returns without starting the
-        # reactor (the echo may have ended while it was being started): a
-        # tick makes the main thread drive the reactor, and so own it.
-        untwisted.tick()
         errors = []
 
         def late():
@@ -295,3 +295,211 @@ def test_before_any_reactor_runs_any_thread_may_call_and_the_driver_finishes_it(
     )
     assert child.returncode == 0, child.stderr
     assert child.stdout.splitlines() == ["hi", "['refused']"]
+
+
+def test_while_the_first_caller_lives_every_other_thread_is_refused_even_main() -> None:
+    """It could call again at any moment: two threads would race in Twisted."""
+    child = run_child(
+        """
+        import threading
+        import procwork, untwisted
+        from twisted.internet import defer
+
+        first, finish = threading.Event(), threading.Event()
+
+        def owner():
+            procwork.scheduler().set_max_running(8)
+            first.set()
+            finish.wait(30)
+
+        thread = threading.Thread(target=owner, name="owner")
+        thread.start()
+        assert first.wait(30)
+        for call in (
+            lambda: procwork.run(["true"]),
+            lambda: untwisted.run(defer.succeed(1)),
+            lambda: untwisted.tick(),
+        ):
+            try:
+                call()
+            except untwisted.ForeignThreadError as e:
+                print("refused:", e)
+        finish.set()
+        thread.join(30)
+        # Ended before anything started the reactor: the main thread takes over.
+        print(untwisted.run(procwork.run(["echo", "mine"]), timeout=30).stdout)
+        """
+    )
+    assert child.returncode == 0, child.stderr
+    lines = child.stdout.splitlines()
+    driven = (
+        r"\(\) called from thread \d+, but the reactor is driven by thread \d+; "
+        r"hand the work to that thread with reactor.callFromThread\(\) instead$"
+    )
+    assert [line.split("(")[0] for line in lines[:3]] == [
+        "refused: procwork.run",
+        "refused: untwisted.run",
+        "refused: untwisted.tick",
+    ]
+    for line in lines[:3]:
+        assert re.search(driven, line), line
+    assert lines[3:] == ["b'mine\\n'"]
+
+
+def test_a_reactor_started_by_a_thread_that_ended_says_so_to_the_next_caller() -> None:
+    child = run_child(
+        """
+        import threading
+        import untwisted
+
+        thread = threading.Thread(target=untwisted.tick)
+        thread.start()
+        thread.join(30)
+        try:
+            untwisted.tick()
+        except untwisted.ForeignThreadError as e:
+            print(e)
+        """
+    )
+    assert child.returncode == 0, child.stderr
+    assert re.fullmatch(
+        r"untwisted.tick\(\) called from thread \d+, but the reactor is driven by "
+        r"thread \d+, which has ended; a reactor it started cannot be driven by "
+        r"another thread: drive it from one thread for the whole program\n",
+        child.stdout,
+    )
+
+
+def test_the_programs_own_reactor_thread_is_allowed_even_if_another_called_first() -> (
+    None
+):
+    """Twisted's I/O thread is the one that runs the loop, whoever claimed
+    the reactor before reactor.run()."""
+    child = run_child(
+        """
+        import threading
+        import procwork, untwisted
+        from twisted.internet import reactor, threads
+
+        procwork.scheduler().set_max_running(8)  # the main thread calls first
+        up = threading.Event()
+        reactor.callWhenRunning(up.set)
+        thread = threading.Thread(
+            target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
+        )
+        thread.start()
+        assert up.wait(30)
+        try:
+            procwork.run(["echo", "no"])
+        except untwisted.ForeignThreadError as e:
+            print("refused:", str(e).split(",")[0])
+        result = threads.blockingCallFromThread(reactor, procwork.run, ["echo", "yes"])
+        print("handed over:", result.stdout.decode().strip())
+        reactor.callFromThread(reactor.stop)
+        thread.join(30)
+        print("stopped:", not thread.is_alive())
+        """
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.splitlines() == [
+        "refused: procwork.run() called from thread 'MainThread'",
+        "handed over: yes",
+        "stopped: True",
+    ]
+    assert "Unhandled" not in child.stderr
+
+
+# -- the owner is decided at the first call, under load: in child Pythons ----------
+
+FIRST_CALL_THEN_A_HAMMERING_THREAD = """
+    import json, sys, threading, time
+    from collections import Counter
+    import clockwork, procwork, untwisted
+    from twisted.internet import defer
+
+    def returns_at_once():
+        return 1
+        yield
+
+    # The main thread's first call needs no reactor turn: nothing is started.
+    first = {
+        "untwisted.run": lambda: untwisted.run(defer.succeed(1)),
+        "untwisted.add": lambda: untwisted.add(defer.succeed(1)),
+        "clockwork.wrap": lambda: clockwork.wrap(returns_at_once()),
+        "Scheduler.set_max_running": lambda: procwork.scheduler().set_max_running(8),
+    }[sys.argv[1]]
+    first()
+    scheduler = procwork.scheduler()
+    scheduler.load = procwork.NoLoadLimit()
+    outcomes, surprises = Counter(), []
+    running, done = threading.Event(), threading.Event()
+    calls = [
+        lambda: procwork.run(["true"]),
+        lambda: procwork.spawn(["true"], priority="critical"),
+        lambda: procwork.run(["true"], input=b"x"),
+        lambda: scheduler.set_max_running(8),
+        lambda: untwisted.add(defer.Deferred()),
+        lambda: untwisted.run(defer.succeed(1)),
+        lambda: untwisted.tick(),
+    ]
+
+    def hammer():
+        running.set()
+        i = 0
+        while not done.is_set():
+            try:
+                calls[i % len(calls)]()
+            except untwisted.ForeignThreadError:
+                outcomes["refused"] += 1
+            except BaseException as e:
+                surprises.append(repr(e))
+            else:
+                outcomes["let in"] += 1
+            i += 1
+
+    thread = threading.Thread(target=hammer, daemon=True)
+    thread.start()  # at once: the window was right after the first call
+    assert running.wait(30)
+    runs, wrong = 0, 0
+    deadline = time.monotonic() + 20
+    while (runs < 50 or outcomes["refused"] < 1000) and time.monotonic() < deadline:
+        result = untwisted.run(procwork.run(["echo", str(runs)]), timeout=10)
+        wrong += result.stdout != f"{runs}\\n".encode()
+        runs += 1
+    done.set()
+    thread.join(10)
+    untwisted.run(procwork.run(["true"]), timeout=10)  # late errors get logged
+    print(json.dumps({
+        "refused": outcomes["refused"], "let in": outcomes["let in"],
+        "surprises": surprises[:3], "runs": runs, "wrong": wrong,
+        "started": scheduler.started, "running": scheduler.running,
+        "queued": scheduler.queued, "joined": not thread.is_alive(),
+    }))
+"""
+
+
+def test_foreign_calls_after_a_first_call_that_ran_no_reactor_are_all_refused() -> None:
+    """The owner is the first caller even when its call returned at once
+    (untwisted.run of a result in hand used to leave the reactor ownerless,
+    and a thread calling procwork then got in: runs that never finished and
+    slots never freed). Under two CPU spinners, in fresh programs so that
+    the window after the first call is hit each time: no call is let in, no
+    slot is left taken, every run of the owner gives its right output."""
+    kinds = ["untwisted.run", "untwisted.add", "clockwork.wrap"]
+    kinds.append("Scheduler.set_max_running")
+    total: Counter[str] = Counter()
+    with cpu_load(2):
+        for kind in kinds * 2:
+            with python_child(FIRST_CALL_THEN_A_HAMMERING_THREAD, kind) as child:
+                out, err = child.communicate(timeout=60)
+            assert child.returncode == 0, err
+            assert "Unhandled" not in err and "not registered" not in err, err
+            counts = json.loads(out)
+            assert counts["let in"] == 0, (kind, counts)
+            assert counts["surprises"] == [], (kind, counts)
+            assert counts["joined"] and counts["wrong"] == 0, (kind, counts)
+            assert counts["running"] == counts["queued"] == 0, (kind, counts)
+            assert counts["started"] == counts["runs"] + 1, (kind, counts)
+            total["refused"] += counts["refused"]
+            total["runs"] += counts["runs"]
+    assert total["refused"] >= 8 * 1000 and total["runs"] >= 8 * 50

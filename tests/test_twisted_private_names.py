@@ -192,13 +192,14 @@ INTERNALS = [
              "procwork/monitor/_http.py",
              "whether the client of a control request has gone before its "
              "answer is written"),
-    # -- threads: procwork/_threads.py ----------------------------------------------
-    Internal("twisted.python.threadable", "ioThread", "reads", "procwork/_threads.py",
+    # -- threads: untwisted/_driver.py and procwork/_threads.py ---------------------
+    Internal("twisted.python.threadable", "ioThread", "reads",
+             "untwisted/_driver.py, procwork/_threads.py",
              "the thread a started reactor runs in, named in ForeignThreadError"),
     Internal("twisted.python.threadable", "isInIOThread", "reads",
-             "procwork/_threads.py",
+             "untwisted/_driver.py, procwork/_threads.py",
              "whether the caller is that thread (a reactor the program runs "
-             "itself, in any thread)", ()),
+             "itself, in any thread, is owned by it whoever called first)", ()),
 ]  # fmt: skip
 
 

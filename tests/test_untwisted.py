@@ -9,6 +9,7 @@ needs its signal handlers or interpreter exit runs in a child Python process.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -432,12 +433,36 @@ def test_tick_and_add_from_another_thread_raise_ForeignThreadError() -> None:
     )
 
 
-def test_the_first_thread_to_drive_a_reactor_owns_it() -> None:
+def test_the_first_thread_to_call_owns_the_reactor_even_if_it_started_nothing() -> None:
+    """A run() of a result in hand claims the reactor as a tick() does: no
+    other thread may call while that thread lives."""
+    _, driver, _ = fake_driver()
+    claimed, finish = threading.Event(), threading.Event()
+
+    def first() -> None:
+        driver.run(defer.succeed(1))  # returns at once, the reactor not started
+        claimed.set()
+        finish.wait(30)
+
+    thread = threading.Thread(target=first, daemon=True)
+    thread.start()
+    try:
+        assert claimed.wait(30)
+        with pytest.raises(ForeignThreadError, match=r"is driven by thread \d+;"):
+            driver.run(defer.succeed(1))
+        assert isinstance(run_in_thread(driver.tick), ForeignThreadError)
+    finally:
+        finish.set()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
+def test_a_first_thread_that_ended_before_the_reactor_started_hands_it_over() -> None:
     _, driver, _ = fake_driver()
     assert run_in_thread(lambda: driver.run(defer.succeed(1))) is None  # not started
-    assert run_in_thread(driver.tick) is None  # this thread starts and owns it
-    with pytest.raises(ForeignThreadError):
-        driver.tick()
+    assert run_in_thread(driver.tick) is None  # takes over, starts and owns it
+    with pytest.raises(ForeignThreadError, match=r", which has ended; "):
+        driver.tick()  # that one ended too, but it had started the reactor
 
 
 # -- signals and interpreter exit: in a child process --------------------------------

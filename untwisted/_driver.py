@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar, cast
 
 from twisted.internet.defer import Deferred
+from twisted.python import threadable
 from twisted.python.failure import Failure
 
 from untwisted import _signals
@@ -82,8 +83,12 @@ def _global_reactor() -> DrivableReactor:
 class Driver:
     """Runs one reactor on behalf of blocking callers.
 
-    Which thread may call: the first thread that drives the reactor owns it;
-    a call from any other thread raises :class:`ForeignThreadError`.
+    Which thread may call: the first thread that calls this driver (or
+    procwork on its reactor) owns the reactor, whether or not that call
+    needed to start it; a call from any other thread raises
+    :class:`ForeignThreadError`. See :meth:`check_thread` for the two ways
+    ownership moves (a first thread that ended before the reactor started;
+    a program's own ``reactor.run()``).
 
     Args:
         reactor: The reactor to drive; default the global Twisted reactor,
@@ -112,7 +117,11 @@ class Driver:
         self._register_atexit = register_atexit or _register_at_exit
         self._shutdown_timeout = shutdown_timeout
         self._started = False
-        self._owner: int | None = None
+        # The owning thread, decided at the first call (see check_thread).
+        # A Thread, not its ident: an ident is reused once a thread ends,
+        # and whether the owner has ended is part of the rule.
+        self._owner: threading.Thread | None = None
+        self._claiming = threading.Lock()
         self._depth = 0  # > 0 while code runs inside this driver's reactor
         self._lingering: set[Deferred[Any]] = set()
         self.cleanup_timeout = cleanup_timeout
@@ -166,11 +175,30 @@ class Driver:
             )
 
     def check_thread(self, what: str) -> None:
-        """Raise unless called from the thread that drives this reactor.
+        """Raise unless called from the thread that owns this reactor.
 
-        Calls that touch the reactor without blocking (``add``, procwork's
-        ``run``/``spawn``) call this first. Before the reactor is started
-        any thread may call; the first one to drive it owns it.
+        Every call of this driver checks it, and so do procwork's calls that
+        touch the global reactor (``run``, ``spawn``, a ``Process``'s or a
+        ``Supervisor``'s methods). The owner is decided at the first such
+        call, *whatever it does*: a ``run()`` whose result is already in
+        hand, which never starts the reactor, claims it as surely as a
+        ``tick()``. (It used not to, and a thread calling procwork between
+        that ``run()`` and the next one raced the owner inside Twisted:
+        runs that never finished, slots never freed.)
+
+        Ownership moves in two cases only:
+
+        - The owner has ended and the reactor was never started: the next
+          thread to call takes it over. So a worker thread may prepare runs
+          (``procwork.run`` starts them) and, once joined, leave them to the
+          main thread to drive. While the first thread lives, every other
+          thread is refused, the main thread included: it could call again
+          at any moment. Once this driver has started the reactor it never
+          changes hands (its signal handling and Twisted's notion of the
+          I/O thread were set up for that thread), even if the owner ends.
+        - The program runs the reactor itself (``reactor.run()`` in some
+          thread): that thread, which Twisted registers as its I/O thread,
+          is the one allowed while it runs, whoever called first.
 
         Args:
             what: The call to name in the message, e.g. ``"procwork.run"``.
@@ -178,13 +206,51 @@ class Driver:
         Raises:
             ForeignThreadError: called from another thread.
         """
-        me = threading.get_ident()
-        if self._owner is not None and self._owner != me:
-            raise ForeignThreadError(
-                f"{what}() called from thread {me}, but the reactor is driven by "
-                f"thread {self._owner}; hand the work to that thread with "
+        thread = threading.current_thread()
+        owner = self._owner
+        if self._started:
+            # Fixed since the start: no lock on the path every call takes.
+            if owner is not thread:
+                raise self._foreign(what, thread, owner)
+            return
+        if self._foreign_loop_running():
+            if not threadable.isInIOThread():
+                raise ForeignThreadError(
+                    f"{what}() called from thread {thread.name!r}, but the "
+                    f"reactor runs in thread {_thread_name(threadable.ioThread)!r}; "
+                    "call it from that thread, or hand the call over with "
+                    "reactor.callFromThread() (threads.blockingCallFromThread() "
+                    "to wait for its result)"
+                )
+            return
+        with self._claiming:
+            owner = self._owner
+            if owner is None or (owner is not thread and not owner.is_alive()):
+                self._owner = thread
+            elif owner is not thread:
+                raise self._foreign(what, thread, owner)
+
+    def _foreign(
+        self, what: str, thread: threading.Thread, owner: threading.Thread | None
+    ) -> ForeignThreadError:
+        ended = owner is not None and not owner.is_alive()
+        return ForeignThreadError(
+            f"{what}() called from thread {thread.ident}, but the reactor is "
+            f"driven by thread {owner.ident if owner else None}"
+            + (
+                ", which has ended; a reactor it started cannot be driven by "
+                "another thread: drive it from one thread for the whole program"
+                if ended
+                else "; hand the work to that thread with "
                 "reactor.callFromThread() instead"
             )
+        )
+
+    def _foreign_loop_running(self) -> bool:
+        # The program's own reactor.run() (never this driver's, it did not
+        # start it). Never import (install) the global reactor here.
+        reactor = self._reactor or sys.modules.get("twisted.internet.reactor")
+        return reactor is not None and bool(getattr(reactor, "running", False))
 
     def _ensure_started(self, what: str) -> DrivableReactor:
         self.check_caller(what)
@@ -215,7 +281,6 @@ class Driver:
         with self.entered():
             reactor.startRunning(installSignalHandlers=on_main)
         self._started = True
-        self._owner = threading.get_ident()
         self._register_atexit(self.shutdown)
         return reactor
 
@@ -396,7 +461,7 @@ class Driver:
         Registered with :mod:`atexit` when the reactor is started. After it
         the reactor cannot be driven again, so call it only at the very end.
         """
-        if not self._started or self._owner != threading.get_ident():
+        if not self._started or self._owner is not threading.current_thread():
             return
         reactor = self.reactor
         if not reactor.running:
@@ -471,3 +536,10 @@ def _describe(x: object) -> str:
         return f"{name}(...)"
     text = repr(x)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _thread_name(ident: object) -> str:
+    for thread in threading.enumerate():
+        if thread.ident == ident:
+            return thread.name
+    return str(ident)

@@ -28,9 +28,11 @@ class ReentrancyError(RuntimeError):
 class ForeignThreadError(RuntimeError):
     """untwisted was called from a thread that does not drive the reactor.
 
-    The reactor is driven by one thread: the first thread that drives it. Other
-    threads must hand work to it with ``reactor.callFromThread`` (or run
-    their own blocking code without untwisted).
+    The reactor is driven by one thread: the first thread that calls
+    untwisted or procwork, even if that call did not need the reactor to
+    run (see :meth:`untwisted.Driver.check_thread`). Other threads must hand
+    work to it with ``reactor.callFromThread`` (or run their own blocking
+    code without untwisted).
     """
 
 
