@@ -12,26 +12,45 @@ The lifeline covers that. One small helper process per program
 the first spawn from a thread other than the main one) holds
 the read end of a pipe whose write end only this process holds. Each child's
 process group is registered on the pipe as the child is recorded as live and
-unregistered as it is reaped: one ``write`` of 5 bytes each, no other system
-call. When the program dies, by any means, the kernel closes the write end;
-the helper sees end-of-file, SIGTERMs every group still registered, SIGKILLs
-what is left after half a second, and exits.
+unregistered as it is reaped: one ``write`` each, no other system call. When
+the program dies, by any means, the kernel closes the write end; the helper
+sees end-of-file, SIGTERMs every group still registered, SIGKILLs what is
+left after half a second, and exits.
+
+A child's group is known only once it is forked, so its registration can
+only follow the fork: a SIGKILL landing in between (during a burst of
+spawns, every spawn is such a window) would leave that child running. So
+before the fork the spawn also writes the identity (inode number) of each
+pipe made for the child alone: the child holds them from the fork on, and
+nothing else does. When the program dies with such a child unconfirmed, the
+helper finds every process holding one of its pipes as descriptor 0, 1 or 2
+and kills its group too (see :mod:`procwork._lifeline_main`). A spawn thus
+writes twice (before the fork and after it), a reap once.
 
 Why a helper and not ``PR_SET_PDEATHSIG``: the death signal is set per child
 (it needs a ``preexec_fn``, which costs CPython's fast ``vfork`` spawn path),
 it reaches only that one child, not the grandchildren in its group (a shell's
 pipeline, a ``sleep`` in the background), and it fires when the *thread* that
 forked the child exits, not the process. The helper kills whole groups, costs
-the spawn path one small write, and one process per program.
+the spawn path two small writes, and one process per program.
 
-What remains uncovered: a child forked in the microseconds between
-``subprocess.Popen`` creating it and the registration write (Popen waits for
-the child's ``exec`` in between) is not registered if the program is
-SIGKILLed exactly then (for the first child spawned from a thread, which
-starts the helper, that window includes the helper's fork and exec); and a
-helper that is itself SIGKILLed while the program lives protects nothing
-until the program's next spawn or reap, which notices the broken pipe and
-starts a new helper with every live group.
+What remains uncovered:
+
+- a child with no pipe of its own (``capture=False``, as ``procwork run``
+  starts its command: it shares our stdin, stdout and stderr) is found only
+  through its registration, so a SIGKILL in the microseconds between its
+  ``exec`` and that write leaves it running;
+- a child forked in that window that closed or replaced all three of its
+  pipes before the helper looked (the helper looks as soon as it sees the
+  program die), and a grandchild it started in a session of its own before
+  that;
+- the records a full pipe did not take (the helper stalled, say stopped
+  with SIGSTOP) wait in the program and reach the helper only later;
+- a helper that is itself SIGKILLed while the program lives protects nothing
+  until the program's next spawn or reap, which notices the broken pipe and
+  starts a new helper with every live group (and every child being started);
+  when the program and its helper are SIGKILLed together, nothing is left
+  to kill the children: they all run on.
 """
 
 from __future__ import annotations
@@ -71,12 +90,18 @@ _HELPER = str(Path(__file__).with_name("_lifeline_main.py"))
 
 _PIPE_SIZE = 1 << 20
 
+_pack = RECORD.pack
+
 #: Seconds a new monitor waits for the lock of one still stopping.
 LOCK_WAIT = 5.0
 
 
 class _Lifeline:
-    """This program's end of the pipe to its lifeline helper. One per process."""
+    """This program's end of the pipe to its lifeline helper. One per process.
+
+    The :class:`procwork._spawn.LiveObserver`: told of every child around
+    its fork and at its reaping.
+    """
 
     def __init__(self) -> None:
         self.enabled = False
@@ -85,45 +110,95 @@ class _Lifeline:
         self.helper: subprocess.Popen[bytes] | None = None
         self.pending = bytearray()  # records the full pipe did not take yet
         self.inherited: frozenset[_spawn.GroupProcess] = frozenset()
+        # The pipes (inode numbers) of children being started, not yet
+        # registered: a new helper is told of them too.
+        self.forking_pipes: set[int] = set()
         self.lock = threading.RLock()
 
-    # -- the hook _spawn calls -------------------------------------------
+    # -- the hooks _spawn calls (never raising: they run inside a spawn) -------
 
-    def observe(self, proc: _spawn.GroupProcess, live: bool) -> None:
-        """Register a child's group as it starts, unregister it as it is reaped.
-
-        Never raises: it runs inside the spawn, after the child was started,
-        and an exception there would lose track of a running child.
-        """
+    def forking(self, pipes: tuple[int, ...]) -> tuple[int, ...]:
+        """Announce the pipes of a child about to be forked; their inodes."""
         try:
-            self._observe(proc, live)
+            if not self.enabled:
+                if threading.current_thread() is threading.main_thread():
+                    return ()
+                # A reactor driven from another thread can't install signal
+                # handlers, so a SIGTERM would kill the program without any
+                # cleanup: such programs get the lifeline automatically,
+                # started here, before the fork, so the child is covered.
+                self.enabled = True
+            inodes = tuple([os.fstat(fd).st_ino for fd in pipes])
+            with self.lock:
+                self.forking_pipes.update(inodes)
+                self.write(b"".join([_pack(b"?", inode) for inode in inodes]))
+            return inodes
+        except Exception:
+            _log.failure("the lifeline could not follow a child being started")
+            return ()
+
+    def started(self, proc: _spawn.GroupProcess, pipes: tuple[int, ...]) -> None:
+        """Register the child's group; its pipes are no longer needed."""
+        try:
+            if not self.enabled or proc.pgid is None:
+                return
+            with self.lock:
+                self.forking_pipes.difference_update(pipes)
+                # One write: the group, and the end of its pipes' watch.
+                self.write(
+                    b"".join([_pack(b"+", proc.pgid), *[_pack(b"!", i) for i in pipes]])
+                )
         except Exception:
             _log.failure("the lifeline could not follow process {pid}", pid=proc.pid)
 
-    def _observe(self, proc: _spawn.GroupProcess, live: bool) -> None:
-        pgid = proc.pgid
-        if pgid is None:
+    def not_started(self, pipes: tuple[int, ...]) -> None:
+        """The child was not started: forget its pipes."""
+        if not pipes:
             return
-        if live:
-            if not self.enabled:
-                if threading.current_thread() is threading.main_thread():
-                    return
-                # A reactor driven from another thread can't install signal
-                # handlers, so a SIGTERM would kill the program without any
-                # cleanup: such programs get the lifeline automatically.
-                self.enabled = True
-            self.send(b"+", pgid)
-        elif self.fd is not None:
-            self.send(b"-", pgid)
+        try:
+            with self.lock:
+                self.forking_pipes.difference_update(pipes)
+                if self.fd is not None:
+                    self.write(b"".join([_pack(b"!", inode) for inode in pipes]))
+        except Exception:
+            _log.failure("the lifeline could not forget a child that did not start")
+
+    def reaped(self, proc: _spawn.GroupProcess) -> None:
+        """Unregister the reaped child's group."""
+        try:
+            if self.fd is not None and proc.pgid is not None:
+                self.write(_pack(b"-", proc.pgid))
+        except Exception:
+            _log.failure("the lifeline could not follow process {pid}", pid=proc.pid)
 
     # -- the pipe ------------------------------------------------------------
 
-    def send(self, op: bytes, pgid: int) -> None:
+    def send(self, op: bytes, number: int) -> None:
+        """Write one record (see :data:`procwork._lifeline_main.RECORD`)."""
+        self.write(_pack(op, number))
+
+    def write(self, records: bytes) -> None:
+        """Write ``records`` in one ``write``, after those still pending.
+
+        Starts the helper first if it is not running: it is then told of
+        every live child and every child being started instead.
+        """
         with self.lock:
             if self.fd is None:
                 self.start()  # registers every live child, this one included
                 return
-            self.pending += RECORD.pack(op, pgid)
+            if not self.pending:
+                # The usual case, without a copy into the backlog: the
+                # pipe takes records of this size whole, or not at all.
+                try:
+                    os.write(self.fd, records)
+                    return
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    self.restart()
+                    return
+            self.pending += records
             self.flush()
 
     def flush(self) -> None:
@@ -133,12 +208,16 @@ class _Lifeline:
         except BlockingIOError:
             return  # the helper is behind: keep the records for the next write
         except OSError:
-            # EPIPE: the helper died (someone SIGKILLed it). Start another
-            # with every live group; the records in between are moot.
-            self.stop()
-            self.start()
+            self.restart()
             return
         del self.pending[:written]
+
+    def restart(self) -> None:
+        # EPIPE: the helper died (someone SIGKILLed it). Start another with
+        # every live group and every child being started; the records in
+        # between are moot.
+        self.stop()
+        self.start()
 
     def start(self) -> None:
         """Start the helper now and register every live child with it."""
@@ -191,9 +270,11 @@ class _Lifeline:
                 fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
             self.fd = write_end
             self.pending = bytearray()
+            for inode in self.forking_pipes:
+                self.pending += _pack(b"?", inode)
             for proc in _spawn.live_processes() - self.inherited:
                 if proc.pgid is not None:
-                    self.pending += RECORD.pack(b"+", proc.pgid)
+                    self.pending += _pack(b"+", proc.pgid)
             if self.pending:
                 self.flush()
 
@@ -226,10 +307,11 @@ class _Lifeline:
         self.pending = bytearray()
         self.held_fds = ()
         self.inherited = _spawn.live_processes()
+        self.forking_pipes = set()
 
 
 _lifeline = _Lifeline()
-_spawn.live_observer = _lifeline.observe
+_spawn.live_observer = _lifeline
 os.register_at_fork(after_in_child=_lifeline.forget_after_fork)
 
 
@@ -242,9 +324,11 @@ def enable_lifeline() -> None:
     about a millisecond; one per program, about 10 MB of memory; a program
     forked from this one starts its own with its first child) holds a pipe to this
     program and, when the program is gone, SIGTERMs every live child's
-    process group and SIGKILLs what is left half a second later. Each spawn
-    and each reap then also costs one 5-byte write to that pipe
-    (``benchmarks/bench_lifeline.py`` measures it).
+    process group and SIGKILLs what is left half a second later; a child
+    being started at that moment is found through its pipes. Each spawn
+    then also costs two small writes to that pipe (one before the fork, one
+    after) and each reap one (``benchmarks/bench_lifeline.py`` measures
+    them).
 
     Children already running are covered from this call on. Calling it again
     does nothing. ``procwork run`` and ``procwork monitor`` always enable it,

@@ -2,30 +2,47 @@
 
 :mod:`procwork._lifeline` starts this file as its own small program,
 ``python -I -S _lifeline_main.py FD PARENT_PID``, with ``FD`` the read end of
-a pipe whose write end only the parent holds. The parent writes one record
-per child process group: ``+`` when the child starts, ``-`` when it is
-reaped. When the pipe reaches end-of-file the parent is gone, however it died
-(SIGKILL and the OOM killer included, which no handler in the parent can
-catch), and the helper SIGTERMs every group still registered, SIGKILLs what
-is left after :data:`GRACE` seconds, and exits.
+a pipe whose write end only the parent holds. The parent writes records (see
+:data:`RECORD`): before it forks a child, ``?`` with the inode of each pipe
+it made for that child's stdin, stdout and stderr; once the child runs,
+``+`` with its process group and ``!`` for those pipes; ``-`` with the group
+when it reaps the child. When the pipe reaches end-of-file the parent is
+gone, however it died (SIGKILL and the OOM killer included, which no handler
+in the parent can catch), and the helper SIGTERMs every group still
+registered, and that of every process holding a pipe announced with ``?``
+and never confirmed, SIGKILLs what is left after :data:`GRACE` seconds, and
+exits.
 
 It imports only the standard library (``-S``: no site-packages, so it starts
 in a few milliseconds and never imports Twisted) and must stay that way.
+
+Why the pipes: a child is forked before its pid (its group) is known, and a
+SIGKILL of the parent between the fork and the ``+`` record would leave it
+unregistered. Its pipes, though, exist before the fork, and it holds them
+from the fork on, as its descriptors 0, 1 and 2 by the time the parent's
+pipe is closed: a vfork()ed child shares the parent's descriptors until
+it closes them right before ``exec``, our write end among them, so the
+end-of-file comes only after that. Nobody else holds them: they were made
+for that child. So the helper finds an unconfirmed child, and any
+descendant that kept those descriptors, by looking at descriptors 0-2 of
+every process once (see :func:`groups_holding`).
 
 Why signalling registered groups after the parent died is safe enough: a
 process group id is the pid of the child that leads it, and the kernel does
 not hand that number out again while any process of the group (or the
 leader's zombie) still exists. When the parent dies every registered leader
 is still unreaped (the parent unregisters a group as it reaps the leader), so
-the first SIGTERM reaches only our groups. Afterwards a group is signalled
-again only while ``killpg(pgid, 0)`` keeps finding members: a group is dropped
-the moment it is seen empty, so a stale number is signalled only if the group
-emptied *and* the kernel's cyclic pid allocator wrapped all the way round to
-that number within one :data:`POLL` interval.
+the first SIGTERM reaches only our groups. A group found through a pipe is
+that of a live process holding the pipe, so it exists. Afterwards a group is
+signalled again only while ``killpg(pgid, 0)`` keeps finding members: a group
+is dropped the moment it is seen empty, so a stale number is signalled only
+if the group emptied *and* the kernel's cyclic pid allocator wrapped all the
+way round to that number within one :data:`POLL` interval.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -33,8 +50,11 @@ import struct
 import sys
 import time
 
-#: One record on the pipe: b"+" (register) or b"-" (unregister), then the pgid.
-RECORD = struct.Struct("=ci")
+#: One record on the pipe: an operation, then a number. b"+"/b"-": register
+#: or unregister a process group; b"?"/b"!": a pipe (its inode number) made
+#: for a child about to be forked / for a child now registered (or that did
+#: not start). 64 bits: a pipe's inode number is not bounded by pid_max.
+RECORD = struct.Struct("=cQ")
 
 #: Seconds between two reads of the records piled up in the pipe.
 READ_EVERY = 0.25
@@ -62,8 +82,11 @@ IGNORED = (
 )
 
 
-def read_until_parent_dies(fd: int) -> set[int]:
-    """Apply the records read from ``fd`` until EOF; the groups still registered.
+def read_until_parent_dies(fd: int) -> tuple[set[int], set[int]]:
+    """Apply the records read from ``fd`` until EOF.
+
+    Returns the groups still registered and the pipes still announced (a
+    child forked, or about to be, and not yet registered).
 
     The helper does not wake up for every record: it waits for the hang-up
     alone (``poll`` with no event asked for still reports ``POLLHUP``), and
@@ -75,6 +98,7 @@ def read_until_parent_dies(fd: int) -> set[int]:
     poller = select.poll()
     poller.register(fd, 0)
     groups: set[int] = set()
+    pipes: set[int] = set()
     pending = b""
     while True:
         poller.poll(READ_EVERY * 1000)
@@ -86,15 +110,49 @@ def read_until_parent_dies(fd: int) -> set[int]:
             except OSError:
                 data = b""  # the pipe is unusable: as good as the parent's death
             if not data:
-                return groups
+                return groups, pipes
             pending += data
             whole = len(pending) - len(pending) % RECORD.size
-            for op, pgid in RECORD.iter_unpack(pending[:whole]):
+            for op, number in RECORD.iter_unpack(pending[:whole]):
                 if op == b"+":
-                    groups.add(pgid)
+                    groups.add(number)
+                elif op == b"-":
+                    groups.discard(number)
+                elif op == b"?":
+                    pipes.add(number)
                 else:
-                    groups.discard(pgid)
+                    pipes.discard(number)
             pending = pending[whole:]
+
+
+def groups_holding(pipes: set[int]) -> set[int]:
+    """The process groups of the processes with one of ``pipes`` (inode
+    numbers) as their descriptor 0, 1 or 2.
+
+    One pass over ``/proc``: three ``readlink`` calls per process, done
+    once, at the parent's death, and only if a child was being started then.
+    A process we may not look at (another user's, unless we are root) is
+    skipped: it cannot be one of our parent's children unless it changed
+    its uid.
+    """
+    if not pipes:
+        return set()
+    wanted = {f"pipe:[{inode}]" for inode in pipes}
+    found: set[int] = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        for fd in (0, 1, 2):
+            try:
+                held = os.readlink(f"/proc/{name}/fd/{fd}")
+            except OSError:
+                continue
+            if held in wanted:
+                with contextlib.suppress(ProcessLookupError):  # gone since
+                    found.add(os.getpgid(int(name)))
+                break
+    found.discard(os.getpgid(0))  # never our own (we lead it: cannot happen)
+    return found
 
 
 def signal_group(pgid: int, signum: int) -> bool:
@@ -128,7 +186,8 @@ def main(argv: list[str]) -> int:
     """``_lifeline_main.py FD [PARENT_PID]``: serve until the parent dies."""
     for signum in IGNORED:
         signal.signal(signum, signal.SIG_IGN)
-    kill_groups(read_until_parent_dies(int(argv[1])))
+    groups, pipes = read_until_parent_dies(int(argv[1]))
+    kill_groups(groups | groups_holding(pipes))
     return 0
 
 

@@ -44,9 +44,9 @@ import signal
 import subprocess
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from twisted.internet import error as twisted_error
 from twisted.internet import process as twisted_process
@@ -59,7 +59,7 @@ import untwisted
 from procwork import _orphans
 from procwork._reactor import DescriptorReactor, Reactor, ThreadCalls
 
-__all__ = ["GroupProcess", "live_processes"]
+__all__ = ["GroupProcess", "LiveObserver", "live_processes"]
 
 # A pipe that is still readable once the child is gone is fed by some
 # grandchild; read at most this much of it before closing our end.
@@ -109,9 +109,33 @@ _MAIN_THREAD = threading.main_thread().ident
 _NOT_HELD = contextlib.nullcontext()
 
 
-# Told of each child as it joins _live (True) and leaves it (False); the
-# lifeline (procwork._lifeline) registers its process group there.
-live_observer: Callable[[GroupProcess, bool], None] | None = None
+class LiveObserver(Protocol):
+    """Told of each child around its fork and as it leaves ``_live``.
+
+    The lifeline (:mod:`procwork._lifeline`) is the one observer: it
+    registers each child with its helper. No method may raise: they run
+    inside the spawn, and an exception there would lose track of a child.
+    """
+
+    def forking(self, pipes: tuple[int, ...]) -> tuple[int, ...]:
+        """A child is about to be forked; ``pipes`` are our descriptors of
+        the pipes made for it alone. Returns a token for the calls below."""
+        ...
+
+    def started(self, proc: GroupProcess, token: tuple[int, ...]) -> None:
+        """The child runs, and is on record in ``_live``."""
+        ...
+
+    def not_started(self, token: tuple[int, ...]) -> None:
+        """The fork or the exec failed: no child."""
+        ...
+
+    def reaped(self, proc: GroupProcess) -> None:
+        """The child has been reaped (it left ``_live``)."""
+        ...
+
+
+live_observer: LiveObserver | None = None
 
 
 def live_processes() -> frozenset[GroupProcess]:
@@ -389,6 +413,10 @@ class GroupProcess(twisted_process.Process):
             child_fds = {0: 0, 1: 1, 2: 2}  # ints: Twisted passes them through
         elif not stdin:
             child_fds[0] = _devnull()
+        # The child's descriptors that Twisted makes a new pipe for.
+        self._own_pipes = tuple(
+            fd for fd, how in child_fds.items() if how in ("r", "w")
+        )
         # From the first pipe to the child on record: _live, its pidfd, the
         # protocol's connectionMade (Process._started_as).
         with signals_held_while_starting(reactor):
@@ -411,26 +439,38 @@ class GroupProcess(twisted_process.Process):
         **kwargs: Any,
     ) -> None:
         fdmap: dict[int, int] = kwargs["fdmap"]  # child fd -> our fd for it
-        popen = subprocess.Popen(
-            args,
-            stdin=fdmap[0],
-            stdout=fdmap[1],
-            stderr=fdmap[2],
-            env=environment,
-            cwd=path,
-            close_fds=True,
-            start_new_session=True,
-            user=self._user,
-            group=self._group,
-            extra_groups=self._extra_groups,
-            umask=self._umask,
-        )
+        observer = live_observer
+        token: tuple[int, ...] = ()
+        if observer is not None:
+            # Before the fork: the lifeline learns of the pipes made for this
+            # child alone, so a SIGKILL between the fork and the child's
+            # registration still finds it (see procwork._lifeline_main).
+            token = observer.forking(tuple(fdmap[fd] for fd in self._own_pipes))
+        try:
+            popen = subprocess.Popen(
+                args,
+                stdin=fdmap[0],
+                stdout=fdmap[1],
+                stderr=fdmap[2],
+                env=environment,
+                cwd=path,
+                close_fds=True,
+                start_new_session=True,
+                user=self._user,
+                group=self._group,
+                extra_groups=self._extra_groups,
+                umask=self._umask,
+            )
+        except BaseException:
+            if observer is not None:
+                observer.not_started(token)
+            raise
         self._popen = popen
         self.pid = self.pgid = popen.pid
         self.status = -1
         _live.add(self)
-        if live_observer is not None:
-            live_observer(self, True)
+        if observer is not None:
+            observer.started(self, token)
         if self._nice:
             # Set from the parent: a preexec_fn would force fork() over
             # vfork() and is unsafe with threads. The child runs a few
@@ -550,7 +590,7 @@ class GroupProcess(twisted_process.Process):
     def processEnded(self, status: int) -> None:
         _live.discard(self)
         if live_observer is not None:
-            live_observer(self, False)
+            live_observer.reaped(self)
         if self.kill_group_on_exit and not self._reaped_by_us and self.pgid:
             # Reaped before we could look (Twisted's constructor reaps a child
             # that exits at once). Kill the rest of the group now: while any

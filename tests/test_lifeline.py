@@ -32,7 +32,9 @@ from tests.support import (
     ROOT,
     alive,
     child_env,
+    cpu_load,
     group_members,
+    marked_processes,
     python_child,
     readable,
 )
@@ -378,6 +380,132 @@ def test_fifty_sigkilled_programs_in_a_row_leave_no_child_behind() -> None:
     assert done.returncode == 0, done.stderr
     assert len(lines) == rounds, done.stdout + done.stderr
     assert [line for line in lines if not line.endswith(" gone")] == []
+
+
+UNREGISTERED = """
+    import subprocess, sys, time
+    import procwork
+    from procwork import _lifeline
+    procwork.enable_lifeline()
+    # As if the SIGKILL landed between the fork and the registration: the
+    # child's pipes were announced before the fork, its group never.
+    _lifeline._lifeline.started = lambda proc, pipes: None
+    proc = procwork.spawn(["sh", "-c", sys.argv[2], sys.argv[1]], priority="critical")
+    # A child of the program that procwork did not start: not procwork's to kill.
+    other = subprocess.Popen(
+        ["sleep", "300"], stdout=subprocess.PIPE, start_new_session=True
+    )
+    print(proc.pid, other.pid, flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize(
+    "script",
+    [TREE, "exec </dev/null; " + TREE, "exec >/dev/null; " + STUBBORN_TREE],
+    ids=["pipes kept", "stdin replaced", "stdout replaced, TERM ignored"],
+)
+def test_a_child_forked_but_not_yet_registered_dies_with_a_sigkilled_program(
+    marker: str, script: str
+) -> None:
+    """A child's group is registered only once it is forked; a SIGKILL in
+    between used to leave it running. The pipes made for it, announced
+    before the fork, find it and its group (any one of the three is
+    enough), within 2 s; a process the program started without procwork
+    is left alone."""
+    with python_child(UNREGISTERED, marker, script) as parent:
+        pgid, other = map(int, read_line(parent).split())
+        try:
+            assert poll(lambda: len(group_members(pgid)) == 3, 10)
+            parent.kill()
+            parent.wait(timeout=10)
+            assert groups_gone([pgid]), group_members(pgid)
+            assert alive(other)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(other, signal.SIGKILL)
+
+
+BURSTS = """
+    # ROUNDS times: fork a program that enables the lifeline and spawns a
+    # burst of BURST children (a `sleep 300` run through a symlink named
+    # MARKER-n, so that /proc finds them wherever they were re-parented),
+    # telling us of each spawn; SIGKILL it at a random moment of the burst's
+    # first 0.1 s (a spawn takes 1-10 ms here: one is nearly always under
+    # way), then print how many spawns it had made and how many marked
+    # children are alive GONE_WITHIN seconds later (SIGKILLed once counted).
+    import os, random, shutil, signal, sys, tempfile, time
+    import procwork
+    from tests.support import marked_processes
+    from tests.test_lifeline import GONE_WITHIN
+
+    marker, rounds, burst = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    links = tempfile.mkdtemp()
+    for n in range(rounds):
+        name = os.path.join(links, f"{marker}-{n}-")
+        os.symlink(shutil.which("sleep"), name)
+        report_r, report_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(report_r)
+                procwork.enable_lifeline()
+                os.write(report_w, b"r")
+                for _ in range(burst):
+                    procwork.spawn([name, "300"], priority="critical")
+                    os.write(report_w, b".")
+                time.sleep(60)
+            finally:
+                os._exit(1)
+        os.close(report_w)
+        with os.fdopen(report_r, "rb", buffering=0) as report:
+            begun = b""
+            while len(begun) < 2:  # "r", then the first spawn's "."
+                begun += report.read(2 - len(begun)) or b"!!"
+            assert begun == b"r.", begun
+            time.sleep(random.uniform(0, 0.1))
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.set_blocking(report.fileno(), False)
+            seen = 1 + len(report.read() or b"")
+        deadline = time.monotonic() + GONE_WITHIN
+        while marked_processes(name) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        left = marked_processes(name)
+        for orphan in left:
+            os.kill(orphan, signal.SIGKILL)
+        print(seen, len(left), flush=True)
+    shutil.rmtree(links)
+"""
+
+
+def test_fifty_sigkills_landing_during_bursts_of_200_spawns_leave_no_orphan(
+    marker: str,
+) -> None:
+    """Under two CPU spinners (a loaded machine widens every window), fifty
+    programs spawning bursts of 200 children are SIGKILLed at a random
+    moment of their burst, so that a child is being started nearly every time: no
+    child of any of them is alive 2 s later. (Before the pipes were
+    announced, one child was left running in about 1 kill in 4 here.)"""
+    rounds, burst = 50, 200
+    try:
+        with cpu_load(2):
+            done = subprocess.run(
+                [PY, "-c", textwrap.dedent(BURSTS), marker, str(rounds), str(burst)],
+                cwd=ROOT,
+                env=child_env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+    finally:
+        for leftover in marked_processes(marker):
+            os.kill(leftover, signal.SIGKILL)
+    assert done.returncode == 0, done.stderr
+    counts = [tuple(map(int, line.split())) for line in done.stdout.splitlines()]
+    assert len(counts) == rounds, done.stdout + done.stderr
+    assert all(spawned < burst for spawned, _ in counts), "a burst ended first"
+    assert [orphans for _, orphans in counts] == [0] * rounds
 
 
 def test_a_reactor_driven_from_a_worker_thread_gets_the_lifeline_on_its_own(
