@@ -19,6 +19,9 @@ imported from ``tests/test_soak.py``, so the two never drift apart):
   core kept busy);
 - ``threads-calling``: threads calling ``procwork.run``/``spawn`` directly
   (must raise ``ForeignThreadError``) and through ``callFromThread``;
+- ``mixed-spawns``: every kind of run at once (input, /dev/null stdin, line
+  callbacks starting runs, timeouts, cancels), counted for leaks from right
+  after one warm-up run, as a user's own check would (both cores kept busy);
 - ``signals``: SIGINT, SIGTERM, SIGHUP and SIGQUIT at random moments while a
   program starts children from blocking code; none may survive it.
 
@@ -64,10 +67,11 @@ SCENARIOS = (
     "io-callback-spawns",
     "cancels-and-timeouts",
     "threads-calling",
+    "mixed-spawns",
     "signals",
 )
 # Busy-looping processes kept running during a scenario, as in the tests.
-LOAD = {"wakeups": 2, "cancels-and-timeouts": 1}
+LOAD = {"wakeups": 2, "cancels-and-timeouts": 1, "mixed-spawns": 2}
 SIGNAL_ROUND_SECONDS = 4.0  # about what one round of 4 signalled programs takes
 
 

@@ -10,7 +10,8 @@ the bound passes instead of hanging the run.
 - Real processes: :func:`alive`, :func:`gone_within`, :func:`sigkill_leftovers`,
   :func:`marked_processes`, :func:`start_sleeper` / :func:`stop_sleeper` /
   :func:`running_sleeper`.
-- Leaks: :func:`open_fds`, :func:`my_children`.
+- Leaks: :func:`open_fds`, :func:`fd_table`, :func:`opened_since`,
+  :func:`reactor_signal_waker`, :func:`my_children`.
 - Child Pythons on this checkout: :func:`child_env`, :func:`run_child`,
   :func:`python_child`, :func:`readable`.
 - Fakes: :class:`ClockReactor`, :class:`FakeTable`.
@@ -204,15 +205,49 @@ def fd_table() -> dict[str, str]:
     return table
 
 
+def reactor_signal_waker() -> set[str]:
+    """The descriptors (both ends) of the reactor's SIGCHLD waker, if any.
+
+    Twisted opens this one pipe when the reactor first starts on the main
+    thread (``startRunning`` installs its signal handling) and keeps it for
+    the rest of the program; its write end is the process's
+    :func:`signal.set_wakeup_fd`. It is the pair of descriptors that a run
+    of thousands of spawns under load sometimes ended with: the warm-up run
+    before the count can end inside its own spawn (its child exits and is
+    reaped before the spawn returns), so ``untwisted.run`` has its result in
+    hand and never starts the reactor, which then starts during the runs
+    counted. Once per program: not a leak. Call from the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return set()  # only the main thread may ask (and Twisted set it there)
+    wakeup = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup)  # as Twisted set it: put back at once
+    if wakeup < 0:
+        return set()
+    try:
+        pipe = os.readlink(f"/proc/self/fd/{wakeup}")
+    except OSError:
+        return set()
+    return {fd for fd, what in fd_table().items() if what == pipe}
+
+
 def opened_since(before: dict[str, str]) -> dict[str, str]:
     """The descriptors open now that were not open, as the same thing, in
     ``before`` (a :func:`fd_table`): what the code in between leaked.
 
     One closed meanwhile is not a leak of that code (on a loaded machine an
     earlier test's child can be reaped late, closing its pidfd), and a
-    number reused for something new (another pipe inode) is counted.
+    number reused for something new (another pipe inode) is counted. The
+    reactor's SIGCHLD waker (:func:`reactor_signal_waker`), opened once when
+    the reactor first starts, is not: only the one in use now, so a second
+    waker pipe would still count. Call from the main thread.
     """
-    return {fd: what for fd, what in fd_table().items() if before.get(fd) != what}
+    waker = reactor_signal_waker()
+    return {
+        fd: what
+        for fd, what in fd_table().items()
+        if before.get(fd) != what and fd not in waker
+    }
 
 
 def proc_stats() -> Iterator[tuple[int, list[str]]]:

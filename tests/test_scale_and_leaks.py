@@ -6,6 +6,7 @@ wait bounded.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -15,7 +16,15 @@ from twisted.internet.defer import DeferredList
 
 import procwork
 import untwisted
-from tests.support import PY, fd_table, my_children, opened_since, wait
+from tests.support import (
+    PY,
+    fd_table,
+    my_children,
+    opened_since,
+    reactor_signal_waker,
+    run_child,
+    wait,
+)
 
 # Not about load: a busy machine's load gate must not queue these runs.
 pytestmark = pytest.mark.usefixtures("no_load_gate")
@@ -100,3 +109,80 @@ def test_an_exit_that_another_waitpid_stole_still_ends_the_run() -> None:
         time.sleep(0.01)
     result = wait(proc.wait())
     assert result.returncode == 255
+
+
+# -- what a leak check may see: the reactor's own, once --------------------------
+
+
+def test_the_two_descriptors_of_a_late_start_are_the_reactors_sigchld_waker() -> None:
+    """A fresh program whose first run ended without starting the reactor
+    (the result in hand) gets two descriptors when the reactor starts:
+    one pipe, whose write end is the process's signal wakeup fd, Twisted's
+    SIGCHLD waker. Once: the runs after it open nothing that stays."""
+    child = run_child(
+        """
+        import json, signal, sys
+        import procwork, untwisted
+        from twisted.internet import defer, reactor
+        from tests.support import fd_table
+
+        procwork.scheduler().load = procwork.NoLoadLimit()
+        untwisted.run(defer.succeed(None))  # as a run whose child ended at once
+        assert not reactor.running
+        before = fd_table()
+        results = [untwisted.run(procwork.run(["echo", str(i)]), timeout=30)
+                   for i in range(200)]
+        assert [r.stdout for r in results] == [b"%d\\n" % i for i in range(200)]
+        started = fd_table()
+        for i in range(200):
+            untwisted.run(procwork.run(["echo", str(i)]), timeout=30)
+        wakeup = signal.set_wakeup_fd(-1)
+        print(json.dumps({
+            "opened": {fd: what for fd, what in started.items()
+                       if before.get(fd) != what},
+            "then": {fd: what for fd, what in fd_table().items()
+                     if started.get(fd) != what},
+            "wakeup": wakeup,
+        }))
+        """
+    )
+    assert child.returncode == 0, child.stderr
+    report = json.loads(child.stdout)
+    opened, wakeup = report["opened"], str(report["wakeup"])
+    # /dev/null for the runs' stdin, opened once by the first spawn, and the
+    # waker: one pipe, both ends, its write end the wakeup fd.
+    assert sorted(opened.values()) == sorted(
+        ["/dev/null", opened[wakeup], opened[wakeup]]
+    )
+    assert opened[wakeup].startswith("pipe:")
+    assert report["then"] == {}
+
+
+def test_a_leak_check_counts_a_pipe_left_open_but_not_the_reactors_waker() -> None:
+    """The check the leak tests share: by identity, so a descriptor number
+    closed and reused for a new pipe counts; the reactor's SIGCHLD waker
+    alone is left out, never a second pipe."""
+    untwisted.tick()  # this (the main) thread's reactor runs: it has its waker
+    waker = reactor_signal_waker()
+    assert len(waker) == 2
+    before = fd_table()
+    leaked = os.pipe()
+    try:
+        assert sorted(opened_since(before)) == sorted(str(fd) for fd in leaked)
+        os.close(leaked[1])
+        reused = os.pipe()  # the number just closed is the lowest free one
+        try:
+            assert str(leaked[1]) in map(str, reused)
+            assert set(opened_since(before)) == {
+                str(leaked[0]),
+                *(str(fd) for fd in reused),
+            }
+        finally:
+            for fd in reused:
+                os.close(fd)
+    finally:
+        os.close(leaked[0])
+    assert opened_since(before) == {}
+    # The waker was in the baseline; without the baseline, only it is left out.
+    assert not waker & set(opened_since({}))
+    assert set(fd_table()) - set(opened_since({})) == waker
