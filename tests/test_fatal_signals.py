@@ -11,12 +11,24 @@ program installed itself is left alone.
 
 from __future__ import annotations
 
+import random
 import signal
 import subprocess
+import time
 
 import pytest
 
-from tests.support import alive, gone_within, python_child, readable, unique_token
+from tests.support import (
+    PY,
+    ROOT,
+    alive,
+    child_env,
+    gone_within,
+    marked_processes,
+    python_child,
+    readable,
+    unique_token,
+)
 
 _BLOCKING_SCRIPT = """
 import sys, clockwork, procwork, untwisted
@@ -128,3 +140,75 @@ def test_a_signal_the_program_was_started_ignoring_stays_ignored() -> None:
         script.send_signal(signal.SIGTERM)
         assert script.wait(timeout=30) == 128 + signal.SIGTERM
         assert gone_within(child_pid, 10), "the child outlived the program"
+
+
+# -- a signal landing while the reactor starts --------------------------------
+
+_SIGTERM_AT_STARTUP = """
+import os, signal, sys
+from twisted.internet import reactor
+import procwork, untwisted
+reactor.addSystemEventTrigger(
+    sys.argv[1], "startup", lambda: os.kill(os.getpid(), signal.SIGTERM)
+)
+try:
+    untwisted.run(procwork.run(["sleep", "0.2"]), timeout=30)
+    print("not interrupted", flush=True)
+except SystemExit as e:
+    print("interrupted", e.code, flush=True)
+result = untwisted.run(procwork.run(["echo", "still here"]), timeout=30)
+print(result.describe(), result.stdout.decode().strip(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("phase", ["before", "during", "after"])
+def test_a_sigterm_while_the_reactor_starts_is_raised_and_the_reactor_runs_on(
+    phase: str,
+) -> None:
+    """SIGTERM in any phase of the reactor's startup (Twisted installs its own
+    SIGTERM handler, which stops the reactor, in the *during* phase) becomes
+    the program's SystemExit(143), raised from the run that started the
+    reactor; it is neither swallowed nor a stop of the reactor, and the next
+    run works (it is not refused as reentrant)."""
+    with python_child(_SIGTERM_AT_STARTUP, phase) as script:
+        out, err = script.communicate(timeout=60)
+    assert out.splitlines() == ["interrupted 143", "exited 0 still here"], err
+
+
+_STARTS_A_TREE = """
+import sys, procwork, untwisted
+untwisted.run(procwork.run(["sh", "-c", "sleep 300", sys.argv[1]]), timeout=60)
+"""
+
+
+def test_sigterm_at_any_moment_of_startup_ends_the_program_and_its_child() -> None:
+    """Forty programs, each sent SIGTERM a random moment into its start (before
+    procwork's handlers, while the reactor starts, while it spawns, while it
+    waits): each ends by that signal (exit 143, or killed by SIGTERM when it
+    came before any handler), within a bound, and leaves no child behind."""
+    rng = random.Random()
+    marker = unique_token()
+    programs = []
+    try:
+        for _ in range(40):
+            program = subprocess.Popen(
+                [PY, "-c", _STARTS_A_TREE, marker],
+                cwd=ROOT,
+                env=child_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            programs.append(program)
+            time.sleep(rng.uniform(0.05, 0.6))
+            program.send_signal(signal.SIGTERM)
+        statuses = [program.wait(timeout=30) for program in programs]
+    finally:
+        for program in programs:
+            if program.poll() is None:
+                program.kill()
+                program.wait(10)
+    assert set(statuses) <= {128 + signal.SIGTERM, -signal.SIGTERM}, statuses
+    deadline = time.monotonic() + 10
+    while marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marked_processes(marker) == []

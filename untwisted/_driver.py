@@ -272,16 +272,25 @@ class Driver:
             # finishes inside that call, and a trigger added later would wait
             # for a startup that never comes again.
             _signals.catch_fatal_signals()
+            before = _signals.handlers_now()
+            _signals.forward_twisted_handlers(reactor, before)
             reactor.addSystemEventTrigger(
-                "after",
-                "startup",
-                _signals.restore_after_twisted,
-                _signals.handlers_now(),
+                "after", "startup", _signals.restore_after_twisted, before, reactor
             )
         with self.entered():
-            reactor.startRunning(installSignalHandlers=on_main)
-        self._started = True
-        self._register_atexit(self.shutdown)
+            # Marked started first: a fatal signal landing during startup is
+            # then the driver's (held, and raised when this block ends), not
+            # taken for one reaching a program's own reactor.run() (which
+            # stops the reactor for good); and once it is raised, the next
+            # run() knows the reactor is the driver's, not reentrant use.
+            self._started = True
+            try:
+                reactor.startRunning(installSignalHandlers=on_main)
+            finally:
+                if reactor.running:
+                    self._register_atexit(self.shutdown)
+                else:
+                    self._started = False
         return reactor
 
     @contextmanager

@@ -41,6 +41,7 @@ __all__ = [
     "FATAL_SIGNALS",
     "catch_fatal_signals",
     "exception_for",
+    "forward_twisted_handlers",
     "held",
     "raise_pending",
     "restore_after_twisted",
@@ -130,18 +131,56 @@ def catch_fatal_signals() -> bool:
     return True
 
 
-def restore_after_twisted(before: dict[int, Any]) -> None:
+# The reactor methods Twisted's startup installs as signal handlers.
+_TWISTED_HANDLERS = {"sigInt": signal.SIGINT, "sigTerm": signal.SIGTERM}
+
+
+def _ours_or_theirs(handler: Any) -> Any:
+    """What handles a signal whose handler was ``handler`` before Twisted's
+    startup: ours where ours or none was, else the program's own."""
+    return _handler if handler is _handler or _is_default(handler) else handler
+
+
+def forward_twisted_handlers(reactor: object, before: dict[int, Any]) -> None:
+    """Make the handlers Twisted's startup installs call those of ``before``.
+
+    ``reactor.startRunning()`` installs ``reactor.sigTerm`` (and ``sigInt``)
+    in its *during startup* phase, and :func:`restore_after_twisted` can put
+    ours back only in the *after* phase: a SIGTERM landing in between would
+    call ``reactor.stop()``, which kills every child and leaves a reactor
+    that can never run again, while the signal itself is swallowed (the
+    program went on). Shadowing those methods on the reactor instance, before
+    ``startRunning`` binds them, closes that window: whatever Twisted
+    installs hands the signal on as if it had never been replaced.
+
+    Args:
+        reactor: The reactor about to be started.
+        before: Each signal's handler from just before ``startRunning``.
+    """
+    for name, signum in _TWISTED_HANDLERS.items():
+        handler = _ours_or_theirs(before.get(signum, signal.SIG_DFL))
+        if handler is signal.SIG_IGN:
+            handler = _ignore
+        setattr(reactor, name, handler)
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """A signal the program ignores, reaching a handler Twisted installed."""
+
+
+def restore_after_twisted(before: dict[int, Any], reactor: object = None) -> None:
     """Undo Twisted's SIGINT/SIGTERM handlers where ours (or none) were before.
 
     ``reactor.startRunning()`` installs handlers that call ``reactor.stop()``,
     and a stopped reactor can never run again. ``before`` maps each signal
-    to its handler from just before ``startRunning``.
+    to its handler from just before ``startRunning``; the methods
+    :func:`forward_twisted_handlers` shadowed on ``reactor`` are removed.
     """
     for signum, handler in before.items():
-        if handler is _handler or _is_default(handler):
-            signal.signal(signum, _handler)
-        else:
-            signal.signal(signum, handler)  # the program's own: keep it
+        signal.signal(signum, _ours_or_theirs(handler))
+    if reactor is not None:
+        for name in _TWISTED_HANDLERS:
+            vars(reactor).pop(name, None)
 
 
 def handlers_now() -> dict[int, Any]:
