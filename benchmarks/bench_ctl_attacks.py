@@ -30,143 +30,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
-import threading
 import time
-import urllib.request
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-
-LOUD = textwrap.dedent(
-    """
-    import sys, time
-    chunk = (b"x" * 999 + b"\\n") * 64
-    per = len(chunk) / ({rate} * 1e6)
-    out = sys.stdout.buffer
-    due = time.monotonic()
-    while True:
-        out.write(chunk)
-        out.flush()
-        due += per
-        delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-    """
+from _partners import (  # beside this script
+    ROOT,
+    Monitor,
+    Sampler,
+    cpu_seconds,
+    descriptors,
+    hold_connections,
+    kill_group,
+    loud_service,
+    rss_mib,
+    stalled_follower,
+    told,
+    written,
 )
 
 
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def descriptors(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def written(pid: int) -> int:
-    """Bytes the monitor's children wrote (``wchar``)."""
-    total = 0
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = f.read().split()
-        for child in children:
-            with open(f"/proc/{child}/io") as f:
-                for line in f:
-                    if line.startswith("wchar:"):
-                        total += int(line.split()[1])
-    except OSError:
-        pass
-    return total
-
-
-class Monitor:
-    """``procwork monitor CONFIG`` of the checkout ``code``, its log in a file."""
-
-    def __init__(self, code: str, temp: Path, config: str, nofile: int | None) -> None:
-        self.temp = temp
-        self.sock = temp / "ctl.sock"
-        self.log = temp / "monitor.log"
-        (temp / "monitor.toml").write_text(config)
-        self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (code, self.env.get("PYTHONPATH")) if p
-        )
-        command = [
-            sys.executable,
-            "-m",
-            "procwork",
-            "monitor",
-            str(temp / "monitor.toml"),
-        ]
-        command += ["--socket", str(self.sock), "--lock-file", str(temp / "lock")]
-        if nofile is not None:
-            command = ["prlimit", f"--nofile={nofile}:{nofile}", "--", *command]
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=temp
-            )
-        deadline = time.monotonic() + 30
-        while not self.sock.exists():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise SystemExit("the monitor did not start:\n" + self.text())
-            time.sleep(0.05)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def ctl(self, *args: str) -> tuple[int, float, str]:
-        started = time.monotonic()
-        command = [sys.executable, "-m", "procwork", "ctl", "--socket", str(self.sock)]
-        done = subprocess.run(
-            [*command, "--timeout", "30", *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=60,
-        )
-        return done.returncode, time.monotonic() - started, done.stderr.strip()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-
 def followers(args: argparse.Namespace, temp: Path) -> int:
-    config = (
-        "[monitor]\nhttp = false\nsummary_every = 0\nmax_load = false\n"
-        '[[service]]\nname = "loud"\n'
-        f'command = ["{{python}}", "-c", {json.dumps(LOUD.format(rate=args.rate))}]\n'
-        "console_rate = 0\n"
-    )
-    monitor = Monitor(args.code, temp, config, None)
+    config = "[monitor]\nhttp = false\nsummary_every = 0\nmax_load = false\n"
+    config += loud_service("loud", args.rate)
+    monitor = Monitor(temp, config, code=args.code)
     stalled: list[subprocess.Popen[bytes]] = []
     try:
         time.sleep(2)
@@ -175,16 +66,8 @@ def followers(args: argparse.Namespace, temp: Path) -> int:
         print(
             f"before: RSS {before:.1f} MiB, {descriptors(monitor.proc.pid)} descriptors"
         )
-        ctl = f"{sys.executable} -m procwork ctl --socket {monitor.sock}"
         for _ in range(args.followers):
-            stalled.append(
-                subprocess.Popen(
-                    f"{ctl} tail -f -n 0 loud | sleep 100000",
-                    shell=True,
-                    start_new_session=True,
-                    env=monitor.env,
-                )
-            )
+            stalled.append(stalled_follower(monitor, "loud"))
         started = time.monotonic()
         peak = before
         while time.monotonic() - started < args.seconds:
@@ -210,61 +93,30 @@ def followers(args: argparse.Namespace, temp: Path) -> int:
         return 0 if peak - before <= args.max_growth else 1
     finally:
         for pipeline in stalled:
-            os.killpg(pipeline.pid, signal.SIGKILL)
-            pipeline.wait(timeout=10)
+            kill_group(pipeline)
         monitor.stop()
 
 
 def connections(args: argparse.Namespace, temp: Path) -> int:
     config = (
-        '[monitor]\nhttp = "127.0.0.1:0"\nsummary_every = 0\nmax_load = false\n'
+        "[monitor]\nsummary_every = 0\nmax_load = false\n"
         '[[check]]\nname = "tick"\ncommand = ["true"]\nevery = 0.5\n'
         '[[service]]\nname = "blink"\ncommand = ["sleep", "0.5"]\n'
         "start_seconds = 0.1\nmin_restart_delay = 0.01\nmax_restart_delay = 0.01\n"
     )
-    monitor = Monitor(args.code, temp, config, args.nofile)
+    monitor = Monitor(temp, config, code=args.code, http=True, nofile=args.nofile)
     held: list[socket.socket] = []
+    sampler = None
     try:
-        match = None
-        deadline = time.monotonic() + 30
-        while match is None and time.monotonic() < deadline:
-            match = re.search(r"status on http://127\.0\.0\.1:(\d+)/", monitor.text())
-            time.sleep(0.05)
-        if match is None:
-            raise SystemExit("no HTTP port in the monitor's log")
-        url = f"http://127.0.0.1:{match.group(1)}/status.json"
-
-        def status() -> Any:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                return json.loads(response.read())
-
         time.sleep(3)
         baseline = descriptors(monitor.proc.pid)
-        first = status()
+        first = monitor.status(timeout=30)
         started = time.monotonic()
-        most = [baseline]
-        sampling = threading.Event()
-
-        def sample() -> None:
-            while not sampling.is_set():
-                most[0] = max(most[0], descriptors(monitor.proc.pid))
-                time.sleep(0.005)
-
-        threading.Thread(target=sample, daemon=True).start()
-        for _ in range(args.connections):
-            until = time.monotonic() + 30
-            while True:
-                client = socket.socket(socket.AF_UNIX)
-                client.settimeout(30)
-                try:
-                    client.connect(str(monitor.sock))
-                    held.append(client)
-                    break
-                except BlockingIOError:  # the listen backlog is full
-                    client.close()
-                    if time.monotonic() > until:
-                        raise SystemExit("the monitor stopped accepting") from None
-                    time.sleep(0.001)
+        sampler = Sampler(monitor.proc.pid, every=0.005).start()
+        try:
+            held = hold_connections(monitor.sock, args.connections)
+        except RuntimeError as e:
+            raise SystemExit(f"the monitor stopped accepting: {e}") from None
         print(
             f"{len(held)} connections made in {time.monotonic() - started:.1f} s "
             f"(baseline {baseline} descriptors)"
@@ -272,20 +124,9 @@ def connections(args: argparse.Namespace, temp: Path) -> int:
         code, took, error = monitor.ctl("status")
         print(f"ctl status while they are held: exit {code} in {took:.2f} s {error}")
         time.sleep(max(0.0, args.seconds - (time.monotonic() - started)))
-        told: Counter[str] = Counter()
-        for client in held:
-            client.setblocking(False)
-            try:
-                data = client.recv(4096)
-            except BlockingIOError:
-                told["still open, told nothing"] += 1
-                continue
-            if not data:
-                told["closed without a word"] += 1
-            else:
-                told[json.loads(data.splitlines()[0])["error"][:70] + "..."] += 1
-        last = status()
-        sampling.set()
+        seen = told(held)
+        last = monitor.status(timeout=30)
+        sampler.stop()
         elapsed = time.monotonic() - started
         runs = last["checks"]["tick"]["runs"] - first["checks"]["tick"]["runs"]
         failed = last["checks"]["tick"]["failed"] - first["checks"]["tick"]["failed"]
@@ -294,19 +135,21 @@ def connections(args: argparse.Namespace, temp: Path) -> int:
             - first["services"]["blink"]["restarts"]
         )
         print(f"over {elapsed:.1f} s: the held connections were told:")
-        for what, count in told.most_common():
+        for what, count in seen.most_common():
             print(f"  {count:5d} x {what}")
         print(
             f"check runs {runs} (schedule {elapsed / 0.5:.0f}), {failed} failed; "
-            f"service restarts {restarts}; descriptors at most {most[0]} "
+            f"service restarts {restarts}; descriptors at most {sampler.fds_max} "
             f"(baseline {baseline})"
         )
         print(f"control: {json.dumps(last.get('control'))}")
         fd_errors = monitor.text().count("out of file descriptors")
         print(f"'out of file descriptors' in the log: {fd_errors} times")
-        bounded = most[0] <= baseline + 64 + 16 + 8
+        bounded = sampler.fds_max <= baseline + 64 + 16 + 8
         return 0 if failed == 0 and code == 0 and bounded else 1
     finally:
+        if sampler is not None:
+            sampler.stop()
         for client in held:
             client.close()
         monitor.stop()

@@ -26,60 +26,13 @@ killed at once (for running this against a checkout without the cap).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-SERVER = r"""
-import socket, sys, threading
-server = socket.create_server(("127.0.0.1", 0))
-print(server.getsockname()[1], flush=True)
-lock = threading.Lock()
-stats = {"connections": 0, "closed": 0, "sent": 0}
-chunk = b"x" * 65536
-
-def serve(sock):
-    try:
-        sock.recv(65536)
-        sock.sendall(b"HTTP/1.1 500 Endless\r\ncontent-type: text/plain\r\n\r\n")
-        while True:
-            n = sock.send(chunk)
-            with lock:
-                stats["sent"] += n
-    except OSError:
-        with lock:
-            stats["closed"] += 1
-    finally:
-        sock.close()
-
-def report():
-    for _ in sys.stdin:  # one line in: one line of stats out
-        with lock:
-            print(stats["connections"], stats["closed"], stats["sent"], flush=True)
-
-threading.Thread(target=report, daemon=True).start()
-while True:
-    sock, _ = server.accept()
-    with lock:
-        stats["connections"] += 1
-    threading.Thread(target=serve, args=(sock,), daemon=True).start()
-"""
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+from _partners import ROOT, EndlessWebhook, Monitor, rss_mib  # beside this script
 
 
 def main() -> int:
@@ -90,102 +43,61 @@ def main() -> int:
     parser.add_argument("--code", default=str(ROOT), help="checkout to run")
     args = parser.parse_args()
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (args.code, env.get("PYTHONPATH")) if p
-    )
-    with tempfile.TemporaryDirectory() as temp:
-        server = subprocess.Popen(
-            [sys.executable, "-c", SERVER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+    with tempfile.TemporaryDirectory() as temp, EndlessWebhook() as server:
+        config = textwrap.dedent(
+            f"""
+            [monitor]
+            summary_every = 0
+            max_load = false
+
+            [[check]]
+            name = "flapping"
+            command = ["{sys.executable}", "-c",
+                       "import time, sys; sys.exit(int(time.time() * 5) % 2)"]
+            every = 0.2
+
+            [[alert]]
+            name = "endless"
+            events = ["check.*"]
+            webhook = "{server.url}"
+            timeout = 5
+            retries = 3
+            retry_delay = 0.1
+            max_in_flight = 4
+            """
         )
-        assert server.stdin is not None and server.stdout is not None
-        port = int(server.stdout.readline())
-        config = Path(temp, "monitor.toml")
-        config.write_text(
-            textwrap.dedent(
-                f"""
-                [monitor]
-                summary_every = 0
-                max_load = false
-
-                [[check]]
-                name = "flapping"
-                command = ["{sys.executable}", "-c",
-                           "import time, sys; sys.exit(int(time.time() * 5) % 2)"]
-                every = 0.2
-
-                [[alert]]
-                name = "endless"
-                events = ["check.*"]
-                webhook = "http://127.0.0.1:{port}/hook"
-                timeout = 5
-                retries = 3
-                retry_delay = 0.1
-                max_in_flight = 4
-                """
-            )
-        )
-        command = [sys.executable, "-m", "procwork", "monitor", str(config)]
-        command += ["--http", "127.0.0.1:0", "--socket", str(Path(temp, "ctl.sock"))]
-        with Path(temp, "monitor.log").open("wb") as log:
-            monitor = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=temp
-            )
-            try:
-                return measure(args, monitor, server, Path(temp, "monitor.log"))
-            finally:
-                for child in (monitor, server):
-                    if child.poll() is None:
-                        child.kill()
-                        child.wait(timeout=10)
+        monitor = Monitor(Path(temp), config, code=args.code, http=True)
+        try:
+            return measure(args, monitor, server)
+        finally:
+            if monitor.proc.poll() is None:
+                monitor.proc.kill()
+                monitor.proc.wait(timeout=10)
 
 
-def measure(
-    args: argparse.Namespace,
-    monitor: subprocess.Popen[bytes],
-    server: subprocess.Popen[str],
-    log: Path,
-) -> int:
-    assert server.stdin is not None and server.stdout is not None
-    deadline = time.monotonic() + 30
-    port = None
-    while port is None and time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if "status on http://127.0.0.1:" in line:
-                port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
-        time.sleep(0.1)
-    if port is None:
-        print("the monitor did not start:\n" + log.read_text(errors="replace"))
-        return 1
-    start = rss_mib(monitor.pid)
+def measure(args: argparse.Namespace, monitor: Monitor, server: EndlessWebhook) -> int:
+    pid = monitor.proc.pid
+    start = rss_mib(pid)
     peak, samples = start, []
     ended = time.monotonic() + args.seconds
     killed = False
-    while time.monotonic() < ended and monitor.poll() is None:
-        rss = rss_mib(monitor.pid)
+    while time.monotonic() < ended and monitor.proc.poll() is None:
+        rss = rss_mib(pid)
         samples.append(rss)
         peak = max(peak, rss)
         if rss > args.kill_rss:
-            monitor.kill()
+            monitor.proc.kill()
             killed = True
             break
         time.sleep(0.25)
-    alive = not killed and monitor.poll() is None
+    alive = not killed and monitor.proc.poll() is None
     alert: dict[str, object] = {}
     if alive:
         try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{port}/status.json", timeout=30
-            ) as response:
-                alert = json.loads(response.read())["alerts"]["endless"]
+            alert = monitor.status(timeout=30)["alerts"]["endless"]
         except OSError as e:
             print(f"the monitor's status could not be read: {e}")
-    server.stdin.write("\n")
-    server.stdin.flush()
-    connections, closed, sent = map(int, server.stdout.readline().split())
+    connections, closed, sent = server.stats()
     print(
         f"monitor RSS: start {start:.1f} MiB, max {peak:.1f} MiB, "
         f"end {samples[-1]:.1f} MiB"

@@ -21,45 +21,26 @@ takes over 2 s. Run: ``.venv/bin/python benchmarks/stalled_stdout.py``
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _partners import (  # beside this script
+    DROPPED_NOTICE,
+    Monitor,
+    PipeReader,
+    metric,
+)
+
+from tests.support import cpu_load
+
 EVERY = 0.5
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def get(url: str, timeout: float = 10) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        body: bytes = response.read()
-        return body
-
-
-def runs(base: str) -> int:
-    status = json.loads(get(base + "/status.json"))
-    return int(status["checks"]["tick"]["runs"])
-
-
-def dropped(base: str) -> float | None:
-    text = get(base + "/metrics").decode()
-    match = re.search(r"^procwork_log_lines_dropped_total (\S+)$", text, re.M)
-    return float(match.group(1)) if match else None
+def runs(monitor: Monitor) -> int:
+    return int(monitor.status()["checks"]["tick"]["runs"])
 
 
 def main() -> int:
@@ -73,25 +54,16 @@ def main() -> int:
         help="seconds the pipe is read before SIGTERM (0: SIGTERM while unread)",
     )
     args = parser.parse_args()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    hogs = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        for _ in range(args.load)
-    ]
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "monitor.toml"
-        config.write_text(
-            textwrap.dedent(
-                f"""
-                [monitor]
-                max_load = false
-                summary_every = 1
-                socket = "{tmp}/monitor.sock"
+    with cpu_load(args.load), tempfile.TemporaryDirectory() as tmp:
+        config = textwrap.dedent(
+            f"""
+            [monitor]
+            max_load = false
+            summary_every = 1
 
-                [[service]]
-                name = "chatty"
-                command = ["{{python}}", "-u", "-c", '''
+            [[service]]
+            name = "chatty"
+            command = ["{{python}}", "-u", "-c", '''
 import time
 i = 0
 while True:
@@ -99,47 +71,23 @@ while True:
     print(f"line {{i}} " + "x" * 60)
     time.sleep(0.001)
 ''']
-                console_rate = 1000
+            console_rate = 1000
 
-                [[check]]
-                name = "tick"
-                command = ["true"]
-                every = {EVERY}
-                """
-            )
+            [[check]]
+            name = "tick"
+            command = ["true"]
+            every = {EVERY}
+            """
         )
-        monitor = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "procwork",
-                "monitor",
-                str(config),
-                "--http",
-                f"127.0.0.1:{port}",
-                "--lock-file",
-                f"{tmp}/lock",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,  # never read until the end
-            stderr=subprocess.DEVNULL,
-        )
+        # stdout: a pipe never read until the end
+        monitor = Monitor(Path(tmp), config, http=True, stdout_pipe=True)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    first = runs(base)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        print("the monitor did not answer within 30 s")
-                        return 1
-                    time.sleep(0.1)
+            first = runs(monitor)
             started = time.monotonic()
             time.sleep(args.seconds)
             try:
-                last = runs(base)
-                lost = dropped(base)
+                last = runs(monitor)
+                lost = metric(monitor.metrics(), "procwork_log_lines_dropped_total")
             except OSError as e:
                 print(f"no answer over HTTP after {args.seconds:g} s: {e}")
                 last, lost = first, None
@@ -147,34 +95,18 @@ while True:
             due = window / EVERY
             # The reader comes back (the buffered lines, then the notice),
             # or with --reader-back 0 the SIGTERM finds the pipe still full.
-            assert monitor.stdout is not None
-            chunks: list[bytes] = []
-            reader = threading.Thread(
-                target=lambda: chunks.extend(iter(monitor.stdout.readline, b"")),
-                daemon=True,
-            )
+            assert monitor.proc.stdout is not None
+            reader = PipeReader(monitor.proc.stdout)
             if args.reader_back:
                 reader.start()
                 time.sleep(args.reader_back)
-            term = time.monotonic()
-            monitor.send_signal(signal.SIGTERM)
-            try:
-                monitor.wait(timeout=30)
-                exit_seconds: float | None = time.monotonic() - term
-            except subprocess.TimeoutExpired:
-                exit_seconds = None
-            if not args.reader_back:
-                reader.start()
-            reader.join(10)
-            output = b"".join(chunks)
+            exit_seconds = monitor.terminate(30)
+            output = reader.join(10)
         finally:
-            if monitor.poll() is None:
-                monitor.kill()
-                monitor.wait(timeout=10)
-            for hog in hogs:
-                hog.kill()
-                hog.wait(timeout=10)
-    notices = re.findall(rb"(\d+) log lines dropped: stdout was not read", output)
+            if monitor.proc.poll() is None:
+                monitor.proc.kill()
+                monitor.proc.wait(timeout=10)
+    notices = DROPPED_NOTICE.findall(output)
     ratio = (last - first) / due
     print(
         f"window {window:.1f} s, stdout unread, {args.load} busy processes; "
@@ -184,7 +116,7 @@ while True:
     print(
         "exit after SIGTERM: "
         + ("none within 30 s" if exit_seconds is None else f"{exit_seconds:.2f} s")
-        + f", status {monitor.returncode}"
+        + f", status {monitor.proc.returncode}"
     )
     print(f"procwork_log_lines_dropped_total: {lost}")
     print(f"dropped-lines notices in the output: {[int(n) for n in notices]}")

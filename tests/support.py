@@ -13,7 +13,7 @@ the bound passes instead of hanging the run.
 - Leaks: :func:`open_fds`, :func:`fd_table`, :func:`opened_since`,
   :func:`reactor_signal_waker`, :func:`my_children`.
 - Child Pythons on this checkout: :func:`child_env`, :func:`run_child`,
-  :func:`python_child`, :func:`readable`.
+  :func:`python_child`, :func:`run_bounded`, :func:`readable`.
 - Fakes: :class:`ClockReactor`, :class:`FakeTable`.
 - Twisted's log: :func:`observing`.
 """
@@ -363,6 +363,49 @@ def python_child(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
         if child.poll() is None:
             child.kill()
             child.communicate()
+
+
+def run_bounded(
+    argv: list[str], timeout: float, *, grace: float = 0
+) -> tuple[int | None, str, str]:
+    """Run ``argv`` on this checkout, in a session of its own, until it ends
+    or ``timeout`` seconds pass; ``(exit status, stdout, stderr)``.
+
+    The status is None when it had to be stopped: its process group gets
+    SIGTERM and ``grace`` seconds to unwind (0: none), then SIGKILL.
+    """
+    child = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    else:
+        return child.returncode, out, err
+    out = err = ""
+    if grace:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGTERM)
+        try:
+            out, err = child.communicate(timeout=grace)
+            return None, out, err
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    # Bounded even so: a process of another session may hold its pipes.
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        out, err = child.communicate(timeout=30)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(timeout=10)
+    return None, out, err
 
 
 def readable(stream: IO[str], timeout: float) -> bool:

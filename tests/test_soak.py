@@ -44,12 +44,11 @@ import pytest
 
 from tests.support import (
     PY,
-    ROOT,
-    child_env,
     cpu_load,
     marked_processes,
     python_child,
     readable,
+    run_bounded,
 )
 
 BAD_COUNTS = ("wrong", "leaked_fds", "zombies", "orphans", "slots")
@@ -630,21 +629,11 @@ def soak_in_child(
     if seed is None:
         seed = random.randrange(1 << 30)
     limit = seconds + 60 if timeout is None else timeout
-    child = subprocess.Popen(
+    status, out, err = run_bounded(
         [PY, "-c", textwrap.dedent(SOAKS[name]), str(seconds), str(seed), str(limit)],
-        cwd=ROOT,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+        limit,
     )
-    try:
-        out, err = child.communicate(timeout=limit)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
-        out, err = child.communicate()
+    if status is None:
         return {
             "hung": 1,
             "wrong": 1,
@@ -662,12 +651,12 @@ def soak_in_child(
         return {
             "wrong": 1,
             "seed": seed,
-            "examples": [f"{name} exited {child.returncode}", (out + err)[-3000:]],
+            "examples": [f"{name} exited {status}", (out + err)[-3000:]],
         }
     report["seed"] = seed
-    if child.returncode != 0:
+    if status != 0:
         report["wrong"] = report.get("wrong", 0) + 1
-        report["examples"].append(f"exited {child.returncode}: {err[-2000:]}")
+        report["examples"].append(f"exited {status}: {err[-2000:]}")
     return report
 
 

@@ -45,6 +45,11 @@ class _HungUp(ControlError):
     """The monitor closed the connection before a whole answer came."""
 
 
+class _Busy(ControlError):
+    """The monitor's listen backlog is full (a flood of connections): the
+    kernel refuses a new one at once (``EAGAIN``) instead of letting it wait."""
+
+
 class Client:
     """One connection to a monitor's control socket. Blocking.
 
@@ -71,6 +76,12 @@ class Client:
             raise ControlError(
                 f"no monitor is running on {path} (the socket is left from one "
                 "that is gone)"
+            ) from None
+        except BlockingIOError:
+            self._sock.close()
+            raise _Busy(
+                f"cannot connect to {path}: its listen backlog stayed full (a "
+                "flood of connections)"
             ) from None
         except OSError as e:
             self._sock.close()
@@ -121,6 +132,9 @@ class Client:
             # this user) answers first and hangs up: read why.
             try:
                 return self.answer(min(self.timeout, 1.0))
+            except _HungUp:
+                # Closed without a word (a flood over the cap): busy.
+                raise _HungUp(f"{self.path}: cannot send: {e.strerror or e}") from None
             except ControlError:
                 pass
             raise ControlError(f"{self.path}: cannot send: {e.strerror or e}") from None
@@ -141,6 +155,10 @@ class Client:
                 data = self._sock.recv(65536)
             except TimeoutError:
                 continue
+            except ConnectionResetError as e:
+                # Closed with our request unread (a flood over the cap): the
+                # kernel says so with a reset rather than an end of file.
+                raise _HungUp(f"{self.path}: {e.strerror or e}") from None
             except OSError as e:
                 raise ControlError(f"{self.path}: {e.strerror or e}") from None
             if not data:
@@ -272,8 +290,9 @@ def _ask(
     """Connect and send ``request``; the connection and the answer.
 
     A monitor with all its connections busy (``"busy"`` in its refusal, or,
-    in a flood, a hang-up without a word) is asked again, a little later
-    each time, until ``timeout`` passes.
+    in a flood, a hang-up without a word, or a listen backlog so full that
+    the kernel refuses the connection) is asked again, a little later each
+    time, until ``timeout`` passes.
 
     Raises:
         ControlError: no monitor answers (in time).
@@ -281,21 +300,25 @@ def _ask(
     deadline = time.monotonic() + timeout
     pause = 0.05
     while True:
-        client = Client(path, max(0.001, deadline - time.monotonic()))
         try:
-            answer = client.request(request)
-        except _HungUp:
-            client.close()
+            client = Client(path, max(0.001, deadline - time.monotonic()))
+        except _Busy:
             if time.monotonic() + pause >= deadline:
                 raise
-            answer = {"busy": True}
-        except BaseException:
-            client.close()
-            raise
         else:
-            if not answer.get("busy") or time.monotonic() + pause >= deadline:
-                return client, answer
-            client.close()
+            try:
+                answer = client.request(request)
+            except _HungUp:
+                client.close()
+                if time.monotonic() + pause >= deadline:
+                    raise
+            except BaseException:
+                client.close()
+                raise
+            else:
+                if not answer.get("busy") or time.monotonic() + pause >= deadline:
+                    return client, answer
+                client.close()
         time.sleep(pause)
         pause = min(1.0, pause * 2)
 
