@@ -161,6 +161,16 @@ class Input(Keyword):
         self._answered: Deferred[Any] = Deferred()
 
     @property
+    def deferred(self) -> Deferred[Any]:
+        """A Deferred that fires with the answer when :meth:`send` is called.
+
+        What a worker task that yields the Input waits on. Cancelling it
+        (the task was cancelled) is harmless: a later :meth:`send` still
+        records the answer.
+        """
+        return self._answered
+
+    @property
     def answered(self) -> bool:
         """True once :meth:`send` has been called."""
         return self._answer is not _UNANSWERED

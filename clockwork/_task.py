@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator
+from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-
-if TYPE_CHECKING:
-    from clockwork._worker import Worker
 
 __all__ = ["Task"]
 
@@ -26,6 +23,16 @@ class Task:
     nested Python calls, so 10 000 levels of subroutines do not grow the C
     stack.
 
+    A task is made by :meth:`Worker.assign` (or ``clockwork.spawn``), which
+    steps it through the methods of the section "for the Worker"; its users
+    need :attr:`done`, :meth:`result`, :attr:`deferred` and :meth:`cancel`.
+
+    Args:
+        gen: The generator to run.
+        name: See below.
+        on_finish: Called with the task once it has finished, however
+            (the worker forgets it).
+
     Attributes:
         name: A label for logs and ``repr`` (default: the generator's name).
     """
@@ -36,21 +43,24 @@ class Task:
         "_deferred",
         "_error",
         "_observed",
+        "_on_finish",
         "_result",
         "_running",
         "_stack",
         "_throw",
         "_value",
         "_waiting",
-        "_worker",
         "name",
     )
 
     def __init__(
-        self, gen: Generator[Any, Any, Any], worker: Worker, name: str
+        self,
+        gen: Generator[Any, Any, Any],
+        name: str,
+        on_finish: Callable[[Task], None],
     ) -> None:
         self.name = name
-        self._worker = worker
+        self._on_finish = on_finish
         self._stack: list[Generator[Any, Any, Any]] = [gen]
         self._value: Any = None  # sent into the top generator at its next step
         self._throw: BaseException | None = None  # ... or thrown into it
@@ -131,19 +141,90 @@ class Task:
         error = CancelledError(f"task {self.name!r} was cancelled")
         if closing_error is not None:
             error.__context__ = closing_error
-        self._finish(_NOTHING, error)
+        self.finish(None, error)
         return True
 
-    # -- used by the Worker ----------------------------------------------
+    # -- for the Worker --------------------------------------------------
+    #
+    # How a worker steps the task; not for the task's users. A step is
+    # begin_step(), then the worker runs the stack's top generator until it
+    # yields control (end_step()), waits (park(), then end_step(); the
+    # Deferred calls resume()) or the stack is empty (finish(), end_step()).
 
-    def _finish(self, result: Any, error: BaseException | None) -> None:
+    def begin_step(
+        self,
+    ) -> tuple[list[Generator[Any, Any, Any]], Any, BaseException | None] | None:
+        """For the Worker: start a step of the task; None if it has finished.
+
+        Until :meth:`end_step`, the task is running: a :meth:`cancel` from
+        inside it waits for the step to end.
+
+        Returns:
+            The task's stack of generators, innermost last: the worker runs
+            the top one, pushes the subroutines it yields and pops those
+            that end (the list itself, not a copy); then the value to send
+            into the top one, or the exception to throw into it instead
+            (what the Deferred it waited for gave, see :meth:`resume`).
+        """
+        if self._result is not _NOTHING or self._error is not None:
+            return None  # cancelled while it was waiting for its turn
+        value, error = self._value, self._throw
+        self._value = self._throw = None
+        self._running = True
+        return self._stack, value, error
+
+    def end_step(self) -> None:
+        """For the Worker: the step is over, however it ended.
+
+        A cancel the task asked for during its step happens now.
+        """
+        self._running = False
+        if self._cancel_requested and not self.done:
+            self._cancel_requested = False
+            self.cancel()
+
+    def park(self, d: Deferred[Any]) -> None:
+        """For the Worker: the task waits for ``d`` (which calls :meth:`resume`).
+
+        Cancelling the task cancels ``d``.
+        """
+        self._waiting = d
+
+    def resume(self, d: Deferred[Any], result: Any) -> bool:
+        """For the Worker: ``d``, which the task was parked on, fired.
+
+        The next step sends ``result`` into the task, or throws it in if it
+        is a :class:`~twisted.python.failure.Failure`. The worker then makes
+        the task ready.
+
+        Returns:
+            False, changing nothing, if the task no longer waits for ``d``
+            (it was cancelled meanwhile).
+        """
+        if self._waiting is not d:
+            return False
+        self._waiting = None
+        if isinstance(result, Failure):
+            self._throw = result.value
+        else:
+            self._value = result
+        return True
+
+    def finish(self, result: Any, error: BaseException | None) -> None:
+        """For the Worker: the task's outermost generator returned ``result``,
+        or raised ``error`` (then ``result`` is ignored).
+
+        The stack is emptied, the task is done (:meth:`result` gives it
+        now), its ``on_finish`` is called and :attr:`deferred` fires.
+        """
+        self._running = False
         self._stack.clear()
         self._waiting = None
         if error is not None:
             self._error = error
         else:
             self._result = result
-        self._worker._task_finished(self)
+        self._on_finish(self)
         if self._deferred is not None:
             self._fire_deferred()
 

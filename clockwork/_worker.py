@@ -24,7 +24,7 @@ from clockwork._classic import (
     Value,
     end_routine,
 )
-from clockwork._task import _NOTHING, Task
+from clockwork._task import Task
 
 __all__ = ["Worker", "current_worker"]
 
@@ -76,35 +76,32 @@ def _await_in_task(coro: Coroutine[Any, Any, T]) -> Generator[Any, Any, T]:
     return result
 
 
+_PENDING: Any = object()
+
+
 class _Resume:
     """The callback a task hangs on a Deferred it waits for.
 
     If the Deferred has already fired, the callback runs at once, while the
     task's step is still on the stack: then it only records the result and the
     step goes on without a trip through the reactor (as inlineCallbacks does).
-    Otherwise it makes the task ready again.
+    Otherwise it hands the result to the task and makes the task ready again.
     """
 
-    __slots__ = ("parked", "result", "task")
+    __slots__ = ("parked", "result", "task", "worker")
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, worker: Worker, task: Task) -> None:
+        self.worker = worker
         self.task = task
         self.parked = False
-        self.result: Any = _NOTHING
+        self.result: Any = _PENDING
 
     def __call__(self, result: Any, d: Deferred[Any]) -> None:
         if not self.parked:
             self.result = result
             return None
-        task = self.task
-        if task._waiting is not d:  # cancelled meanwhile
-            return None
-        task._waiting = None
-        if isinstance(result, _Failure):
-            task._throw = result.value
-        else:
-            task._value = result
-        task._worker._make_ready(task)
+        if self.task.resume(d, result):  # else it was cancelled meanwhile
+            self.worker._make_ready(self.task)
         return None  # the task consumed the result, errors included
 
 
@@ -186,7 +183,8 @@ class Worker:
         Returns the :class:`Task`; its first step runs on a later tick.
         """
         g = _as_generator(gen)
-        task = Task(g, self, name or getattr(gen, "__qualname__", None) or repr(gen))
+        label = name or getattr(gen, "__qualname__", None) or repr(gen)
+        task = Task(g, label, self._unfinished.discard)
         self._unfinished.add(task)
         self._make_ready(task)
         return task
@@ -218,11 +216,16 @@ class Worker:
             untwisted.ReentrancyError: called from inside the reactor (a
                 callback or a task); ``yield`` instead.
         """
+        global _stepping
         self.driver.check_caller("clockwork.Worker.tick")
         escaped = None
         if self._ready:
             with self.driver.entered():
-                escaped = self._step(self._ready.popleft())
+                outer, _stepping = _stepping, self
+                try:
+                    escaped = self._step(self._ready.popleft())
+                finally:
+                    _stepping = outer
         self.driver.tick(0)
         return escaped
 
@@ -310,32 +313,33 @@ class Worker:
     def _run_ready(self) -> None:
         # Round robin through the ready queue, a step per task per turn, for
         # up to one time slice; then the caller lets the reactor run.
+        global _stepping
         ready = self._ready
         deadline = time.perf_counter() + self._time_slice
         steps = 0
-        while ready:
-            self._step(ready.popleft())
-            steps += 1
-            if not steps & 31 and time.perf_counter() > deadline:
-                break
-
-    def _task_finished(self, task: Task) -> None:
-        self._unfinished.discard(task)
+        # This worker is current_worker() for the whole turn: between two
+        # steps no task's code runs (set once, not per step: it is hot).
+        outer, _stepping = _stepping, self
+        try:
+            while ready:
+                self._step(ready.popleft())
+                steps += 1
+                if not steps & 31 and time.perf_counter() > deadline:
+                    break
+        finally:
+            _stepping = outer
 
     def _step(self, task: Task) -> Escaped | None:
         """Advance ``task`` until it yields control, waits, or finishes.
 
         Returns the classic ``Value``/``Output``/``Input`` it stopped on.
+        The caller makes this worker ``_stepping``.
         """
-        global _stepping
-        if task.done:  # cancelled while it sat in the ready queue
+        step = task.begin_step()
+        if step is None:  # cancelled while it sat in the ready queue
             return None
+        stack, value, error = step
         escaped: Escaped | None = None
-        stack = task._stack
-        value, error = task._value, task._throw
-        task._value = task._throw = None
-        outer, _stepping = _stepping, self
-        task._running = True
         try:
             while True:
                 gen = stack[-1]
@@ -347,8 +351,7 @@ class Worker:
                 except StopIteration as stop:
                     stack.pop()
                     if not stack:
-                        task._running = False
-                        task._finish(stop.value, None)
+                        task.finish(stop.value, None)
                         return None
                     value = stop.value
                     continue
@@ -361,8 +364,7 @@ class Worker:
                     if stack:
                         value, error = None, e
                         continue
-                    task._running = False
-                    task._finish(_NOTHING, e)
+                    task.finish(None, e)
                     if isinstance(e, KeyboardInterrupt | SystemExit):
                         raise
                     return None
@@ -379,10 +381,7 @@ class Worker:
                         stack.pop()
                         value, error = end_routine(gen, yielded, stack)
                         if not stack:
-                            task._running = False
-                            task._finish(
-                                _NOTHING if error is not None else value, error
-                            )
+                            task.finish(value, error)
                             if isinstance(error, KeyboardInterrupt | SystemExit):
                                 raise error
                             return None
@@ -391,7 +390,7 @@ class Worker:
                         self._ready.append(task)
                         return yielded
                     if isinstance(yielded, Input):  # wait for its answer
-                        escaped, yielded = yielded, yielded._answered
+                        escaped, yielded = yielded, yielded.deferred
                 if not isinstance(yielded, Deferred):
                     try:
                         yielded = self.as_deferred(yielded)
@@ -403,9 +402,9 @@ class Worker:
                             "for it)"
                         )
                         continue
-                resume = _Resume(task)
+                resume = _Resume(self, task)
                 yielded.addBoth(resume, yielded)
-                if resume.result is not _NOTHING:  # already fired: go on now
+                if resume.result is not _PENDING:  # already fired: go on now
                     escaped = None
                     if isinstance(resume.result, _Failure):
                         error = resume.result.value
@@ -413,11 +412,7 @@ class Worker:
                         value = resume.result
                     continue
                 resume.parked = True
-                task._waiting = yielded
+                task.park(yielded)
                 return escaped
         finally:
-            _stepping = outer
-            task._running = False
-            if task._cancel_requested and not task.done:
-                task._cancel_requested = False
-                task.cancel()
+            task.end_step()
