@@ -96,11 +96,11 @@ _pack = RECORD.pack
 LOCK_WAIT = 5.0
 
 
-class _Lifeline:
+class _Lifeline(_spawn.LiveObserver):
     """This program's end of the pipe to its lifeline helper. One per process.
 
-    The :class:`procwork._spawn.LiveObserver`: told of every child around
-    its fork and at its reaping.
+    A :class:`procwork._spawn.LiveObserver`: told of every child around its
+    fork and at its reaping.
     """
 
     def __init__(self) -> None:
@@ -311,7 +311,7 @@ class _Lifeline:
 
 
 _lifeline = _Lifeline()
-_spawn.live_observer = _lifeline
+_spawn.observe(_lifeline)
 os.register_at_fork(after_in_child=_lifeline.forget_after_fork)
 
 

@@ -83,6 +83,7 @@ from typing import Any, cast
 from twisted.internet import process as twisted_process
 from twisted.logger import Logger
 
+from procwork import _spawn
 from procwork._reactor import Reactor, default_reactor
 
 __all__ = ["OrphanReaper", "reap_orphans", "reaper_role"]
@@ -178,7 +179,7 @@ def reap_orphans(reactor: Reactor | None = None, *, all_children: bool = False) 
 
 
 def on_spawn(reactor: Reactor) -> None:
-    """Called by every procwork spawn: start reaping if we are PID 1 or a subreaper.
+    """Called at every procwork spawn: start reaping if we are PID 1 or a subreaper.
 
     The role is looked up at the first call only; after that this is one
     comparison, so the spawn path of a normal process pays nothing.
@@ -187,6 +188,23 @@ def on_spawn(reactor: Reactor) -> None:
     if _auto is False or _reaper is not None:
         return
     _auto = reap_orphans(reactor)
+
+
+class _SpawnWatch(_spawn.LiveObserver):
+    """Told of every spawn by the spawn transport: calls :func:`on_spawn`.
+
+    An observer rather than a call from ``_spawn``, so that the transport
+    never imports this module (this one reads its live processes).
+    """
+
+    def started(self, proc: _spawn.GroupProcess, token: tuple[int, ...]) -> None:
+        try:
+            on_spawn(proc.reactor)
+        except Exception:  # never into the spawn: it would lose the child
+            _log.failure("could not start reaping orphans")
+
+
+_spawn.observe(_SpawnWatch())
 
 
 def claim(child: subprocess.Popen[Any]) -> None:
@@ -414,10 +432,9 @@ class _Rule:
         if pid in twisted_process.reapProcessHandlers:
             return True  # Twisted's child; reapAllProcesses takes it
         if self._procwork_pids is None:
-            # Imported here: _spawn imports this module for its on_spawn hook.
-            from procwork._spawn import live_processes
-
-            self._procwork_pids = {p.pid for p in live_processes() if p.pid is not None}
+            self._procwork_pids = {
+                p.pid for p in _spawn.live_processes() if p.pid is not None
+            }
             self._procwork_pids.update(c.pid for c in _claimed)
         return pid in self._procwork_pids
 

@@ -46,7 +46,7 @@ import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from twisted.internet import error as twisted_error
 from twisted.internet import process as twisted_process
@@ -56,10 +56,9 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
 import untwisted
-from procwork import _orphans
 from procwork._reactor import DescriptorReactor, Reactor, ThreadCalls
 
-__all__ = ["GroupProcess", "LiveObserver", "live_processes"]
+__all__ = ["GroupProcess", "LiveObserver", "live_processes", "observe"]
 
 # A pipe that is still readable once the child is gone is fed by some
 # grandchild; read at most this much of it before closing our end.
@@ -109,33 +108,41 @@ _MAIN_THREAD = threading.main_thread().ident
 _NOT_HELD = contextlib.nullcontext()
 
 
-class LiveObserver(Protocol):
+class LiveObserver:
     """Told of each child around its fork and as it leaves ``_live``.
 
-    The lifeline (:mod:`procwork._lifeline`) is the one observer: it
-    registers each child with its helper. No method may raise: they run
-    inside the spawn, and an exception there would lose track of a child.
+    Register one with :func:`observe`. Two modules above this one do: the
+    lifeline (:mod:`procwork._lifeline`) registers each child with its
+    helper, and the orphan reaper (:mod:`procwork._orphans`) starts at the
+    first spawn of a PID 1 or subreaper. So the spawn transport knows neither
+    (they import it, never the other way round). The methods here do
+    nothing: override those you need. None may raise: they run inside the
+    spawn, and an exception there would lose track of a child.
     """
 
     def forking(self, pipes: tuple[int, ...]) -> tuple[int, ...]:
         """A child is about to be forked; ``pipes`` are our descriptors of
         the pipes made for it alone. Returns a token for the calls below."""
-        ...
+        return ()
 
     def started(self, proc: GroupProcess, token: tuple[int, ...]) -> None:
         """The child runs, and is on record in ``_live``."""
-        ...
 
     def not_started(self, token: tuple[int, ...]) -> None:
         """The fork or the exec failed: no child."""
-        ...
 
     def reaped(self, proc: GroupProcess) -> None:
         """The child has been reaped (it left ``_live``)."""
-        ...
 
 
-live_observer: LiveObserver | None = None
+_observers: tuple[LiveObserver, ...] = ()
+
+
+def observe(observer: LiveObserver) -> None:
+    """Tell ``observer`` of every child started from now on, in order of
+    registration (see :class:`LiveObserver`)."""
+    global _observers
+    _observers = (*_observers, observer)
 
 
 def live_processes() -> frozenset[GroupProcess]:
@@ -424,7 +431,6 @@ class GroupProcess(twisted_process.Process):
                 reactor, args[0], list(args), env, cwd, protocol, childFDs=child_fds
             )
             self._watch_exit(reactor)
-        _orphans.on_spawn(reactor)  # PID 1 or subreaper: reap orphans too
 
     # -- starting --------------------------------------------------------
 
@@ -439,13 +445,12 @@ class GroupProcess(twisted_process.Process):
         **kwargs: Any,
     ) -> None:
         fdmap: dict[int, int] = kwargs["fdmap"]  # child fd -> our fd for it
-        observer = live_observer
-        token: tuple[int, ...] = ()
-        if observer is not None:
-            # Before the fork: the lifeline learns of the pipes made for this
-            # child alone, so a SIGKILL between the fork and the child's
-            # registration still finds it (see procwork._lifeline_main).
-            token = observer.forking(tuple(fdmap[fd] for fd in self._own_pipes))
+        observers = _observers
+        # Before the fork: the lifeline learns of the pipes made for this
+        # child alone, so a SIGKILL between the fork and the child's
+        # registration still finds it (see procwork._lifeline_main).
+        pipes = tuple(fdmap[fd] for fd in self._own_pipes)
+        tokens = [observer.forking(pipes) for observer in observers]
         try:
             popen = subprocess.Popen(
                 args,
@@ -462,14 +467,14 @@ class GroupProcess(twisted_process.Process):
                 umask=self._umask,
             )
         except BaseException:
-            if observer is not None:
+            for observer, token in zip(observers, tokens, strict=True):
                 observer.not_started(token)
             raise
         self._popen = popen
         self.pid = self.pgid = popen.pid
         self.status = -1
         _live.add(self)
-        if observer is not None:
+        for observer, token in zip(observers, tokens, strict=True):
             observer.started(self, token)
         if self._nice:
             # Set from the parent: a preexec_fn would force fork() over
@@ -589,8 +594,8 @@ class GroupProcess(twisted_process.Process):
 
     def processEnded(self, status: int) -> None:
         _live.discard(self)
-        if live_observer is not None:
-            live_observer.reaped(self)
+        for observer in _observers:
+            observer.reaped(self)
         if self.kill_group_on_exit and not self._reaped_by_us and self.pgid:
             # Reaped before we could look (Twisted's constructor reaps a child
             # that exits at once). Kill the rest of the group now: while any
@@ -642,6 +647,12 @@ class GroupProcess(twisted_process.Process):
             self.childDataReceived(child_fd, data)
 
     # -- signalling --------------------------------------------------------
+
+    @property
+    def reactor(self) -> Reactor:
+        """The reactor the child was started on (its pipes and exit are watched
+        there)."""
+        return cast(Reactor, self._reactor)
 
     @property
     def exited(self) -> bool:

@@ -11,13 +11,17 @@ The check reads the source (``ast``), so it sees every import: at module
 level, inside functions, under ``TYPE_CHECKING``, and imports by name through
 ``importlib``. The few deliberate exceptions are listed below with their
 reasons; each must stay lazy (inside a function, or for type checkers only).
+
+Nor may modules import each other in a circle when their code runs (an
+import inside a function counts; one for type checkers only does not): the
+one deliberate cycle is listed below with its reason.
 """
 
 from __future__ import annotations
 
 import ast
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +56,27 @@ ALLOWED_UPWARD = {
     # when a command runs (clockwork never imports it at import time).
     ("clockwork/_classic.py", "procwork"),
 }
+
+#: The runtime import cycles between modules that exist on purpose, each by
+#: the one lazy import that closes it: (file, module) -> why. The other lazy
+#: upward imports close none: nothing procwork.supervisor or procwork.monitor
+#: imports brings back procwork/__init__.py (whose __getattr__ reaches them),
+#: and clockwork/_classic.py's import of procwork comes back to clockwork
+#: only through the import below.
+ALLOWED_CYCLES = {
+    ("untwisted/_adapt.py", "clockwork"): (
+        "clockwork is built on untwisted, and registers the runner untwisted "
+        "hands generators to; untwisted imports it by name when it meets a "
+        "generator before clockwork was imported, so that untwisted.run(gen) "
+        "works in a program that never imported clockwork"
+    ),
+}
+
+#: The packages whose modules touch no ``_private`` name of another module:
+#: what one module needs of another's class is a documented method or
+#: property (clockwork's Worker steps a Task through its "for the Worker"
+#: methods, it does not reach into its slots).
+ENCAPSULATED = ("untwisted", "clockwork")
 
 #: Modules whose values need no Twisted at all: they import nothing from it.
 TWISTED_FREE = (
@@ -102,6 +127,7 @@ class Import:
     line: int
     module: str
     lazy: bool  # inside a function or under TYPE_CHECKING
+    for_typing: bool = False  # under TYPE_CHECKING: never runs
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: imports {self.module}"
@@ -136,18 +162,18 @@ def imports_in(source: str, path: str, known: frozenset[str]) -> Iterator[Import
         if isinstance(target, ast.Name)
     }
 
-    def visit(node: ast.AST, lazy: bool) -> Iterator[Import]:
+    def visit(node: ast.AST, lazy: bool, typing: bool = False) -> Iterator[Import]:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
             lazy = True
         if isinstance(node, ast.If) and _is_type_checking(node.test):
             for child in node.body:
-                yield from visit(child, True)
+                yield from visit(child, True, True)
             for child in node.orelse:
-                yield from visit(child, lazy)
+                yield from visit(child, lazy, typing)
             return
         if isinstance(node, ast.Import):
             for alias in node.names:
-                yield Import(path, node.lineno, alias.name, lazy)
+                yield Import(path, node.lineno, alias.name, lazy, typing)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -156,7 +182,7 @@ def imports_in(source: str, path: str, known: frozenset[str]) -> Iterator[Import
             for alias in node.names:
                 submodule = f"{base}.{alias.name}"
                 target = submodule if submodule in known else base
-                yield Import(path, node.lineno, target, lazy)
+                yield Import(path, node.lineno, target, lazy, typing)
         elif isinstance(node, ast.Call) and _imports_by_name(node.func):
             arg = node.args[0] if node.args else None
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
@@ -165,9 +191,9 @@ def imports_in(source: str, path: str, known: frozenset[str]) -> Iterator[Import
                 target = constants[arg.id]
             else:
                 target = "<by name>"
-            yield Import(path, node.lineno, target, lazy)
+            yield Import(path, node.lineno, target, lazy, typing)
         for child in ast.iter_child_nodes(node):
-            yield from visit(child, lazy)
+            yield from visit(child, lazy, typing)
 
     yield from visit(tree, False)
 
@@ -224,6 +250,159 @@ def all_imports() -> Iterator[Import]:
         yield from imports_in(source, path, known)
 
 
+Graph = dict[str, dict[str, Import]]
+
+
+def runtime_graph(imports: Iterable[Import], known: frozenset[str]) -> Graph:
+    """module -> {module it imports when its code runs: the first such import}.
+
+    Imports for type checkers only never run and are left out, as are
+    modules outside ``known`` and a module importing itself.
+    """
+    graph: Graph = {}
+    for imp in imports:
+        here = module_name(imp.path)
+        edges = graph.setdefault(here, {})
+        if imp.for_typing or imp.module not in known or imp.module == here:
+            continue
+        edges.setdefault(imp.module, imp)
+    return graph
+
+
+def cycles(graph: Graph) -> list[list[Import]]:
+    """One cycle for each group of modules that import each other in a circle.
+
+    Each cycle is given as the imports that close it, starting from the
+    group's first module by name (Tarjan's strongly connected components,
+    then the shortest way back around).
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[set[str]] = []
+
+    def connect(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in graph.get(module, {}):
+            if target not in index:
+                connect(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.add(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for module in sorted(graph):
+        if module not in index:
+            connect(module)
+    return [_way_around(graph, group) for group in groups]
+
+
+def _way_around(graph: Graph, group: set[str]) -> list[Import]:
+    """The shortest cycle through the group's first module, by breadth first."""
+    start = min(group)
+    came_by: dict[str, Import] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for module in frontier:
+            for target, imp in sorted(graph[module].items()):
+                if target not in group:
+                    continue
+                if target == start:
+                    way = [imp]
+                    while module != start:
+                        way.insert(0, came_by[module])
+                        module = module_name(came_by[module].path)
+                    return way
+                if target not in came_by:
+                    came_by[target] = imp
+                    following.append(target)
+        frontier = following
+    raise AssertionError(f"no cycle in {group}")  # pragma: no cover
+
+
+def describe(cycle: list[Import]) -> str:
+    """``a -> b (a.py:3) -> a (b.py:7)``: the modules, and where each import is."""
+    first = module_name(cycle[0].path)
+    return first + "".join(f" -> {imp.module} ({imp.path}:{imp.line})" for imp in cycle)
+
+
+def import_cycles(
+    imports: Iterable[Import],
+    known: frozenset[str],
+    allowed: Iterable[tuple[str, str]] = (),
+) -> list[str]:
+    """The runtime import cycles left once the ``allowed`` imports are taken out."""
+    graph = runtime_graph(imports, known)
+    for path, module in allowed:
+        graph.get(module_name(path), {}).pop(module, None)
+    return [describe(cycle) for cycle in cycles(graph)]
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def private_reaches(source: str, path: str, known: frozenset[str]) -> list[str]:
+    """Where the module at ``path`` touches a ``_private`` name it does not define.
+
+    A module may use the private names it defines: its functions, classes
+    and globals, and the attributes its classes give themselves (``self._x =
+    ...``, ``__slots__``, their methods). Any other, through any object
+    (``task._stack``, ``self._x`` inherited from another module's class) or
+    imported (``from clockwork._task import _NOTHING``), is another module's
+    privacy. Dunder names are public; private submodules of the package are
+    modules, not names (``from untwisted import _signals``).
+    """
+    tree = ast.parse(source, path)
+    defined: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            defined.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            defined.add(node.id)
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ("self", "cls")
+        ):
+            defined.add(node.attr)
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "__slots__"
+            for target in node.targets
+        ):
+            defined.update(
+                slot.value
+                for slot in ast.walk(node.value)
+                if isinstance(slot, ast.Constant) and isinstance(slot.value, str)
+            )
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            if node.attr not in defined:
+                found.append((node.lineno, ast.unparse(node)))
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.extend(
+                (node.lineno, f"from {node.module} import {alias.name}")
+                for alias in node.names
+                if _private(alias.name) and f"{node.module}.{alias.name}" not in known
+            )
+    return [f"{path}:{line}: {what}" for line, what in sorted(found)]
+
+
 # -- the repository --------------------------------------------------------------
 
 
@@ -237,6 +416,48 @@ def test_every_allowed_upward_import_is_still_there() -> None:
     """An exception that no longer happens is taken off the list."""
     seen = {(imp.path, imp.module) for imp in all_imports()}
     assert not ALLOWED_UPWARD - seen, ALLOWED_UPWARD - seen
+
+
+def test_no_modules_import_each_other_in_a_circle_when_their_code_runs() -> None:
+    """Function-level imports count; imports for type checkers only do not.
+
+    A cycle hidden in a function is still a cycle: either module can only
+    be understood, loaded and tested with the other. The lower one offers a
+    hook instead (procwork._spawn's observers, which the lifeline and the
+    orphan reaper register with).
+    """
+    sources = repository_sources()
+    known = known_modules(list(sources))
+    found = import_cycles(all_imports(), known, ALLOWED_CYCLES)
+    assert not found, "modules that import each other:\n" + "\n".join(found)
+
+
+def test_every_allowed_import_cycle_is_still_one() -> None:
+    """A cycle that was broken is taken off the list."""
+    known = known_modules(list(repository_sources()))
+    graph = runtime_graph(all_imports(), known)
+    for path, module in ALLOWED_CYCLES:
+        importer = module_name(path)
+        assert module in graph[importer], f"{path} no longer imports {module}"
+        assert any(
+            importer in {module_name(imp.path) for imp in cycle}
+            for cycle in cycles(graph)
+        ), f"{path} importing {module} closes no cycle any more"
+
+
+def test_untwisted_and_clockwork_modules_touch_no_private_name_of_another_module() -> (
+    None
+):
+    """One module uses another's documented interface, never its ``_privates``."""
+    sources = repository_sources()
+    known = known_modules(list(sources))
+    found = [
+        reach
+        for path, source in sources.items()
+        if path.startswith(tuple(f"{package}/" for package in ENCAPSULATED))
+        for reach in private_reaches(source, path, known)
+    ]
+    assert not found, "private names of another module:\n" + "\n".join(found)
 
 
 def test_the_service_spec_and_the_restart_decision_import_nothing_from_twisted() -> (
@@ -436,3 +657,95 @@ def test_imports_down_the_layers_and_of_other_libraries_pass() -> None:
         from procwork.monitor import Monitor
     """
     assert check("procwork/cli/_main.py", source) == []
+
+
+def cycles_in(sources: dict[str, str]) -> list[str]:
+    known = known_modules(list(sources))
+    imports = [
+        imp
+        for path, source in sources.items()
+        for imp in imports_in(textwrap.dedent(source), path, known)
+    ]
+    return import_cycles(imports, known)
+
+
+def test_the_cycle_finder_names_each_import_of_a_cycle_even_inside_a_function() -> None:
+    sources = {
+        "procwork/_a.py": "from procwork._b import helper\n",
+        "procwork/_b.py": """
+            import os
+
+            def helper():
+                from procwork import _a
+        """,
+        "procwork/_c.py": "from procwork._a import x\n",  # on the way in, not around
+    }
+    assert cycles_in(sources) == [
+        "procwork._a -> procwork._b (procwork/_a.py:1) "
+        "-> procwork._a (procwork/_b.py:5)"
+    ]
+
+
+def test_the_cycle_finder_follows_a_longer_cycle_through_a_package() -> None:
+    sources = {
+        "untwisted/__init__.py": "from untwisted._adapt import as_deferred\n",
+        "untwisted/_adapt.py": "def run():\n    import clockwork\n",
+        "clockwork/__init__.py": "import untwisted\n",
+    }
+    assert cycles_in(sources) == [
+        "clockwork -> untwisted (clockwork/__init__.py:1) "
+        "-> untwisted._adapt (untwisted/__init__.py:1) "
+        "-> clockwork (untwisted/_adapt.py:2)"
+    ]
+
+
+def test_the_cycle_finder_leaves_out_imports_for_type_checkers() -> None:
+    sources = {
+        "clockwork/_task.py": """
+            from typing import TYPE_CHECKING
+            if TYPE_CHECKING:
+                from clockwork._worker import Worker
+        """,
+        "clockwork/_worker.py": "from clockwork._task import Task\n",
+    }
+    assert cycles_in(sources) == []
+
+
+def test_the_privacy_check_names_another_modules_private_attribute_and_import() -> None:
+    source = """
+        from clockwork import _task
+        from clockwork._task import _NOTHING, Task
+
+        class Worker(Base):
+            __slots__ = ("_ready",)
+
+            def step(self, task):
+                self._ready.append(task)
+                task._stack.pop()
+                return self._inherited
+    """
+    known = frozenset({"clockwork", "clockwork._task"})
+    assert private_reaches(textwrap.dedent(source), "clockwork/_w.py", known) == [
+        "clockwork/_w.py:3: from clockwork._task import _NOTHING",
+        "clockwork/_w.py:10: task._stack",
+        "clockwork/_w.py:11: self._inherited",
+    ]
+
+
+def test_the_privacy_check_lets_a_module_use_what_it_defines() -> None:
+    source = """
+        _PENDING = object()
+
+        class _Resume:
+            __slots__ = ("_task",)
+
+            def __init__(self, task):
+                self._task = task
+
+            def same(self, other):
+                return other._task is self._task or other._check(_PENDING)
+
+            def _check(self, value):
+                return value.__class__
+    """
+    assert private_reaches(textwrap.dedent(source), "clockwork/_w.py", KNOWN) == []
