@@ -6,7 +6,7 @@ delay that doubles up to a maximum) and SIGKILLs a process that does not stop
 in time. The supervisor keeps all of that and plugs its own decisions in.
 This is the one module that knows procmon's insides (its per-name dicts
 ``restart``, ``delay``, ``murder`` and ``protocols``, its ``threshold``
-settings, the methods it calls on itself); :class:`Procmon` is all the
+settings, the methods it calls on itself); :class:`ProcmonAdapter` is all the
 supervisor sees of it, so a change in a Twisted release is fixed here.
 
 Two seams connect procmon to the supervisor:
@@ -40,7 +40,7 @@ __all__ = [
     "ChildTransport",
     "DelayedCall",
     "GroupSpawningReactor",
-    "Procmon",
+    "ProcmonAdapter",
     "SpawnChild",
     "SupervisorHooks",
 ]
@@ -134,8 +134,12 @@ class GroupSpawningReactor:
 classImplements(GroupSpawningReactor, IReactorTime, IReactorProcess)
 
 
-class Procmon:
+class ProcmonAdapter:
     """procmon, as the supervisor uses it: one per supervisor.
+
+    Its methods speak the supervisor's terms (a service's spec, its pending
+    restart); underneath is procmon's own ``ProcessMonitor``, with the
+    supervisor's decisions plugged in.
 
     Args:
         reactor: The supervisor's reactor (timers).
@@ -146,34 +150,36 @@ class Procmon:
     def __init__(
         self, reactor: ReactorTime, hooks: SupervisorHooks, spawn: SpawnChild
     ) -> None:
-        self._monitor = _monitor_class()(GroupSpawningReactor(reactor, spawn), hooks)
+        self._process_monitor = _hooked_process_monitor_class()(
+            GroupSpawningReactor(reactor, spawn), hooks
+        )
 
     @property
     def process_monitor(self) -> ProcessMonitor:
         """The :class:`~twisted.runner.procmon.ProcessMonitor` underneath."""
-        return self._monitor
+        return self._process_monitor
 
     def add(self, spec: ServiceSpec) -> None:
         """Let procmon know the service; it is started only if the hooks say
         so (:meth:`SupervisorHooks._may_start`)."""
-        self._monitor.addProcess(spec.name, list(spec.argv), cwd=spec.cwd)
+        self._process_monitor.addProcess(spec.name, list(spec.argv), cwd=spec.cwd)
         self.reset_backoff(spec)
 
     def remove(self, name: str) -> None:
         """Forget the service (its process has ended)."""
-        self._monitor.removeProcess(name)
+        self._process_monitor.removeProcess(name)
 
     def start(self, name: str) -> None:
         """Start the service's process now, if it is not running."""
-        self._monitor.startProcess(name)
+        self._process_monitor.startProcess(name)
 
     def stop(self, name: str) -> None:
         """Send the service its stop signal; SIGKILL after its stop timeout."""
-        self._monitor.stopProcess(name)
+        self._process_monitor.stopProcess(name)
 
     def restart_call(self, name: str) -> DelayedCall | None:
         """The pending restart procmon scheduled for the service, if any."""
-        return _active(self._monitor.restart.get(name))
+        return _active(self._process_monitor.restart.get(name))
 
     def cancel_restart(self, name: str) -> None:
         """Cancel the pending restart, if any."""
@@ -183,11 +189,11 @@ class Procmon:
 
     def reset_backoff(self, spec: ServiceSpec) -> None:
         """The next quick exit backs off by ``min_restart_delay`` again."""
-        self._monitor.delay[spec.name] = spec.min_restart_delay
+        self._process_monitor.delay[spec.name] = spec.min_restart_delay
 
 
 @functools.cache
-def _monitor_class() -> Callable[[Any, SupervisorHooks], ProcessMonitor]:
+def _hooked_process_monitor_class() -> Callable[[Any, SupervisorHooks], ProcessMonitor]:
     """The ProcessMonitor subclass, defined on first use.
 
     It extends procwork's drop-in :class:`~procwork.supervisor.ProcessMonitor`
@@ -198,7 +204,7 @@ def _monitor_class() -> Callable[[Any, SupervisorHooks], ProcessMonitor]:
     """
     from procwork.supervisor._processmonitor import ProcessMonitor
 
-    class _Monitor(ProcessMonitor):
+    class _HookedProcessMonitor(ProcessMonitor):
         """procmon with the supervisor's decisions plugged in.
 
         procmon keeps doing what it does: starting processes, the backoff
@@ -260,4 +266,4 @@ def _monitor_class() -> Callable[[Any, SupervisorHooks], ProcessMonitor]:
         def _stop_expired(self, transport: Any) -> None:
             self._supervisor._stop_timed_out(cast(ChildTransport, transport))
 
-    return _Monitor
+    return _HookedProcessMonitor

@@ -53,7 +53,7 @@ from procwork._result import describe_returncode
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess
 from procwork._threads import check_thread
-from procwork.supervisor._procmon import ChildTransport, DelayedCall, Procmon
+from procwork.supervisor._procmon import ChildTransport, DelayedCall, ProcmonAdapter
 from procwork.supervisor._restart import Exit, decide_restart
 from procwork.supervisor._servicelog import (
     LogStats,
@@ -266,7 +266,7 @@ class Supervisor:
         self._services: dict[str, _Service] = {}  # in the order added
         self._started = False
         self._shutdown_trigger: Any = None
-        self._procmon = Procmon(reactor, self, self._spawn)
+        self._procmon = ProcmonAdapter(reactor, self, self._spawn)
         self._listeners: list[StateListener] = []
         self._log_listeners: list[LogTroubleListener] = []
 
