@@ -169,6 +169,7 @@ def procwork_monitor(
 
     import procwork.monitor
     import untwisted
+    from procwork.monitor._checks import CheckRunner
 
     config = procwork.monitor.parse_config(_monitor_config(max_running), "<bench>")
     monitor = procwork.monitor.Monitor(config)
@@ -193,9 +194,7 @@ def procwork_monitor(
 
         return d.addCallback(done)
 
-    monitor.checks = procwork.monitor.CheckRunner(
-        config.checks, reactor=reactor, run=timed_run
-    )
+    monitor.checks = CheckRunner(config.checks, reactor=reactor, run=timed_run)
 
     def skipped() -> int:
         return sum(s.skipped for s in monitor.checks.status.values())
@@ -297,6 +296,7 @@ def noisy_monitor(
 
     import procwork.monitor
     import untwisted
+    from procwork.monitor._checks import CheckRunner
     from procwork.monitor._logs import start_logging
 
     lines = ["[monitor]", "http = false", "summary_every = 0", "max_load = false"]
@@ -322,9 +322,7 @@ def noisy_monitor(
             lambda result: runs.append((called, late + result.queued)) or result
         )
 
-    monitor.checks = procwork.monitor.CheckRunner(
-        config.checks, reactor=reactor, run=timed_run
-    )
+    monitor.checks = CheckRunner(config.checks, reactor=reactor, run=timed_run)
     window: dict[str, float] = {}
 
     def mark() -> None:

@@ -8,7 +8,9 @@
     >>> clockwork.wrap(job(21))
     42
 
-See ``specs/clockwork.md`` for the whole story.
+See ``specs/clockwork.md`` for the whole story. The first clockwork's
+vocabulary (``Return``, ``Value``, ``genwrap``, ...) is :mod:`clockwork.classic`,
+importable from here too so that code written for it runs unchanged.
 """
 
 from __future__ import annotations
@@ -19,40 +21,22 @@ from typing import Any, TypeVar
 from twisted.internet.defer import CancelledError, Deferred
 
 import untwisted
-from clockwork._classic import (
-    Call,
-    Command,
-    Control,
-    Each,
-    Input,
-    Output,
-    Return,
-    Value,
-    genwrap,
-    standalone,
-)
+from clockwork import classic as classic
 from clockwork._flatten import encapsulate, flatten
 from clockwork._task import Task
 from clockwork._waits import every, first, gather, sleep, timeout
 from clockwork._worker import Worker, current_worker, default_worker
 
+# The first clockwork's vocabulary, re-exported whole (and added to __all__
+# below): its code begins with "from clockwork import *".
+from clockwork.classic import *  # noqa: F403
+
 Timeout = untwisted.Timeout
 
-# Includes the first clockwork's vocabulary (Call, Command, Control, Each, Input,
-# Output, Return, Value, genwrap, standalone): code written for it says
-# "from clockwork import *". See specs/clockwork_classic.md.
 __all__ = [
-    "Call",
     "CancelledError",
-    "Command",
-    "Control",
-    "Each",
-    "Input",
-    "Output",
-    "Return",
     "Task",
     "Timeout",
-    "Value",
     "Worker",
     "current_worker",
     "default_worker",
@@ -61,15 +45,18 @@ __all__ = [
     "first",
     "flatten",
     "gather",
-    "genwrap",
     "sleep",
     "spawn",
-    "standalone",
     "tick",
     "timeout",
     "work",
     "wrap",
 ]
+# The first clockwork's vocabulary lives in clockwork.classic and stays
+# importable from here, by name and by star: code written for it begins with
+# "from clockwork import *", which imports what __all__ lists and nothing
+# else. See specs/clockwork_classic.md.
+__all__ += classic.__all__
 
 T = TypeVar("T")
 
@@ -114,4 +101,4 @@ def _run_generator(gen: Generator[Any, Any, Any]) -> Any:
     return spawn(gen).deferred
 
 
-untwisted.set_generator_runner(_run_generator)
+untwisted.lowlevel.set_generator_runner(_run_generator)

@@ -112,7 +112,7 @@ class Worker:
     until its next turn; ``yield`` of a generator runs it as a subroutine (its
     ``return`` value is the value of the ``yield``); ``yield`` of a Deferred,
     coroutine or awaitable waits for it without using CPU. The first
-    clockwork's keywords work too (``clockwork._classic``): ``yield Return(v)``
+    clockwork's keywords work too (``clockwork.classic``): ``yield Return(v)``
     is ``return v``, ``yield Call(gen)`` a tail call, ``yield Value(v)`` and
     ``yield Output(v)`` give up control like a bare ``yield``, and ``yield
     Input(...)`` waits for its answer.
@@ -136,18 +136,20 @@ class Worker:
     def __init__(
         self,
         *tasks: Generator[Any, Any, Any] | Coroutine[Any, Any, Any],
-        driver: untwisted.Driver | None = None,
+        driver: untwisted.lowlevel.Driver | None = None,
         autorun: bool = False,
         time_slice: float = 0.002,
     ) -> None:
-        self.driver = driver if driver is not None else untwisted.default_driver()
+        self.driver = (
+            driver if driver is not None else untwisted.lowlevel.default_driver()
+        )
         self._autorun = autorun
         self._time_slice = time_slice
         self._ready: deque[Task] = deque()
         self._unfinished: set[Task] = set()
         self._slice_call: Any = None
         for task in tasks:
-            if isinstance(task, untwisted.Driver):
+            if isinstance(task, untwisted.lowlevel.Driver):
                 # Only to say what changed: the driver used to be the first
                 # positional argument, the first clockwork took tasks there.
                 raise TypeError(
@@ -162,7 +164,7 @@ class Worker:
         )
 
     @property
-    def reactor(self) -> untwisted.DrivableReactor:
+    def reactor(self) -> untwisted.lowlevel.DrivableReactor:
         """The reactor this worker's tasks wait on."""
         return self.driver.reactor
 
@@ -201,7 +203,7 @@ class Worker:
                 return Deferred.fromCoroutine(x)
             finally:
                 _coroutine_worker.reset(token)
-        return untwisted.as_deferred(x)
+        return untwisted.lowlevel.as_deferred(x)
 
     # -- running ------------------------------------------------------------
 

@@ -46,17 +46,10 @@ if TYPE_CHECKING:
     from procwork._remote import RemoteUnreachable as RemoteUnreachable
     from procwork._remote import SSHPool as SSHPool
     from procwork._remote import ssh_pool as ssh_pool
-    from procwork.monitor import CheckRunner as CheckRunner
     from procwork.monitor import CheckSpec as CheckSpec
-    from procwork.monitor import CheckStatus as CheckStatus
-    from procwork.monitor import Finding as Finding
-    from procwork.monitor import LinuxProcessTable as LinuxProcessTable
     from procwork.monitor import Monitor as Monitor
     from procwork.monitor import MonitorConfig as MonitorConfig
-    from procwork.monitor import ProcessTable as ProcessTable
-    from procwork.monitor import ProcInfo as ProcInfo
     from procwork.monitor import Rule as Rule
-    from procwork.monitor import RuleEngine as RuleEngine
     from procwork.monitor import load_config as load_config
     from procwork.monitor import parse_config as parse_config
     from procwork.supervisor import NoSuchService as NoSuchService
@@ -104,6 +97,8 @@ __all__ = [
 # their own subpackages. They still resolve, but lazily, so that importing the
 # process core does not import the application built on it. (The one place
 # the core names a higher room; tests/test_layering.py allows just this.)
+# Only names those rooms still export: the monitor's parts (its check runner,
+# rule engine, process table) are private to it now.
 _SUPERVISOR_NAMES = frozenset(
     {
         "NoSuchService",
@@ -116,17 +111,10 @@ _SUPERVISOR_NAMES = frozenset(
 )
 _MONITOR_NAMES = frozenset(
     {
-        "CheckRunner",
         "CheckSpec",
-        "CheckStatus",
-        "Finding",
-        "LinuxProcessTable",
         "Monitor",
         "MonitorConfig",
-        "ProcInfo",
-        "ProcessTable",
         "Rule",
-        "RuleEngine",
         "load_config",
         "parse_config",
     }

@@ -537,7 +537,7 @@ class Process:
             self._terminate()
             # A blocking caller that cancelled (untwisted.run's timeout,
             # Ctrl-C) gets control back only once the kill is done.
-            untwisted.default_driver().linger(self.wait())
+            untwisted.lowlevel.default_driver().linger(self.wait())
             error = CancelledError(
                 f"{self.args[0]!r} was cancelled; its process group got SIGTERM "
                 f"(SIGKILL after {self.grace:g} s)"

@@ -112,4 +112,4 @@ def default_reactor() -> Any:
     """
     import untwisted
 
-    return untwisted.default_driver().reactor
+    return untwisted.lowlevel.default_driver().reactor

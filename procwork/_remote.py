@@ -1190,7 +1190,7 @@ def ssh_pool() -> SSHPool:
     if _default_pool is None:
         import untwisted
 
-        _default_pool = SSHPool(untwisted.default_driver().reactor)
+        _default_pool = SSHPool(untwisted.lowlevel.default_driver().reactor)
     return _default_pool
 
 

@@ -81,11 +81,11 @@ def signals_held_while_starting(reactor: object) -> AbstractContextManager[None]
     by a signal handler (Ctrl-C, SIGTERM, ...) would leave a running child
     nobody knows of, never killed at exit. Inside this block such an
     exception is postponed until the outermost held block ends
-    (``untwisted.hold_signals()``), when the child is on record.
+    (``untwisted.lowlevel.hold_signals()``), when the child is on record.
 
     Holding works only for signals handled by untwisted (a default SIGINT
     handler raises wherever it is), so this first makes the fatal signals
-    untwisted's (``untwisted.catch_fatal_signals()``), but only while
+    untwisted's (``untwisted.lowlevel.catch_fatal_signals()``), but only while
     ``reactor`` is not running: that is blocking code starting a child before
     anything drove the reactor (untwisted installs the handlers itself when
     it starts it). A program's own ``reactor.run()`` owns its signals, and an
@@ -100,8 +100,8 @@ def signals_held_while_starting(reactor: object) -> AbstractContextManager[None]
     if threading.get_ident() != _MAIN_THREAD:
         return _NOT_HELD
     if not getattr(reactor, "running", False):
-        untwisted.catch_fatal_signals()
-    return untwisted.hold_signals()
+        untwisted.lowlevel.catch_fatal_signals()
+    return untwisted.lowlevel.hold_signals()
 
 
 _MAIN_THREAD = threading.main_thread().ident

@@ -10,7 +10,7 @@ point that touches the reactor checks its caller first and raises
 :class:`untwisted.ForeignThreadError`, before anything is started.
 
 Who owns the global reactor is untwisted's driver's to say
-(:meth:`untwisted.Driver.check_thread`): the first thread that calls
+(:meth:`untwisted.lowlevel.Driver.check_thread`): the first thread that calls
 untwisted or procwork owns it, even when that call needed no reactor turn
 (an ``untwisted.run`` whose result was already in hand) and even while that
 thread is back in plain Python between two calls. Deciding it only when the
@@ -60,7 +60,7 @@ def check_thread(what: str, reactor: object | None) -> None:
         return  # not installed yet, or a test's fake
     if reactor is global_reactor:
         # Claims the reactor for this thread if nobody called before.
-        untwisted.default_driver().check_thread(what)
+        untwisted.lowlevel.default_driver().check_thread(what)
     elif reactor.running and not threadable.isInIOThread():
         me = threading.current_thread().name
         raise ForeignThreadError(

@@ -40,7 +40,7 @@ from twisted.logger import ILogObserver, globalLogPublisher
 
 import procwork
 import untwisted
-from procwork.monitor import ProcInfo
+from procwork.monitor._proctable import ProcInfo
 
 PY = sys.executable
 """The Python running the tests; child Pythons run it too."""

@@ -22,7 +22,8 @@ from twisted.python.failure import Failure
 
 import untwisted
 from procwork import ConfigError, Result, SpawnError
-from procwork.monitor import CheckRunner, CheckSpec, CheckStatus
+from procwork.monitor import CheckSpec
+from procwork.monitor._checks import CheckRunner, CheckStatus
 from tests.support import PY, drive_until
 
 # -- the fake run -------------------------------------------------------------

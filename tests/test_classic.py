@@ -59,7 +59,9 @@ def clock() -> ClockReactor:
 @pytest.fixture
 def worker(clock: ClockReactor) -> Worker:
     """A worker on the fake clock: its tasks' sleeps take no real time."""
-    return Worker(driver=untwisted.Driver(clock, register_atexit=lambda hook: None))
+    return Worker(
+        driver=untwisted.lowlevel.Driver(clock, register_atexit=lambda hook: None)
+    )
 
 
 # -- Control and Return ------------------------------------------------------------
@@ -607,7 +609,9 @@ def test_a_worker_takes_its_first_tasks_as_arguments() -> None:
 
 
 def test_a_driver_passed_where_tasks_go_is_refused_with_what_to_do() -> None:
-    driver = untwisted.Driver(ClockReactor(), register_atexit=lambda hook: None)
+    driver = untwisted.lowlevel.Driver(
+        ClockReactor(), register_atexit=lambda hook: None
+    )
     with pytest.raises(TypeError, match=r"takes generators; pass .* as driver=\.\.\."):
         Worker(driver)  # type: ignore[arg-type]
 

@@ -38,7 +38,9 @@ def clock() -> ClockReactor:
 @pytest.fixture
 def worker(clock: ClockReactor) -> Worker:
     """A worker on the fake clock: its tasks' sleeps take no real time."""
-    return Worker(driver=untwisted.Driver(clock, register_atexit=lambda hook: None))
+    return Worker(
+        driver=untwisted.lowlevel.Driver(clock, register_atexit=lambda hook: None)
+    )
 
 
 def names_of_frames_in_this_file(error: BaseException) -> list[str]:

@@ -47,7 +47,7 @@ class ClockedReactor:
 
     def __init__(self) -> None:
         self.clock = task.Clock()
-        self._real = untwisted.default_driver().reactor
+        self._real = untwisted.lowlevel.default_driver().reactor
 
     def callLater(self, delay: float, f: Callable[..., Any], *a: Any, **kw: Any) -> Any:
         return self.clock.callLater(delay, f, *a, **kw)

@@ -565,14 +565,145 @@ def test_procwork_exports_the_process_core_only() -> None:
     assert procwork.RemoteError is procwork._remote.RemoteError
 
 
-@pytest.mark.parametrize("package", ["procwork.supervisor", "procwork.monitor"])
+@pytest.mark.parametrize(
+    "package",
+    [
+        "untwisted",
+        "untwisted.lowlevel",
+        "clockwork",
+        "clockwork.classic",
+        "procwork.supervisor",
+        "procwork.monitor",
+    ],
+)
 def test_each_room_exports_what_its_modules_define(package: str) -> None:
-    """Every name in a subpackage's ``__all__`` is there to be imported."""
+    """Every name in a package's or a tier's ``__all__`` is there to be imported."""
     import importlib
 
     module = importlib.import_module(package)
     missing = [name for name in module.__all__ if not hasattr(module, name)]
     assert module.__all__ and not missing, missing
+
+
+def test_untwisted_exports_what_a_program_calls_and_lowlevel_the_plumbing() -> None:
+    """``untwisted`` is run, add, tick and their errors; what code built on it
+    needs (the Driver, the generator hook, signals) is ``untwisted.lowlevel``,
+    as in trio, and there only."""
+    import untwisted
+    import untwisted.lowlevel
+
+    assert sorted(untwisted.__all__) == [
+        "ForeignThreadError",
+        "ReentrancyError",
+        "Timeout",
+        "add",
+        "run",
+        "tick",
+    ]
+    assert sorted(untwisted.lowlevel.__all__) == [
+        "DrivableReactor",
+        "Driver",
+        "FATAL_SIGNALS",
+        "GeneratorRunner",
+        "as_deferred",
+        "catch_fatal_signals",
+        "default_driver",
+        "hold_signals",
+        "set_generator_runner",
+    ]
+    twice = [name for name in untwisted.lowlevel.__all__ if hasattr(untwisted, name)]
+    assert not twice, f"plumbing still in untwisted itself: {twice}"
+
+
+def test_clockwork_exports_the_modern_api_and_still_the_first_clockworks_words() -> (
+    None
+):
+    """The first clockwork's vocabulary lives in ``clockwork.classic``; code
+    written for it says ``from clockwork import *``, which still brings every
+    word of it (so ``clockwork.__all__`` lists them after the modern API)."""
+    import clockwork
+    import clockwork.classic
+
+    modern = [
+        "CancelledError",
+        "Task",
+        "Timeout",
+        "Worker",
+        "current_worker",
+        "default_worker",
+        "encapsulate",
+        "every",
+        "first",
+        "flatten",
+        "gather",
+        "sleep",
+        "spawn",
+        "tick",
+        "timeout",
+        "work",
+        "wrap",
+    ]
+    assert sorted(clockwork.classic.__all__) == [
+        "Call",
+        "Command",
+        "Control",
+        "Each",
+        "Input",
+        "Output",
+        "Return",
+        "Value",
+        "genwrap",
+        "standalone",
+    ]
+    assert clockwork.__all__ == modern + clockwork.classic.__all__
+    star: dict[str, object] = {}
+    exec("from clockwork import *", star)
+    for name in clockwork.classic.__all__:
+        assert star[name] is getattr(clockwork.classic, name), name
+
+
+def test_the_monitor_exports_what_a_program_embedding_it_needs_and_no_part_of_it() -> (
+    None
+):
+    """At most a dozen names: the monitor, its config and what that holds,
+    the config's error, what a reload did. Its parts (check runner, rule
+    engine, process table, alert dispatcher, control server) are private."""
+    import procwork.monitor
+
+    assert sorted(procwork.monitor.__all__) == [
+        "AlertSpec",
+        "CheckSpec",
+        "ConfigDiff",
+        "ConfigError",
+        "Monitor",
+        "MonitorConfig",
+        "Rule",
+        "default_socket_path",
+        "load_config",
+        "parse_config",
+    ]
+    parts = ["AlertDispatcher", "CheckRunner", "Controller", "ProcInfo", "RuleEngine"]
+    exported = [name for name in parts if hasattr(procwork.monitor, name)]
+    assert not exported, exported
+
+
+def test_procworks_older_names_are_names_the_supervisor_and_the_monitor_export() -> (
+    None
+):
+    """``procwork.Monitor`` and the like resolve, lazily, to the rooms' public
+    names; no internal of a room is reachable from ``procwork``."""
+    import procwork
+    import procwork.monitor
+    import procwork.supervisor
+
+    assert not procwork._MONITOR_NAMES - set(procwork.monitor.__all__)
+    assert not procwork._SUPERVISOR_NAMES - set(procwork.supervisor.__all__)
+    for name in procwork._MONITOR_NAMES:
+        assert getattr(procwork, name) is getattr(procwork.monitor, name)
+    for name in procwork._SUPERVISOR_NAMES:
+        assert getattr(procwork, name) is getattr(procwork.supervisor, name)
+    with pytest.raises(AttributeError, match="RuleEngine"):
+        procwork.RuleEngine  # noqa: B018
 
 
 # -- the checker itself -------------------------------------------------------------

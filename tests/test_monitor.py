@@ -30,8 +30,9 @@ from twisted.python.failure import Failure
 
 import untwisted
 from procwork import ConfigError, NoLoadLimit, Result, Scheduler
-from procwork.monitor import CheckSpec, Monitor, MonitorConfig, ProcInfo, Rule
+from procwork.monitor import CheckSpec, Monitor, MonitorConfig, Rule
 from procwork.monitor._http import Metric, prometheus_text
+from procwork.monitor._proctable import ProcInfo
 from procwork.supervisor import ServiceSpec, ServiceState
 from tests.support import PY, FakeTable, drive_until, observing
 

@@ -147,7 +147,7 @@ from twisted.logger import globalLogPublisher
 from procwork import ProcessMonitor
 from procwork._spawn import GroupProcess
 
-reactor = untwisted.default_driver().reactor
+reactor = untwisted.lowlevel.default_driver().reactor
 
 def until(condition, timeout=10):
     deadline = time.monotonic() + timeout
@@ -238,7 +238,7 @@ def test_a_process_run_as_another_user_is_started_by_the_reactor_as_procmon_does
         from procwork import ProcessMonitor
         from procwork._spawn import GroupProcess
 
-        reactor = untwisted.default_driver().reactor
+        reactor = untwisted.lowlevel.default_driver().reactor
         pm = ProcessMonitor(reactor)
         sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
         pm.addProcess("as-nobody", sleep, uid={nobody.pw_uid}, gid={nobody.pw_gid},

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from procwork.monitor import LinuxProcessTable, ProcInfo
+from procwork.monitor._proctable import LinuxProcessTable, ProcInfo
 from tests.support import running_sleeper, unique_token
 
 BOOT_TIME = 1_700_000_000

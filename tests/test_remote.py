@@ -642,7 +642,8 @@ def test_procwork_run_host_exits_255_when_the_host_cannot_be_used(
 
 def test_a_monitor_check_with_host_runs_its_command_there(sshd: Sshd) -> None:
     """``host = "..."`` in a [[check]]; the command need not exist here."""
-    from procwork.monitor import CheckRunner, parse_config
+    from procwork.monitor import parse_config
+    from procwork.monitor._checks import CheckRunner
 
     config = parse_config(
         f"""

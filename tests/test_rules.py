@@ -23,15 +23,9 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 
 from procwork import ConfigError
-from procwork.monitor import (
-    Finding,
-    LinuxProcessTable,
-    ProcInfo,
-    Rule,
-    RuleEngine,
-)
-from procwork.monitor._proctable import PF_KTHREAD
-from procwork.monitor._rules import RuleCounters, signal_process
+from procwork.monitor import Rule
+from procwork.monitor._proctable import PF_KTHREAD, LinuxProcessTable, ProcInfo
+from procwork.monitor._rules import Finding, RuleCounters, RuleEngine, signal_process
 from tests.support import (
     PY,
     FakeTable,
@@ -1046,7 +1040,9 @@ def test_real_cgi_trees_are_killed_whole_50_times_in_a_row_under_cpu_load(
 IN_PID_NAMESPACE = r"""
 import os, signal, subprocess, sys, time
 from twisted.internet.task import Clock
-from procwork.monitor import LinuxProcessTable, Rule, RuleEngine
+from procwork.monitor import Rule
+from procwork.monitor._proctable import LinuxProcessTable
+from procwork.monitor._rules import RuleEngine
 
 assert os.getpid() == 1, "not in a new pid namespace"
 # The web server is pid 2 here; its CGI is its child.

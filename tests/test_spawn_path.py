@@ -92,7 +92,7 @@ def shuffled_epoll_batches(seed: int) -> Iterator[Counter[str]]:
 
     Yields the counts of events and of stale events delivered.
     """
-    reactor: Any = untwisted.default_driver().reactor
+    reactor: Any = untwisted.lowlevel.default_driver().reactor
     assert hasattr(reactor, "_poller"), f"needs the epoll reactor, not {reactor!r}"
     shuffler = _ShufflingPoller(reactor, seed)
     dispatch = reactor._doReadOrWrite
@@ -295,7 +295,7 @@ def stale_event(selectable: Any, event: int) -> None:
     """Dispatch ``event`` to ``selectable`` as the reactor does for a batch
     whose event was meant for a closed descriptor of the same number."""
     untwisted.tick()  # a reactor dispatches events only once it runs
-    reactor: Any = untwisted.default_driver().reactor
+    reactor: Any = untwisted.lowlevel.default_driver().reactor
     reactor._doReadOrWrite(selectable, selectable.fileno(), event)
 
 
@@ -380,7 +380,7 @@ def test_loseConnection_called_as_the_child_exits_closes_each_pipe_once() -> Non
             errors.append(event)
 
     protocol = _LosesConnectionAsItExits()
-    reactor = untwisted.default_driver().reactor
+    reactor = untwisted.lowlevel.default_driver().reactor
     with observing(observe):
         code = "import subprocess; subprocess.Popen(['sleep', '30'])"
         transport = GroupProcess(reactor, protocol, [PY, "-c", code])

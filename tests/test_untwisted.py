@@ -32,10 +32,14 @@ from untwisted import ForeignThreadError, ReentrancyError, Timeout
 # -- helpers -------------------------------------------------------------------
 
 
-def fake_driver() -> tuple[ClockReactor, untwisted.Driver, list[object]]:
+def fake_driver() -> tuple[ClockReactor, untwisted.lowlevel.Driver, list[object]]:
     reactor = ClockReactor()
     hooks: list[object] = []
-    return reactor, untwisted.Driver(reactor, register_atexit=hooks.append), hooks
+    return (
+        reactor,
+        untwisted.lowlevel.Driver(reactor, register_atexit=hooks.append),
+        hooks,
+    )
 
 
 def run_in_thread(fn: Callable[[], object]) -> BaseException | None:
@@ -673,7 +677,7 @@ def test_a_timed_out_run_waits_for_the_cleanups_its_cancel_started() -> None:
     run() raises Timeout, so the blocking caller finds it done."""
     from twisted.internet import reactor
 
-    driver = untwisted.default_driver()
+    driver = untwisted.lowlevel.default_driver()
     cleaned: list[str] = []
 
     def cancel(_: defer.Deferred[None]) -> None:
@@ -689,7 +693,7 @@ def test_lingering_is_bounded_by_the_cleanup_timeout() -> None:
     """A cleanup that never finishes delays run()'s Timeout by at most
     cleanup_timeout, then the caller gets control back anyway."""
     reactor = ClockReactor()
-    driver = untwisted.Driver(
+    driver = untwisted.lowlevel.Driver(
         reactor, register_atexit=list().append, cleanup_timeout=0.1
     )
     driver.linger(defer.Deferred())

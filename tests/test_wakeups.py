@@ -150,7 +150,7 @@ class _ThreadCallReactor(ClockReactor):
 def test_a_result_delivered_by_a_queued_call_is_returned_without_waiting() -> None:
     """run() checks for its result between running due calls and waiting for I/O."""
     reactor = _ThreadCallReactor()
-    driver = untwisted.Driver(reactor, register_atexit=lambda hook: None)
+    driver = untwisted.lowlevel.Driver(reactor, register_atexit=lambda hook: None)
     d: Deferred[int] = Deferred()
     reactor.callLater(1, reactor.callFromThread, d.callback, 7)
     assert driver.run(d, timeout=100) == 7
@@ -162,7 +162,7 @@ def test_a_result_delivered_by_a_queued_call_is_returned_without_waiting() -> No
 def test_queued_calls_make_the_next_wait_for_io_zero() -> None:
     """A call queued by a timer is run on the next turn, not after a wait."""
     reactor = _ThreadCallReactor()
-    driver = untwisted.Driver(reactor, register_atexit=lambda hook: None)
+    driver = untwisted.lowlevel.Driver(reactor, register_atexit=lambda hook: None)
     d: Deferred[int] = Deferred()
     reactor.callLater(1, reactor.callFromThread, reactor.callFromThread, d.callback, 3)
     assert driver.run(d, timeout=100) == 3
@@ -180,7 +180,7 @@ def test_a_timed_out_run_returns_as_soon_as_its_children_are_dead() -> None:
         """
         import os, untwisted, procwork
         from twisted.internet.defer import gatherResults
-        untwisted.default_driver().cleanup_timeout = 600
+        untwisted.lowlevel.default_driver().cleanup_timeout = 600
         for attempt in range(20):
             runs = [procwork.run(["sleep", "100"], grace=600, priority="critical")
                     for _ in range(20)]
@@ -204,7 +204,7 @@ def test_ctrl_c_in_run_returns_as_soon_as_the_children_are_dead() -> None:
         import os, signal, untwisted, procwork
         from twisted.internet import reactor
         from twisted.internet.defer import gatherResults
-        untwisted.default_driver().cleanup_timeout = 600
+        untwisted.lowlevel.default_driver().cleanup_timeout = 600
         for attempt in range(20):
             runs = [procwork.run(["sleep", "100"], grace=600, priority="critical")
                     for _ in range(10)]

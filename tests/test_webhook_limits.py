@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from procwork.monitor import AlertDispatcher, AlertSpec, Event
+from procwork.monitor import AlertSpec
+from procwork.monitor._alerts import AlertDispatcher, Event
 from procwork.monitor._webhook import (
     MAX_REPLY,
     MAX_WIRE,

@@ -6,7 +6,9 @@
     >>> value = untwisted.run(d, timeout=5)              # block until it is done
 
 The reactor starts lazily on first use and is never stopped until the
-interpreter exits, so ``run()`` may be called any number of times.
+interpreter exits, so ``run()`` may be called any number of times. What
+code built on untwisted needs (the ``Driver``, hooks, signal handling) is in
+:mod:`untwisted.lowlevel`.
 """
 
 from __future__ import annotations
@@ -16,39 +18,24 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 
-from untwisted import _signals
-from untwisted._adapt import as_deferred, set_generator_runner
-from untwisted._driver import DrivableReactor, Driver
+from untwisted import _global
+from untwisted import lowlevel as lowlevel
 from untwisted._errors import ForeignThreadError, ReentrancyError, Timeout
-from untwisted._signals import FATAL_SIGNALS, catch_fatal_signals
-from untwisted._signals import held as hold_signals
 
+# The plumbing (the Driver, the generator runner's hook, signal handling) is
+# in untwisted.lowlevel: these are what a program calls.
 __all__ = [
-    "FATAL_SIGNALS",
-    "DrivableReactor",
-    "Driver",
     "ForeignThreadError",
     "ReentrancyError",
     "Timeout",
     "add",
-    "as_deferred",
-    "catch_fatal_signals",
-    "default_driver",
-    "hold_signals",
     "run",
-    "set_generator_runner",
     "tick",
 ]
 
 T = TypeVar("T")
 
-_default_driver = Driver()
-_signals.set_foreign_loop(_default_driver.stopper_if_foreign)
-
-
-def default_driver() -> Driver:
-    """The driver of the global reactor that ``add``/``tick``/``run`` use."""
-    return _default_driver
+_default_driver = _global.default_driver()
 
 
 def add(x: object) -> Deferred[Any]:

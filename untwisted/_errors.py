@@ -30,7 +30,7 @@ class ForeignThreadError(RuntimeError):
 
     The reactor is driven by one thread: the first thread that calls
     untwisted or procwork, even if that call did not need the reactor to
-    run (see :meth:`untwisted.Driver.check_thread`). Other threads must hand
+    run (see :meth:`untwisted.lowlevel.Driver.check_thread`). Other threads must hand
     work to it with ``reactor.callFromThread`` (or run their own blocking
     code without untwisted).
     """
