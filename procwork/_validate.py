@@ -212,7 +212,7 @@ def optional_duration(value: object) -> float | None:
 
 
 _SIZE = re.compile(
-    r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([KMGT]?)(?:I?B)?\s*", re.IGNORECASE
+    r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?:([KMGT])I?)?B?\s*", re.IGNORECASE
 )
 _UNIT_BYTES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 SIZE_FORMS = "a number of bytes or a size like '64K', '10M' or '1G' (K = 1024 bytes)"
@@ -228,7 +228,7 @@ def size(value: object) -> int:
     if match is not None:
         number, unit = match.groups()
         try:
-            return int(float(number) * _UNIT_BYTES[unit.upper()])
+            return int(float(number) * _UNIT_BYTES[(unit or "").upper()])
         except OverflowError:  # a number of digits no float holds
             pass
     raise Invalid(f"must be {SIZE_FORMS}, not {_shown(value)}")

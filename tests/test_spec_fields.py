@@ -182,6 +182,7 @@ def test_every_duration_key_refuses_a_bad_one_showing_the_forms_accepted(
         ("1T", 1 << 40),
         ("1.5K", 1536),
         ("4096", 4096),
+        ("4096B", 4096),
         (4096, 4096),
     ],
 )
@@ -189,6 +190,12 @@ def test_a_size_is_bytes_or_a_string_with_a_binary_unit(
     text: object, size_in_bytes: int
 ) -> None:
     assert size(text) == size_in_bytes
+
+
+@pytest.mark.parametrize("text", ["64X", "100iB", "1.5.2K", "-1K", "K", "", 1.5, True])
+def test_a_size_with_no_number_or_an_unknown_unit_is_refused(text: object) -> None:
+    with pytest.raises(ConfigError, match=r"^must be a number of bytes or a size "):
+        size(text)
 
 
 @pytest.mark.parametrize(("cls", "key"), SIZES)
