@@ -22,13 +22,11 @@ from procwork._reactor import default_reactor
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES, Priority, Scheduler, parse_priority
 from procwork._threads import check_thread
+from procwork._validate import clip
 
 __all__ = ["DEFAULT_GRACE", "DEFAULT_MAX_OUTPUT", "run", "scheduler", "spawn"]
 
 Command = str | bytes | os.PathLike[str] | Sequence[str | bytes | os.PathLike[str]]
-
-# Longest rendering of a value (or of the command) in an error message.
-_SHOWN = 200
 
 _default_scheduler: Scheduler | None = None
 
@@ -253,7 +251,7 @@ def _process(
         env=_env(env, where),
         cwd=_cwd(cwd, where),
         priority=_priority(priority, where),
-        timeout=_seconds(timeout, "timeout", where, allow_none=True),
+        timeout=_optional_seconds(timeout, "timeout", where, allow_none=True),
         grace=validate.seconds(grace, _Named(where, "grace")),
         max_output=_max_output(max_output, where),
         stdin=bool(stdin),
@@ -305,7 +303,7 @@ def _argv(args: object, shell: object, where: object) -> tuple[str, ...]:
             f"(str, bytes or paths), not {type(args).__name__}"
         )
     if not argv or not argv[0]:
-        raise ValueError(f"empty command {_clip(repr(args))}: nothing to run")
+        raise ValueError(f"empty command {clip(repr(args))}: nothing to run")
     if "\0" in "".join(argv):
         i = next(i for i, arg in enumerate(argv) if "\0" in arg)
         raise ValueError(
@@ -318,7 +316,7 @@ def _argument(arg: object, index: int, where: object) -> str:
     if isinstance(arg, str | bytes | os.PathLike):
         return os.fsdecode(arg)
     raise TypeError(
-        f"{where}: argument {index} is {_clip(repr(arg))}, but every argument "
+        f"{where}: argument {index} is {clip(repr(arg))}, but every argument "
         "must be str, bytes or a path"
     )
 
@@ -336,11 +334,11 @@ def _env(env: object, where: object) -> dict[str, str] | None:
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(
                 f"{where}: env entries must be str, got "
-                f"{_clip(repr(key))}: {_clip(repr(value))}"
+                f"{clip(repr(key))}: {clip(repr(value))}"
             )
         if not key or "=" in key or "\0" in key or "\0" in value:
             raise ValueError(
-                f"{where}: invalid environment variable {_clip(repr(key))} "
+                f"{where}: invalid environment variable {clip(repr(key))} "
                 "(a name must be non-empty and hold no '=' or NUL, a value no NUL)"
             )
         clean[key] = value
@@ -353,12 +351,12 @@ def _cwd(cwd: object, where: object) -> str | None:
     if not isinstance(cwd, str | bytes | os.PathLike):
         raise TypeError(
             f"{where}: cwd must be a path (str, bytes or os.PathLike), "
-            f"not {_clip(repr(cwd))}"
+            f"not {clip(repr(cwd))}"
         )
     path = os.fsdecode(cwd)
     if not path or "\0" in path:
         raise ValueError(
-            f"{where}: cwd {_clip(repr(path))} is not a usable directory name"
+            f"{where}: cwd {clip(repr(path))} is not a usable directory name"
         )
     return path
 
@@ -367,7 +365,7 @@ def _priority(priority: object, where: object) -> Priority:
     if not isinstance(priority, str | Priority):
         raise TypeError(
             f"{where}: priority must be one of {', '.join(map(repr, PRIORITIES))}, "
-            f"not {_clip(repr(priority))}"
+            f"not {clip(repr(priority))}"
         )
     return parse_priority(priority, where)
 
@@ -378,7 +376,7 @@ def _scheduler(scheduler_: object, where: object) -> Scheduler:
     if not isinstance(scheduler_, Scheduler):
         raise TypeError(
             f"{where}: scheduler must be a procwork.Scheduler, "
-            f"not {_clip(repr(scheduler_))}"
+            f"not {clip(repr(scheduler_))}"
         )
     return scheduler_
 
@@ -392,12 +390,12 @@ def _callbacks(
         if callback is not None and not callable(callback):
             raise TypeError(
                 f"{where}: {name} must be a function taking each line (bytes), "
-                f"not {_clip(repr(callback))}"
+                f"not {clip(repr(callback))}"
             )
     return cast(LineCallback | None, on_stdout), cast(LineCallback | None, on_stderr)
 
 
-def _seconds(
+def _optional_seconds(
     value: object, name: str, where: object, *, allow_none: bool
 ) -> float | None:
     if value is None and allow_none:
@@ -410,7 +408,7 @@ def _max_output(value: object, where: object) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(
-            f"{where}: max_output must be an int or None, not {_clip(repr(value))}"
+            f"{where}: max_output must be an int or None, not {clip(repr(value))}"
         )
     if value < 1:
         raise ValueError(f"{where}: max_output must be >= 1 byte, not {value!r}")
@@ -454,10 +452,4 @@ def _show(args: object) -> str:
         isinstance(a, str | bytes | os.PathLike) for a in args
     ):
         return clip_command(shlex.join(os.fsdecode(a) for a in args), len(args))
-    return _clip(repr(args))
-
-
-def _clip(text: str) -> str:
-    if len(text) <= _SHOWN:
-        return text
-    return f"{text[:_SHOWN]}... ({len(text)} characters)"
+    return clip(repr(args))

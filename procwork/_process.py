@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import signal
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -40,6 +39,7 @@ from procwork._scheduler import Priority, Scheduler
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess, signals_held_while_starting
 from procwork._threads import check_thread
+from procwork._validate import signal_number
 
 __all__ = ["Process", "RunOptions", "RunState"]
 
@@ -434,7 +434,7 @@ class Process:
             ProcessLookupError: it is not running.
         """
         check_thread("Process.signal", self._reactor)
-        sig = _signal_number(signum)
+        sig = signal_number(signum)
         if self.state is not RunState.RUNNING or self._transport is None:
             raise ProcessLookupError(f"{self.args[0]!r} is {self.state}, not running")
         try:
@@ -445,7 +445,7 @@ class Process:
     def signal_group(self, signum: int | str) -> None:
         """Send a signal to the child's whole process group."""
         check_thread("Process.signal_group", self._reactor)
-        sig = _signal_number(signum)
+        sig = signal_number(signum)
         if self.state is not RunState.RUNNING or self._transport is None:
             raise ProcessLookupError(f"{self.args[0]!r} is {self.state}, not running")
         if not self._transport.signal_group(sig):
@@ -553,17 +553,6 @@ def _stream_fd(stream: str) -> int:
     if stream == "stderr":
         return 2
     raise ValueError(f"stream must be 'stdout' or 'stderr', not {stream!r}")
-
-
-def _signal_number(signum: int | str) -> int:
-    if isinstance(signum, str):
-        name = signum.upper()
-        name = name if name.startswith("SIG") else "SIG" + name
-        try:
-            return int(signal.Signals[name])
-        except KeyError:
-            raise ValueError(f"unknown signal {signum!r}") from None
-    return int(signum)
 
 
 def _spawn_error(

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
 
-from procwork._api import DEFAULT_GRACE, DEFAULT_MAX_OUTPUT, Command, _seconds, run
+from procwork._api import (
+    DEFAULT_GRACE,
+    DEFAULT_MAX_OUTPUT,
+    Command,
+    _optional_seconds,
+    run,
+)
 from procwork._result import Result
 from procwork._scheduler import Scheduler
 
@@ -96,7 +102,7 @@ def waitfor(
     Raises:
         TypeError, ValueError: an argument is unusable.
     """
-    seconds = _seconds(
+    seconds = _optional_seconds(
         secondsToWait, "secondsToWait", f"procwork.waitfor({cmd!r})", allow_none=False
     )
     d = run(

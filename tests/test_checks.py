@@ -612,22 +612,22 @@ def test_timeout_defaults_to_the_interval_and_numbers_become_floats() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"command": []}, r"check 'df': command: is empty"),
-        ({"command": ""}, r"check 'df': command: is empty"),
-        ({"command": ["df", 3]}, r"check 'df': command: must be a string or a list"),
-        ({"command": "df 'unclosed"}, r"check 'df': command: .* cannot be split"),
-        ({"every": 0}, r"check 'df': every: must be a finite number > 0, not 0"),
-        ({"every": -1}, r"check 'df': every: must be a finite number > 0, not -1"),
-        ({"every": "10"}, r"check 'df': every: must be a number of seconds"),
-        ({"every": True}, r"check 'df': every: must be a number of seconds"),
-        ({"timeout": 0}, r"check 'df': timeout: must be a finite number > 0"),
-        ({"priority": "urgent"}, r"check 'df': priority must be one of critical, "),
+        ({"command": []}, r"check 'df': command is empty"),
+        ({"command": ""}, r"check 'df': command is empty"),
+        ({"command": ["df", 3]}, r"check 'df': command must be a string or a list"),
+        ({"command": "df 'unclosed"}, r"check 'df': command .* cannot be split"),
+        ({"every": 0}, r"check 'df': every must be a finite number > 0, not 0$"),
+        ({"every": -1}, r"check 'df': every must be a finite number > 0, not -1$"),
+        ({"every": "10"}, r"check 'df': every must be a number of seconds"),
+        ({"every": True}, r"check 'df': every must be a number of seconds"),
+        ({"timeout": 0}, r"check 'df': timeout must be a finite number > 0"),
+        ({"priority": "urgent"}, r"check 'df': priority must be one of 'critical', "),
         (
             {"on_failure_priority": "asap"},
             r"check 'df': on_failure_priority must be one of .*, not 'asap'",
         ),
-        ({"on_failure": []}, r"check 'df': on_failure: is empty"),
-        ({"action_timeout": -5}, r"check 'df': action_timeout: must be a.* > 0"),
+        ({"on_failure": []}, r"check 'df': on_failure is empty"),
+        ({"action_timeout": -5}, r"check 'df': action_timeout must be a.* > 0"),
     ],
 )
 def test_an_invalid_check_is_rejected_naming_the_check_and_the_field(
@@ -795,8 +795,8 @@ def test_a_check_with_start_delay_first_runs_after_it(
     ("key", "value", "message"),
     [
         ("failures", 0, "failures must be a whole number >= 1, not 0"),
-        ("repeat_every", -1, "repeat_every: must be a finite number > 0, not -1"),
-        ("start_delay", "soon", "start_delay: must be a number of seconds"),
+        ("repeat_every", -1, "repeat_every must be a finite number >= 0, not -1"),
+        ("start_delay", "soon", "start_delay must be a number of seconds"),
     ],
 )
 def test_bad_alert_keys_of_a_check_are_rejected(

@@ -410,7 +410,7 @@ def test_check_config_rejects_a_NaN_interval_without_a_traceback(
     done = procwork("monitor", str(config), "--check-config")
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
-        f"procwork monitor: {config}: [monitor] summary_every: must be a finite "
+        f"procwork monitor: {config}: [monitor]: summary_every must be a finite "
         "number >= 0, not nan\n"
     )
 
@@ -458,7 +458,8 @@ def test_monitor_rejects_a_bad_http_address() -> None:
     done = procwork("monitor", "--http", "8642")
     assert done.returncode == 2
     assert done.stderr == (
-        "procwork monitor: --http: expected HOST:PORT like 127.0.0.1:8642, not '8642'\n"
+        "procwork monitor: --http must be HOST:PORT like 127.0.0.1:8642 (port 0: "
+        "any free port), not '8642'\n"
     )
 
 

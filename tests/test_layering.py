@@ -83,7 +83,12 @@ TWISTED_FREE = (
     "procwork/supervisor/_spec.py",
     "procwork/supervisor/_restart.py",
     "procwork/_validate.py",
+    "procwork/_fields.py",
+    "procwork/_format.py",
     "procwork/_reactor.py",
+    "procwork/monitor/_configfiles.py",
+    "procwork/monitor/_didyoumean.py",
+    "procwork/monitor/_toml.py",
 )
 
 #: The modules whose code names SIGKILL: the one kill escalation, the spawn

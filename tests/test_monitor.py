@@ -9,7 +9,6 @@ wait bounded.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import attrs
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessTerminated
@@ -426,7 +426,7 @@ def test_a_service_log_that_cannot_be_written_is_an_event_for_alerts_and_a_metri
     """/dev/full stands for a full disk: ``service.log_error`` reaches the
     alerts once for the burst, and the failed writes and lost lines are
     counted per service."""
-    config = dataclasses.replace(
+    config = attrs.evolve(
         CONFIG,
         services=(
             ServiceSpec("web", ["web"], start_seconds=1, stdout_log="/dev/full"),

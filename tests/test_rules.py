@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, cast
 
+import attrs
 import pytest
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
@@ -333,7 +334,7 @@ def test_a_kill_rule_sends_SIGKILL_at_once() -> None:
 def test_a_dry_run_rule_says_what_it_would_do_and_signals_nothing() -> None:
     """``dry_run=True`` on a rule, or on the whole engine, touches nothing."""
     table = FakeTable(proc())
-    dry = dataclasses.replace(CGI, dry_run=True)
+    dry = attrs.evolve(CGI, dry_run=True)
     engine, signals, clock = engine_for(dry, table=table)
     [finding] = engine.check()
     assert finding.action == "would send SIGTERM (dry run)"
@@ -387,8 +388,8 @@ def test_processes_of_other_users_are_spared_unless_the_rule_allows_them() -> No
     assert signals.sent == []
 
     for allowed in (
-        dataclasses.replace(CGI, allow_other_users=True),
-        dataclasses.replace(CGI, user="www-data"),
+        attrs.evolve(CGI, allow_other_users=True),
+        attrs.evolve(CGI, user="www-data"),
     ):
         table = FakeTable(proc(uid=other_uid, user="www-data"))
         engine, signals, _ = engine_for(allowed, table=table)
@@ -456,7 +457,7 @@ def test_an_update_keeps_what_an_unchanged_rule_knows_and_its_pending_SIGKILL() 
     logged = Rule("bash", process_name="bash", max_age=0)
     engine, signals, clock = engine_for(CGI, logged, table=table)
     engine.check()
-    engine.update([dataclasses.replace(CGI), logged])
+    engine.update([attrs.evolve(CGI), logged])
     assert engine.check() == []
     assert dataclasses.astuple(engine.counters["cgi"]) == (1, 1)
     assert dataclasses.astuple(engine.counters["bash"]) == (1, 0)
@@ -473,7 +474,7 @@ def test_an_update_starts_a_changed_rule_afresh_and_cancels_its_pending_SIGKILL(
     logged = Rule("bash", process_name="bash", max_age=0)
     engine, signals, clock = engine_for(CGI, logged, table=table)
     engine.check()
-    engine.update([dataclasses.replace(CGI, grace=60), logged])
+    engine.update([attrs.evolve(CGI, grace=60), logged])
     assert clock.getDelayedCalls() == []
     assert dataclasses.astuple(engine.counters["cgi"]) == (0, 0)
     [finding] = engine.check()
@@ -785,7 +786,7 @@ def test_a_matching_descendant_is_reported_once_as_signalled_with_its_ancestor()
 
 def test_a_dry_run_lists_the_whole_tree_it_would_signal() -> None:
     table = tree()
-    engine, signals, _ = engine_for(dataclasses.replace(CGI, dry_run=True), table=table)
+    engine, signals, _ = engine_for(attrs.evolve(CGI, dry_run=True), table=table)
     [finding] = engine.check()
     assert finding.action == (
         "would send SIGTERM to it and its 2 descendants (pids 1001, 1002) (dry run)"
@@ -795,7 +796,7 @@ def test_a_dry_run_lists_the_whole_tree_it_would_signal() -> None:
 
 def test_a_kill_rule_sends_SIGKILL_to_the_whole_frozen_tree_at_once() -> None:
     table = tree()
-    rule = dataclasses.replace(CGI, action="kill")
+    rule = attrs.evolve(CGI, action="kill")
     engine, signals, clock = engine_for(rule, table=table)
     engine.check()
     assert signals.sent == [(p, signal.SIGKILL) for p in (1000, 1001, 1002)]
@@ -942,7 +943,7 @@ def leftovers() -> Iterator[list[int]]:
 def cgi_rule(token: str, **changes: Any) -> Rule:
     # Matches the CGI's own arguments only: its descendants are found as such.
     rule = Rule("cgi", cmdline=rf"{token} \S+$", max_age=0, action="term")
-    return dataclasses.replace(rule, **changes)
+    return attrs.evolve(rule, **changes)
 
 
 def test_a_real_cgi_its_child_and_its_grandchild_in_another_session_all_get_SIGTERM(

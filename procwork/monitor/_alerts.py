@@ -40,20 +40,22 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import math
 import os
 import shlex
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import attrs
+from attrs import converters
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from procwork._errors import ConfigError
+from procwork import _validate as validate
+from procwork._fields import keyed, spec_class
 from procwork._reactor import Reactor, default_reactor
 from procwork._result import Result
 from procwork.monitor._webhook import Reply, describe_failure, post, webhook_agent
@@ -161,43 +163,29 @@ class Event:
         }
 
 
-def _seconds(value: object, where: str, *, zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{where}: must be a number of seconds, not {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
-        bound = ">= 0" if zero else "> 0"
-        raise ConfigError(f"{where}: must be a finite number {bound}, not {value!r}")
-    return float(value)
+def _known_events(alert: Any, attribute: Any, patterns: tuple[str, ...]) -> None:
+    for pattern in patterns:
+        if not fnmatch.filter(EVENTS, pattern):
+            raise validate.Invalid(
+                f"has {pattern!r}, which matches no event; events are "
+                + ", ".join(EVENTS)
+            )
 
 
-def _whole(value: object, where: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where} must be a whole number >= {minimum}, not {value!r}")
-
-
-def _strings(value: object, where: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list | tuple) or not all(
-        isinstance(v, str) and v for v in value
-    ):
-        raise ConfigError(f"{where}: must be a list of names, not {value!r}")
-    return tuple(value)
-
-
-@dataclass(frozen=True)
+@spec_class("alert")
+@attrs.frozen(field_transformer=keyed)
 class AlertSpec:
     """What to do on which events.
 
     Args:
         name: Unique name, in logs and the status.
         events: Event names, or globs of them (``"service.*"``, ``"*"``);
-            one string or a list. Default every event except
-            ``service.started``, which happens at every start.
+            one string or a list, kept as a tuple. Default every event
+            except ``service.started``, which happens at every start.
         only: Names of the services, checks or rules it is about (globs;
             default all).
         command: Run this (argv list, or a string split with shlex; no
-            shell) with the event in its environment.
+            shell) with the event in its environment; kept as a tuple.
         webhook: Or POST the event as JSON to this ``http://`` or
             ``https://`` URL.
         timeout: Seconds a command or one webhook attempt may take
@@ -216,72 +204,47 @@ class AlertSpec:
         ConfigError: the message names the alert and the key.
     """
 
-    name: str
-    events: str | Sequence[str] = (
-        "service.exited",
-        "service.restarted",
-        "service.fatal",
-        "service.recovered",
-        "service.log_error",
-        "service.log_recovered",
-        "check.*",
-        "rule.*",
-        "monitor.*",
+    name: str = attrs.field(validator=validate.text)
+    events: tuple[str, ...] = attrs.field(
+        default=(
+            "service.exited",
+            "service.restarted",
+            "service.fatal",
+            "service.recovered",
+            "service.log_error",
+            "service.log_recovered",
+            "check.*",
+            "rule.*",
+            "monitor.*",
+        ),
+        converter=validate.names,
+        validator=_known_events,
     )
-    only: str | Sequence[str] = ()
-    command: str | Sequence[str] | None = None
-    webhook: str | None = None
-    timeout: float = 10.0
-    retries: int = 3
-    retry_delay: float = 1.0
-    max_in_flight: int = 4
-    max_queued: int = 100
+    only: tuple[str, ...] = attrs.field(default=(), converter=validate.names)
+    command: tuple[str, ...] | None = attrs.field(
+        default=None, converter=converters.optional(validate.command)
+    )
+    webhook: str | None = attrs.field(
+        default=None, validator=validate.optional(validate.url)
+    )
+    timeout: float = attrs.field(
+        default=10.0, converter=validate.duration, validator=validate.positive
+    )
+    retries: int = attrs.field(default=3, validator=validate.whole(0))
+    retry_delay: float = attrs.field(
+        default=1.0, converter=validate.duration, validator=validate.non_negative
+    )
+    max_in_flight: int = attrs.field(default=4, validator=validate.whole(1))
+    max_queued: int = attrs.field(default=100, validator=validate.whole(0))
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(
-                f"alert name must be a non-empty string, not {self.name!r}"
-            )
-        where = f"alert {self.name!r}"
-        events = _strings(self.events, f"{where}: events")
-        for pattern in events:
-            if not fnmatch.filter(EVENTS, pattern):
-                raise ConfigError(
-                    f"{where}: events: {pattern!r} matches no event; events are "
-                    + ", ".join(EVENTS)
-                )
-        object.__setattr__(self, "events", events)
-        object.__setattr__(self, "only", _strings(self.only, f"{where}: only"))
+    def __attrs_post_init__(self) -> None:
         if (self.command is None) == (self.webhook is None):
-            raise ConfigError(f"{where}: needs a command or a webhook (one of them)")
-        if self.command is not None:
-            from procwork.monitor._checks import _command
-
-            object.__setattr__(
-                self, "command", _command(self.command, f"{where}: command")
-            )
-        if self.webhook is not None and (
-            not isinstance(self.webhook, str)
-            or not self.webhook.startswith(("http://", "https://"))
-        ):
-            raise ConfigError(
-                f"{where}: webhook must be an http:// or https:// URL, not "
-                f"{self.webhook!r}"
-            )
-        object.__setattr__(self, "timeout", _seconds(self.timeout, f"{where}: timeout"))
-        _whole(self.retries, f"{where}: retries", 0)
-        _whole(self.max_in_flight, f"{where}: max_in_flight", 1)
-        _whole(self.max_queued, f"{where}: max_queued", 0)
-        object.__setattr__(
-            self,
-            "retry_delay",
-            _seconds(self.retry_delay, f"{where}: retry_delay", zero=True),
-        )
+            raise validate.Invalid("needs a command or a webhook (one of them)")
 
     @property
     def argv(self) -> tuple[str, ...] | None:
-        """The command as a tuple, or None for a webhook."""
-        return None if self.command is None else tuple(self.command)
+        """The command, or None for a webhook (the same as ``command``)."""
+        return self.command
 
     def wants(self, event: Event) -> bool:
         """Whether this alert acts on ``event``."""

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import attrs
+from attrs import converters
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -25,9 +27,11 @@ from twisted.python.failure import Failure
 
 from procwork import _validate as validate
 from procwork._errors import ConfigError
+from procwork._fields import keyed, spec_class
 from procwork._reactor import default_reactor
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES
+from procwork._validate import MIN_INTERVAL
 
 __all__ = ["MIN_INTERVAL", "CheckRunner", "CheckSpec", "CheckStatus"]
 
@@ -46,23 +50,14 @@ RunFunction = Callable[..., "Deferred[Result]"]
 
 _TAIL = 400  # characters of output kept in a check's status
 
-#: The shortest interval a check (or a rule scan) may have: anything shorter
-#: is a busy loop, not a schedule.
-MIN_INTERVAL = 0.01
+
+def _needs_host(spec: Any, attribute: Any, value: str) -> None:
+    if spec.host is None:
+        raise validate.Invalid("needs host")
 
 
-def _command(value: object, where: str) -> tuple[str, ...]:
-    return validate.command(value, f"{where}:", error=ConfigError)
-
-
-def _positive(value: object, where: str, *, minimum: float = 0.0) -> float:
-    """Seconds: a finite number > 0, and at least ``minimum``."""
-    return validate.seconds(
-        value, f"{where}:", error=ConfigError, positive=True, minimum=minimum
-    )
-
-
-@dataclass(frozen=True)
+@spec_class("check")
+@attrs.frozen(field_transformer=keyed)
 class CheckSpec:
     """What to run, how often, and what to do when it fails.
 
@@ -92,85 +87,50 @@ class CheckSpec:
             ``~/.ssh/known_hosts``).
         identity: Private key file for ``host`` (default: ssh-agent, else
             ``~/.ssh/id_*``).
+
+    Every duration also takes a string with units (``"500ms"``, ``"5s"``,
+    ``"2m"``, ``"1h"``, ``"1d"``, ``"1m30s"``).
+
+    Raises:
+        ConfigError: the message names the check and the key.
     """
 
-    name: str
-    # Validation turns both into tuples; the annotations say what is accepted.
-    command: str | Sequence[str]
-    every: float
-    timeout: float | None = None
-    priority: str = "high"
-    on_failure: str | Sequence[str] | None = None
-    on_failure_priority: str = "critical"
-    action_timeout: float = 60.0
-    failures: int = 1
-    repeat_every: float = 0.0
-    start_delay: float = 0.0
-    host: str | None = None
-    known_hosts: str | None = None
-    identity: str | None = None
-
-    def __post_init__(self) -> None:
-        where = f"check {self.name!r}"
-        _check_host(self, where)
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(
-                f"check name must be a non-empty string, not {self.name!r}"
-            )
-        object.__setattr__(self, "command", _command(self.command, f"{where}: command"))
-        object.__setattr__(
-            self,
-            "every",
-            _positive(self.every, f"{where}: every", minimum=MIN_INTERVAL),
-        )
-        timeout = self.every if self.timeout is None else self.timeout
-        object.__setattr__(self, "timeout", _positive(timeout, f"{where}: timeout"))
-        for key in ("priority", "on_failure_priority"):
-            value = getattr(self, key)
-            if value not in PRIORITIES:
-                allowed = ", ".join(PRIORITIES)
-                raise ConfigError(
-                    f"{where}: {key} must be one of {allowed}, not {value!r}"
-                )
-        if self.on_failure is not None:
-            object.__setattr__(
-                self, "on_failure", _command(self.on_failure, f"{where}: on_failure")
-            )
-        object.__setattr__(
-            self,
-            "action_timeout",
-            _positive(self.action_timeout, f"{where}: action_timeout"),
-        )
-        if (
-            isinstance(self.failures, bool)
-            or not isinstance(self.failures, int)
-            or self.failures < 1
-        ):
-            raise ConfigError(
-                f"{where}: failures must be a whole number >= 1, not {self.failures!r}"
-            )
-        for key in ("repeat_every", "start_delay"):
-            value = getattr(self, key)
-            if value != 0:
-                value = _positive(value, f"{where}: {key}")
-            object.__setattr__(self, key, float(value))
-
-
-def _check_host(spec: CheckSpec, where: str) -> None:
-    for key in ("host", "known_hosts", "identity"):
-        value = getattr(spec, key)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(f"{where}: {key} must be a non-empty string")
-    if spec.host is None:
-        if spec.known_hosts is not None or spec.identity is not None:
-            raise ConfigError(f"{where}: known_hosts and identity need host")
-        return
-    from procwork._remote import parse_host  # twisted.conch: only when used
-
-    try:
-        parse_host(spec.host)
-    except ValueError as e:
-        raise ConfigError(f"{where}: {e}") from None
+    name: str = attrs.field(validator=validate.text)
+    command: tuple[str, ...] = attrs.field(converter=validate.command)
+    every: float = attrs.field(converter=validate.duration, validator=validate.interval)
+    timeout: float = attrs.field(
+        default=attrs.Factory(lambda spec: spec.every, takes_self=True),
+        converter=validate.duration,
+        validator=validate.positive,
+    )
+    priority: str = attrs.field(default="high", validator=validate.one_of(PRIORITIES))
+    on_failure: tuple[str, ...] | None = attrs.field(
+        default=None, converter=converters.optional(validate.command)
+    )
+    on_failure_priority: str = attrs.field(
+        default="critical", validator=validate.one_of(PRIORITIES)
+    )
+    action_timeout: float = attrs.field(
+        default=60.0, converter=validate.duration, validator=validate.positive
+    )
+    failures: int = attrs.field(default=1, validator=validate.whole(1))
+    repeat_every: float = attrs.field(
+        default=0.0, converter=validate.duration, validator=validate.non_negative
+    )
+    start_delay: float = attrs.field(
+        default=0.0, converter=validate.duration, validator=validate.non_negative
+    )
+    host: str | None = attrs.field(
+        default=None, validator=validate.optional(validate.host)
+    )
+    known_hosts: str | None = attrs.field(
+        default=None,
+        validator=validate.optional(validate.text, _needs_host),
+    )
+    identity: str | None = attrs.field(
+        default=None,
+        validator=validate.optional(validate.text, _needs_host),
+    )
 
 
 def _remote(spec: CheckSpec) -> dict[str, Any]:

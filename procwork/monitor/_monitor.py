@@ -48,13 +48,7 @@ from procwork.monitor._alerts import (
     rule_events,
 )
 from procwork.monitor._checks import CheckRunner, CheckSpec, CheckStatus, RunFunction
-from procwork.monitor._config import (
-    BUILTIN,
-    MonitorConfig,
-    dump_config,
-    load_config,
-    parse_http,
-)
+from procwork.monitor._config import BUILTIN, MonitorConfig, load_config, parse_http
 from procwork.monitor._control import Controller, listen_control
 from procwork.monitor._http import CappedFactory, Guard, Metric, StatusSite
 from procwork.monitor._logs import start_logging
@@ -71,6 +65,7 @@ from procwork.monitor._proctable import ProcessTable
 from procwork.monitor._reload import ConfigDiff, diff_config
 from procwork.monitor._rules import Finding, RuleEngine
 from procwork.monitor._sdnotify import SystemdNotifier
+from procwork.monitor._toml import dump_config
 from procwork.supervisor import ProcessFactory, ServiceLogTrouble, Supervisor
 
 __all__ = ["Monitor", "main"]

@@ -22,22 +22,25 @@ from __future__ import annotations
 
 import errno
 import functools
-import math
 import os
 import re
 import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from types import MappingProxyType
-from typing import Literal, NoReturn
+from typing import Literal
 
+import attrs
+from attrs import converters
 from twisted.logger import Logger, LogLevel
 
 from procwork import _validate as validate
 from procwork._errors import ConfigError
 from procwork._escalation import Escalation
+from procwork._fields import keyed, spec_class
+from procwork._format import format_seconds
 from procwork._reactor import Reactor, default_reactor
 from procwork.monitor._proctable import LinuxProcessTable, ProcessTable, ProcInfo
 
@@ -64,7 +67,8 @@ raises :class:`OSError` if it could not be signalled (e.g. permission denied).
 _log = Logger(namespace="procwork.rules")
 
 
-@dataclass(frozen=True)
+@spec_class("rule")
+@attrs.frozen(field_transformer=keyed)
 class Rule:
     """Which processes are runaways, and what to do about them.
 
@@ -82,7 +86,8 @@ class Rule:
             the rule to act on that user's processes.
         max_age: Seconds the process may run.
         max_cpu: CPU seconds (user + system) the process may use.
-        max_rss: Resident memory in bytes the process may use.
+        max_rss: Resident memory in bytes the process may use (or a size:
+            ``"512M"``, ``"2G"``; K is 1024 bytes).
         action: ``"log"`` only reports; ``"term"`` sends SIGTERM, then SIGKILL
             after ``grace`` seconds to what is still alive; ``"kill"`` sends
             SIGKILL at once. Both act on the process and all its descendants.
@@ -91,87 +96,69 @@ class Rule:
         allow_other_users: Allow acting on processes of users other than
             procwork's own. Default False.
         allow_pids: Pids the rule may act on although they are protected
-            (procwork itself, its parent, pid 1, kernel threads).
+            (procwork itself, its parent, pid 1, kernel threads); a list is
+            kept as a frozenset.
+
+    Every duration also takes a string with units (``"90s"``, ``"10m"``).
 
     Raises:
         ConfigError: A field is invalid; the message names the rule and field.
     """
 
-    name: str
-    process_name: str | None = None
-    cmdline: str | None = None
-    user: str | None = None
-    max_age: float | None = None
-    max_cpu: float | None = None
-    max_rss: int | None = None
-    action: Action = "log"
-    grace: float = 5.0
-    dry_run: bool = False
-    allow_other_users: bool = False
-    allow_pids: frozenset[int] = frozenset()
-    _cmdline_re: re.Pattern[str] | None = field(
-        init=False, repr=False, compare=False, default=None
+    name: str = attrs.field(validator=validate.text)
+    process_name: str | None = attrs.field(
+        default=None, validator=validate.optional(validate.text)
+    )
+    cmdline: str | None = attrs.field(
+        default=None, converter=converters.optional(validate.pattern)
+    )
+    user: str | None = attrs.field(
+        default=None, validator=validate.optional(validate.text)
+    )
+    max_age: float | None = attrs.field(
+        default=None,
+        converter=validate.optional_duration,
+        validator=validate.optional(validate.non_negative),
+    )
+    max_cpu: float | None = attrs.field(
+        default=None,
+        converter=validate.optional_duration,
+        validator=validate.optional(validate.non_negative),
+    )
+    max_rss: int | None = attrs.field(
+        default=None,
+        converter=validate.optional_size,
+        validator=validate.optional(validate.whole(0)),
+    )
+    action: Action = attrs.field(default="log", validator=validate.one_of(_ACTIONS))
+    grace: float = attrs.field(
+        default=5.0, converter=validate.duration, validator=validate.non_negative
+    )
+    dry_run: bool = attrs.field(default=False, validator=validate.boolean)
+    allow_other_users: bool = attrs.field(default=False, validator=validate.boolean)
+    allow_pids: frozenset[int] = attrs.field(
+        default=frozenset(), converter=validate.pids
+    )
+    # The cmdline, compiled once (it was checked by its converter).
+    _cmdline_re: re.Pattern[str] | None = attrs.field(
+        init=False,
+        repr=False,
+        eq=False,
+        default=attrs.Factory(
+            lambda rule: None if rule.cmdline is None else re.compile(rule.cmdline),
+            takes_self=True,
+        ),
     )
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(
-                f"rule name must be a non-empty string, got {self.name!r}"
-            )
-        for key in ("process_name", "cmdline", "user"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, str) or not value):
-                self._invalid(f"{key} must be a non-empty string, got {value!r}")
+    def __attrs_post_init__(self) -> None:
         if self.process_name is None and self.cmdline is None and self.user is None:
-            self._invalid(
+            raise validate.Invalid(
                 "no selector: set at least one of process_name, cmdline, user"
             )
-        if self.cmdline is not None:
-            try:
-                object.__setattr__(self, "_cmdline_re", re.compile(self.cmdline))
-            except re.error as e:
-                self._invalid(f"cmdline is not a valid regular expression ({e})")
-        for key in ("max_age", "max_cpu"):
-            value = getattr(self, key)
-            if value is not None:
-                what = f"rule {self.name!r}: {key}"
-                validate.seconds(value, what, error=ConfigError)
-        if self.max_rss is not None:
-            self._check_non_negative("max_rss", self.max_rss, integer=True)
         if self.max_age is None and self.max_cpu is None and self.max_rss is None:
-            self._invalid("no threshold: set at least one of max_age, max_cpu, max_rss")
-        if self.action not in _ACTIONS:
-            self._invalid(
-                f"action must be one of 'log', 'term', 'kill', got {self.action!r}"
+            raise validate.Invalid(
+                "no threshold: set at least one of max_age, max_cpu, max_rss"
             )
-        validate.seconds(self.grace, f"rule {self.name!r}: grace", error=ConfigError)
-        for key in ("dry_run", "allow_other_users"):
-            if not isinstance(getattr(self, key), bool):
-                self._invalid(
-                    f"{key} must be true or false, got {getattr(self, key)!r}"
-                )
-        try:
-            # Accept any iterable of pids (a list from a config file), keep a frozenset.
-            pids = frozenset(self.allow_pids)
-        except TypeError:
-            self._invalid(f"allow_pids must be a list of pids, got {self.allow_pids!r}")
-        for pid in pids:
-            if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-                self._invalid(f"allow_pids must hold positive pids, got {pid!r}")
-        object.__setattr__(self, "allow_pids", pids)
-
-    def _invalid(self, problem: str) -> NoReturn:
-        raise ConfigError(f"rule {self.name!r}: {problem}")
-
-    def _check_non_negative(
-        self, key: str, value: object, integer: bool = False
-    ) -> None:
-        kinds = (int,) if integer else (int, float)
-        if not isinstance(value, kinds) or isinstance(value, bool):
-            unit = "a whole number" if integer else "a number"
-            self._invalid(f"{key} must be {unit}, got {value!r}")
-        elif not math.isfinite(value) or value < 0:
-            self._invalid(f"{key} must be a finite number >= 0, got {value!r}")
 
     def selects(self, process: ProcInfo) -> bool:
         """Whether the process matches every selector of this rule."""
@@ -205,9 +192,10 @@ class Rule:
         reasons = []
         age = now - process.start_time
         if self.max_age is not None and age > self.max_age:
-            reasons.append(f"ran {_seconds(age)} s > max_age {self.max_age:g} s")
+            ran = format_seconds(age)
+            reasons.append(f"ran {ran} s > max_age {self.max_age:g} s")
         if self.max_cpu is not None and process.cpu_seconds > self.max_cpu:
-            cpu = _seconds(process.cpu_seconds)
+            cpu = format_seconds(process.cpu_seconds)
             reasons.append(f"used {cpu} CPU s > max_cpu {self.max_cpu:g} s")
         if self.max_rss is not None and process.rss_bytes > self.max_rss:
             reasons.append(
@@ -823,10 +811,6 @@ def _still_alive(table: ProcessTable, process: ProcInfo) -> bool:
 
 def _signal_name(signum: int) -> str:
     return signal.Signals(signum).name
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
 def _bytes(value: float) -> str:

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import enum
 import grp
-import math
 import os
 import pwd
 import signal
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, Literal, NoReturn, TypeVar, cast
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import attrs
+from attrs import converters
 
 from procwork import _validate as validate
-from procwork._errors import ConfigError, ProcworkError
-from procwork._process import _signal_number
+from procwork._errors import ProcworkError
+from procwork._fields import FieldError, keyed, spec_class, toml
 
 __all__ = [
     "Credentials",
@@ -78,7 +79,21 @@ class ServiceState(enum.StrEnum):
 # -- the spec ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+def _not_below_min_restart_delay(spec: Any, attribute: object, value: float) -> None:
+    if value < spec.min_restart_delay:
+        raise validate.Invalid(
+            f"({value:g} s) is less than min_restart_delay "
+            f"({spec.min_restart_delay:g} s)"
+        )
+
+
+def _not_itself(spec: Any, attribute: object, value: tuple[str, ...]) -> None:
+    if spec.name in value:
+        raise validate.Invalid("names the service itself")
+
+
+@spec_class("service")
+@attrs.frozen(field_transformer=keyed)
 class ServiceSpec:
     """How to run one service. Immutable; validated when made.
 
@@ -97,14 +112,14 @@ class ServiceSpec:
             ``"on-failure"`` only when it exits with a code not in
             ``success_exit_codes`` or is killed by a signal; ``"never"``.
         success_exit_codes: Exit codes that count as success (default
-            ``{0}``).
+            ``{0}``); a list is kept as a frozenset.
         max_restarts: At most this many automatic restarts after failed
             starts within any ``restart_window`` seconds; the exit that
             would need one more makes the service FATAL. Only failed starts
             count (supervisord's rule): a process that ran for
             ``start_seconds`` had started fine, so its exit, whatever its
-            status, forgets the earlier restarts. ``None``: restart for
-            ever. Default 5.
+            status, forgets the earlier restarts. ``None`` (TOML:
+            ``false``): restart for ever. Default 5.
         restart_window: Seconds; default 60.
         min_restart_delay: procmon's backoff: a service that exits within
             ``start_seconds`` of starting is restarted after this delay,
@@ -119,7 +134,8 @@ class ServiceSpec:
             every start count as a success, so the service is never given
             up (supervisord's ``startsecs=0``).
         stop_signal: Sent to the whole process group to stop the service:
-            a number or a name (``"SIGINT"``, ``"INT"``). Default SIGTERM.
+            a number or a name (``"SIGINT"``, ``"INT"``), kept as a
+            :class:`signal.Signals`. Default SIGTERM.
         stop_timeout: Seconds after the stop signal until the group is
             SIGKILLed. Default 5.
         after: Names of services added before this one (one name or a
@@ -156,115 +172,103 @@ class ServiceSpec:
             reactor. The log files still get everything. 0: no output lines
             in the log at all. Default 200.
 
+    Every duration also takes a string with units (``"500ms"``, ``"5s"``,
+    ``"2m"``, ``"1h"``, ``"1d"``, ``"1m30s"``) and every size one with a
+    binary unit (``"64K"``, ``"10M"``, ``"1G"``; K is 1024 bytes).
+
     Raises:
         ConfigError: A field is invalid; the message names the service and
             the field.
     """
 
-    name: str
-    command: str | Sequence[str]
-    env: Mapping[str, str] | None = field(default=None, hash=False)
-    inherit_env: bool = True
-    cwd: str | None = None
-    nice: int = 0
-    restart: RestartPolicy = "always"
-    success_exit_codes: Collection[int] = frozenset({0})
-    max_restarts: int | None = 5
-    restart_window: float = 60.0
-    min_restart_delay: float = 1.0
-    max_restart_delay: float = 60.0
-    start_seconds: float = 1.0
-    stop_signal: int | str = signal.SIGTERM
-    stop_timeout: float = 5.0
-    after: str | Sequence[str] | None = ()
-    max_log_line: int = 8192
-    autostart: bool = True
-    user: str | int | None = None
-    group: str | int | None = None
-    umask: int | str | None = None
-    stdout_log: str | None = None
-    stderr_log: str | None = None
-    log_max_bytes: int = 10 * 1024 * 1024
-    log_backups: int = 5
-    console_rate: float = 200.0
+    name: str = attrs.field(validator=validate.service_name)
+    command: tuple[str, ...] = attrs.field(converter=validate.command)
+    env: Mapping[str, str] | None = attrs.field(
+        default=None, converter=converters.optional(validate.environment), hash=False
+    )
+    inherit_env: bool = attrs.field(default=True, validator=validate.boolean)
+    cwd: str | None = attrs.field(
+        default=None, converter=converters.optional(validate.path)
+    )
+    nice: int = attrs.field(default=0, validator=validate.whole(-20, 19))
+    restart: RestartPolicy = attrs.field(
+        default="always", validator=validate.one_of(_POLICIES)
+    )
+    success_exit_codes: frozenset[int] = attrs.field(
+        default=frozenset({0}), converter=validate.exit_codes
+    )
+    max_restarts: int | None = attrs.field(
+        default=5,
+        validator=validate.optional(validate.whole(0)),
+        metadata=toml(false_is_none=True),
+    )
+    restart_window: float = attrs.field(
+        default=60.0, converter=validate.duration, validator=validate.positive
+    )
+    min_restart_delay: float = attrs.field(
+        default=1.0, converter=validate.duration, validator=validate.non_negative
+    )
+    max_restart_delay: float = attrs.field(
+        default=60.0,
+        converter=validate.duration,
+        validator=[validate.non_negative, _not_below_min_restart_delay],
+    )
+    start_seconds: float = attrs.field(
+        default=1.0, converter=validate.duration, validator=validate.non_negative
+    )
+    stop_signal: signal.Signals = attrs.field(
+        default=signal.SIGTERM, converter=validate.stop_signal
+    )
+    stop_timeout: float = attrs.field(
+        default=5.0, converter=validate.duration, validator=validate.non_negative
+    )
+    after: tuple[str, ...] = attrs.field(
+        default=(), converter=validate.names, validator=_not_itself
+    )
+    max_log_line: int = attrs.field(
+        default=8192, converter=validate.size, validator=validate.whole(1)
+    )
+    autostart: bool = attrs.field(default=True, validator=validate.boolean)
+    user: str | int | None = attrs.field(
+        default=None, validator=validate.optional(validate.user_or_group)
+    )
+    group: str | int | None = attrs.field(
+        default=None, validator=validate.optional(validate.user_or_group)
+    )
+    umask: int | None = attrs.field(
+        default=None, converter=converters.optional(validate.umask)
+    )
+    stdout_log: str | None = attrs.field(
+        default=None, converter=converters.optional(validate.path)
+    )
+    stderr_log: str | None = attrs.field(
+        default=None, converter=converters.optional(validate.path)
+    )
+    log_max_bytes: int = attrs.field(
+        default=10 * 1024 * 1024, converter=validate.size, validator=validate.whole(1)
+    )
+    log_backups: int = attrs.field(default=5, validator=validate.whole(0))
+    console_rate: float = attrs.field(
+        default=200.0, converter=validate.number, validator=validate.non_negative
+    )
 
-    def __post_init__(self) -> None:
-        name = self.name
-        if not isinstance(name, str) or not name or not name.isprintable():
-            raise ConfigError(
-                f"service name must be a non-empty printable string, got {name!r}"
-            )
-        if any(c.isspace() for c in name):
-            raise ConfigError(f"service name must not contain spaces, got {name!r}")
-        self._set("command", self._argv(self.command))
-        self._set("env", self._env(self.env))
-        self._check_bool("inherit_env")
-        if self.cwd is not None:
-            try:
-                self._set("cwd", os.fsdecode(os.fspath(self.cwd)))
-            except TypeError:
-                self._invalid(f"cwd must be a path, got {self.cwd!r}")
-            if not self.cwd:
-                self._invalid("cwd must not be empty (leave it out to inherit)")
-        if not _is_int(self.nice) or not -20 <= self.nice <= 19:
-            self._invalid(
-                f"nice must be a whole number from -20 to 19, got {self.nice!r}"
-            )
-        if self.restart not in _POLICIES:
-            self._invalid(
-                "restart must be one of 'always', 'on-failure', 'never', "
-                f"got {self.restart!r}"
-            )
-        self._set("success_exit_codes", self._exit_codes(self.success_exit_codes))
-        if self.max_restarts is not None and (
-            not _is_int(self.max_restarts) or self.max_restarts < 0
-        ):
-            self._invalid(
-                "max_restarts must be a whole number >= 0 (or None for no "
-                f"limit), got {self.max_restarts!r}"
-            )
-        self._check_seconds("restart_window", positive=True)
-        for key in ("min_restart_delay", "max_restart_delay", "start_seconds"):
-            self._check_seconds(key)
-        self._check_seconds("stop_timeout")
-        if self.max_restart_delay < self.min_restart_delay:
-            self._invalid(
-                f"max_restart_delay ({self.max_restart_delay:g} s) is less than "
-                f"min_restart_delay ({self.min_restart_delay:g} s)"
-            )
-        try:
-            if isinstance(self.stop_signal, bool):
-                raise TypeError
-            self._set("stop_signal", signal.Signals(_signal_number(self.stop_signal)))
-        except (ValueError, TypeError):
-            self._invalid(
-                "stop_signal must be a signal number or name like 'SIGTERM', "
-                f"got {self.stop_signal!r}"
-            )
-        self._set("after", self._after(self.after))
-        if not _is_int(self.max_log_line) or self.max_log_line < 1:
-            self._invalid(
-                f"max_log_line must be a whole number >= 1, got {self.max_log_line!r}"
-            )
-        self._check_bool("autostart")
-        self._set("umask", self._umask(self.umask))
-        self._check_logs()
-        self._credentials()
+    def __attrs_post_init__(self) -> None:
+        _resolve(self)  # an unknown user, or no root, is an error now
 
     @property
     def argv(self) -> tuple[str, ...]:
-        """The command as a tuple of arguments."""
-        return cast(tuple[str, ...], self.command)
+        """The command as a tuple of arguments (the same as ``command``)."""
+        return self.command
 
     @property
     def stop_signum(self) -> signal.Signals:
-        """The stop signal as a :class:`signal.Signals`."""
-        return cast(signal.Signals, self.stop_signal)
+        """The stop signal (the same as ``stop_signal``)."""
+        return self.stop_signal
 
     @property
     def after_names(self) -> tuple[str, ...]:
-        """The services this one starts after, as a tuple (maybe empty)."""
-        return cast(tuple[str, ...], self.after)
+        """The services this one starts after (the same as ``after``)."""
+        return self.after
 
     def credentials(self) -> Credentials | None:
         """Who the service runs as, resolved now; None for procwork's own.
@@ -273,147 +277,47 @@ class ServiceSpec:
             ConfigError: the user or group is unknown, or procwork is not
                 root and they are not its own.
         """
-        if self.user is None and self.group is None:
-            return None
-        uid, gid, name = os.getuid(), os.getgid(), None
-        if self.user is not None:
-            try:
-                entry = _name_or_id(self.user, pwd.getpwnam, pwd.getpwuid)
-            except (KeyError, OverflowError, ValueError):
-                self._invalid(f"user {self.user!r} does not exist on this machine")
-            uid, gid, name = entry.pw_uid, entry.pw_gid, entry.pw_name
-        if self.group is not None:
-            try:
-                gid = _name_or_id(self.group, grp.getgrnam, grp.getgrgid).gr_gid
-            except (KeyError, OverflowError, ValueError):
-                self._invalid(f"group {self.group!r} does not exist on this machine")
-        if os.geteuid() != 0 and (uid != os.geteuid() or gid != os.getegid()):
-            who = f"user {self.user!r}" if self.user is not None else ""
-            who += " and " if self.user is not None and self.group is not None else ""
-            who += f"group {self.group!r}" if self.group is not None else ""
-            self._invalid(
-                f"running as {who} needs procwork to run as root (it runs as "
-                f"uid {os.geteuid()}); leave user/group out to run it as "
-                "procwork's own user"
-            )
-        # login(1) gives a user its supplementary groups too; without them
-        # the child would keep root's.
-        groups = tuple(os.getgrouplist(name, gid)) if name is not None else (gid,)
-        return Credentials(uid, gid, groups)
+        try:
+            return _resolve(self)
+        except validate.Invalid as e:
+            entry = f"service {self.name!r}"
+            raise FieldError(entry, "service", e.key, e.problem) from None
 
-    def _set(self, key: str, value: object) -> None:
-        object.__setattr__(self, key, value)
 
-    def _invalid(self, problem: str) -> NoReturn:
-        raise ConfigError(f"service {self.name!r}: {problem}")
-
-    def _argv(self, command: object) -> tuple[str, ...]:
-        return validate.command(
-            command, f"service {self.name!r}: command", error=ConfigError
+def _resolve(spec: ServiceSpec) -> Credentials | None:
+    """:meth:`ServiceSpec.credentials`, raising
+    :class:`~procwork._validate.Invalid`."""
+    if spec.user is None and spec.group is None:
+        return None
+    uid, gid, name = os.getuid(), os.getgid(), None
+    if spec.user is not None:
+        try:
+            entry = _name_or_id(spec.user, pwd.getpwnam, pwd.getpwuid)
+        except (KeyError, OverflowError, ValueError):
+            raise validate.Invalid(
+                f"{spec.user!r} does not exist on this machine", "user"
+            ) from None
+        uid, gid, name = entry.pw_uid, entry.pw_gid, entry.pw_name
+    if spec.group is not None:
+        try:
+            gid = _name_or_id(spec.group, grp.getgrnam, grp.getgrgid).gr_gid
+        except (KeyError, OverflowError, ValueError):
+            raise validate.Invalid(
+                f"{spec.group!r} does not exist on this machine", "group"
+            ) from None
+    if os.geteuid() != 0 and (uid != os.geteuid() or gid != os.getegid()):
+        who = f"user {spec.user!r}" if spec.user is not None else ""
+        who += " and " if spec.user is not None and spec.group is not None else ""
+        who += f"group {spec.group!r}" if spec.group is not None else ""
+        raise validate.Invalid(
+            f"running as {who} needs procwork to run as root (it runs as "
+            f"uid {os.geteuid()}); leave user/group out to run it as "
+            "procwork's own user"
         )
-
-    def _env(self, env: object) -> Mapping[str, str] | None:
-        if env is None:
-            return None
-        if not isinstance(env, Mapping):
-            self._invalid(f"env must be a table of names to strings, got {env!r}")
-        for key, value in env.items():
-            if not isinstance(key, str) or not key or "=" in key or "\0" in key:
-                self._invalid(f"env: {key!r} is not a valid variable name")
-            if not isinstance(value, str) or "\0" in value:
-                self._invalid(f"env: {key} must be a string, got {value!r}")
-        return MappingProxyType(dict(env))
-
-    def _after(self, after: object) -> tuple[str, ...]:
-        names = (after,) if isinstance(after, str) else after
-        if names is None:
-            return ()
-        if not isinstance(names, Sequence) or not all(
-            isinstance(n, str) and n for n in names
-        ):
-            self._invalid(
-                "after must be the name of another service or a list of names, "
-                f"got {after!r}"
-            )
-        if self.name in names:
-            self._invalid("after names the service itself")
-        return tuple(dict.fromkeys(names))  # in order, each once
-
-    def _umask(self, umask: object) -> int | None:
-        if umask is None:
-            return None
-        value: object = umask
-        if isinstance(umask, str):
-            try:
-                value = int(umask, 8)
-            except ValueError:
-                value = None
-        if not _is_int(value) or not 0 <= cast(int, value) <= 0o777:
-            self._invalid(
-                "umask must be a mode from 0 to 0o777 (like 0o022 or '022'), "
-                f"got {umask!r}"
-            )
-        return cast(int, value)
-
-    def _credentials(self) -> None:
-        for key in ("user", "group"):
-            value = getattr(self, key)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not (
-                (isinstance(value, str) and value and "\0" not in value)
-                or (isinstance(value, int) and value >= 0)
-            ):
-                self._invalid(f"{key} must be a name or an id >= 0, got {value!r}")
-        self.credentials()  # an unknown user, or no root, is an error now
-
-    def _exit_codes(self, codes: object) -> frozenset[int]:
-        if isinstance(codes, str | bytes) or not isinstance(codes, Collection):
-            self._invalid(f"success_exit_codes must be a list of codes, got {codes!r}")
-        for code in codes:
-            if not _is_int(code) or not 0 <= code <= 255:
-                self._invalid(
-                    f"success_exit_codes must hold exit codes 0-255, got {code!r}"
-                )
-        return frozenset(codes)
-
-    def _check_logs(self) -> None:
-        for key in ("stdout_log", "stderr_log"):
-            value = getattr(self, key)
-            if value is not None:
-                try:
-                    value = os.fsdecode(os.fspath(value))
-                except TypeError:
-                    self._invalid(f"{key} must be a path, got {value!r}")
-                if not value:
-                    self._invalid(f"{key} must not be empty (leave it out for none)")
-                self._set(key, value)
-        if not _is_int(self.log_max_bytes) or self.log_max_bytes < 1:
-            self._invalid(
-                f"log_max_bytes must be a whole number >= 1, got {self.log_max_bytes!r}"
-            )
-        if not _is_int(self.log_backups) or self.log_backups < 0:
-            self._invalid(
-                f"log_backups must be a whole number >= 0, got {self.log_backups!r}"
-            )
-        rate = self.console_rate
-        if isinstance(rate, bool) or not isinstance(rate, int | float):
-            self._invalid(f"console_rate must be a number >= 0, got {rate!r}")
-        if not math.isfinite(rate) or rate < 0:
-            self._invalid(f"console_rate must be a number >= 0, got {rate!r}")
-        self._set("console_rate", float(rate))
-
-    def _check_bool(self, key: str) -> None:
-        if not isinstance(getattr(self, key), bool):
-            self._invalid(f"{key} must be true or false, got {getattr(self, key)!r}")
-
-    def _check_seconds(self, key: str, positive: bool = False) -> None:
-        validate.seconds(
-            getattr(self, key),
-            f"service {self.name!r}: {key}",
-            error=ConfigError,
-            positive=positive,
-        )
+    # login(1) gives a user its supplementary groups too; without them
+    # the child would keep root's.
+    groups = tuple(os.getgrouplist(name, gid)) if name is not None else (gid,)
+    return Credentials(uid, gid, groups)
 
 
 @dataclass(frozen=True)
@@ -447,10 +351,6 @@ def _name_or_id(
         if value.isascii() and value.isdigit():
             return by_id(int(value))
         raise
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # -- status --------------------------------------------------------------------

@@ -42,7 +42,8 @@ from twisted.python.failure import Failure
 
 from procwork._errors import ConfigError
 from procwork._escalation import Escalation
-from procwork._process import _signal_number, _spawn_error
+from procwork._format import format_seconds
+from procwork._process import _spawn_error
 from procwork._reactor import (
     Reactor,
     ReactorTime,
@@ -53,6 +54,7 @@ from procwork._result import describe_returncode
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess
 from procwork._threads import check_thread
+from procwork._validate import signal_number
 from procwork.supervisor._procmon import ChildTransport, DelayedCall, ProcmonAdapter
 from procwork.supervisor._restart import Exit, decide_restart
 from procwork.supervisor._servicelog import (
@@ -513,7 +515,7 @@ class Supervisor:
                 ``ProcessLookupError`` too).
         """
         service = self._get(name)
-        number = int(signal.Signals(_signal_number(signum)))
+        number = int(signal.Signals(signal_number(signum)))
         transport = service.transport
         if transport is None or not transport.signal_group(number):
             raise ServiceNotRunning(
@@ -869,7 +871,7 @@ class Supervisor:
             service=service.name,
             exit=ended.description,
             ran=_ran(uptime),
-            when=f"in {_seconds(delay)} s" if delay else "now",
+            when=f"in {format_seconds(delay)} s" if delay else "now",
             delay=delay,
             restarts=service.restarts,
             state=ServiceState.BACKOFF,
@@ -984,12 +986,7 @@ class Supervisor:
 
 def _ran(uptime: float | None) -> str:
     """``" after 2 s"``: how long the process ran, for a log line."""
-    return "" if uptime is None else f" after {_seconds(uptime)} s"
-
-
-def _seconds(value: float) -> str:
-    """Seconds for people: ``"0.05"``, ``"2"``, ``"312"``."""
-    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+    return "" if uptime is None else f" after {format_seconds(uptime)} s"
 
 
 def _credentials(spec: ServiceSpec) -> dict[str, Any]:
