@@ -28,6 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from procwork._errors import ConfigError
+from procwork._sshtarget import parse_host
 
 __all__ = [
     "MIN_INTERVAL",
@@ -503,8 +504,6 @@ def host(instance: Any, attribute: Any, value: Any) -> None:
     """An SSH target, ``"user@host:port"`` (user and port optional)."""
     if not isinstance(value, str) or not value:
         raise Invalid(f"must be a non-empty string, not {_shown(value)}")
-    from procwork._remote import parse_host  # twisted.conch: only when used
-
     try:
         parse_host(value)
     except ValueError as e:

@@ -89,6 +89,9 @@ TWISTED_FREE = (
     "procwork/monitor/_configfiles.py",
     "procwork/monitor/_didyoumean.py",
     "procwork/monitor/_toml.py",
+    # A remote run's target, which a config's host = is checked with:
+    # twisted.conch (and the remote runs on it) load only when a run names one.
+    "procwork/_sshtarget.py",
 )
 
 #: The modules whose code names SIGKILL: the one kill escalation, the spawn
