@@ -8,6 +8,7 @@ so what is left running there is seen in /proc by a unique marker.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import re
 import signal
@@ -520,7 +521,7 @@ def test_a_server_that_goes_away_fails_the_runs_queued_for_its_channels(
     ("host", "shown"),
     [
         ("alice@example.org:2222", "alice@example.org:2222"),
-        ("example.org", f"{_remote.getpass.getuser()}@example.org"),
+        ("example.org", f"{getpass.getuser()}@example.org"),
         ("bob@[::1]:22", "bob@[::1]"),
         ("bob@::1", "bob@[::1]"),
     ],
