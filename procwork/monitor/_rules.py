@@ -4,7 +4,8 @@ This is what the user's watchdog began as (killing long-running CGIs). A
 :class:`Rule` selects processes by name, command line and user, and acts on
 those that ran too long, used too much CPU or too much memory: log them, or
 SIGTERM them and SIGKILL them after a grace period, or SIGKILL them at once.
-:class:`RuleEngine` applies rules to a :class:`~procwork.monitor.ProcessTable`.
+:class:`RuleEngine` applies rules to a
+:class:`~procwork.monitor._proctable.ProcessTable`.
 
 A rule that signals acts on the matched process and its whole tree of
 descendants, found from ``/proc`` parent links when it acts: a CGI's children
