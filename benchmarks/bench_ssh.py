@@ -1,7 +1,7 @@
 """Remote runs: procwork over one SSH connection vs the OpenSSH client.
 
 Run from the repository root (Linux, as a user that may start an sshd: the
-server is the test suite's, tests/sshd.py, on 127.0.0.1)::
+server is the test suite's, tests/support/sshd.py, on 127.0.0.1)::
 
     python benchmarks/bench_ssh.py            # 500 runs x 3 rounds
     python benchmarks/bench_ssh.py --quick    # 100 runs x 1 round
@@ -20,7 +20,7 @@ of the rounds, and the ratios are of those medians.
   but a client process per run.
 
 The sshd session itself (fork, the shell, exec) is paid by every contender
-alike; the test sshd gives sessions a HOME without dotfiles (tests/sshd.py),
+alike; the test sshd gives sessions a HOME without dotfiles (tests/support/sshd.py),
 so a slow ~/.bashrc on the machine does not drown the differences.
 """
 
@@ -46,7 +46,7 @@ from twisted.internet.defer import DeferredList  # noqa: E402
 
 import procwork  # noqa: E402
 import untwisted  # noqa: E402
-from tests.sshd import Sshd, start_sshd  # noqa: E402
+from tests.support.sshd import Sshd, start_sshd  # noqa: E402
 
 CONCURRENCY = 16
 

@@ -6,7 +6,7 @@ Run from the repository root (Linux; as root for the full-disk partner)::
     python benchmarks/monitor_soak.py            # 60 s
     python benchmarks/monitor_soak.py --quick    # 20 s, lighter partners
 
-(``tests/test_monitor_soak.py`` runs ``--quick`` and fails with it.)
+(``tests/monitor/test_soak.py`` runs ``--quick`` and fails with it.)
 
 What runs, all at once, for ``--seconds`` while 2 busy-looping processes
 (``--load``) take the cores, against one monitor started under
@@ -80,8 +80,8 @@ from _partners import (  # beside this script
 )
 
 from procwork.monitor._controlserver import CLOSING_AT_ONCE
+from tests.monitor.test_http_limits import endless, once, post, talk
 from tests.support import cpu_load
-from tests.test_http_limits import endless, once, post, talk
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ __all__ = [
 # Names that procwork exported before the supervisor and the monitor moved to
 # their own subpackages. They still resolve, but lazily, so that importing the
 # process core does not import the application built on it. (The one place
-# the core names a higher room; tests/test_layering.py allows just this.)
+# the core names a higher room; tests/project/test_layering.py allows just this.)
 # Only names those rooms still export: the monitor's parts (its check runner,
 # rule engine, process table) are private to it now.
 _SUPERVISOR_NAMES = frozenset(

@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules; plain helpers are in ``tests/support.py``."""
+"""Fixtures shared by the test modules; plain helpers are in ``tests/support/``."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 from tests.support import no_load_limit
 
 # need_tool() and the end-of-run line naming the tools whose tests were skipped.
-pytest_plugins = ["tests.tools"]
+pytest_plugins = ["tests.support.tools"]
 
 # The programs the tests start expect the fatal signals at their default
 # action, as a program started from a shell or a service manager has them.
 # A suite started under nohup, or in the background of a script (which
 # ignores SIGINT and SIGQUIT), would hand SIG_IGN down to every child, and
 # procwork rightly leaves an ignored signal ignored
-# (tests/test_fatal_signals.py says so): restore the defaults.
+# (tests/procwork/test_fatal_signals.py says so): restore the defaults.
 for _signum in (
     signal.SIGHUP,
     signal.SIGINT,

@@ -23,7 +23,7 @@ A reactor that is not a stock posix reactor (a test's ``MemoryReactor``, or
 a reactor with a ``spawnProcess`` of its own) is used exactly as procmon uses
 it: its ``spawnProcess`` is called and its transports signalled one process
 at a time. That is what keeps procmon's own tests passing unchanged (see
-``tests/test_procmon_dropin.py``).
+``tests/supervisor/test_procmon_dropin.py``).
 
 This module imports :mod:`twisted.runner.procmon`, which imports the global
 reactor; :mod:`procwork.supervisor` therefore imports it on first use of

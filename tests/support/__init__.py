@@ -45,7 +45,7 @@ from procwork.monitor._proctable import ProcInfo
 PY = sys.executable
 """The Python running the tests; child Pythons run it too."""
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 """The root of this checkout (where pyproject.toml is)."""
 
 

@@ -30,8 +30,8 @@ from procwork.monitor import (
 from procwork.monitor._config import parse_http
 from procwork.monitor._toml import dump_config
 from procwork.supervisor import ServiceSpec
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ROOT / "procwork" / "monitor" / "default.toml"
 EXAMPLE = ROOT / "specs" / "example-monitor.toml"
 

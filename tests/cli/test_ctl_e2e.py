@@ -28,14 +28,14 @@ from typing import Any
 
 import pytest
 
-from tests.support import PY, alive
-from tests.test_monitor_e2e import (
+from tests.monitor.test_e2e import (
     MonitorProcess,
     get,
     running_with,
     started,  # noqa: F401 - a fixture
     wait_for,
 )
+from tests.support import PY, alive
 
 CTL = str(Path(PY).with_name("procwork"))
 

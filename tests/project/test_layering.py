@@ -23,13 +23,11 @@ import ast
 import textwrap
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.support import run_child
+from tests.support import ROOT, run_child
 
-ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("untwisted", "clockwork", "procwork")
 
 #: The layers, bottom first. A module belongs to the last prefix it matches.

@@ -1,7 +1,8 @@
 """The one kill escalation: SIGTERM, grace, SIGKILL of a process group.
 
 Timing on Twisted's ``task.Clock``, the group a fake that records signals;
-real groups go through it in tests/test_killing.py and tests/test_run.py.
+real groups go through it in tests/procwork/test_killing.py and
+tests/procwork/test_run.py.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ its commands exist; it is run on a copy whose ``/usr/local/bin/procwork`` is
 this checkout's installed ``procwork``. What the unit does at stop and
 restart (KillMode, Restart, the watchdog) needs systemd as PID 1 and is not
 run here; the notify protocol itself is tested against a real socket in
-``tests/test_monitor_watched.py``.
+``tests/monitor/test_watched.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from tests.support import ROOT
-from tests.tools import need_tool
+from tests.support.tools import need_tool
 
 UNIT = ROOT / "contrib" / "systemd" / "procwork-monitor.service"
 # The procwork command installed next to the Python running the tests (the

@@ -526,8 +526,8 @@ def test_a_300_MB_post_to_a_read_only_monitor_is_refused_403_without_touching_it
     temporary directory stays empty, it writes nothing of the body
     anywhere (its write count), it reads a bounded amount, and it goes on
     serving and counting the refusal."""
+    from tests.monitor.test_e2e import MonitorProcess, get
     from tests.support import sigkill_leftovers
-    from tests.test_monitor_e2e import MonitorProcess, get
 
     temp = tmp_path / "tmp"
     temp.mkdir()

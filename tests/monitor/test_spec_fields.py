@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -26,8 +25,8 @@ from procwork.monitor import AlertSpec, CheckSpec, MonitorConfig, Rule, parse_co
 from procwork.monitor._didyoumean import FOREIGN_KEYS
 from procwork.monitor._toml import dump_config
 from procwork.supervisor import ServiceSpec
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "specs" / "example-monitor.toml"
 
 #: Each spec, its table in a file, and the least entry it accepts.

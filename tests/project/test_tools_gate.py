@@ -16,7 +16,7 @@ from pathlib import Path
 from tests.support import ROOT
 
 NEEDS_A_MISSING_TOOL = """
-from tests.tools import need_tool
+from tests.support.tools import need_tool
 
 def test_needs_it():
     need_tool("procwork-no-such-tool", package="procwork-no-such-package")
@@ -27,7 +27,7 @@ def test_needs_nothing():
 
 
 def child_pytest(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["tests.tools"]\n')
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["tests.support.tools"]\n')
     (tmp_path / "test_gate.py").write_text(NEEDS_A_MISSING_TOOL)
     environ = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     environ.pop("PROCWORK_TEST_REQUIRE_TOOLS", None)

@@ -41,9 +41,9 @@ from procwork.supervisor import (
     ServiceState,
     Supervisor,
 )
+from tests.monitor.test_monitor import NOW, FakeRun, cgi, metric_lines
+from tests.supervisor.test_supervisor import FakeWorld, spec
 from tests.support import FakeTable, observing
-from tests.test_monitor import NOW, FakeRun, cgi, metric_lines
-from tests.test_supervisor import FakeWorld, spec
 
 # -- the protocol ----------------------------------------------------------------
 

@@ -36,9 +36,9 @@ from typing import Any
 
 import pytest
 
+from tests.monitor.test_e2e import MonitorProcess, get, running_with, wait_for
 from tests.support import ROOT, sigkill_leftovers
-from tests.test_monitor_e2e import MonitorProcess, get, running_with, wait_for
-from tests.tools import need_tool
+from tests.support.tools import need_tool
 
 PROMETHEUS = ROOT / "contrib" / "prometheus"
 RULES = PROMETHEUS / "procwork.rules.yml"

@@ -275,7 +275,7 @@ def test_each_twisted_internal_procwork_relies_on_still_exists(
         f"Twisted {twisted.__version__} has no {internal}, which "
         f"{internal.where} {internal.use} ({internal.why}). Adapt that code "
         "to this Twisted (or pin the Twisted floor in pyproject.toml), then "
-        "update tests/test_twisted_private_names.py."
+        "update tests/project/test_twisted_private_names.py."
     )
     if internal.parameters is not None:
         parameters = tuple(inspect.signature(getattr(owner, internal.name)).parameters)

@@ -23,9 +23,9 @@ from twisted.internet.defer import DeferredList
 
 import procwork
 from procwork import _remote
-from tests.sshd import SSHD, Sshd, keygen, remote_marker_pids, start_sshd
 from tests.support import PY, ROOT, drive_until, run_child, unique_token, wait
-from tests.tools import need_tool
+from tests.support.sshd import SSHD, Sshd, keygen, remote_marker_pids, start_sshd
+from tests.support.tools import need_tool
 
 pytestmark = pytest.mark.usefixtures("no_load_gate")
 
@@ -321,7 +321,7 @@ def test_an_idle_connection_is_closed_and_reopened_on_demand(sshd: Sshd) -> None
 
 
 def test_an_unreachable_host_fails_with_a_connection_error(sshd: Sshd) -> None:
-    from tests.sshd import free_port
+    from tests.support.sshd import free_port
 
     host = f"root@127.0.0.1:{free_port()}"
     with pytest.raises(

@@ -652,7 +652,7 @@ def test_the_monitor_sends_service_check_rule_and_monitor_events_to_its_alerts()
     None
 ):
     from procwork.monitor import Rule
-    from tests.test_monitor import CONFIG, World
+    from tests.monitor.test_monitor import CONFIG, World
 
     world = World()
     config = attrs.evolve(

@@ -27,8 +27,8 @@ from typing import Any, cast
 
 import pytest
 
-from tests.test_monitor_e2e import MonitorProcess, get, wait_for
-from tests.tools import need_tool
+from tests.monitor.test_e2e import MonitorProcess, get, wait_for
+from tests.support.tools import need_tool
 
 # -- helpers ----------------------------------------------------------------
 

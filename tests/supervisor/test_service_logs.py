@@ -368,7 +368,7 @@ def test_reopen_logs_opens_a_services_files_again_now_and_names_one_it_cannot(
     """``procwork ctl reopen`` after a rotation tool moved the files: the
     next line goes to a new file at once (on a Clock, no second passes, so
     the periodic check cannot be what did it)."""
-    from tests.test_supervisor import FakeWorld
+    from tests.supervisor.test_supervisor import FakeWorld
 
     clock = Clock()
     world = FakeWorld(clock)
@@ -412,7 +412,7 @@ def test_reopen_logs_opens_a_services_files_again_now_and_names_one_it_cannot(
 def test_a_reload_that_moves_a_services_log_writes_the_new_file_and_closes_the_old(
     tmp_path: Path,
 ) -> None:
-    from tests.test_supervisor import FakeWorld
+    from tests.supervisor.test_supervisor import FakeWorld
 
     clock = Clock()
     world = FakeWorld(clock)

@@ -32,7 +32,7 @@ import pytest
 
 from procwork.monitor._controlserver import CLOSING_AT_ONCE
 from procwork.monitor._protocol import MAX_LINE
-from tests.test_ctl_e2e import (
+from tests.cli.test_ctl_e2e import (
     CTL,
     HEADER,
     ctl,
@@ -42,7 +42,7 @@ from tests.test_ctl_e2e import (
     start_monitor,
     statuses,
 )
-from tests.test_monitor_e2e import (
+from tests.monitor.test_e2e import (
     MonitorProcess,
     started,  # noqa: F401 - a fixture
     wait_for,

@@ -278,7 +278,7 @@ def test_a_lifeline_that_falls_behind_never_blocks_a_spawn_and_loses_no_record(
         import fcntl, os, signal, sys, time
         import procwork
         from procwork import _lifeline
-        from tests.test_lifeline import ignores
+        from tests.procwork.test_lifeline import ignores
         NO_SUCH_GROUP = 2**31 - 1
         procwork.enable_lifeline()
         shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
@@ -325,7 +325,7 @@ HARNESS = """
     import os, random, signal, sys, time
     import procwork
     from tests.support import group_members
-    from tests.test_lifeline import GONE_WITHIN
+    from tests.procwork.test_lifeline import GONE_WITHIN
 
     rounds = int(sys.argv[1])
     for n in range(rounds):
@@ -437,7 +437,7 @@ BURSTS = """
     import os, random, shutil, signal, sys, tempfile, time
     import procwork
     from tests.support import marked_processes
-    from tests.test_lifeline import GONE_WITHIN
+    from tests.procwork.test_lifeline import GONE_WITHIN
 
     marker, rounds, burst = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     links = tempfile.mkdtemp()
