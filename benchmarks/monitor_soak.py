@@ -80,8 +80,8 @@ from _partners import (  # beside this script
 )
 
 from procwork.monitor._controlserver import CLOSING_AT_ONCE
-from tests.monitor.test_http_limits import endless, once, post, talk
 from tests.support import cpu_load
+from tests.support.http import endless, once, post, talk
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ Run from the repository root (Linux)::
     python benchmarks/soak.py --seconds 1200  # about 20 minutes
     python benchmarks/soak.py --quick         # about 1 minute
 
-The scenarios are the test module's own (its child programs and runners,
-imported from ``tests/procwork/test_soak.py``, so the two never drift apart):
+The scenarios are the test suite's own (its child programs and runners,
+imported from ``tests/support/soak.py``, so the two never drift apart):
 
 - ``wakeups``: results from a thread pool, plain threads, timers, pipes and
   process ends, alone, gathered, racing ``untwisted.run``'s deadline or
@@ -48,8 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.procwork.test_soak import BAD_COUNTS, signal_soak, soak_in_child  # noqa: E402
 from tests.support import cpu_load  # noqa: E402  (needs ROOT on sys.path)
+from tests.support.soak import BAD_COUNTS, signal_soak, soak_in_child  # noqa: E402
 
 COLUMNS = (
     "runs",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support import no_load_limit
+from tests.support import no_load_limit, sigkill_leftovers
+from tests.support.monitor import MonitorProcess, running_with
 
 # need_tool() and the end-of-run line naming the tools whose tests were skipped.
 pytest_plugins = ["tests.support.tools"]
@@ -65,3 +67,26 @@ def own_runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             del os.environ["XDG_RUNTIME_DIR"]
         else:
             os.environ["XDG_RUNTIME_DIR"] = saved
+
+
+@pytest.fixture
+def started() -> Iterator[list[int]]:
+    """Pids of processes the test started or saw started; SIGKILLed at the end."""
+    with sigkill_leftovers() as pids:
+        yield pids
+
+
+@pytest.fixture
+def ours() -> str:
+    """An argument to give the processes a monitor starts, to find them in /proc."""
+    return f"--started-by-monitor-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def monitors(started: list[int], ours: str) -> Iterator[list[MonitorProcess]]:
+    """Monitors the test starts; killed at the end, with what they started."""
+    made: list[MonitorProcess] = []
+    yield made
+    for monitor in made:
+        monitor.close()
+    started.extend(running_with(ours))

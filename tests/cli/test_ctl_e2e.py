@@ -22,55 +22,24 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.monitor.test_e2e import (
+from tests.support import PY, alive
+from tests.support.monitor import (
+    CTL,
+    HEADER,
     MonitorProcess,
+    ctl,
     get,
+    python_service,
     running_with,
-    started,  # noqa: F401 - a fixture
+    start_monitor,
+    statuses,
     wait_for,
 )
-from tests.support import PY, alive
-
-CTL = str(Path(PY).with_name("procwork"))
-
-
-def ctl(sock: Path | str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    """``procwork ctl [--socket SOCK] ARGS``, bounded."""
-    where = [] if sock is None else ["--socket", str(sock)]
-    return subprocess.run(
-        [CTL, "ctl", *where, "--timeout", "30", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def statuses(sock: Path | str | None) -> dict[str, dict[str, Any]]:
-    done = ctl(sock, "status", "--json")
-    assert done.returncode == 0, done.stderr
-    result: dict[str, dict[str, Any]] = json.loads(done.stdout)
-    return result
-
-
-def python_service(name: str, code: str, ours: str, extra: str = "") -> str:
-    """A [[service]] running ``code``, tagged with ``ours`` to find it in /proc."""
-    return textwrap.dedent(
-        f"""
-        [[service]]
-        name = "{name}"
-        command = ["{{python}}", "-u", "-c", {json.dumps(code)}, "{ours}"]
-        start_seconds = 0.2
-        min_restart_delay = 0.1
-        stop_timeout = 5
-        """
-    ) + textwrap.dedent(extra)
-
 
 SLEEPER = "import time; time.sleep(600)"
 TALKER = textwrap.dedent(
@@ -85,31 +54,6 @@ TALKER = textwrap.dedent(
         time.sleep(0.1)
     """
 )
-HEADER = "[monitor]\nhttp = false\nsummary_every = 0\nmax_load = false\n"
-
-
-@pytest.fixture
-def ours() -> str:
-    return f"--started-by-monitor-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-def monitors(started: list[int], ours: str) -> Iterator[list[MonitorProcess]]:  # noqa: F811
-    """Monitors the test starts; killed at the end, with what they started."""
-    made: list[MonitorProcess] = []
-    yield made
-    for monitor in made:
-        monitor.close()
-    started.extend(running_with(ours))
-
-
-def start_monitor(
-    monitors: list[MonitorProcess], tmp_path: Path, config: Path, *args: str
-) -> MonitorProcess:
-    monitor = MonitorProcess(str(config), *args, stderr=tmp_path / "stderr")
-    monitors.append(monitor)
-    monitor.expect(r"control socket on ")
-    return monitor
 
 
 def test_ctl_shows_stops_starts_restarts_signals_and_tails_services(

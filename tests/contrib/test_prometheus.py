@@ -36,8 +36,8 @@ from typing import Any
 
 import pytest
 
-from tests.monitor.test_e2e import MonitorProcess, get, running_with, wait_for
 from tests.support import ROOT, sigkill_leftovers
+from tests.support.monitor import MonitorProcess, get, running_with, wait_for
 from tests.support.tools import need_tool
 
 PROMETHEUS = ROOT / "contrib" / "prometheus"

@@ -31,6 +31,7 @@ from procwork.monitor._metrics import monitor_metrics
 from procwork.monitor._page import render_page, wants_html
 from procwork.supervisor import ServiceSpec, ServiceState
 from procwork.supervisor._servicelog import ServiceOutput
+from tests.support.fake_monitor import CONFIG, World
 
 # -- fakes ---------------------------------------------------------------------
 
@@ -652,7 +653,6 @@ def test_the_monitor_sends_service_check_rule_and_monitor_events_to_its_alerts()
     None
 ):
     from procwork.monitor import Rule
-    from tests.monitor.test_monitor import CONFIG, World
 
     world = World()
     config = attrs.evolve(

@@ -10,7 +10,6 @@ in ``test_ctl_e2e.py``.
 
 from __future__ import annotations
 
-import json
 import signal
 import textwrap
 from pathlib import Path
@@ -21,10 +20,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 
-from procwork import ConfigError, NoLoadLimit, Result, Scheduler
+from procwork import ConfigError, Result
 from procwork.cli._ctl import status_table
-from procwork.monitor import Monitor, load_config, parse_config
-from procwork.monitor._control import Controller
+from procwork.monitor import load_config, parse_config
 from procwork.monitor._protocol import (
     MAX_DEPTH,
     PROTOCOL,
@@ -41,9 +39,9 @@ from procwork.supervisor import (
     ServiceState,
     Supervisor,
 )
-from tests.monitor.test_monitor import NOW, FakeRun, cgi, metric_lines
-from tests.supervisor.test_supervisor import FakeWorld, spec
 from tests.support import FakeTable, observing
+from tests.support.fake_monitor import HEADER, Operated, cgi, metric_lines, services
+from tests.support.fake_supervisor import FakeWorld, spec
 
 # -- the protocol ----------------------------------------------------------------
 
@@ -266,13 +264,6 @@ def test_the_token_is_not_shown_in_the_configs_repr() -> None:
 
 
 # -- the difference between two configs ---------------------------------------------
-
-
-def services(*entries: str) -> str:
-    return "\n".join(
-        f'[[service]]\nname = "{name}"\ncommand = ["sleep", "60", "{name}"]\n{extra}'
-        for name, _, extra in (e.partition(":") for e in entries)
-    )
 
 
 def test_a_reload_adds_removes_changes_and_keeps_services_by_name_and_spec() -> None:
@@ -517,49 +508,6 @@ def test_a_follower_gets_each_new_line_until_it_stops_following(
 
 
 # -- the controller on a monitor ------------------------------------------------------
-
-
-class Operated:
-    """A Monitor of a config file, on a Clock with fake processes."""
-
-    def __init__(
-        self, tmp_path: Path, text: str, table: FakeTable | None = None
-    ) -> None:
-        self.path = tmp_path / "monitor.toml"
-        self.path.write_text(text)
-        self.clock = Clock()
-        self.clock.rightNow = NOW  # the wall clock the rules see
-        self.world = FakeWorld(self.clock)
-        self.run = FakeRun()
-        self.monitor = Monitor(
-            load_config(str(self.path)),
-            reactor=self.clock,
-            scheduler=Scheduler(self.clock, load=NoLoadLimit()),
-            run=self.run,
-            process_factory=self.world,
-            process_table=table if table is not None else FakeTable(),
-        )
-        self.controller = Controller(self.monitor)
-        self.monitor.start()
-
-    def ask(self, **request: Any) -> dict[str, Any]:
-        """The answer to ``request``, with the clock advanced until it comes."""
-        answers: list[dict[str, Any]] = []
-        self.controller.handle(request, "test").addCallback(answers.append)
-        for _ in range(100):
-            if answers:
-                break
-            self.clock.advance(0.5)
-        [answer] = answers
-        assert answer["procwork"] == PROTOCOL
-        json.dumps(answer)  # JSON all the way
-        return answer
-
-    def pid(self, name: str) -> int | None:
-        return self.monitor.supervisor.status()[name].pid
-
-
-HEADER = "[monitor]\nhttp = false\nsummary_every = 0\n"
 
 
 @pytest.fixture

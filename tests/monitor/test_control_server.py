@@ -32,9 +32,8 @@ from procwork.monitor._controlserver import (
     ControlServer,
 )
 from procwork.monitor._protocol import MAX_LINE, PROTOCOL, decode
-from tests.monitor.test_control import HEADER, Operated, services
-from tests.monitor.test_monitor import metric_lines
 from tests.support import observing
+from tests.support.fake_monitor import HEADER, Operated, metric_lines, services
 
 _PAIRS: list[tuple[socket.socket, socket.socket]] = []
 

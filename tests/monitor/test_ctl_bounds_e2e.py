@@ -32,19 +32,14 @@ import pytest
 
 from procwork.monitor._controlserver import CLOSING_AT_ONCE
 from procwork.monitor._protocol import MAX_LINE
-from tests.cli.test_ctl_e2e import (
+from tests.support.monitor import (
     CTL,
     HEADER,
+    MonitorProcess,
     ctl,
-    monitors,  # noqa: F401 - a fixture
-    ours,  # noqa: F401 - a fixture
     python_service,
     start_monitor,
     statuses,
-)
-from tests.monitor.test_e2e import (
-    MonitorProcess,
-    started,  # noqa: F401 - a fixture
     wait_for,
 )
 
@@ -160,8 +155,8 @@ def loud(tmp_path: Path, tag: str, megabytes: int, pace: float = 0) -> str:
 
 def test_followers_that_stop_reading_cost_no_memory_and_are_told_what_they_missed(
     tmp_path: Path,
-    monitors: list[MonitorProcess],  # noqa: F811
-    ours: str,  # noqa: F811
+    monitors: list[MonitorProcess],
+    ours: str,
     followers: list[subprocess.Popen[bytes]],
 ) -> None:
     """Two ``tail -f`` clients nobody reads while the service prints 40 MB:
@@ -196,8 +191,8 @@ def test_followers_that_stop_reading_cost_no_memory_and_are_told_what_they_misse
 
 def test_a_follower_that_reads_nothing_for_the_idle_timeout_is_cut_off(
     tmp_path: Path,
-    monitors: list[MonitorProcess],  # noqa: F811
-    ours: str,  # noqa: F811
+    monitors: list[MonitorProcess],
+    ours: str,
     followers: list[subprocess.Popen[bytes]],
 ) -> None:
     sock = tmp_path / "ctl.sock"
@@ -240,8 +235,8 @@ def test_a_follower_that_reads_nothing_for_the_idle_timeout_is_cut_off(
 
 def test_2000_connections_held_open_leave_checks_starts_and_ctl_working(
     tmp_path: Path,
-    monitors: list[MonitorProcess],  # noqa: F811
-    ours: str,  # noqa: F811
+    monitors: list[MonitorProcess],
+    ours: str,
 ) -> None:
     """With 256 descriptors (before: 2000 connections took them all, every
     check and start failed "out of file descriptors" and ctl status could
@@ -341,8 +336,8 @@ def test_2000_connections_held_open_leave_checks_starts_and_ctl_working(
 
 def test_hostile_requests_get_an_error_answer_on_the_same_connection(
     tmp_path: Path,
-    monitors: list[MonitorProcess],  # noqa: F811
-    ours: str,  # noqa: F811
+    monitors: list[MonitorProcess],
+    ours: str,
 ) -> None:
     sock = tmp_path / "ctl.sock"
     config = tmp_path / "monitor.toml"
@@ -383,8 +378,8 @@ def test_hostile_requests_get_an_error_answer_on_the_same_connection(
 
 def test_ctl_reopen_sends_output_to_new_files_after_an_external_rotation(
     tmp_path: Path,
-    monitors: list[MonitorProcess],  # noqa: F811
-    ours: str,  # noqa: F811
+    monitors: list[MonitorProcess],
+    ours: str,
 ) -> None:
     sock = tmp_path / "ctl.sock"
     config = tmp_path / "monitor.toml"
@@ -419,8 +414,8 @@ def test_ctl_reopen_sends_output_to_new_files_after_an_external_rotation(
 )
 def test_a_service_with_user_65534_in_quotes_runs_as_uid_65534(
     tmp_path: Path,
-    monitors: list[MonitorProcess],  # noqa: F811
-    ours: str,  # noqa: F811
+    monitors: list[MonitorProcess],
+    ours: str,
 ) -> None:
     sock = tmp_path / "ctl.sock"
     config = tmp_path / "monitor.toml"

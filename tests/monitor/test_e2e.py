@@ -12,151 +12,17 @@ from __future__ import annotations
 import functools
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
 import textwrap
-import threading
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import pytest
-
-from tests.support import PY, ROOT, alive, sigkill_leftovers
-
-T = TypeVar("T")
-
-
-def gone(pid: int) -> bool:
-    return not alive(pid)
-
-
-def running_with(argument: str) -> list[int]:
-    """Pids of the live processes that have ``argument`` among their arguments."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argument.encode() in args and alive(int(entry)):
-            found.append(int(entry))
-    return found
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30) -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-class MonitorProcess:
-    """``procwork monitor`` as a child process, its stdout read line by line.
-
-    A reader thread puts each line in a queue, so every read has a bound.
-    """
-
-    def __init__(
-        self,
-        *args: str,
-        stderr: Path,
-        max_files: int | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self._stderr = stderr.open("wb")
-        prefix: list[str] = []
-        if max_files is not None:
-            # Started under a lower RLIMIT_NOFILE: descriptors run out sooner.
-            prefix = ["prlimit", f"--nofile={max_files}:{max_files}", "--"]
-        self.proc = subprocess.Popen(
-            [*prefix, PY, "-m", "procwork", "monitor", *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            env=env,
-        )
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def expect(self, pattern: str, timeout: float = 30) -> re.Match[str]:
-        """The first line ``pattern`` is found in, read already or from now on."""
-        for line in self.lines:
-            match = re.search(pattern, line)
-            if match:
-                return match
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no line matching {pattern!r} in {timeout} s")
-            try:
-                item = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if item is None:
-                raise AssertionError(
-                    f"the monitor exited before printing {pattern!r}:\n"
-                    + "\n".join(self.lines)
-                )
-            self.lines.append(item)
-            match = re.search(pattern, item)
-            if match:
-                return match
-
-    def drain(self, timeout: float = 10) -> list[str]:
-        """Every line up to the end of the output (the monitor must be exiting)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.lines.append(line)
-        return self.lines
-
-    def close(self) -> None:
-        """SIGKILL the monitor if it is still running (by pid), and reap it."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._stderr.close()
-
-
-def get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body: bytes = response.read()
-        return body
-
-
-@pytest.fixture
-def started() -> Iterator[list[int]]:
-    """Pids of processes the test started or saw started; SIGKILLed at the end."""
-    with sigkill_leftovers() as pids:
-        yield pids
+from tests.support import PY, alive
+from tests.support.monitor import MonitorProcess, get, gone, running_with, wait_for
 
 
 def test_the_monitor_restarts_a_killed_service_kills_a_runaway_and_stops_cleanly(

@@ -16,27 +16,21 @@ import socket
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 import pytest
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import Clock
 from twisted.logger import formatEvent
-from twisted.python.failure import Failure
 
 import untwisted
-from procwork import ConfigError, NoLoadLimit, Result, Scheduler
-from procwork.monitor import CheckSpec, Monitor, MonitorConfig, Rule
+from procwork import ConfigError, NoLoadLimit, Scheduler
+from procwork.monitor import CheckSpec, Monitor, MonitorConfig
 from procwork.monitor._http import Metric, prometheus_text
 from procwork.monitor._proctable import ProcInfo
 from procwork.supervisor import ServiceSpec, ServiceState
-from tests.support import PY, FakeTable, drive_until, observing
-
-NOW = 1_700_000_000.0  # the Clock's "wall clock" while rules look at ages
+from tests.support import PY, drive_until, observing
+from tests.support.fake_monitor import CONFIG, NOW, World, cgi, metric_lines
 
 
 def parsed(text: str) -> dict[str, Any]:
@@ -59,128 +53,6 @@ def psutil_free_start_time() -> float:
 # -- fakes ---------------------------------------------------------------------
 
 
-class FakeRun:
-    """The checks' ``run``: records each command and hands back a Deferred."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[list[str], Deferred[Result]]] = []
-        self.cancelled: list[list[str]] = []
-
-    def __call__(self, argv: list[str], **kwargs: Any) -> Deferred[Result]:
-        d: Deferred[Result] = Deferred(lambda _: self.cancelled.append(argv))
-        self.calls.append((argv, d))
-        return d
-
-    def finish(self, index: int, returncode: int, stdout: bytes = b"") -> None:
-        argv, d = self.calls[index]
-        d.callback(Result(tuple(argv), 99, returncode, stdout=stdout, duration=0.1))
-
-
-class FakeService:
-    """A service's child that exists only in the test.
-
-    A signal ends it on the next turn of the clock, as a real child is reaped
-    after the signal, never inside the call that sends it.
-    """
-
-    def __init__(self, clock: Clock, protocol: ProcessProtocol, pid: int) -> None:
-        self.clock = clock
-        self.protocol = protocol
-        self.pid: int | None = pid
-        self.kill_group_on_exit = False
-        self.signals: list[int] = []
-        protocol.makeConnection(self)
-
-    def signal_group(self, signum: int) -> bool:
-        if self.pid is None:
-            return False
-        self.signals.append(signum)
-        self.clock.callLater(0, self.end, signal=signum)
-        return True
-
-    def end(self, signal: int | None = None, code: int | None = None) -> None:
-        if self.pid is None:
-            return
-        self.pid = None
-        self.protocol.processEnded(Failure(ProcessTerminated(code, signal)))
-
-
-class FakeFactory:
-    """The supervisor's ``process_factory``: makes FakeServices."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.children: list[FakeService] = []
-
-    def __call__(
-        self,
-        reactor: Any,
-        protocol: ProcessProtocol,
-        args: Sequence[str],
-        *,
-        env: Mapping[str, str] | None,
-        cwd: str | None,
-        nice: int,
-        stdin: bool,
-    ) -> FakeService:
-        child = FakeService(self.clock, protocol, 500 + len(self.children))
-        self.children.append(child)
-        return child
-
-
-def cgi(pid: int, age: float) -> ProcInfo:
-    """A ``perl slow.cgi`` process of ours, ``age`` seconds old."""
-    return ProcInfo(
-        pid=pid,
-        ppid=1,
-        pgid=pid,
-        uid=os.geteuid(),
-        user="me",
-        name="perl",
-        cmdline=("/usr/bin/perl", "slow.cgi"),
-        state="S",
-        start_time=NOW - age,
-        cpu_seconds=1.0,
-        rss_bytes=1 << 20,
-    )
-
-
-CONFIG = MonitorConfig(
-    source="test.toml",
-    services=(ServiceSpec("web", ["web"], start_seconds=1),),
-    checks=(CheckSpec("disk", ["check-disk"], every=10, timeout=30),),
-    rules=(
-        Rule("slow-cgi", process_name="perl", max_age=600, action="log"),
-        Rule(
-            "stale-cgi", process_name="perl", max_age=3600, action="term", dry_run=True
-        ),
-    ),
-    rules_every=5,
-    summary_every=30,
-    http=None,
-)
-
-
-class World:
-    """A Monitor of ``config`` (default CONFIG) on a Clock, and the fakes
-    around it."""
-
-    def __init__(self, config: MonitorConfig = CONFIG) -> None:
-        self.clock = Clock()
-        self.clock.rightNow = NOW
-        self.run = FakeRun()
-        self.factory = FakeFactory(self.clock)
-        self.table = FakeTable(cgi(700, age=900), cgi(701, age=60))
-        self.monitor = Monitor(
-            config,
-            reactor=self.clock,
-            scheduler=Scheduler(self.clock, load=NoLoadLimit()),
-            run=self.run,
-            process_factory=self.factory,
-            process_table=self.table,
-        )
-
-
 @pytest.fixture
 def world() -> World:
     return World()
@@ -197,10 +69,6 @@ def monitor_events() -> Iterator[list[str]]:
 
     with observing(observer):
         yield seen
-
-
-def metric_lines(monitor: Monitor) -> set[str]:
-    return set(prometheus_text(monitor.metrics()).splitlines())
 
 
 # -- life cycle ----------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any, cast
 
 import pytest
 
-from tests.monitor.test_e2e import MonitorProcess, get, wait_for
+from tests.support.monitor import MonitorProcess, get, wait_for
 from tests.support.tools import need_tool
 
 # -- helpers ----------------------------------------------------------------
@@ -114,14 +114,6 @@ def run_monitor(tmp_path: Path, started: list[int]) -> Iterator[Any]:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     monitor.proc.wait(timeout=20)
             monitor.close()
-
-
-@pytest.fixture
-def started() -> Iterator[list[int]]:
-    from tests.support import sigkill_leftovers
-
-    with sigkill_leftovers() as pids:
-        yield pids
 
 
 def status(base: str) -> dict[str, Any]:

@@ -26,8 +26,8 @@ from twisted.logger import formatEvent
 
 from procwork.monitor._looplag import LoopLag
 from procwork.monitor._sdnotify import SystemdNotifier
-from tests.monitor.test_e2e import MonitorProcess, wait_for
 from tests.support import observing, raised_in_thread
+from tests.support.monitor import MonitorProcess, wait_for
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from procwork.supervisor import (
 )
 from procwork.supervisor._logfile import LogFile, LogTrouble
 from tests.support import PY, drive_until, observing, open_fds, wait
+from tests.support.fake_supervisor import FakeWorld
 
 
 def test_a_service_restarted_100_times_writes_every_line_to_one_open_log(
@@ -368,7 +369,6 @@ def test_reopen_logs_opens_a_services_files_again_now_and_names_one_it_cannot(
     """``procwork ctl reopen`` after a rotation tool moved the files: the
     next line goes to a new file at once (on a Clock, no second passes, so
     the periodic check cannot be what did it)."""
-    from tests.supervisor.test_supervisor import FakeWorld
 
     clock = Clock()
     world = FakeWorld(clock)
@@ -412,7 +412,6 @@ def test_reopen_logs_opens_a_services_files_again_now_and_names_one_it_cannot(
 def test_a_reload_that_moves_a_services_log_writes_the_new_file_and_closes_the_old(
     tmp_path: Path,
 ) -> None:
-    from tests.supervisor.test_supervisor import FakeWorld
 
     clock = Clock()
     world = FakeWorld(clock)

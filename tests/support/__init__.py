@@ -16,6 +16,15 @@ the bound passes instead of hanging the run.
   :func:`python_child`, :func:`run_bounded`, :func:`readable`.
 - Fakes: :class:`ClockReactor`, :class:`FakeTable`.
 - Twisted's log: :func:`observing`.
+
+Helpers of one kind of test are in modules of their own:
+:mod:`tests.support.monitor` (a real ``procwork monitor`` and ``procwork
+ctl``), :mod:`tests.support.fake_monitor` and
+:mod:`tests.support.fake_supervisor` (the monitor and the supervisor on a
+Clock), :mod:`tests.support.http` (a client that keeps sending),
+:mod:`tests.support.sshd` (a real OpenSSH server) and
+:mod:`tests.support.tools` (tools pip cannot install). Test modules import
+from these, never from each other (``tests/project/test_test_layout.py``).
 """
 
 from __future__ import annotations

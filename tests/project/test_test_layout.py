@@ -1,0 +1,132 @@
+"""The tests mirror the packages, and share code only through support modules.
+
+A test module lives in the folder of the package it tests (``tests/untwisted``,
+``tests/clockwork``, ``tests/procwork`` for the process core,
+``tests/supervisor``, ``tests/monitor``, ``tests/cli``, ``tests/contrib``) or,
+checking the code base as a whole, in ``tests/project``. What two test modules
+need alike lives in ``tests/support/`` (or is a fixture in a ``conftest.py``),
+and the programs tests run in a child Python are modules of ``tests/programs/``:
+no module imports a test module, so moving or splitting one never breaks
+another, and running one module never runs another's import side effects.
+"""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from pathlib import Path
+
+from tests.support import ROOT
+
+TESTS = ROOT / "tests"
+
+FOLDERS = {
+    "untwisted",
+    "clockwork",
+    "procwork",
+    "supervisor",
+    "monitor",
+    "cli",
+    "contrib",
+    "project",
+}
+"""The folders that hold test modules: one per package, and the project's."""
+
+OTHER_FOLDERS = {"support", "programs"}
+"""The folders of code that tests share: helpers, and programs run in children."""
+
+
+def is_test_module(module: str) -> bool:
+    """Whether the dotted ``module`` names a test module or a conftest."""
+    last = module.rpartition(".")[2]
+    return last.startswith("test_") or last == "conftest"
+
+
+def imports_of_test_modules(source: str, path: str) -> list[str]:
+    """``path:line: module`` for every import of a test module in ``source``.
+
+    Imports inside functions count (a child Python's program imports too), and
+    so do ``from tests.x import test_y`` and relative imports.
+    """
+    found = []
+    nodes = sorted(
+        (n for n in ast.walk(ast.parse(source, path)) if isinstance(n, ast.stmt)),
+        key=lambda n: n.lineno,
+    )
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            dot = "" if base.endswith(".") else "."
+            names = [base] + [f"{base}{dot}{alias.name}" for alias in node.names]
+        else:
+            continue
+        found.extend(f"{path}:{node.lineno}: {name}" for name in names)
+    return [line for line in found if is_test_module(line.rpartition(" ")[2])]
+
+
+def python_files() -> list[Path]:
+    """The Python files of the tests and the benchmarks."""
+    return sorted([*TESTS.rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")])
+
+
+def test_no_module_imports_a_test_module() -> None:
+    """Helpers two test modules share are in tests/support, never in a test module."""
+    found = []
+    for path in python_files():
+        where = path.relative_to(ROOT).as_posix()
+        found.extend(imports_of_test_modules(path.read_text(encoding="utf-8"), where))
+    assert found == []
+
+
+def test_an_import_of_a_test_module_is_found_wherever_it_is_written() -> None:
+    """The check above sees top-level, function-level and relative imports."""
+    source = textwrap.dedent(
+        """
+        import tests.monitor.test_e2e
+        from tests.monitor.test_e2e import MonitorProcess
+        from tests.support import wait
+        from tests.monitor import test_e2e, helpers
+        from .test_e2e import get
+        from . import conftest
+
+        def later():
+            from tests.procwork.test_lifeline import GONE_WITHIN
+        """
+    )
+    assert imports_of_test_modules(source, "t.py") == [
+        "t.py:2: tests.monitor.test_e2e",
+        "t.py:3: tests.monitor.test_e2e",
+        "t.py:5: tests.monitor.test_e2e",
+        "t.py:6: .test_e2e",
+        "t.py:7: .conftest",
+        "t.py:10: tests.procwork.test_lifeline",
+    ]
+
+
+def test_every_test_module_is_in_the_folder_of_a_package_or_of_the_project() -> None:
+    """No test module is left at the top of tests/ or in a folder of its own."""
+    misplaced = [
+        path.relative_to(ROOT).as_posix()
+        for path in TESTS.rglob("test_*.py")
+        if path.parent.parent != TESTS or path.parent.name not in FOLDERS
+    ]
+    assert misplaced == []
+
+
+def test_every_folder_of_the_tests_is_a_package() -> None:
+    """Each folder has an __init__.py, so its modules import as tests.<folder>.x
+    and two folders may hold modules of the same name."""
+    folders = {path.parent for path in TESTS.rglob("*.py")}
+    assert (
+        sorted(
+            folder.relative_to(ROOT).as_posix()
+            for folder in folders
+            if not (folder / "__init__.py").is_file()
+        )
+        == []
+    )
+    assert {folder.name for folder in folders if folder != TESTS} <= (
+        FOLDERS | OTHER_FOLDERS
+    )
