@@ -285,8 +285,9 @@ class Process:
             self._splitters[fd].close()
         self.state = RunState.EXITED
         status = transport.status
+        # None: a remote run given up after its SIGKILL, how it ended unknown.
         returncode = (
-            os.waitstatus_to_exitcode(status) if isinstance(status, int) else 255
+            os.waitstatus_to_exitcode(status) if isinstance(status, int) else None
         )
         self._scheduler.finished(self)
         self._finish(self._make_result(returncode))

@@ -7,20 +7,20 @@ without a run.
 
 How a remote run keeps the local contract (timeout, cancel, grace kill of
 the whole tree): the command is started through a small POSIX ``sh`` wrapper
-(:data:`WRAPPER`). OpenSSH's ``sshd`` (and dropbear) call ``setsid()`` for
-every session, so the login shell that runs our command string is already a
-process group leader; the wrapper checks that with ``kill -s 0 -- -$$`` (a
-group whose id is our own pid exists only if we lead it), prints
-``<marker> <pid>`` as the first line of stderr, and ``exec``s the command:
-the command keeps that pid, so it leads the group and its exit status or
-signal reaches us unchanged (``exit-status`` / ``exit-signal``). On a server
-that does not start sessions that way, the wrapper execs the command through
-``setsid`` (util-linux; BSDs lack it), which, run by a process that is not a
-group leader, makes the new session in place, pid unchanged. Without either,
-the kill request falls back to signalling the process alone (``kill --
--PGID || kill PID``), and the tree-kill needs the server's help. (``set -m``
-would be the POSIX way, but ``dash`` refuses job control without a terminal,
-and a session without a pty has none.)
+(``procwork/_remote_wrapper.py``). OpenSSH's ``sshd`` (and dropbear) call
+``setsid()`` for every session, so the login shell that runs our command
+string is already a process group leader; the wrapper checks that with
+``kill -s 0 -- -$$`` (a group whose id is our own pid exists only if we lead
+it), prints ``<marker> <pid>`` as the first line of stderr, and ``exec``s the
+command: the command keeps that pid, so it leads the group and its exit
+status or signal reaches us unchanged (``exit-status`` / ``exit-signal``). On
+a server that does not start sessions that way, the wrapper execs the
+command through ``setsid`` (util-linux; BSDs lack it), which, run by a
+process that is not a group leader, makes the new session in place, pid
+unchanged. Without either, the kill request falls back to signalling the
+process alone (``kill -- -PGID || kill PID``), and the tree-kill needs the
+server's help. (``set -m`` would be the POSIX way, but ``dash`` refuses job
+control without a terminal, and a session without a pty has none.)
 
 The marker line is stripped from stderr. To signal the group, a second exec
 request on the same connection runs ``kill -s TERM -- -PGID`` (then ``KILL``
@@ -29,22 +29,41 @@ after ``grace``); pending signals of many runs share one such request.
 sshd allows ``MaxSessions`` (default 10) channels per connection: runs use
 at most ``max_sessions - 1`` of them and wait for a free one in order, so one
 is always left for the kill requests.
+
+When the connection dies or goes silent, the tree still dies and the caller
+still gets its answer on time:
+
+- A kill request not answered within :data:`KILL_WAIT` seconds marks its
+  connection *stalled*: that request, and every later one for its runs, goes
+  over a new connection, as do new runs and those still waiting for a
+  channel (the stalled one keeps the runs it has, until they end or its
+  keepalive drops it).
+- A run whose exit status has not come :data:`KILL_WAIT` seconds after its
+  group was sent SIGKILL (a timeout's or cancel's escalation, ``kill()``)
+  is given up: its Result comes at once, with the output received so far
+  and no returncode (``None``: how it ended is unknown). So a silent
+  connection cannot delay a timed-out run past ``timeout + grace +
+  KILL_WAIT``.
+- When a connection is lost (dropped, or no answer to a keepalive), the
+  groups of the runs it carried get SIGTERM over a new connection, and
+  SIGKILL ``grace`` seconds later.
+- On the host, the wrapper's watcher kills the group when the session's
+  sshd dies (``procwork/_remote_wrapper.py``), even when no client is left
+  to ask.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import re
 import shlex
 import signal
 import struct
 import time
-import uuid
 import warnings
 from collections import deque
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
@@ -54,8 +73,12 @@ from twisted.python.failure import Failure
 
 from procwork import _validate as validate
 from procwork._errors import CommandNotFound, ProcworkError, SpawnError, clip_command
+from procwork._escalation import Escalation
 from procwork._process import Process, RunOptions, RunState
 from procwork._reactor import Reactor, default_reactor
+from procwork._remote_wrapper import MARKER_LINE as _MARKER_LINE
+from procwork._remote_wrapper import WRAPPER
+from procwork._remote_wrapper import command as _command
 from procwork._scheduler import Priority
 from procwork._sshtarget import SSHTarget, parse_host
 
@@ -77,6 +100,7 @@ with warnings.catch_warnings():
 
 __all__ = [
     "DEFAULT_IDLE_CLOSE",
+    "KILL_WAIT",
     "WRAPPER",
     "RemoteAuthError",
     "RemoteConnectionLost",
@@ -103,22 +127,11 @@ LEFTOVER_WAIT = 0.5
 """After the command exits, seconds its output may still take to arrive
 before what it left running is killed (``kill_leftovers``) or let go."""
 LOW_PRIORITY_NICE = 10
+KILL_WAIT = 1.0
+"""Seconds a kill request may go unanswered before it (and the connection's
+later ones) go over a new connection; and seconds a run's exit status may
+take after its SIGKILL before the run is given up, with no returncode."""
 
-# $0 is the marker, $1 the niceness, $2 the working directory ("" for the
-# login directory), the rest the argv. Every line is POSIX sh.
-WRAPPER = r"""m=$0 n=$1 d=$2; shift 2
-if [ -n "$d" ] && ! cd -- "$d" 2>/dev/null; then
-  printf '%s nocwd\n' "$m" >&2; exit 126
-fi
-command -v -- "$1" >/dev/null 2>&1 || { printf '%s notfound\n' "$m" >&2; exit 127; }
-[ "$n" = 0 ] || set -- nice -n "$n" "$@"
-kill -s 0 -- -$$ 2>/dev/null || ! command -v setsid >/dev/null 2>&1 ||
-  set -- setsid "$@"
-printf '%s %s\n' "$m" $$ >&2
-exec "$@"
-"""
-
-_MARKER_LINE = re.compile(rb"procwork-[0-9a-f]{16} (\d+|notfound|nocwd)\n")
 _MARKER_BUFFER = 1 << 16  # bytes of stderr searched for the marker line
 
 
@@ -179,11 +192,20 @@ class RemoteProcess(Process):
     def _admitted(self) -> None:
         self._started = time.monotonic()
         nice = LOW_PRIORITY_NICE if self.priority is Priority.LOW else 0
-        channel = _RunChannel(self, _command(self.args, self._env, self._cwd, nice))
+        command = _command(
+            self.args,
+            self._env,
+            self._cwd,
+            nice,
+            grace=self.grace,
+            stdin=self._stdin,
+        )
+        # Without input the wrapper gives the command /dev/null (as locally:
+        # reading it ends at once) and its watcher keeps the session's stdin,
+        # which must then stay open: no EOF is ever sent (closeStdin).
+        channel = _RunChannel(self, command, stdin=self._stdin)
         self._channel = channel
         self._started_as(channel)
-        if not self._stdin:
-            channel.closeStdin()  # as /dev/null locally: reading it ends at once
         self._pool._connection(self.target).start(channel)
 
     def _remote_failed(self, error: BaseException) -> None:
@@ -196,25 +218,14 @@ class RemoteProcess(Process):
         self._fail(Failure(error))
 
 
-def _command(
-    args: tuple[str, ...], env: Mapping[str, str] | None, cwd: str | None, nice: int
-) -> tuple[bytes, bytes]:
-    """The exec request's command string, and the marker it will print."""
-    marker = f"procwork-{uuid.uuid4().hex[:16]}"
-    words = ["exec"]
-    if env is not None:
-        # env= is the child's whole environment, as locally.
-        words += ["env", "-i", *(f"{k}={v}" for k, v in env.items())]
-    words += ["/bin/sh", "-c", WRAPPER, marker, str(nice), cwd or "", *args]
-    return shlex.join(words).encode(), marker.encode()
-
-
 class _RunChannel(SSHChannel):
     """One remote run's session channel; the transport its Process drives."""
 
     name = b"session"
 
-    def __init__(self, owner: RemoteProcess, command: tuple[bytes, bytes]) -> None:
+    def __init__(
+        self, owner: RemoteProcess, command: tuple[bytes, bytes], *, stdin: bool
+    ) -> None:
         super().__init__(localWindow=1 << 21)
         self.owner = owner
         self.command, self.marker = command
@@ -235,6 +246,8 @@ class _RunChannel(SSHChannel):
         self._pending_signals: list[int] = []
         self._ended = False
         self._leftover_call: Any = None
+        self._stdin = stdin
+        self._give_up_call: Any = None
 
     # Process's side ------------------------------------------------------------
 
@@ -245,12 +258,16 @@ class _RunChannel(SSHChannel):
             SSHChannel.write(self, data)
 
     def closeStdin(self) -> None:
+        if not self._stdin:
+            return  # the watcher's lifeline, not the command's stdin
         self._eof_wanted = True
         self._maybe_eof()
 
     def signal_group(self, signum: int) -> bool:
         if self.exited or self._ended:
             return False
+        if signum == signal.SIGKILL:
+            self._arm_give_up()
         if self.pgid is None:
             connection = self.connection
             if connection is not None and self in connection.waiting:
@@ -360,6 +377,9 @@ class _RunChannel(SSHChannel):
             self.pgid = int(word)
             self.owner.pid = self.pgid
             pending, self._pending_signals = self._pending_signals, []
+            if self._ended and pending and self.connection is not None:
+                # Given up before its group was known: it was to be killed.
+                self.connection.signal_group(self.pgid, signal.SIGKILL)
             for signum in pending:
                 self.signal_group(signum)
 
@@ -393,6 +413,10 @@ class _RunChannel(SSHChannel):
             return
         if self.kill_group_on_exit and self.pgid is not None and self.connection:
             # As locally, what is left is dead before the Result is out.
+            # (Not given up after KILL_WAIT: output the command wrote may
+            # still be on its way behind the exit status, and the kill
+            # request, answered in order, lets it arrive. A silent
+            # connection relays the request after KILL_WAIT anyway.)
             done = self.connection.signal_group(self.pgid, signal.SIGKILL)
             done.addBoth(lambda _: self._end())
         else:
@@ -413,19 +437,43 @@ class _RunChannel(SSHChannel):
             return
         self._end()
 
-    def _end(self) -> None:
+    def _arm_give_up(self) -> None:
+        """SIGKILL is on its way: whatever the connection does, the run ends
+        within KILL_WAIT s."""
+        if self._give_up_call is None:
+            self._give_up_call = self.owner._reactor.callLater(KILL_WAIT, self._give_up)
+
+    def _give_up(self) -> None:
+        """SIGKILL was sent KILL_WAIT s ago and the run has not ended: end it."""
+        self._give_up_call = None
+        if self._ended:
+            return
+        if not self.exited:
+            _log.warn(
+                "{command} on {target}: no exit status {seconds:g} s after its "
+                "SIGKILL; it is given up (its Result has no returncode)",
+                command=shlex.join(self.owner.args),
+                target=self.owner.target,
+                seconds=KILL_WAIT,
+            )
+        # Closing the channel also closes the watcher's stdin there, if the
+        # server still listens: what is left of the group then dies too.
+        self._end(status_known=self.exited)
+
+    def _end(self, *, status_known: bool = True) -> None:
         if self._ended:
             return
         self._ended = True
-        if self._leftover_call is not None and self._leftover_call.active():
-            self._leftover_call.cancel()
+        for call in (self._leftover_call, self._give_up_call):
+            if call is not None and call.active():
+                call.cancel()
         if not self._marker_done and self._stderr_head:
             self.owner._output(2, self._stderr_head)
         if self.connection is not None:
             self.connection.release(self)
         if self.conn is not None and self in self.conn.channelsToRemoteChannel:
             self.conn.sendClose(self)
-        if self.status is None:
+        if self.status is None and status_known:
             self.status = 255 << 8  # closed without telling how it ended
         if self.owner.state == "running":  # not failed meanwhile
             if self._start_error is not None:
@@ -435,6 +483,32 @@ class _RunChannel(SSHChannel):
 
 
 # -- the connection ------------------------------------------------------------------
+
+
+class _OrphanGroup:
+    """The group of a run whose connection was lost, as an escalation's
+    target: each signal is a kill request over the target's current
+    connection (nothing tells when the leader is reaped there)."""
+
+    def __init__(self, pool: SSHPool, target: SSHTarget, pgid: int) -> None:
+        self.kill_group_on_exit = True
+        self._pool = pool
+        self._target = target
+        self._pgid = pgid
+
+    def signal_group(self, signum: int) -> bool:
+        self._pool._connection(self._target).signal_group(self._pgid, signum)
+        return True
+
+
+class _Signal(NamedTuple):
+    """One signal to send there, and who waits for it to be sent."""
+
+    pgid: int
+    signum: int
+    group: bool
+    done: Deferred[None]
+    relayed: bool
 
 
 class _Connection:
@@ -450,8 +524,10 @@ class _Connection:
         self.open: set[_RunChannel] = set()
         self.waiting: deque[_RunChannel] = deque()
         self.max_sessions = pool.max_sessions
-        self._signals: list[tuple[int, int, bool, Deferred[None]]] = []
+        self._signals: list[_Signal] = []
         self._signalling = False
+        self._kill_deadline: Any = None
+        self.stalled = False  # a kill request went unanswered: see _stall
         self._idle_call: Any = None
         self._keepalive_call: Any = None
         self._closing = False
@@ -486,11 +562,13 @@ class _Connection:
         for channel in waiting:
             channel._ended = True
             channel.owner._remote_failed(error)
+        self._send_signals()  # lost: their waiters are told now
         self.pool._closed(self)
 
     def ready(self, conn: _SSHConnection) -> None:
         self.conn = conn
         self._pump()
+        self._send_signals()  # asked for while connecting (a relay)
         self._keepalive_call = self.reactor.callLater(
             self.pool.keepalive, self._keepalive
         )
@@ -551,31 +629,41 @@ class _Connection:
     # signals ------------------------------------------------------------------
 
     def signal_group(
-        self, pgid: int, signum: int, *, group: bool = True
+        self, pgid: int, signum: int, *, group: bool = True, relayed: bool = False
     ) -> Deferred[None]:
         """Send ``signum`` to group ``pgid`` (or process, ``group=False``) there.
 
         Returns a Deferred that fires once the kill request has run (or
         could not: the connection is gone). Requests made while one is on
-        its way go together in the next.
+        its way go together in the next. On a stalled connection, the
+        request goes over the target's current one instead.
+
+        Args:
+            relayed: The request was sent once over a connection that did
+                not answer it; it is relayed no further.
         """
+        if self.stalled:
+            current = self.pool._connection(self.target)
+            return current.signal_group(pgid, signum, group=group, relayed=relayed)
         done: Deferred[None] = Deferred()
-        self._signals.append((pgid, int(signum), group, done))
+        self._signals.append(_Signal(pgid, int(signum), group, done, relayed))
         self._send_signals()
         return done
 
     def _send_signals(self) -> None:
         if self.lost is not None:
             batch, self._signals = self._signals, []
-            for *_, done in batch:
-                done.callback(None)
+            for request in batch:
+                request.done.callback(None)
             return
         if self._signalling or not self._signals or self.conn is None:
             return
         batch, self._signals = self._signals, []
         by_signal: dict[int, list[str]] = {}
-        for pgid, signum, group, _ in batch:
-            by_signal.setdefault(signum, []).append(f"-{pgid}" if group else str(pgid))
+        for request in batch:
+            by_signal.setdefault(request.signum, []).append(
+                f"-{request.pgid}" if request.group else str(request.pgid)
+            )
         # One kill per target: in "kill -- -1 -2" a group already gone would
         # hide whether the others were signalled. A group id that is no group
         # (a server that gave the wrapper none of its own): the process itself.
@@ -587,16 +675,67 @@ class _Connection:
         )
         self._signalling = True
         self.pool.kill_requests += 1
-        waiters = [done for *_, done in batch]
-        self.conn.openChannel(
-            _KillChannel(self, f"{{ {command}; }} 2>/dev/null".encode(), waiters)
-        )
+        channel = _KillChannel(self, f"{{ {command}; }} 2>/dev/null".encode(), batch)
+        self._kill_deadline = self.reactor.callLater(KILL_WAIT, self._stall, channel)
+        self.conn.openChannel(channel)
 
-    def signals_sent(self, waiters: list[Deferred[None]]) -> None:
+    def signals_sent(self, channel: _KillChannel) -> None:
+        """``channel``'s kill request has run (or cannot: refused, lost)."""
+        if channel.relayed_away:
+            return  # a late answer: its requests went over another connection
+        deadline, self._kill_deadline = self._kill_deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
         self._signalling = False
-        for done in waiters:
-            done.callback(None)
+        for request in channel.batch:
+            request.done.callback(None)
         self._send_signals()
+        self._maybe_idle()  # a connection opened for kill requests alone
+
+    def _stall(self, channel: _KillChannel) -> None:
+        """A kill request got no answer in KILL_WAIT s: this connection is
+        silent (a dead link, a stopped or swamped sshd), or too slow to be
+        trusted with the next ones.
+
+        Its kill requests, those waiting behind it and every later one go
+        over a new connection, as do new runs and the runs still waiting for
+        a channel (nothing of theirs has started there). The runs it carries
+        stay on it: they end when it answers again, when they are given up
+        (``_RunChannel._give_up``) or when its keepalive drops it.
+        """
+        self._kill_deadline = None
+        self.stalled = True
+        channel.relayed_away = True
+        _log.warn(
+            "{target}: a kill request got no answer in {seconds:g} s; sending "
+            "it, and new runs, over a new connection",
+            target=self.target,
+            seconds=KILL_WAIT,
+        )
+        self.pool._forget(self)
+        # From here on signal_group() hands requests to the target's current
+        # connection, made when first needed.
+        waiting, self.waiting = list(self.waiting), deque()
+        for run in waiting:
+            self.channels.discard(run)
+            self.pool._connection(self.target).start(run)
+        queued, self._signals = self._signals, []
+        for request in channel.batch:
+            if request.relayed:
+                # The second connection that does not answer it: let it go
+                # (the wrapper's watcher kills the group if the session dies).
+                request.done.callback(None)
+            else:
+                self._relay(request, relayed=True)
+        for request in queued:  # never sent here
+            self._relay(request, relayed=request.relayed)
+        self._maybe_idle()
+
+    def _relay(self, request: _Signal, *, relayed: bool) -> None:
+        sent = self.signal_group(
+            request.pgid, request.signum, group=request.group, relayed=relayed
+        )
+        sent.chainDeferred(request.done)
 
     # life ------------------------------------------------------------------------
 
@@ -664,9 +803,21 @@ class _Connection:
             self.lost = "closed by procwork" if self._closing else reason
         self.pool._forget(self)
         self._cancel_idle()
-        if self._keepalive_call is not None and self._keepalive_call.active():
-            self._keepalive_call.cancel()
-        self._keepalive_call = None
+        for call in (self._keepalive_call, self._kill_deadline):
+            if call is not None and call.active():
+                call.cancel()
+        self._keepalive_call = self._kill_deadline = None
+        if not self._closing:
+            # The groups of the runs it carried may live on: the sshd
+            # serving it may be alive behind a dead link, or stopped. (If
+            # it died, each wrapper's watcher is at it already.)
+            alive = [
+                (channel.pgid, channel.owner.grace)
+                for channel in self.channels
+                if channel.pgid is not None and not (channel.exited or channel._ended)
+            ]
+            if alive:
+                self.pool._kill_orphans(self.target, alive)
         # Channels not yet opened (conch fails those being opened itself).
         error = RemoteConnectionLost(
             f"the SSH connection to {self.target} was lost ({self.lost})"
@@ -675,6 +826,9 @@ class _Connection:
             channel._ended = True
             channel.owner._remote_failed(error)
         self.waiting.clear()
+        # The kill request on its way is failed by conch (its channel is
+        # closed); those queued behind it are told here.
+        self._send_signals()
         self.pool._closed(self)
 
 
@@ -684,17 +838,23 @@ class _KillChannel(SSHChannel):
     name = b"session"
 
     def __init__(
-        self, connection: _Connection, command: bytes, waiters: list[Deferred[None]]
+        self, connection: _Connection, command: bytes, batch: list[_Signal]
     ) -> None:
         super().__init__()
         self._connection = connection
         self._command = command
-        self._waiters = waiters
+        self.batch = batch
+        self.relayed_away = False  # its requests were sent over another connection
         self._done = False
 
     def channelOpen(self, specificData: bytes) -> None:
         assert self.conn is not None
-        self.conn.sendRequest(self, b"exec", common.NS(self._command), wantReply=True)
+        reply = self.conn.sendRequest(
+            self, b"exec", common.NS(self._command), wantReply=True
+        )
+        # What counts is that the channel closes (closed(): the kill ran, or
+        # cannot); a reply lost with its connection is no error.
+        reply.addErrback(lambda _: None)
         self.conn.sendEOF(self)
 
     def openFailed(self, reason: object) -> None:
@@ -711,7 +871,7 @@ class _KillChannel(SSHChannel):
     def _finished(self) -> None:
         if not self._done:
             self._done = True
-            self._connection.signals_sent(self._waiters)
+            self._connection.signals_sent(self)
 
 
 class _SSHConnection(SSHConnection):
@@ -1008,6 +1168,17 @@ class SSHPool:
         """The targets with a connection open or opening, as ``user@host:port``."""
         return sorted(str(t) for t in self._connections)
 
+    def _kill_orphans(self, target: SSHTarget, groups: list[tuple[int, float]]) -> None:
+        """The runs of a lost connection are over here, but their groups may
+        live on there: each gets SIGTERM over the target's current connection
+        (a new one), then SIGKILL after its ``grace``, as a timeout would.
+
+        Fire and forget, and bounded: an unreachable host fails each request's
+        connection within ``connect_timeout``.
+        """
+        for pgid, grace in groups:
+            Escalation(_OrphanGroup(self, target, pgid), self.reactor).terminate(grace)
+
     def _closed(self, connection: _Connection) -> None:
         self._live.discard(connection)
         for d in self._closed_waiters.pop(connection, []):
@@ -1052,7 +1223,7 @@ class SSHPool:
 
         live = [
             (connection, channel)
-            for connection in list(self._connections.values())
+            for connection in list(self._live)  # stalled ones too
             for channel in list(connection.channels)
             if channel.pgid is not None and not channel.exited
         ]

@@ -30,7 +30,10 @@ class Result:
         args: The argv that was run.
         pid: Its process id (``None`` if it never started).
         returncode: Exit status; ``-N`` when killed by signal ``N``; ``None``
-            if it timed out while still queued and never started.
+            if it timed out while still queued and never started, or (a
+            remote run) if it was given up after its SIGKILL because its
+            exit status did not come (a silent connection): how it ended is
+            then unknown.
         stdout: The captured standard output: its last ``max_output`` bytes.
         stderr: The same for standard error.
         truncated: True if the front of stdout or stderr was dropped.
@@ -70,8 +73,12 @@ class Result:
     def describe(self) -> str:
         """How it ended: ``"exited 0"``, ``"killed by SIGKILL after timeout 5 s"``."""
         text = describe_returncode(self.returncode)
+        # A run that started has a duration; a queued one ends with 0.0.
+        unknown = self.returncode is None and self.duration > 0
+        if unknown:
+            text = "sent SIGKILL, exit status unknown"
         if self.timed_out:
-            if self.returncode is None:
+            if self.returncode is None and not unknown:
                 return f"timed out after {self.timeout:g} s while queued, never started"
             text += f" after timeout {self.timeout:g} s"
         return text

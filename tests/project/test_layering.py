@@ -106,11 +106,14 @@ SIGKILL_SENDERS = frozenset(
         # standard library only (no reactor to escalate on): it has its own.
         "procwork/_lifeline_main.py",
         # Remote runs: a run's timeout and cancel go through the Escalation
-        # (its SSH channel is the target); what names SIGKILL here is the
-        # kill of leftovers when the command exits (as _spawn's) and the
-        # bounded sweep at reactor shutdown, where every kill is a request
-        # over the network that may not answer. (Why that sweep is not an
-        # Escalation: see the comment in SSHPool._shutdown.)
+        # (its SSH channel is the target), as do the groups of a lost
+        # connection's runs; what names SIGKILL here is the kill of
+        # leftovers when the command exits (as _spawn's), the SIGKILL owed
+        # to a group whose id came after its run was given up, the check
+        # that arms that give-up, and the bounded sweep at reactor
+        # shutdown, where every kill is a request over the network that may
+        # not answer. (Why that sweep is not an Escalation: see the comment
+        # in SSHPool._shutdown.)
         "procwork/_remote.py",
     }
 )

@@ -75,6 +75,14 @@ class Sshd:
                     todo.append(child)
         return found
 
+    def session_of(self, command: int) -> int:
+        """The sshd process serving the session that runs process ``command``
+        (a remote run's pid): its parent, which must be one of ours."""
+        stat = Path(f"/proc/{command}/stat").read_text()
+        parent = int(stat.rpartition(")")[2].split()[1])
+        assert parent in self.server_pids(), (command, parent)
+        return parent
+
     def established(self) -> int:
         """TCP connections established to this server's port, seen from /proc."""
         count = 0
