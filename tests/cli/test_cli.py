@@ -24,6 +24,9 @@ import pytest
 
 from tests.support import PY, ROOT, gone_within, sigkill_leftovers
 
+# Every test runs the procwork command: a fresh Python or more each.
+pytestmark = pytest.mark.slow
+
 EXAMPLE = ROOT / "specs" / "example-monitor.toml"
 
 

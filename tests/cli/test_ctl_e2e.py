@@ -41,6 +41,9 @@ from tests.support.monitor import (
     wait_for,
 )
 
+# The real procwork ctl, against a real procwork monitor process.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 SLEEPER = "import time; time.sleep(600)"
 TALKER = textwrap.dedent(
     """

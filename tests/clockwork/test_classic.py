@@ -727,6 +727,7 @@ def test_cancelling_a_command_routine_kills_the_command(tmp_path: Path) -> None:
     assert drive_until(lambda: not alive(pid), 10)
 
 
+@pytest.mark.slow
 def test_clockwork_reaches_procwork_only_when_a_command_runs() -> None:
     """The layers stay in order: importing clockwork does not import procwork."""
     child = run_child(
@@ -747,6 +748,7 @@ def test_clockwork_reaches_procwork_only_when_a_command_runs() -> None:
 # -- procwork.waitfor ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_waitfor_kills_at_the_deadline_and_says_killed() -> None:
     p = wait(procwork.waitfor("yes", secondsToWait=0.3))
     assert p.killed
@@ -755,6 +757,7 @@ def test_waitfor_kills_at_the_deadline_and_says_killed() -> None:
     assert p.pid == p.result.pid and p.result.timed_out
 
 
+@pytest.mark.slow
 def test_waitfor_with_zero_seconds_waits_as_long_as_it_takes() -> None:
     code = "import time; time.sleep(0.2); print('slept')"
     p = wait(procwork.waitfor([PY, "-c", code]))
@@ -764,6 +767,7 @@ def test_waitfor_with_zero_seconds_waits_as_long_as_it_takes() -> None:
     assert p.result.timeout is None
 
 
+@pytest.mark.slow
 def test_waitfor_kills_the_whole_process_group_sigterm_then_sigkill(
     tmp_path: Path,
 ) -> None:
@@ -816,6 +820,7 @@ def test_cancelling_waitfor_kills_the_process(tmp_path: Path) -> None:
 # -- no CPU while waiting --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_waiting_in_the_old_vocabulary_costs_no_cpu() -> None:
     """Measured in a child: the first clockwork polled, at ~1 s of CPU each here."""
     child = run_child(
@@ -858,6 +863,7 @@ def test_waiting_in_the_old_vocabulary_costs_no_cpu() -> None:
 # -- the risky interleavings, many times --------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_thousand_inputs_answered_early_late_or_never_all_settle(
     worker: Worker, clock: ClockReactor
 ) -> None:

@@ -1055,6 +1055,7 @@ def test_cancelling_a_ten_thousand_deep_stack_runs_every_finally_innermost_first
     assert log == list(range(10_001))
 
 
+@pytest.mark.slow
 def test_a_million_steps_of_a_long_task_do_not_grow_memory(worker: Worker) -> None:
     """Each step calls a subroutine, then gives up control with a bare yield."""
 
@@ -1081,6 +1082,7 @@ def test_a_million_steps_of_a_long_task_do_not_grow_memory(worker: Worker) -> No
     assert peak < 2_000_000, f"peak {peak} bytes"
 
 
+@pytest.mark.slow
 def test_a_task_parked_on_a_sleep_costs_no_cpu() -> None:
     """Measured in a child: a busy-polling worker would use ~1 s of CPU here."""
     child = run_child(

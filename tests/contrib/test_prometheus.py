@@ -196,6 +196,7 @@ def alert_names() -> list[str]:
     return re.findall(r"^\s*- alert: (\w+)$", RULES.read_text(), re.MULTILINE)
 
 
+@pytest.mark.e2e
 def test_every_alert_and_recording_rule_passes_promtool_check_rules() -> None:
     done = tool("promtool", "check", "rules", str(RULES))
     assert done.returncode == 0, done.stdout + done.stderr
@@ -211,6 +212,7 @@ def test_every_alert_and_recording_rule_passes_promtool_check_rules() -> None:
     }
 
 
+@pytest.mark.e2e
 def test_the_scrape_config_and_its_file_sd_targets_pass_promtool_check_config() -> None:
     """promtool reads the rule files and the file_sd target files it names too."""
     done = tool("promtool", "check", "config", str(PROMETHEUS / "prometheus.yml"))
@@ -269,6 +271,8 @@ def rule_exprs(text: str) -> list[str]:
     return exprs
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_every_metric_a_rule_reads_is_served_on_a_real_monitors_metrics(
     scraped: list[Sample],
 ) -> None:
@@ -431,6 +435,8 @@ ANNOTATIONS = {
 }
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_the_alerts_fire_on_series_shaped_like_a_real_monitors_metrics(
     scraped: list[Sample], tmp_path: Path
 ) -> None:
@@ -520,6 +526,8 @@ def test_the_alerts_fire_on_series_shaped_like_a_real_monitors_metrics(
     assert "SUCCESS" in done.stdout
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_promtool_fails_the_rule_test_when_an_expected_alert_does_not_fire(
     scraped: list[Sample], tmp_path: Path
 ) -> None:
@@ -557,12 +565,14 @@ def test_promtool_fails_the_rule_test_when_an_expected_alert_does_not_fire(
 # -- Alertmanager ---------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_the_alertmanager_example_passes_amtool_check_config() -> None:
     done = tool("amtool", "check-config", str(ALERTMANAGER))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 inhibit rules" in done.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("labels", "receiver"),
     [
@@ -648,6 +658,7 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
                 process.wait(timeout=10)
 
 
+@pytest.mark.e2e
 def test_a_hosts_monitor_down_silences_that_hosts_service_alerts_only(
     alertmanager: str,
 ) -> None:

@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import ROOT
 from tests.support.tools import need_tool
 
@@ -54,6 +56,7 @@ def settings() -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.e2e
 def test_systemd_analyze_verify_accepts_the_unit_without_a_warning(
     tmp_path: Path,
 ) -> None:
@@ -61,6 +64,7 @@ def test_systemd_analyze_verify_accepts_the_unit_without_a_warning(
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
 
 
+@pytest.mark.e2e
 def test_systemd_analyze_verify_would_report_a_misspelt_setting(tmp_path: Path) -> None:
     """The check above can fail: systemd warns of a bad value or an unknown key."""
     text = UNIT.read_text().replace("KillMode=mixed", "KillMode=mixd")
@@ -120,6 +124,7 @@ def config_check(tmp_path: Path, config: Path) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.slow
 def test_the_config_check_before_start_and_reload_passes_a_good_config_quietly(
     tmp_path: Path,
 ) -> None:
@@ -129,6 +134,7 @@ def test_the_config_check_before_start_and_reload_passes_a_good_config_quietly(
     assert re.search(r"example-monitor\.toml: ok: \d+ services", done.stderr)
 
 
+@pytest.mark.slow
 def test_the_config_check_before_start_and_reload_fails_a_bad_config_naming_it(
     tmp_path: Path,
 ) -> None:

@@ -694,6 +694,7 @@ def test_a_real_failing_check_runs_its_action(
     assert status.last_action == "exited 0"
 
 
+@pytest.mark.slow
 def test_a_real_check_over_its_timeout_is_killed_and_recorded_as_timed_out(
     real_runner: list[CheckRunner],
 ) -> None:

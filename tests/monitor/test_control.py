@@ -836,6 +836,7 @@ def test_shutdown_answers_then_asks_whoever_runs_the_monitor_to_stop_it(
     assert stopping.called
 
 
+@pytest.mark.slow
 def test_a_service_reloaded_and_operated_hundreds_of_times_leaves_one_process(
     tmp_path: Path,
 ) -> None:

@@ -549,6 +549,7 @@ def test_a_stranger_is_refused_and_takes_no_place(
     assert len(answers(transport)) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [15, 16, 17])
 def test_a_thousand_clients_coming_and_going_never_hold_more_than_the_cap(
     tmp_path: Path, seed: int

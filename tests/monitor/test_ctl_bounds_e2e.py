@@ -43,6 +43,9 @@ from tests.support.monitor import (
     wait_for,
 )
 
+# A real procwork monitor process in every test.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 
 def rss_mib(pid: int) -> float:
     """The resident memory of process ``pid``, in MiB."""

@@ -21,8 +21,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support import PY, alive
 from tests.support.monitor import MonitorProcess, get, gone, running_with, wait_for
+
+# A real procwork monitor process in every test.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_the_monitor_restarts_a_killed_service_kills_a_runaway_and_stops_cleanly(

@@ -409,6 +409,8 @@ def test_a_request_without_a_body_is_served_as_before(
 # -- the attack on a real monitor process --------------------------------------------
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_300_MB_post_to_a_read_only_monitor_is_refused_403_without_touching_its_disk(
     tmp_path: Path,
 ) -> None:

@@ -282,6 +282,7 @@ def test_close_gives_up_after_its_timeout_and_counts_the_lines_left() -> None:
         assert writer.dropped > dropped
 
 
+@pytest.mark.slow
 def test_threads_logging_to_a_stalling_reader_lose_no_line_uncounted_under_load() -> (
     None
 ):
@@ -486,6 +487,8 @@ def _wait_for(what: str, probe: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_monitor_with_stdout_unread_checks_answers_ctl_and_exits_on_sigterm(
     tmp_path: Path,
 ) -> None:

@@ -30,6 +30,9 @@ import pytest
 from tests.support.monitor import MonitorProcess, get, wait_for
 from tests.support.tools import need_tool
 
+# A real procwork monitor process (and a real browser) in every test.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 # -- helpers ----------------------------------------------------------------
 
 

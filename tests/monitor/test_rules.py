@@ -514,6 +514,7 @@ def test_an_update_with_two_rules_of_one_name_is_refused_and_changes_nothing() -
     assert engine.rules == (CGI,)
 
 
+@pytest.mark.slow
 def test_importing_the_rules_does_not_import_the_global_reactor() -> None:
     """A program can still choose its reactor after importing procwork's rules."""
     code = (
@@ -557,6 +558,7 @@ def test_a_real_process_past_max_age_is_found_and_stopped_with_SIGTERM(
     engine.stop()
 
 
+@pytest.mark.slow
 def test_a_dry_run_leaves_a_real_process_running(
     token: str, sleeper: subprocess.Popen[str], real_clock: Clock
 ) -> None:
@@ -572,6 +574,7 @@ def test_a_dry_run_leaves_a_real_process_running(
         sleeper.wait(timeout=0.5)
 
 
+@pytest.mark.slow
 def test_a_real_process_ignoring_SIGTERM_is_SIGKILLed_when_the_grace_period_ends(
     token: str, real_clock: Clock
 ) -> None:
@@ -607,6 +610,7 @@ def test_the_real_table_spares_this_process_its_parent_and_pid_1_by_default() ->
     assert signals.sent == []
 
 
+@pytest.mark.slow
 def test_signal_process_never_signals_a_process_whose_start_time_differs(
     sleeper: subprocess.Popen[str],
 ) -> None:
@@ -1003,6 +1007,7 @@ def test_a_real_child_forked_during_the_grace_period_is_killed_with_the_cgi(
         tree.close()
 
 
+@pytest.mark.slow
 def test_real_cgi_trees_are_killed_whole_50_times_in_a_row_under_cpu_load(
     token: str, leftovers: list[int], real_clock: Clock
 ) -> None:
@@ -1078,6 +1083,7 @@ server.wait()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None,
     reason="a new pid namespace needs root and unshare(1)",
@@ -1125,6 +1131,7 @@ def marked(marker: bytes) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 def test_a_real_cgi_that_keeps_forking_is_killed_with_every_descendant(
     token: str, real_clock: Clock
 ) -> None:

@@ -20,6 +20,9 @@ import pytest
 
 from tests.support import PY, ROOT, run_bounded
 
+# A real monitor against all its partners, for 20 s.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 #: Every line of the report, by its label: each must be printed.
 REPORT = (
     "load",

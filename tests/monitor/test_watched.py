@@ -288,6 +288,8 @@ def stopped(pid: int) -> bool:
         return f.read().rpartition(")")[2].split()[0] in ("T", "t")
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_real_monitor_says_ready_pings_sends_none_while_stopped_and_says_stopping(
     tmp_path: Path,
     notify_socket: tuple[socket.socket, str],
@@ -344,6 +346,8 @@ def test_a_real_monitor_says_ready_pings_sends_none_while_stopped_and_says_stopp
         monitor.close()
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_real_monitor_speaks_to_an_abstract_notify_socket(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

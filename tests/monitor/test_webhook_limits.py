@@ -255,6 +255,7 @@ def test_a_reply_without_a_length_ends_when_the_server_closes_and_counts_as_whol
 # -- a reply that never ends in time, or never ends its head ---------------------------
 
 
+@pytest.mark.slow
 def test_a_reply_trickling_past_the_timeout_is_read_no_more_once_the_delivery_gives_up(
     webhooks: Callable[..., Webhook],
 ) -> None:

@@ -645,6 +645,7 @@ EMFILE_PROGRAM = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_out_of_file_descriptors_fails_that_run_clearly_and_later_runs_work() -> None:
     child = run_child(EMFILE_PROGRAM)
     assert child.returncode == 0, child.stderr

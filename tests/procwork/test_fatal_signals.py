@@ -30,6 +30,9 @@ from tests.support import (
     unique_token,
 )
 
+# Every test signals a child Python (a fresh interpreter each).
+pytestmark = pytest.mark.slow
+
 _BLOCKING_SCRIPT = """
 import sys, clockwork, procwork, untwisted
 marker = sys.argv[1]

@@ -141,6 +141,7 @@ def test_each_child_leads_its_own_process_group_and_session() -> None:
 # -- the timeout, on a fake clock ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_timeout_sends_SIGTERM_to_the_whole_group_then_SIGKILL_after_grace() -> None:
     reactor, scheduler = clocked()
     proc, pids = start_stubborn_tree(scheduler, timeout=5, grace=5)
@@ -223,6 +224,7 @@ def test_terminate_and_timeout_together_send_one_SIGKILL_on_schedule() -> None:
     assert wait(proc.wait()).returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_hundreds_of_timeouts_terminate_kill_and_cancel_racing_all_end_bounded() -> (
     None
 ):
@@ -280,6 +282,7 @@ def test_a_grandchild_holding_stdout_open_does_not_delay_the_result() -> None:
         os.killpg(result.pid, signal.SIGKILL)  # the sleep keeps the group alive
 
 
+@pytest.mark.slow
 def test_a_grandchild_holding_stdout_open_does_not_delay_a_timeout() -> None:
     started = time.monotonic()
     script = "trap '' TERM; sleep 30 & echo started; exec sleep 30"
@@ -337,6 +340,7 @@ def test_the_timeout_of_untwisted_run_kills_the_process(tmp_path: Path) -> None:
     assert gone(pid)
 
 
+@pytest.mark.slow
 def test_untwisted_run_returns_from_its_timeout_only_once_the_kill_is_done() -> None:
     """A child ignoring SIGTERM is SIGKILLed after grace before run() raises,
     so the blocking caller never gets control back with it still running."""
@@ -353,6 +357,7 @@ def test_untwisted_run_returns_from_its_timeout_only_once_the_kill_is_done() -> 
     assert scheduler.running == 0
 
 
+@pytest.mark.slow
 def test_clockwork_timeout_kills_the_process(tmp_path: Path) -> None:
     def job() -> Generator[Any, Any, str]:
         try:
@@ -418,24 +423,28 @@ def all_gone(pids: list[int], seconds: float = 10) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_a_program_exiting_normally_leaves_no_child_or_grandchild_running() -> None:
     code, pids = run_program("exit")
     assert code == 0
     assert len(pids) == 2 and all_gone(pids)
 
 
+@pytest.mark.slow
 def test_a_program_killed_with_SIGTERM_leaves_no_child_or_grandchild_running() -> None:
     code, pids = run_program("wait", signal.SIGTERM)
     assert code == 128 + signal.SIGTERM
     assert len(pids) == 2 and all_gone(pids)
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_program_leaves_no_child_or_grandchild_running() -> None:
     code, pids = run_program("wait", signal.SIGINT)
     assert code != 0
     assert len(pids) == 2 and all_gone(pids)
 
 
+@pytest.mark.slow
 def test_a_program_that_never_drove_the_reactor_still_kills_its_child_at_exit() -> None:
     code, pids = run_program("never-drove-the-reactor")
     assert code == 0

@@ -130,6 +130,7 @@ PARENT = """
 """
 
 
+@pytest.mark.slow
 def test_a_sigkilled_program_with_the_lifeline_takes_children_and_grandchildren_along(
     marker: str,
 ) -> None:
@@ -145,6 +146,7 @@ def test_a_sigkilled_program_with_the_lifeline_takes_children_and_grandchildren_
         assert poll(lambda: not alive(helper), 5), "the lifeline did not exit"
 
 
+@pytest.mark.slow
 def test_the_lifeline_holds_no_descriptor_of_the_program_but_its_pipe(
     marker: str,
 ) -> None:
@@ -184,6 +186,7 @@ def test_the_lifeline_holds_no_descriptor_of_the_program_but_its_pipe(
         assert groups_gone([pgid])
 
 
+@pytest.mark.slow
 def test_signals_aimed_at_the_programs_group_do_not_defeat_the_lifeline(
     marker: str,
 ) -> None:
@@ -231,6 +234,7 @@ def test_signals_aimed_at_the_programs_group_do_not_defeat_the_lifeline(
         program.stdout.close()
 
 
+@pytest.mark.slow
 def test_a_killed_lifeline_is_replaced_at_the_next_spawn_and_covers_every_child(
     marker: str,
 ) -> None:
@@ -267,6 +271,7 @@ def test_a_killed_lifeline_is_replaced_at_the_next_spawn_and_covers_every_child(
         assert groups_gone(pgids)
 
 
+@pytest.mark.slow
 def test_a_lifeline_that_falls_behind_never_blocks_a_spawn_and_loses_no_record(
     marker: str,
 ) -> None:
@@ -363,6 +368,7 @@ HARNESS = """
 """
 
 
+@pytest.mark.slow
 def test_fifty_sigkilled_programs_in_a_row_leave_no_child_behind() -> None:
     """Fifty times over, a program streaming registrations to its lifeline (a
     tree, plus short runs starting and ending all the time) is SIGKILLed at a
@@ -400,6 +406,7 @@ UNREGISTERED = """
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "script",
     [TREE, "exec </dev/null; " + TREE, "exec >/dev/null; " + STUBBORN_TREE],
@@ -479,6 +486,7 @@ BURSTS = """
 """
 
 
+@pytest.mark.slow
 def test_fifty_sigkills_landing_during_bursts_of_200_spawns_leave_no_orphan(
     marker: str,
 ) -> None:
@@ -591,6 +599,7 @@ def tree_of(marker: str, timeout: float = 20) -> int:
     return pgid
 
 
+@pytest.mark.slow
 def test_procwork_run_sigkilled_takes_the_commands_whole_tree_along(
     marker: str,
 ) -> None:
@@ -608,6 +617,7 @@ def test_procwork_run_sigkilled_takes_the_commands_whole_tree_along(
         run.communicate(timeout=10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_procwork_run_interrupted_kills_the_tree_and_exits_128_plus_n(
     sig: signal.Signals, marker: str
@@ -628,6 +638,7 @@ def test_procwork_run_interrupted_kills_the_tree_and_exits_128_plus_n(
             run.communicate(timeout=10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])
 def test_procwork_run_hung_up_or_quit_kills_the_tree_and_exits_128_plus_n(
     sig: signal.Signals, tmp_path: Path, marker: str
@@ -710,6 +721,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_sigkilled_monitor_takes_its_services_along_and_a_restart_never_duplicates(
     tmp_path: Path, marker: str
 ) -> None:
@@ -756,6 +769,8 @@ def test_a_sigkilled_monitor_takes_its_services_along_and_a_restart_never_duplic
             stop(new)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_second_monitor_of_the_same_config_exits_naming_the_lock_and_its_holder(
     tmp_path: Path, marker: str
 ) -> None:
@@ -786,6 +801,8 @@ def test_a_second_monitor_of_the_same_config_exits_naming_the_lock_and_its_holde
         stop(first)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_the_monitor_survives_sighup_logs_it_and_keeps_its_services(
     tmp_path: Path, marker: str
 ) -> None:
@@ -810,6 +827,8 @@ def test_the_monitor_survives_sighup_logs_it_and_keeps_its_services(
         stop(monitor)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_monitor_that_cannot_create_its_lock_says_which_and_why(
     tmp_path: Path,
 ) -> None:

@@ -222,6 +222,7 @@ def test_a_subreaper_is_detected_and_its_first_spawn_starts_reaping() -> None:
     assert report == {"role": "subreaper", "before": True, "after": True}
 
 
+@pytest.mark.slow
 def test_an_ordinary_process_reaps_nothing_and_its_spawns_look_once() -> None:
     """Neither PID 1 nor a subreaper: reap_orphans() does nothing, and after
     the first spawn had a look, spawns don't look again."""
@@ -250,6 +251,7 @@ def test_an_ordinary_process_reaps_nothing_and_its_spawns_look_once() -> None:
 # -- a subreaper's orphans ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_subreaper_reaps_the_orphans_of_its_runs_and_popen_keeps_its_status() -> None:
     """Runs that leave a grandchild behind (kill_leftovers=False), 100 times:
     every orphan is reaped, while a plain subprocess.Popen child of the same
@@ -278,6 +280,7 @@ def test_a_subreaper_reaps_the_orphans_of_its_runs_and_popen_keeps_its_status() 
     assert report["children"] == {}
 
 
+@pytest.mark.slow
 def test_sigchld_alone_wakes_the_reaper() -> None:
     """With the backstop an hour away, orphans are still reaped: Twisted's
     SIGCHLD handling is what wakes the reaper."""
@@ -297,6 +300,7 @@ def test_sigchld_alone_wakes_the_reaper() -> None:
     assert report == {"zombies": [], "reaped": 20}
 
 
+@pytest.mark.slow
 def test_without_twisteds_sigchld_handling_the_backstop_reaps() -> None:
     """The reactor driven from another thread gets no SIGCHLD handler; the
     backstop's sweep every second reaps the orphans all the same."""
@@ -336,6 +340,7 @@ its own session, like a daemon that forked once. It exits once the child has
 left its session, so the kill of its process group never reaches the child."""
 
 
+@pytest.mark.slow
 def test_by_default_an_orphan_that_leads_its_own_session_is_left_alone() -> None:
     """The limit of the default rule: such an orphan looks exactly like a child
     the program started with start_new_session=True, so it stays a zombie."""
@@ -359,6 +364,7 @@ def test_by_default_an_orphan_that_leads_its_own_session_is_left_alone() -> None
     assert report == {"zombies": 1, "reaped": 0, "leads": [True]}
 
 
+@pytest.mark.slow
 def test_all_children_reaps_every_orphan_but_never_procworks_or_twisteds_own() -> None:
     """procwork monitor's choice: every unclaimed zombie child is reaped, the
     session leader orphan too, while procwork's runs, Twisted's own
@@ -445,6 +451,7 @@ print(json.dumps({"wrong": wrong, "zombies": left, "reaped": _orphans.current().
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["orphans", "all"])
 def test_stress_hundreds_of_orphans_amid_runs_and_popen_children(mode: str) -> None:
     """400 runs, each leaving two orphans (killed or not), 25 at a time; in the
@@ -541,6 +548,8 @@ on_failure = ["{python}", "-c", "print('fixed')"]
 """
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_procwork_monitor_as_pid_1_reaps_the_orphans_of_its_checks(
     tmp_path: Path,
 ) -> None:
@@ -607,6 +616,7 @@ print("zombies of PID 1:", states.count("Z"))
 """
 
 
+@pytest.mark.slow
 def test_procwork_run_as_a_containers_entrypoint_reaps_what_its_command_orphans() -> (
     None
 ):

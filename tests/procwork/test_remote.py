@@ -110,6 +110,7 @@ def sleeper_tree(
 # -- the same Result as a local run -------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_remote_run_returns_its_output_and_exit_status(sshd: Sshd) -> None:
     """stdout and stderr come back as bytes, the wrapper's marker line stripped."""
     result = wait(
@@ -119,6 +120,7 @@ def test_a_remote_run_returns_its_output_and_exit_status(sshd: Sshd) -> None:
     assert not result.ok and result.pid is not None
 
 
+@pytest.mark.e2e
 def test_a_remote_run_killed_by_a_signal_has_a_negative_returncode(sshd: Sshd) -> None:
     """The server's exit-signal request becomes -N, as for a local child."""
     result = wait(procwork.run(["sh", "-c", "kill -KILL $$"], **on(sshd)))
@@ -126,6 +128,7 @@ def test_a_remote_run_killed_by_a_signal_has_a_negative_returncode(sshd: Sshd) -
     assert result.describe() == "killed by SIGKILL"
 
 
+@pytest.mark.e2e
 def test_input_reaches_the_remote_command_whole(sshd: Sshd) -> None:
     """input= of any size is fed to stdin (through the channel's window), then EOF."""
     data = bytes(range(256)) * 4096  # 1 MiB
@@ -133,18 +136,21 @@ def test_input_reaches_the_remote_command_whole(sshd: Sshd) -> None:
     assert result.ok and result.stdout == data
 
 
+@pytest.mark.e2e
 def test_without_input_the_remote_stdin_is_empty(sshd: Sshd) -> None:
     """As /dev/null locally: a command reading stdin sees its end at once."""
     result = wait(procwork.run(["cat"], **on(sshd)), 60)
     assert result.ok and result.stdout == b""
 
 
+@pytest.mark.e2e
 def test_max_output_keeps_the_tail_of_remote_output(sshd: Sshd) -> None:
     """max_output applies as locally: the tail is kept and truncated says so."""
     result = wait(procwork.run(["seq", "1", "100000"], max_output=16, **on(sshd)))
     assert result.stdout == b"98\n99999\n100000\n" and result.truncated
 
 
+@pytest.mark.e2e
 def test_a_command_not_found_remotely_fails_as_it_would_here(sshd: Sshd) -> None:
     """With CommandNotFound (a SpawnError and a FileNotFoundError), naming the
     command and the host, as a local run fails with it; a command that
@@ -160,11 +166,13 @@ def test_a_command_not_found_remotely_fails_as_it_would_here(sshd: Sshd) -> None
     assert result.returncode == 127
 
 
+@pytest.mark.e2e
 def test_check_true_raises_process_failed_for_a_remote_failure(sshd: Sshd) -> None:
     with pytest.raises(procwork.ProcessFailed, match="'false' exited 1"):
         wait(procwork.run(["false"], check=True, **on(sshd)))
 
 
+@pytest.mark.e2e
 def test_cwd_and_env_apply_on_the_remote_side(sshd: Sshd, tmp_path: Path) -> None:
     """cwd= is entered there; env= is the remote command's whole environment."""
     result = wait(
@@ -178,6 +186,7 @@ def test_cwd_and_env_apply_on_the_remote_side(sshd: Sshd, tmp_path: Path) -> Non
     assert result.stdout == f"{tmp_path}\nb c unset\n".encode()
 
 
+@pytest.mark.e2e
 def test_a_missing_remote_cwd_fails_the_run_with_a_spawn_error(sshd: Sshd) -> None:
     with pytest.raises(
         procwork.SpawnError,
@@ -186,11 +195,13 @@ def test_a_missing_remote_cwd_fails_the_run_with_a_spawn_error(sshd: Sshd) -> No
         wait(procwork.run(["true"], cwd="/no/such/dir", **on(sshd)))
 
 
+@pytest.mark.e2e
 def test_a_low_priority_remote_run_is_niced_there(sshd: Sshd) -> None:
     result = wait(procwork.run(["nice"], priority="low", **on(sshd)))
     assert result.stdout == b"10\n"
 
 
+@pytest.mark.e2e
 def test_spawn_on_a_host_gives_a_live_handle(sshd: Sshd) -> None:
     """Lines as they come, write()/close_stdin(), pid = the remote process group."""
     proc = procwork.spawn(["sh", "-c", "read x; echo got $x; echo $$"], **on(sshd))
@@ -204,6 +215,8 @@ def test_spawn_on_a_host_gives_a_live_handle(sshd: Sshd) -> None:
 # -- the whole remote tree dies -------------------------------------------------
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_remote_timeout_kills_the_whole_remote_tree(sshd: Sshd) -> None:
     """SIGTERM to the remote process group by a second exec request; nothing is left."""
     marker = unique_token()
@@ -212,6 +225,8 @@ def test_a_remote_timeout_kills_the_whole_remote_tree(sshd: Sshd) -> None:
     assert nothing_left(marker)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_remote_tree_ignoring_sigterm_gets_sigkill_after_grace(sshd: Sshd) -> None:
     marker = unique_token()
     result = wait(
@@ -223,6 +238,7 @@ def test_a_remote_tree_ignoring_sigterm_gets_sigkill_after_grace(sshd: Sshd) -> 
     assert nothing_left(marker)
 
 
+@pytest.mark.e2e
 def test_cancelling_a_remote_run_kills_its_tree(sshd: Sshd) -> None:
     marker = unique_token()
     proc = procwork.spawn(sleeper_tree(marker), **on(sshd))
@@ -235,6 +251,8 @@ def test_cancelling_a_remote_run_kills_its_tree(sshd: Sshd) -> None:
     assert nothing_left(marker)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_what_a_remote_command_leaves_running_is_killed_when_it_exits(
     sshd: Sshd,
 ) -> None:
@@ -250,6 +268,8 @@ def test_what_a_remote_command_leaves_running_is_killed_when_it_exits(
     assert nothing_left(marker)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_cancelling_at_any_moment_never_hangs_nor_leaves_anything(sshd: Sshd) -> None:
     """Queued for a channel, exec sent, group id not yet known, running: 100 times."""
     marker = unique_token()
@@ -270,6 +290,8 @@ def test_cancelling_at_any_moment_never_hangs_nor_leaves_anything(sshd: Sshd) ->
 # -- one connection -------------------------------------------------------------
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_200_concurrent_runs_share_one_connection(sshd: Sshd) -> None:
     """Every run is a channel of the one connection to the host (sshd's MaxSessions
@@ -297,6 +319,8 @@ def test_200_concurrent_runs_share_one_connection(sshd: Sshd) -> None:
     assert max(seen) == 1
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_server_allowing_fewer_sessions_makes_runs_wait(tmp_path: Path) -> None:
     """MaxSessions 4 there, 300 assumed here: the refusal teaches the limit."""
     server = real_sshd(tmp_path / "sshd", max_sessions=4)
@@ -318,6 +342,8 @@ def test_a_server_allowing_fewer_sessions_makes_runs_wait(tmp_path: Path) -> Non
         server.stop()
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_an_idle_connection_is_closed_and_reopened_on_demand(sshd: Sshd) -> None:
     pool = procwork.ssh_pool()
     saved = pool.idle_close
@@ -337,6 +363,8 @@ def test_an_idle_connection_is_closed_and_reopened_on_demand(sshd: Sshd) -> None
 # -- clear errors ----------------------------------------------------------------
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_an_unreachable_host_fails_with_a_connection_error(sshd: Sshd) -> None:
     from tests.support.sshd import free_port
 
@@ -349,6 +377,7 @@ def test_an_unreachable_host_fails_with_a_connection_error(sshd: Sshd) -> None:
     assert isinstance(e.value, procwork.ProcworkError)
 
 
+@pytest.mark.e2e
 def test_a_key_the_server_does_not_accept_fails_with_a_permission_error(
     sshd: Sshd, tmp_path: Path
 ) -> None:
@@ -363,6 +392,7 @@ def test_a_key_the_server_does_not_accept_fails_with_a_permission_error(
     assert isinstance(e.value, PermissionError)
 
 
+@pytest.mark.e2e
 def test_an_unknown_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
@@ -375,6 +405,7 @@ def test_an_unknown_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
     assert isinstance(e.value, ConnectionError)
 
 
+@pytest.mark.e2e
 def test_a_changed_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
     other = tmp_path / "other_host_key"
     keygen(other)
@@ -389,6 +420,8 @@ def test_a_changed_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
         wait(procwork.run(["true"], **on(sshd, known_hosts=known)))
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_dropped_connection_fails_the_run_instead_of_hanging(own_sshd: Sshd) -> None:
     """The sshd process serving the connection is killed mid-run."""
     marker = unique_token()
@@ -408,6 +441,8 @@ def test_a_dropped_connection_fails_the_run_instead_of_hanging(own_sshd: Sshd) -
     kill_marked(marker)  # orphaned there: ours to clean up
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_connection_dropped_at_any_moment_fails_every_run_on_it(
     own_sshd: Sshd,
 ) -> None:
@@ -451,6 +486,8 @@ def test_a_connection_dropped_at_any_moment_fails_every_run_on_it(
         kill_marked(marker)  # orphaned there: ours to clean up
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_silent_connection_is_dropped_after_an_unanswered_keepalive(
     own_sshd: Sshd,
 ) -> None:
@@ -484,6 +521,8 @@ def test_a_silent_connection_is_dropped_after_an_unanswered_keepalive(
         kill_marked(marker)  # orphaned there: ours to clean up
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_at_exit_the_remote_trees_of_live_runs_are_killed(sshd: Sshd) -> None:
     """A program that ends with a remote run still going leaves nothing there."""
     marker = unique_token()
@@ -503,6 +542,8 @@ def test_at_exit_the_remote_trees_of_live_runs_are_killed(sshd: Sshd) -> None:
     assert nothing_left(marker)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_server_that_goes_away_fails_the_runs_queued_for_its_channels(
     own_sshd: Sshd,
 ) -> None:
@@ -534,6 +575,8 @@ def test_a_server_that_goes_away_fails_the_runs_queued_for_its_channels(
 # -- a connection that dies or goes silent: the timeout and the tree-kill hold --------
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_timed_out_run_on_a_silent_connection_returns_on_time_and_its_tree_dies(
     own_sshd: Sshd,
 ) -> None:
@@ -574,6 +617,8 @@ def test_a_timed_out_run_on_a_silent_connection_returns_on_time_and_its_tree_die
         kill_marked(marker)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("stdin", [False, True], ids=["no-stdin", "stdin"])
 def test_no_remote_process_survives_its_sessions_sshd_being_killed(
     own_sshd: Sshd, stdin: bool
@@ -599,6 +644,8 @@ def test_no_remote_process_survives_its_sessions_sshd_being_killed(
             kill_marked(marker)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("stdin", [False, True], ids=["no-stdin", "stdin"])
 def test_the_wrapper_kills_the_tree_when_its_sshd_dies_with_no_client_to_help(
     own_sshd: Sshd, stdin: bool
@@ -635,6 +682,8 @@ def test_the_wrapper_kills_the_tree_when_its_sshd_dies_with_no_client_to_help(
         kill_marked(marker)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("stdin", [False, True], ids=["no-stdin", "stdin"])
 def test_a_finished_remote_run_leaves_no_watcher_behind(
     sshd: Sshd, stdin: bool
@@ -963,6 +1012,7 @@ def start_wrapper(
     )
 
 
+@pytest.mark.slow
 def test_the_watcher_kills_the_group_when_the_session_stdin_closes_under_it() -> None:
     """Without input, the command has /dev/null and the watcher the session's
     stdin: it closes while the command runs only when sshd dies (or the
@@ -983,6 +1033,7 @@ def test_the_watcher_kills_the_group_when_the_session_stdin_closes_under_it() ->
             wrapper.wait(10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("watch", ["0", "1"], ids=["stdin", "polling"])
 def test_the_watcher_sees_its_session_end_however_soon_it_ends(watch: str) -> None:
     """100 wrappers, one after the other, under CPU load; each session ends
@@ -1070,11 +1121,15 @@ def procwork_run(server: Sshd, *argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_procwork_run_host_passes_output_and_exit_status_through(sshd: Sshd) -> None:
     done = procwork_run(sshd, "--", "sh", "-c", "echo out; echo err >&2; exit 3")
     assert (done.stdout, done.stderr, done.returncode) == ("out\n", "err\n", 3)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_procwork_run_host_exits_124_with_the_remote_tree_killed(sshd: Sshd) -> None:
     marker = unique_token()
     done = procwork_run(sshd, "--timeout", "1", "--", *sleeper_tree(marker))
@@ -1082,6 +1137,8 @@ def test_procwork_run_host_exits_124_with_the_remote_tree_killed(sshd: Sshd) -> 
     assert nothing_left(marker)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_procwork_run_host_exits_127_for_a_command_not_found_there(sshd: Sshd) -> None:
     """As for a local command not found, and as a shell does."""
     done = procwork_run(sshd, "--", "no-such-command-xyz")
@@ -1092,6 +1149,8 @@ def test_procwork_run_host_exits_127_for_a_command_not_found_there(sshd: Sshd) -
     )
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_procwork_run_host_exits_255_when_the_host_cannot_be_used(
     sshd: Sshd, tmp_path: Path
 ) -> None:
@@ -1115,6 +1174,7 @@ def test_procwork_run_host_exits_255_when_the_host_cannot_be_used(
 # -- a monitor check on another host --------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_monitor_check_with_host_runs_its_command_there(sshd: Sshd) -> None:
     """``host = "..."`` in a [[check]]; the command need not exist here."""
     from procwork.monitor import parse_config

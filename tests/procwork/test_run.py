@@ -218,6 +218,7 @@ def test_a_timed_out_run_is_killed_and_its_Result_says_so() -> None:
     assert result.duration < 20
 
 
+@pytest.mark.slow
 def test_output_printed_before_a_timeout_is_in_the_Result() -> None:
     result = wait(procwork.run(["sh", "-c", "echo partial; exec sleep 30"], timeout=1))
     assert result.timed_out
@@ -295,6 +296,7 @@ def test_run_works_from_blocking_code_with_untwisted_run() -> None:
     )
 
 
+@pytest.mark.slow
 def test_runs_started_together_run_concurrently() -> None:
     """Three 0.5 s sleeps in parallel take far less than 1.5 s."""
 

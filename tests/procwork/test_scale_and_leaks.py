@@ -30,6 +30,7 @@ from tests.support import (
 pytestmark = pytest.mark.usefixtures("no_load_gate")
 
 
+@pytest.mark.slow
 def test_two_thousand_runs_leak_no_fd_and_leave_no_zombie() -> None:
     scheduler = procwork.Scheduler(max_running=32, load=procwork.NoLoadLimit())
     untwisted.tick()  # the reactor's own fds exist before we count
@@ -56,6 +57,7 @@ def test_two_thousand_runs_leak_no_fd_and_leave_no_zombie() -> None:
     assert elapsed < 60
 
 
+@pytest.mark.slow
 def test_many_concurrent_sleepers_all_finish_and_are_all_reaped() -> None:
     scheduler = procwork.Scheduler(max_running=500, load=procwork.NoLoadLimit())
     untwisted.tick()  # the reactor's own fds exist before we count
@@ -68,6 +70,7 @@ def test_many_concurrent_sleepers_all_finish_and_are_all_reaped() -> None:
     assert set(my_children()) <= set(children)
 
 
+@pytest.mark.slow
 def test_children_started_by_other_code_are_never_reaped_by_procwork() -> None:
     """Their own waitpid still gets the right exit status."""
     others = [
@@ -114,6 +117,7 @@ def test_an_exit_that_another_waitpid_stole_still_ends_the_run() -> None:
 # -- what a leak check may see: the reactor's own, once --------------------------
 
 
+@pytest.mark.slow
 def test_the_two_descriptors_of_a_late_start_are_the_reactors_sigchld_waker() -> None:
     """A fresh program whose first run ended without starting the reactor
     (the result in hand) gets two descriptors when the reactor starts:

@@ -443,6 +443,7 @@ def test_a_critical_spawn_is_running_before_spawn_returns_whatever_the_queue() -
     assert (scheduler.running, scheduler.queued) == (0, 0)
 
 
+@pytest.mark.slow
 def test_real_runs_respect_the_cap() -> None:
     scheduler = Scheduler(max_running=2, load=procwork.NoLoadLimit())
     most = [0]

@@ -21,6 +21,9 @@ import pytest
 from tests.support import cpu_load
 from tests.support.soak import BAD_COUNTS, signal_soak, soak_in_child
 
+# Soaks: seconds of churn each, under CPU load.
+pytestmark = pytest.mark.slow
+
 # -- the tests -------------------------------------------------------------------
 
 

@@ -321,6 +321,7 @@ def test_a_run_leaves_no_background_job_of_its_own_behind(tmp_path: Path) -> Non
     assert gone_within(int(pidfile.read_text()), seconds=5)
 
 
+@pytest.mark.slow
 def test_kill_leftovers_false_lets_background_jobs_live_on(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     script = f"sleep 30 & echo $! > {pidfile}"

@@ -113,6 +113,7 @@ def shuffled_epoll_batches(seed: int) -> Iterator[Counter[str]]:
 # -- lost output -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_runs_started_from_line_callbacks_while_others_end_lose_no_data() -> None:
     """Thousands of runs under churn, every epoll batch shuffled.
 
@@ -245,6 +246,7 @@ def marked_processes(mark: str) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("signame", "exit_status"),
     [("SIGINT", -signal.SIGINT), ("SIGTERM", 143), ("SIGHUP", 129), ("SIGQUIT", 131)],
@@ -425,6 +427,7 @@ CHILD_ENDS_AFTER_STOP = """
 """
 
 
+@pytest.mark.slow
 def test_a_child_that_ends_after_the_reactor_stopped_still_gets_processEnded() -> None:
     result = run_child(CHILD_ENDS_AFTER_STOP, timeout=60)
     assert result.stdout == "stopped\nprocessEnded 3\n", result.stderr[-3000:]
@@ -447,6 +450,7 @@ RESULT_AT_EXIT = """
 """
 
 
+@pytest.mark.slow
 def test_a_child_ended_by_the_shutdown_of_the_reactor_still_gets_its_Result() -> None:
     result = run_child(RESULT_AT_EXIT, timeout=60)
     assert result.stdout == "returncode: -15\n", result.stderr[-3000:]

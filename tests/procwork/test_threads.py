@@ -161,6 +161,7 @@ def test_a_supervisor_called_from_another_thread_raises_ForeignThreadError(
     assert supervisor.specs() == [ServiceSpec("idle", [PY, "-c", "pass"])]
 
 
+@pytest.mark.slow
 def test_a_thread_hammering_the_api_while_the_main_thread_runs_processes_never_gets_in(
     nothing_left_behind: procwork.Scheduler,
 ) -> None:
@@ -243,6 +244,7 @@ OWN_REACTOR_THREAD = """
 """
 
 
+@pytest.mark.slow
 def test_a_reactor_run_by_the_program_in_its_own_thread_is_protected_too() -> None:
     """untwisted never started that reactor; Twisted knows its thread."""
     child = run_child(OWN_REACTOR_THREAD)
@@ -265,6 +267,7 @@ def test_a_reactor_run_by_the_program_in_its_own_thread_is_protected_too() -> No
     assert "Unhandled" not in child.stderr
 
 
+@pytest.mark.slow
 def test_a_first_caller_that_ended_leaves_its_runs_to_the_thread_that_drives() -> None:
     """The reactor was never started: once the first caller has ended, the
     next thread takes it over and finishes what the first one started."""
@@ -297,6 +300,7 @@ def test_a_first_caller_that_ended_leaves_its_runs_to_the_thread_that_drives() -
     assert child.stdout.splitlines() == ["hi", "['refused']"]
 
 
+@pytest.mark.slow
 def test_while_the_first_caller_lives_every_other_thread_is_refused_even_main() -> None:
     """It could call again at any moment: two threads would race in Twisted."""
     child = run_child(
@@ -346,6 +350,7 @@ def test_while_the_first_caller_lives_every_other_thread_is_refused_even_main() 
     assert lines[3:] == ["b'mine\\n'"]
 
 
+@pytest.mark.slow
 def test_a_reactor_started_by_a_thread_that_ended_says_so_to_the_next_caller() -> None:
     child = run_child(
         """
@@ -370,6 +375,7 @@ def test_a_reactor_started_by_a_thread_that_ended_says_so_to_the_next_caller() -
     )
 
 
+@pytest.mark.slow
 def test_the_programs_own_reactor_thread_is_allowed_even_if_another_called_first() -> (
     None
 ):
@@ -478,6 +484,7 @@ FIRST_CALL_THEN_A_HAMMERING_THREAD = """
 """
 
 
+@pytest.mark.slow
 def test_foreign_calls_after_a_first_call_that_ran_no_reactor_are_all_refused() -> None:
     """The owner is the first caller even when its call returned at once
     (untwisted.run of a result in hand used to leave the reactor ownerless,

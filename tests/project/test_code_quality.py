@@ -9,6 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.support import ROOT
 
 
@@ -22,6 +24,7 @@ def _tool(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_the_three_packages_type_check_under_mypy_strict() -> None:
     """mypy --strict (configured in pyproject.toml) finds no error."""
     done = _tool("mypy")

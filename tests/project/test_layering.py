@@ -415,18 +415,21 @@ def private_reaches(source: str, path: str, known: frozenset[str]) -> list[str]:
 # -- the repository --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_no_layer_imports_a_layer_above_it() -> None:
     """untwisted < clockwork < procwork core < supervisor < monitor < cli."""
     found = problems(all_imports())
     assert not found, "imports against the layers:\n" + "\n".join(found)
 
 
+@pytest.mark.slow
 def test_every_allowed_upward_import_is_still_there() -> None:
     """An exception that no longer happens is taken off the list."""
     seen = {(imp.path, imp.module) for imp in all_imports()}
     assert not ALLOWED_UPWARD - seen, ALLOWED_UPWARD - seen
 
 
+@pytest.mark.slow
 def test_no_modules_import_each_other_in_a_circle_when_their_code_runs() -> None:
     """Function-level imports count; imports for type checkers only do not.
 
@@ -441,6 +444,7 @@ def test_no_modules_import_each_other_in_a_circle_when_their_code_runs() -> None
     assert not found, "modules that import each other:\n" + "\n".join(found)
 
 
+@pytest.mark.slow
 def test_every_allowed_import_cycle_is_still_one() -> None:
     """A cycle that was broken is taken off the list."""
     known = known_modules(list(repository_sources()))
@@ -484,6 +488,7 @@ def test_the_service_spec_and_the_restart_decision_import_nothing_from_twisted()
     assert not found, "\n".join(found)
 
 
+@pytest.mark.slow
 def test_only_the_escalation_the_spawn_transport_and_the_rules_name_SIGKILL() -> None:
     """SIGTERM, grace, SIGKILL is written once (procwork/_escalation.py)."""
     found = set()
@@ -510,6 +515,7 @@ def test_only_procwork_reactor_imports_the_global_reactor() -> None:
     assert not found, found
 
 
+@pytest.mark.slow
 def test_importing_procwork_imports_neither_the_supervisor_nor_the_monitor() -> None:
     """The process core loads alone; the moved names still resolve, on use."""
     code = textwrap.dedent(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import textwrap
+import tomllib
 from pathlib import Path
 
 from tests.support import ROOT
@@ -130,3 +131,14 @@ def test_every_folder_of_the_tests_is_a_package() -> None:
     assert {folder.name for folder in folders if folder != TESTS} <= (
         FOLDERS | OTHER_FOLDERS
     )
+
+
+def test_the_default_run_deselects_nothing_and_the_markers_are_registered() -> None:
+    """``python -m pytest`` (the README's command, and CI's) runs every test;
+    ``slow`` and ``e2e`` are known markers, and a misspelt one is an error."""
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        options = tomllib.load(f)["tool"]["pytest"]["ini_options"]
+    addopts = options["addopts"].split()
+    assert "-m" not in addopts and not any(o.startswith("-m") for o in addopts)
+    assert "--strict-markers" in addopts
+    assert {line.partition(":")[0] for line in options["markers"]} == {"slow", "e2e"}

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import ROOT
 
 NEEDS_A_MISSING_TOOL = """
@@ -42,6 +44,7 @@ def child_pytest(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.slow
 def test_a_missing_tool_skips_its_test_naming_the_tool_and_its_package(
     tmp_path: Path,
 ) -> None:
@@ -54,6 +57,7 @@ def test_a_missing_tool_skips_its_test_naming_the_tool_and_its_package(
     )
 
 
+@pytest.mark.slow
 def test_the_run_ends_with_one_line_naming_what_was_skipped_for_lack_of_a_tool(
     tmp_path: Path,
 ) -> None:
@@ -70,6 +74,7 @@ def test_the_run_ends_with_one_line_naming_what_was_skipped_for_lack_of_a_tool(
     ]
 
 
+@pytest.mark.slow
 def test_with_procwork_test_require_tools_a_missing_tool_fails_the_run(
     tmp_path: Path,
 ) -> None:

@@ -427,6 +427,7 @@ def _private_class_uses(cls: ast.ClassDef, base: Any) -> set[str]:
     return {f"{cls.name}:{name}" for name in overridden | (read - written - defined)}
 
 
+@pytest.mark.slow
 def test_every_private_twisted_name_the_code_uses_is_in_the_list() -> None:
     """A new private Twisted name in the code must be added to INTERNALS."""
     from tests.support import ROOT

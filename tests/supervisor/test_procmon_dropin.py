@@ -71,6 +71,7 @@ def count_tests(source: str) -> int:
     )
 
 
+@pytest.mark.slow
 def test_twisteds_own_procmon_tests_pass_in_full_against_procworks_ProcessMonitor(
     tmp_path: Path,
 ) -> None:
@@ -120,6 +121,7 @@ def test_procworks_ProcessMonitor_is_procmons_and_importable_from_procwork() -> 
     assert "ProcessMonitor" not in procwork.__all__  # the core's names only
 
 
+@pytest.mark.slow
 def test_importing_procwork_supervisor_still_does_not_import_the_global_reactor() -> (
     None
 ):
@@ -197,6 +199,7 @@ print("stopped", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_on_a_real_reactor_children_lead_a_group_that_is_stopped_whole() -> None:
     """A service's grandchild dies with it at stopProcess; procmon restarts the
     service; its output is procmon's log events; stopService stops it."""
@@ -205,6 +208,7 @@ def test_on_a_real_reactor_children_lead_a_group_that_is_stopped_whole() -> None
     assert child.stdout.split() == ["restarted", "stopped"]
 
 
+@pytest.mark.slow
 def test_a_real_reactor_stops_a_group_that_ignores_SIGTERM_after_killTime() -> None:
     """SIGKILL goes to the whole group when killTime has passed."""
     code = REAL_MONITOR.replace(
@@ -221,6 +225,7 @@ def test_a_real_reactor_stops_a_group_that_ignores_SIGTERM_after_killTime() -> N
     assert child.stdout.split() == ["restarted", "stopped"]
 
 
+@pytest.mark.slow
 def test_a_process_run_as_another_user_is_started_by_the_reactor_as_procmon_does() -> (
     None
 ):

@@ -36,6 +36,7 @@ from tests.support import PY, drive_until, observing, open_fds, wait
 from tests.support.fake_supervisor import FakeWorld
 
 
+@pytest.mark.slow
 def test_a_service_restarted_100_times_writes_every_line_to_one_open_log(
     tmp_path: Path,
 ) -> None:

@@ -764,6 +764,7 @@ def test_an_unknown_user_or_group_or_a_bad_umask_is_a_ConfigError() -> None:
         spec("web", user=-1)
 
 
+@pytest.mark.slow
 def test_running_a_service_as_another_user_needs_root_and_says_so() -> None:
     code = """
         import os
@@ -950,6 +951,7 @@ def test_reactor_shutdown_stops_the_services_first(world: FakeWorld) -> None:
     assert state(sup, "web") is ServiceState.STOPPED
 
 
+@pytest.mark.slow
 def test_importing_the_supervisor_does_not_import_the_global_reactor() -> None:
     code = textwrap.dedent(
         """
@@ -993,6 +995,7 @@ def test_a_real_service_killed_from_outside_is_restarted_with_a_new_pid(
     assert gone_within(first.pid)
 
 
+@pytest.mark.slow
 def test_stop_SIGKILLs_a_real_service_and_grandchild_ignoring_SIGTERM_at_stop_timeout(
     real: Supervisor, events: list[dict[str, Any]]
 ) -> None:
@@ -1035,6 +1038,7 @@ def test_stop_SIGKILLs_a_real_service_and_grandchild_ignoring_SIGTERM_at_stop_ti
     assert any("did not stop within 0.5 s of SIGTERM" in line for line in lines(events))
 
 
+@pytest.mark.slow
 def test_a_real_crash_looping_service_reaches_FATAL(real: Supervisor) -> None:
     real.add(
         ServiceSpec(
@@ -1050,6 +1054,7 @@ def test_a_real_crash_looping_service_reaches_FATAL(real: Supervisor) -> None:
     assert (status.restarts, status.last_exit, status.returncode) == (2, "exited 3", 3)
 
 
+@pytest.mark.slow
 def test_a_real_service_with_restart_on_failure_is_not_restarted_after_exit_0(
     real: Supervisor,
 ) -> None:
@@ -1083,6 +1088,7 @@ def test_a_real_service_runs_as_its_user_with_its_umask(
     assert said[0] == f"{nobody.pw_uid} {nobody.pw_gid} 0027"
 
 
+@pytest.mark.slow
 def test_a_real_poller_restarted_hundreds_of_times_with_credentials_never_leaks(
     real: Supervisor,
 ) -> None:

@@ -472,6 +472,7 @@ def test_a_first_thread_that_ended_before_the_reactor_started_hands_it_over() ->
 # -- signals and interpreter exit: in a child process --------------------------------
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_run_raises_KeyboardInterrupt_and_a_later_run_works() -> None:
     code, out, err = signal_child_when_ready(
         """
@@ -500,6 +501,7 @@ def test_ctrl_c_in_run_raises_KeyboardInterrupt_and_a_later_run_works() -> None:
     assert out == "ready\nKeyboardInterrupt\n['job closed']\nNone\nquick\n"
 
 
+@pytest.mark.slow
 def test_sigterm_in_run_exits_through_SystemExit_so_finally_and_atexit_run() -> None:
     code, out, err = signal_child_when_ready(
         """
@@ -520,6 +522,7 @@ def test_sigterm_in_run_exits_through_SystemExit_so_finally_and_atexit_run() -> 
     assert code == 128 + signal.SIGTERM
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_clockwork_work_raises_KeyboardInterrupt_and_cancels_the_tasks() -> (
     None
 ):
@@ -545,6 +548,7 @@ def test_ctrl_c_in_clockwork_work_raises_KeyboardInterrupt_and_cancels_the_tasks
     assert out == "ready\njob closed\nKeyboardInterrupt True\n"
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_interrupts_a_task_stuck_in_a_busy_loop() -> None:
     """The first Ctrl-C waits for the step to end; the second one does not."""
     code, out, _ = signal_child_when_ready(
@@ -601,6 +605,7 @@ def test_shutdown_triggers_do_not_fire_when_untwisted_never_started_the_reactor(
     assert child.stdout == "fired\n"
 
 
+@pytest.mark.slow
 def test_run_in_a_program_is_repeatable_after_a_Timeout() -> None:
     child = run_child(
         """
@@ -653,6 +658,7 @@ def test_a_program_that_calls_its_own_reactor_run_can_use_clockwork_spawn_tasks(
     assert lines[2] == "after reactor.run()"
 
 
+@pytest.mark.slow
 def test_a_reactor_first_driven_from_a_thread_belongs_to_that_thread() -> None:
     child = run_child(
         """
@@ -672,6 +678,7 @@ def test_a_reactor_first_driven_from_a_thread_belongs_to_that_thread() -> None:
     assert child.stdout == "None\nForeignThreadError\n"
 
 
+@pytest.mark.slow
 def test_a_timed_out_run_waits_for_the_cleanups_its_cancel_started() -> None:
     """What cancelling set in motion (registered with linger) finishes before
     run() raises Timeout, so the blocking caller finds it done."""
@@ -704,6 +711,7 @@ def test_lingering_is_bounded_by_the_cleanup_timeout() -> None:
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.slow
 def test_run_raises_timeout_whatever_the_cancel_makes_of_its_argument() -> None:
     """On expiry run() raises Timeout even when the cancel fails x otherwise.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
 from twisted.internet.defer import Deferred
 
 import untwisted
@@ -37,6 +38,7 @@ def _run_stress(code: str, *, prelude: str = "") -> None:
     assert done.stdout.strip().endswith("ok"), done.stdout
 
 
+@pytest.mark.slow
 def test_run_returns_the_result_of_a_thread_pool_call_every_time() -> None:
     """untwisted.run(deferToThread(f)) returns f's value, 2 000 times in a row."""
     _run_stress(
@@ -51,6 +53,7 @@ def test_run_returns_the_result_of_a_thread_pool_call_every_time() -> None:
     )
 
 
+@pytest.mark.slow
 def test_run_returns_a_deferred_fired_from_another_thread_by_callFromThread() -> None:
     """A plain thread firing the Deferred via reactor.callFromThread wakes run()."""
     _run_stress(
@@ -70,6 +73,7 @@ def test_run_returns_a_deferred_fired_from_another_thread_by_callFromThread() ->
     )
 
 
+@pytest.mark.slow
 def test_run_returns_results_delivered_by_timers_and_chained_calls() -> None:
     """Timers (deferLater, callLater(0) chains) deliver to a waiting run()."""
     _run_stress(
@@ -89,6 +93,7 @@ def test_run_returns_results_delivered_by_timers_and_chained_calls() -> None:
     )
 
 
+@pytest.mark.slow
 def test_explicit_worker_and_wrap_wake_when_a_waited_deferred_fires() -> None:
     """Worker.work() and clockwork.wrap() resume tasks woken by threads and timers."""
     _run_stress(
@@ -110,6 +115,7 @@ def test_explicit_worker_and_wrap_wake_when_a_waited_deferred_fires() -> None:
     )
 
 
+@pytest.mark.slow
 def test_thousands_of_runs_gathered_through_a_capped_scheduler_all_finish() -> None:
     """2 000 /bin/true through Scheduler(max_running=32), gathered, finish."""
     _run_stress(
@@ -169,6 +175,7 @@ def test_queued_calls_make_the_next_wait_for_io_zero() -> None:
     assert reactor.iterations == [1, 0.0]
 
 
+@pytest.mark.slow
 def test_a_timed_out_run_returns_as_soon_as_its_children_are_dead() -> None:
     """run(timeout=) on many children settles when they die, not after grace.
 
@@ -197,6 +204,7 @@ def test_a_timed_out_run_returns_as_soon_as_its_children_are_dead() -> None:
     )
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_run_returns_as_soon_as_the_children_are_dead() -> None:
     """Ctrl-C while run() waits cancels, settles as the children die, raises."""
     _run_stress(
@@ -222,6 +230,7 @@ def test_ctrl_c_in_run_returns_as_soon_as_the_children_are_dead() -> None:
     )
 
 
+@pytest.mark.slow
 def test_stopping_a_supervisor_returns_when_its_services_are_dead() -> None:
     """Supervisor.stop() settles as the services die, not after stop_timeout."""
     _run_stress(
