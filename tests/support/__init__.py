@@ -13,7 +13,9 @@ the bound passes instead of hanging the run.
 - Leaks: :func:`open_fds`, :func:`fd_table`, :func:`opened_since`,
   :func:`reactor_signal_waker`, :func:`my_children`.
 - Child Pythons on this checkout: :func:`child_env`, :func:`run_child`,
-  :func:`python_child`, :func:`run_bounded`, :func:`readable`.
+  :func:`python_child`, and for the programs of ``tests/programs/``
+  :func:`program`, :func:`run_program`, :func:`program_child`;
+  :func:`run_bounded`, :func:`readable`.
 - Fakes: :class:`ClockReactor`, :class:`FakeTable`.
 - Twisted's log: :func:`observing`.
 
@@ -341,8 +343,29 @@ def child_env() -> dict[str, str]:
 def run_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``code`` (dedented) in a fresh Python and wait (at most ``timeout`` s)
     for it to end; its output is captured as text."""
+    return _run([PY, "-c", textwrap.dedent(code)], timeout)
+
+
+def program(name: str, *args: str) -> list[str]:
+    """The command line running the program ``tests/programs/NAME.py`` with
+    ``args`` in a fresh Python (``python -m tests.programs.NAME ARGS``).
+
+    A program longer than a few lines is a module there, where ruff and mypy
+    read it, rather than a string given to ``python -c``.
+    """
+    return [PY, "-m", f"tests.programs.{name}", *args]
+
+
+def run_program(
+    name: str, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """:func:`run_child` for the program ``tests/programs/NAME.py`` and ``args``."""
+    return _run(program(name, *args), timeout)
+
+
+def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [PY, "-c", textwrap.dedent(code)],
+        argv,
         cwd=ROOT,
         env=child_env(),
         capture_output=True,
@@ -351,15 +374,28 @@ def run_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str
     )
 
 
-@contextlib.contextmanager
-def python_child(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+def python_child(
+    code: str, *args: str
+) -> contextlib.AbstractContextManager[subprocess.Popen[str]]:
     """A fresh Python running ``code`` (dedented) with ``args``, for the block.
 
     Its stdout and stderr are text pipes. If it still runs after the block,
     it is SIGKILLed and reaped.
     """
+    return _child([PY, "-c", textwrap.dedent(code), *args])
+
+
+def program_child(
+    name: str, *args: str
+) -> contextlib.AbstractContextManager[subprocess.Popen[str]]:
+    """:func:`python_child` for the program ``tests/programs/NAME.py`` and ``args``."""
+    return _child(program(name, *args))
+
+
+@contextlib.contextmanager
+def _child(argv: list[str]) -> Iterator[subprocess.Popen[str]]:
     child = subprocess.Popen(
-        [PY, "-c", textwrap.dedent(code), *args],
+        argv,
         cwd=ROOT,
         env=child_env(),
         stdout=subprocess.PIPE,
