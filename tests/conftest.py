@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import uuid
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import no_load_limit, sigkill_leftovers
+from tests.support import group_members, lifeline, no_load_limit, sigkill_leftovers
 from tests.support.monitor import MonitorProcess, running_with
 
 # need_tool() and the end-of-run line naming the tools whose tests were skipped.
@@ -90,3 +91,16 @@ def monitors(started: list[int], ours: str) -> Iterator[list[MonitorProcess]]:
     for monitor in made:
         monitor.close()
     started.extend(running_with(ours))
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A unique $0 for the shells the test starts. At its end, every process
+    group of a shell carrying it is SIGKILLed, whatever the test did."""
+    token = f"procwork-test-{uuid.uuid4().hex}"
+    yield token
+    for shell in lifeline.running_with(token):
+        with contextlib.suppress(ProcessLookupError):
+            for pid in group_members(os.getpgid(shell)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)

@@ -20,8 +20,6 @@ import signal
 import subprocess
 import textwrap
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,99 +33,24 @@ from tests.support import (
     cpu_load,
     group_members,
     marked_processes,
-    python_child,
-    readable,
+    program,
+    program_child,
 )
-
-#: The bound of the issue: a dead parent's children are gone within this.
-GONE_WITHIN = 2.0
-
+from tests.support.lifeline import (
+    GONE_WITHIN,
+    STUBBORN_TREE,
+    TREE,
+    groups_gone,
+    ignores,
+    poll,
+    read_line,
+    running_with,
+)
 
 # -- helpers ---------------------------------------------------------------------
 
 
-def ignores(pid: int, sig: signal.Signals) -> bool:
-    """True once process ``pid`` ignores ``sig`` (SigIgn in /proc/PID/status)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("SigIgn:"):
-                return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
-    return False
-
-
-def running_with(marker: str) -> list[int]:
-    """Live shells (``sh -c SCRIPT MARKER``) with ``marker`` as their $0."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if args[0] == b"sh" and marker.encode() in args and alive(int(name)):
-            found.append(int(name))
-    return found
-
-
-def poll(probe: object, timeout: float) -> bool:
-    """Call ``probe()`` every 10 ms until it is true; False after ``timeout`` s."""
-    assert callable(probe)
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def groups_gone(pgids: list[int], timeout: float = GONE_WITHIN) -> bool:
-    return poll(lambda: not any(group_members(g) for g in pgids), timeout)
-
-
-@pytest.fixture
-def marker() -> Iterator[str]:
-    """A unique $0 for the shells the test starts. At its end, every process
-    group of a shell carrying it is SIGKILLed, whatever the test did."""
-    token = f"procwork-test-{uuid.uuid4().hex}"
-    yield token
-    for shell in running_with(token):
-        with contextlib.suppress(ProcessLookupError):
-            for pid in group_members(os.getpgid(shell)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
-
-def read_line(child: subprocess.Popen[str], timeout: float = 30) -> str:
-    """The next line ``child`` prints (failing the test after ``timeout`` s)."""
-    assert child.stdout is not None
-    if not readable(child.stdout, timeout):
-        child.kill()
-        _, err = child.communicate(timeout=10)
-        pytest.fail(f"child printed nothing in {timeout} s; stderr:\n{err}")
-    return child.stdout.readline()
-
-
-# A tree of three processes in one group: a shell, a background sleep and a
-# foreground sleep. With `trap '' TERM` all three ignore SIGTERM.
-TREE = "sleep 300 & sleep 300"
-STUBBORN_TREE = "trap '' TERM; sleep 300 & sleep 300"
-
-
 # -- the library option --------------------------------------------------------------
-
-
-PARENT = """
-    import os, sys, time
-    import procwork, untwisted
-    from procwork import _lifeline
-    procwork.enable_lifeline()
-    procs = [procwork.spawn(["sh", "-c", script, sys.argv[1]], priority="critical")
-             for script in sys.argv[2:]]
-    print(*[p.pid for p in procs], _lifeline.lifeline_pid(), flush=True)
-    untwisted.run(procs[0].wait(), timeout=120)
-"""
 
 
 @pytest.mark.slow
@@ -137,7 +60,7 @@ def test_a_sigkilled_program_with_the_lifeline_takes_children_and_grandchildren_
     """SIGKILL of a program that enabled the lifeline: within 2 s every process
     of its children's groups is gone, SIGTERM-ignoring ones included (they get
     SIGKILL after the lifeline's short grace), and the lifeline has exited."""
-    with python_child(PARENT, marker, TREE, STUBBORN_TREE) as parent:
+    with program_child("lifeline", "parent", marker, TREE, STUBBORN_TREE) as parent:
         *pgids, helper = map(int, read_line(parent).split())
         assert poll(lambda: all(len(group_members(g)) == 3 for g in pgids), 10)
         parent.kill()
@@ -153,7 +76,7 @@ def test_the_lifeline_holds_no_descriptor_of_the_program_but_its_pipe(
     """The helper runs in its own session with stdin, stdout and stderr on
     /dev/null and one pipe: a reader of the program's output is not kept
     waiting by it, and the terminal's signals don't reach it."""
-    with python_child(PARENT, marker, "sleep 300") as parent:
+    with program_child("lifeline", "parent", marker, "sleep 300") as parent:
         pgid, helper = map(int, read_line(parent).split())
         try:
             last: dict[int, str] = {}
@@ -193,21 +116,8 @@ def test_signals_aimed_at_the_programs_group_do_not_defeat_the_lifeline(
     """A program that handles INT, TERM, HUP and QUIT itself and lives on
     after them (sent to its whole process group, as a terminal does) keeps its
     lifeline: SIGKILLed afterwards, its children still die within 2 s."""
-    code = """
-        import os, signal, sys, time
-        import procwork, untwisted
-        from procwork import _lifeline
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-            signal.signal(sig, lambda *args: None)
-        procwork.enable_lifeline()
-        shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
-        proc = procwork.spawn(shell, priority="critical")
-        print(proc.pid, _lifeline.lifeline_pid(), flush=True)
-        while True:
-            untwisted.tick(0.05)
-    """
-    program = subprocess.Popen(
-        [PY, "-c", textwrap.dedent(code), marker, TREE],
+    child = subprocess.Popen(
+        program("lifeline", "handles-signals", marker, TREE),
         cwd=ROOT,
         env=child_env(),
         stdout=subprocess.PIPE,
@@ -215,23 +125,23 @@ def test_signals_aimed_at_the_programs_group_do_not_defeat_the_lifeline(
         start_new_session=True,  # a group of its own that we can signal
     )
     try:
-        pgid, helper = map(int, read_line(program).split())
+        pgid, helper = map(int, read_line(child).split())
         # Signals aimed at the helper itself wait until it has started up.
         assert poll(lambda: ignores(helper, signal.SIGTERM), 10)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-            os.killpg(program.pid, sig)
+            os.killpg(child.pid, sig)
         os.kill(helper, signal.SIGTERM)  # even aimed at it directly
         time.sleep(0.3)
-        assert program.poll() is None and alive(helper)
-        program.kill()
-        program.wait(timeout=10)
+        assert child.poll() is None and alive(helper)
+        child.kill()
+        child.wait(timeout=10)
         assert groups_gone([pgid])
     finally:
-        if program.poll() is None:
-            program.kill()
-            program.wait(timeout=10)
-        assert program.stdout is not None
-        program.stdout.close()
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=10)
+        assert child.stdout is not None
+        child.stdout.close()
 
 
 @pytest.mark.slow
@@ -242,25 +152,7 @@ def test_a_killed_lifeline_is_replaced_at_the_next_spawn_and_covers_every_child(
     broken pipe, reaps the dead helper (no zombie) and starts a new one that
     knows every live child: children from before and after both die with the
     program."""
-    code = """
-        import os, signal, sys, time
-        import procwork, untwisted
-        from procwork import _lifeline
-        from tests.support import my_children
-        procwork.enable_lifeline()
-        shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
-        first = procwork.spawn(shell, priority="critical")
-        old = _lifeline.lifeline_pid()
-        os.kill(old, signal.SIGKILL)
-        while my_children().get(old) != "Z":
-            time.sleep(0.01)
-        # The spawn registers on the broken pipe: a new helper takes over.
-        second = procwork.spawn(shell, priority="critical")
-        new = _lifeline.lifeline_pid()
-        print(first.pid, second.pid, old, new, old in my_children(), flush=True)
-        untwisted.run(first.wait(), timeout=120)
-    """
-    with python_child(code, marker, TREE) as parent:
+    with program_child("lifeline", "replaced", marker, TREE) as parent:
         first, second, old, new, zombie = read_line(parent).split()
         pgids = [int(first), int(second)]
         assert old != new
@@ -279,39 +171,7 @@ def test_a_lifeline_that_falls_behind_never_blocks_a_spawn_and_loses_no_record(
     up in the program instead of blocking it; once the helper runs again they
     reach it in order, and children registered before and after the backlog
     all die with the program."""
-    code = """
-        import fcntl, os, signal, sys, time
-        import procwork
-        from procwork import _lifeline
-        from tests.procwork.test_lifeline import ignores
-        NO_SUCH_GROUP = 2**31 - 1
-        procwork.enable_lifeline()
-        shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
-        first = procwork.spawn(shell, priority="critical")
-        helper = _lifeline.lifeline_pid()
-        while not ignores(helper, signal.SIGTERM):
-            time.sleep(0.01)
-        line = _lifeline._lifeline
-        fcntl.fcntl(line.fd, fcntl.F_SETPIPE_SZ, 4096)
-        os.kill(helper, signal.SIGSTOP)
-        started = time.monotonic()
-        for _ in range(5000):
-            line.send(b"+", NO_SUCH_GROUP)
-            line.send(b"-", NO_SUCH_GROUP)
-        backlog = len(line.pending)
-        second = procwork.spawn(shell, priority="critical")
-        blocked_for = time.monotonic() - started
-        os.kill(helper, signal.SIGCONT)
-        deadline = time.monotonic() + 10
-        while line.pending and time.monotonic() < deadline:
-            time.sleep(0.05)
-            line.send(b"+", NO_SUCH_GROUP)
-            line.send(b"-", NO_SUCH_GROUP)
-        print(first.pid, second.pid, backlog, len(line.pending), blocked_for < 10,
-              flush=True)
-        time.sleep(120)
-    """
-    with python_child(code, marker, TREE) as parent:
+    with program_child("lifeline", "backlog", marker, TREE) as parent:
         first, second, backlog, left, quick = read_line(parent).split()
         pgids = [int(first), int(second)]
         assert int(backlog) > 0 and int(left) == 0 and quick == "True"
@@ -321,53 +181,6 @@ def test_a_lifeline_that_falls_behind_never_blocks_a_spawn_and_loses_no_record(
         assert groups_gone(pgids)
 
 
-HARNESS = """
-    # Forks a parent program SIGKILL_ROUNDS times. Each parent enables the
-    # lifeline, starts a tree, reports its group and churns short runs (their
-    # registrations and unregistrations stream to the lifeline) until killed
-    # at a random moment. Prints one line per round: the group, and whether it
-    # was gone within the bound.
-    import os, random, signal, sys, time
-    import procwork
-    from tests.support import group_members
-    from tests.procwork.test_lifeline import GONE_WITHIN
-
-    rounds = int(sys.argv[1])
-    for n in range(rounds):
-        report_r, report_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(report_r)
-                import untwisted
-                procwork.enable_lifeline()
-                tree = procwork.spawn(["sh", "-c", "sleep 300 & sleep 300"],
-                                      priority="critical")
-                os.write(report_w, f"{tree.pid}\\n".encode())
-                while True:
-                    untwisted.run(procwork.run(["true"], priority="critical"),
-                                  timeout=30)
-            finally:
-                os._exit(1)
-        os.close(report_w)
-        with os.fdopen(report_r) as report:
-            pgid = int(report.readline())
-        deadline = time.monotonic() + 10
-        while len(group_members(pgid)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(random.uniform(0, 0.03))
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        deadline = time.monotonic() + GONE_WITHIN
-        while group_members(pgid) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        left = group_members(pgid)
-        for leftover in left:
-            os.kill(leftover, signal.SIGKILL)
-        print(pgid, "orphans" if left else "gone", flush=True)
-"""
-
-
 @pytest.mark.slow
 def test_fifty_sigkilled_programs_in_a_row_leave_no_child_behind() -> None:
     """Fifty times over, a program streaming registrations to its lifeline (a
@@ -375,7 +188,7 @@ def test_fifty_sigkilled_programs_in_a_row_leave_no_child_behind() -> None:
     random moment: its tree is gone within 2 s every time."""
     rounds = 50
     done = subprocess.run(
-        [PY, "-c", textwrap.dedent(HARNESS), str(rounds)],
+        program("lifeline", "sigkilled-in-a-row", str(rounds)),
         cwd=ROOT,
         env=child_env(),
         capture_output=True,
@@ -386,24 +199,6 @@ def test_fifty_sigkilled_programs_in_a_row_leave_no_child_behind() -> None:
     assert done.returncode == 0, done.stderr
     assert len(lines) == rounds, done.stdout + done.stderr
     assert [line for line in lines if not line.endswith(" gone")] == []
-
-
-UNREGISTERED = """
-    import subprocess, sys, time
-    import procwork
-    from procwork import _lifeline
-    procwork.enable_lifeline()
-    # As if the SIGKILL landed between the fork and the registration: the
-    # child's pipes were announced before the fork, its group never.
-    _lifeline._lifeline.started = lambda proc, pipes: None
-    proc = procwork.spawn(["sh", "-c", sys.argv[2], sys.argv[1]], priority="critical")
-    # A child of the program that procwork did not start: not procwork's to kill.
-    other = subprocess.Popen(
-        ["sleep", "300"], stdout=subprocess.PIPE, start_new_session=True
-    )
-    print(proc.pid, other.pid, flush=True)
-    time.sleep(120)
-"""
 
 
 @pytest.mark.slow
@@ -420,7 +215,7 @@ def test_a_child_forked_but_not_yet_registered_dies_with_a_sigkilled_program(
     before the fork, find it and its group (any one of the three is
     enough), within 2 s; a process the program started without procwork
     is left alone."""
-    with python_child(UNREGISTERED, marker, script) as parent:
+    with program_child("lifeline", "unregistered", marker, script) as parent:
         pgid, other = map(int, read_line(parent).split())
         try:
             assert poll(lambda: len(group_members(pgid)) == 3, 10)
@@ -431,59 +226,6 @@ def test_a_child_forked_but_not_yet_registered_dies_with_a_sigkilled_program(
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(other, signal.SIGKILL)
-
-
-BURSTS = """
-    # ROUNDS times: fork a program that enables the lifeline and spawns a
-    # burst of BURST children (a `sleep 300` run through a symlink named
-    # MARKER-n, so that /proc finds them wherever they were re-parented),
-    # telling us of each spawn; SIGKILL it at a random moment of the burst's
-    # first 0.1 s (a spawn takes 1-10 ms here: one is nearly always under
-    # way), then print how many spawns it had made and how many marked
-    # children are alive GONE_WITHIN seconds later (SIGKILLed once counted).
-    import os, random, shutil, signal, sys, tempfile, time
-    import procwork
-    from tests.support import marked_processes
-    from tests.procwork.test_lifeline import GONE_WITHIN
-
-    marker, rounds, burst = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    links = tempfile.mkdtemp()
-    for n in range(rounds):
-        name = os.path.join(links, f"{marker}-{n}-")
-        os.symlink(shutil.which("sleep"), name)
-        report_r, report_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(report_r)
-                procwork.enable_lifeline()
-                os.write(report_w, b"r")
-                for _ in range(burst):
-                    procwork.spawn([name, "300"], priority="critical")
-                    os.write(report_w, b".")
-                time.sleep(60)
-            finally:
-                os._exit(1)
-        os.close(report_w)
-        with os.fdopen(report_r, "rb", buffering=0) as report:
-            begun = b""
-            while len(begun) < 2:  # "r", then the first spawn's "."
-                begun += report.read(2 - len(begun)) or b"!!"
-            assert begun == b"r.", begun
-            time.sleep(random.uniform(0, 0.1))
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.set_blocking(report.fileno(), False)
-            seen = 1 + len(report.read() or b"")
-        deadline = time.monotonic() + GONE_WITHIN
-        while marked_processes(name) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        left = marked_processes(name)
-        for orphan in left:
-            os.kill(orphan, signal.SIGKILL)
-        print(seen, len(left), flush=True)
-    shutil.rmtree(links)
-"""
 
 
 @pytest.mark.slow
@@ -499,7 +241,7 @@ def test_fifty_sigkills_landing_during_bursts_of_200_spawns_leave_no_orphan(
     try:
         with cpu_load(2):
             done = subprocess.run(
-                [PY, "-c", textwrap.dedent(BURSTS), marker, str(rounds), str(burst)],
+                program("lifeline", "bursts", marker, str(rounds), str(burst)),
                 cwd=ROOT,
                 env=child_env(),
                 capture_output=True,
@@ -523,21 +265,7 @@ def test_a_reactor_driven_from_a_worker_thread_gets_the_lifeline_on_its_own(
     in join()) can't install signal handlers, so SIGTERM kills it on the spot:
     spawning from that thread starts the lifeline without being asked, and the
     long child is gone within 2 s of the SIGTERM."""
-    code = """
-        import sys, threading
-        import procwork, untwisted
-
-        def work():
-            shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
-            proc = procwork.spawn(shell, priority="critical")
-            print(proc.pid, flush=True)
-            untwisted.run(proc.wait(), timeout=120)
-
-        worker = threading.Thread(target=work)
-        worker.start()
-        worker.join()
-    """
-    with python_child(code, marker, TREE) as program:
+    with program_child("lifeline", "worker-thread", marker, TREE) as program:
         pgid = int(read_line(program))
         assert poll(lambda: len(group_members(pgid)) == 3, 10)
         program.send_signal(signal.SIGTERM)
@@ -551,20 +279,7 @@ def test_a_forked_child_does_not_keep_the_lifeline_from_seeing_the_parent_die(
     """A plain fork() of the program (multiprocessing, say) closes its copy of
     the pipe: the parent's death still fires the lifeline while the fork lives,
     and the fork's own spawns never tell the parent's lifeline anything."""
-    code = """
-        import os, sys, time
-        import procwork, untwisted
-        procwork.enable_lifeline()
-        shell = ["sh", "-c", sys.argv[2], sys.argv[1]]  # $0: the marker
-        proc = procwork.spawn(shell, priority="critical")
-        fork = os.fork()
-        if fork == 0:
-            time.sleep(60)
-            os._exit(0)
-        print(proc.pid, fork, flush=True)
-        untwisted.run(proc.wait(), timeout=120)
-    """
-    with python_child(code, marker, TREE) as parent:
+    with program_child("lifeline", "forks", marker, TREE) as parent:
         pgid, fork = map(int, read_line(parent).split())
         try:
             assert poll(lambda: len(group_members(pgid)) == 3, 10)

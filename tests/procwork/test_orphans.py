@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,14 @@ from twisted.internet import process as twisted_process
 from twisted.internet import task
 
 from procwork import _orphans
-from tests.support import PY, ROOT, child_env, observing, run_child
+from tests.support import (
+    PY,
+    ROOT,
+    child_env,
+    observing,
+    program,
+    run_program,
+)
 
 # -- sweeps: when they run ------------------------------------------------------
 
@@ -153,53 +159,10 @@ def test_a_failing_sweep_is_logged_and_the_reaper_goes_on(
 # -- when reaping starts ---------------------------------------------------------
 
 
-PRELUDE = """
-import ctypes, json, os, subprocess, sys, threading, time
-import procwork
-procwork.scheduler().load = procwork.NoLoadLimit()  # a busy CI box must not queue
-
-def become_subreaper():
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-
-def children():
-    # pid -> state letter of every child of this process, zombies included
-    found = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                pids = f.read().split()
-        except FileNotFoundError:
-            continue
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    found[int(pid)] = f.read().rpartition(")")[2].split()[0]
-            except OSError:
-                pass
-    return found
-
-def zombies(keep=()):
-    return sorted(p for p, s in children().items() if s == "Z" and p not in keep)
-
-def settle(keep=(), seconds=10):
-    # drive the reactor until no child is left but those in keep and the
-    # lifeline helper, which lives as long as the program (the orphans have
-    # ended and been reaped); the zombies left but those in keep
-    import untwisted
-    from procwork import _lifeline
-    deadline = time.monotonic() + seconds
-    keep = {*keep, _lifeline.lifeline_pid()}
-    while set(children()) - keep and time.monotonic() < deadline:
-        untwisted.tick(0.02)
-    return zombies(keep)
-"""
-
-
-def run_program(code: str, timeout: float = 90) -> dict[str, Any]:
-    """Run PRELUDE + ``code`` in a fresh Python; its last stdout line is JSON."""
-    done = run_child(PRELUDE + textwrap.dedent(code), timeout=timeout)
+def reported(scenario: str) -> dict[str, Any]:
+    """Run the ``scenario`` of tests/programs/orphans.py; its last stdout line
+    is JSON."""
+    done = run_program("orphans", scenario, timeout=90)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -207,18 +170,7 @@ def run_program(code: str, timeout: float = 90) -> dict[str, Any]:
 
 
 def test_a_subreaper_is_detected_and_its_first_spawn_starts_reaping() -> None:
-    report = run_program(
-        """
-        import procwork, untwisted
-        from procwork import _orphans
-        become_subreaper()
-        before = _orphans.current()
-        untwisted.run(procwork.run(["true"]), timeout=30)
-        reaper = _orphans.current()
-        print(json.dumps({"role": _orphans.reaper_role(), "before": before is None,
-                          "after": reaper is not None and not reaper.all_children}))
-        """
-    )
+    report = reported("subreaper-detected")
     assert report == {"role": "subreaper", "before": True, "after": True}
 
 
@@ -226,19 +178,7 @@ def test_a_subreaper_is_detected_and_its_first_spawn_starts_reaping() -> None:
 def test_an_ordinary_process_reaps_nothing_and_its_spawns_look_once() -> None:
     """Neither PID 1 nor a subreaper: reap_orphans() does nothing, and after
     the first spawn had a look, spawns don't look again."""
-    report = run_program(
-        """
-        import procwork, untwisted
-        from procwork import _orphans
-        from twisted.internet import process
-        untwisted.run(procwork.run(["true"]), timeout=30)
-        looked = _orphans._auto
-        print(json.dumps({"role": _orphans.reaper_role(), "looked": looked,
-                          "explicit": procwork.reap_orphans(all_children=True),
-                          "reaper": _orphans.current() is not None,
-                          "hooked": _orphans._HOOK_KEY in process.reapProcessHandlers}))
-        """
-    )
+    report = reported("ordinary")
     assert report == {
         "role": None,
         "looked": False,
@@ -256,24 +196,7 @@ def test_a_subreaper_reaps_the_orphans_of_its_runs_and_popen_keeps_its_status() 
     """Runs that leave a grandchild behind (kill_leftovers=False), 100 times:
     every orphan is reaped, while a plain subprocess.Popen child of the same
     program, and one in a new session, still return their exit status."""
-    report = run_program(
-        """
-        import procwork, untwisted
-        from procwork import _orphans
-        become_subreaper()
-        plain = subprocess.Popen(["sh", "-c", "exit 7"])
-        leader = subprocess.Popen(["sh", "-c", "exit 5"], start_new_session=True)
-        late = subprocess.Popen(["sh", "-c", "sleep 0.3; exit 9"])
-        for _ in range(100):
-            untwisted.run(procwork.run(["sh", "-c", "sleep 0.01 & exit 0"],
-                                       kill_leftovers=False, timeout=10), timeout=30)
-        left = settle(keep=(plain.pid, leader.pid, late.pid))
-        reaper = _orphans.current()
-        print(json.dumps({"zombies": left, "reaped": reaper.reaped,
-                          "statuses": [plain.wait(10), leader.wait(10), late.wait(10)],
-                          "children": children()}))
-        """
-    )
+    report = reported("subreaper-runs")
     assert report["zombies"] == []
     assert report["reaped"] >= 100
     assert report["statuses"] == [7, 5, 9]
@@ -284,19 +207,7 @@ def test_a_subreaper_reaps_the_orphans_of_its_runs_and_popen_keeps_its_status() 
 def test_sigchld_alone_wakes_the_reaper() -> None:
     """With the backstop an hour away, orphans are still reaped: Twisted's
     SIGCHLD handling is what wakes the reaper."""
-    report = run_program(
-        """
-        import procwork, untwisted
-        from procwork import _orphans
-        _orphans._BACKSTOP = 3600.0
-        become_subreaper()
-        for _ in range(20):
-            untwisted.run(procwork.run(["sh", "-c", "sleep 0.02 & exit 0"],
-                                       kill_leftovers=False, timeout=10), timeout=30)
-        print(json.dumps({"zombies": settle(seconds=20),
-                          "reaped": _orphans.current().reaped}))
-        """
-    )
+    report = reported("sigchld-alone")
     assert report == {"zombies": [], "reaped": 20}
 
 
@@ -304,63 +215,15 @@ def test_sigchld_alone_wakes_the_reaper() -> None:
 def test_without_twisteds_sigchld_handling_the_backstop_reaps() -> None:
     """The reactor driven from another thread gets no SIGCHLD handler; the
     backstop's sweep every second reaps the orphans all the same."""
-    report = run_program(
-        """
-        import signal
-        import procwork, untwisted
-        from procwork import _orphans
-        become_subreaper()
-        report = {}
-        def work():
-            for _ in range(10):
-                run = procwork.run(["sh", "-c", "sleep 0.01 & exit 0"],
-                                   kill_leftovers=False, timeout=10)
-                untwisted.run(run, timeout=30)
-            report["handler"] = signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL
-            report["zombies"] = settle(seconds=20)
-            report["reaped"] = _orphans.current().reaped
-        thread = threading.Thread(target=work)
-        thread.start()
-        thread.join(timeout=60)
-        print(json.dumps(report))
-        """
-    )
+    report = reported("backstop")
     assert report == {"handler": True, "zombies": [], "reaped": 10}
-
-
-SESSION_LEADER_ORPHAN = (
-    "import os, time\n"
-    "r, w = os.pipe()\n"
-    "if os.fork() == 0:\n"
-    "    os.setsid(); os.write(w, b'x'); time.sleep(0.05); os._exit(0)\n"
-    "os.read(r, 1)\n"
-)
-"""A Python whose child calls setsid() and outlives it: an orphan that leads
-its own session, like a daemon that forked once. It exits once the child has
-left its session, so the kill of its process group never reaches the child."""
 
 
 @pytest.mark.slow
 def test_by_default_an_orphan_that_leads_its_own_session_is_left_alone() -> None:
     """The limit of the default rule: such an orphan looks exactly like a child
     the program started with start_new_session=True, so it stays a zombie."""
-    report = run_program(
-        f"""
-        import procwork, untwisted
-        from procwork import _orphans
-        become_subreaper()
-        untwisted.run(procwork.run([sys.executable, "-c", {SESSION_LEADER_ORPHAN!r}],
-                                   timeout=10), timeout=30)
-        deadline = time.monotonic() + 1.5  # past a backstop's sweep
-        while time.monotonic() < deadline:
-            untwisted.tick(0.05)
-        left = zombies()
-        print(json.dumps({{"zombies": len(left), "reaped": _orphans.current().reaped,
-                          "leads": [os.getsid(p) == p for p in left]}}))
-        for pid in left:
-            os.waitpid(pid, 0)
-        """
-    )
+    report = reported("session-leader")
     assert report == {"zombies": 1, "reaped": 0, "leads": [True]}
 
 
@@ -370,38 +233,7 @@ def test_all_children_reaps_every_orphan_but_never_procworks_or_twisteds_own() -
     session leader orphan too, while procwork's runs, Twisted's own
     spawnProcess children and a helper procwork claimed keep their exit
     status."""
-    report = run_program(
-        f"""
-        import procwork, untwisted
-        from twisted.internet import defer, protocol, reactor
-        from procwork import _orphans
-        become_subreaper()
-        assert procwork.reap_orphans(all_children=True)
-        class Ended(protocol.ProcessProtocol):
-            def __init__(self):
-                self.d = defer.Deferred()
-            def processEnded(self, reason):
-                self.d.callback(reason.value.exitCode)
-        codes, twisted_codes = [], []
-        helper = subprocess.Popen(["sh", "-c", "exit 6"])  # procwork's own helper
-        _orphans.claim(helper)
-        for _ in range(30):
-            ended = Ended()
-            reactor.spawnProcess(ended, "sh", ["sh", "-c", "sleep 0.01 & exit 4"],
-                                 env=None)
-            run = procwork.run(["sh", "-c", "sleep 0.01 & exit 3"],
-                               kill_leftovers=False, timeout=10)
-            leader = procwork.run([sys.executable, "-c", {SESSION_LEADER_ORPHAN!r}],
-                                  timeout=10)
-            codes.append(untwisted.run(run, timeout=30).returncode)
-            untwisted.run(leader, timeout=30)
-            twisted_codes.append(untwisted.run(ended.d, timeout=30))
-        left = settle(keep=[helper.pid])
-        print(json.dumps({{"zombies": left, "reaped": _orphans.current().reaped,
-                          "helper": helper.wait(10), "codes": sorted(set(codes)),
-                          "twisted": sorted(set(twisted_codes))}}))
-        """
-    )
+    report = reported("all-children")
     assert report["zombies"] == []
     assert report["reaped"] >= 60
     assert report["codes"] == [3]
@@ -412,45 +244,6 @@ def test_all_children_reaps_every_orphan_but_never_procworks_or_twisteds_own() -
 # -- stress -------------------------------------------------------------------------
 
 
-STRESS = """
-import clockwork, procwork, untwisted
-from procwork import _orphans
-become_subreaper()
-all_children = sys.argv[1] == "all"
-if all_children:
-    procwork.reap_orphans(all_children=True)
-wrong = []
-
-def popen_loop():
-    # plain children of the same program, waited from another thread, while
-    # orphans are reaped around them
-    for i in range(150):
-        new_session = bool(i % 2)
-        child = subprocess.Popen(["sh", "-c", f"exit {7 + new_session}"],
-                                 start_new_session=new_session)
-        status = child.wait(timeout=30)
-        if status != 7 + new_session:
-            wrong.append(("popen", status))
-
-def batch():
-    runs = [procwork.run(["sh", "-c", "sleep 0.005 & sleep 0.01 & exit 3"],
-                         kill_leftovers=bool(i % 2), timeout=20) for i in range(25)]
-    results = yield clockwork.gather(*runs)
-    wrong.extend(("run", r.returncode) for r in results if r.returncode != 3)
-
-thread = None if all_children else threading.Thread(target=popen_loop)
-if thread:
-    thread.start()
-for _ in range(16):
-    clockwork.wrap(batch(), timeout=60)
-if thread:
-    thread.join(timeout=60)
-left = settle()
-print(json.dumps({"wrong": wrong, "zombies": left, "reaped": _orphans.current().reaped,
-                  "children": children()}))
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["orphans", "all"])
 def test_stress_hundreds_of_orphans_amid_runs_and_popen_children(mode: str) -> None:
@@ -458,7 +251,7 @@ def test_stress_hundreds_of_orphans_amid_runs_and_popen_children(mode: str) -> N
     default mode a thread starts and waits 150 plain Popen children meanwhile.
     Every status is right, and no zombie is left."""
     done = subprocess.run(
-        [PY, "-c", PRELUDE + textwrap.dedent(STRESS), mode],
+        program("orphans", "stress", mode),
         cwd=ROOT,
         env=child_env(),
         capture_output=True,
@@ -599,23 +392,6 @@ def test_procwork_monitor_as_pid_1_reaps_the_orphans_of_its_checks(
     assert "Traceback" not in output
 
 
-ENTRYPOINT = """
-import subprocess, time
-for _ in range(15):  # each leaves a sleep to PID 1, which is procwork run
-    subprocess.run(["sh", "-c", "sleep 0.01 &"], check=True)
-    # this one leads its own session: only all_children reaps it
-    subprocess.run(["sh", "-c", "setsid sleep 0.01 &"], check=True)
-time.sleep(1)
-with open("/proc/1/task/1/children") as f:
-    pids = f.read().split()
-states = []
-for pid in pids:
-    with open(f"/proc/{pid}/stat") as f:
-        states.append(f.read().rpartition(")")[2].split()[0])
-print("zombies of PID 1:", states.count("Z"))
-"""
-
-
 @pytest.mark.slow
 def test_procwork_run_as_a_containers_entrypoint_reaps_what_its_command_orphans() -> (
     None
@@ -625,7 +401,7 @@ def test_procwork_run_as_a_containers_entrypoint_reaps_what_its_command_orphans(
     still runs."""
     prefix = _unshare_prefix()
     done = subprocess.run(
-        [*prefix, PY, "-m", "procwork", "run", "--", PY, "-c", ENTRYPOINT],
+        [*prefix, PY, "-m", "procwork", "run", "--", *program("orphaning_entrypoint")],
         cwd=ROOT,
         env=child_env(),
         capture_output=True,
