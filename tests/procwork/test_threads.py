@@ -30,9 +30,9 @@ from tests.support import (
     no_load_limit,
     observing,
     opened_since,
-    python_child,
+    program_child,
     raised_in_thread,
-    run_child,
+    run_program,
     wait,
 )
 from untwisted import ForeignThreadError
@@ -213,41 +213,11 @@ def test_a_thread_hammering_the_api_while_the_main_thread_runs_processes_never_g
 
 # -- a reactor the program runs itself, in its own thread: in a child Python -------
 
-OWN_REACTOR_THREAD = """
-    import threading
-    import procwork, untwisted
-    from twisted.internet import reactor, threads
-
-    up = threading.Event()
-    reactor.callWhenRunning(up.set)
-    thread = threading.Thread(
-        target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
-    )
-    thread.start()
-    assert up.wait(30)
-    for call in (
-        lambda: procwork.run(["echo", "no"]),
-        lambda: procwork.spawn(["echo", "no"]),
-        lambda: procwork.scheduler().set_max_running(4),
-    ):
-        try:
-            call()
-        except untwisted.ForeignThreadError as e:
-            print("refused:", e)
-    # The way to do it: hand the call to the reactor's thread.
-    result = threads.blockingCallFromThread(reactor, procwork.run, ["echo", "yes"])
-    print("handed over:", result.stdout.decode().strip())
-    print("started:", procwork.scheduler().started)
-    reactor.callFromThread(reactor.stop)
-    thread.join(30)
-    print("stopped:", not thread.is_alive())
-"""
-
 
 @pytest.mark.slow
 def test_a_reactor_run_by_the_program_in_its_own_thread_is_protected_too() -> None:
     """untwisted never started that reactor; Twisted knows its thread."""
-    child = run_child(OWN_REACTOR_THREAD)
+    child = run_program("threads", "own-reactor-thread")
     assert child.returncode == 0, child.stderr
     lines = child.stdout.splitlines()
     refusal = (
@@ -271,31 +241,7 @@ def test_a_reactor_run_by_the_program_in_its_own_thread_is_protected_too() -> No
 def test_a_first_caller_that_ended_leaves_its_runs_to_the_thread_that_drives() -> None:
     """The reactor was never started: once the first caller has ended, the
     next thread takes it over and finishes what the first one started."""
-    child = run_child(
-        """
-        import threading
-        import procwork, untwisted
-
-        box = []
-        start = lambda: box.append(procwork.run(["echo", "hi"]))
-        thread = threading.Thread(target=start)
-        thread.start()
-        thread.join(30)
-        print(untwisted.run(box[0], timeout=30).stdout.decode().strip())
-        errors = []
-
-        def late():
-            try:
-                procwork.run(["true"])
-            except untwisted.ForeignThreadError:
-                errors.append("refused")
-
-        thread = threading.Thread(target=late)
-        thread.start()
-        thread.join(30)
-        print(errors)
-        """
-    )
+    child = run_program("threads", "first-caller-ended")
     assert child.returncode == 0, child.stderr
     assert child.stdout.splitlines() == ["hi", "['refused']"]
 
@@ -303,37 +249,7 @@ def test_a_first_caller_that_ended_leaves_its_runs_to_the_thread_that_drives() -
 @pytest.mark.slow
 def test_while_the_first_caller_lives_every_other_thread_is_refused_even_main() -> None:
     """It could call again at any moment: two threads would race in Twisted."""
-    child = run_child(
-        """
-        import threading
-        import procwork, untwisted
-        from twisted.internet import defer
-
-        first, finish = threading.Event(), threading.Event()
-
-        def owner():
-            procwork.scheduler().set_max_running(8)
-            first.set()
-            finish.wait(30)
-
-        thread = threading.Thread(target=owner, name="owner")
-        thread.start()
-        assert first.wait(30)
-        for call in (
-            lambda: procwork.run(["true"]),
-            lambda: untwisted.run(defer.succeed(1)),
-            lambda: untwisted.tick(),
-        ):
-            try:
-                call()
-            except untwisted.ForeignThreadError as e:
-                print("refused:", e)
-        finish.set()
-        thread.join(30)
-        # Ended before anything started the reactor: the main thread takes over.
-        print(untwisted.run(procwork.run(["echo", "mine"]), timeout=30).stdout)
-        """
-    )
+    child = run_program("threads", "first-caller-lives")
     assert child.returncode == 0, child.stderr
     lines = child.stdout.splitlines()
     driven = (
@@ -352,20 +268,7 @@ def test_while_the_first_caller_lives_every_other_thread_is_refused_even_main() 
 
 @pytest.mark.slow
 def test_a_reactor_started_by_a_thread_that_ended_says_so_to_the_next_caller() -> None:
-    child = run_child(
-        """
-        import threading
-        import untwisted
-
-        thread = threading.Thread(target=untwisted.tick)
-        thread.start()
-        thread.join(30)
-        try:
-            untwisted.tick()
-        except untwisted.ForeignThreadError as e:
-            print(e)
-        """
-    )
+    child = run_program("threads", "started-by-an-ended-thread")
     assert child.returncode == 0, child.stderr
     assert re.fullmatch(
         r"untwisted.tick\(\) called from thread \d+, but the reactor is driven by "
@@ -381,31 +284,7 @@ def test_the_programs_own_reactor_thread_is_allowed_even_if_another_called_first
 ):
     """Twisted's I/O thread is the one that runs the loop, whoever claimed
     the reactor before reactor.run()."""
-    child = run_child(
-        """
-        import threading
-        import procwork, untwisted
-        from twisted.internet import reactor, threads
-
-        procwork.scheduler().set_max_running(8)  # the main thread calls first
-        up = threading.Event()
-        reactor.callWhenRunning(up.set)
-        thread = threading.Thread(
-            target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
-        )
-        thread.start()
-        assert up.wait(30)
-        try:
-            procwork.run(["echo", "no"])
-        except untwisted.ForeignThreadError as e:
-            print("refused:", str(e).split(",")[0])
-        result = threads.blockingCallFromThread(reactor, procwork.run, ["echo", "yes"])
-        print("handed over:", result.stdout.decode().strip())
-        reactor.callFromThread(reactor.stop)
-        thread.join(30)
-        print("stopped:", not thread.is_alive())
-        """
-    )
+    child = run_program("threads", "own-thread-after-a-first-call")
     assert child.returncode == 0, child.stderr
     assert child.stdout.splitlines() == [
         "refused: procwork.run() called from thread 'MainThread'",
@@ -416,72 +295,6 @@ def test_the_programs_own_reactor_thread_is_allowed_even_if_another_called_first
 
 
 # -- the owner is decided at the first call, under load: in child Pythons ----------
-
-FIRST_CALL_THEN_A_HAMMERING_THREAD = """
-    import json, sys, threading, time
-    from collections import Counter
-    import clockwork, procwork, untwisted
-    from twisted.internet import defer
-
-    def returns_at_once():
-        return 1
-        yield
-
-    # The main thread's first call needs no reactor turn: nothing is started.
-    first = {
-        "untwisted.run": lambda: untwisted.run(defer.succeed(1)),
-        "untwisted.add": lambda: untwisted.add(defer.succeed(1)),
-        "clockwork.wrap": lambda: clockwork.wrap(returns_at_once()),
-        "Scheduler.set_max_running": lambda: procwork.scheduler().set_max_running(8),
-    }[sys.argv[1]]
-    first()
-    scheduler = procwork.scheduler()
-    scheduler.load = procwork.NoLoadLimit()
-    outcomes, surprises = Counter(), []
-    running, done = threading.Event(), threading.Event()
-    calls = [
-        lambda: procwork.run(["true"]),
-        lambda: procwork.spawn(["true"], priority="critical"),
-        lambda: procwork.run(["true"], input=b"x"),
-        lambda: scheduler.set_max_running(8),
-        lambda: untwisted.add(defer.Deferred()),
-        lambda: untwisted.run(defer.succeed(1)),
-        lambda: untwisted.tick(),
-    ]
-
-    def hammer():
-        running.set()
-        i = 0
-        while not done.is_set():
-            try:
-                calls[i % len(calls)]()
-            except untwisted.ForeignThreadError:
-                outcomes["refused"] += 1
-            except BaseException as e:
-                surprises.append(repr(e))
-            else:
-                outcomes["let in"] += 1
-            i += 1
-
-    thread = threading.Thread(target=hammer, daemon=True)
-    thread.start()  # at once: the window was right after the first call
-    assert running.wait(30)
-    runs, wrong = 0, 0
-    deadline = time.monotonic() + 20
-    while (runs < 50 or outcomes["refused"] < 1000) and time.monotonic() < deadline:
-        result = untwisted.run(procwork.run(["echo", str(runs)]), timeout=10)
-        wrong += result.stdout != f"{runs}\\n".encode()
-        runs += 1
-    done.set()
-    thread.join(10)
-    untwisted.run(procwork.run(["true"]), timeout=10)  # late errors get logged
-    print(json.dumps({
-        "refused": outcomes["refused"], "let in": outcomes["let in"],
-        "surprises": surprises[:3], "runs": runs, "wrong": wrong,
-        "started": scheduler.started, "running": scheduler.running,
-        "queued": scheduler.queued, "joined": not thread.is_alive(),
-    }))
-"""
 
 
 @pytest.mark.slow
@@ -497,7 +310,7 @@ def test_foreign_calls_after_a_first_call_that_ran_no_reactor_are_all_refused() 
     total: Counter[str] = Counter()
     with cpu_load(2):
         for kind in kinds * 2:
-            with python_child(FIRST_CALL_THEN_A_HAMMERING_THREAD, kind) as child:
+            with program_child("threads", "hammered", kind) as child:
                 out, err = child.communicate(timeout=60)
             assert child.returncode == 0, err
             assert "Unhandled" not in err and "not registered" not in err, err
