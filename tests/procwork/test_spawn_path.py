@@ -41,8 +41,8 @@ from tests.support import (
     alive,
     drive_until,
     observing,
-    python_child,
-    run_child,
+    program_child,
+    run_program,
     sigkill_leftovers,
     unique_token,
     wait,
@@ -162,73 +162,6 @@ def test_runs_started_from_line_callbacks_while_others_end_lose_no_data() -> Non
 
 # -- interrupts during a spawn -------------------------------------------------------
 
-# A program that starts `sleep 300` children as fast as it can from blocking
-# code (the first round before the reactor ever ran), until a signal sent by
-# a timer thread at a random moment interrupts it. It catches the exception,
-# kills every child procwork knows of, and counts the marked children still
-# alive: orphans, started but never recorded. After `tries` such rounds it
-# prints the counts and lets one last interrupt end it, so that its exit path
-# must clean up too.
-SPAWN_UNTIL_INTERRUPTED = """
-    import os, random, signal, sys, threading, time
-    from twisted.internet.defer import DeferredList
-    import procwork, untwisted
-    from procwork._spawn import kill_all_now, live_processes
-
-    signum = signal.Signals[sys.argv[1]]
-    tries, mark = int(sys.argv[2]), sys.argv[3]
-    env = {"PATH": os.environ["PATH"], "PROCWORK_TEST_MARK": mark}
-    needle = ("PROCWORK_TEST_MARK=" + mark).encode()
-    rng = random.Random(mark)
-
-    def marked_alive():
-        pids = []
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/environ", "rb") as f:
-                    environ = f.read().split(b"\\0")
-                with open(f"/proc/{name}/stat") as f:
-                    state = f.read().rpartition(")")[2].split()[0]
-            except OSError:
-                continue
-            if needle in environ and state not in ("Z", "X"):
-                pids.append(int(name))
-        return pids
-
-    def spawn():
-        procwork.spawn(["sleep", "300"], env=env, stdin=False, priority="critical")
-
-    def spawn_until_interrupted():
-        # The first spawn of the program installs the handlers (nothing else
-        # does before the reactor runs); the signal may come after it.
-        spawn()
-        delay = rng.uniform(0, 0.01)
-        threading.Timer(delay, os.kill, (os.getpid(), signum)).start()
-        while True:
-            spawn()
-
-    orphans = interrupted = 0
-    for _ in range(tries):
-        try:
-            spawn_until_interrupted()
-        except (KeyboardInterrupt, SystemExit):
-            interrupted += 1
-        kill_all_now()
-        waits = [p.when_reaped() for p in live_processes()]
-        untwisted.run(DeferredList(waits), timeout=10)
-        deadline = time.monotonic() + 1
-        while marked_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        for pid in marked_alive():
-            orphans += 1
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-    print(f"tries {tries} interrupted {interrupted} orphans {orphans}", flush=True)
-    spawn_until_interrupted()
-"""
-
 
 def marked_processes(mark: str) -> list[int]:
     """The live (not zombie) processes whose environment holds ``mark``."""
@@ -262,7 +195,9 @@ def test_a_signal_landing_while_blocking_code_spawns_leaves_no_child_behind(
     """
     mark = unique_token()
     with sigkill_leftovers() as leftovers:
-        with python_child(SPAWN_UNTIL_INTERRUPTED, signame, "75", mark) as parent:
+        with program_child(
+            "spawn_path", "spawn-until-interrupted", signame, "75", mark
+        ) as parent:
             try:
                 out, err = parent.communicate(timeout=60)
             finally:
@@ -394,65 +329,15 @@ def test_loseConnection_called_as_the_child_exits_closes_each_pipe_once() -> Non
     assert errors == []
 
 
-# A program with its own reactor.run(): it starts a child reading stdin, then
-# stops the reactor. Stopping closes the child's stdin, so the child ends
-# after the reactor stopped; the program then reaps it as Twisted's SIGCHLD
-# handling does.
-CHILD_ENDS_AFTER_STOP = """
-    import os, sys, time
-    from twisted.internet import process, reactor
-    from twisted.internet.protocol import ProcessProtocol
-    from procwork._spawn import GroupProcess
-
-    class Protocol(ProcessProtocol):
-        def processEnded(self, reason):
-            print("processEnded", reason.value.exitCode, flush=True)
-
-    started = []
-
-    def start():
-        code = "import sys, time; sys.stdin.read(); time.sleep(0.2); sys.exit(3)"
-        started.append(GroupProcess(reactor, Protocol(), [sys.executable, "-c", code]))
-        reactor.stop()
-
-    reactor.callWhenRunning(start)
-    reactor.run()
-    print("stopped", flush=True)
-    pid = started[0].pgid
-    deadline = time.monotonic() + 10
-    while not os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
-        assert time.monotonic() < deadline, "the child did not end"
-        time.sleep(0.01)
-    process.reapAllProcesses()
-"""
-
-
 @pytest.mark.slow
 def test_a_child_that_ends_after_the_reactor_stopped_still_gets_processEnded() -> None:
-    result = run_child(CHILD_ENDS_AFTER_STOP, timeout=60)
+    result = run_program("spawn_path", "child-ends-after-stop", timeout=60)
     assert result.stdout == "stopped\nprocessEnded 3\n", result.stderr[-3000:]
-
-
-# A blocking program whose child is still running at exit: untwisted's exit
-# hook stops the reactor, whose shutdown terminates the child; the last end
-# of the shutdown must still reach the Process.
-RESULT_AT_EXIT = """
-    import atexit, sys
-    import procwork, untwisted
-
-    proc = procwork.spawn([sys.executable, "-c", "import time; time.sleep(30)"])
-    untwisted.tick()
-
-    def show():
-        print("returncode:", proc.result and proc.result.returncode)
-
-    atexit.register(show)
-"""
 
 
 @pytest.mark.slow
 def test_a_child_ended_by_the_shutdown_of_the_reactor_still_gets_its_Result() -> None:
-    result = run_child(RESULT_AT_EXIT, timeout=60)
+    result = run_program("spawn_path", "result-at-exit", timeout=60)
     assert result.stdout == "returncode: -15\n", result.stderr[-3000:]
 
 
