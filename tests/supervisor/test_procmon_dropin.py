@@ -24,7 +24,7 @@ from twisted.runner import procmon
 
 import procwork
 import procwork.supervisor
-from tests.support import child_env, run_child
+from tests.support import child_env, run_child, run_program
 
 # procmon's test module imports ProcessMonitor with a line like this one.
 IMPORT_LINE = re.compile(
@@ -139,71 +139,12 @@ def test_importing_procwork_supervisor_still_does_not_import_the_global_reactor(
 
 # On a real reactor -------------------------------------------------------------
 
-# A service that starts a grandchild (in its process group), prints its pid
-# and sleeps; run by a ProcessMonitor on the global reactor in a child Python.
-REAL_MONITOR = r"""
-import os, sys, time
-import untwisted
-from twisted.internet import process as twisted_process, task
-from twisted.logger import globalLogPublisher
-from procwork import ProcessMonitor
-from procwork._spawn import GroupProcess
-
-reactor = untwisted.lowlevel.default_driver().reactor
-
-def until(condition, timeout=10):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        untwisted.run(task.deferLater(reactor, 0.02, lambda: None))
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] not in "ZX"
-    except FileNotFoundError:
-        return False
-
-lines = []
-globalLogPublisher.addObserver(
-    lambda e: lines.append(e) if e.get("tag") == "svc" else None
-)
-service = (
-    "import subprocess, sys, time\n"
-    "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-    "print(g.pid, flush=True)\n"
-    "time.sleep(60)\n"
-)
-pm = ProcessMonitor(reactor)
-pm.addProcess("svc", [sys.executable, "-c", service], env=dict(os.environ))
-pm.startService()
-until(lambda: lines)
-transport = pm.protocols["svc"].transport
-assert isinstance(transport, GroupProcess), transport
-pid, grandchild = transport.pid, int(lines[0]["line"])
-assert os.getpgid(pid) == pid and os.getpgid(grandchild) == pid
-assert lines[0]["log_namespace"] == "twisted.runner.procmon.ProcessMonitor"
-assert lines[0]["stream"] == "stdout"
-# O(1) reaping: not in the table Twisted scans at every SIGCHLD.
-assert pid not in twisted_process.reapProcessHandlers
-
-pm.stopProcess("svc")  # SIGTERM to the group: the grandchild too
-until(lambda: not alive(pid) and not alive(grandchild))
-until(lambda: "svc" in pm.protocols and pm.protocols["svc"].transport.pid != pid)
-print("restarted", flush=True)
-
-pm.stopService()
-restarted = pm.protocols["svc"].transport.pid
-until(lambda: not alive(restarted) and "svc" not in pm.protocols)
-print("stopped", flush=True)
-"""
-
 
 @pytest.mark.slow
 def test_on_a_real_reactor_children_lead_a_group_that_is_stopped_whole() -> None:
     """A service's grandchild dies with it at stopProcess; procmon restarts the
     service; its output is procmon's log events; stopService stops it."""
-    child = run_child(REAL_MONITOR, timeout=60)
+    child = run_program("procmon", "group-stopped-whole", timeout=60)
     assert child.returncode == 0, child.stderr
     assert child.stdout.split() == ["restarted", "stopped"]
 
@@ -211,16 +152,7 @@ def test_on_a_real_reactor_children_lead_a_group_that_is_stopped_whole() -> None
 @pytest.mark.slow
 def test_a_real_reactor_stops_a_group_that_ignores_SIGTERM_after_killTime() -> None:
     """SIGKILL goes to the whole group when killTime has passed."""
-    code = REAL_MONITOR.replace(
-        '"import subprocess, sys, time\\n"',
-        '"import signal, subprocess, sys, time\\n"'
-        ' "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"',
-    ).replace(
-        "pm = ProcessMonitor(reactor)",
-        "pm = ProcessMonitor(reactor)\npm.killTime = 0.5",
-    )
-    assert code.count("SIG_IGN") == 1 and "killTime = 0.5" in code
-    child = run_child(code, timeout=60)
+    child = run_program("procmon", "group-stopped-whole", "--ignore-term", timeout=60)
     assert child.returncode == 0, child.stderr
     assert child.stdout.split() == ["restarted", "stopped"]
 
@@ -235,39 +167,8 @@ def test_a_process_run_as_another_user_is_started_by_the_reactor_as_procmon_does
     if os.geteuid() != 0:
         pytest.skip("changing user needs root")
     nobody = pwd.getpwnam("nobody")
-    child = run_child(
-        f"""
-        import os, sys, time
-        import untwisted
-        from twisted.internet import task
-        from procwork import ProcessMonitor
-        from procwork._spawn import GroupProcess
-
-        reactor = untwisted.lowlevel.default_driver().reactor
-        pm = ProcessMonitor(reactor)
-        sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
-        pm.addProcess("as-nobody", sleep, uid={nobody.pw_uid}, gid={nobody.pw_gid},
-                      cwd="/")
-        pm.addProcess("as-me", sleep, uid=os.getuid(), gid=os.getgid())
-        pm.startService()
-        other = pm.protocols["as-nobody"].transport
-        mine = pm.protocols["as-me"].transport
-        assert not isinstance(other, GroupProcess) and isinstance(mine, GroupProcess)
-        with open(f"/proc/{{other.pid}}/status") as status:
-            uids = [line.split()[2] for line in status if line.startswith("Uid:")]
-        deadline = time.monotonic() + 10
-        while uids != ["{nobody.pw_uid}"]:
-            assert time.monotonic() < deadline, uids
-            time.sleep(0.02)
-            with open(f"/proc/{{other.pid}}/status") as status:
-                uids = [line.split()[2] for line in status if line.startswith("Uid:")]
-        pm.stopService()
-        deadline = time.monotonic() + 10
-        while pm.protocols:
-            assert time.monotonic() < deadline, "not stopped"
-            untwisted.run(task.deferLater(reactor, 0.02, lambda: None))
-        print("ok")
-        """
+    child = run_program(
+        "procmon", "as-another-user", str(nobody.pw_uid), str(nobody.pw_gid)
     )
     assert child.returncode == 0, child.stderr
     assert child.stdout == "ok\n"
