@@ -12,7 +12,6 @@ import errno
 import re
 import stat
 import subprocess
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from tests.support import (
     my_children,
     no_load_limit,
     opened_since,
-    run_child,
+    run_program,
     wait,
 )
 
@@ -611,43 +610,10 @@ def test_a_huge_command_is_cut_short_in_an_argument_error() -> None:
 
 # -- out of file descriptors: in a child Python ----------------------------------------
 
-EMFILE_PROGRAM = textwrap.dedent(
-    """
-    import os, resource
-    import procwork, untwisted
-
-    def run(args):
-        return untwisted.run(procwork.run(args), timeout=30)
-
-    untwisted.tick()  # the reactor and its fds exist
-    run(["true"])
-    limit = len(os.listdir("/proc/self/fd")) + 30
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-    hog = []
-    try:
-        while True:
-            hog.append(os.open(os.devnull, os.O_RDONLY))
-    except OSError:
-        pass
-    os.close(hog.pop())  # one free: listing /proc/self/fd needs it
-    before = os.listdir("/proc/self/fd")
-    try:
-        run(["echo", "hi"])
-    except procwork.SpawnError as e:
-        print("errno", e.errno)
-        print(e)
-    print("leaked", sorted(set(os.listdir("/proc/self/fd")) - set(before)))
-    for fd in hog:
-        os.close(fd)
-    print("after", run(["echo", "hi"]).stdout.decode().strip())
-    """
-)
-
 
 @pytest.mark.slow
 def test_out_of_file_descriptors_fails_that_run_clearly_and_later_runs_work() -> None:
-    child = run_child(EMFILE_PROGRAM)
+    child = run_program("descriptors", "out-of-descriptors")
     assert child.returncode == 0, child.stderr
     assert child.stdout.splitlines() == [
         f"errno {errno.EMFILE}",

@@ -22,7 +22,7 @@ from tests.support import (
     my_children,
     opened_since,
     reactor_signal_waker,
-    run_child,
+    run_program,
     wait,
 )
 
@@ -123,33 +123,7 @@ def test_the_two_descriptors_of_a_late_start_are_the_reactors_sigchld_waker() ->
     (the result in hand) gets two descriptors when the reactor starts:
     one pipe, whose write end is the process's signal wakeup fd, Twisted's
     SIGCHLD waker. Once: the runs after it open nothing that stays."""
-    child = run_child(
-        """
-        import json, signal, sys
-        import procwork, untwisted
-        from twisted.internet import defer, reactor
-        from tests.support import fd_table
-
-        procwork.scheduler().load = procwork.NoLoadLimit()
-        untwisted.run(defer.succeed(None))  # as a run whose child ended at once
-        assert not reactor.running
-        before = fd_table()
-        results = [untwisted.run(procwork.run(["echo", str(i)]), timeout=30)
-                   for i in range(200)]
-        assert [r.stdout for r in results] == [b"%d\\n" % i for i in range(200)]
-        started = fd_table()
-        for i in range(200):
-            untwisted.run(procwork.run(["echo", str(i)]), timeout=30)
-        wakeup = signal.set_wakeup_fd(-1)
-        print(json.dumps({
-            "opened": {fd: what for fd, what in started.items()
-                       if before.get(fd) != what},
-            "then": {fd: what for fd, what in fd_table().items()
-                     if started.get(fd) != what},
-            "wakeup": wakeup,
-        }))
-        """
-    )
+    child = run_program("descriptors", "late-start")
     assert child.returncode == 0, child.stderr
     report = json.loads(child.stdout)
     opened, wakeup = report["opened"], str(report["wakeup"])
