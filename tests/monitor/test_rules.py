@@ -13,7 +13,6 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any, cast
@@ -29,11 +28,13 @@ from procwork.monitor._proctable import PF_KTHREAD, LinuxProcessTable, ProcInfo
 from procwork.monitor._rules import Finding, RuleCounters, RuleEngine, signal_process
 from tests.support import (
     PY,
+    ROOT,
     FakeTable,
     alive,
     child_env,
     cpu_load,
     gone_within,
+    program,
     run_child,
     running_sleeper,
     sigkill_leftovers,
@@ -859,44 +860,16 @@ def test_a_process_that_stops_matching_and_matches_again_is_reported_again() -> 
 
 # Trees of real processes ------------------------------------------------------
 
-# A CGI (argv: token, mode) with a child in a session of its own, which has a
-# grandchild. Each descendant prints its pid before it execs ``sleep``; the CGI
-# prints ``ready`` once both did. mode "ignore": the CGI ignores SIGTERM;
-# "fork-on-term": its SIGTERM handler starts another child (and prints its
-# pid) instead of exiting.
-CGI_TREE = r"""
-import os, signal, sys, time
-token, mode = sys.argv[1], sys.argv[2]
-def say(role, pid):  # one write: members share the pipe
-    os.write(1, f"{role} {pid}\n".encode())
-child = os.fork()
-if child == 0:
-    os.setsid()
-    grandchild = os.fork()
-    if grandchild == 0:
-        say("grandchild", os.getpid())
-        os.execv("/bin/sleep", ["sleep", "60"])
-    say("child", os.getpid())
-    os.execv("/bin/sleep", ["sleep", "60"])
-if mode == "ignore":
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-elif mode == "fork-on-term":
-    def fork_instead(signum, frame):
-        late = os.fork()
-        if late == 0:
-            os.execv("/bin/sleep", ["sleep", "60"])
-        say("late", late)
-    signal.signal(signal.SIGTERM, fork_instead)
-time.sleep(60)
-"""
-
 
 class CgiTree:
-    """A real CGI tree: ``cgi`` (our child), ``descendants`` by role."""
+    """A real CGI tree (tests/programs/cgi_tree.py): ``cgi`` (our child),
+    ``descendants`` by role."""
 
     def __init__(self, token: str, mode: str, leftovers: list[int]) -> None:
         self.cgi = subprocess.Popen(
-            [sys.executable, "-c", CGI_TREE, token, mode],
+            program("cgi_tree", token, mode),
+            cwd=ROOT,
+            env=child_env(),
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
         )
@@ -1042,47 +1015,6 @@ def test_real_cgi_trees_are_killed_whole_50_times_in_a_row_under_cpu_load(
         stop_sleeper(bystander)
 
 
-# In a pid namespace, pid 2 is an ordinary process (a real one).
-IN_PID_NAMESPACE = r"""
-import os, signal, subprocess, sys, time
-from twisted.internet.task import Clock
-from procwork.monitor import Rule
-from procwork.monitor._proctable import LinuxProcessTable
-from procwork.monitor._rules import RuleEngine
-
-assert os.getpid() == 1, "not in a new pid namespace"
-# The web server is pid 2 here; its CGI is its child.
-server = subprocess.Popen([sys.executable, "-c", '''
-import subprocess, sys, time
-subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "the-cgi"])
-time.sleep(60)
-'''])
-assert server.pid == 2, server.pid
-table = LinuxProcessTable()
-deadline = time.monotonic() + 10
-while not [p for p in table.snapshot() if "the-cgi" in p.cmdline]:
-    assert time.monotonic() < deadline, "the CGI did not start"
-    time.sleep(0.02)
-found = [p for p in table.snapshot() if "the-cgi" in p.cmdline]
-assert len(found) == 1, found
-[cgi] = found
-assert cgi.ppid == 2 and not cgi.is_kernel_thread
-assert not table.get(2).is_kernel_thread
-clock = Clock()
-clock.advance(time.time() + 5)
-rule = Rule("cgi", cmdline=r"\) the-cgi$", max_age=0, action="kill")  # not our code
-[finding] = RuleEngine([rule], table, reactor=clock).check()
-print(finding.action)
-deadline = time.monotonic() + 10
-while (p := table.get(cgi.pid)) is not None and not p.is_dead:
-    assert time.monotonic() < deadline, "the CGI still runs"
-    time.sleep(0.02)
-assert server.poll() is None, "the web server was touched"
-server.kill()
-server.wait()
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None,
@@ -1094,7 +1026,8 @@ def test_in_a_pid_namespace_the_CGIs_of_pid_2_are_not_spared_as_kernel_threads()
     """Inside a container pid 2 is the web server: a rule kills its runaway CGI
     (the real /proc of a real namespace, judged by PF_KTHREAD, not by pid)."""
     child = subprocess.run(
-        [*["unshare", "--pid", "--fork", "--mount-proc"], PY, "-c", IN_PID_NAMESPACE],
+        ["unshare", "--pid", "--fork", "--mount-proc", *program("pid_namespace_cgi")],
+        cwd=ROOT,
         env=child_env(),
         capture_output=True,
         text=True,
