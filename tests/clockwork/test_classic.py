@@ -42,6 +42,7 @@ from tests.support import (
     drive_until,
     my_children,
     run_child,
+    run_program,
     wait,
 )
 
@@ -823,38 +824,7 @@ def test_cancelling_waitfor_kills_the_process(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_waiting_in_the_old_vocabulary_costs_no_cpu() -> None:
     """Measured in a child: the first clockwork polled, at ~1 s of CPU each here."""
-    child = run_child(
-        """
-        import time, clockwork, procwork, untwisted
-        from clockwork import *
-
-        def nap():
-            yield sleep(0.5)
-            yield Value("rested")
-
-        untwisted.run(clockwork.sleep(0))  # start the reactor before measuring
-        cpu = []
-        t = time.process_time()
-        w = Worker(nap())
-        w.doNextTask()
-        w.doNextTask(timeout=30)  # waits the 0.5 s in the reactor
-        cpu.append(time.process_time() - t)
-
-        t = time.process_time()
-        assert list(genwrap(nap())) == ["rested"]
-        cpu.append(time.process_time() - t)
-
-        t = time.process_time()
-        p = wrap(procwork.waitfor("sleep 0.5"), timeout=30)
-        assert not p.killed
-        cpu.append(time.process_time() - t)
-
-        t = time.process_time()
-        wrap(Command(["sleep", "0.5"])(), timeout=30)
-        cpu.append(time.process_time() - t)
-        print(*cpu)
-        """
-    )
+    child = run_program("idle_cpu", "classic")
     assert child.returncode == 0, child.stderr
     for cpu in map(float, child.stdout.split()):
         assert cpu < 0.2

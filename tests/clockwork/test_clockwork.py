@@ -22,7 +22,7 @@ from twisted.internet.defer import CancelledError, Deferred
 import clockwork
 import untwisted
 from clockwork import Task, Timeout, Worker
-from tests.support import ClockReactor, observing, run_child
+from tests.support import ClockReactor, observing, run_program
 
 Gen = Generator[Any, Any, Any]
 
@@ -1085,25 +1085,7 @@ def test_a_million_steps_of_a_long_task_do_not_grow_memory(worker: Worker) -> No
 @pytest.mark.slow
 def test_a_task_parked_on_a_sleep_costs_no_cpu() -> None:
     """Measured in a child: a busy-polling worker would use ~1 s of CPU here."""
-    child = run_child(
-        """
-        import time, clockwork, untwisted
-
-        def nap():
-            yield clockwork.sleep(1)
-
-        untwisted.run(clockwork.sleep(0))  # start the reactor before measuring
-        w = clockwork.Worker()
-        w.assign(nap())
-        cpu = time.process_time()
-        w.work()
-        print(time.process_time() - cpu)
-
-        cpu = time.process_time()
-        clockwork.wrap(nap())
-        print(time.process_time() - cpu)
-        """
-    )
+    child = run_program("idle_cpu", "worker")
     assert child.returncode == 0, child.stderr
     worker_cpu, default_worker_cpu = map(float, child.stdout.split())
     assert worker_cpu < 0.2
