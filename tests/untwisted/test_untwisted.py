@@ -22,10 +22,11 @@ import clockwork
 import untwisted
 from tests.support import (
     ClockReactor,
-    python_child,
+    program_child,
     raised_in_thread,
     readable,
     run_child,
+    run_program,
 )
 from untwisted import ForeignThreadError, ReentrancyError, Timeout
 
@@ -47,14 +48,15 @@ def run_in_thread(fn: Callable[[], object]) -> BaseException | None:
     return raised_in_thread(fn, 10)
 
 
-def signal_child_when_ready(code: str, *signums: int) -> tuple[int, str, str]:
-    """Start ``code``; when it prints ``ready``, send it ``signums``.
+def signal_child_when_ready(scenario: str, *signums: int) -> tuple[int, str, str]:
+    """Start the ``scenario`` of tests/programs/driver.py; when it prints
+    ``ready``, send it ``signums``.
 
-    ``code`` prints ``ready`` just before it blocks, inside the ``try`` that
+    It prints ``ready`` just before it blocks, inside the ``try`` that
     expects the signal. Every wait is bounded. Returns the child's exit code,
     stdout and stderr.
     """
-    with python_child(code) as child:
+    with program_child("driver", scenario) as child:
         assert child.stdout is not None
         assert readable(child.stdout, 30), "the child never printed 'ready'"
         first_line = child.stdout.readline()
@@ -474,50 +476,14 @@ def test_a_first_thread_that_ended_before_the_reactor_started_hands_it_over() ->
 
 @pytest.mark.slow
 def test_ctrl_c_in_run_raises_KeyboardInterrupt_and_a_later_run_works() -> None:
-    code, out, err = signal_child_when_ready(
-        """
-        import untwisted, clockwork
-        log = []
-        def job():
-            try:
-                yield clockwork.sleep(30)
-            finally:
-                log.append("job closed")
-        def quick():
-            yield clockwork.sleep(0.001)
-            return "quick"
-        try:
-            print("ready", flush=True)
-            untwisted.run(job())
-        except KeyboardInterrupt:
-            print("KeyboardInterrupt", flush=True)
-        print(log)
-        print(untwisted.run(clockwork.sleep(0.01)))
-        print(clockwork.wrap(quick()))
-        """,
-        signal.SIGINT,
-    )
+    code, out, err = signal_child_when_ready("ctrl-c-in-run", signal.SIGINT)
     assert code == 0, err
     assert out == "ready\nKeyboardInterrupt\n['job closed']\nNone\nquick\n"
 
 
 @pytest.mark.slow
 def test_sigterm_in_run_exits_through_SystemExit_so_finally_and_atexit_run() -> None:
-    code, out, err = signal_child_when_ready(
-        """
-        import atexit, untwisted, clockwork
-        atexit.register(print, "atexit", flush=True)
-        try:
-            print("ready", flush=True)
-            untwisted.run(clockwork.sleep(30))
-        except SystemExit as e:
-            print("SystemExit", e.code, flush=True)
-            raise
-        finally:
-            print("finally", flush=True)
-        """,
-        signal.SIGTERM,
-    )
+    code, out, err = signal_child_when_ready("sigterm-in-run", signal.SIGTERM)
     assert out == "ready\nSystemExit 143\nfinally\natexit\n", err
     assert code == 128 + signal.SIGTERM
 
@@ -526,24 +492,7 @@ def test_sigterm_in_run_exits_through_SystemExit_so_finally_and_atexit_run() -> 
 def test_ctrl_c_in_clockwork_work_raises_KeyboardInterrupt_and_cancels_the_tasks() -> (
     None
 ):
-    code, out, err = signal_child_when_ready(
-        """
-        import clockwork
-        def job():
-            try:
-                yield clockwork.sleep(30)
-            finally:
-                print("job closed", flush=True)
-        w = clockwork.Worker()
-        task = w.assign(job())
-        try:
-            print("ready", flush=True)
-            w.work()
-        except KeyboardInterrupt:
-            print("KeyboardInterrupt", task.done, flush=True)
-        """,
-        signal.SIGINT,
-    )
+    code, out, err = signal_child_when_ready("ctrl-c-in-work", signal.SIGINT)
     assert code == 0, err
     assert out == "ready\njob closed\nKeyboardInterrupt True\n"
 
@@ -551,26 +500,7 @@ def test_ctrl_c_in_clockwork_work_raises_KeyboardInterrupt_and_cancels_the_tasks
 @pytest.mark.slow
 def test_a_second_ctrl_c_interrupts_a_task_stuck_in_a_busy_loop() -> None:
     """The first Ctrl-C waits for the step to end; the second one does not."""
-    code, out, _ = signal_child_when_ready(
-        """
-        import clockwork, untwisted
-        def busy():
-            yield
-            try:
-                print("ready", flush=True)
-                while True:
-                    pass
-            finally:
-                print("busy closed", flush=True)
-        try:
-            clockwork.wrap(busy())
-        except KeyboardInterrupt:
-            print("KeyboardInterrupt", flush=True)
-        print(untwisted.run(clockwork.sleep(0.01)))
-        """,
-        signal.SIGINT,
-        signal.SIGINT,
-    )
+    code, out, _ = signal_child_when_ready("busy-loop", signal.SIGINT, signal.SIGINT)
     assert code == 0
     assert out == "ready\nbusy closed\nKeyboardInterrupt\nNone\n"
 
@@ -625,31 +555,7 @@ def test_run_in_a_program_is_repeatable_after_a_Timeout() -> None:
 def test_a_program_that_calls_its_own_reactor_run_can_use_clockwork_spawn_tasks() -> (
     None
 ):
-    child = run_child(
-        """
-        import untwisted, clockwork
-        from twisted.internet import defer, reactor
-
-        def job(n):
-            yield clockwork.sleep(0.01)
-            value = yield defer.succeed(n)
-            yield
-            return value * 2
-
-        def main():
-            a, b = clockwork.spawn(job(1)), clockwork.spawn(job(2))
-            print((yield clockwork.gather(a.deferred, b.deferred)))
-            try:
-                untwisted.run(clockwork.sleep(1))
-            except untwisted.ReentrancyError as e:
-                print("ReentrancyError:", e)
-            reactor.stop()
-
-        clockwork.spawn(main())
-        reactor.run()
-        print("after reactor.run()")
-        """
-    )
+    child = run_program("driver", "own-reactor-run")
     assert child.returncode == 0, child.stderr
     lines = child.stdout.splitlines()
     assert lines[0] == "[2, 4]"
@@ -660,20 +566,7 @@ def test_a_program_that_calls_its_own_reactor_run_can_use_clockwork_spawn_tasks(
 
 @pytest.mark.slow
 def test_a_reactor_first_driven_from_a_thread_belongs_to_that_thread() -> None:
-    child = run_child(
-        """
-        import threading, untwisted, clockwork
-        def worker():
-            print(untwisted.run(clockwork.sleep(0.01)), flush=True)
-        thread = threading.Thread(target=worker)
-        thread.start()
-        thread.join(30)
-        try:
-            untwisted.run(clockwork.sleep(0.01))
-        except untwisted.ForeignThreadError:
-            print("ForeignThreadError")
-        """
-    )
+    child = run_program("driver", "thread-first")
     assert child.returncode == 0, child.stderr
     assert child.stdout == "None\nForeignThreadError\n"
 
