@@ -25,6 +25,7 @@ from tests.support import (
     child_env,
     gone_within,
     marked_processes,
+    program_child,
     python_child,
     readable,
     unique_token,
@@ -32,18 +33,6 @@ from tests.support import (
 
 # Every test signals a child Python (a fresh interpreter each).
 pytestmark = pytest.mark.slow
-
-_BLOCKING_SCRIPT = """
-import sys, clockwork, procwork, untwisted
-marker = sys.argv[1]
-proc = procwork.spawn(["sh", "-c", "sleep 300", marker])
-started = False
-while True:
-    untwisted.run(clockwork.sleep(0.05))
-    if not started:  # the reactor runs now: untwisted's handlers are in place
-        print(proc.pid, flush=True)
-        started = True
-"""
 
 
 @pytest.mark.parametrize(
@@ -62,7 +51,7 @@ def test_a_fatal_signal_terminates_the_children_and_exits_128_plus_n(
     signum: int,
 ) -> None:
     """The script exits 128+N and its child is gone, not orphaned."""
-    with python_child(_BLOCKING_SCRIPT, unique_token()) as script:
+    with program_child("fatal_signals", "blocking", unique_token()) as script:
         assert script.stdout is not None
         assert readable(script.stdout, 30), "the script did not start its child"
         child_pid = int(script.stdout.readline())
@@ -74,18 +63,7 @@ def test_a_fatal_signal_terminates_the_children_and_exits_128_plus_n(
 
 def test_a_handler_the_program_installed_itself_is_kept() -> None:
     """procwork never replaces a program's own SIGHUP handler."""
-    code = """
-    import signal, sys, clockwork, procwork, untwisted
-    hups = []
-    signal.signal(signal.SIGHUP, lambda signum, frame: hups.append(signum))
-    proc = procwork.spawn(["sh", "-c", "sleep 300", sys.argv[1]])
-    print(proc.pid, flush=True)
-    while not hups:
-        untwisted.run(clockwork.sleep(0.05))
-    print("handled", flush=True)
-    untwisted.run(proc.terminate(), timeout=30)
-    """
-    with python_child(code, unique_token()) as script:
+    with program_child("fatal_signals", "own-handler", unique_token()) as script:
         assert script.stdout is not None
         assert readable(script.stdout, 30)
         child_pid = int(script.stdout.readline())
@@ -128,10 +106,8 @@ def test_a_signal_the_program_was_started_ignoring_stays_ignored() -> None:
     The script lives on after the hang-up, its child too, and the next
     fatal signal (SIGTERM) still ends both, with status 128 + 15.
     """
-    with python_child(
-        "import signal\nsignal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
-        f"exec({_BLOCKING_SCRIPT!r})",
-        unique_token(),
+    with program_child(
+        "fatal_signals", "blocking", unique_token(), "--ignore-hup"
     ) as script:
         assert script.stdout is not None
         assert readable(script.stdout, 30), "the script did not start its child"
@@ -147,22 +123,6 @@ def test_a_signal_the_program_was_started_ignoring_stays_ignored() -> None:
 
 # -- a signal landing while the reactor starts --------------------------------
 
-_SIGTERM_AT_STARTUP = """
-import os, signal, sys
-from twisted.internet import reactor
-import procwork, untwisted
-reactor.addSystemEventTrigger(
-    sys.argv[1], "startup", lambda: os.kill(os.getpid(), signal.SIGTERM)
-)
-try:
-    untwisted.run(procwork.run(["sleep", "0.2"]), timeout=30)
-    print("not interrupted", flush=True)
-except SystemExit as e:
-    print("interrupted", e.code, flush=True)
-result = untwisted.run(procwork.run(["echo", "still here"]), timeout=30)
-print(result.describe(), result.stdout.decode().strip(), flush=True)
-"""
-
 
 @pytest.mark.parametrize("phase", ["before", "during", "after"])
 def test_a_sigterm_while_the_reactor_starts_is_raised_and_the_reactor_runs_on(
@@ -173,7 +133,7 @@ def test_a_sigterm_while_the_reactor_starts_is_raised_and_the_reactor_runs_on(
     the program's SystemExit(143), raised from the run that started the
     reactor; it is neither swallowed nor a stop of the reactor, and the next
     run works (it is not refused as reentrant)."""
-    with python_child(_SIGTERM_AT_STARTUP, phase) as script:
+    with program_child("fatal_signals", "sigterm-at-startup", phase) as script:
         out, err = script.communicate(timeout=60)
     assert out.splitlines() == ["interrupted 143", "exited 0 still here"], err
 
