@@ -27,7 +27,14 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 import clockwork
 import procwork
 import untwisted
-from tests.support import PY, alive, drive_until, python_child, readable, wait
+from tests.support import (
+    PY,
+    alive,
+    drive_until,
+    program_child,
+    readable,
+    wait,
+)
 
 # These tests are not about load: a busy test machine must not queue them.
 pytestmark = pytest.mark.usefixtures("no_load_gate")
@@ -376,30 +383,11 @@ def test_clockwork_timeout_kills_the_process(tmp_path: Path) -> None:
 
 # -- program exit, SIGTERM, Ctrl-C: in a child Python ----------------------------------
 
-# Starts "sleep 60" with a "sleep 60" grandchild through procwork, prints
-# both pids, then (unless told to exit) blocks waiting for it.
-PROGRAM = textwrap.dedent(
-    """
-    import sys
-    import procwork, untwisted
-    mode = sys.argv[1]
-    proc = procwork.spawn(["sh", "-c", "sleep 60 & echo $!; exec sleep 60"])
-    if mode == "never-drove-the-reactor":
-        print(proc.pid, flush=True)
-        sys.exit(0)
-    grandchild = int(untwisted.run(proc.readline(), timeout=30))
-    print(proc.pid, grandchild, flush=True)
-    if mode == "exit":
-        sys.exit(0)
-    print("ready", flush=True)
-    untwisted.run(proc.wait(), timeout=60)
-    """
-)
-
 
 def run_program(mode: str, signum: int | None = None) -> tuple[int, list[int]]:
-    """Run PROGRAM; send it ``signum`` when ready; its exit code and pids."""
-    with python_child(PROGRAM, mode) as child:
+    """Run tests/programs/exits.py in ``mode``; send it ``signum`` when ready;
+    its exit code and pids."""
+    with program_child("exits", mode) as child:
         assert child.stdout is not None
         assert readable(child.stdout, 30), "the program printed nothing"
         pids = [int(p) for p in child.stdout.readline().split()]
