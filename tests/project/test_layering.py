@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support import ROOT, run_child
+from tests.support import ROOT, run_program
 
 PACKAGES = ("untwisted", "clockwork", "procwork")
 
@@ -518,22 +518,7 @@ def test_only_procwork_reactor_imports_the_global_reactor() -> None:
 @pytest.mark.slow
 def test_importing_procwork_imports_neither_the_supervisor_nor_the_monitor() -> None:
     """The process core loads alone; the moved names still resolve, on use."""
-    code = textwrap.dedent(
-        """
-        import sys
-        import procwork
-        rooms = ("procwork.supervisor", "procwork.monitor", "procwork.cli")
-        loaded = sorted(m for m in sys.modules if m.startswith(rooms))
-        assert not loaded, loaded
-        assert "twisted.runner.procmon" not in sys.modules
-        assert "twisted.conch" not in sys.modules  # until a run names a host
-        from procwork import Monitor, Supervisor
-        import procwork.monitor, procwork.supervisor
-        assert Monitor is procwork.monitor.Monitor
-        assert Supervisor is procwork.supervisor.Supervisor
-        """
-    )
-    child = run_child(code)
+    child = run_program("core_alone")
     assert child.returncode == 0, child.stderr
 
 

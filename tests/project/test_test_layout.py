@@ -13,6 +13,7 @@ another, and running one module never runs another's import side effects.
 from __future__ import annotations
 
 import ast
+import itertools
 import textwrap
 import tomllib
 from pathlib import Path
@@ -67,6 +68,64 @@ def imports_of_test_modules(source: str, path: str) -> list[str]:
     return [line for line in found if is_test_module(line.rpartition(" ")[2])]
 
 
+MAX_PROGRAM_LINES = 10
+"""The longest program (non-blank lines) a test may give ``python -c`` in a
+string; a longer one is a module of tests/programs, which ruff and mypy read."""
+
+RUNS_CODE = {"run_child", "python_child"}
+"""The helpers of tests.support that run a string of code in a child Python."""
+
+
+def _string(node: ast.expr | None, strings: dict[str, str]) -> str | None:
+    """The text ``node`` evaluates to, if it is made of literals: a string, a
+    name bound to one, ``textwrap.dedent(...)`` of one, a concatenation, an
+    f-string's literal parts."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.Name):
+        return strings.get(node.id)
+    if isinstance(node, ast.Call) and ast.unparse(node.func) == "textwrap.dedent":
+        return _string(node.args[0] if node.args else None, strings)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        parts = [_string(node.left, strings), _string(node.right, strings)]
+        return "".join(p for p in parts if p is not None) or None
+    if isinstance(node, ast.JoinedStr):
+        return "".join(_string(v, strings) or "" for v in node.values)
+    return None
+
+
+def programs_in_strings(source: str, path: str) -> list[str]:
+    """``path:line: N lines`` for every program longer than
+    :data:`MAX_PROGRAM_LINES` that ``source`` runs from a string: given to
+    ``run_child``/``python_child`` or after ``"-c"`` in a command line."""
+    tree = ast.parse(source, path)
+    strings: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if isinstance(target, ast.Name):
+                text = _string(node.value, strings)
+                if text is not None:
+                    strings[target.id] = text
+    found = []
+    for node in ast.walk(tree):
+        code: ast.expr | None = None
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in RUNS_CODE:
+            code = node.args[0] if node.args else None
+        elif isinstance(node, ast.List | ast.Tuple):
+            items = node.elts
+            for before, item in itertools.pairwise(items):
+                if isinstance(before, ast.Constant) and before.value == "-c":
+                    code = item
+        text = _string(code, strings)
+        if text is None:
+            continue
+        lines = [line for line in textwrap.dedent(text).splitlines() if line.strip()]
+        if len(lines) > MAX_PROGRAM_LINES:
+            found.append(f"{path}:{node.lineno}: {len(lines)} lines")
+    return found
+
+
 def python_files() -> list[Path]:
     """The Python files of the tests and the benchmarks."""
     return sorted([*TESTS.rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")])
@@ -103,6 +162,40 @@ def test_an_import_of_a_test_module_is_found_wherever_it_is_written() -> None:
         "t.py:6: .test_e2e",
         "t.py:7: .conftest",
         "t.py:10: tests.procwork.test_lifeline",
+    ]
+
+
+def test_a_program_a_test_runs_in_a_child_python_is_a_module_when_it_is_long() -> None:
+    """A child's program of more than ten lines is a module of tests/programs
+    (``tests.support.program``), where ruff and mypy read it, not a string."""
+    found = []
+    for path in sorted(TESTS.rglob("*.py")):
+        where = path.relative_to(ROOT).as_posix()
+        found.extend(programs_in_strings(path.read_text(encoding="utf-8"), where))
+    assert found == []
+
+
+def test_a_long_program_in_a_string_is_found_however_it_is_handed_over() -> None:
+    """The check above sees run_child, python_child and ``-c`` in a command
+    line, with the code inline, in a name, dedented or concatenated."""
+    long = "\n".join(f"x{i} = {i}" for i in range(11))
+    short = "\n".join(f"x{i} = {i}" for i in range(10))
+    source = textwrap.dedent(
+        f"""
+        LONG = {long!r}
+        SHORT = {short!r}
+        run_child(LONG)
+        run_child(SHORT)
+        with python_child(textwrap.dedent(LONG), "arg"):
+            pass
+        subprocess.run([PY, "-c", "import os\\n" + SHORT, "arg"])
+        subprocess.run([PY, "-c", SHORT])
+        """
+    )
+    assert programs_in_strings(source, "t.py") == [
+        "t.py:4: 11 lines",
+        "t.py:6: 11 lines",
+        "t.py:8: 11 lines",
     ]
 
 
