@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import attrs
 import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 
 from procwork import ConfigError, Result
 from procwork.monitor import AlertSpec
@@ -251,7 +252,9 @@ class FakeRun:
 def pager(run: FakeRun, **limits: int) -> AlertDispatcher:
     """A command alert named ``page``, run by ``run``."""
     return AlertDispatcher(
-        [AlertSpec("page", command="pager", **limits)], reactor=Clock(), run=run
+        [AlertSpec("page", command="pager", **cast(dict[str, Any], limits))],
+        reactor=Clock(),
+        run=run,
     )
 
 
@@ -264,14 +267,14 @@ def storm(alerts: AlertDispatcher, count: int, first: int = 0) -> None:
 def warnings() -> Any:
     """The alerts' warnings logged so far in the test, when called."""
     logged: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(logged.append)
+    globalLogPublisher.addObserver(cast(ILogObserver, logged.append))
     yield lambda: [
         e
         for e in logged
         if e.get("log_namespace") == "procwork.alerts"
         and e["log_level"] == LogLevel.warn
     ]
-    globalLogPublisher.removeObserver(logged.append)
+    globalLogPublisher.removeObserver(cast(ILogObserver, logged.append))
 
 
 def test_a_storm_of_events_runs_at_most_max_in_flight_and_the_rest_in_order() -> None:
@@ -523,7 +526,7 @@ def test_a_rule_that_sent_a_signal_has_matched_and_acted() -> None:
 def test_over_its_console_rate_a_services_lines_are_counted_not_logged() -> None:
     clock = Clock()
     logged: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(logged.append)
+    globalLogPublisher.addObserver(cast(ILogObserver, logged.append))
     try:
         output = ServiceOutput(
             ServiceSpec("yes", ["yes"], console_rate=10), clock.seconds, lambda: 9
@@ -532,7 +535,7 @@ def test_over_its_console_rate_a_services_lines_are_counted_not_logged() -> None
         clock.advance(1)
         output.received(1, b"y\n" * 1000)
     finally:
-        globalLogPublisher.removeObserver(logged.append)
+        globalLogPublisher.removeObserver(cast(ILogObserver, logged.append))
     lines = [e for e in logged if e.get("line") == "y"]
     notes = [e for e in logged if "dropped" in e]
     # 10 at first, 10 after a second; the rest counted in between.
@@ -594,7 +597,7 @@ def test_the_page_shows_how_many_events_each_alert_has_queued_and_dropped() -> N
 
 def test_a_text_line_has_date_time_level_source_and_message() -> None:
     out = io.StringIO()
-    observe = text_observer(out)
+    observe = cast(Callable[[dict[str, Any]], None], text_observer(out))
     observe(
         {
             "log_time": 0.5,

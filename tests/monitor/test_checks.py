@@ -804,4 +804,5 @@ def test_bad_alert_keys_of_a_check_are_rejected(
     key: str, value: object, message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        CheckSpec("disk", "df", every=10, **{key: value})
+        fields: dict[str, Any] = {key: value}
+        CheckSpec("disk", "df", every=10, **fields)

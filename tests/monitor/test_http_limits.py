@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
@@ -29,7 +29,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from procwork.monitor._http import MAX_BODY, Guard, StatusSite
 from procwork.monitor._metrics import http_metrics
 from procwork.monitor._protocol import MAX_DEPTH, ok
-from tests.support import drive_until, wait
+from tests.support import drive_until, global_reactor, wait
 from tests.support.http import Exchange, endless, once, post, talk
 
 TOKEN = "s3cret-token-of-some-length"
@@ -44,7 +44,7 @@ ONE_READ = 65536
 
 class _Counting(ProtocolWrapper):
     def dataReceived(self, data: bytes) -> None:
-        self.factory.read += len(data)  # type: ignore[attr-defined]
+        cast(_CountingFactory, self.factory).read += len(data)
         super().dataReceived(data)
 
 
@@ -72,7 +72,7 @@ class Served:
 def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Served]]:
     """Starts sites (control on with TOKEN unless told otherwise); every
     temporary file made while they run is recorded (none should be)."""
-    from twisted.internet import reactor
+    reactor = global_reactor()
 
     ports: list[Any] = []
     made: list[str] = []

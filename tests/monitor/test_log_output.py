@@ -97,7 +97,12 @@ def write_lines(writer: LogWriter, lines: list[bytes]) -> None:
     """Hand ``lines`` to ``writer`` in a thread that must finish within 30 s
     (a write that blocked would not); then run what the thread handed to
     the reactor (``callFromThread``)."""
-    error = raised_in_thread(lambda: [writer.write_line(line) for line in lines], 30)
+
+    def write() -> None:
+        for line in lines:
+            writer.write_line(line)
+
+    error = raised_in_thread(write, 30)
     assert error is None
     writer._reactor.advance(0)  # type: ignore[attr-defined]
 

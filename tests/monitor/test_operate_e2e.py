@@ -261,7 +261,11 @@ print("noted", env["PROCWORK_NAME"])
 ''']
         """
     )
-    env = wait_for("the command's file", lambda: out.exists() and out.read_text())
+
+    def written() -> str | None:
+        return out.read_text() if out.exists() else None
+
+    env = wait_for("the command's file", written)
     got = json.loads(env)
     assert got["PROCWORK_EVENT"] == "service.exited"
     assert got["PROCWORK_KIND"] == "service"

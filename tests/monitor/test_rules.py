@@ -136,7 +136,7 @@ def test_a_negative_threshold_is_rejected_naming_the_rule_and_the_field(
 def test_a_threshold_that_is_not_a_number_is_rejected() -> None:
     """A config file giving "300" instead of 300 is caught at once."""
     with pytest.raises(ConfigError, match=r"rule 'cgi': max_age must be a number"):
-        Rule("cgi", process_name="perl", max_age="300")  # type: ignore[arg-type]
+        Rule("cgi", process_name="perl", max_age="300")
 
 
 def test_an_unknown_action_is_rejected_naming_the_choices() -> None:
@@ -169,7 +169,7 @@ def test_rule_errors_are_ValueErrors_too() -> None:
 
 def test_allowed_pids_from_a_config_list_are_kept_as_a_frozenset() -> None:
     """A TOML list of pids is accepted; a pid that is not positive is not."""
-    rule = Rule("x", process_name="a", max_age=1, allow_pids=[1, 2])  # type: ignore[arg-type]
+    rule = Rule("x", process_name="a", max_age=1, allow_pids=[1, 2])
     assert rule.allow_pids == frozenset({1, 2})
     with pytest.raises(ConfigError, match=r"rule 'x': allow_pids must hold positive"):
         Rule("x", process_name="a", max_age=1, allow_pids=frozenset({0}))

@@ -315,10 +315,12 @@ def test_a_real_monitor_says_ready_pings_sends_none_while_stopped_and_says_stopp
         monitor.expect(r"\[env stdout\] NOTIFY_SOCKET=None$")
         monitor.expect(r"\[env stdout\] WATCHDOG_USEC=None$")
         pings: list[str] = []
-        wait_for(
-            "5 watchdog pings",
-            lambda: pings.extend(received(sock, 1)) or pings.count("WATCHDOG=1") >= 5,
-        )
+
+        def five_pings() -> bool:
+            pings.extend(received(sock, 1))
+            return pings.count("WATCHDOG=1") >= 5
+
+        wait_for("5 watchdog pings", five_pings)
         assert all(m.startswith(("WATCHDOG=1", "STATUS=")) for m in pings)
         # A stopped monitor (its reactor cannot run) sends nothing: systemd
         # would kill it after WatchdogSec.
@@ -328,10 +330,12 @@ def test_a_real_monitor_says_ready_pings_sends_none_while_stopped_and_says_stopp
         assert received(sock, 1.5) == []  # 15 pings due meanwhile
         monitor.proc.send_signal(signal.SIGCONT)
         again: list[str] = []
-        wait_for(
-            "pings again",
-            lambda: again.extend(received(sock, 1)) or "WATCHDOG=1" in again,
-        )
+
+        def pinged_again() -> bool:
+            again.extend(received(sock, 1))
+            return "WATCHDOG=1" in again
+
+        wait_for("pings again", pinged_again)
         # The stop was a blocked turn as the reactor sees it: said once.
         monitor.expect(
             r"WARN  \[monitor\] the monitor's reactor was blocked for at least"

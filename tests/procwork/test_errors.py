@@ -547,11 +547,12 @@ def test_an_unusable_argument_raises_at_the_call_naming_it_and_starts_nothing(
     func: str, args: Any, kwargs: dict[str, Any], error: type[Exception], message: str
 ) -> None:
     scheduler = procwork.scheduler()
-    started, timers = scheduler.started, len(scheduler.reactor.getDelayedCalls())
+    reactor: Any = scheduler.reactor  # the global one: it lists its delayed calls
+    started, timers = scheduler.started, len(reactor.getDelayedCalls())
     with pytest.raises(error, match=rf"^procwork.{func}\('true'\): {message}$"):
         getattr(procwork, func)(args, **kwargs)
     assert scheduler.started == started
-    assert len(scheduler.reactor.getDelayedCalls()) == timers
+    assert len(reactor.getDelayedCalls()) == timers
 
 
 @pytest.mark.parametrize(("args", "kwargs", "error", "message"), BAD_COMMANDS)

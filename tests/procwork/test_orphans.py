@@ -134,7 +134,8 @@ def test_stopping_unhooks_from_twisted_and_cancels_every_timer() -> None:
     reaper = _orphans.OrphanReaper(clock)
     reaper.start()
     reaper.stop()
-    assert _orphans._HOOK_KEY not in twisted_process.reapProcessHandlers
+    table: dict[Any, Any] = twisted_process.reapProcessHandlers
+    assert _orphans._HOOK_KEY not in table
     assert clock.getDelayedCalls() == []
     reaper.request_sweep()
     assert clock.getDelayedCalls() == []

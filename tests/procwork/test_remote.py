@@ -16,10 +16,11 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.python.failure import Failure
 
 import procwork
 from procwork import _remote
@@ -89,6 +90,12 @@ def kill_marked(marker: str) -> None:
     for pid in remote_marker_pids(marker):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def after(seconds: float) -> Callable[[], bool]:
+    """A condition that holds once ``seconds`` have passed from now."""
+    deadline = time.monotonic() + seconds
+    return lambda: time.monotonic() > deadline
 
 
 def sleeper_tree(
@@ -277,8 +284,7 @@ def test_cancelling_at_any_moment_never_hangs_nor_leaves_anything(sshd: Sshd) ->
     for i in range(100):
         proc = procwork.spawn(sleeper_tree(marker), grace=1, **on(sshd))
         procs.append(proc)
-        deadline = time.monotonic() + (i % 10) * 0.01
-        drive_until(lambda deadline=deadline: time.monotonic() > deadline, 1)
+        drive_until(after((i % 10) * 0.01), 1)
         proc.terminate()
     done = DeferredList([p.wait() for p in procs], consumeErrors=True)
     outcomes = wait(done, 60)
@@ -310,7 +316,12 @@ def test_200_concurrent_runs_share_one_connection(sshd: Sshd) -> None:
             procwork.run(["echo", str(i)], scheduler=scheduler, **on(sshd))
             for i in range(200)
         ]
-        drive_until(lambda: seen.append(sshd.established()) or False, 1)
+
+        def count_connections() -> bool:
+            seen.append(sshd.established())
+            return False
+
+        drive_until(count_connections, 1)
         results = wait(DeferredList(runs, fireOnOneErrback=True), 240)
     finally:
         pool.max_sessions = saved
@@ -477,7 +488,11 @@ def test_a_connection_dropped_at_any_moment_fails_every_run_on_it(
                 return False
 
             assert drive_until(lambda: bool(serving()), 60)
-            drive_until(lambda r=runs: drop() or all(d.called for d in r), 30)
+
+            def ended(runs: list[Deferred[procwork.Result]] = runs) -> bool:
+                return drop() or all(d.called for d in runs)
+
+            drive_until(ended, 30)
             outcomes = wait(DeferredList(runs, consumeErrors=True), 10)
             for ok, outcome in outcomes:
                 assert ok or outcome.check(procwork.RemoteError), outcome
@@ -597,7 +612,9 @@ def test_a_timed_out_run_on_a_silent_connection_returns_on_time_and_its_tree_die
         **on(own_sshd),
     )
     try:
-        assert drive_until(lambda: len(remote_marker_pids(marker)) >= 3 and lines, 60)
+        assert drive_until(
+            lambda: len(remote_marker_pids(marker)) >= 3 and bool(lines), 60
+        )
         stopped = sorted(own_sshd.server_pids())  # every sshd of the connection
         for pid in stopped:
             os.kill(pid, signal.SIGSTOP)
@@ -629,12 +646,11 @@ def test_no_remote_process_survives_its_sessions_sshd_being_killed(
         marker = unique_token()
         proc = procwork.spawn(sleeper_tree(marker), stdin=stdin, **on(own_sshd))
         try:
-            assert drive_until(
-                lambda p=proc, m=marker: (
-                    p.pid is not None and len(remote_marker_pids(m)) >= 3
-                ),
-                60,
-            )
+
+            def tree_runs(p: procwork.Process = proc, m: str = marker) -> bool:
+                return p.pid is not None and len(remote_marker_pids(m)) >= 3
+
+            assert drive_until(tree_runs, 60)
             assert proc.pid is not None
             os.kill(own_sshd.session_of(proc.pid), signal.SIGKILL)
             with pytest.raises(procwork.RemoteConnectionLost):
@@ -667,6 +683,7 @@ def test_the_wrapper_kills_the_tree_when_its_sshd_dies_with_no_client_to_help(
         """
     try:
         with python_child(code) as client:
+            assert client.stdout is not None
             assert readable(client.stdout, 60), client.stderr
             leader = int(client.stdout.readline())
 
@@ -819,7 +836,7 @@ def test_a_silent_connection_delays_a_timed_out_run_by_kill_wait_at_most(
     host.clock.advance(0.999)
     assert not done.called
     host.clock.advance(0.001)
-    result = done.result
+    result = cast(procwork.Result, done.result)
     assert result.timed_out and result.returncode is None and result.pid == 4242
     assert result.stdout == b"started\n"
     assert host.scheduler.running == 0
@@ -875,7 +892,7 @@ def test_a_run_given_up_before_its_group_id_came_has_it_killed_when_it_comes(
     proc.kill()
     assert first.kills() == []
     host.clock.advance(_remote.KILL_WAIT)
-    result = done.result
+    result = cast(procwork.Result, done.result)
     assert result.returncode is None and result.pid is None and not result.timed_out
     assert result.describe() == "sent SIGKILL, exit status unknown"
     channel.extReceived(1, channel.marker + b" 4242\n")
@@ -897,7 +914,7 @@ def test_the_groups_of_a_lost_connections_runs_get_sigterm_then_sigkill_elsewher
     host.started(first, channel, 4242)
     host.connections[0].connection_lost("Connection lost.")
     channel.closed()  # what conch does next
-    assert isinstance(done.result.value, procwork.RemoteConnectionLost)
+    assert isinstance(cast(Failure, done.result).value, procwork.RemoteConnectionLost)
     done.addErrback(lambda _: None)
     second = host.ready(1)
     assert second.kills() == [
@@ -1078,9 +1095,9 @@ def test_the_watcher_sees_its_session_end_however_soon_it_ends(watch: str) -> No
                 g for g in groups if group_members(g)
             ]
     finally:
-        for pgid in groups:
+        for group in groups:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+                os.killpg(group, signal.SIGKILL)
 
 
 def test_the_watcher_leaves_alone_what_a_finished_command_left_running() -> None:

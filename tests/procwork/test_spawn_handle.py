@@ -81,10 +81,10 @@ def test_the_state_of_a_Process_is_a_RunState_equal_to_its_old_words() -> None:
     strings of earlier versions ("running", "exited") still works."""
     proc = started(procwork.spawn(["cat"]))
     assert proc.state is procwork.RunState.RUNNING
-    assert proc.state == "running"
+    assert proc.state == "running"  # type: ignore[comparison-overlap]  # a str enum
     proc.close_stdin()
     wait(proc.wait())
-    assert proc.state is procwork.RunState.EXITED
+    assert proc.state is procwork.RunState.EXITED  # type: ignore[comparison-overlap]
     assert proc.state == "exited" and f"{proc.state}" == "exited"
 
 

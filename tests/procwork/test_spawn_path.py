@@ -225,7 +225,7 @@ def running_transport(proc: procwork.Process) -> GroupProcess:
     assert drive_until(lambda: proc._transport is not None, 30), f"{proc!r}"
     transport = proc._transport
     assert transport is not None
-    return transport
+    return cast(GroupProcess, transport)
 
 
 def stale_event(selectable: Any, event: int) -> None:
@@ -294,7 +294,7 @@ class _LosesConnectionAsItExits(ProcessProtocol):
 
     def processExited(self, reason: Failure) -> None:
         assert self.transport is not None
-        self.transport.loseConnection()
+        cast(Any, self.transport).loseConnection()  # a zope interface to mypy
 
     def childConnectionLost(self, childFD: int) -> None:
         self.lost.append(childFD)
@@ -381,7 +381,7 @@ def test_the_ends_of_one_turn_are_told_next_turn_in_order_with_one_queued_call()
     on the turn after (Twisted logs the exception)."""
     from procwork._spawn import _DueEnds
 
-    reactor, told = _TurnReactor(), []
+    reactor, told = _TurnReactor(), list[str]()
     due = _DueEnds(reactor)
     for name, fails in (("a", False), ("b", True), ("c", False), ("d", False)):
         due.add(cast(GroupProcess, _Ended(name, told, fails)))
@@ -396,7 +396,7 @@ def test_the_ends_of_one_turn_are_told_next_turn_in_order_with_one_queued_call()
 def test_ends_left_when_the_reactor_stops_are_told_at_its_shutdown() -> None:
     from procwork._spawn import _DueEnds
 
-    reactor, told = _TurnReactor(), []
+    reactor, told = _TurnReactor(), list[str]()
     due = _DueEnds(reactor)
     due.add(cast(GroupProcess, _Ended("a", told)))
     reactor.running = False

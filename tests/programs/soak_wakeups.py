@@ -50,7 +50,8 @@ def main() -> None:
             time.sleep(delay)
             return value
 
-        return threads.deferToThread(later)
+        d: Deferred[int] = threads.deferToThread(later)
+        return d
 
     def from_thread(value: int, delay: float) -> Deferred[int]:
         d: Deferred[int] = Deferred()
@@ -58,7 +59,8 @@ def main() -> None:
         return d
 
     def from_timer(value: int, delay: float) -> Deferred[int]:
-        return task.deferLater(reactor, delay, lambda: value)
+        d: Deferred[int] = task.deferLater(reactor, delay, lambda: value)
+        return d
 
     class PipeReader:
         # A pipe whose write end a thread writes to: the result is I/O.

@@ -201,8 +201,8 @@ def imports_in(source: str, path: str, known: frozenset[str]) -> Iterator[Import
             else:
                 target = "<by name>"
             yield Import(path, node.lineno, target, lazy, typing)
-        for child in ast.iter_child_nodes(node):
-            yield from visit(child, lazy, typing)
+        for inner in ast.iter_child_nodes(node):
+            yield from visit(inner, lazy, typing)
 
     yield from visit(tree, False)
 

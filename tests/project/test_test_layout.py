@@ -50,7 +50,7 @@ def imports_of_test_modules(source: str, path: str) -> list[str]:
     Imports inside functions count (a child Python's program imports too), and
     so do ``from tests.x import test_y`` and relative imports.
     """
-    found = []
+    found: list[str] = []
     nodes = sorted(
         (n for n in ast.walk(ast.parse(source, path)) if isinstance(n, ast.stmt)),
         key=lambda n: n.lineno,
@@ -109,6 +109,8 @@ def programs_in_strings(source: str, path: str) -> list[str]:
                     strings[target.id] = text
     found = []
     for node in ast.walk(tree):
+        if not isinstance(node, ast.expr):
+            continue
         code: ast.expr | None = None
         if isinstance(node, ast.Call) and ast.unparse(node.func) in RUNS_CODE:
             code = node.args[0] if node.args else None

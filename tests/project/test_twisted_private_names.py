@@ -20,7 +20,7 @@ import importlib
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import twisted
@@ -213,7 +213,7 @@ def instances() -> Iterator[dict[str, Any]]:
     try:
         yield {
             "process": proc._transport,
-            "procmon": ProcessMonitor(reactor=MemoryReactorClock()),
+            "procmon": ProcessMonitor(reactor=cast(Any, MemoryReactorClock())),
             "reactor": reactor,
             "http_channel": _channel_with_a_head_in(),
         }
@@ -237,9 +237,9 @@ def test_the_channel_knows_the_method_and_target_when_the_head_is_in() -> None:
     from twisted.internet.testing import StringTransport
     from twisted.web.http import HTTPChannel
 
-    seen: list[tuple[bytes, bytes, int | None]] = []
+    seen: list[tuple[object, object, object]] = []
 
-    class Looking(HTTPChannel):  # type: ignore[misc]
+    class Looking(HTTPChannel):
         def allHeadersReceived(self) -> None:
             seen.append((self._command, self._path, self.length))
             super().allHeadersReceived()
@@ -308,13 +308,13 @@ def test_procmon_still_routes_every_exit_through_monitoredProcessExited() -> Non
 
     seen: list[tuple[str, object]] = []
 
-    class Recording(ProcessMonitor):  # type: ignore[misc]
+    class Recording(ProcessMonitor):
         def _monitoredProcessExited(
             self, name: str, reason: Failure | None = None
         ) -> None:
             seen.append((name, reason))
 
-    monitor = Recording(reactor=MemoryReactorClock())
+    monitor = Recording(reactor=cast(Any, MemoryReactorClock()))
     protocol = LoggingProtocol()
     protocol.service = monitor
     protocol.name = "svc"

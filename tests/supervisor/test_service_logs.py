@@ -18,11 +18,11 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 
 from procwork.supervisor import (
     LogStats,
@@ -99,7 +99,7 @@ def test_a_log_file_that_cannot_be_opened_is_reported_and_the_service_runs(
         start_seconds=0,
     )
     logged: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(logged.append)
+    globalLogPublisher.addObserver(cast(ILogObserver, logged.append))
     supervisor = Supervisor()
     supervisor.add(spec)
     supervisor.start()
@@ -107,7 +107,7 @@ def test_a_log_file_that_cannot_be_opened_is_reported_and_the_service_runs(
         wait(supervisor.wait_for("talk", "RUNNING"), 30)
         assert drive_until(lambda: any(e.get("line") == "hi" for e in logged), 30)
     finally:
-        globalLogPublisher.removeObserver(logged.append)
+        globalLogPublisher.removeObserver(cast(ILogObserver, logged.append))
         wait(supervisor.stop(), 30)
     [error] = [e for e in logged if e.get("log_level") == LogLevel.error]
     assert formatEvent(error) == (
@@ -281,9 +281,12 @@ def test_the_path_is_checked_at_most_once_a_second_not_at_every_write(
     log, _ = log_file(tmp_path / "web.log", clock)
     stats: list[object] = []
     real_stat = os.stat
-    monkeypatch.setattr(
-        os, "stat", lambda p, *a, **k: stats.append(p) or real_stat(p, *a, **k)
-    )
+
+    def counted_stat(p: Any, *a: Any, **k: Any) -> os.stat_result:
+        stats.append(p)
+        return real_stat(p, *a, **k)
+
+    monkeypatch.setattr(os, "stat", counted_stat)
     for _ in range(10):
         for _ in range(1000):
             log.write(b"line\n")

@@ -4,7 +4,8 @@ Every wait here is bounded: a helper that waits takes its bound as a
 parameter (or says its default), and returns False or fails the test when
 the bound passes instead of hanging the run.
 
-- Blocking on the global reactor: :func:`wait`, :func:`drive_until`.
+- Blocking on the global reactor: :func:`wait`, :func:`drive_until`;
+  the reactor itself, typed: :func:`global_reactor`.
 - The global scheduler without its load gate: :func:`no_load_limit`.
 - Load: :func:`cpu_load`.
 - Real processes: :func:`alive`, :func:`gone_within`, :func:`sigkill_leftovers`,
@@ -66,6 +67,17 @@ ROOT = Path(__file__).resolve().parents[2]
 def wait(x: object, seconds: float = 30) -> Any:
     """Block on ``x`` (a Deferred, coroutine or generator) for at most ``seconds``."""
     return untwisted.run(x, timeout=seconds)
+
+
+def global_reactor() -> Any:
+    """Twisted's global reactor (the default one is installed if none is).
+
+    Typed ``Any``: mypy reads ``from twisted.internet import reactor`` as
+    the module ``twisted.internet.reactor``, not the reactor it becomes.
+    """
+    from twisted.internet import reactor
+
+    return reactor
 
 
 def drive_until(done: Callable[[], bool], timeout: float) -> bool:

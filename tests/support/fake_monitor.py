@@ -97,6 +97,7 @@ class FakeFactory:
         cwd: str | None,
         nice: int,
         stdin: bool,
+        **credentials: Any,
     ) -> FakeService:
         child = FakeService(self.clock, protocol, 500 + len(self.children))
         self.children.append(child)

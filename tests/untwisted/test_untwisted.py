@@ -575,8 +575,7 @@ def test_a_reactor_first_driven_from_a_thread_belongs_to_that_thread() -> None:
 def test_a_timed_out_run_waits_for_the_cleanups_its_cancel_started() -> None:
     """What cancelling set in motion (registered with linger) finishes before
     run() raises Timeout, so the blocking caller finds it done."""
-    from twisted.internet import reactor
-
+    reactor = _global_reactor()
     driver = untwisted.lowlevel.default_driver()
     cleaned: list[str] = []
 
@@ -593,8 +592,9 @@ def test_lingering_is_bounded_by_the_cleanup_timeout() -> None:
     """A cleanup that never finishes delays run()'s Timeout by at most
     cleanup_timeout, then the caller gets control back anyway."""
     reactor = ClockReactor()
+    hooks: list[object] = []
     driver = untwisted.lowlevel.Driver(
-        reactor, register_atexit=list().append, cleanup_timeout=0.1
+        reactor, register_atexit=hooks.append, cleanup_timeout=0.1
     )
     driver.linger(defer.Deferred())
     reactor.callLater(3600, lambda: None)  # something to wait for
@@ -615,7 +615,7 @@ def test_run_raises_timeout_whatever_the_cancel_makes_of_its_argument() -> None:
 
     reactor, driver, _ = fake_driver()
     reactor.callLater(100, lambda: None)  # something to wait for until expiry
-    gathered = gatherResults([Deferred(), Deferred()], consumeErrors=True)
+    gathered = gatherResults([Deferred[None](), Deferred[None]()], consumeErrors=True)
     with pytest.raises(untwisted.Timeout, match="did not finish within 5 s") as info:
         driver.run(gathered, timeout=5)
     assert isinstance(info.value.__cause__, FirstError)
