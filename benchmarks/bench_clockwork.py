@@ -110,9 +110,12 @@ def untwisted_round_trips() -> float:
 
 
 def untwisted_reactor_round_trips() -> float:
-    from twisted.internet import reactor, task
+    from twisted.internet import reactor as installed
+    from twisted.internet import task
 
     import untwisted
+
+    reactor: Any = installed  # mypy reads the module, not the reactor it is
 
     n = ROUND_TRIPS // 5
     started = time.perf_counter()

@@ -139,6 +139,7 @@ def main() -> None:
             walls[with_lifeline].append(wall)
             cpus[with_lifeline].append(cpu)
             if with_lifeline:
+                assert pid is not None  # set in the branch above
                 helper_cpus.append(helper_cpu(pid) - helper_before)
                 writes.append(writes_alone(pairs))
                 rss.append(helper_rss_kib(pid))

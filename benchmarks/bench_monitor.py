@@ -173,7 +173,7 @@ def procwork_monitor(
 
     config = procwork.monitor.parse_config(_monitor_config(max_running), "<bench>")
     monitor = procwork.monitor.Monitor(config)
-    reactor = monitor.supervisor.reactor
+    reactor: Any = monitor.supervisor.reactor  # the global one
     first_call: dict[str, float] = {}
     # (called, timer lateness, queued, timed out)
     runs: list[tuple[float, float, float, bool]] = []
@@ -308,19 +308,24 @@ def noisy_monitor(
     config = procwork.monitor.parse_config("\n".join(lines) + "\n", "<bench>")
     start_logging(False, open(os.devnull, "w"))  # noqa: SIM115 - for the run
     monitor = procwork.monitor.Monitor(config)
-    reactor = monitor.supervisor.reactor
+    reactor: Any = monitor.supervisor.reactor  # the global one
     first: list[float] = []
     runs: list[tuple[float, float]] = []  # (called, lateness incl. queue)
 
     def timed_run(argv: list[str], **kwargs: Any) -> Any:
         called = time.time()
-        start = first[0] if first else first.append(called) or called
+        if not first:
+            first.append(called)
+        start = first[0]
         k = math.floor((called - start) / NOISY_EVERY + 0.01)
         late = max(0.0, called - (start + k * NOISY_EVERY))
         d = procwork.run(argv, scheduler=monitor.scheduler, **kwargs)
-        return d.addCallback(
-            lambda result: runs.append((called, late + result.queued)) or result
-        )
+
+        def done(result: Any) -> Any:
+            runs.append((called, late + result.queued))
+            return result
+
+        return d.addCallback(done)
 
     monitor.checks = CheckRunner(config.checks, reactor=reactor, run=timed_run)
     window: dict[str, float] = {}
@@ -490,7 +495,9 @@ def main() -> int:
 
     print()
     reference_label = CONTENDERS[REFERENCE][0]
-    ratio_rows = [("asyncio / procwork", "own CPU", "start lateness p99")]
+    ratio_rows: list[tuple[str, ...]] = [
+        ("asyncio / procwork", "own CPU", "start lateness p99")
+    ]
     for name, (label, _) in CONTENDERS.items():
         if name == "asyncio":
             continue
@@ -541,7 +548,9 @@ def noisy_main(quick: bool, repeats: int, duration: float, warmup: float) -> int
         return statistics.median(s[key] for s in samples[name])
 
     print()
-    ratio_rows = [("over the check alone", "runs", "lateness p50", "lateness p99")]
+    ratio_rows: list[tuple[str, ...]] = [
+        ("over the check alone", "runs", "lateness p50", "lateness p99")
+    ]
     for name, (label, _) in NOISY_CONTENDERS.items():
         if name == "quiet":
             continue

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -62,7 +63,7 @@ def ssh_base(server: Sshd) -> list[str]:
 
 def procwork_round(server: Sshd, n: int) -> float:
     scheduler = procwork.Scheduler(max_running=CONCURRENCY, load=procwork.NoLoadLimit())
-    where = {
+    where: dict[str, Any] = {
         "host": server.host,
         "known_hosts": server.known_hosts,
         "identity": server.identity,

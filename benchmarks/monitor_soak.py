@@ -399,10 +399,10 @@ def full_disk(where: Path) -> Iterator[tuple[str, str]]:
             yield "/dev/full", f"/dev/full ({why})"
     finally:
         if mounted:
-            done = subprocess.run(
+            unmounted = subprocess.run(
                 ["umount", str(where)], capture_output=True, timeout=30
             )
-            if done.returncode:
+            if unmounted.returncode:
                 subprocess.run(["umount", "-l", str(where)], timeout=30)
 
 

@@ -130,7 +130,7 @@ def main() -> int:
         if time.monotonic() - started >= total:
             break
 
-    rows = [("scenario", "slices", *COLUMNS)]
+    rows: list[tuple[str, ...]] = [("scenario", "slices", *COLUMNS)]
     for name in SCENARIOS:
         rows.append((name, str(slices[name]), *(f"{sums[name][c]:,}" for c in COLUMNS)))
     rows.append(
