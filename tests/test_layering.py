@@ -82,6 +82,7 @@ ENCAPSULATED = ("untwisted", "clockwork")
 TWISTED_FREE = (
     "procwork/supervisor/_spec.py",
     "procwork/supervisor/_restart.py",
+    "procwork/supervisor/_order.py",
     "procwork/_validate.py",
     "procwork/_fields.py",
     "procwork/_format.py",
