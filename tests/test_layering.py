@@ -101,14 +101,14 @@ TWISTED_FREE = (
 
 #: The modules whose code names SIGKILL: the one kill escalation, the spawn
 #: transport (what is left of a group at the leader's exit; the last resort
-#: at interpreter exit) and the rules, which kill a frozen process tree
-#: member by member (timed by the escalation). Any other module stops a
+#: at interpreter exit) and the rules' tree-kill, which kills a frozen process
+#: tree member by member (timed by the escalation). Any other module stops a
 #: group through procwork._escalation.
 SIGKILL_SENDERS = frozenset(
     {
         "procwork/_escalation.py",
         "procwork/_spawn.py",
-        "procwork/monitor/_rules.py",
+        "procwork/monitor/_treekill.py",
         # The lifeline helper runs alone, after its program died, on the
         # standard library only (no reactor to escalate on): it has its own.
         "procwork/_lifeline_main.py",
