@@ -88,6 +88,7 @@ TWISTED_FREE = (
     "procwork/_format.py",
     "procwork/_reactor.py",
     "procwork/monitor/_configfiles.py",
+    "procwork/monitor/_events.py",
     "procwork/monitor/_didyoumean.py",
     "procwork/monitor/_toml.py",
     # A remote run's target, which a config's host = is checked with, and
