@@ -26,6 +26,11 @@ from procwork._errors import (
     NotExecutable,
     ProcessFailed,
     ProcworkError,
+    RemoteAuthError,
+    RemoteConnectionLost,
+    RemoteError,
+    RemoteHostKeyError,
+    RemoteUnreachable,
     SpawnError,
     Timeout,
 )
@@ -39,11 +44,6 @@ from procwork._waitfor import waitfor
 
 if TYPE_CHECKING:
     # For type checkers only: at run time these come from __getattr__ below.
-    from procwork._remote import RemoteAuthError as RemoteAuthError
-    from procwork._remote import RemoteConnectionLost as RemoteConnectionLost
-    from procwork._remote import RemoteError as RemoteError
-    from procwork._remote import RemoteHostKeyError as RemoteHostKeyError
-    from procwork._remote import RemoteUnreachable as RemoteUnreachable
     from procwork._remote import SSHPool as SSHPool
     from procwork._remote import ssh_pool as ssh_pool
     from procwork.monitor import CheckSpec as CheckSpec
@@ -121,19 +121,10 @@ _MONITOR_NAMES = frozenset(
 )
 
 
-# Remote runs (procwork/_remote.py) import twisted.conch and cryptography:
+# Remote runs (procwork/_remote/) import twisted.conch and cryptography:
 # loaded on first use, so a program that runs nothing remotely never pays.
-_REMOTE_NAMES = frozenset(
-    {
-        "RemoteAuthError",
-        "RemoteConnectionLost",
-        "RemoteError",
-        "RemoteHostKeyError",
-        "RemoteUnreachable",
-        "SSHPool",
-        "ssh_pool",
-    }
-)
+# (Their errors are procwork._errors', imported with the rest.)
+_REMOTE_NAMES = frozenset({"SSHPool", "ssh_pool"})
 
 
 def __getattr__(name: str) -> object:

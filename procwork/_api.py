@@ -93,7 +93,7 @@ def run(
         scheduler: Admission control to use (default :func:`scheduler`).
         host: Run it on ``"user@host:port"`` over SSH instead (user and port
             optional), with the same Result, timeout, grace and cancel: see
-            ``procwork/_remote.py``. Fails with :class:`RemoteError` (a
+            ``procwork/_remote/``. Fails with :class:`RemoteError` (a
             ``ConnectionError``) or :class:`RemoteAuthError` (a
             ``PermissionError``) when the host cannot be used.
         known_hosts: The known_hosts file for ``host`` (default
@@ -261,7 +261,7 @@ def _process(
         on_stderr=callbacks[1],
     )
     make: Callable[..., Process] = Process
-    if remote != (None, None, None):  # host=...: procwork/_remote.py
+    if remote != (None, None, None):  # host=...: procwork/_remote/
         from procwork._remote import remote_process
 
         make = remote_process(where, remote, not capture)

@@ -16,6 +16,11 @@ __all__ = [
     "NotExecutable",
     "ProcessFailed",
     "ProcworkError",
+    "RemoteAuthError",
+    "RemoteConnectionLost",
+    "RemoteError",
+    "RemoteHostKeyError",
+    "RemoteUnreachable",
     "SpawnError",
     "Timeout",
     "clip_command",
@@ -85,6 +90,26 @@ class ConfigError(ProcworkError, ValueError):
     """A configuration file or value is invalid; the message names where."""
 
 
+class RemoteError(ProcworkError, ConnectionError):
+    """A remote run failed because of its SSH connection; the message names the host."""
+
+
+class RemoteUnreachable(RemoteError):
+    """The host could not be reached (name, route, refused, no answer)."""
+
+
+class RemoteHostKeyError(RemoteError):
+    """The host's key is not in known_hosts, or differs from the one there."""
+
+
+class RemoteAuthError(ProcworkError, PermissionError):
+    """The host refused every key we offered."""
+
+
+class RemoteConnectionLost(RemoteError):
+    """The connection dropped while the run was going on; its outcome is unknown."""
+
+
 # Show the public import path in tracebacks: procwork.SpawnError, not
 # procwork._errors.SpawnError.
 for _cls in (
@@ -94,6 +119,11 @@ for _cls in (
     NotExecutable,
     ProcessFailed,
     ConfigError,
+    RemoteError,
+    RemoteUnreachable,
+    RemoteHostKeyError,
+    RemoteAuthError,
+    RemoteConnectionLost,
 ):
     _cls.__module__ = "procwork"
 

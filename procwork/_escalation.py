@@ -5,8 +5,9 @@ a run's timeout, cancel, ``terminate()`` and ``kill()`` (``_process.py``),
 the children still alive when the reactor stops (``_shutdown.py``), a
 supervised service's stop and its cancellation
 (``supervisor/_processmonitor.py``, ``supervisor/_supervisor.py``), and the
-SIGKILL of a process tree a watchdog rule SIGTERMed (``monitor/_rules.py``,
-which signals the tree member by member; only the timing is shared). As
+SIGKILL of a process tree a watchdog rule SIGTERMed (``monitor/_rules.py``;
+``monitor/_treekill.py`` signals the tree member by member, only the timing
+is shared). As
 trio writes its ``deliver_cancel`` once, the timing lives here once: the
 first signal now, SIGKILL exactly ``grace`` seconds later unless the
 group's leader has been reaped by then, and never a second timer however

@@ -114,7 +114,8 @@ class RunOptions:
 
 class ChildTransport(Protocol):
     """What a Process drives: a local :class:`GroupProcess`, or a remote run's
-    SSH channel (``procwork/_remote.py``)."""
+    SSH channel (``procwork/_remote/``), which drives its Process through the
+    Process's methods "for a transport"."""
 
     pgid: int | None
     kill_group_on_exit: bool
@@ -138,13 +139,13 @@ class _Protocol(ProcessProtocol):
         # child may even end before then, so the owner learns of its
         # transport here rather than from the constructor's return value.
         assert isinstance(self.transport, GroupProcess)
-        self._owner._started_as(self.transport)
+        self._owner.transport_started(self.transport)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        self._owner._output(childFD, data)
+        self._owner.output_received(childFD, data)
 
     def processEnded(self, reason: Failure) -> None:
-        self._owner._ended()
+        self._owner.transport_ended()
 
 
 class Process:
@@ -218,43 +219,9 @@ class Process:
         self._scheduler.submit(self)
 
     def _admitted(self) -> None:
-        """Called by the scheduler: start the child now.
-
-        Atomic with respect to Ctrl-C and the other fatal signals: one that
-        arrives meanwhile is raised when the child is on record as live and
-        this Process as running (or failed), so the exit path kills it.
-        """
+        """Called by the scheduler: start the child now."""
         self._started = time.monotonic()
-        nice = LOW_PRIORITY_NICE if self.priority is Priority.LOW else 0
-        with signals_held_while_starting(self._reactor):
-            try:
-                watch_reactor(self._reactor)
-                GroupProcess(
-                    self._reactor,
-                    _Protocol(self),
-                    self.args,
-                    env=self._env,
-                    cwd=self._cwd,
-                    nice=nice,
-                    stdin=self._stdin,
-                    inherit_stdio=self._inherit_stdio,
-                )
-            except Exception as e:  # OSError mostly; ValueError: a NUL in env
-                # Whatever it is, fail this run and free its slot: a job stuck
-                # in the scheduler would hang its caller and shrink the cap for
-                # good.
-                self._spawn_failed(e)
-
-    def _started_as(self, transport: ChildTransport) -> None:
-        self._transport = transport
-        self.pid = transport.pgid
-        self.state = RunState.RUNNING
-        transport.kill_group_on_exit = self._kill_leftovers
-        for data in self._pending_input:
-            transport.write(data)
-        self._pending_input.clear()
-        if self._stdin_closed:
-            transport.closeStdin()
+        self.start_child()
 
     def _spawn_failed(self, error: Exception) -> None:
         self.state = RunState.FAILED
@@ -276,21 +243,6 @@ class Process:
                 timeout=self.timeout,
             )
             self._terminate()
-
-    def _ended(self) -> None:
-        transport = self._transport
-        assert transport is not None
-        self._cancel_timers()
-        for fd in list(self._splitters):
-            self._splitters[fd].close()
-        self.state = RunState.EXITED
-        status = transport.status
-        # None: a remote run given up after its SIGKILL, how it ended unknown.
-        returncode = (
-            os.waitstatus_to_exitcode(status) if isinstance(status, int) else None
-        )
-        self._scheduler.finished(self)
-        self._finish(self._make_result(returncode))
 
     def _make_result(self, returncode: int | None) -> Result:
         now = time.monotonic()
@@ -337,9 +289,74 @@ class Process:
         if self._escalation is not None:
             self._escalation.cancel()
 
-    # -- output ------------------------------------------------------------------
+    # -- for a transport ---------------------------------------------------------
+    #
+    # How the child's transport drives its Process; not for the process's
+    # users. The local transport (a GroupProcess, through _Protocol) and a
+    # remote run's SSH channel (procwork/_remote/, whose RemoteProcess
+    # overrides start_child) use these and nothing else of a Process:
+    # start_child() ends in transport_started() or transport_failed(); output
+    # then comes to output_received(), and the end to transport_ended() (the
+    # transport's status says how) or transport_failed().
 
-    def _output(self, fd: int, data: bytes) -> None:
+    @property
+    def reactor(self) -> Reactor:
+        """The reactor the process runs on: its timers, and its transport's."""
+        return self._reactor
+
+    def start_child(self) -> None:
+        """For a transport: start the child, now that the scheduler admitted it.
+
+        Here a local :class:`~procwork._spawn.GroupProcess`; a subclass that
+        runs its child elsewhere overrides this. Atomic with respect to
+        Ctrl-C and the other fatal signals: one that arrives meanwhile is
+        raised when the child is on record as live and this Process as
+        running (or failed), so the exit path kills it.
+        """
+        nice = LOW_PRIORITY_NICE if self.priority is Priority.LOW else 0
+        with signals_held_while_starting(self._reactor):
+            try:
+                watch_reactor(self._reactor)
+                GroupProcess(
+                    self._reactor,
+                    _Protocol(self),
+                    self.args,
+                    env=self._env,
+                    cwd=self._cwd,
+                    nice=nice,
+                    stdin=self._stdin,
+                    inherit_stdio=self._inherit_stdio,
+                )
+            except Exception as e:  # OSError mostly; ValueError: a NUL in env
+                # Whatever it is, fail this run and free its slot: a job stuck
+                # in the scheduler would hang its caller and shrink the cap for
+                # good.
+                self._spawn_failed(e)
+
+    def transport_started(self, transport: ChildTransport) -> None:
+        """For a transport: the child has started on ``transport``; it runs.
+
+        Input written so far goes to it now. ``pid`` becomes the transport's
+        ``pgid``, which may still be None (then see :meth:`pid_known`).
+        """
+        self._transport = transport
+        self.pid = transport.pgid
+        self.state = RunState.RUNNING
+        transport.kill_group_on_exit = self._kill_leftovers
+        for data in self._pending_input:
+            transport.write(data)
+        self._pending_input.clear()
+        if self._stdin_closed:
+            transport.closeStdin()
+
+    def pid_known(self, pid: int) -> None:
+        """For a transport: the child's pid (the id of the process group it
+        leads), learned after :meth:`transport_started` (a remote run learns
+        it from the first line its wrapper prints)."""
+        self.pid = pid
+
+    def output_received(self, fd: int, data: bytes) -> None:
+        """For a transport: the child wrote ``data`` on ``fd`` (1 stdout, 2 stderr)."""
         buffer = self._buffers.get(fd)
         if buffer is None:
             return
@@ -347,6 +364,40 @@ class Process:
         splitter = self._splitters.get(fd)
         if splitter is not None:
             splitter.feed(data)
+
+    def transport_ended(self) -> None:
+        """For a transport: the child has ended (a local one is reaped).
+
+        The transport's ``status`` says how: a wait status, or None when that
+        is unknown (a remote run given up after its SIGKILL). The run
+        finishes: its Result is made and its scheduler slot freed.
+        """
+        transport = self._transport
+        assert transport is not None
+        self._cancel_timers()
+        for fd in list(self._splitters):
+            self._splitters[fd].close()
+        self.state = RunState.EXITED
+        status = transport.status
+        # None: a remote run given up after its SIGKILL, how it ended unknown.
+        returncode = (
+            os.waitstatus_to_exitcode(status) if isinstance(status, int) else None
+        )
+        self._scheduler.finished(self)
+        self._finish(self._make_result(returncode))
+
+    def transport_failed(self, error: BaseException) -> None:
+        """For a transport: the run cannot go on (its connection was lost, the
+        child could not be started there), so it fails with ``error`` and
+        its scheduler slot is freed. Nothing happens unless it is running."""
+        if self.state is not RunState.RUNNING:
+            return
+        self.state = RunState.FAILED
+        self._cancel_timers()
+        self._scheduler.finished(self)
+        self._fail(Failure(error))
+
+    # -- output ------------------------------------------------------------------
 
     def _splitter(self, fd: int) -> LineSplitter:
         splitter = self._splitters.get(fd)
@@ -484,7 +535,7 @@ class Process:
     def _escalation_now(self) -> Escalation:
         # Made on the first terminate or kill: most runs end by themselves.
         if self._escalation is None:
-            assert self._transport is not None  # RUNNING: _started_as ran
+            assert self._transport is not None  # RUNNING: transport_started ran
             self._escalation = Escalation(self._transport, self._reactor)
         return self._escalation
 

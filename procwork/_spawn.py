@@ -425,7 +425,7 @@ class GroupProcess(twisted_process.Process):
             fd for fd, how in child_fds.items() if how in ("r", "w")
         )
         # From the first pipe to the child on record: _live, its pidfd, the
-        # protocol's connectionMade (Process._started_as).
+        # protocol's connectionMade (Process.transport_started).
         with signals_held_while_starting(reactor):
             super().__init__(
                 reactor, args[0], list(args), env, cwd, protocol, childFDs=child_fds

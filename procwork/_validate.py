@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from procwork._errors import ConfigError
-from procwork._sshtarget import parse_host
+from procwork._remote._target import parse_host
 
 __all__ = [
     "MIN_INTERVAL",

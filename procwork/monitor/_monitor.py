@@ -40,16 +40,11 @@ from procwork._load import SystemLoad
 from procwork._orphans import reap_orphans
 from procwork._reactor import default_reactor
 from procwork._scheduler import Scheduler
-from procwork.monitor._alerts import (
-    AlertDispatcher,
-    Event,
-    ServiceEvents,
-    check_event,
-    rule_events,
-)
+from procwork.monitor._alerts import AlertDispatcher
 from procwork.monitor._checks import CheckRunner, CheckSpec, CheckStatus, RunFunction
 from procwork.monitor._config import BUILTIN, MonitorConfig, load_config, parse_http
 from procwork.monitor._control import Controller, listen_control
+from procwork.monitor._events import Event, ServiceEvents, check_event, rule_events
 from procwork.monitor._http import CappedFactory, Guard, Metric, StatusSite
 from procwork.monitor._logs import start_logging
 from procwork.monitor._logwriter import LogWriter

@@ -9,7 +9,8 @@ SIGTERM them and SIGKILL them after a grace period, or SIGKILL them at once.
 
 A rule that signals acts on the matched process and its whole tree of
 descendants, found from ``/proc`` parent links when it acts: a CGI's children
-die with it instead of being orphaned.
+die with it instead of being orphaned. How a tree is frozen, signalled and
+killed after its grace is :mod:`procwork.monitor._treekill`'s.
 
 Safety first: by default a rule never signals procwork itself, its parent,
 pid 1, kernel threads, or another user's processes; a rule must name them
@@ -21,13 +22,11 @@ race.
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
 import re
 import signal
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from types import MappingProxyType
@@ -44,6 +43,21 @@ from procwork._fields import keyed, spec_class
 from procwork._format import format_seconds
 from procwork._reactor import Reactor, default_reactor
 from procwork.monitor._proctable import LinuxProcessTable, ProcessTable, ProcInfo
+from procwork.monitor._treekill import (
+    STOP_SIGNALS,
+    Identity,
+    SignalSender,
+    Spared,
+    TreeStop,
+    TreeTarget,
+    count,
+    freeze,
+    kill_tree,
+    signal_frozen,
+    signal_process,
+    tree_of,
+    tree_words,
+)
 
 __all__ = [
     "Action",
@@ -57,13 +71,6 @@ __all__ = [
 
 Action = Literal["log", "term", "kill"]
 _ACTIONS: tuple[Action, ...] = ("log", "term", "kill")
-
-SignalSender = Callable[[ProcInfo, int], bool]
-"""Sends a signal to exactly that process: ``(process, signum) -> sent``.
-
-Returns False if the process is gone (or its pid now names another process);
-raises :class:`OSError` if it could not be signalled (e.g. permission denied).
-"""
 
 _log = Logger(namespace="procwork.rules")
 
@@ -247,46 +254,6 @@ class RuleCounters:
     signals_sent: int = 0
 
 
-Identity = tuple[int, float]
-
-# How many times a tree is re-scanned while it is being frozen. Each round
-# stops every process found in the previous one; only processes forked before
-# their parent was stopped can appear in the next, so a tree stops growing in
-# as many rounds as it is deep. The bound is for a tree deeper than any real
-# one (a fork chain racing the scans), which is then signalled as far as found.
-_MAX_FREEZE_ROUNDS = 64
-
-
-@dataclass(eq=False)  # hashed by identity: kept in a set while pending
-class _TreeStop:
-    """A matched process and its tree, signalled, until SIGKILL is due."""
-
-    finding: Finding
-    signum: int
-    members: dict[Identity, ProcInfo]
-    escalation: Escalation | None = None
-
-
-class _TreeTarget:
-    """A tree being stopped, as the kill escalation sees it.
-
-    Its SIGKILL is :meth:`RuleEngine._escalate`: the tree is found afresh,
-    frozen and killed whole (a process tree is no process group).
-    """
-
-    def __init__(self, engine: RuleEngine, tree: _TreeStop) -> None:
-        self._engine = engine
-        self._tree = tree
-        # Not a group the kernel knows: nothing to SIGKILL at the leader's exit.
-        self.kill_group_on_exit = False
-
-    def signal_group(self, signum: int) -> bool:
-        # Only the escalation's SIGKILL arrives here (the SIGTERM was sent by
-        # RuleEngine._act, with the tree frozen).
-        self._engine._escalate(self._tree)
-        return True
-
-
 class RuleEngine:
     """Applies watchdog rules to the machine's processes.
 
@@ -296,8 +263,8 @@ class RuleEngine:
     A rule that signals acts on the matched process *and all its
     descendants*, found from the parent links in the process table at the
     moment of action (a descendant that started its own session or process
-    group is still a descendant); see :meth:`_freeze` for how a tree that
-    forks is caught whole.
+    group is still a descendant); see :mod:`procwork.monitor._treekill` for
+    how a tree that forks is caught whole.
 
     Args:
         rules: The rules, applied in order; names must be unique.
@@ -342,8 +309,8 @@ class RuleEngine:
         # Identities are (pid, start_time): a reused pid is another process.
         self._reported: set[tuple[str, Identity]] = set()
         # Every process signalled as part of a tree, to the tree's record.
-        self._stopping: dict[Identity, _TreeStop] = {}
-        self._pending: set[_TreeStop] = set()
+        self._stopping: dict[Identity, TreeStop] = {}
+        self._pending: set[TreeStop] = set()
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -454,119 +421,39 @@ class RuleEngine:
         protection = self._protection(rule, process)
         if protection is not None:
             return report(f"spared: {protection}", LogLevel.info)
-        signum = signal.SIGTERM if rule.action == "term" else signal.SIGKILL
+        signum = STOP_SIGNALS[rule.action]
         name = _signal_name(signum)
+        spared = self._spared_by(rule)
         if rule.dry_run or self._dry_run:
             snapshot = self._table.snapshot()
-
-            def spared(p: ProcInfo) -> bool:
-                return self._protection(rule, p) is not None
-
             members = [process] + [
                 p
-                for p in _tree_of(snapshot, [process], spared)
+                for p in tree_of(snapshot, [process], spared)
                 if p.identity != process.identity and not p.is_dead
             ]
-            return report(f"would send {name}{_tree_words(members)} (dry run)")
+            return report(f"would send {name}{tree_words(members)} (dry run)")
         try:
-            members = self._freeze(rule, [process])
+            members = freeze(self._table, self._send_signal, [process], spared)
         except OSError as e:
             return report(f"could not send {name}: {e.strerror or e}", LogLevel.error)
         if not members:
             return report(f"exited before {name} could be sent", LogLevel.info)
-        try:
-            delivered = self._signal_all(rule, members, signum)
-        finally:
-            self._thaw(members)
+        delivered = signal_frozen(self._send_signal, members, signum)
+        self._counters[rule.name].signals_sent += len(delivered)
         if not delivered:
             return report(f"exited before {name} could be sent", LogLevel.info)
-        finding = report(f"sent {name}{_tree_words(delivered)}")
-        tree = _TreeStop(finding, signum, {p.identity: p for p in members})
+        finding = report(f"sent {name}{tree_words(delivered)}")
+        tree = TreeStop(finding, signum, {p.identity: p for p in members})
         for identity in tree.members:
             self._stopping[identity] = tree
         if signum == signal.SIGTERM:
             # The SIGTERM went out above, tree-wide; procwork's one kill
             # escalation times the SIGKILL, which is _escalate's.
-            tree.escalation = Escalation(_TreeTarget(self, tree), self._reactor)
+            target = TreeTarget(tree, self._escalate)
+            tree.escalation = Escalation(target, self._reactor)
             tree.escalation.arm(rule.grace)
             self._pending.add(tree)
         return finding
-
-    def _freeze(
-        self, rule: Rule, roots: list[ProcInfo], known: Iterable[ProcInfo] = ()
-    ) -> list[ProcInfo]:
-        """SIGSTOP ``roots`` and all their descendants; return them, top first.
-
-        Why stop the tree before signalling it: signalling a running tree
-        races with it. TERM or KILL the parent first, and its children are
-        handed to init before we can find them by their parent link; signal
-        the leaves first, and a parent that forks in a loop makes new ones
-        behind us. A stopped process can neither exit nor fork, so the tree
-        is stopped from the top down, re-scanning until a scan finds no one
-        new: then it is whole and cannot move while it is signalled. (The
-        caller sends SIGCONT afterwards, so SIGTERM can be handled.)
-
-        ``known`` are earlier members of the tree that may have exited: a
-        process group or session one of them led still counts as the tree's,
-        which finds a process forked during the grace period whose parent
-        then exited.
-
-        Raises:
-            OSError: A root could not be stopped (e.g. permission denied).
-        """
-        members: dict[Identity, ProcInfo] = {}
-        everyone = [*known]
-
-        def spared(p: ProcInfo) -> bool:
-            return self._protection(rule, p) is not None
-
-        try:
-            for root in roots:
-                if self._send_signal(root, signal.SIGSTOP):
-                    members[root.identity] = root
-            if not members and not everyone:
-                return []
-            for _ in range(_MAX_FREEZE_ROUNDS):
-                snapshot = self._table.snapshot()
-                found = [
-                    p
-                    for p in _tree_of(snapshot, [*everyone, *members.values()], spared)
-                    if p.identity not in members and not p.is_dead
-                ]
-                if not found:
-                    break
-                for process in found:
-                    if self._signal_quietly(process, signal.SIGSTOP):
-                        members[process.identity] = process
-        except BaseException:
-            # Whatever went wrong (a root we may not signal, /proc unreadable),
-            # nothing may be left stopped: a stopped process hangs for ever.
-            self._thaw(list(members.values()))
-            raise
-        return list(members.values())
-
-    def _signal_all(
-        self, rule: Rule, members: list[ProcInfo], signum: int
-    ) -> list[ProcInfo]:
-        delivered = [p for p in members if self._signal_quietly(p, signum)]
-        self._counters[rule.name].signals_sent += len(delivered)
-        return delivered
-
-    def _thaw(self, members: list[ProcInfo]) -> None:
-        # Leaves first: when the parent resumes its children are already
-        # running, so a parent that forwards SIGTERM finds them able to act.
-        # Never skipped (see the callers' ``finally``): a process left
-        # stopped would hang its users for ever.
-        for process in reversed(members):
-            self._signal_quietly(process, signal.SIGCONT)
-
-    def _signal_quietly(self, process: ProcInfo, signum: int) -> bool:
-        # A descendant that cannot be signalled (it changed user, or exited)
-        # must not stop the rest of the tree from being signalled.
-        try:
-            return self._send_signal(process, signum)
-        except OSError:
-            return False
 
     def _protection(self, rule: Rule, process: ProcInfo) -> str | None:
         """Why the rule may not signal this process, or None if it may."""
@@ -588,19 +475,23 @@ class RuleEngine:
             )
         return None
 
-    def _escalate(self, tree: _TreeStop) -> None:
+    def _spared_by(self, rule: Rule) -> Spared:
+        def spared(process: ProcInfo) -> bool:
+            return self._protection(rule, process) is not None
+
+        return spared
+
+    def _escalate(self, tree: TreeStop) -> None:
+        """A ``term`` rule's grace is over: SIGKILL what is left of the tree."""
         tree.escalation = None
         self._pending.discard(tree)
         earlier = tree.finding
         rule = earlier.rule
         grace = f"{rule.grace:g} s"
-        # Pids may have been reused during the grace period: only processes
-        # that are still the ones signalled (same pid, same start time) are
-        # roots now, and their descendants are found afresh, so children
-        # forked during the grace period are killed too.
-        alive = [p for p in tree.members.values() if _still_alive(self._table, p)]
         try:
-            members = self._freeze(rule, alive, known=tree.members.values())
+            members, delivered = kill_tree(
+                self._table, self._send_signal, tree, self._spared_by(rule)
+            )
         except OSError as e:
             self._emit(
                 Finding(rule, earlier.process, earlier.reason, f"could not stop: {e}"),
@@ -618,21 +509,16 @@ class RuleEngine:
                 LogLevel.info,
             )
             return
-        try:
-            delivered = self._signal_all(rule, members, signal.SIGKILL)
-        finally:
-            self._thaw(members)
-        tree.signum = signal.SIGKILL
+        self._counters[rule.name].signals_sent += len(delivered)
         for process in members:
-            tree.members[process.identity] = process
             self._stopping[process.identity] = tree
         if earlier.process.identity in {p.identity for p in delivered}:
-            action = f"sent SIGKILL after grace {grace}{_tree_words(delivered)}"
+            action = f"sent SIGKILL after grace {grace}{tree_words(delivered)}"
         elif delivered:
             pids = ", ".join(str(p.pid) for p in delivered)
             action = (
                 f"exited within grace {grace} after SIGTERM;"
-                f" sent SIGKILL to {_count(len(delivered), 'descendant')}"
+                f" sent SIGKILL to {count(len(delivered), 'descendant')}"
                 f" left (pids {pids})"
             )
         else:
@@ -670,144 +556,6 @@ def _unique(rules: Iterable[Rule]) -> tuple[Rule, ...]:
             )
         names.add(rule.name)
     return rules
-
-
-def _tree_of(
-    snapshot: list[ProcInfo],
-    members: Iterable[ProcInfo],
-    spared: Callable[[ProcInfo], bool] = lambda process: False,
-) -> list[ProcInfo]:
-    """The descendants of ``members`` in ``snapshot``, parents before children.
-
-    A ``spared`` process is left out with its own descendants: the tree of a
-    process the rule may not touch (procwork itself, another user's setuid
-    helper) is not the rule's either.
-
-    A member counts only while it is still the same process (pid and start
-    time). A process group or session a member led counts as the tree's own
-    even after that member exited (its orphans were handed to init, their
-    parent link is lost): its id cannot be given to another group or session
-    while one member of it lives, and a leader whose pid now names another
-    process is not followed.
-    """
-    by_pid = {p.pid: p for p in snapshot}
-    roots: list[int] = []
-    groups: set[int] = set()
-    sessions: set[int] = set()
-    for member in members:
-        now = by_pid.get(member.pid)
-        same = now is not None and now.identity == member.identity
-        if same:
-            roots.append(member.pid)
-        if same or now is None:
-            if member.pgid == member.pid:
-                groups.add(member.pid)
-            if member.session == member.pid:
-                sessions.add(member.pid)
-    children: dict[int, list[ProcInfo]] = {}
-    for process in snapshot:
-        children.setdefault(process.ppid, []).append(process)
-
-    def under_spared(process: ProcInfo) -> bool:
-        # A group or session member found by its id, not its parent link,
-        # may descend from a spared process (procwork itself, run from the
-        # matched login shell's session): then it is spared with it.
-        seen: set[int] = set()
-        pid = process.ppid
-        while pid in by_pid and pid not in roots and pid not in seen:
-            seen.add(pid)
-            if spared(by_pid[pid]):
-                return True
-            pid = by_pid[pid].ppid
-        return False
-
-    found: dict[int, ProcInfo] = {}
-    queue = deque(roots)
-    queue.extend(
-        p.pid
-        for p in snapshot
-        if (p.pgid in groups or p.session in sessions)
-        and p.pid not in roots
-        and not spared(p)
-        and not under_spared(p)
-    )
-    for pid in list(queue):
-        if pid not in roots:
-            found[pid] = by_pid[pid]
-    while queue:
-        for child in children.get(queue.popleft(), ()):
-            if child.pid not in found and child.pid not in roots and not spared(child):
-                found[child.pid] = child
-                queue.append(child.pid)
-    return list(found.values())
-
-
-def _tree_words(members: list[ProcInfo]) -> str:
-    """`` to it and its 2 descendants (pids 41, 42)``, or nothing for one process."""
-    if len(members) <= 1:
-        return ""
-    pids = ", ".join(str(p.pid) for p in members[1:])
-    return f" to it and its {_count(len(members) - 1, 'descendant')} (pids {pids})"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def signal_process(table: ProcessTable, process: ProcInfo, signum: int) -> bool:
-    """Send a signal to exactly this process, never to a reuser of its pid.
-
-    The process is looked up again and must still have the same start time.
-    With a pidfd (Linux 5.3+) that check is made after the pidfd is opened, so
-    the signal cannot reach another process; without one, a tiny window
-    remains between the check and :func:`os.kill`.
-
-    Args:
-        table: Where to look the process up again.
-        process: The process to signal, as it was seen.
-        signum: The signal.
-
-    Returns:
-        True if sent; False if the process has exited or its pid was reused.
-
-    Raises:
-        OSError: The signal could not be sent (e.g. :class:`PermissionError`).
-    """
-    if hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal"):
-        try:
-            pidfd = os.pidfd_open(process.pid)
-        except ProcessLookupError:
-            return False
-        except OSError as e:
-            # No pidfd here (old kernel, seccomp filter): fall back to kill().
-            if e.errno not in (errno.ENOSYS, errno.EPERM, errno.EINVAL):
-                raise
-        else:
-            try:
-                if not _still_alive(table, process):
-                    return False
-                signal.pidfd_send_signal(pidfd, signum)
-            except ProcessLookupError:
-                return False
-            finally:
-                os.close(pidfd)
-            return True
-    if not _still_alive(table, process):
-        return False
-    try:
-        os.kill(process.pid, signum)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _still_alive(table: ProcessTable, process: ProcInfo) -> bool:
-    current = table.get(process.pid)
-    return (
-        current is not None
-        and current.identity == process.identity
-        and not current.is_dead
-    )
 
 
 def _signal_name(signum: int) -> str:

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from procwork.supervisor._child import ProcessFactory
 from procwork.supervisor._servicelog import LogStats, ServiceLogTrouble
 from procwork.supervisor._supervisor import (
     NoSuchService,
-    ProcessFactory,
     RestartPolicy,
     ServiceNotRunning,
     ServiceSpec,

@@ -15,26 +15,23 @@ log events; and a status per service.
 
 Every child is a :class:`~procwork._spawn.GroupProcess`: it leads its own
 process group, so stopping a service reaches its grandchildren too, and it is
-reaped in O(1) through a pidfd. How procmon is extended lives in
-:mod:`procwork.supervisor._procmon`; the spec, states and status in
-:mod:`procwork.supervisor._spec`; whether an ended process is restarted is
-:func:`~procwork.supervisor._restart.decide_restart`. This module holds the
-supervisor itself: one state object per service, and what happens at each
-start, exit and stop.
+reaped in O(1) through a pidfd. procmon restarts every process that exits, so
+it is the tool for services only; one-shot runs (:func:`procwork.run`) use
+the same spawn machinery without it.
 
-procmon restarts every process that exits, so it is the tool for services
-only; one-shot runs (:func:`procwork.run`) use the same spawn machinery
-without it.
+This module holds what happens at each start, exit and stop. The verdicts are
+pure functions of their own (``_restart``: is an ended process restarted;
+``_order``: what a service waits for before it starts), and the spec
+(``_spec``), the state object per service (``_service``), its child
+(``_child``) and the adapter onto procmon (``_procmon``) have rooms too.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, cast
+from collections.abc import Callable
+from typing import Any, cast
 
-from twisted.internet import error as twisted_error
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -43,26 +40,30 @@ from twisted.python.failure import Failure
 from procwork._errors import ConfigError
 from procwork._escalation import Escalation
 from procwork._format import format_seconds
-from procwork._process import _spawn_error
 from procwork._reactor import (
-    Reactor,
     ReactorTime,
     SystemEvents,
     default_reactor,
 )
-from procwork._result import describe_returncode
-from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess
 from procwork._threads import check_thread
 from procwork._validate import signal_number
-from procwork.supervisor._procmon import ChildTransport, DelayedCall, ProcmonAdapter
+from procwork.supervisor._child import ProcessFactory, describe_exit, spawn_child
+from procwork.supervisor._order import (
+    check_after,
+    check_removable,
+    first_blocker,
+    is_ready,
+    never_ready,
+)
+from procwork.supervisor._procmon import ChildTransport, ProcmonAdapter
 from procwork.supervisor._restart import Exit, decide_restart
+from procwork.supervisor._service import ServiceRecord, service_states
 from procwork.supervisor._servicelog import (
     LogStats,
     LogTroubleListener,
     OutputListener,
     ServiceLogTrouble,
-    ServiceOutput,
 )
 from procwork.supervisor._spec import (
     NoSuchService,
@@ -86,145 +87,8 @@ __all__ = [
 
 _log = Logger(namespace="procwork.supervisor")
 
-# -- seams: the child's transport and who builds it ----------------------------
-
-
-class ProcessFactory(Protocol):
-    """Builds a service's child; :class:`~procwork._spawn.GroupProcess` is one.
-
-    It must start the child in its own process group, connect ``protocol``
-    (``makeConnection``) before returning, and call ``protocol.processEnded``
-    once the child is reaped. Tests pass a fake that never starts anything.
-    ``user``, ``group``, ``extra_groups`` (ids) and ``umask`` are passed as
-    keywords only for a service that sets them, so a factory that does not
-    take them still serves every other service.
-    """
-
-    def __call__(
-        self,
-        reactor: Reactor,
-        protocol: ProcessProtocol,
-        args: Sequence[str],
-        *,
-        env: Mapping[str, str] | None,
-        cwd: str | None,
-        nice: int,
-        stdin: bool,
-        user: int | None = ...,
-        group: int | None = ...,
-        extra_groups: Sequence[int] | None = ...,
-        umask: int = ...,
-    ) -> ChildTransport: ...
-
-
 StateListener = Callable[[ServiceStatus, ServiceState], object]
 """Called with a service's new status and its previous state."""
-
-
-# -- the one state object per service ------------------------------------------
-
-
-class _Service:
-    """All the supervisor knows about one service.
-
-    procmon keeps its own per-name dicts (delay, timeStarted, murder, restart,
-    protocols); everything the supervisor adds lives here.
-    """
-
-    def __init__(
-        self,
-        spec: ServiceSpec,
-        now: float,
-        clock: Callable[[], float],
-        trouble: LogTroubleListener | None = None,
-    ) -> None:
-        self.spec = spec
-        self.output = ServiceOutput(spec, clock, lambda: self.pid, trouble)
-        self.state = ServiceState.STOPPED
-        self.since = now
-        self.transport: ChildTransport | None = None
-        self.pid: int | None = None
-        self.started_at: float | None = None
-        self.last_started: float | None = None  # kept after the process ends
-        self.start_timer: DelayedCall | None = None
-        self.restarts = 0
-        self.recent_restarts: tuple[float, ...] = ()  # times, within the window
-        self.last_exit: str | None = None
-        self.returncode: int | None = None
-        self.succeeded = False  # the last process ended with a success code
-        self.wanted = False  # should be running (or waiting to run)
-        self.stopping = False  # stop signal sent, process not yet reaped
-        self.removing = False
-        self.waiting_for: str | None = None
-        self.stop_waiters: list[Deferred[None]] = []
-        self.state_waiters: list[
-            tuple[frozenset[ServiceState], Deferred[ServiceStatus]]
-        ] = []
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def status(self, now: float, restart_call: DelayedCall | None) -> ServiceStatus:
-        return ServiceStatus(
-            name=self.name,
-            state=self.state,
-            pid=self.pid,
-            uptime=None if self.started_at is None else now - self.started_at,
-            restarts=self.restarts,
-            last_exit=self.last_exit,
-            returncode=self.returncode,
-            since=self.since,
-            restart_in=(
-                None
-                if restart_call is None or self.state is not ServiceState.BACKOFF
-                else max(0.0, restart_call.getTime() - now)
-            ),
-            waiting_for=self.waiting_for,
-            started=self.last_started,
-        )
-
-    def process_gone(self) -> None:
-        self.transport = None
-        self.pid = None
-        self.started_at = None
-        if self.start_timer is not None and self.start_timer.active():
-            self.start_timer.cancel()
-        self.start_timer = None
-
-
-class _ServiceProtocol(ProcessProtocol):
-    """Connects a service's child to procmon's protocol and to the supervisor.
-
-    procmon's own ``LoggingProtocol`` still receives ``processEnded`` (that
-    is how procmon learns of the exit); output is handled here instead,
-    because procmon's line logger has no bound that works (a line over 16 KiB
-    hits ``loseConnection`` on a dummy transport that lacks it) and logs an
-    empty line at every exit.
-    """
-
-    def __init__(
-        self,
-        supervisor: Supervisor,
-        service: _Service,
-        procmon_protocol: ProcessProtocol,
-    ) -> None:
-        self._supervisor = supervisor
-        self._service = service
-        self._procmon_protocol = procmon_protocol
-        service.output.new_run()
-
-    def connectionMade(self) -> None:
-        transport = cast(ChildTransport, self.transport)
-        self._procmon_protocol.makeConnection(self.transport)
-        self._supervisor._spawned(self._service, transport)
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        self._service.output.received(childFD, data)
-
-    def processEnded(self, reason: Failure) -> None:
-        self._service.output.ended()
-        self._procmon_protocol.processEnded(reason)
 
 
 # -- the supervisor ------------------------------------------------------------
@@ -265,7 +129,7 @@ class Supervisor:
         self._process_factory: ProcessFactory = (
             process_factory if process_factory is not None else GroupProcess
         )
-        self._services: dict[str, _Service] = {}  # in the order added
+        self._services: dict[str, ServiceRecord] = {}  # in the order added
         self._started = False
         self._shutdown_trigger: Any = None
         self._procmon = ProcmonAdapter(reactor, self, self._spawn)
@@ -321,13 +185,8 @@ class Supervisor:
                 f"service {spec.name!r}: a service of that name was already added "
                 "(remove it first)"
             )
-        for after in spec.after_names:
-            if self._live(after) is None:
-                raise ConfigError(
-                    f"service {spec.name!r}: after names {after!r}, which has not "
-                    "been added (add it first)"
-                )
-        service = _Service(spec, self._now(), self._now, self._log_trouble)
+        check_after(spec, self._live_names())
+        service = ServiceRecord(spec, self._now(), self._now, self._log_trouble)
         self._services[spec.name] = service
         # Not wanted yet, so procmon does not start it here (see _may_start).
         self._procmon.add(spec)
@@ -348,12 +207,9 @@ class Supervisor:
         """
         check_thread("Supervisor.remove", self._reactor)
         service = self._get(name)
-        for other in self._services.values():
-            if name in other.spec.after_names and not other.removing:
-                raise ConfigError(
-                    f"service {name!r} cannot be removed: service {other.name!r} "
-                    "starts after it (remove that one first)"
-                )
+        check_removable(
+            name, (s.spec for s in self._services.values() if not s.removing)
+        )
         service.removing = True
         d = self.stop_service(name)
 
@@ -361,9 +217,7 @@ class Supervisor:
             self._procmon.remove(name)
             del self._services[name]
             service.output.close()
-            for _states, waiter in service.state_waiters:
-                waiter.errback(NoSuchService(f"service {name!r} was removed"))
-            service.state_waiters.clear()
+            service.removed(NoSuchService(f"service {name!r} was removed"))
 
         return d.addCallback(forget)
 
@@ -549,12 +403,7 @@ class Supervisor:
             ConfigError: ``after`` names a service not added, or itself.
         """
         service = self._get(spec.name)
-        for after in spec.after_names:
-            if after == spec.name or self._live(after) is None:
-                raise ConfigError(
-                    f"service {spec.name!r}: after names {after!r}, which is not "
-                    "another service that has been added"
-                )
+        check_after(spec, self._live_names(), replacing=True)
         start_again = service.wanted or spec.autostart
         # The stop signal is sent and the SIGKILL timer armed now, with the
         # old spec's signal and timeout; the new spec takes over at once, so
@@ -656,27 +505,11 @@ class Supervisor:
         """
         check_thread("Supervisor.wait_for", self._reactor)
         service = self._get(name)
-        if not states:
-            raise ValueError("wait_for() needs at least one state to wait for")
-        try:
-            wanted = frozenset(ServiceState(str(s).upper()) for s in states)
-        except ValueError:
-            choices = ", ".join(s.value for s in ServiceState)
-            raise ValueError(
-                f"states must be among {choices}; got {states!r}"
-            ) from None
+        wanted = service_states(states)
         if service.state in wanted:
             restart_call = self._procmon.restart_call(name)
             return succeed(service.status(self._now(), restart_call))
-
-        def forget(d: Deferred[ServiceStatus]) -> None:
-            service.state_waiters[:] = [
-                w for w in service.state_waiters if w[1] is not d
-            ]
-
-        d: Deferred[ServiceStatus] = Deferred(forget)
-        service.state_waiters.append((wanted, d))
-        return d
+        return service.wait_for(wanted)
 
     # -- internals: lookups ----------------------------------------------------
 
@@ -687,11 +520,14 @@ class Supervisor:
         known = ", ".join(repr(n) for n in self._services) or "none"
         return NoSuchService(f"no service named {name!r} (services: {known})")
 
-    def _live(self, name: str) -> _Service | None:
+    def _live(self, name: str) -> ServiceRecord | None:
         service = self._services.get(name)
         return None if service is None or service.removing else service
 
-    def _get(self, name: str) -> _Service:
+    def _live_names(self) -> set[str]:
+        return {name for name, s in self._services.items() if not s.removing}
+
+    def _get(self, name: str) -> ServiceRecord:
         service = self._live(name)
         if service is None:
             if name in self._services:
@@ -705,13 +541,13 @@ class Supervisor:
 
     # -- internals: starting -----------------------------------------------------
 
-    def _start(self, service: _Service, respect_after: bool) -> None:
+    def _start(self, service: ServiceRecord, respect_after: bool) -> None:
         service.wanted = True
         service.waiting_for = None
         if service.stopping or service.transport is not None:
             return  # running, or will start again once it has stopped
         if respect_after:
-            service.waiting_for = self._blocker(service)
+            service.waiting_for = first_blocker(service.spec, self._services)
         if service.state in (ServiceState.FATAL, ServiceState.EXITED):
             service.recent_restarts = ()
             self._procmon.reset_backoff(service.spec)
@@ -726,61 +562,25 @@ class Supervisor:
         self._procmon.cancel_restart(service.name)
         self._procmon.start(service.name)
 
-    def _blocker(self, service: _Service) -> str | None:
-        """The first service this one must still wait for, if any."""
-        for after in service.spec.after_names:
-            other = self._services.get(after)
-            if other is not None and not self._ready(other):
-                return after
-        return None
-
-    @staticmethod
-    def _ready(service: _Service) -> bool:
-        return service.state is ServiceState.RUNNING or (
-            service.state is ServiceState.EXITED and service.succeeded
-        )
-
     def _may_start(self, name: str) -> bool:
         service = self._services.get(name)
-        return (
-            service is not None
-            and service.wanted
-            and not service.stopping
-            and not service.removing
-            and service.waiting_for is None
-        )
+        return service is not None and service.may_start
 
     def _spawn(self, name: str, procmon_protocol: ProcessProtocol) -> ChildTransport:
         """Start a child for procmon's ``spawnProcess`` call."""
         service = self._services[name]
-        spec = service.spec
-        env = _child_env(spec)
-        watch_reactor(self._reactor)
-        try:
-            return self._process_factory(
-                self._reactor,
-                _ServiceProtocol(self, service, procmon_protocol),
-                spec.argv,
-                env=env,
-                cwd=spec.cwd,
-                nice=spec.nice,
-                stdin=False,
-                **_credentials(spec),
-            )
-        except (OSError, ValueError, TypeError) as e:
-            # A SpawnError is an OSError: procmon catches it and reports the
-            # exit, as for any process that could not start.
-            raise _spawn_error(spec.argv, spec.cwd, env, e) from e
+        return spawn_child(
+            self._process_factory,
+            self._reactor,
+            service.spec,
+            service.output,
+            procmon_protocol,
+            lambda transport: self._spawned(service, transport),
+        )
 
-    def _spawned(self, service: _Service, transport: ChildTransport) -> None:
+    def _spawned(self, service: ServiceRecord, transport: ChildTransport) -> None:
         """The child has started (called while it is being connected)."""
-        # Whatever is left of its group when the service's process exits is
-        # SIGKILLed before the process is reaped: a restarted service must not
-        # find its predecessor's children holding its port or files.
-        transport.kill_group_on_exit = True
-        service.transport = transport
-        service.pid = transport.pid
-        service.started_at = service.last_started = self._now()
+        service.process_started(transport, self._now())
         _log.info(
             "service {service!r} started: pid {pid}",
             service=service.name,
@@ -795,21 +595,21 @@ class Supervisor:
         else:
             self._up_long_enough(service)
 
-    def _up_long_enough(self, service: _Service) -> None:
+    def _up_long_enough(self, service: ServiceRecord) -> None:
         service.start_timer = None
         if service.state is ServiceState.STARTING:
             self._set_state(service, ServiceState.RUNNING)
             self._dependency_changed(service)
 
-    def _dependency_changed(self, dependency: _Service) -> None:
+    def _dependency_changed(self, dependency: ServiceRecord) -> None:
         """Start the services waiting for ``dependency``, if it is ready."""
         for service in list(self._services.values()):
             if service.waiting_for != dependency.name or not service.wanted:
                 continue
-            if self._ready(dependency):
+            if is_ready(dependency):
                 # It may wait for others too: on to the next one, if any.
                 self._start(service, respect_after=True)
-            elif dependency.state in (ServiceState.FATAL, ServiceState.EXITED):
+            elif never_ready(dependency):
                 _log.warn(
                     "service {service!r} is not started: {after!r} is {after_state}",
                     service=service.name,
@@ -834,7 +634,7 @@ class Supervisor:
         restart_call = self._procmon.restart_call(name)
         uptime = None if service.started_at is None else now - service.started_at
         service.process_gone()
-        ended = _describe_exit(reason)
+        ended = describe_exit(reason)
         service.returncode = ended.returncode
         service.last_exit = ended.description
         service.succeeded = ended.succeeded(service.spec.success_exit_codes)
@@ -862,7 +662,7 @@ class Supervisor:
             self._not_restarted(service, ended, uptime, decision.state, decision.why)
 
     def _restarting(
-        self, service: _Service, ended: Exit, uptime: float | None, delay: float
+        self, service: ServiceRecord, ended: Exit, uptime: float | None, delay: float
     ) -> None:
         """procmon's restart stands: the service backs off until it is due."""
         service.restarts += 1
@@ -878,7 +678,7 @@ class Supervisor:
         )
         self._set_state(service, ServiceState.BACKOFF)
 
-    def _stopped(self, service: _Service, ended: Exit) -> None:
+    def _stopped(self, service: ServiceRecord, ended: Exit) -> None:
         """It was stopped (or is no longer wanted): its stop waiters fire."""
         service.stopping = False
         _log.info(
@@ -896,7 +696,7 @@ class Supervisor:
 
     def _not_restarted(
         self,
-        service: _Service,
+        service: ServiceRecord,
         ended: Exit,
         uptime: float | None,
         final: ServiceState,
@@ -941,7 +741,7 @@ class Supervisor:
                     state=service.state,
                 )
 
-    def _set_state(self, service: _Service, state: ServiceState) -> None:
+    def _set_state(self, service: ServiceRecord, state: ServiceState) -> None:
         previous = service.state
         service.state = state
         service.since = self._now()
@@ -954,14 +754,12 @@ class Supervisor:
                     listener(changed, previous)
                 except Exception:
                     _log.failure("a service state listener failed")
-        ready = [w for w in service.state_waiters if state in w[0]]
-        if not ready:
-            return
-        service.state_waiters[:] = [w for w in service.state_waiters if w not in ready]
-        restart_call = self._procmon.restart_call(service.name)
-        status = service.status(service.since, restart_call)
-        for _states, d in ready:
-            d.callback(status)
+        service.entered(
+            state,
+            lambda: service.status(
+                service.since, self._procmon.restart_call(service.name)
+            ),
+        )
 
     # -- internals: reactor shutdown -------------------------------------------------
 
@@ -987,46 +785,3 @@ class Supervisor:
 def _ran(uptime: float | None) -> str:
     """``" after 2 s"``: how long the process ran, for a log line."""
     return "" if uptime is None else f" after {format_seconds(uptime)} s"
-
-
-def _credentials(spec: ServiceSpec) -> dict[str, Any]:
-    """The factory's keywords for who the child runs as; none if unchanged.
-
-    Resolved at every start: a user deleted since the spec was made fails
-    that start (a ConfigError, reported like any spawn error).
-    """
-    kwargs: dict[str, Any] = {}
-    credentials = spec.credentials()
-    if credentials is not None:
-        kwargs.update(
-            user=credentials.uid,
-            group=credentials.gid,
-            extra_groups=list(credentials.groups),
-        )
-    if spec.umask is not None:
-        kwargs["umask"] = spec.umask
-    return kwargs
-
-
-def _child_env(spec: ServiceSpec) -> dict[str, str] | None:
-    if spec.env is None:
-        return None if spec.inherit_env else {}
-    env = dict(os.environ) if spec.inherit_env else {}
-    env.update(spec.env)
-    return env
-
-
-def _describe_exit(reason: Failure | None) -> Exit:
-    """How a process ended, from the reason Twisted gives."""
-    value = None if reason is None else reason.value
-    if isinstance(value, twisted_error.ProcessDone | twisted_error.ProcessTerminated):
-        if value.signal is not None:
-            returncode = -int(value.signal)
-        else:
-            returncode = int(value.exitCode or 0)
-        return Exit(returncode, describe_returncode(returncode))
-    if isinstance(value, OSError):
-        return Exit(None, str(value), could_not_start=True)
-    if value is None:
-        return Exit(None, "ended for an unknown reason")
-    return Exit(None, f"ended: {value}")

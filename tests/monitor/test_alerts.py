@@ -19,13 +19,8 @@ from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 
 from procwork import ConfigError, Result
 from procwork.monitor import AlertSpec
-from procwork.monitor._alerts import (
-    EVENTS,
-    AlertDispatcher,
-    Event,
-    ServiceEvents,
-    rule_events,
-)
+from procwork.monitor._alerts import EVENTS, AlertDispatcher, Event
+from procwork.monitor._events import ServiceEvents, rule_events
 from procwork.monitor._http import prometheus_text
 from procwork.monitor._logs import json_record, text_observer
 from procwork.monitor._metrics import monitor_metrics

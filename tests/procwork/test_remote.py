@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 import procwork
 from procwork import _remote
 from procwork._process import RunOptions
+from procwork._remote._connection import _Connection, _KillChannel
 from tests.support import (
     PY,
     ROOT,
@@ -714,7 +715,7 @@ def test_a_finished_remote_run_leaves_no_watcher_behind(
 
 
 def watchers_of(pid: int) -> list[int]:
-    """The pids of the watchers (procwork/_remote_wrapper.py) of command ``pid``."""
+    """The pids of the watchers (procwork/_remote/_wrapper.py) of command ``pid``."""
     return remote_marker_pids(f"procwork-watch\0{pid}\0")
 
 
@@ -747,12 +748,12 @@ class SilentConch:
 
     def kills(self) -> list[bytes]:
         """The kill requests opened here, as their commands."""
-        return [c._command for c in self.opened if isinstance(c, _remote._KillChannel)]
+        return [c._command for c in self.opened if isinstance(c, _KillChannel)]
 
     def answer_kills(self) -> None:
         """Every kill request opened here has run."""
         for channel in self.opened:
-            if isinstance(channel, _remote._KillChannel):
+            if isinstance(channel, _KillChannel):
                 channel.closed()
 
 
@@ -761,18 +762,18 @@ class FakeHost:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, max_sessions: int = 10) -> None:
         self.clock = ClockReactor()
-        self.connections: list[_remote._Connection] = []
+        self.connections: list[_Connection] = []
         self.pool = _remote.SSHPool(
             self.clock, keepalive=1000, max_sessions=max_sessions
         )
         self.target = _remote.parse_host("watch@db1:22")
         self.scheduler = procwork.Scheduler(self.clock, load=procwork.NoLoadLimit())
 
-        def connect(connection: _remote._Connection) -> None:
+        def connect(connection: _Connection) -> None:
             connection.pool.connections_opened += 1
             self.connections.append(connection)
 
-        monkeypatch.setattr(_remote._Connection, "_connect", connect)
+        monkeypatch.setattr(_Connection, "_connect", connect)
 
     def ready(self, index: int) -> SilentConch:
         """Connection ``index`` (in the order made) is up; its conch."""

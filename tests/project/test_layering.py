@@ -80,41 +80,48 @@ ENCAPSULATED = ("untwisted", "clockwork")
 TWISTED_FREE = (
     "procwork/supervisor/_spec.py",
     "procwork/supervisor/_restart.py",
+    "procwork/supervisor/_order.py",
     "procwork/_validate.py",
     "procwork/_fields.py",
     "procwork/_format.py",
     "procwork/_reactor.py",
     "procwork/monitor/_configfiles.py",
+    "procwork/monitor/_events.py",
     "procwork/monitor/_didyoumean.py",
     "procwork/monitor/_toml.py",
-    # A remote run's target, which a config's host = is checked with:
-    # twisted.conch (and the remote runs on it) load only when a run names one.
-    "procwork/_sshtarget.py",
+    # A remote run's target, which a config's host = is checked with, and
+    # the package's __init__ that importing it runs (with the shell
+    # wrapper): twisted.conch (and the remote runs on it) load only when a
+    # run names a host.
+    "procwork/_remote/__init__.py",
+    "procwork/_remote/_target.py",
+    "procwork/_remote/_wrapper.py",
 )
 
 #: The modules whose code names SIGKILL: the one kill escalation, the spawn
 #: transport (what is left of a group at the leader's exit; the last resort
-#: at interpreter exit) and the rules, which kill a frozen process tree
-#: member by member (timed by the escalation). Any other module stops a
+#: at interpreter exit) and the rules' tree-kill, which kills a frozen process
+#: tree member by member (timed by the escalation). Any other module stops a
 #: group through procwork._escalation.
 SIGKILL_SENDERS = frozenset(
     {
         "procwork/_escalation.py",
         "procwork/_spawn.py",
-        "procwork/monitor/_rules.py",
+        "procwork/monitor/_treekill.py",
         # The lifeline helper runs alone, after its program died, on the
         # standard library only (no reactor to escalate on): it has its own.
         "procwork/_lifeline_main.py",
         # Remote runs: a run's timeout and cancel go through the Escalation
         # (its SSH channel is the target), as do the groups of a lost
-        # connection's runs; what names SIGKILL here is the kill of
-        # leftovers when the command exits (as _spawn's), the SIGKILL owed
-        # to a group whose id came after its run was given up, the check
-        # that arms that give-up, and the bounded sweep at reactor
-        # shutdown, where every kill is a request over the network that may
-        # not answer. (Why that sweep is not an Escalation: see the comment
-        # in SSHPool._shutdown.)
-        "procwork/_remote.py",
+        # connection's runs; what names SIGKILL here is, in the run's
+        # channel, the kill of leftovers when the command exits (as
+        # _spawn's), the SIGKILL owed to a group whose id came after its run
+        # was given up and the check that arms that give-up; and in the
+        # pool, the bounded sweep at reactor shutdown, where every kill is a
+        # request over the network that may not answer. (Why that sweep is
+        # not an Escalation: see the comment in SSHPool._shutdown.)
+        "procwork/_remote/_channel.py",
+        "procwork/_remote/_pool.py",
     }
 )
 
@@ -364,7 +371,9 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
-def private_reaches(source: str, path: str, known: frozenset[str]) -> list[str]:
+def private_reaches(
+    source: str, path: str, known: frozenset[str], friends: Iterable[str] = ()
+) -> list[str]:
     """Where the module at ``path`` touches a ``_private`` name it does not define.
 
     A module may use the private names it defines: its functions, classes
@@ -373,11 +382,13 @@ def private_reaches(source: str, path: str, known: frozenset[str]) -> list[str]:
     (``task._stack``, ``self._x`` inherited from another module's class) or
     imported (``from clockwork._task import _NOTHING``), is another module's
     privacy. Dunder names are public; private submodules of the package are
-    modules, not names (``from untwisted import _signals``).
+    modules, not names (``from untwisted import _signals``). What the
+    ``friends`` (sources of other modules) define counts as defined too.
     """
     tree = ast.parse(source, path)
     defined: set[str] = set()
-    for node in ast.walk(tree):
+    trees = [tree, *(ast.parse(friend) for friend in friends)]
+    for node in (node for each in trees for node in ast.walk(each)):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             defined.add(node.name)
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
@@ -407,7 +418,9 @@ def private_reaches(source: str, path: str, known: frozenset[str]) -> list[str]:
             found.extend(
                 (node.lineno, f"from {node.module} import {alias.name}")
                 for alias in node.names
-                if _private(alias.name) and f"{node.module}.{alias.name}" not in known
+                if _private(alias.name)
+                and f"{node.module}.{alias.name}" not in known
+                and not (friends and alias.name in defined)
             )
     return [f"{path}:{line}: {what}" for line, what in sorted(found)]
 
@@ -471,6 +484,25 @@ def test_untwisted_and_clockwork_modules_touch_no_private_name_of_another_module
         for reach in private_reaches(source, path, known)
     ]
     assert not found, "private names of another module:\n" + "\n".join(found)
+
+
+def test_remote_runs_drive_their_process_through_its_methods_for_a_transport() -> None:
+    """The modules of ``procwork/_remote/`` share their package's private
+    names, and touch no other module's: of a Process, a remote run uses what
+    the Process documents "for a transport" (``transport_failed``,
+    ``output_received``, ...), never its ``_privates``."""
+    sources = repository_sources()
+    known = known_modules(list(sources))
+    package = {p: s for p, s in sources.items() if p.startswith("procwork/_remote/")}
+    assert "procwork/_remote/_channel.py" in package
+    found = [
+        reach
+        for path, source in package.items()
+        for reach in private_reaches(source, path, known, package.values())
+    ]
+    assert not found, "private names of modules outside the package:\n" + "\n".join(
+        found
+    )
 
 
 def test_the_service_spec_and_the_restart_decision_import_nothing_from_twisted() -> (
@@ -561,8 +593,10 @@ def test_procwork_exports_the_process_core_only() -> None:
             "waitfor",
         ]
     )
-    # Remote runs' names resolve on use (procwork/_remote.py, twisted.conch).
+    # Remote runs' names resolve on use (procwork/_remote/, twisted.conch);
+    # their errors are procwork._errors', re-exported there too.
     assert procwork.RemoteError is procwork._remote.RemoteError
+    assert procwork.SSHPool is procwork._remote.SSHPool
 
 
 @pytest.mark.parametrize(

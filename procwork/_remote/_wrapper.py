@@ -4,7 +4,7 @@ A remote command is started as ``exec /bin/sh -c WRAPPER marker nice cwd
 grace watch ARGV...`` (:func:`command`). :data:`WRAPPER` (POSIX ``sh``;
 ``dash`` runs it) enters the working directory, checks that the command
 exists, reports the command's process group on the first line of stderr
-(``<marker> <pid>``, stripped by ``procwork/_remote.py``) and ``exec``\\ s the
+(``<marker> <pid>``, stripped by ``procwork/_remote/_channel.py``) and ``exec``\\ s the
 command, which keeps the wrapper's pid: it leads the group sshd made for the
 session (or the one ``setsid`` makes), and its exit status or signal reaches
 the client unchanged.

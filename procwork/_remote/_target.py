@@ -1,8 +1,8 @@
 """Where a remote run goes: ``user@host:port``, and the files used to reach it.
 
-Standard library only, so that checking a config's ``host =`` neither
-imports ``twisted.conch`` nor the remote runs built on it
-(:mod:`procwork._remote`, which imports this).
+Standard library only, so that checking a config's ``host =``
+(:mod:`procwork._validate`) imports neither ``twisted.conch`` nor the remote
+runs built on it (the rest of :mod:`procwork._remote`).
 """
 
 from __future__ import annotations
