@@ -1,23 +1,22 @@
 """Operating a running monitor: the control protocol, reload, and what they do.
 
-Unit tests: the protocol's requests and answers, the difference between two
-configs, the supervisor's new verbs (replace a spec, signal a group, keep
-output), and the :class:`Controller` acting on a Monitor that runs on a
+Unit tests: the protocol's requests and answers, the control socket's config
+keys, and the :class:`Controller` acting on a Monitor that runs on a
 ``Clock`` with fake processes, so stops and restarts are exact and instant.
-The real ``procwork monitor`` and ``procwork ctl`` are driven as processes
-in ``test_ctl_e2e.py``.
+What a reload changes is ``test_reload.py``; the supervisor's verbs the
+controller calls (replace a spec, signal a group, keep output) are
+``tests/supervisor/test_operations.py``. The real ``procwork monitor`` and
+``procwork ctl`` are driven as processes in ``tests/cli/test_ctl_e2e.py``.
 """
 
 from __future__ import annotations
 
 import signal
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 
 from procwork import ConfigError, Result
@@ -31,17 +30,19 @@ from procwork.monitor._protocol import (
     encode,
     parse_request,
 )
-from procwork.monitor._reload import diff_config
 from procwork.supervisor import (
-    NoSuchService,
-    ServiceNotRunning,
-    ServiceSpec,
     ServiceState,
-    Supervisor,
 )
 from tests.support import FakeTable, observing
-from tests.support.fake_monitor import HEADER, Operated, cgi, metric_lines, services
-from tests.support.fake_supervisor import FakeWorld, spec
+from tests.support.fake_monitor import (
+    HEADER,
+    Operated,
+    cgi,
+    checks,
+    metric_lines,
+    rules,
+    services,
+)
 
 # -- the protocol ----------------------------------------------------------------
 
@@ -261,250 +262,6 @@ def test_the_token_is_not_shown_in_the_configs_repr() -> None:
     )
     assert config.http_token == "0123456789abcdef-secret"
     assert "secret" not in repr(config)
-
-
-# -- the difference between two configs ---------------------------------------------
-
-
-def test_a_reload_adds_removes_changes_and_keeps_services_by_name_and_spec() -> None:
-    old = parse_config(services("a", "b", "c", "d"), check_system=False)
-    new = parse_config(
-        services("a", "c:stop_signal = 'INT'", "e", "d:env = {X = '1'}"),
-        check_system=False,
-    )
-    diff = diff_config(old, new)
-    assert (diff.added, diff.removed, diff.changed, diff.unchanged) == (
-        ("e",),
-        ("b",),
-        ("c", "d"),
-        ("a",),
-    )
-    assert str(diff) == "services: added e; removed b; changed c, d; 1 unchanged"
-    assert diff.to_dict()["changed"] == ["c", "d"]
-
-
-def test_removed_services_go_in_reverse_order_so_dependents_stop_first() -> None:
-    old = parse_config(services("a", "b:after = 'a'", "c"), check_system=False)
-    new = parse_config(services("c"), check_system=False)
-    assert diff_config(old, new).removed == ("b", "a")
-
-
-def test_the_same_config_read_again_changes_nothing() -> None:
-    text = services("a:env = {X = '1'}\nstop_signal = 'HUP'", "b") + textwrap.dedent(
-        """
-        [[check]]
-        name = "disk"
-        command = ["true"]
-        every = 30
-        [[rule]]
-        name = "old"
-        process_name = "perl"
-        max_age = 60
-        """
-    )
-    diff = diff_config(parse_config(text), parse_config(text))
-    assert diff.unchanged == ("a", "b")
-    assert (diff.checks_unchanged, diff.rules_unchanged) == (("disk",), ("old",))
-    assert not (diff.added or diff.removed or diff.changed or diff.not_applied)
-    assert not (diff.checks_added or diff.checks_removed or diff.checks_changed)
-    assert not (diff.rules_added or diff.rules_removed or diff.rules_changed)
-
-
-def test_checks_rules_and_settings_bound_at_start_are_told_apart() -> None:
-    old = parse_config('[monitor]\nhttp = "127.0.0.1:1"\n')
-    new = parse_config(
-        '[monitor]\nhttp = "127.0.0.1:2"\nsocket = "/x.sock"\n'
-        '[[check]]\nname = "c"\ncommand = ["true"]\nevery = 5\n'
-    )
-    diff = diff_config(old, new)
-    assert diff.checks_added == ("c",) and not diff.rules_added
-    assert diff.not_applied == ("http", "socket")
-
-
-def checks(*entries: str) -> str:
-    """[[check]]s running ``true NAME`` every 10 s, as ``services`` writes services."""
-    return "\n".join(
-        f'[[check]]\nname = "{name}"\ncommand = ["true", "{name}"]\nevery = 10\n{extra}'
-        for name, _, extra in (e.partition(":") for e in entries)
-    )
-
-
-def rules(*entries: str) -> str:
-    """[[rule]]s logging perl processes older than max_age seconds."""
-    return "\n".join(
-        f'[[rule]]\nname = "{name}"\nprocess_name = "perl"\nmax_age = {max_age}\n'
-        for name, _, max_age in (e.partition(":") for e in entries)
-    )
-
-
-def test_a_reload_tells_checks_and_rules_apart_by_name_and_spec_as_services() -> None:
-    """Each kind lists what was added, removed and changed, and counts the
-    rest; a kind neither config has is not mentioned."""
-    old = parse_config(
-        checks("disk", "load", "mem") + rules("slow:600", "gone:60"),
-        check_system=False,
-    )
-    new = parse_config(
-        checks("load", "disk:timeout = 5", "swap", "mem")
-        + rules("slow:600", "stale:3600"),
-        check_system=False,
-    )
-    diff = diff_config(old, new)
-    assert (
-        diff.checks_added,
-        diff.checks_removed,
-        diff.checks_changed,
-        diff.checks_unchanged,
-    ) == (("swap",), (), ("disk",), ("load", "mem"))
-    assert (
-        diff.rules_added,
-        diff.rules_removed,
-        diff.rules_changed,
-        diff.rules_unchanged,
-    ) == (("stale",), ("gone",), (), ("slow",))
-    assert str(diff) == (
-        "services: added none; removed none; changed none; 0 unchanged"
-        " | checks: added swap; removed none; changed disk; 2 unchanged"
-        " | rules: added stale; removed gone; changed none; 1 unchanged"
-    )
-    answer = diff.to_dict()
-    assert answer["checks_changed"] == ["disk"]
-    assert answer["rules_removed"] == ["gone"]
-    assert str(diff_config(new, new)) == (
-        "services: added none; removed none; changed none; 0 unchanged"
-        " | checks: added none; removed none; changed none; 4 unchanged"
-        " | rules: added none; removed none; changed none; 2 unchanged"
-    )
-
-
-# -- the supervisor's verbs ---------------------------------------------------------
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def world(clock: Clock) -> FakeWorld:
-    return FakeWorld(clock)
-
-
-@pytest.fixture
-def sup(clock: Clock, world: FakeWorld) -> Supervisor:
-    return Supervisor(clock, process_factory=world)
-
-
-def test_replace_stops_with_the_old_stop_signal_then_starts_with_the_new_spec(
-    sup: Supervisor, world: FakeWorld, clock: Clock
-) -> None:
-    sup.add(spec("web", stop_signal="INT", start_seconds=0))
-    sup.start()
-    old = world.current("web")
-    done = sup.replace(spec("web", stop_signal="TERM", env={"V": "2"}, start_seconds=0))
-    assert old.group_signals == [signal.SIGINT]
-    assert not done.called
-    clock.advance(world.processes[0].TERM_DELAY)
-    assert done.called
-    new = world.current("web")
-    assert new is not old and new.env is not None and new.env["V"] == "2"
-    assert sup.specs()[0].stop_signal == signal.SIGTERM
-
-
-def test_replace_leaves_a_stopped_service_without_autostart_stopped(
-    sup: Supervisor, world: FakeWorld, clock: Clock
-) -> None:
-    sup.add(spec("tool", autostart=False))
-    sup.start()
-    sup.replace(spec("tool", autostart=False, nice=5))
-    clock.advance(5)
-    assert world.of("tool") == []
-    assert sup.status()["tool"].state is ServiceState.STOPPED
-
-
-def test_replace_brings_back_a_FATAL_service_with_its_new_spec(
-    sup: Supervisor, world: FakeWorld, clock: Clock
-) -> None:
-    sup.add(spec("bad", max_restarts=0, start_seconds=1))
-    sup.start()
-    world.current("bad").exit(3)
-    assert sup.status()["bad"].state is ServiceState.FATAL
-    sup.replace(ServiceSpec("bad", ["svc", "fixed", "bad"], max_restarts=0))
-    assert world.current("bad").args == ("svc", "fixed", "bad")
-
-
-def test_replace_refuses_an_after_that_names_itself_or_nothing(
-    sup: Supervisor,
-) -> None:
-    sup.add(spec("web"))
-    with pytest.raises(ConfigError, match=r"after names 'db', which is not another"):
-        sup.replace(spec("web", after="db"))
-    with pytest.raises(NoSuchService, match=r"no service named 'db'"):
-        sup.replace(spec("db"))
-
-
-def test_a_signal_reaches_the_services_group_and_a_stopped_one_says_so(
-    sup: Supervisor, world: FakeWorld
-) -> None:
-    sup.add(spec("web"))
-    sup.add(spec("tool", autostart=False))
-    sup.start()
-    sup.signal_service("web", "HUP")
-    assert world.current("web").group_signals == [signal.SIGHUP]
-    with pytest.raises(
-        ServiceNotRunning,
-        match=r"^service 'tool' is not running \(STOPPED\): no process group to "
-        r"send SIGUSR1 to$",
-    ):
-        sup.signal_service("tool", signal.SIGUSR1)
-    assert issubclass(ServiceNotRunning, ProcessLookupError)
-    with pytest.raises(ValueError, match="unknown signal 'NOPE'"):
-        sup.signal_service("web", "NOPE")
-
-
-def test_each_stream_keeps_its_last_lines_within_a_bound_across_restarts(
-    sup: Supervisor, world: FakeWorld, clock: Clock
-) -> None:
-    from procwork.supervisor._servicelog import OUTPUT_TAIL
-
-    sup.add(spec("web", start_seconds=0))
-    sup.start()
-    world.current("web").say(b"one\ntwo\n")
-    world.current("web").say(b"oops\n", fd=2)
-    world.current("web").exit(1)
-    clock.advance(0)
-    world.current("web").say(b"three\n")
-    assert sup.output("web") == ["one", "two", "three"]
-    assert sup.output("web", "stdout", 2) == ["two", "three"]
-    assert sup.output("web", "stderr") == ["oops"]
-    line = b"x" * 999 + b"\n"
-    for _ in range(3 * OUTPUT_TAIL // 1000):
-        world.current("web").say(line)
-    kept = sup.output("web")
-    assert sum(len(x) + 1 for x in kept) <= OUTPUT_TAIL
-    assert len(kept) == OUTPUT_TAIL // 1000
-    with pytest.raises(ValueError, match="stream must be 'stdout' or 'stderr'"):
-        sup.output("web", "stdin")
-
-
-def test_a_follower_gets_each_new_line_until_it_stops_following(
-    sup: Supervisor, world: FakeWorld
-) -> None:
-    sup.add(spec("web"))
-    sup.start()
-    seen: list[tuple[str, str]] = []
-
-    def broken(stream: str, line: str) -> None:
-        raise RuntimeError("a follower that fails")
-
-    sup.follow("web", broken)  # costs the others nothing
-    unfollow = sup.follow("web", lambda stream, line: seen.append((stream, line)))
-    world.current("web").say(b"a\n")
-    world.current("web").say(b"b\n", fd=2)
-    unfollow()
-    unfollow()
-    world.current("web").say(b"c\n")
-    assert seen == [("stdout", "a"), ("stderr", "b")]
 
 
 # -- the controller on a monitor ------------------------------------------------------

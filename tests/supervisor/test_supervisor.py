@@ -47,21 +47,6 @@ from tests.support.fake_supervisor import FakeProcess, FakeWorld, spec
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def world(clock: Clock) -> FakeWorld:
-    return FakeWorld(clock)
-
-
-@pytest.fixture
-def sup(clock: Clock, world: FakeWorld) -> Supervisor:
-    return Supervisor(clock, process_factory=world)
-
-
-@pytest.fixture
 def events() -> Iterator[list[dict[str, Any]]]:
     """The supervisor's log events while the test runs."""
     seen: list[dict[str, Any]] = []

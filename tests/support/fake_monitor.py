@@ -212,3 +212,19 @@ class Operated:
 
 HEADER = "[monitor]\nhttp = false\nsummary_every = 0\n"
 """A [monitor] table for an Operated config: no HTTP, no summary lines."""
+
+
+def checks(*entries: str) -> str:
+    """[[check]]s running ``true NAME`` every 10 s, as ``services`` writes services."""
+    return "\n".join(
+        f'[[check]]\nname = "{name}"\ncommand = ["true", "{name}"]\nevery = 10\n{extra}'
+        for name, _, extra in (e.partition(":") for e in entries)
+    )
+
+
+def rules(*entries: str) -> str:
+    """[[rule]]s logging perl processes older than max_age seconds."""
+    return "\n".join(
+        f'[[rule]]\nname = "{name}"\nprocess_name = "perl"\nmax_age = {max_age}\n'
+        for name, _, max_age in (e.partition(":") for e in entries)
+    )
