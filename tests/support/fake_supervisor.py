@@ -15,9 +15,10 @@ from typing import Any
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
-from procwork.supervisor import ServiceSpec
+from procwork.supervisor import ServiceSpec, ServiceState, Supervisor
 
 
 class FakeProcess:
@@ -131,3 +132,13 @@ class FakeWorld:
 
 def spec(name: str, **changes: Any) -> ServiceSpec:
     return ServiceSpec(name, ["svc", name], **changes)
+
+
+def lines(events: list[dict[str, Any]]) -> list[str]:
+    """The log ``events`` as text lines."""
+    return [formatEvent(e) for e in events]
+
+
+def state(sup: Supervisor, name: str) -> ServiceState:
+    """The state of ``sup``'s service ``name``."""
+    return sup.status()[name].state
