@@ -7,13 +7,17 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.support import group_members, lifeline, no_load_limit, sigkill_leftovers
 from tests.support.monitor import MonitorProcess, running_with
+from tests.support.sshd import Sshd
 
 # need_tool() and the end-of-run line naming the tools whose tests were skipped.
+# (Loaded as a plugin, so that pytest rewrites its asserts: this module
+# imports nothing that imports it.)
 pytest_plugins = ["tests.support.tools"]
 
 # The programs the tests start expect the fatal signals at their default
@@ -104,3 +108,29 @@ def marker() -> Iterator[str]:
             for pid in group_members(os.getpgid(shell)):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A real OpenSSH server shared by the tests of a module (skipped without)."""
+    # Imported here: it imports tests.support.tools, a plugin pytest loads later.
+    from tests.support.remote import real_sshd
+
+    server = real_sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_sshd(tmp_path: Path) -> Iterator[Sshd]:
+    """A server of this test's own, for tests that break it."""
+    # Imported here: it imports tests.support.tools, a plugin pytest loads later.
+    from tests.support.remote import real_sshd
+
+    server = real_sshd(tmp_path / "sshd")
+    try:
+        yield server
+    finally:
+        server.stop()
