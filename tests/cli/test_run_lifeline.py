@@ -1,0 +1,110 @@
+"""``procwork run`` takes the command's whole tree along, however it ends.
+
+Its lifeline is always on: SIGKILLed, interrupted, hung up or quit, the
+command's tree dies, and an interrupted run exits 128+N. Real processes,
+every wait bounded, whatever a test started SIGKILLed by pid at its end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import (
+    PY,
+    ROOT,
+    child_env,
+    group_members,
+)
+from tests.support.lifeline import (
+    TREE,
+    groups_gone,
+    poll,
+    running_with,
+)
+
+
+def procwork_run(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [PY, "-m", "procwork", "run", *args],
+        cwd=cwd,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def tree_of(marker: str, timeout: float = 20) -> int:
+    """The group of the shell started with ``marker`` as its $0, once its
+    whole tree (the shell and two sleeps) runs."""
+    assert poll(lambda: running_with(marker), timeout)
+    pgid = os.getpgid(running_with(marker)[0])
+    assert poll(lambda: len(group_members(pgid)) == 3, timeout)
+    return pgid
+
+
+@pytest.mark.slow
+def test_procwork_run_sigkilled_takes_the_commands_whole_tree_along(
+    marker: str,
+) -> None:
+    """``procwork run -- sh -c 'sleep 300 & sleep 300'`` SIGKILLed: the shell
+    and both sleeps are gone within 2 s."""
+    run = procwork_run("--", "sh", "-c", TREE, marker)
+    try:
+        pgid = tree_of(marker)
+        run.kill()
+        run.wait(timeout=10)
+        assert groups_gone([pgid])
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.communicate(timeout=10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_procwork_run_interrupted_kills_the_tree_and_exits_128_plus_n(
+    sig: signal.Signals, marker: str
+) -> None:
+    """Ctrl-C (SIGINT) and SIGTERM: the command's tree is terminated and
+    ``procwork run`` exits 128+N, quietly (no traceback)."""
+    run = procwork_run("--", "sh", "-c", TREE, marker)
+    try:
+        pgid = tree_of(marker)
+        run.send_signal(sig)
+        _, err = run.communicate(timeout=30)
+        assert run.returncode == 128 + sig
+        assert "Traceback" not in err
+        assert groups_gone([pgid])
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate(timeout=10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])
+def test_procwork_run_hung_up_or_quit_kills_the_tree_and_exits_128_plus_n(
+    sig: signal.Signals, tmp_path: Path, marker: str
+) -> None:
+    """SIGHUP (the terminal closed) and SIGQUIT: the command's tree is gone
+    within 2 s and the shell sees status 128+N. (untwisted turns these signals
+    into SystemExit(128+N) when the program has no handler of its own; where
+    it does not yet, ``procwork run`` dies of the signal and its lifeline
+    kills the tree. Either way the tree dies and a shell reports 128+N.)"""
+    run = procwork_run("--", "sh", "-c", TREE, marker, cwd=tmp_path)  # any core
+    try:
+        pgid = tree_of(marker)
+        run.send_signal(sig)
+        run.communicate(timeout=30)
+        assert run.returncode in (128 + sig, -sig)
+        assert groups_gone([pgid])
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate(timeout=10)
