@@ -14,18 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import (
-    PY,
-    ROOT,
-    child_env,
-    group_members,
-)
-from tests.support.lifeline import (
-    TREE,
-    groups_gone,
-    poll,
-    running_with,
-)
+from tests.support import PY, ROOT, child_env, group_members
+from tests.support.lifeline import TREE, groups_gone, poll, running_with
 
 
 def procwork_run(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:

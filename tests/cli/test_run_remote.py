@@ -13,11 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import (
-    PY,
-    ROOT,
-    unique_token,
-)
+from tests.support import PY, ROOT, unique_token
 from tests.support.remote import nothing_left, sleeper_tree
 from tests.support.sshd import Sshd
 

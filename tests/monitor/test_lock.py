@@ -19,19 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import (
-    PY,
-    ROOT,
-    child_env,
-    group_members,
-)
-from tests.support.lifeline import (
-    GONE_WITHIN,
-    STUBBORN_TREE,
-    TREE,
-    poll,
-    running_with,
-)
+from tests.support import PY, ROOT, child_env, group_members
+from tests.support.lifeline import GONE_WITHIN, STUBBORN_TREE, TREE, poll, running_with
 
 
 def monitor_config(

@@ -7,10 +7,7 @@ from __future__ import annotations
 import pytest
 
 import procwork
-from tests.support import (
-    drive_until,
-    wait,
-)
+from tests.support import drive_until, wait
 from tests.support.sshd import Sshd
 
 pytestmark = pytest.mark.usefixtures("no_load_gate")

@@ -17,11 +17,7 @@ import pytest
 from twisted.internet.defer import Deferred
 
 import untwisted
-from procwork.supervisor import (
-    ServiceSpec,
-    ServiceState,
-    Supervisor,
-)
+from procwork.supervisor import ServiceSpec, ServiceState, Supervisor
 from tests.support import (
     PY,
     alive,

@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 
 from procwork import ConfigError
-from procwork.supervisor import (
-    ServiceSpec,
-)
+from procwork.supervisor import ServiceSpec
 from tests.support.fake_supervisor import spec
 
 

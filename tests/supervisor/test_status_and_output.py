@@ -18,15 +18,8 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
-from procwork.supervisor import (
-    NoSuchService,
-    ServiceState,
-    ServiceStatus,
-    Supervisor,
-)
-from tests.support import (
-    run_child,
-)
+from procwork.supervisor import NoSuchService, ServiceState, ServiceStatus, Supervisor
+from tests.support import run_child
 from tests.support.fake_supervisor import FakeProcess, FakeWorld, spec, state
 
 # -- output --------------------------------------------------------------------
