@@ -49,19 +49,6 @@ Gen = Generator[Any, Any, Any]
 pytestmark = pytest.mark.usefixtures("no_load_gate")
 
 
-@pytest.fixture
-def clock() -> ClockReactor:
-    return ClockReactor()
-
-
-@pytest.fixture
-def worker(clock: ClockReactor) -> Worker:
-    """A worker on the fake clock: its tasks' sleeps take no real time."""
-    return Worker(
-        driver=untwisted.lowlevel.Driver(clock, register_atexit=lambda hook: None)
-    )
-
-
 # -- Control and Return ------------------------------------------------------------
 
 

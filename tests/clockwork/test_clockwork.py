@@ -1,17 +1,17 @@
 """clockwork: generator microthreads scheduled on a Twisted reactor.
 
 Each test name is a sentence of the specification. Timing is tested on a
-:class:`ClockReactor`, a fake whose time moves only when the worker waits, so
-``sleep``/``every``/``timeout`` are exact and instant; a few tests use the real
-reactor with loose bounds, and the CPU cost of waiting is measured in a child
-process.
+:class:`ClockReactor`, a fake whose time moves only when the worker waits (the
+``worker`` fixture of ``conftest.py``), so it is exact and instant; a few tests
+use the real reactor with loose bounds. The waits (``sleep``, ``every``,
+``timeout``, ``gather``, ``first``) are ``test_waits.py``, deep stacks, long
+tasks and the CPU of waiting ``test_scale.py``.
 """
 
 from __future__ import annotations
 
 import gc
 import traceback
-import tracemalloc
 from collections.abc import Generator, Iterator
 from typing import Any
 
@@ -22,25 +22,13 @@ from twisted.internet.defer import CancelledError, Deferred
 import clockwork
 import untwisted
 from clockwork import Task, Timeout, Worker
-from tests.support import ClockReactor, observing, run_program
+from tests.support import ClockReactor, observing
+from tests.support.routines import nest
 
 Gen = Generator[Any, Any, Any]
 
 
-# -- a worker on a reactor whose clock moves only when the worker waits ---------
-
-
-@pytest.fixture
-def clock() -> ClockReactor:
-    return ClockReactor()
-
-
-@pytest.fixture
-def worker(clock: ClockReactor) -> Worker:
-    """A worker on the fake clock: its tasks' sleeps take no real time."""
-    return Worker(
-        driver=untwisted.lowlevel.Driver(clock, register_atexit=lambda hook: None)
-    )
+# -- helpers -------------------------------------------------------------------
 
 
 def names_of_frames_in_this_file(error: BaseException) -> list[str]:
@@ -504,16 +492,6 @@ def test_the_generator_may_catch_that_TypeError_and_go_on(worker: Worker) -> Non
 # -- cancel ------------------------------------------------------------------------
 
 
-def nest(depth: int, log: list[int], bottom: object) -> Gen:
-    """``depth`` nested subroutines waiting on ``bottom``; logs its finallys."""
-    try:
-        if depth == 0:
-            return (yield bottom)
-        return (yield nest(depth - 1, log, bottom))
-    finally:
-        log.append(depth)
-
-
 def test_cancel_closes_the_stack_innermost_first_so_every_finally_runs(
     worker: Worker,
 ) -> None:
@@ -600,292 +578,6 @@ def test_a_task_may_cancel_another_that_waits_and_so_close_its_stack(
     killer_task = worker.assign(killer())
     worker.work()
     assert killer_task.result() == [0, 1, 2]
-
-
-# -- sleep and every, on a fake clock ----------------------------------------------
-
-
-def test_sleep_resumes_after_the_given_seconds(
-    worker: Worker, clock: ClockReactor
-) -> None:
-    times: list[float] = []
-
-    def job() -> Gen:
-        yield clockwork.sleep(5)
-        times.append(clock.seconds())
-        yield clockwork.sleep(0.5)
-        times.append(clock.seconds())
-
-    worker.assign(job())
-    worker.work()
-    assert times == [5, 5.5]
-
-
-def test_sleeping_tasks_wake_in_order_of_their_deadlines(
-    worker: Worker, clock: ClockReactor
-) -> None:
-    woke: list[tuple[str, float]] = []
-
-    def sleeper(name: str, seconds: float) -> Gen:
-        yield clockwork.sleep(seconds)
-        woke.append((name, clock.seconds()))
-
-    worker.assign(sleeper("slow", 3))
-    worker.assign(sleeper("fast", 1))
-    worker.assign(sleeper("middle", 2))
-    worker.work()
-    assert woke == [("fast", 1), ("middle", 2), ("slow", 3)]
-
-
-def test_sleep_rejects_negative_or_non_numeric_seconds() -> None:
-    with pytest.raises(ValueError, match=r"seconds must be >= 0, not -1"):
-        clockwork.sleep(-1)
-    with pytest.raises(TypeError, match=r"seconds must be a number, not '1'"):
-        clockwork.sleep("1")  # type: ignore[arg-type]
-
-
-def stop_after(seconds: float, victim: list[Task]) -> Gen:
-    yield clockwork.sleep(seconds)
-    victim[0].cancel()
-
-
-def test_every_calls_a_function_at_a_fixed_interval(
-    worker: Worker, clock: ClockReactor
-) -> None:
-    calls: list[float] = []
-    ticker = [worker.assign(clockwork.every(10, lambda: calls.append(clock.seconds())))]
-    worker.assign(stop_after(35, ticker))
-    worker.work()
-    assert calls == [0, 10, 20, 30]
-
-
-def test_every_runs_a_generator_function_as_a_subroutine_and_skips_missed_slots(
-    worker: Worker, clock: ClockReactor
-) -> None:
-    """A call that overruns its slot delays the next call to the next grid point."""
-    starts: list[float] = []
-
-    def slow() -> Gen:
-        starts.append(clock.seconds())
-        yield clockwork.sleep(15)
-
-    ticker = [worker.assign(clockwork.every(10, slow))]
-    worker.assign(stop_after(65, ticker))
-    worker.work()
-    assert starts == [0, 20, 40, 60]
-
-
-def test_every_waits_for_an_async_def_function(
-    worker: Worker, clock: ClockReactor
-) -> None:
-    ends: list[float] = []
-
-    async def fn() -> None:
-        await clockwork.sleep(1)
-        ends.append(clock.seconds())
-
-    ticker = [worker.assign(clockwork.every(5, fn))]
-    worker.assign(stop_after(12, ticker))
-    worker.work()
-    assert ends == [1, 6, 11]
-
-
-def test_every_rejects_a_zero_interval() -> None:
-    with pytest.raises(ValueError, match=r"every\(\): seconds must be > 0"):
-        next(clockwork.every(0, lambda: None))
-
-
-def test_sleep_and_every_on_the_real_reactor_take_about_the_time_asked() -> None:
-    calls: list[int] = []
-
-    def job() -> Gen:
-        yield clockwork.sleep(0.02)
-        ticker = clockwork.spawn(clockwork.every(0.01, lambda: calls.append(1)))
-        while len(calls) < 3:
-            yield clockwork.sleep(0.005)
-        ticker.cancel()
-        return "done"
-
-    assert clockwork.wrap(job(), timeout=10) == "done"
-    assert len(calls) >= 3
-
-
-# -- timeout --------------------------------------------------------------------------
-
-
-def test_timeout_returns_the_value_when_it_comes_in_time(worker: Worker) -> None:
-    def quick() -> Gen:
-        yield clockwork.sleep(1)
-        return "quick"
-
-    def job() -> Gen:
-        return (yield clockwork.timeout(5, quick()))
-
-    job_task = worker.assign(job())
-    worker.work()
-    assert job_task.result() == "quick"
-
-
-def test_timeout_raises_Timeout_in_the_caller(
-    worker: Worker, clock: ClockReactor
-) -> None:
-    def job() -> Gen:
-        try:
-            yield clockwork.timeout(2, nest(0, [], Deferred()))
-        except TimeoutError as e:
-            return type(e), str(e), clock.seconds()
-
-    job_task = worker.assign(job())
-    worker.work()
-    kind, message, when = job_task.result()
-    assert kind is Timeout and when == 2
-    assert message.endswith("nest() did not finish within 2 s")
-
-
-def test_timeout_closes_the_stack_innermost_first_and_cancels_the_awaited_one(
-    worker: Worker,
-) -> None:
-    log: list[int] = []
-    cancelled: list[object] = []
-    waited: Deferred[None] = Deferred(cancelled.append)
-
-    def job() -> Gen:
-        with pytest.raises(Timeout):
-            yield clockwork.timeout(1, nest(3, log, waited))
-        return log[:]
-
-    job_task = worker.assign(job())
-    worker.work()
-    assert job_task.result() == [0, 1, 2, 3]
-    assert cancelled == [waited]
-
-
-def test_timeout_of_a_deferred_cancels_it(worker: Worker) -> None:
-    cancelled: list[object] = []
-    waited: Deferred[None] = Deferred(cancelled.append)
-
-    def job() -> Gen:
-        with pytest.raises(Timeout, match="Deferred did not finish within 1 s"):
-            yield clockwork.timeout(1, waited)
-
-    job_task = worker.assign(job())
-    worker.work()
-    job_task.result()
-    assert cancelled == [waited]
-
-
-def test_a_cancel_of_the_caller_inside_a_timeout_is_not_reported_as_Timeout(
-    worker: Worker,
-) -> None:
-    log: list[int] = []
-
-    def job() -> Gen:
-        yield clockwork.timeout(100, nest(1, log, Deferred()))
-
-    job_task = worker.assign(job())
-    worker.tick()  # job starts nest() as a task of the worker and waits
-    worker.tick()  # nest() runs, and waits
-    job_task.cancel()
-    assert log == [0, 1]
-    with pytest.raises(CancelledError):
-        job_task.result()
-
-
-def test_wrap_with_a_timeout_closes_the_generator_and_raises_Timeout() -> None:
-    log: list[int] = []
-    with pytest.raises(Timeout):
-        clockwork.wrap(nest(2, log, Deferred()), timeout=0.01)
-    assert log == [0, 1, 2]
-
-
-# -- gather and first -----------------------------------------------------------------
-
-
-def sleep_then(seconds: float, value: object, log: list[str] | None = None) -> Gen:
-    try:
-        yield clockwork.sleep(seconds)
-        return value
-    finally:
-        if log is not None:
-            log.append(f"{value} closed")
-
-
-def test_gather_returns_the_results_in_the_order_given(
-    worker: Worker, clock: ClockReactor
-) -> None:
-    def job() -> Gen:
-        results = yield clockwork.gather(
-            sleep_then(3, "slow"), defer.succeed("ready"), sleep_then(1, "fast")
-        )
-        return results, clock.seconds()
-
-    job_task = worker.assign(job())
-    worker.work()
-    assert job_task.result() == (["slow", "ready", "fast"], 3)
-
-
-def test_gather_of_nothing_is_an_empty_list() -> None:
-    assert untwisted.run(clockwork.gather()) == []
-
-
-def test_gather_raises_the_first_failure_and_cancels_the_others(
-    worker: Worker,
-) -> None:
-    log: list[str] = []
-    cancelled: list[object] = []
-
-    def failing() -> Gen:
-        yield clockwork.sleep(1)
-        raise OSError("no such thing")
-
-    def job() -> Gen:
-        try:
-            yield clockwork.gather(
-                sleep_then(5, "a", log), failing(), Deferred(cancelled.append)
-            )
-        except OSError as e:
-            return str(e)
-
-    job_task = worker.assign(job())
-    worker.work()
-    assert job_task.result() == "no such thing"
-    assert log == ["a closed"] and len(cancelled) == 1
-
-
-def test_first_gives_index_and_result_of_the_first_to_finish_and_cancels_others(
-    worker: Worker, clock: ClockReactor
-) -> None:
-    log: list[str] = []
-    cancelled: list[object] = []
-
-    def job() -> Gen:
-        winner = yield clockwork.first(
-            sleep_then(5, "slow", log),
-            sleep_then(2, "fast"),
-            Deferred(cancelled.append),
-        )
-        return winner, clock.seconds()
-
-    job_task = worker.assign(job())
-    worker.work()
-    assert job_task.result() == ((1, "fast"), 2)
-    assert log == ["slow closed"] and len(cancelled) == 1
-
-
-def test_first_raises_when_the_first_to_finish_failed(worker: Worker) -> None:
-    def job() -> Gen:
-        with pytest.raises(ZeroDivisionError):
-            yield clockwork.first(defer.fail(ZeroDivisionError()), sleep_then(1, "x"))
-        return "raised"
-
-    job_task = worker.assign(job())
-    worker.work()
-    assert job_task.result() == "raised"
-
-
-def test_first_of_nothing_is_an_error() -> None:
-    with pytest.raises(ValueError, match="needs at least one thing to wait for"):
-        clockwork.first()
 
 
 # -- the default worker: spawn, tick, work, wrap --------------------------------------
@@ -1007,89 +699,6 @@ def test_encapsulate_makes_a_generator_function_return_a_flat_iterator() -> None
     flat: Iterator[Any] = pairs(3)
     assert list(flat) == [0, 0, 1, 1, 2, 2]
     assert pairs.__name__ == "pairs" and pairs.__doc__ == "Each number twice."
-
-
-# -- scale: deep stacks, long tasks, idle cost ----------------------------------------
-
-
-def countdown(n: int) -> Gen:
-    """10 000 levels deep without recursion in the scheduler."""
-    if n == 0:
-        return 0
-        yield
-    return (yield countdown(n - 1)) + 1
-
-
-def test_ten_thousand_levels_of_subroutines_work(worker: Worker) -> None:
-    job_task = worker.assign(countdown(10_000))
-    worker.work()
-    assert job_task.result() == 10_000
-    assert clockwork.wrap(countdown(10_000)) == 10_000
-    assert sum(1 for _ in clockwork.flatten(countdown(10_000))) == 0
-
-
-def test_an_exception_propagates_through_ten_thousand_levels(worker: Worker) -> None:
-    def fail(n: int) -> Gen:
-        if n == 0:
-            raise ArithmeticError("at the bottom")
-        yield fail(n - 1)
-
-    def top() -> Gen:
-        try:
-            yield fail(10_000)
-        except ArithmeticError as e:
-            return str(e)
-
-    job_task = worker.assign(top())
-    worker.work()
-    assert job_task.result() == "at the bottom"
-
-
-def test_cancelling_a_ten_thousand_deep_stack_runs_every_finally_innermost_first(
-    worker: Worker,
-) -> None:
-    log: list[int] = []
-    job_task = worker.assign(nest(10_000, log, Deferred()))
-    worker.tick()
-    job_task.cancel()
-    assert log == list(range(10_001))
-
-
-@pytest.mark.slow
-def test_a_million_steps_of_a_long_task_do_not_grow_memory(worker: Worker) -> None:
-    """Each step calls a subroutine, then gives up control with a bare yield."""
-
-    def one() -> Gen:
-        return 1
-        yield
-
-    def long_task(steps: int) -> Gen:
-        total = 0
-        for _ in range(steps):
-            total += yield one()  # a subroutine call in every step
-            yield
-        return total
-
-    gc.collect()
-    tracemalloc.start()
-    try:
-        job_task = worker.assign(long_task(1_000_000))
-        worker.work()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert job_task.result() == 1_000_000
-    assert peak < 2_000_000, f"peak {peak} bytes"
-
-
-@pytest.mark.slow
-def test_a_task_parked_on_a_sleep_costs_no_cpu() -> None:
-    """Measured in a child: a busy-polling worker would use ~1 s of CPU here."""
-    child = run_program("idle_cpu", "worker")
-    assert child.returncode == 0, child.stderr
-    worker_cpu, default_worker_cpu = map(float, child.stdout.split())
-    assert worker_cpu < 0.2
-    assert default_worker_cpu < 0.2
 
 
 # -- untwisted's seam: generators are clockwork tasks ---------------------------------
