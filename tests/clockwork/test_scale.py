@@ -22,8 +22,6 @@ from tests.support.routines import nest
 Gen = Generator[Any, Any, Any]
 
 
-
-
 def countdown(n: int) -> Gen:
     """10 000 levels deep without recursion in the scheduler."""
     if n == 0:
