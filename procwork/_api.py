@@ -56,6 +56,7 @@ def run(
     check: bool = False,
     shell: bool = False,
     kill_leftovers: bool = True,
+    contain: bool = False,
     scheduler: Scheduler | None = None,
     host: str | None = None,
     known_hosts: str | os.PathLike[str] | None = None,
@@ -89,7 +90,16 @@ def run(
             running in its process group (background jobs, a stray
             ``sleep``), so a finished run leaves nothing behind. False lets
             them live on (they are then no longer procwork's). Processes that
-            start their own session (daemons) are never affected.
+            start their own session (daemons) are not affected, unless
+            ``contain``.
+        contain: Run the command in a cgroup of its own, where procwork may
+            make cgroups (root, or a delegated cgroup v2 subtree): then
+            everything it starts is killed with it, at the timeout, a
+            cancel and its exit (with ``kill_leftovers``), daemons that
+            called ``setsid()`` or double-forked too; and the Result comes
+            once its cgroup is empty. Elsewhere its process group contains
+            it, as any run's, and the first such run says why in the log.
+            Not with ``host``.
         scheduler: Admission control to use (default :func:`scheduler`).
         host: Run it on ``"user@host:port"`` over SSH instead (user and port
             optional), with the same Result, timeout, grace and cancel: see
@@ -125,6 +135,7 @@ def run(
         scheduler_=scheduler,
         stdin=input is not None,
         kill_leftovers=kill_leftovers,
+        contain=contain,
         input=input,
         check=check,
         remote=(host, known_hosts, identity),
@@ -149,6 +160,7 @@ def spawn(
     stdin: bool = True,
     capture: bool = True,
     kill_leftovers: bool = True,
+    contain: bool = False,
     on_stdout: LineCallback | None = None,
     on_stderr: LineCallback | None = None,
     scheduler: Scheduler | None = None,
@@ -165,7 +177,8 @@ def spawn(
     gives the child ``/dev/null``; ``capture=False`` lets it share our
     stdin, stdout and stderr, as a shell would (nothing is captured). The
     process is queued like any run (a ``critical`` one starts before this
-    returns). ``host``, ``known_hosts``, ``identity``: as for :func:`run`.
+    returns). ``contain``, ``host``, ``known_hosts``, ``identity``: as for
+    :func:`run`.
 
     Raises:
         TypeError, ValueError: an argument is unusable, as for :func:`run`.
@@ -186,6 +199,7 @@ def spawn(
         stdin=stdin,
         capture=capture,
         kill_leftovers=kill_leftovers,
+        contain=contain,
         on_stdout=on_stdout,
         on_stderr=on_stderr,
         remote=(host, known_hosts, identity),
@@ -214,6 +228,7 @@ def _process(
     scheduler_: object,
     stdin: object,
     kill_leftovers: object,
+    contain: object = False,
     capture: object = True,
     input: object = None,
     check: object = False,
@@ -233,6 +248,7 @@ def _process(
         ("stdin", stdin),
         ("capture", capture),
         ("kill_leftovers", kill_leftovers),
+        ("contain", contain),
         ("check", check),
     ):
         if not isinstance(flag, bool):
@@ -259,9 +275,15 @@ def _process(
         kill_leftovers=bool(kill_leftovers),
         on_stdout=callbacks[0],
         on_stderr=callbacks[1],
+        contain=bool(contain),
     )
     make: Callable[..., Process] = Process
     if remote != (None, None, None):  # host=...: procwork/_remote/
+        if contain:
+            raise ValueError(
+                f"{where}: contain=True runs a command here in a cgroup; a "
+                "remote one (host=) is contained by its process group there"
+            )
         from procwork._remote import remote_process
 
         make = remote_process(where, remote, not capture)

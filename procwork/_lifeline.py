@@ -70,6 +70,7 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from procwork import _orphans, _spawn
+from procwork._cgroup import Cgroup, CgroupObserver, observe_cgroups
 from procwork._errors import ProcworkError
 from procwork._lifeline_main import RECORD
 
@@ -96,11 +97,19 @@ _pack = RECORD.pack
 LOCK_WAIT = 5.0
 
 
-class _Lifeline(_spawn.LiveObserver):
+def _pack_paths(op: bytes, paths: tuple[str, ...]) -> bytes:
+    """A record with paths (see :data:`procwork._lifeline_main.RECORD`)."""
+    payload = b"\0".join(os.fsencode(p) for p in paths)
+    return _pack(op, len(payload)) + payload
+
+
+class _Lifeline(_spawn.LiveObserver, CgroupObserver):
     """This program's end of the pipe to its lifeline helper. One per process.
 
     A :class:`procwork._spawn.LiveObserver`: told of every child around its
-    fork and at its reaping.
+    fork and at its reaping; and a :class:`procwork._cgroup.CgroupObserver`:
+    told of every cgroup made and removed, which the helper kills whole and
+    removes when the program dies.
     """
 
     def __init__(self) -> None:
@@ -113,6 +122,10 @@ class _Lifeline(_spawn.LiveObserver):
         # The pipes (inode numbers) of children being started, not yet
         # registered: a new helper is told of them too.
         self.forking_pipes: set[int] = set()
+        # The cgroups (v2 directory -> all of them) and subtrees made, told
+        # to every new helper too.
+        self.cgroups: dict[str, tuple[str, ...]] = {}
+        self.subtrees: list[str] = []
         self.lock = threading.RLock()
 
     # -- the hooks _spawn calls (never raising: they run inside a spawn) -------
@@ -170,6 +183,34 @@ class _Lifeline(_spawn.LiveObserver):
                 self.write(_pack(b"-", proc.pgid))
         except Exception:
             _log.failure("the lifeline could not follow process {pid}", pid=proc.pid)
+
+    # -- the hooks procwork._cgroup calls ----------------------------------
+
+    def created(self, cgroup: Cgroup) -> None:
+        """Register a cgroup (again, when it gained a v1 directory)."""
+        self._cgroup_record(b"C", cgroup.directories)
+
+    def removed(self, cgroup: Cgroup) -> None:
+        """Unregister a cgroup: removed, or its leftovers let go."""
+        self._cgroup_record(b"c", (cgroup.path,))
+
+    def subtree(self, paths: tuple[str, ...]) -> None:
+        """Directories to remove, once empty, when the program is gone."""
+        self._cgroup_record(b"R", paths)
+
+    def _cgroup_record(self, op: bytes, paths: tuple[str, ...]) -> None:
+        try:
+            with self.lock:
+                if op == b"C":
+                    self.cgroups[paths[0]] = paths
+                elif op == b"c":
+                    self.cgroups.pop(paths[0], None)
+                else:
+                    self.subtrees.extend(p for p in paths if p not in self.subtrees)
+                if self.fd is not None:
+                    self.write(_pack_paths(op, paths))
+        except Exception:
+            _log.failure("the lifeline could not follow a cgroup")
 
     # -- the pipe ------------------------------------------------------------
 
@@ -275,6 +316,10 @@ class _Lifeline(_spawn.LiveObserver):
             for proc in _spawn.live_processes() - self.inherited:
                 if proc.pgid is not None:
                     self.pending += _pack(b"+", proc.pgid)
+            for directories in self.cgroups.values():
+                self.pending += _pack_paths(b"C", directories)
+            if self.subtrees:
+                self.pending += _pack_paths(b"R", tuple(self.subtrees))
             if self.pending:
                 self.flush()
 
@@ -308,10 +353,13 @@ class _Lifeline(_spawn.LiveObserver):
         self.held_fds = ()
         self.inherited = _spawn.live_processes()
         self.forking_pipes = set()
+        self.cgroups = {}  # the parent's
+        self.subtrees = []
 
 
 _lifeline = _Lifeline()
 _spawn.observe(_lifeline)
+observe_cgroups(_lifeline)
 os.register_at_fork(after_in_child=_lifeline.forget_after_fork)
 
 

@@ -6,15 +6,22 @@ a pipe whose write end only the parent holds. The parent writes records (see
 :data:`RECORD`): before it forks a child, ``?`` with the inode of each pipe
 it made for that child's stdin, stdout and stderr; once the child runs,
 ``+`` with its process group and ``!`` for those pipes; ``-`` with the group
-when it reaps the child. When the pipe reaches end-of-file the parent is
+when it reaps the child. A parent that contains its children in cgroups
+(:mod:`procwork._cgroup`) also writes ``C`` with the directories of each
+cgroup it makes, ``c`` when it removes one, and ``R`` with the directories
+of its subtrees. When the pipe reaches end-of-file the parent is
 gone, however it died (SIGKILL and the OOM killer included, which no handler
 in the parent can catch), and the helper SIGTERMs every group still
-registered, and that of every process holding a pipe announced with ``?``
-and never confirmed, SIGKILLs what is left after :data:`GRACE` seconds, and
-exits.
+registered, that of every process holding a pipe announced with ``?``
+and never confirmed, and every process of every registered cgroup;
+SIGKILLs what is left after :data:`GRACE` seconds (a cgroup whole, with
+``cgroup.kill``: daemons that left their group die too); removes the
+cgroups once empty; and exits.
 
 It imports only the standard library (``-S``: no site-packages, so it starts
-in a few milliseconds and never imports Twisted) and must stay that way.
+in a few milliseconds and never imports Twisted) and must stay that way; the
+cgroup file protocol, ``procwork/_cgroup/_fs.py``, is standard library only
+too, and loaded by its path, only when a cgroup was registered.
 
 Why the pipes: a child is forked before its pid (its group) is known, and a
 SIGKILL of the parent between the fork and the ``+`` record would leave it
@@ -43,18 +50,28 @@ way round to that number within one :data:`POLL` interval.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import select
 import signal
 import struct
 import sys
 import time
+from dataclasses import dataclass, field
+from types import ModuleType
 
 #: One record on the pipe: an operation, then a number. b"+"/b"-": register
 #: or unregister a process group; b"?"/b"!": a pipe (its inode number) made
 #: for a child about to be forked / for a child now registered (or that did
 #: not start). 64 bits: a pipe's inode number is not bounded by pid_max.
+#: b"C", b"c" and b"R" carry paths: the number is the length of the bytes
+#: that follow, directories separated by NUL: a cgroup made (its cgroup v2
+#: directory first, then its v1 ones) / removed (its v2 directory) /
+#: directories of a subtree to remove at the end.
 RECORD = struct.Struct("=cQ")
+
+#: The operations whose number is the length of a payload of paths.
+WITH_PATHS = (b"C", b"c", b"R")
 
 #: Seconds between two reads of the records piled up in the pipe.
 READ_EVERY = 0.25
@@ -82,11 +99,55 @@ IGNORED = (
 )
 
 
-def read_until_parent_dies(fd: int) -> tuple[set[int], set[int]]:
+@dataclass
+class Registered:
+    """What the parent registered and did not take back."""
+
+    groups: set[int] = field(default_factory=set)
+    pipes: set[int] = field(default_factory=set)
+    #: A cgroup's v2 directory -> all its directories.
+    cgroups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    subtrees: list[str] = field(default_factory=list)
+
+    def apply(self, op: bytes, number: int, paths: tuple[str, ...]) -> None:
+        """Apply one record."""
+        if op == b"+":
+            self.groups.add(number)
+        elif op == b"-":
+            self.groups.discard(number)
+        elif op == b"?":
+            self.pipes.add(number)
+        elif op == b"!":
+            self.pipes.discard(number)
+        elif op == b"C" and paths:
+            self.cgroups[paths[0]] = paths
+        elif op == b"c" and paths:
+            self.cgroups.pop(paths[0], None)
+        elif op == b"R":
+            self.subtrees.extend(p for p in paths if p not in self.subtrees)
+
+    def feed(self, pending: bytes) -> bytes:
+        """Apply the whole records at the start of ``pending``; the rest."""
+        while len(pending) >= RECORD.size:
+            op, number = RECORD.unpack_from(pending)
+            paths: tuple[str, ...] = ()
+            end = RECORD.size
+            if op in WITH_PATHS:
+                end += number
+                if len(pending) < end:
+                    break
+                raw = pending[RECORD.size : end]
+                paths = tuple(os.fsdecode(p) for p in raw.split(b"\0") if p)
+            self.apply(op, number, paths)
+            pending = pending[end:]
+        return pending
+
+
+def read_until_parent_dies(fd: int) -> Registered:
     """Apply the records read from ``fd`` until EOF.
 
-    Returns the groups still registered and the pipes still announced (a
-    child forked, or about to be, and not yet registered).
+    Returns what is still registered: the groups, the pipes still announced
+    (a child forked, or about to be, and not yet registered), the cgroups.
 
     The helper does not wake up for every record: it waits for the hang-up
     alone (``poll`` with no event asked for still reports ``POLLHUP``), and
@@ -97,8 +158,7 @@ def read_until_parent_dies(fd: int) -> tuple[set[int], set[int]]:
     os.set_blocking(fd, False)
     poller = select.poll()
     poller.register(fd, 0)
-    groups: set[int] = set()
-    pipes: set[int] = set()
+    registered = Registered()
     pending = b""
     while True:
         poller.poll(READ_EVERY * 1000)
@@ -110,19 +170,8 @@ def read_until_parent_dies(fd: int) -> tuple[set[int], set[int]]:
             except OSError:
                 data = b""  # the pipe is unusable: as good as the parent's death
             if not data:
-                return groups, pipes
-            pending += data
-            whole = len(pending) - len(pending) % RECORD.size
-            for op, number in RECORD.iter_unpack(pending[:whole]):
-                if op == b"+":
-                    groups.add(number)
-                elif op == b"-":
-                    groups.discard(number)
-                elif op == b"?":
-                    pipes.add(number)
-                else:
-                    pipes.discard(number)
-            pending = pending[whole:]
+                return registered
+            pending = registered.feed(pending + data)
 
 
 def groups_holding(pipes: set[int]) -> set[int]:
@@ -168,26 +217,68 @@ def signal_group(pgid: int, signum: int) -> bool:
     return True
 
 
-def kill_groups(groups: set[int], grace: float = GRACE) -> None:
-    """SIGTERM every group, SIGKILL the members left after ``grace`` seconds."""
+def cgroup_files() -> ModuleType:
+    """procwork's cgroup file protocol (``_cgroup/_fs.py``), loaded by path:
+    this program runs without procwork on its path."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_cgroup", "_fs.py")
+    spec = importlib.util.spec_from_file_location("procwork_cgroup_fs", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def kill_groups(
+    groups: set[int], grace: float = GRACE, cgroups: tuple[str, ...] = ()
+) -> None:
+    """SIGTERM every group and every process of ``cgroups``; SIGKILL the
+    members left after ``grace`` seconds (the cgroups whole)."""
+    fs = cgroup_files() if cgroups else None
     alive = {g for g in groups if signal_group(g, signal.SIGTERM)}
     for pgid in alive:
         # A stopped member would hold its SIGTERM until continued.
         signal_group(pgid, signal.SIGCONT)
+    busy = [
+        c for c in cgroups if fs is not None and fs.signal_members(c, signal.SIGTERM)
+    ]
     deadline = time.monotonic() + grace
-    while alive and time.monotonic() < deadline:
+    while (alive or busy) and time.monotonic() < deadline:
         time.sleep(POLL)
         alive = {g for g in alive if signal_group(g, 0)}
+        busy = [c for c in busy if fs is not None and fs.populated(c)]
     for pgid in alive:
         signal_group(pgid, signal.SIGKILL)
+    for cgroup in busy:
+        with contextlib.suppress(OSError):
+            fs.kill(cgroup)  # type: ignore[union-attr]
+
+
+def remove_cgroups(registered: Registered, wait: float = 1.0) -> None:
+    """Remove the registered cgroups once empty (waiting ``wait`` seconds at
+    most for each, after the kill), then the subtrees, if empty."""
+    if not registered.cgroups and not registered.subtrees:
+        return
+    fs = cgroup_files()
+    for directories in registered.cgroups.values():
+        fs.wait_empty(directories[0], wait)
+        for directory in directories:
+            with contextlib.suppress(OSError):
+                fs.remove(directory)
+    for directory in registered.subtrees:
+        with contextlib.suppress(OSError):
+            fs.remove(directory)
 
 
 def main(argv: list[str]) -> int:
     """``_lifeline_main.py FD [PARENT_PID]``: serve until the parent dies."""
     for signum in IGNORED:
         signal.signal(signum, signal.SIG_IGN)
-    groups, pipes = read_until_parent_dies(int(argv[1]))
-    kill_groups(groups | groups_holding(pipes))
+    registered = read_until_parent_dies(int(argv[1]))
+    kill_groups(
+        registered.groups | groups_holding(registered.pipes),
+        cgroups=tuple(registered.cgroups),
+    )
+    remove_cgroups(registered)
     return 0
 
 

@@ -9,6 +9,7 @@ and produces the :class:`~procwork.Result`.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import shutil
 import time
@@ -25,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import untwisted
+from procwork._cgroup import Cgroup, runs_containment
 from procwork._errors import (
     CommandNotFound,
     NotExecutable,
@@ -96,6 +98,9 @@ class RunOptions:
         inherit_stdio: The child shares our stdin, stdout and stderr.
         kill_leftovers: SIGKILL what is left of the group when it exits.
         on_stdout, on_stderr: Called with each line of output.
+        contain: Run it in a cgroup of its own where cgroups can be had
+            (:mod:`procwork._cgroup`), so that what leaves its process group
+            dies with it too.
     """
 
     args: tuple[str, ...]
@@ -110,6 +115,7 @@ class RunOptions:
     kill_leftovers: bool = True
     on_stdout: LineCallback | None = None
     on_stderr: LineCallback | None = None
+    contain: bool = False
 
 
 class ChildTransport(Protocol):
@@ -200,6 +206,7 @@ class Process:
         self._timed_out = False
         self._timeout_call: Any = None
         self._escalation: Escalation | None = None
+        self._cgroup: Cgroup | None = None
         self._submitted = time.monotonic()
         self._started: float | None = None
         self.state: RunState = RunState.QUEUED
@@ -317,6 +324,7 @@ class Process:
         with signals_held_while_starting(self._reactor):
             try:
                 watch_reactor(self._reactor)
+                self._cgroup = _run_cgroup(self) if self.options.contain else None
                 GroupProcess(
                     self._reactor,
                     _Protocol(self),
@@ -326,12 +334,19 @@ class Process:
                     nice=nice,
                     stdin=self._stdin,
                     inherit_stdio=self._inherit_stdio,
+                    cgroup=self._cgroup,
                 )
             except Exception as e:  # OSError mostly; ValueError: a NUL in env
                 # Whatever it is, fail this run and free its slot: a job stuck
                 # in the scheduler would hang its caller and shrink the cap for
                 # good.
+                self._release_cgroup()
                 self._spawn_failed(e)
+
+    def _release_cgroup(self) -> None:
+        cgroup, self._cgroup = self._cgroup, None
+        if cgroup is not None:
+            cgroup.containment.release(cgroup)
 
     def transport_started(self, transport: ChildTransport) -> None:
         """For a transport: the child has started on ``transport``; it runs.
@@ -383,6 +398,7 @@ class Process:
         returncode = (
             os.waitstatus_to_exitcode(status) if isinstance(status, int) else None
         )
+        self._release_cgroup()
         self._scheduler.finished(self)
         self._finish(self._make_result(returncode))
 
@@ -597,6 +613,24 @@ class Process:
         else:
             return
         d.errback(Failure(error))
+
+
+_run_numbers = itertools.count(1)
+
+
+def _run_cgroup(process: Process) -> Cgroup | None:
+    """A cgroup of its own for a ``contain=True`` run (None where cgroups
+    cannot be had: its process group then contains it, as any run's)."""
+    containment = runs_containment(process.reactor)
+    try:
+        return containment.cgroup(f"run-{next(_run_numbers)}")
+    except OSError as e:
+        _log.warn(
+            "{command}: contained by its process group only: {error}",
+            command=" ".join(process.args),
+            error=e,
+        )
+        return None
 
 
 def _stream_fd(stream: str) -> int:

@@ -46,17 +46,21 @@ import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import error as twisted_error
 from twisted.internet import process as twisted_process
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFDSet
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
 import untwisted
+from procwork._cgroup._enter import entering
 from procwork._reactor import DescriptorReactor, Reactor, ThreadCalls
+
+if TYPE_CHECKING:
+    from procwork._cgroup import Cgroup
 
 __all__ = ["GroupProcess", "LiveObserver", "live_processes", "observe"]
 
@@ -379,6 +383,10 @@ class GroupProcess(twisted_process.Process):
             pipes at all; ``stdin`` is then ignored).
         user, group, extra_groups, umask: Popen's: who the child runs as
             (ids) and its umask (-1: ours). For services with ``user=``.
+        cgroup: Start the child inside it (:mod:`procwork._cgroup`): a
+            SIGKILL of the group, and ``kill_group_on_exit``, reach it all;
+            the end is told once it is empty (its owner then releases it),
+            with :attr:`leftovers` the processes the child left there.
 
     Raises:
         OSError: the child could not be started (the caller turns this into
@@ -404,9 +412,13 @@ class GroupProcess(twisted_process.Process):
         group: int | None = None,
         extra_groups: Sequence[int] | None = None,
         umask: int = -1,
+        cgroup: Cgroup | None = None,
     ) -> None:
         self.pgid: int | None = None
         self.kill_group_on_exit = False
+        self.cgroup = cgroup
+        self.leftovers = 0  # processes it left in its cgroup at its exit
+        self._emptying = False  # the end waits for the cgroup to empty
         self._popen: subprocess.Popen[bytes] | None = None
         self._watch: _PidfdWatch | None = None
         self._reaped: list[Deferred[None]] = []
@@ -445,6 +457,18 @@ class GroupProcess(twisted_process.Process):
         **kwargs: Any,
     ) -> None:
         fdmap: dict[int, int] = kwargs["fdmap"]  # child fd -> our fd for it
+        argv, preexec = args, None
+        user, group, groups = self._user, self._group, self._extra_groups
+        if self.cgroup is not None:
+            # Born inside its cgroup; a command that cannot run raises here,
+            # as Popen would (see procwork._cgroup._enter).
+            entry = entering(
+                self.cgroup.procs_files, args, env=environment, cwd=path,
+                user=user, group=group, extra_groups=groups,
+            )  # fmt: skip
+            argv, preexec = entry.argv, entry.preexec_fn
+            if preexec is not None:  # it sets the ids, after entering
+                user = group = groups = None
         observers = _observers
         # Before the fork: the lifeline learns of the pipes made for this
         # child alone, so a SIGKILL between the fork and the child's
@@ -453,7 +477,7 @@ class GroupProcess(twisted_process.Process):
         tokens = [observer.forking(pipes) for observer in observers]
         try:
             popen = subprocess.Popen(
-                args,
+                argv,
                 stdin=fdmap[0],
                 stdout=fdmap[1],
                 stderr=fdmap[2],
@@ -461,10 +485,11 @@ class GroupProcess(twisted_process.Process):
                 cwd=path,
                 close_fds=True,
                 start_new_session=True,
-                user=self._user,
-                group=self._group,
-                extra_groups=self._extra_groups,
+                user=user,
+                group=group,
+                extra_groups=groups,
                 umask=self._umask,
+                preexec_fn=preexec,
             )
         except BaseException:
             for observer, token in zip(observers, tokens, strict=True):
@@ -561,7 +586,7 @@ class GroupProcess(twisted_process.Process):
         # them. procwork's own pipes and pidfds check such events (_Reader),
         # but a socket or a plain Twisted pipe opened by user code cannot.
         # On the next turn the batch is over and its stale events with it.
-        if self._end_scheduled:
+        if self._end_scheduled or self._emptying:
             return
         if self.pipes or not self.lostProcess:
             super().maybeCallProcessEnded()
@@ -584,9 +609,10 @@ class GroupProcess(twisted_process.Process):
         super().maybeCallProcessEnded()
 
     def when_reaped(self) -> Deferred[None]:
-        """A Deferred that fires once the child has been reaped."""
+        """A Deferred that fires once the child has been reaped (and its
+        cgroup, if it has one, emptied)."""
         d: Deferred[None] = Deferred()
-        if self.exited:
+        if self.exited and not self._emptying:
             d.callback(None)
         else:
             self._reaped.append(d)
@@ -605,6 +631,14 @@ class GroupProcess(twisted_process.Process):
             # up to pid_max) does not do.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pgid, signal.SIGKILL)
+        emptied: Deferred[int] | None = None
+        if self.cgroup is not None:
+            # What it left there (daemons outside its group too) dies with
+            # the group; its end is told once they are gone.
+            emptied = self.cgroup.containment.ended(
+                self.cgroup, self.kill_group_on_exit
+            )
+            self._emptying = not emptied.called
         if self._popen is not None:
             # Tell Popen it is over, or its __del__ would queue the pid for a
             # later waitpid that could hit an unrelated process.
@@ -612,6 +646,13 @@ class GroupProcess(twisted_process.Process):
             self._popen = None
         super().processEnded(status)
         self._drain_and_close_pipes()
+        (emptied or succeed(0)).addCallback(self._emptied)
+
+    def _emptied(self, leftovers: int) -> None:
+        self.leftovers = leftovers
+        if self._emptying:
+            self._emptying = False
+            self.maybeCallProcessEnded()
         waiters, self._reaped = self._reaped, []
         for d in waiters:
             d.callback(None)
@@ -660,7 +701,8 @@ class GroupProcess(twisted_process.Process):
         return self.pid is None
 
     def signal_group(self, signum: int) -> bool:
-        """Send ``signum`` to the child's whole process group.
+        """Send ``signum`` to the child's whole process group (SIGKILL: to its
+        whole cgroup too, if it has one).
 
         Only while the child (the group leader) is not yet reaped: until then
         its pid, which is the group id, cannot be reused, so the signal can't
@@ -668,6 +710,8 @@ class GroupProcess(twisted_process.Process):
         """
         if self.pid is None or self.pgid is None:
             return False
+        if signum == signal.SIGKILL and self.cgroup is not None:
+            self.cgroup.kill()  # the daemons that left the group too
         try:
             os.killpg(self.pgid, signum)
         except ProcessLookupError:

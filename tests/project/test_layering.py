@@ -120,6 +120,11 @@ SIGKILL_SENDERS = frozenset(
         # The lifeline helper runs alone, after its program died, on the
         # standard library only (no reactor to escalate on): it has its own.
         "procwork/_lifeline_main.py",
+        # The cgroup file protocol's kill of a cgroup on a kernel without
+        # cgroup.kill (before 5.14): the tree frozen, each member SIGKILLed.
+        # The lifeline helper loads it too; the escalation times it through
+        # GroupProcess.signal_group like any group's SIGKILL.
+        "procwork/_cgroup/_fs.py",
         # Remote runs: a run's timeout and cancel go through the Escalation
         # (its SSH channel is the target), as do the groups of a lost
         # connection's runs; what names SIGKILL here is, in the run's
