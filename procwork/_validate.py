@@ -36,6 +36,7 @@ __all__ = [
     "at_least",
     "boolean",
     "clip",
+    "cpu_share",
     "command",
     "duration",
     "environment",
@@ -233,6 +234,29 @@ def size(value: object) -> int:
         except OverflowError:  # a number of digits no float holds
             pass
     raise Invalid(f"must be {SIZE_FORMS}, not {_shown(value)}")
+
+
+_PERCENT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*%\s*")
+
+
+def cpu_share(value: object) -> float:
+    """A share of one CPU, written as a percentage: ``"50%"`` is half of one
+    CPU, ``"200%"`` two CPUs; kept as a fraction (0.5, 2.0). At least 1%."""
+    match = _PERCENT.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        hint = f' (write "{value:g}%")' if _is_number(value) else ""
+        raise Invalid(
+            f'must be a share of one CPU as a percentage, like "50%" or "200%" '
+            f"(two CPUs), not {_shown(value)}{hint}"
+        )
+    share = float(match.group(1)) / 100
+    if share < 0.01:
+        raise Invalid(f"must be at least 1%, not {_shown(value)}")
+    return share
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def optional_size(value: object) -> int | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from procwork._cgroup import _fs
-from procwork._cgroup._host import Host
+from procwork._cgroup._host import Host, discover
 from procwork._cgroup._limits import (
     CONTROLLER,
     Enforcement,
@@ -42,7 +42,7 @@ from procwork._cgroup._limits import (
     unlimited,
 )
 from procwork._cgroup._watch import when_empty
-from procwork._reactor import Reactor
+from procwork._reactor import Reactor, default_reactor
 
 __all__ = [
     "EMPTY_WAIT",
@@ -281,6 +281,30 @@ class Containment:
     def __repr__(self) -> str:
         where = self.root if self.available else f"unavailable: {self.why}"
         return f"<Containment {where}>"
+
+    @classmethod
+    def here(
+        cls,
+        name: str,
+        *,
+        reactor: Reactor | None = None,
+        limits: Sequence[Limits] = (),
+    ) -> Containment:
+        """A containment on this machine, started (see :meth:`start`): the
+        one a program gives its :class:`~procwork.supervisor.Supervisor`.
+
+        Args:
+            name: Its subtree's name, unique on the machine (``procwork.`` is
+                put before it); an earlier one's leftovers are killed.
+            reactor: Where waits happen (default: the global reactor).
+            limits: The limits its cgroups will have, so that the controllers
+                they need are made available now.
+        """
+        if reactor is None:
+            reactor = default_reactor()
+        containment = cls(name, discover(), reactor=reactor)
+        containment.start(list(limits))
+        return containment
 
     @property
     def available(self) -> bool:

@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
         "per stream (default: pass output straight through)",
     )
     run.add_argument(
+        "--contain",
+        action="store_true",
+        help="run CMD in a cgroup of its own (where procwork may make cgroups: "
+        "root, or a delegated cgroup v2 subtree), so that the timeout and "
+        "our death kill what left its process group too (daemons)",
+    )
+    run.add_argument(
         "--host",
         default=None,
         metavar="USER@HOST[:PORT]",
@@ -229,6 +236,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             max_output=args.max_output if capture else (1 if remote else None),
             capture=capture or bool(remote),
             stdin=False,
+            contain=args.contain,
             **remote,
         )
         result: Result = untwisted.run(process.wait())

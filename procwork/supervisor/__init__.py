@@ -5,7 +5,9 @@
 A :class:`Supervisor` runs :class:`ServiceSpec` services on
 :class:`twisted.runner.procmon.ProcessMonitor`, adding restart policies, a
 restart limit, per-service stop signals sent to the whole process group,
-start order and a :class:`ServiceStatus` per service.
+start order and a :class:`ServiceStatus` per service. Given a
+:class:`Containment` (``Containment.here("myapp")``), it runs each service in
+a cgroup of its own with its limits, where the machine allows.
 
 :class:`ProcessMonitor` is procmon itself, for programs written for it:
 a drop-in whose children lead their own process group, are stopped as a
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from procwork._cgroup import Containment
 from procwork.supervisor._child import ProcessFactory
 from procwork.supervisor._servicelog import LogStats, ServiceLogTrouble
 from procwork.supervisor._supervisor import (
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
     from procwork.supervisor._processmonitor import ProcessMonitor as ProcessMonitor
 
 __all__ = [
+    "Containment",
     "LogStats",
     "NoSuchService",
     "ProcessFactory",

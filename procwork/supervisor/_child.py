@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from twisted.internet import error as twisted_error
 from twisted.internet.protocol import ProcessProtocol
@@ -27,6 +27,9 @@ from procwork.supervisor._procmon import ChildTransport
 from procwork.supervisor._restart import Exit
 from procwork.supervisor._servicelog import ServiceOutput
 from procwork.supervisor._spec import ServiceSpec
+
+if TYPE_CHECKING:
+    from procwork._cgroup import Cgroup
 
 __all__ = [
     "ProcessFactory",
@@ -45,8 +48,9 @@ class ProcessFactory(Protocol):
     (``makeConnection``) before returning, and call ``protocol.processEnded``
     once the child is reaped. Tests pass a fake that never starts anything.
     ``user``, ``group``, ``extra_groups`` (ids) and ``umask`` are passed as
-    keywords only for a service that sets them, so a factory that does not
-    take them still serves every other service.
+    keywords only for a service that sets them, and ``cgroup`` only for a
+    service run in one, so a factory that does not take them still serves
+    every other service.
     """
 
     def __call__(
@@ -63,6 +67,7 @@ class ProcessFactory(Protocol):
         group: int | None = ...,
         extra_groups: Sequence[int] | None = ...,
         umask: int = ...,
+        cgroup: Cgroup | None = ...,
     ) -> ChildTransport: ...
 
 
@@ -108,8 +113,10 @@ def spawn_child(
     output: ServiceOutput,
     procmon_protocol: ProcessProtocol,
     started: Callable[[ChildTransport], object],
+    cgroup: Cgroup | None = None,
 ) -> ChildTransport:
-    """Start a service's child, for procmon's ``spawnProcess`` call.
+    """Start a service's child, for procmon's ``spawnProcess`` call (inside
+    ``cgroup``, if given).
 
     Raises:
         SpawnError: it could not be started (an ``OSError``: procmon catches
@@ -117,6 +124,9 @@ def spawn_child(
             start); the message says why.
     """
     env = child_env(spec)
+    kwargs = credentials(spec)
+    if cgroup is not None:
+        kwargs["cgroup"] = cgroup
     watch_reactor(reactor)
     try:
         return factory(
@@ -127,7 +137,7 @@ def spawn_child(
             cwd=spec.cwd,
             nice=spec.nice,
             stdin=False,
-            **credentials(spec),
+            **kwargs,
         )
     except (OSError, ValueError, TypeError) as e:
         raise _spawn_error(spec.argv, spec.cwd, env, e) from e

@@ -16,6 +16,8 @@ from procwork.supervisor._servicelog import LogTroubleListener, ServiceOutput
 from procwork.supervisor._spec import ServiceSpec, ServiceState, ServiceStatus
 
 if TYPE_CHECKING:
+    from procwork._cgroup import Cgroup
+    from procwork._cgroup._watch import Watch
     from procwork.supervisor._procmon import ChildTransport, DelayedCall
 
 __all__ = ["ServiceRecord", "service_states"]
@@ -54,6 +56,12 @@ class ServiceRecord:
         self.removing = False
         self.waiting_for: str | None = None
         self.stop_waiters: list[Deferred[None]] = []
+        # Its cgroup while its process runs (see _contain.py), the OOM kills
+        # counted there at the start and so far, and their watch.
+        self.cgroup: Cgroup | None = None
+        self.oom_at_start = 0
+        self.oom_seen = 0
+        self.oom_watch: Watch | None = None
         self.state_waiters: list[
             tuple[frozenset[ServiceState], Deferred[ServiceStatus]]
         ] = []
@@ -97,10 +105,11 @@ class ServiceRecord:
 
     def process_started(self, transport: ChildTransport, now: float) -> None:
         """Its process has started on ``transport`` at reactor time ``now``."""
-        # Whatever is left of its group when the service's process exits is
-        # SIGKILLed before the process is reaped: a restarted service must not
-        # find its predecessor's children holding its port or files.
-        transport.kill_group_on_exit = True
+        # Whatever is left of its group (and cgroup) when the service's
+        # process exits is SIGKILLed: a restarted service must not find its
+        # predecessor's children holding its port or files. Unless its spec
+        # says to let them run.
+        transport.kill_group_on_exit = self.spec.kill_leftovers
         self.transport = transport
         self.pid = transport.pid
         self.started_at = self.last_started = now

@@ -171,6 +171,28 @@ class ServiceSpec:
             shown, so a service printing without pause cannot starve the
             reactor. The log files still get everything. 0: no output lines
             in the log at all. Default 200.
+        kill_leftovers: When the service's process exits, SIGKILL what it
+            left running: its process group and, where the supervisor
+            contains services in cgroups, its cgroup (daemons that left the
+            group too), reported in the log. False lets them run on (in its
+            cgroup, which the next start joins); a stop kills them anyway.
+            Default True.
+        memory_max: Memory the service's processes may use together (a
+            size: ``"200M"``); past it the kernel reclaims, then its OOM
+            killer kills one of them, which the supervisor reports as the
+            exit's reason. Enforced only where the supervisor contains
+            services in cgroups and a memory controller is available to it
+            (see :class:`procwork.supervisor.Containment`); elsewhere it is
+            reported as not enforced, with the reason. Default: none.
+        memory_high: Memory past which the service is throttled and
+            reclaimed hard (nothing is killed). As ``memory_max``; cgroup v2
+            only. Default: none.
+        pids_max: Processes and threads the service may have together; a
+            fork past it fails. As ``memory_max``, with the pids controller.
+            Default: none.
+        cpu_max: CPU time the service may use, as a share of one CPU
+            (``"50%"``; ``"200%"`` is two CPUs), enforced every 100 ms. As
+            ``memory_max``, with the cpu controller. Default: none.
 
     Every duration also takes a string with units (``"500ms"``, ``"5s"``,
     ``"2m"``, ``"1h"``, ``"1d"``, ``"1m30s"``) and every size one with a
@@ -251,6 +273,25 @@ class ServiceSpec:
     console_rate: float = attrs.field(
         default=200.0, converter=validate.number, validator=validate.non_negative
     )
+    kill_leftovers: bool = attrs.field(default=True, validator=validate.boolean)
+    memory_max: int | None = attrs.field(
+        default=None,
+        converter=validate.optional_size,
+        validator=validate.optional(validate.whole(4096)),
+    )
+    memory_high: int | None = attrs.field(
+        default=None,
+        converter=validate.optional_size,
+        validator=validate.optional(validate.whole(4096)),
+    )
+    pids_max: int | None = attrs.field(
+        default=None, validator=validate.optional(validate.whole(1))
+    )
+    cpu_max: float | None = attrs.field(
+        default=None,
+        converter=converters.optional(validate.cpu_share),
+        metadata=toml(write=lambda spec: _percent(spec.cpu_max)),
+    )
 
     def __attrs_post_init__(self) -> None:
         _resolve(self)  # an unknown user, or no root, is an error now
@@ -282,6 +323,11 @@ class ServiceSpec:
         except validate.Invalid as e:
             entry = f"service {self.name!r}"
             raise FieldError(entry, "service", e.key, e.problem) from None
+
+
+def _percent(share: float | None) -> str | None:
+    """``cpu_max`` as written: ``0.5`` is ``"50%"``."""
+    return None if share is None else f"{share * 100:g}%"
 
 
 def _resolve(spec: ServiceSpec) -> Credentials | None:

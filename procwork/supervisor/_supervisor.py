@@ -37,6 +37,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from procwork._cgroup import Containment
 from procwork._errors import ConfigError
 from procwork._escalation import Escalation
 from procwork._format import format_seconds
@@ -49,6 +50,7 @@ from procwork._spawn import GroupProcess
 from procwork._threads import check_thread
 from procwork._validate import signal_number
 from procwork.supervisor._child import ProcessFactory, describe_exit, spawn_child
+from procwork.supervisor._contain import ServiceCgroups
 from procwork.supervisor._order import (
     check_after,
     check_removable,
@@ -115,6 +117,8 @@ class Supervisor:
             supervisor is made.
         process_factory: Builds each child (default
             :class:`~procwork._spawn.GroupProcess`); tests pass fakes.
+        containment: Run each service in a cgroup of its own there, with its
+            limits (see :attr:`cgroups`); default: process groups only.
     """
 
     def __init__(
@@ -122,10 +126,12 @@ class Supervisor:
         reactor: ReactorTime | None = None,
         *,
         process_factory: ProcessFactory | None = None,
+        containment: Containment | None = None,
     ) -> None:
         if reactor is None:
             reactor = default_reactor()
         self._reactor: ReactorTime = reactor
+        self.cgroups = ServiceCgroups(containment, reactor)
         self._process_factory: ProcessFactory = (
             process_factory if process_factory is not None else GroupProcess
         )
@@ -569,13 +575,17 @@ class Supervisor:
     def _spawn(self, name: str, procmon_protocol: ProcessProtocol) -> ChildTransport:
         """Start a child for procmon's ``spawnProcess`` call."""
         service = self._services[name]
-        return spawn_child(
-            self._process_factory,
-            self._reactor,
-            service.spec,
-            service.output,
-            procmon_protocol,
-            lambda transport: self._spawned(service, transport),
+        return self.cgroups.spawning(
+            service,
+            lambda cgroup: spawn_child(
+                self._process_factory,
+                self._reactor,
+                service.spec,
+                service.output,
+                procmon_protocol,
+                lambda transport: self._spawned(service, transport),
+                cgroup,
+            ),
         )
 
     def _spawned(self, service: ServiceRecord, transport: ChildTransport) -> None:
@@ -633,8 +643,8 @@ class Supervisor:
         now = self._now()
         restart_call = self._procmon.restart_call(name)
         uptime = None if service.started_at is None else now - service.started_at
+        ended = self.cgroups.ended(service, describe_exit(reason))
         service.process_gone()
-        ended = describe_exit(reason)
         service.returncode = ended.returncode
         service.last_exit = ended.description
         service.succeeded = ended.succeeded(service.spec.success_exit_codes)
@@ -734,11 +744,12 @@ class Supervisor:
                 spec = service.spec
                 _log.warn(
                     "service {service!r} did not stop within {timeout:g} s of "
-                    "{signal}; sending SIGKILL to its process group",
+                    "{signal}; sending SIGKILL to its process group{cgroup}",
                     service=service.name,
                     timeout=spec.stop_timeout,
                     signal=spec.stop_signum.name,
                     state=service.state,
+                    cgroup=" and cgroup" if service.cgroup is not None else "",
                 )
 
     def _set_state(self, service: ServiceRecord, state: ServiceState) -> None:

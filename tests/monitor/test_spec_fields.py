@@ -107,6 +107,8 @@ def test_the_keys_with_units_are_found_from_the_field_definitions() -> None:
     assert sizes == {
         ("ServiceSpec", "max_log_line"),
         ("ServiceSpec", "log_max_bytes"),
+        ("ServiceSpec", "memory_max"),
+        ("ServiceSpec", "memory_high"),
         ("Rule", "max_rss"),
     }
 
