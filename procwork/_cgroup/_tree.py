@@ -249,7 +249,8 @@ class Containment:
     Args:
         name: The subtree's name (``procwork.`` is put before it).
         host: Where cgroups may be made (:func:`._host.discover`).
-        reactor: Where waits happen.
+        reactor: Where waits happen (None: a containment that is only
+            described, never started).
         kill_file: Kill with ``cgroup.kill``; None: if the kernel has it
             (False: freeze and kill each member, as kernels before 5.14).
     """
@@ -259,7 +260,7 @@ class Containment:
         name: str,
         host: Host,
         *,
-        reactor: Reactor,
+        reactor: Reactor | None,
         kill_file: bool | None = None,
     ) -> None:
         self.name = f"procwork.{name}"
@@ -328,6 +329,8 @@ class Containment:
         """
         if self.root is None or self._made:
             return
+        if self._reactor is None:
+            raise ValueError("a Containment made without a reactor cannot start")
         try:
             if os.path.isdir(self.root):
                 self._clean_stale()
@@ -535,6 +538,7 @@ class Containment:
             return
         # Leftovers let live: remove it when they are gone, unless it is
         # used again meanwhile (cgroup() cancels this).
+        assert self._reactor is not None  # started, so it has a reactor
         waiting = when_empty(self._reactor, cgroup.path, 365 * 86400.0)
         cgroup._removing = waiting
 
@@ -566,6 +570,7 @@ class Containment:
         if not kill or not left:
             return _now(left)
         cgroup.kill()
+        assert self._reactor is not None  # started, so it has a reactor
         done = when_empty(self._reactor, cgroup.path, EMPTY_WAIT)
 
         def said(empty: bool) -> int:

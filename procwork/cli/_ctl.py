@@ -368,6 +368,7 @@ def _show(args: argparse.Namespace, result: Any) -> None:
             print(json.dumps(services, indent=2))
         else:
             print(status_table(services.values()), end="")
+            print(limits_lines(services.values()), end="")
     elif action in ("start", "stop", "restart"):
         for status in result["services"].values():
             pid = f" pid {status['pid']}" if status["pid"] is not None else ""
@@ -431,6 +432,34 @@ def status_table(services: Any) -> str:
         for row in [_COLUMNS, *rows]
     ]
     return "".join(line.rstrip() + "\n" for line in lines)
+
+
+def limits_lines(services: Any) -> str:
+    """The services' limits, enforced or why not (none: nothing).
+
+    >>> print(limits_lines([{"name": "web", "cgroup": {"limits": [
+    ...     {"limit": "pids_max", "value": "64", "enforced": True,
+    ...      "how": "cgroup v1 pids.max", "why": None},
+    ...     {"limit": "memory_max", "value": "200M", "enforced": False,
+    ...      "how": None, "why": "no memory controller"}]}}]), end="")
+    <BLANKLINE>
+    LIMITS
+    web  pids_max 64: enforced (cgroup v1 pids.max)
+    web  memory_max 200M: not enforced: no memory controller
+    """
+    rows = []
+    for s in services:
+        for limit in (s.get("cgroup") or {}).get("limits", ()):
+            text = f"{limit['limit']} {limit['value']}: " + (
+                f"enforced ({limit['how']})"
+                if limit["enforced"]
+                else f"not enforced: {limit['why']}"
+            )
+            rows.append((s["name"], text))
+    if not rows:
+        return ""
+    width = max(len(name) for name, _ in rows)
+    return "\nLIMITS\n" + "".join(f"{n.ljust(width)}  {t}\n" for n, t in rows)
 
 
 def _duration(seconds: float) -> str:

@@ -108,6 +108,8 @@ class AlertSpec:
             "service.recovered",
             "service.log_error",
             "service.log_recovered",
+            "service.oom_kill",
+            "service.leftovers",
             "check.*",
             "rule.*",
             "monitor.*",

@@ -48,6 +48,7 @@ from procwork.monitor._configfiles import (
 )
 from procwork.monitor._didyoumean import FOREIGN_KEYS, Foreign, unknown_key
 from procwork.monitor._rules import Rule
+from procwork.monitor._servicerules import ServiceRule
 from procwork.supervisor import ServiceSpec
 
 __all__ = [
@@ -128,6 +129,8 @@ class MonitorConfig:
         http_control: Accept control requests over HTTP (``POST
             /control``) with ``Authorization: Bearer http_token``.
         http_token: The token HTTP control requests must carry.
+        service_rules: Bounds on what services use, from their cgroups
+            (``[[service_rule]]``, see :class:`ServiceRule`).
         alerts: What to do on which events (``[[alert]]``), each with at
             most ``max_in_flight`` deliveries at once and ``max_queued``
             events waiting (see :class:`~procwork.monitor.AlertSpec`).
@@ -139,6 +142,11 @@ class MonitorConfig:
         control_idle_timeout: Seconds a control connection may be idle (no
             request being answered; a follower not reading) before it is
             closed.
+        contain: Run each service in a cgroup of its own where the monitor
+            may make cgroups (root, or a delegated cgroup v2 subtree), so
+            that stopping it, its limits and the monitor's death reach
+            everything it started (see :mod:`procwork.monitor._contain`).
+            False: process groups only.
 
     Raises:
         ConfigError: A key is invalid; the message names the source, the
@@ -186,6 +194,9 @@ class MonitorConfig:
         default=None, repr=False, validator=validate.optional(_token)
     )
     alerts: tuple[AlertSpec, ...] = attrs.field(default=(), metadata=NOT_IN_FILE)
+    service_rules: tuple[ServiceRule, ...] = attrs.field(
+        default=(), metadata=NOT_IN_FILE
+    )
     http_max_connections: int = attrs.field(
         default=DEFAULT_HTTP_MAX_CONNECTIONS, validator=validate.whole(1)
     )
@@ -198,6 +209,7 @@ class MonitorConfig:
         # procwork ctl, on a loaded machine, needs time to send its request.
         validator=validate.at_least(1.0, "procwork ctl needs time to send a request"),
     )
+    contain: bool = attrs.field(default=True, validator=validate.boolean)
 
 
 def load_config(
@@ -271,11 +283,13 @@ def parse_config(
     """
     expand = Expander(os.environ if environ is None else environ)
     data = parse_toml(text, source)
-    unknown = set(data) - {"monitor", "service", "check", "rule", "alert", "include"}
+    tables = {"monitor", "service", "check", "rule", "service_rule", "alert"}
+    unknown = set(data) - tables - {"include"}
     if unknown:
         raise ConfigError(
             f"{source}: unknown table {sorted(unknown)[0]!r}; expected [monitor], "
-            "[[service]], [[check]], [[rule]] and [[alert]] (and include)"
+            "[[service]], [[check]], [[rule]], [[service_rule]] and [[alert]] "
+            "(and include)"
         )
     monitor = _table(data.get("monitor", {}), f"{source}: [monitor]")
     _no_unknown_keys(monitor, file_keys(MonitorConfig), f"{source}: [monitor]")
@@ -291,6 +305,7 @@ def parse_config(
     checks: list[CheckSpec] = []
     rules: list[Rule] = []
     alerts: list[AlertSpec] = []
+    service_rules: list[ServiceRule] = []
     where_of: dict[tuple[str, str], str] = {}  # (kind, name) -> where defined
     # What must exist on this machine, checked once the config is consistent.
     runnable: list[
@@ -332,6 +347,16 @@ def parse_config(
             rule = _build(Rule, prepare(entry, where, expand), where)
             _once(where_of, "rule", rule.name, named(where, rule.name))
             rules.append(rule)
+        for i, entry in enumerate(_array(file.data, "service_rule", file.source)):
+            where = f"{file.source}: [[service_rule]] #{i + 1}"
+            service_rule = _build(ServiceRule, prepare(entry, where, expand), where)
+            _once(
+                where_of,
+                "service rule",
+                service_rule.name,
+                named(where, service_rule.name),
+            )
+            service_rules.append(service_rule)
         for i, entry in enumerate(_array(file.data, "alert", file.source)):
             where = f"{file.source}: [[alert]] #{i + 1}"
             alert = _build(AlertSpec, prepare(entry, where, expand), where)
@@ -355,6 +380,7 @@ def parse_config(
         rules=tuple(rules),
         included=tuple(f.source for f in included),
         alerts=tuple(alerts),
+        service_rules=tuple(service_rules),
         **_monitor_keys(monitor, files[0]),
     )
 

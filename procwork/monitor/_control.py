@@ -123,7 +123,12 @@ class Controller:
 
     def _statuses(self, names: list[str]) -> dict[str, Any]:
         status = self.monitor.supervisor.status()
-        return {name: status[name].to_dict() for name in names if name in status}
+        cgroups = self.monitor.supervisor.cgroups.statuses()
+        return {
+            name: {**status[name].to_dict(), "cgroup": cgroups.get(name)}
+            for name in names
+            if name in status
+        }
 
     def _status(self, request: dict[str, Any]) -> Deferred[Answer]:
         names = self._select(request["names"] or ["all"])

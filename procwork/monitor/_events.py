@@ -4,6 +4,8 @@ The monitor turns what happens into :class:`Event` s: a service started,
 exited unexpectedly, was restarted, became FATAL or recovered; its log file
 could not be written (``service.log_error``: a full disk, its directory
 gone) or is written again (``service.log_recovered``, with the lines lost);
+the OOM killer killed a process in its cgroup (``service.oom_kill``); it
+ended leaving processes in its cgroup (``service.leftovers``);
 a check started failing (``failures`` runs in a row), is still failing (a
 reminder, every ``repeat_every`` seconds) or recovered; a rule matched a
 process or acted on it; the monitor started or is stopping. Events are
@@ -42,6 +44,8 @@ EVENTS = (
     "service.recovered",
     "service.log_error",
     "service.log_recovered",
+    "service.oom_kill",
+    "service.leftovers",
     "check.failed",
     "check.recovered",
     "rule.matched",

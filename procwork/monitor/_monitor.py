@@ -29,6 +29,7 @@ from twisted.logger import Logger
 
 import untwisted
 from procwork._api import scheduler as default_scheduler
+from procwork._cgroup import Containment
 from procwork._errors import ConfigError
 from procwork._lifeline import (
     AlreadyRunning,
@@ -43,6 +44,13 @@ from procwork._scheduler import Scheduler
 from procwork.monitor._alerts import AlertDispatcher
 from procwork.monitor._checks import CheckRunner, CheckSpec, CheckStatus, RunFunction
 from procwork.monitor._config import BUILTIN, MonitorConfig, load_config, parse_http
+from procwork.monitor._contain import (
+    cgroup_metrics,
+    check_config_lines,
+    describe,
+    monitor_containment,
+    watch_cgroups,
+)
 from procwork.monitor._control import Controller, listen_control
 from procwork.monitor._events import Event, ServiceEvents, check_event, rule_events
 from procwork.monitor._http import CappedFactory, Guard, Metric, StatusSite
@@ -84,6 +92,8 @@ class Monitor:
             process groups); tests inject.
         process_table: Where the rules look for processes (default
             ``/proc``); tests inject.
+        containment: Where the services' cgroups go (default: none,
+            process groups; ``procwork monitor`` gives its own).
     """
 
     def __init__(
@@ -95,16 +105,20 @@ class Monitor:
         run: RunFunction | None = None,
         process_factory: ProcessFactory | None = None,
         process_table: ProcessTable | None = None,
+        containment: Containment | None = None,
     ) -> None:
         if reactor is None:
             reactor = default_reactor()
         self.config = config
+        self.containment = containment
         self._reactor = reactor
         self.scheduler = scheduler if scheduler is not None else default_scheduler()
         if config.max_running is not None:
             self.scheduler.set_max_running(config.max_running)
         self.scheduler.load = SystemLoad(max_load=config.max_load)
-        self.supervisor = Supervisor(reactor, process_factory=process_factory)
+        self.supervisor = Supervisor(
+            reactor, process_factory=process_factory, containment=containment
+        )
         for spec in config.services:
             self.supervisor.add(spec)
         self._run_checks = run if run is not None else self._run
@@ -120,6 +134,8 @@ class Monitor:
             ServiceEvents(self._event, self._success_codes, reactor.seconds)
         )
         self.checks.listen(self._check_changed)
+        # Cgroups: OOM kills and leftovers as events; usage rules.
+        self.service_rules = watch_cgroups(self.supervisor, config, self._event)
         # The monitor watched too: its reactor's lag, its own log's
         # writer (set by main(), which owns stdout), its services' logs.
         self.loop_lag = LoopLag(reactor)
@@ -195,6 +211,7 @@ class Monitor:
             checks=len(self.config.checks),
             rules=len(self.config.rules),
         )
+        _log.info("containment: {how}", how=describe(self.containment))
         self._event(
             Event(
                 "monitor.started",
@@ -213,6 +230,8 @@ class Monitor:
     def _start_loops(self) -> None:
         if self.config.rules:
             self._every(self.config.rules_every, self._scan)
+        if self.config.service_rules:
+            self._every(self.config.rules_every, self.service_rules.check)
         if self.config.summary_every:
             self._every(self.config.summary_every, self._summary, now=False)
 
@@ -420,6 +439,7 @@ class Monitor:
         # Checks and rules by name too: the unchanged ones keep their state.
         steps.append(self.checks.update(new.checks))
         self.rules.update(new.rules)
+        self.service_rules.update(new.service_rules)
         self.alerts.update(new.alerts)
         if _loop_settings(new) != _loop_settings(old):
             # Else the scans and summaries go on on their schedules: a
@@ -535,6 +555,7 @@ class Monitor:
     def status(self) -> dict[str, Any]:
         """Everything the monitor knows, JSON-ready."""
         counters = self.rules.counters
+        cgroups = self.supervisor.cgroups.statuses()
         return {
             "source": self.config.source,
             "pid": os.getpid(),
@@ -546,9 +567,11 @@ class Monitor:
             "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "scheduler": self.scheduler.stats(),
             "services": {
-                name: status.to_dict()
+                name: {**status.to_dict(), "cgroup": cgroups.get(name)}
                 for name, status in self.supervisor.status().items()
             },
+            "containment": self.containment and self.containment.to_dict(),
+            "service_rules": dict(self.service_rules.acted),
             "checks": {
                 name: status.to_dict() for name, status in self.checks.status.items()
             },
@@ -602,6 +625,7 @@ class Monitor:
                 None if self._http_guard is None else self._http_guard.refused
             ),
             *control_metrics(self.controller.stats),
+            *cgroup_metrics(self.supervisor.cgroups.statuses()),
             *watchdog_metrics(
                 log_lines_dropped=(
                     0 if self.log_writer is None else self.log_writer.dropped
@@ -616,7 +640,8 @@ class Monitor:
 
 def _loop_settings(config: MonitorConfig) -> tuple[object, ...]:
     """What the periodic scans and summaries are started from."""
-    return bool(config.rules), config.rules_every, config.summary_every
+    rules = bool(config.rules), bool(config.service_rules)
+    return *rules, config.rules_every, config.summary_every
 
 
 def _reload_failed(failure: Any) -> None:
@@ -665,6 +690,7 @@ def main(
     except ConfigError as e:
         print(f"procwork monitor: {e}", file=sys.stderr)
         return 2
+    lock_path = Path(lock_file) if lock_file else default_lock_path(config_path)
     if check_only:
         # The effective config on stdout (it can be saved and run); the
         # verdict on stderr, so a redirect keeps the TOML clean.
@@ -674,8 +700,9 @@ def main(
             f"{len(config.checks)} checks, {len(config.rules)} rules",
             file=sys.stderr,
         )
+        described = monitor_containment(config, lock_path, None, start=False)
+        print(*check_config_lines(config, described), sep="\n", file=sys.stderr)
         return 0
-    lock_path = Path(lock_file) if lock_file else default_lock_path(config_path)
     try:
         lock = hold_instance_lock(lock_path)
     except AlreadyRunning as e:
@@ -694,7 +721,10 @@ def main(
     writer = start_logging(json_log or config.json_log)
     if writer is not None:
         atexit.register(writer.close)
-    monitor = Monitor(config)
+    # After the lifeline, which is told of every cgroup; an earlier
+    # monitor's leftovers in them are killed before anything starts.
+    containment = monitor_containment(config, lock_path, default_reactor())
+    monitor = Monitor(config, containment=containment)
     monitor.log_writer = writer
     reload_on_sighup(monitor)
     reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
@@ -719,6 +749,7 @@ def main(
     if notifier is not None:
         notifier.stopping()  # the pings go on while the services stop
     untwisted.run(monitor.stop(), timeout=120)
+    containment.close()
     _log.info("monitor stopped")
     return 0
 

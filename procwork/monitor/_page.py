@@ -128,6 +128,33 @@ def _table(
     )
 
 
+def _usage_cell(cgroup: Mapping[str, Any] | None) -> str:
+    """What a service uses (memory, CPU, tasks: from its cgroup), and its
+    limits that are not enforced."""
+    usage = (cgroup or {}).get("usage") or {}
+    parts = []
+    if usage.get("memory_bytes") is not None:
+        parts.append(f"{usage['memory_bytes'] / 1048576:.1f} MiB")
+    if usage.get("cpu_seconds") is not None:
+        parts.append(f"CPU {usage['cpu_seconds']:.1f} s")
+    if usage.get("tasks") is not None:
+        parts.append(f"{usage['tasks']} tasks")
+    loose = [
+        f"{limit['limit']} not enforced"
+        for limit in (cgroup or {}).get("limits", ())
+        if not limit.get("enforced")
+    ]
+    text = ", ".join(parts) or "-"
+    title = "; ".join(
+        f"{limit['limit']}: {limit.get('why')}"
+        for limit in (cgroup or {}).get("limits", ())
+        if not limit.get("enforced")
+    )
+    if loose:
+        text += f" ({', '.join(loose)})"
+    return f'<td class="uses" title="{_e(title)}">{_e(text)}</td>'
+
+
 def render_page(status: Mapping[str, Any], now: float | None = None) -> str:
     """The status page for a monitor's ``status()`` dict."""
     now = time.time() if now is None else now
@@ -144,6 +171,7 @@ def render_page(status: Mapping[str, Any], now: float | None = None) -> str:
             f"<td>{_e(s.get('pid') or '-')}</td>",
             f"<td>{_duration(s.get('uptime'))}</td>",
             f"<td>{_e(s.get('restarts'))}</td>",
+            _usage_cell(s.get("cgroup")),
             f'<td class="detail">{_e(s.get("last_exit") or "")}</td>',
         )
         for name, s in services.items()
@@ -210,7 +238,7 @@ def render_page(status: Mapping[str, Any], now: float | None = None) -> str:
         '<a href="/status.json">JSON</a> &middot; <a href="/metrics">metrics</a></p>\n'
         + _table(
             "Services",
-            ["name", "state", "pid", "uptime", "restarts", "last exit"],
+            ["name", "state", "pid", "uptime", "restarts", "uses", "last exit"],
             service_rows,
             "services",
         )

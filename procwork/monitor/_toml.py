@@ -37,6 +37,7 @@ def dump_config(config: MonitorConfig) -> str:
         ("service", config.services),
         ("check", config.checks),
         ("rule", config.rules),
+        ("service_rule", config.service_rules),
         ("alert", config.alerts),
     ):
         for item in items:

@@ -25,7 +25,7 @@ the reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from twisted.logger import Logger
@@ -71,11 +71,18 @@ class ServiceCgroups:
         containment: Where the services' cgroups go; None (or unavailable):
             process groups only.
         reactor: Where the OOM watch runs.
+        services: The supervisor's services, by name (for :meth:`statuses`).
     """
 
-    def __init__(self, containment: Containment | None, reactor: Reactor) -> None:
+    def __init__(
+        self,
+        containment: Containment | None,
+        reactor: Reactor,
+        services: Mapping[str, ServiceRecord],
+    ) -> None:
         self.containment = containment
         self._reactor = reactor
+        self._services = services
         self._listeners: list[CgroupListener] = []
 
     @property
@@ -149,6 +156,7 @@ class ServiceCgroups:
         if count <= service.oom_seen:
             return
         new, service.oom_seen = count - service.oom_seen, count
+        service.oom_total += new
         limit = _memory_limit(service.spec)
         message = (
             f"service {service.name!r}: the OOM killer killed {new} "
@@ -193,6 +201,10 @@ class ServiceCgroups:
 
     # -- status ----------------------------------------------------------------------
 
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        """Each service's :meth:`status`, by name, in the order added."""
+        return {name: self.status(s) for name, s in self._services.items()}
+
     def status(self, service: ServiceRecord) -> dict[str, Any]:
         """The service's cgroup, limits (enforced or why not) and usage, as
         JSON types."""
@@ -219,6 +231,7 @@ class ServiceCgroups:
             "path": None if cgroup is None else cgroup.path,
             "limits": [e.to_dict() for e in enforcement],
             "usage": usage,
+            "oom_kills": service.oom_total,
         }
 
 

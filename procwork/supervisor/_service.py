@@ -61,6 +61,7 @@ class ServiceRecord:
         self.cgroup: Cgroup | None = None
         self.oom_at_start = 0
         self.oom_seen = 0
+        self.oom_total = 0  # across its processes, since it was added
         self.oom_watch: Watch | None = None
         self.state_waiters: list[
             tuple[frozenset[ServiceState], Deferred[ServiceStatus]]

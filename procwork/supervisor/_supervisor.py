@@ -131,11 +131,11 @@ class Supervisor:
         if reactor is None:
             reactor = default_reactor()
         self._reactor: ReactorTime = reactor
-        self.cgroups = ServiceCgroups(containment, reactor)
         self._process_factory: ProcessFactory = (
             process_factory if process_factory is not None else GroupProcess
         )
         self._services: dict[str, ServiceRecord] = {}  # in the order added
+        self.cgroups = ServiceCgroups(containment, reactor, self._services)
         self._started = False
         self._shutdown_trigger: Any = None
         self._procmon = ProcmonAdapter(reactor, self, self._spawn)

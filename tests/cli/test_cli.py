@@ -361,18 +361,23 @@ def test_the_procwork_console_script_is_installed_and_runs() -> None:
 def test_monitor_check_config_validates_the_example_config_and_exits_0() -> None:
     done = procwork("monitor", str(EXAMPLE), "--check-config")
     assert done.returncode == 0
+    verdict, containment, *limits = done.stderr.splitlines()
     assert re.fullmatch(
-        rf"{re.escape(str(EXAMPLE))}: ok: \d+ services, \d+ checks, \d+ rules\n",
-        done.stderr,
+        rf"{re.escape(str(EXAMPLE))}: ok: \d+ services, \d+ checks, \d+ rules",
+        verdict,
     )
+    # How the services would be contained here, and each limit of the
+    # example's heartbeat service, enforced or why not.
+    assert containment.startswith("containment: ")
+    assert [line.partition(":")[0] for line in limits] == ["service 'heartbeat'"] * 4
 
 
 def test_monitor_check_config_validates_the_built_in_config() -> None:
     done = procwork("monitor", "--check-config")
-    assert (done.returncode, done.stderr) == (
-        0,
-        "<built-in config>: ok: 1 services, 2 checks, 1 rules\n",
-    )
+    assert done.returncode == 0
+    verdict, containment = done.stderr.splitlines()
+    assert verdict == "<built-in config>: ok: 1 services, 2 checks, 1 rules"
+    assert containment.startswith("containment: ")
 
 
 def test_check_config_prints_the_effective_config_as_TOML_that_loads_the_same(

@@ -214,7 +214,7 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
         pytest.param(
             "[monitr]\n",
             "unknown table 'monitr'; expected [monitor], [[service]], [[check]], "
-            "[[rule]] and [[alert]] (and include)",
+            "[[rule]], [[service_rule]] and [[alert]] (and include)",
             id="unknown-table",
         ),
         pytest.param(
@@ -229,7 +229,7 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
         ),
         pytest.param(
             "[monitor]\nverbose = true\n",
-            "[monitor]: unknown key 'verbose'; known keys: "
+            "[monitor]: unknown key 'verbose'; known keys: contain, "
             "control_idle_timeout, control_max_connections, http, http_control, "
             "http_max_connections, http_token, json_log, max_load, max_running, "
             "rules_every, socket, summary_every",
