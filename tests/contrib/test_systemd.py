@@ -95,6 +95,16 @@ def test_the_monitor_alone_gets_sigterm_restarts_on_failure_and_reloads_on_sighu
         assert key not in unit
 
 
+def test_the_unit_delegates_its_cgroup_subtree_to_the_monitor() -> None:
+    """Delegate=yes: the monitor contains each service in a cgroup of its own
+    below the unit's (so a stop, a restart, the limits and the monitor's
+    death reach daemons that left their process group), and nothing makes
+    that subtree read-only (ProtectControlGroups would)."""
+    unit = dict(settings())
+    assert unit["Delegate"] == "yes"
+    assert "ProtectControlGroups" not in unit
+
+
 def test_the_monitor_tells_systemd_it_is_ready_and_is_restarted_when_pings_stop() -> (
     None
 ):
