@@ -169,6 +169,12 @@ class _Enter:
             os.setreuid(self._user, self._user)
 
 
+# The last programs found, by (program, search path, cwd): a spawn of the
+# same command checks that one file again instead of searching PATH.
+_found: dict[tuple[str, str | None, str | None], str] = {}
+_FOUND_MAX = 256
+
+
 def preflight(program: str, env: Mapping[str, str] | None, cwd: str | None) -> None:
     """Raise what ``Popen`` would for a ``program`` that cannot be executed.
 
@@ -185,6 +191,11 @@ def preflight(program: str, env: Mapping[str, str] | None, cwd: str | None) -> N
     """
     if cwd is not None and not os.path.isdir(cwd):
         return
+    search = (os.environ if env is None else env).get("PATH")
+    key = (program, search, cwd)
+    known = _found.get(key)
+    if known is not None and os.access(known, os.X_OK):
+        return  # found there before, still there: sh's own search finds it
     if os.path.dirname(program):
         candidates = [program]
     else:
@@ -204,6 +215,9 @@ def preflight(program: str, env: Mapping[str, str] | None, cwd: str | None) -> N
         if _missing_interpreter(path):
             first_error = first_error or errno.ENOENT
             continue
+        if len(_found) >= _FOUND_MAX:
+            _found.clear()
+        _found[key] = path
         return
     code = first_error or errno.ENOENT
     raise OSError(code, os.strerror(code), program)

@@ -67,7 +67,8 @@ def write_text(cgroup: str, name: str, value: str) -> None:
     Raises:
         OSError: the kernel refused it; ``errno`` says why.
     """
-    fd = os.open(os.path.join(cgroup, name), os.O_WRONLY | os.O_CLOEXEC)
+    # O_TRUNC as a shell's ">" does: cgroupfs ignores it.
+    fd = os.open(os.path.join(cgroup, name), os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
     try:
         os.write(fd, value.encode())
     finally:
@@ -205,13 +206,23 @@ def kill(cgroup: str, *, kill_file: bool = True) -> None:
     signal_members(cgroup, signal.SIGKILL)
 
 
-def remove(cgroup: str) -> bool:
+def remove(cgroup: str, *, leaf: bool = False) -> bool:
     """Remove ``cgroup`` and the cgroups below it that are empty, the deepest
-    first (``rmdir``; a cgroup with a process in it stays).
+    first (``rmdir``; a cgroup with a process in it stays). With ``leaf``,
+    ``cgroup`` is expected to have none below it: one ``rmdir`` then, and the
+    tree is walked only if that fails.
 
     Returns:
         True when ``cgroup`` is gone (or was never there).
     """
+    if leaf:
+        try:
+            os.rmdir(cgroup)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            pass
     for directory in tree(cgroup):
         with contextlib.suppress(FileNotFoundError):
             try:

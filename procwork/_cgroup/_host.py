@@ -198,7 +198,9 @@ def _inside(mount: Mount, cgroup: str) -> str | None:
     root = mount.root.rstrip("/")
     if cgroup != root and not cgroup.startswith(root + "/"):
         return None
-    return os.path.join(mount.mountpoint, cgroup[len(root) :].lstrip("/"))
+    return os.path.normpath(
+        os.path.join(mount.mountpoint, cgroup[len(root) :].lstrip("/"))
+    )
 
 
 def _v2_base(

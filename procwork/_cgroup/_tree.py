@@ -187,8 +187,8 @@ class Cgroup:
     def oom_kills(self) -> int:
         """Processes the OOM killer killed in it since it was made."""
         places = [(self.path, "memory.events")]
-        if "memory" in self.v1:
-            places.append((self.v1["memory"], "memory.oom_control"))
+        if "memory" in self.v1:  # limited there, so counted there
+            places.insert(0, (self.v1["memory"], "memory.oom_control"))
         for directory, name in places:
             try:
                 return _fs.keyed(_fs.read_text(directory, name)).get("oom_kill", 0)
@@ -334,7 +334,13 @@ class Containment:
         try:
             if os.path.isdir(self.root):
                 self._clean_stale()
-            os.mkdir(self.root)
+            try:
+                os.mkdir(self.root)
+            except FileExistsError:
+                if not os.path.isdir(self.root):
+                    raise
+                # Left by the earlier owner with a process that outlived
+                # SIGKILL (said by _clean_stale): used as it is.
         except OSError as e:
             self.why = f"cannot make {self.root}: {e.strerror or e}"
             return
@@ -496,6 +502,8 @@ class Containment:
 
     def _limit(self, cgroup: Cgroup, limits: Limits) -> None:
         """Write ``limits`` to ``cgroup``, lifting those it no longer has."""
+        if not limits and not cgroup.limits:
+            return  # a run's: nothing to read or write
         enforcement = self.plan(limits)
         for key, value in limits.items():
             controller = CONTROLLER[key]
@@ -556,7 +564,7 @@ class Containment:
             del self._cgroups[cgroup.name]
         try:
             for directory in cgroup.directories:
-                _fs.remove(directory)
+                _fs.remove(directory, leaf=True)
         except OSError as e:
             _log.warn("cannot remove {path}: {error}", path=cgroup.path, error=e)
         _tell(lambda o: o.removed(cgroup))
@@ -566,7 +574,8 @@ class Containment:
         what it left there. Fires with how many processes were left, once
         the cgroup is empty (or, still holding some, :data:`EMPTY_WAIT`
         seconds later, said in the log); without ``kill``, at once."""
-        left = len(cgroup.members())
+        # Empty (the common case) is one read; counting lists the members.
+        left = len(cgroup.members()) if cgroup.populated() else 0
         if not kill or not left:
             return _now(left)
         cgroup.kill()
