@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import group_members, lifeline, no_load_limit, sigkill_leftovers
+from tests.support.cgroups import session_parent
 from tests.support.monitor import MonitorProcess, running_with
 from tests.support.sshd import Sshd
 
@@ -72,6 +73,22 @@ def own_runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             del os.environ["XDG_RUNTIME_DIR"]
         else:
             os.environ["XDG_RUNTIME_DIR"] = saved
+
+
+@pytest.fixture(autouse=True, scope="session")
+def own_cgroup_parent() -> Iterator[None]:
+    """Where procwork may make cgroups (root, here and on CI), every cgroup
+    the suite and the monitors it starts make goes under one subtree of
+    this test run's own ($PROCWORK_CGROUP_PARENT); at the end it must hold
+    no process and no cgroup: nothing escapes, nothing is left behind."""
+    with session_parent() as problems:
+        yield
+    if problems:
+        pytest.fail(
+            "the test session left cgroups or processes behind (all killed "
+            "and removed now):\n" + "\n".join(problems),
+            pytrace=False,
+        )
 
 
 @pytest.fixture
