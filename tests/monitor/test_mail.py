@@ -28,7 +28,7 @@ from procwork.monitor._mail import (
     send_mail,
 )
 from procwork.monitor._metrics import monitor_metrics
-from tests.support import drive_until, global_reactor, wait
+from tests.support import cpu_load, drive_until, global_reactor, wait
 from tests.support.smtp import ChattyServer, SilentServer, SmtpServer
 
 #: What one read of the client takes at most (Twisted's TCP read size).
@@ -326,6 +326,56 @@ def test_a_storm_of_mail_holds_at_most_max_in_flight_connections_and_drops_the_r
     assert status.last_result == "cancelled (monitor stopping)"
     assert status.dropped == 18
     assert drive_until(lambda: silent.closed_by_peer() == 2, timeout=10)
+
+
+# -- under load, by the hundred --------------------------------------------------
+
+
+def test_hundreds_of_mails_under_cpu_load_are_each_delivered_once_none_stuck(
+    servers: Callable[..., Any],
+) -> None:
+    """200 events through four slots to a real server, with every core
+    busy: each is one message, each delivery ends, no connection is left."""
+    smtp = servers()
+    alerts = AlertDispatcher([mailer(smtp.address, max_in_flight=4, max_queued=200)])
+    with cpu_load():
+        for i in range(200):
+            alerts.emit(fatal(f"web-{i}"))
+        status = delivered(alerts, 200)
+    assert (status.sent, status.ok, status.failed, status.dropped) == (200, 200, 0, 0)
+    assert (status.running, status.queued) == (0, 0)
+    names = sorted(m.message["Subject"].split("'")[1] for m in smtp.received())
+    assert names == sorted(f"web-{i}" for i in range(200))
+
+
+def test_hundreds_of_attempts_timing_out_while_connecting_or_connected_all_end(
+    servers: Callable[..., Any],
+) -> None:
+    """A timeout lands before the connection is made, as it is made, or
+    while the server is silent: 300 deliveries under CPU load each end,
+    failed and counted, and the monitor holds none of their connections."""
+    silent = servers(SilentServer)
+    alerts = AlertDispatcher(
+        [
+            mailer(
+                silent.address,
+                timeout=0.01,
+                retries=0,
+                max_in_flight=16,
+                max_queued=300,
+            )
+        ]
+    )
+    with cpu_load():
+        for i in range(300):
+            alerts.emit(fatal(f"web-{i}"))
+        status = delivered(alerts, 300)
+    assert (status.sent, status.failed, status.ok) == (300, 300, 0)
+    assert (status.running, status.queued) == (0, 0)
+    # Every connection the server accepted was closed by the client.
+    assert drive_until(
+        lambda: silent.closed_by_peer() == len(silent.accepted), timeout=20
+    ), (len(silent.accepted), silent.closed_by_peer())
 
 
 # -- the message ---------------------------------------------------------------
