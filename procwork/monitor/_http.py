@@ -404,7 +404,8 @@ class _StatusSite(Site):
 
     # HTTPFactory's protocol builds a channel that may speak HTTP/2 (over
     # TLS, which this site never has); a plain HTTP/1.1 one is what we guard.
-    protocol = _GuardedChannel  # type: ignore[assignment]
+    # (The ignore: Twisted 26 annotates HTTPFactory.protocol, 25.5 does not.)
+    protocol = _GuardedChannel  # type: ignore[assignment, unused-ignore]
     requestFactory = _MemoryRequest
 
     def __init__(self, resource: Resource, guard: Guard, timeout: float) -> None:
