@@ -1,36 +1,14 @@
 """Alerts: what acts on events, a command, a webhook or a mail.
 
-The events are :mod:`procwork.monitor._events`'. An ``[[alert]]`` in the
-config names the events it wants and what to do:
+An ``[[alert]]`` (:class:`AlertSpec`) names the events it wants
+(:mod:`procwork.monitor._events`) and runs a command (``critical``, the event
+in environment variables), POSTs a webhook (:mod:`procwork.monitor._webhook`)
+or sends a mail (:mod:`procwork.monitor._mail`) for each.
+:class:`AlertDispatcher` runs at most ``max_in_flight`` deliveries per alert
+and queues at most ``max_queued`` more, dropping (and counting) the oldest,
+so a storm of events cannot flood an overloaded machine.
 
-- ``command``: run it (through the scheduler, ``critical``), with the event
-  in environment variables (``PROCWORK_EVENT``, ``PROCWORK_NAME``,
-  ``PROCWORK_STATE``, ...; see :meth:`Event.environ`);
-- ``webhook``: POST the event as JSON (:meth:`Event.to_dict`) to a URL with
-  Twisted's HTTP client, with a ``timeout`` per attempt and ``retries``
-  more attempts ``retry_delay`` seconds apart when it fails (no answer, or
-  an answer that is not 2xx). Of a reply at most 64 KiB of body is read and
-  the connection is closed when the attempt ends, however it ends
-  (:mod:`procwork.monitor._webhook`);
-- ``mail``: send the event as a message to these addresses, through the
-  SMTP server of ``[monitor] smtp``, with Twisted's SMTP client, with the
-  same ``timeout``, ``retries`` and ``retry_delay`` (a 5xx refusal is not
-  retried: it would be refused again). Of what the server says at most
-  64 KiB is read, and the connection is closed when the attempt ends
-  (:mod:`procwork.monitor._mail`).
-
-However many events come at once, an alert runs at most ``max_in_flight``
-deliveries (a webhook's retries hold the delivery's slot); the events past
-that wait in its queue, first in first out, at most ``max_queued`` of them.
-A full queue drops its oldest event for the new one, since the newest state
-is what an operator needs: counted in the alert's ``dropped``, logged once
-when the dropping starts and once, with the count, when the queue drains.
-So when two hundred checks fail together on an overloaded machine, the
-alerts add a few processes or requests to its load, not six hundred, and
-the monitor's memory stays bounded.
-
-What each alert did (its last result and output) is kept in
-:attr:`AlertDispatcher.status` and logged.
+Design: ARCHITECTURE.md, "Alerts".
 """
 
 from __future__ import annotations

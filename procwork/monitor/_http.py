@@ -1,41 +1,16 @@
 """The monitor's HTTP endpoint: the status page (HTML for browsers, JSON for
 programs) and metrics as Prometheus text.
 
-The endpoint must never cost the monitor its checks: at most
-``max_connections`` are served at once (a new one past that is closed as
-soon as it is accepted, so idle clients cannot take every file descriptor),
-an idle connection is closed after ``IDLE_TIMEOUT`` seconds, and requests
-are not logged one line each.
+:func:`StatusSite` serves ``/``, ``/status.json``, ``/metrics`` and, when the
+config allows it, ``POST /control``; :class:`CappedFactory` caps the
+connections; :class:`Guard` decides from a request's head, before any body
+is read, what the endpoint takes, and counts what it refuses.
 
-It is read-only unless the config says ``http_control = true`` (with an
-``http_token``): then ``POST /control`` takes a request of the control
-protocol as its JSON body, from a client that sends ``Authorization: Bearer
-TOKEN``, and answers as the control socket does; and ``GET /tail`` answers
-the last lines a service printed (:class:`_Tail`), to the same clients
-only, since output may be secret. The status page then has buttons that
-send those requests (:mod:`procwork.monitor._page`).
+With ``http_control``, ``GET /tail`` answers a service's last lines to
+clients with the token (:class:`_Tail`), and requests a browser marks as
+coming from another site are refused (:meth:`Guard.cross_site`).
 
-No other site may send them through a browser. The token is never a
-cookie (nor in a URL): a browser never adds it by itself, and a request
-that carries it is not "simple", so a page of another origin could send it
-only after a CORS preflight, which is never granted (there are no CORS
-headers, and ``OPTIONS`` is a 405). A request a browser marks as coming
-from another site is refused outright, with or without the token
-(:meth:`Guard.cross_site`: ``Sec-Fetch-Site`` other than ``same-origin`` or
-``none``, or an ``Origin`` other than this endpoint's own), before any of
-its body is read.
-
-A client cannot make it read what it will refuse. Whether a request may
-have a body is decided from its head, before any of the body is read
-(:class:`_GuardedChannel`): only an authorized ``POST /control`` may, of at
-most :data:`MAX_BODY` bytes (a chunked one is cut off there while it is
-read); any other body is answered at once (401 without the token, 403 while
-control is off, 413 when it is too long or the path takes none) and the
-connection closed. A body is kept in memory, never in a temporary file as
-twisted.web does past 100 KiB. Malformed input (a bad request line or
-header, headers over 16 KiB, JSON that is not a control request: invalid,
-not UTF-8, nested too deep, of the wrong types) is a 400 that says why.
-Refused requests are counted by status (:attr:`Guard.refused`).
+Design: ARCHITECTURE.md, "The HTTP endpoint".
 """
 
 from __future__ import annotations
@@ -596,7 +571,8 @@ class _StatusSite(Site):
 
     # HTTPFactory's protocol builds a channel that may speak HTTP/2 (over
     # TLS, which this site never has); a plain HTTP/1.1 one is what we guard.
-    protocol = _GuardedChannel  # type: ignore[assignment]
+    # (The ignore: Twisted 26 annotates HTTPFactory.protocol, 25.5 does not.)
+    protocol = _GuardedChannel  # type: ignore[assignment, unused-ignore]
     requestFactory = _MemoryRequest
 
     def __init__(self, resource: Resource, guard: Guard, timeout: float) -> None:
