@@ -15,17 +15,24 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, alive, gone_within
-from tests.support.cgroups import cgroup_of, need_cgroups, wait_gone
+from tests.support import PY, ROOT, alive, child_env, gone_within
+from tests.support.cgroups import (
+    cgroup_of,
+    need_cgroups,
+    need_controller,
+    wait_gone,
+)
 from tests.support.monitor import (
     HEADER,
     MonitorProcess,
     ctl,
+    get,
     start_monitor,
     statuses,
     wait_for,
@@ -34,7 +41,7 @@ from tests.support.monitor import (
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def daemonizer(ours: str) -> str:
+def daemonizer(ours: str, extra: str = "") -> str:
     return textwrap.dedent(
         f"""
         [[service]]
@@ -44,7 +51,7 @@ def daemonizer(ours: str) -> str:
         start_seconds = 0.2
         stop_timeout = 2
         """
-    )
+    ) + textwrap.dedent(extra)
 
 
 def escapee_of(sock: Path) -> int:
@@ -148,3 +155,89 @@ def test_the_next_monitor_kills_what_a_monitor_killed_with_its_lifeline_left(
     again = escapee_of(sock)
     started.append(again)
     assert again != escapee and alive(again)
+
+
+def test_status_ctl_and_metrics_say_which_limits_are_enforced_and_what_it_uses(
+    tmp_path: Path, monitors: list[MonitorProcess], ours: str, started: list[int]
+) -> None:
+    """pids_max is enforced here (the pids controller); memory_max is where
+    a memory controller is procwork's (not on this machine: its v1 memory
+    hierarchy is the host's), else reported with the reason. The service's
+    tasks (it and its daemon) are read from its cgroup."""
+    host = need_controller("pids")
+    memory = "memory" in host.controllers() or "memory" in host.v1_bases
+    sock = tmp_path / "ctl.sock"
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        "[monitor]\nsummary_every = 0\nmax_load = false\n"
+        + daemonizer(ours, 'pids_max = 50\nmemory_max = "200M"\n')
+    )
+    monitor = MonitorProcess(
+        str(config), "--socket", str(sock), "--http", "127.0.0.1:0",
+        stderr=tmp_path / "stderr",
+    )  # fmt: skip
+    monitors.append(monitor)
+    port = monitor.expect(r"status on http://127\.0\.0\.1:(\d+)/").group(1)
+    started.append(escapee_of(sock))
+    cgroup = statuses(sock)["daemonizer"]["cgroup"]
+    assert cgroup["path"].endswith("/daemonizer.service")
+    assert cgroup["usage"]["tasks"] == 2
+    limits = {limit["limit"]: limit for limit in cgroup["limits"]}
+    assert limits["pids_max"]["enforced"] is True
+    assert limits["memory_max"]["enforced"] is memory
+    if not memory:
+        assert "no memory controller" in limits["memory_max"]["why"]
+
+    table = ctl(sock, "status").stdout
+    assert re.search(r"^daemonizer  pids_max 50: enforced \(cgroup v[12] pids\.max\)$",
+                     table, re.MULTILINE)  # fmt: skip
+    assert re.search(r"^daemonizer  memory_max 200M: (enforced|not enforced: )",
+                     table, re.MULTILINE)  # fmt: skip
+
+    metrics = get(f"http://127.0.0.1:{port}/metrics").decode()
+    assert 'procwork_service_tasks{service="daemonizer"} 2' in metrics
+    assert (
+        'procwork_service_limit_enforced{limit="pids_max",service="daemonizer"} 1'
+        in metrics
+    )
+    assert re.search(r'^procwork_service_cpu_seconds_total\{service="daemonizer"\} ',
+                     metrics, re.MULTILINE)  # fmt: skip
+
+    checked = subprocess.run(
+        [PY, "-m", "procwork", "monitor", str(config), "--check-config"],
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    lines = checked.stderr.splitlines()
+    assert lines[1].startswith("containment: cgroups under ")
+    assert re.fullmatch(
+        r"service 'daemonizer': pids_max 50: enforced \(cgroup v[12] pids\.max\)",
+        lines[2] if "pids" in lines[2] else lines[3],
+    )
+
+
+def test_with_contain_false_the_monitor_uses_process_groups_and_says_so(
+    tmp_path: Path, monitors: list[MonitorProcess], ours: str, started: list[int]
+) -> None:
+    """The fallback a config may ask for (and what a machine without cgroups
+    gets): said once at start, in the status; the limit is not enforced,
+    with the reason; and the daemon that left the group survives the stop,
+    as it always did without cgroups."""
+    sock = tmp_path / "ctl.sock"
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        HEADER.replace("[monitor]\n", "[monitor]\ncontain = false\n")
+        + daemonizer(ours, "pids_max = 50\n")
+    )
+    monitor = start_monitor(monitors, tmp_path, config, "--socket", str(sock))
+    monitor.expect(r"containment: process groups only: contain = false in \[monitor\]")
+    escapee = escapee_of(sock)
+    started.append(escapee)
+    cgroup = statuses(sock)["daemonizer"]["cgroup"]
+    assert (cgroup["path"], cgroup["usage"]) == (None, None)
+    [limit] = cgroup["limits"]
+    assert limit["enforced"] is False
+    assert "contain = false in [monitor]" in limit["why"]
+    assert ctl(sock, "stop", "daemonizer").returncode == 0
+    assert alive(escapee)
+    assert len([line for line in monitor.lines if "containment: " in line]) == 1

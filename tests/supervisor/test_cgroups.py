@@ -27,7 +27,7 @@ import untwisted
 from procwork._cgroup import Containment, Host, Limits
 from procwork.supervisor import ServiceSpec, Supervisor
 from tests.support import ROOT, alive, gone_within, observing, program
-from tests.support.cgroups import cgroup_of, need_cgroups
+from tests.support.cgroups import cgroup_of, need_cgroups, need_controller
 
 
 @pytest.fixture
@@ -129,6 +129,7 @@ def test_pids_max_caps_a_fork_loop(
 ) -> None:
     """pids_max 20: the loop's 20th fork (itself the first task) fails with
     EAGAIN, and the cgroup never holds more than 20 tasks."""
+    need_controller("pids")
     supervisor.add(
         ServiceSpec(
             "forker",

@@ -33,6 +33,7 @@ __all__ = [
     "FakeHost",
     "cgroup_of",
     "need_cgroups",
+    "need_controller",
     "session_parent",
     "wait_gone",
 ]
@@ -56,6 +57,23 @@ def need_cgroups() -> Host:
             pytest.fail(f"{reason}, and {REQUIRE_TOOLS}=1 forbids skipping")
         pytest.skip(reason)
     return host
+
+
+def need_controller(controller: str) -> Host:
+    """As :func:`need_cgroups`, and the ``controller`` (``pids``) is one
+    procwork may use here, in cgroup v2 or a v1 hierarchy; skip (or fail)
+    the test where it is not."""
+    from tests.support.tools import REQUIRE_TOOLS, tools_required
+
+    host = need_cgroups()
+    if controller in host.controllers() or controller in host.v1_bases:
+        return host
+    reason = f"the {controller} controller is not procwork's to use here: " + (
+        host.v1_why.get(controller) or "not in cgroup v2 nor a v1 hierarchy"
+    )
+    if tools_required():
+        pytest.fail(f"{reason}, and {REQUIRE_TOOLS}=1 forbids skipping")
+    pytest.skip(reason)
 
 
 @contextlib.contextmanager
