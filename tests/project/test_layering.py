@@ -98,6 +98,9 @@ TWISTED_FREE = (
     "procwork/monitor/_events.py",
     "procwork/monitor/_didyoumean.py",
     "procwork/monitor/_toml.py",
+    # clockwork.net's errors: importing clockwork gets NetworkError without
+    # loading any network code.
+    "clockwork/_neterrors.py",
     # A remote run's target, which a config's host = is checked with, and
     # the package's __init__ that importing it runs (with the shell
     # wrapper): twisted.conch (and the remote runs on it) load only when a
@@ -361,6 +364,7 @@ def test_procwork_exports_the_process_core_only() -> None:
         "untwisted.lowlevel",
         "clockwork",
         "clockwork.classic",
+        "clockwork.net",
         "procwork.supervisor",
         "procwork.monitor",
     ],
@@ -415,6 +419,7 @@ def test_clockwork_exports_the_modern_api_and_still_the_first_clockworks_words()
 
     modern = [
         "CancelledError",
+        "NetworkError",
         "Task",
         "Timeout",
         "Worker",
@@ -449,6 +454,40 @@ def test_clockwork_exports_the_modern_api_and_still_the_first_clockworks_words()
     exec("from clockwork import *", star)
     for name in clockwork.classic.__all__:
         assert star[name] is getattr(clockwork.classic, name), name
+
+
+def test_clockwork_net_is_a_tier_of_its_own_loaded_only_when_imported() -> None:
+    """``clockwork.net`` holds the network (connect, listen, request and
+    their values and errors); ``clockwork`` itself adds only the errors'
+    base, ``NetworkError``, and importing it loads no network code."""
+    import clockwork
+    import clockwork.net
+
+    assert sorted(clockwork.net.__all__) == [
+        "BUFFER_SIZE",
+        "CONNECT_TIMEOUT",
+        "Certificate",
+        "Connection",
+        "DNSError",
+        "Disconnected",
+        "MAX_BODY",
+        "MAX_LINE",
+        "MAX_READ_ALL",
+        "NetworkError",
+        "NetworkTimeout",
+        "REQUEST_TIMEOUT",
+        "Refused",
+        "Response",
+        "Server",
+        "TLSError",
+        "TooLong",
+        "connect",
+        "listen",
+        "request",
+    ]
+    assert clockwork.NetworkError is clockwork.net.NetworkError
+    child = run_program("clockwork_alone")
+    assert child.returncode == 0, child.stderr
 
 
 def test_the_monitor_exports_what_a_program_embedding_it_needs_and_no_part_of_it() -> (
