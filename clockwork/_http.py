@@ -184,7 +184,9 @@ class _WireCounter(ProtocolWrapper):
     factory: _WireCap
 
     def __init__(self, factory: _WireCap, wrapped: Any) -> None:
-        super().__init__(factory, wrapped)  # type: ignore[arg-type]
+        # Twisted 26's annotations want an IProtocol here, 25.5's take any
+        # object: the ignore is needed on one and unused on the other.
+        super().__init__(factory, wrapped)  # type: ignore[arg-type, unused-ignore]
         self.exchange = factory.exchange
         self.exceeded = False
 
@@ -366,6 +368,10 @@ def _check_url(what: str, url: object) -> str:
         raise ValueError(f"{what}: url {url!r}: {e}") from None
     if any(c in url for c in " \r\n\t"):
         raise ValueError(f"{what}: url {url!r} has white space (quote it)")
+    if not url.isascii():
+        raise ValueError(
+            f"{what}: url {url!r} is not ASCII (quote the path; a host in punycode)"
+        )
     return url
 
 

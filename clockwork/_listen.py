@@ -186,7 +186,32 @@ class Server:
         # A TLS handshake that fails ends the connection before any handler
         # sees it: nothing to report but its end.
         connection.ready.addCallbacks(self._serve, lambda _: None)
+        if self._tls and self._timeout is not None:
+            # A client that connects and never says hello must not hold one
+            # of the max_connections for ever.
+            timer = self._reactor.callLater(
+                self._timeout, self._handshake_expired, connection
+            )
+            connection.ready.addBoth(self._stop_timer, timer)
         return connection.protocol
+
+    def _handshake_expired(self, connection: Connection) -> None:
+        if connection.ready.called:
+            return
+        _log.info(
+            "{address}: no TLS handshake from {peer} within {timeout} s; "
+            "connection closed",
+            address=self.address,
+            peer=connection.address,
+            timeout=self._timeout,
+        )
+        connection.abort()
+
+    @staticmethod
+    def _stop_timer(result: object, timer: Any) -> object:
+        if timer.active():
+            timer.cancel()
+        return result
 
     def _serve(self, connection: Connection) -> None:
         try:
@@ -259,7 +284,8 @@ def listen(
         max_connections: The most connections handled at once; one past
             that is closed at once (and counted in ``server.refused``).
         timeout: Each connection's :attr:`~Connection.timeout`: how long
-            one of its reads or writes may wait. None: no limit.
+            one of its reads or writes may wait, and with TLS how long its
+            handshake may take. None: no limit.
         certificate: Speak TLS with this PEM file (the certificate, any
             intermediate ones, the private key).
         reactor: Default: the reactor of the worker running the caller.

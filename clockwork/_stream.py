@@ -551,6 +551,11 @@ class Connection:
     def handshake_completed(self) -> None:
         """For the protocol: the TLS handshake is done and verified."""
         self.certificate = self._peer_certificate()
+        if getattr(self._transport, "disconnecting", False):
+            # Twisted before 26 checks the host name once the handshake is
+            # done, and tells of the handshake even when that check has
+            # just aborted the connection: connection_lost says why.
+            return
         if not self.ready.called:
             self.ready.callback(self)
 

@@ -14,7 +14,7 @@ from clockwork import Worker, net
 from clockwork.net import Server
 from tests.support import ClockReactor, wait
 from tests.support.certs import Certificates, make_certificates
-from tests.support.net import Peer, web_site
+from tests.support.net import Peer, listen_web
 
 
 @pytest.fixture
@@ -77,21 +77,12 @@ def servers() -> Iterator[Callable[..., Server]]:
 def web(certificates: Certificates) -> Iterator[Callable[..., str]]:
     """Starts Twisted's web server on loopback with the pages of
     :func:`tests.support.net.web_site` (``tls=True``: https, with the
-    ``certificates``); gives its base URL (``http://127.0.0.1:PORT``).
-    The ports are closed after the test."""
-    from clockwork._tls import server_options
-    from tests.support import global_reactor
-
-    reactor = global_reactor()
+    ``certificates``); gives its base URL (``http://127.0.0.1:PORT``, or
+    with another ``host``). The ports are closed after the test."""
     ports: list[Any] = []
 
     def start(tls: bool = False, host: str = "127.0.0.1") -> str:
-        site = web_site()
-        if tls:
-            options = server_options(certificates.server)
-            ports.append(reactor.listenSSL(0, site, options, interface="127.0.0.1"))
-        else:
-            ports.append(reactor.listenTCP(0, site, interface="127.0.0.1"))
+        ports.append(listen_web(certificates.server if tls else None))
         scheme = "https" if tls else "http"
         return f"{scheme}://{host}:{ports[-1].getHost().port}"
 

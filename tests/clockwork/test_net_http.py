@@ -349,6 +349,7 @@ def test_a_server_that_hangs_up_without_answering_is_disconnected(
         (("GET", "http:///x"), {}, ValueError, "names no host"),
         (("GET", "http://h:99999/"), {}, ValueError, "Port out of range"),
         (("GET", "http://h/a b"), {}, ValueError, "has white space"),
+        (("GET", "http://h/caf\u00e9"), {}, ValueError, "is not ASCII"),
         (("G T", "http://h/"), {}, ValueError, "method must be a word"),
         (("GET", "http://h/"), {"body": "text"}, TypeError, "body must be bytes"),
         (("GET", "http://h/"), {"max_body": -1}, ValueError, "max_body must be"),

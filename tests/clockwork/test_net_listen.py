@@ -20,6 +20,7 @@ import clockwork
 from clockwork import net
 from clockwork.net import Connection, Server
 from tests.support import drive_until, observing, wait
+from tests.support.certs import Certificates
 from tests.support.net import free_port
 
 Gen = Generator[Any, Any, Any]
@@ -232,3 +233,32 @@ def test_a_server_is_a_context_manager_that_closes_it() -> None:
         assert wait(say(port, b"inside\n")) == [b"inside\n"]
     with pytest.raises(net.Refused):
         wait(net.connect("127.0.0.1", port, timeout=5))
+
+
+def test_a_tls_client_that_never_says_hello_is_cut_off_after_the_timeout(
+    servers: Callable[..., Server], certificates: Certificates
+) -> None:
+    """It would hold one of max_connections for ever; no handler saw it."""
+    served: list[Connection] = []
+
+    def handler(conn: Connection) -> Gen:
+        served.append(conn)
+        yield conn.readline()
+
+    server = servers(0, handler, certificate=certificates.server, timeout=0.2)
+    events: list[dict[str, Any]] = []
+    sock = raw_client(server.port)
+    client = f"127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        with observing(events.append):
+            assert drive_until(lambda: server.connections == 1, 10)
+            assert drive_until(lambda: server.connections == 0, 10)
+        assert drive_until(lambda: closed_by_server(sock), 10)
+    finally:
+        sock.close()
+    assert served == []
+    lines = [formatEvent(e) for e in events if "TLS handshake" in formatEvent(e)]
+    assert lines == [
+        f"127.0.0.1:{server.port}: no TLS handshake from {client} within 0.2 s; "
+        "connection closed"
+    ]

@@ -21,6 +21,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -31,7 +32,9 @@ __all__ = [
     "PeerConnection",
     "endless",
     "free_port",
+    "listen_web",
     "stuck_port",
+    "web_site",
 ]
 
 
@@ -326,3 +329,24 @@ def web_site() -> Any:
     for name, page in pages.items():
         root.putChild(name, page)
     return Quiet(root)
+
+
+def listen_web(certificate: Path | None = None) -> Any:
+    """Serve :func:`web_site` on 127.0.0.1 (a port the system chooses): with
+    a ``certificate`` (a PEM file, certificate and key), over TLS. Returns
+    Twisted's listening port (``getHost().port``, ``stopListening()``).
+    """
+    from clockwork._tls import server_options
+    from tests.support import global_reactor
+
+    reactor = global_reactor()
+    site = web_site()
+    if certificate is None:
+        return reactor.listenTCP(0, site, interface="127.0.0.1")
+    # The site offers its protocols (h2, http/1.1) for ALPN; Twisted 25.5
+    # then sets the negotiation on a TLS context already used for a
+    # connection, which recent pyOpenSSL refuses (the handshake fails).
+    # Wrapped, the factory offers none: plain HTTP/1.1 over TLS.
+    return reactor.listenSSL(
+        0, WrappingFactory(site), server_options(certificate), interface="127.0.0.1"
+    )
