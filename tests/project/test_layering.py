@@ -67,10 +67,13 @@ ALLOWED_UPWARD = {
 #: The runtime import cycles between modules that exist on purpose, each by
 #: the one lazy import that closes it: (file, module) -> why. The other lazy
 #: upward imports close none: nothing procwork.supervisor or procwork.monitor
-#: imports brings back procwork/__init__.py (whose __getattr__ reaches them),
-#: and clockwork/_classic.py's import of procwork comes back to clockwork
-#: only through the import below.
+#: imports brings back procwork/__init__.py (whose __getattr__ reaches them).
 ALLOWED_CYCLES = {
+    ("clockwork/_classic.py", "procwork"): (
+        "the first clockwork's Command runs its process with procwork, which "
+        "is built on clockwork (the monitor's webhooks go through "
+        "clockwork.net); the Command imports procwork only when it runs"
+    ),
     ("untwisted/_adapt.py", "clockwork"): (
         "clockwork is built on untwisted, and registers the runner untwisted "
         "hands generators to; untwisted imports it by name when it meets a "
@@ -217,11 +220,19 @@ def test_no_modules_import_each_other_in_a_circle_when_their_code_runs() -> None
 
 @pytest.mark.slow
 def test_every_allowed_import_cycle_is_still_one() -> None:
-    """A cycle that was broken is taken off the list."""
+    """A cycle that was broken is taken off the list.
+
+    Each allowed import is checked with the others taken out, so that one
+    closing a cycle of its own is not hidden by another's.
+    """
     known = known_modules(list(repository_sources()))
-    graph = runtime_graph(all_imports(), known)
+    imports = list(all_imports())
     for path, module in ALLOWED_CYCLES:
         importer = module_name(path)
+        graph = runtime_graph(imports, known)
+        for other_path, other in ALLOWED_CYCLES:
+            if (other_path, other) != (path, module):
+                graph.get(module_name(other_path), {}).pop(other, None)
         assert module in graph[importer], f"{path} no longer imports {module}"
         assert any(
             importer in {module_name(imp.path) for imp in cycle}
