@@ -192,7 +192,7 @@ class ProcmonAdapter:
             call.cancel()
 
     def reset_backoff(self, spec: ServiceSpec) -> None:
-        """The next quick exit backs off by ``min_restart_delay`` again."""
+        """The next crash backs off by ``min_restart_delay`` again."""
         self._process_monitor.delay[spec.name] = spec.min_restart_delay
 
 

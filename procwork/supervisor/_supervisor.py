@@ -6,12 +6,13 @@ when it exits (at once if it ran longer than a threshold, else after a delay
 that doubles up to a maximum) and SIGKILLs a process that does not stop in
 time. :class:`Supervisor` wraps it and adds what procmon lacks and
 supervisord/systemd users expect: a restart policy (always, on failure,
-never) with exit codes that count as success; at most ``max_restarts``
-restarts within ``restart_window`` seconds before giving up (state FATAL);
-a stop signal and timeout of each service's own, sent to its whole process
-group; start order (``after=``); services started only by name
-(``autostart=False``); env/cwd/nice/user/group/umask; output as structured
-log events; and a status per service.
+never) with exit codes that count as success; a backoff that lasts until a
+run is stable (``stable_seconds``), crash loops said as such, and at most
+``max_restarts`` unexpected exits within ``restart_window`` seconds before
+giving up (state FATAL); a stop signal and timeout of each service's own,
+sent to its whole process group; start order (``after=``); services started
+only by name (``autostart=False``); env/cwd/nice/user/group/umask; output as
+structured log events; and a status per service.
 
 Every child is a :class:`~procwork._spawn.GroupProcess`: it leads its own
 process group, so stopping a service reaches its grandchildren too, and it is
@@ -23,7 +24,8 @@ This module holds what happens at each start, exit and stop. The verdicts are
 pure functions of their own (``_restart``: is an ended process restarted;
 ``_order``: what a service waits for before it starts), and the spec
 (``_spec``), the state object per service (``_service``), its child
-(``_child``) and the adapter onto procmon (``_procmon``) have rooms too.
+(``_child``), the adapter onto procmon (``_procmon``) and the output
+methods (``_outputs``) have rooms too.
 """
 
 from __future__ import annotations
