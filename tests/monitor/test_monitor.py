@@ -363,6 +363,22 @@ def test_the_status_line_for_systemd_counts_running_services_and_names_failing_c
     )
 
 
+def test_the_status_line_does_not_count_a_crash_looping_service_as_running(
+    world: World,
+) -> None:
+    world.monitor.start()
+    world.run.finish(0, returncode=0)
+    for _ in range(2):
+        world.clock.advance(1.5)  # up past start_seconds: RUNNING, then it crashes
+        world.factory.children[-1].end(code=3)
+        world.clock.advance(world.monitor.supervisor.status()["web"].restart_in or 0)
+    world.clock.advance(1.5)
+    assert world.monitor.supervisor.status()["web"].state == "RUNNING"
+    assert world.monitor.status_line() == (
+        "0/1 services running (1 unhealthy: web RUNNING); 0/1 checks failing"
+    )
+
+
 def test_metrics_give_start_time_last_exit_code_and_check_timestamps(
     world: World,
 ) -> None:
