@@ -8,7 +8,9 @@ A text line::
 date, time (local, milliseconds), level, where it comes from (a service's
 name and stream for its output, else the part of the monitor), the message.
 
-A JSON line (``--json-log``) is one object with these keys, and only these:
+A JSON line (``--json-log``) is one object with these keys, and only these
+(the schema is user-facing and documented here, where ``specs/supervision.md``
+points):
 
 - ``time``: ISO 8601 in UTC with milliseconds, ``"2026-12-01T15:30:00.123Z"``;
 - ``level``: ``"debug"``, ``"info"``, ``"warn"``, ``"error"`` or ``"critical"``;
@@ -26,10 +28,9 @@ A JSON line (``--json-log``) is one object with these keys, and only these:
 Twisted's own chatter is left out: "Site starting on ...", "(TCP Port ...
 Closed)", factory start/stop lines; its warnings and errors still show.
 
-``procwork monitor`` writes its lines through a
-:class:`~procwork.monitor._logwriter.LogWriter`, which never blocks: lines a
-stalled reader (a paused pager) cannot take are dropped, counted, and said
-in one line of their own (``log.dropped``) where they are missing.
+The lines go out through a :class:`~procwork.monitor._logwriter.LogWriter`,
+which never blocks (a ``log.dropped`` line says what a stalled reader
+missed). Design: ARCHITECTURE.md, "The monitor's own log".
 """
 
 from __future__ import annotations
