@@ -322,7 +322,7 @@ def _factory_class() -> type:
         received = 0
 
         def dataReceived(self, data: bytes) -> None:
-            factory = self.factory
+            factory: Any = self.factory  # typed Factory | None on Twisted 25.5
             if factory.over:
                 return
             self.received += len(data)
@@ -345,7 +345,8 @@ def _factory_class() -> type:
 
         def lineReceived(self, line: bytes) -> Any:
             if line[3:4] != b"-":  # the last line of a reply: the one kept
-                self.factory.last_reply = line
+                factory: Any = self.factory
+                factory.last_reply = line
             return super().lineReceived(line)
 
     class SenderFactory(ESMTPSenderFactory):
