@@ -205,7 +205,11 @@ class ServiceEvents:
             if status.crash_loop:
                 self._loop(status, now)
         elif state == "EXITED":
-            self._send("service.exited", status, f"service {name!r} {status.last_exit}")
+            self._send(
+                "service.exited",
+                status,
+                f"service {name!r} {status.last_exit}; not restarted",
+            )
             if status.failed:
                 self._down.add(name)
                 self._send(
