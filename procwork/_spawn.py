@@ -395,6 +395,7 @@ class GroupProcess(twisted_process.Process):
         self.kill_group_on_exit = False
         self.cgroup = cgroup
         self.leftovers = 0  # processes it left in its cgroup at its exit
+        self._left: int | None = None  # ... counted as it exited, before a kill
         self._emptying = False  # the end waits for the cgroup to empty
         self._popen: subprocess.Popen[bytes] | None = None
         self._watch: _PidfdWatch | None = None
@@ -530,6 +531,9 @@ class GroupProcess(twisted_process.Process):
         # been reused: killing what is left of the group before reaping is
         # race-free.
         if self.kill_group_on_exit:
+            if self.cgroup is not None:
+                # Counted before the SIGKILL empties it: what the child left.
+                self._left = len(self.cgroup.members())
             self.signal_group(signal.SIGKILL)
         try:
             reaped, status = os.waitpid(pid, os.WNOHANG)
@@ -613,7 +617,7 @@ class GroupProcess(twisted_process.Process):
             # What it left there (daemons outside its group too) dies with
             # the group; its end is told once they are gone.
             emptied = self.cgroup.containment.ended(
-                self.cgroup, self.kill_group_on_exit
+                self.cgroup, self.kill_group_on_exit, left=self._left
             )
             self._emptying = not emptied.called
         if self._popen is not None:

@@ -569,13 +569,17 @@ class Containment:
             _log.warn("cannot remove {path}: {error}", path=cgroup.path, error=e)
         _tell(lambda o: o.removed(cgroup))
 
-    def ended(self, cgroup: Cgroup, kill: bool) -> Deferred[int]:
+    def ended(
+        self, cgroup: Cgroup, kill: bool, *, left: int | None = None
+    ) -> Deferred[int]:
         """The child that led ``cgroup`` was reaped: with ``kill``, SIGKILL
-        what it left there. Fires with how many processes were left, once
+        what it left there. Fires with how many processes were left (``left``
+        if the caller counted them already, before a kill of its own), once
         the cgroup is empty (or, still holding some, :data:`EMPTY_WAIT`
         seconds later, said in the log); without ``kill``, at once."""
-        # Empty (the common case) is one read; counting lists the members.
-        left = len(cgroup.members()) if cgroup.populated() else 0
+        if left is None:
+            # Empty (the common case) is one read; counting lists the members.
+            left = len(cgroup.members()) if cgroup.populated() else 0
         if not kill or not left:
             return _now(left)
         cgroup.kill()

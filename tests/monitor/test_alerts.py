@@ -94,6 +94,8 @@ def test_a_glob_never_takes_a_routine_event_and_a_name_does() -> None:
         "service.recovered",
         "service.log_error",
         "service.log_recovered",
+        "service.oom_kill",
+        "service.leftovers",
     ]
     named = hook(events=["service.exited", "service.restarted"])
     assert named.wants(event("service.exited"))

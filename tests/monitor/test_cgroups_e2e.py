@@ -241,3 +241,32 @@ def test_with_contain_false_the_monitor_uses_process_groups_and_says_so(
     assert ctl(sock, "stop", "daemonizer").returncode == 0
     assert alive(escapee)
     assert len([line for line in monitor.lines if "containment: " in line]) == 1
+
+
+def test_where_cgroups_cannot_be_had_the_monitor_starts_with_process_groups(
+    tmp_path: Path, monitors: list[MonitorProcess], ours: str, started: list[int]
+) -> None:
+    """contain = true (the default) on a machine where procwork may make no
+    cgroup (forced here with a parent that is none): never a crash; process
+    groups as without cgroups, and the reason said at start and in the
+    status, once."""
+    sock = tmp_path / "ctl.sock"
+    config = tmp_path / "monitor.toml"
+    config.write_text(HEADER + daemonizer(ours, "pids_max = 50\n"))
+    env = child_env() | {"PROCWORK_CGROUP_PARENT": str(tmp_path / "not-a-cgroup")}
+    monitor = MonitorProcess(
+        str(config), "--socket", str(sock), stderr=tmp_path / "stderr", env=env
+    )
+    monitors.append(monitor)
+    why = (
+        rf"\$PROCWORK_CGROUP_PARENT \({re.escape(str(tmp_path))}/not-a-cgroup\) "
+        "is not a directory of a cgroup2 hierarchy"
+    )
+    monitor.expect(r"containment: process groups only: " + why)
+    started.append(escapee_of(sock))
+    status = statuses(sock)["daemonizer"]
+    assert status["state"] == "RUNNING"
+    [limit] = status["cgroup"]["limits"]
+    assert limit["enforced"] is False and re.search(why, limit["why"])
+    assert ctl(sock, "stop", "daemonizer").returncode == 0
+    assert len([line for line in monitor.lines if "containment: " in line]) == 1

@@ -180,3 +180,31 @@ def test_without_cgroups_services_run_in_process_groups_and_limits_say_why(
     assert alive(escapee)
     assert not containment.available
     assert containment.to_dict()["mode"] == "process-group"
+
+
+def test_cpu_max_is_written_where_the_kernel_takes_it_and_reported_enforced(
+    supervisor: Supervisor, started: list[int]
+) -> None:
+    """cpu_max 50%: on this machine the v1 cpu hierarchy takes it (quota
+    50 ms per 100 ms period); with a v2 cpu controller, cpu.max. What the
+    kernel accepted is read back from it (the throttling itself is the
+    kernel's, and not timed here)."""
+    host = need_controller("cpu")
+    supervisor.add(escapee_service(cpu_max="50%"))
+    supervisor.start()
+    started.append(int(line_of(supervisor, "daemonizer", r"escapee (\d+)").group(1)))
+    untwisted.run(supervisor.wait_for("daemonizer", "RUNNING"), timeout=20)
+    status = supervisor.cgroups.statuses()["daemonizer"]
+    [limit] = status["limits"]
+    assert limit["enforced"] is True
+    if "cpu" in host.controllers():
+        assert limit["how"] == "cgroup v2 cpu.max"
+        with open(os.path.join(status["path"], "cpu.max")) as f:
+            assert f.read().split() == ["50000", "100000"]
+    else:
+        assert limit["how"] == "cgroup v1 cpu.cfs_quota_us"
+        v1 = os.path.join(
+            host.v1_bases["cpu"], os.path.relpath(status["path"], host.v2_base)
+        )
+        with open(os.path.join(v1, "cpu.cfs_quota_us")) as f:
+            assert f.read().strip() == "50000"
