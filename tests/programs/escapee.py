@@ -23,17 +23,22 @@ def say(role: str, pid: int) -> None:
 
 
 def main(mode: str) -> None:
+    # The daemon says its pid before the program goes on (in mode exit, to
+    # exit): a kill of what it left then never comes before the pid is out.
+    said, saying = os.pipe()
     child = os.fork()
     if child == 0:
         os.setsid()
         if os.fork() == 0:
             say("escapee", os.getpid())
+            os.write(saying, b".")
             # Its own stdout closed, as a daemon's: the output pipe then ends
             # with the main program, and only the cgroup holds it.
             devnull = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
             time.sleep(120)
+        os.read(said, 1)
         os._exit(0)
     os.waitpid(child, 0)
     if mode == "exit":
