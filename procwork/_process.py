@@ -101,6 +101,9 @@ class RunOptions:
         contain: Run it in a cgroup of its own where cgroups can be had
             (:mod:`procwork._cgroup`), so that what leaves its process group
             dies with it too.
+        umask: The child's umask (-1: ours).
+        pass_fds: Our descriptors the child keeps, at the same numbers.
+        user, group, extra_groups: Ids the child runs as (None: ours).
     """
 
     args: tuple[str, ...]
@@ -116,6 +119,11 @@ class RunOptions:
     on_stdout: LineCallback | None = None
     on_stderr: LineCallback | None = None
     contain: bool = False
+    umask: int = -1
+    pass_fds: tuple[int, ...] = ()
+    user: int | None = None
+    group: int | None = None
+    extra_groups: tuple[int, ...] | None = None
 
 
 class ChildTransport(Protocol):
@@ -335,6 +343,11 @@ class Process:
                     stdin=self._stdin,
                     inherit_stdio=self._inherit_stdio,
                     cgroup=self._cgroup,
+                    umask=self.options.umask,
+                    pass_fds=self.options.pass_fds,
+                    user=self.options.user,
+                    group=self.options.group,
+                    extra_groups=self.options.extra_groups,
                 )
             except Exception as e:  # OSError mostly; ValueError: a NUL in env
                 # Whatever it is, fail this run and free its slot: a job stuck
@@ -680,6 +693,9 @@ def _spawn_error(
         else:
             path = (env or os.environ).get("PATH", os.defpath)
             reason = f"command {args[0]!r} not found on PATH ({path})"
+    elif code == errno.EACCES and not args[0]:
+        kind = NotExecutable  # as subprocess.run(['']) fails: EACCES
+        reason = "the program's name is empty ('')"
     elif code == errno.EACCES and os.sep in args[0] and _is_dir(args[0], cwd):
         kind = NotExecutable
         reason = f"{args[0]!r} is a directory, not a program"

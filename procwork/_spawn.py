@@ -364,6 +364,7 @@ class GroupProcess(twisted_process.Process):
             SIGKILL of the group, and ``kill_group_on_exit``, reach it all;
             the end is told once it is empty (its owner then releases it),
             with :attr:`leftovers` the processes the child left there.
+        pass_fds: Popen's: our descriptors the child keeps open.
 
     Raises:
         OSError: the child could not be started (the caller turns this into
@@ -390,6 +391,7 @@ class GroupProcess(twisted_process.Process):
         extra_groups: Sequence[int] | None = None,
         umask: int = -1,
         cgroup: Cgroup | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.pgid: int | None = None
         self.kill_group_on_exit = False
@@ -405,6 +407,7 @@ class GroupProcess(twisted_process.Process):
         self._nice = nice
         self._user, self._group, self._umask = user, group, umask
         self._extra_groups = extra_groups
+        self._pass_fds = tuple(pass_fds)
         child_fds: dict[int, str | int] = {0: "w", 1: "r", 2: "r"}
         if inherit_stdio:
             child_fds = {0: 0, 1: 1, 2: 2}  # ints: Twisted passes them through
@@ -468,6 +471,7 @@ class GroupProcess(twisted_process.Process):
                 extra_groups=groups,
                 umask=self._umask,
                 preexec_fn=preexec,
+                pass_fds=self._pass_fds,
             )
         except BaseException:
             for observer, token in zip(observers, tokens, strict=True):
