@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from asyncio import AbstractEventLoop, Future
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from collections.abc import Coroutine as CoroutineABC
 from inspect import (
     CO_ASYNC_GENERATOR,
     CO_COROUTINE,
@@ -107,15 +108,91 @@ class AwaitableDeferred(Deferred[_T]):
             # The task was cancelled (CancelledError), or the coroutine is
             # being closed unfinished (GeneratorExit): nothing will wait for
             # this Deferred any more, so what it stands for is cancelled.
-            if not self.called or self.paused:
-                self.cancel()
-            try:
-                cleanup = self.cleanup
-                if isinstance(e, asyncio.CancelledError) and cleanup is not None:
-                    yield from _linger(cleanup, loop)
-            finally:
-                _consume(self)
+            yield from self._abandon(e, loop)
             raise
+
+    def _abandon(
+        self, error: BaseException, loop: AbstractEventLoop | None
+    ) -> Generator[Any, None, None]:
+        """Cancel this Deferred for an await that ``error`` ended, and wait
+        (bounded) for its cleanup if a cancel ended it."""
+        if not self.called or self.paused:
+            self.cancel()
+        try:
+            cleanup = self.cleanup
+            if (
+                isinstance(error, asyncio.CancelledError)
+                and cleanup is not None
+                and loop is not None
+            ):
+                yield from _linger(cleanup, loop)
+        finally:
+            _consume(self)
+
+    # -- run by an asyncio Task itself ---------------------------------------
+    #
+    # asyncio.ensure_future, gather and wait_for (before Python 3.12) make a
+    # Task of an awaitable that is not a coroutine through a wrapper
+    # coroutine; a Task cancelled before its first step never starts it, so
+    # the Deferred would never hear of the cancel and its process would run
+    # on. Registered as a Coroutine (below), this Deferred is the Task's
+    # coroutine instead: the Task calls send() and throw() on it, and a
+    # cancel thrown in before any send still cancels it. Each Task drives
+    # its own await (__await__) of it.
+
+    _drivers: dict[object, Generator[Any, None, _T]] | None = None
+
+    def send(self, value: None) -> Any:
+        """Step the await of the asyncio Task that runs this Deferred."""
+        task = asyncio.current_task()
+        drivers = self._task_drivers()
+        driver = drivers.get(task)
+        if driver is None:
+            driver = drivers[task] = self.__await__()
+        return self._step(task, driver.send, value)
+
+    def throw(self, error: BaseException, *_: object) -> Any:
+        """Throw ``error`` (a cancel) into the await of the asyncio Task that
+        runs this Deferred; before that await began, abandon it at once."""
+        task = asyncio.current_task()
+        drivers = self._task_drivers()
+        driver = drivers.get(task)
+        if driver is None:
+            driver = drivers[task] = self._thrown_before_start(error)
+            return self._step(task, driver.send, None)
+        return self._step(task, driver.throw, error)
+
+    def close(self) -> None:
+        """Close every unfinished await that Tasks drive (each is abandoned)."""
+        drivers = self._task_drivers()
+        while drivers:
+            _, driver = drivers.popitem()
+            driver.close()
+
+    def _task_drivers(self) -> dict[object, Generator[Any, None, _T]]:
+        drivers = self._drivers
+        if drivers is None:
+            drivers = self._drivers = {}
+        return drivers
+
+    def _step(self, task: object, step: Callable[[Any], Any], arg: object) -> Any:
+        try:
+            return step(arg)
+        except BaseException:  # StopIteration included: that await is over
+            if self._drivers is not None:
+                self._drivers.pop(task, None)
+            raise
+
+    def _thrown_before_start(self, error: BaseException) -> Generator[Any, None, _T]:
+        yield from self._abandon(error, running_loop())
+        raise error
+
+
+# asyncio makes a Task of a Coroutine directly (see AwaitableDeferred.send).
+# Said explicitly (its __await__, send, throw and close would make it one by
+# structure as well). Twisted, clockwork and untwisted tell Deferreds apart
+# from coroutines before they ask (by their type), so nothing else changes.
+CoroutineABC.register(AwaitableDeferred)
 
 
 def _task_loop(frame: FrameType | None) -> AbstractEventLoop | None:

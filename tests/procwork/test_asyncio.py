@@ -194,6 +194,41 @@ def test_cancelling_asyncio_gather_kills_every_run_it_gathered() -> None:
     arun(main())
 
 
+def test_a_run_cancelled_before_the_task_awaiting_it_took_a_step_is_killed() -> None:
+    """asyncio never starts the await of a Task cancelled before its first
+    step: the Deferred itself is that Task's coroutine, and hears of it."""
+
+    async def main() -> list[procwork.Process]:
+        first, _ = await spawned_tree()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(first.wait(), 0)
+        assert first.state == procwork.RunState.EXITED  # its cancel waited for it
+        second, _ = await spawned_tree()
+        task = asyncio.ensure_future(second.wait())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert second.state == procwork.RunState.EXITED
+        third, _ = await spawned_tree()
+        gathered = asyncio.gather(third.wait())
+        gathered.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gathered
+        # gather's own future is cancelled at once; its task goes on until
+        # the tree is dead.
+        for _ in range(1000):
+            if third.state == procwork.RunState.EXITED:
+                break
+            await asyncio.sleep(0.01)
+        assert third.state == procwork.RunState.EXITED
+        return [first, second, third]
+
+    procs = arun(main())
+    assert [p.result.returncode if p.result else None for p in procs] == [
+        -signal.SIGTERM
+    ] * 3
+
+
 def test_a_run_cancelled_while_queued_is_withdrawn_and_frees_no_slot_it_had() -> None:
     async def main() -> procwork.Scheduler:
         sched = procwork.Scheduler(max_running=1, load=procwork.NoLoadLimit())
@@ -563,13 +598,20 @@ def test_ctrl_c_or_sigterm_in_an_asyncio_program_terminates_its_children(
 
 
 @pytest.mark.slow
-def test_500_timeouts_and_cancels_at_random_moments_under_load_leave_nothing() -> None:
-    """Each cancelled tree is dead when its await returns, each slot free."""
+def test_600_cancels_from_mid_spawn_on_under_load_leave_no_child_nor_descriptor() -> (
+    None
+):
+    """Cancelled at once (the child not yet exec'd, or still queued) or at a
+    random moment, by ``wait_for``, ``asyncio.timeout`` or a task's cancel:
+    each tree is dead when its await returns, each slot free, and after
+    ``asyncio.run`` no descriptor is left open and no child unreaped."""
     rng = random.Random(19)
     groups: list[int] = []
 
     async def one(sched: procwork.Scheduler) -> None:
-        delay = rng.uniform(0, 0.03)
+        # A third of them at once: the cancel lands on the turn of the spawn
+        # (the child not yet exec'd, or still queued), before the await began.
+        delay = 0.0 if rng.randrange(3) == 0 else rng.uniform(0, 0.03)
         how = rng.randrange(3)
         proc = procwork.spawn(
             ["sh", "-c", "sleep 30 & sleep 30"], grace=0.5, scheduler=sched
@@ -583,7 +625,8 @@ def test_500_timeouts_and_cancels_at_random_moments_under_load_leave_nothing() -
                     await proc.wait()
         else:  # the waiting task cancelled
             task = asyncio.ensure_future(proc.wait())
-            await asyncio.sleep(delay)
+            if delay:
+                await asyncio.sleep(delay)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -593,14 +636,25 @@ def test_500_timeouts_and_cancels_at_random_moments_under_load_leave_nothing() -
 
     async def main() -> procwork.Scheduler:
         sched = procwork.Scheduler(max_running=8, load=procwork.NoLoadLimit())
-        for _ in range(50):
+        for _ in range(60):
             await asyncio.gather(*(one(sched) for _ in range(10)))
         for pgid in groups:
             assert await group_gone(pgid), f"group {pgid} outlived its cancel"
         return sched
 
+    async def warm_up() -> None:
+        await procwork.run(["true"])
+
+    arun(warm_up())  # what is opened once per program (Twisted's modules)
+    before, children = fd_table(), my_children()
     with cpu_load():
         sched = arun(main(), seconds=100)
-    assert (sched.running, sched.queued) == (0, 0)
-    assert not live_processes()
+        assert (sched.running, sched.queued) == (0, 0)
+        assert not live_processes()
+        assert opened_since(before) == {}
     assert groups, "no run ever started"
+    assert not {
+        pid
+        for pid, state in my_children().items()
+        if pid not in children and state != "Z"
+    }
