@@ -1,11 +1,12 @@
-"""Alerts: what acts on events, a command or a webhook.
+"""Alerts: what acts on events, a command, a webhook or a mail.
 
 An ``[[alert]]`` (:class:`AlertSpec`) names the events it wants
 (:mod:`procwork.monitor._events`) and runs a command (``critical``, the event
-in environment variables) or POSTs a webhook (:mod:`procwork.monitor._webhook`)
-for each. :class:`AlertDispatcher` runs at most ``max_in_flight`` deliveries
-per alert and queues at most ``max_queued`` more, dropping (and counting)
-the oldest, so a storm of events cannot flood an overloaded machine.
+in environment variables), POSTs a webhook (:mod:`procwork.monitor._webhook`)
+or sends a mail (:mod:`procwork.monitor._mail`) for each.
+:class:`AlertDispatcher` runs at most ``max_in_flight`` deliveries per alert
+and queues at most ``max_queued`` more, dropping (and counting) the oldest,
+so a storm of events cannot flood an overloaded machine.
 
 Design: ARCHITECTURE.md, "Alerts".
 """
@@ -28,11 +29,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from procwork import _validate as validate
-from procwork._fields import keyed, spec_class
+from procwork._fields import NOT_IN_FILE, keyed, spec_class
 from procwork._reactor import Reactor, default_reactor
 from procwork._result import Result
-from procwork.monitor._events import EVENTS, OUTPUT_TAIL, Event
-from procwork.monitor._webhook import Reply, describe_failure, post, webhook_agent
+from procwork.monitor._events import EVENTS, OUTPUT_TAIL, ROUTINE_EVENTS, Event
+from procwork.monitor._mail import MailRefused, MailServer, compose, send_mail
+from procwork.monitor._webhook import Reply, RequestFunction, describe_failure, post
 
 __all__ = ["EVENTS", "AlertDispatcher", "AlertSpec", "AlertStatus", "Event"]
 
@@ -41,13 +43,27 @@ _log = Logger(namespace="procwork.alerts")
 _RECENT_EVENTS = 50
 
 
+def _takes(pattern: str, event: str) -> bool:
+    """Whether ``pattern`` of an alert's ``events`` takes ``event``: a
+    routine event only by its very name, never through a glob."""
+    if event in ROUTINE_EVENTS:
+        return pattern == event
+    return fnmatch.fnmatchcase(event, pattern)
+
+
 def _known_events(alert: Any, attribute: Any, patterns: tuple[str, ...]) -> None:
     for pattern in patterns:
-        if not fnmatch.filter(EVENTS, pattern):
+        if any(_takes(pattern, event) for event in EVENTS):
+            continue
+        routine = sorted(fnmatch.filter(ROUTINE_EVENTS, pattern))
+        if routine:
             raise validate.Invalid(
-                f"has {pattern!r}, which matches no event; events are "
-                + ", ".join(EVENTS)
+                f"has {pattern!r}, which matches only {', '.join(routine)}: one "
+                "per start or exit, taken only when named exactly"
             )
+        raise validate.Invalid(
+            f"has {pattern!r}, which matches no event; events are " + ", ".join(EVENTS)
+        )
 
 
 @spec_class("alert")
@@ -58,18 +74,27 @@ class AlertSpec:
     Args:
         name: Unique name, in logs and the status.
         events: Event names, or globs of them (``"service.*"``, ``"*"``);
-            one string or a list, kept as a tuple. Default every event
-            except ``service.started``, which happens at every start.
+            one string or a list, kept as a tuple. Default ``"*"``. A glob
+            never takes the routine events, one per start or exit
+            (``service.started``, ``service.exited``,
+            ``service.restarted``): a crash loop is one
+            ``service.crashloop``, not three alerts per crash. Name them
+            exactly to have them.
         only: Names of the services, checks or rules it is about (globs;
             default all).
         command: Run this (argv list, or a string split with shlex; no
             shell) with the event in its environment; kept as a tuple.
         webhook: Or POST the event as JSON to this ``http://`` or
             ``https://`` URL.
-        timeout: Seconds a command or one webhook attempt may take
-            (default 10).
-        retries: Webhook attempts after a failed one (default 3).
-        retry_delay: Seconds between webhook attempts (default 1).
+        mail: Or mail the event to these addresses (one, or a list; kept
+            as a tuple), through ``smtp``.
+        smtp: The SMTP server of a mail alert: the config loader sets it
+            from ``[monitor] smtp`` and ``smtp_from`` (not a key of the
+            ``[[alert]]`` table).
+        timeout: Seconds a command, or one webhook or mail attempt, may
+            take (default 10).
+        retries: Webhook or mail attempts after a failed one (default 3).
+        retry_delay: Seconds between those attempts (default 1).
         max_in_flight: Deliveries (a command running, a webhook with its
             retries) at once, at most (default 4). Keeps a storm of
             events from adding hundreds of processes or requests to a
@@ -84,19 +109,7 @@ class AlertSpec:
 
     name: str = attrs.field(validator=validate.text)
     events: tuple[str, ...] = attrs.field(
-        default=(
-            "service.exited",
-            "service.restarted",
-            "service.fatal",
-            "service.recovered",
-            "service.log_error",
-            "service.log_recovered",
-            "check.*",
-            "rule.*",
-            "monitor.*",
-        ),
-        converter=validate.names,
-        validator=_known_events,
+        default=("*",), converter=validate.names, validator=_known_events
     )
     only: tuple[str, ...] = attrs.field(default=(), converter=validate.names)
     command: tuple[str, ...] | None = attrs.field(
@@ -105,6 +118,10 @@ class AlertSpec:
     webhook: str | None = attrs.field(
         default=None, validator=validate.optional(validate.url)
     )
+    mail: tuple[str, ...] | None = attrs.field(
+        default=None, converter=converters.optional(validate.mail_addresses)
+    )
+    smtp: MailServer | None = attrs.field(default=None, metadata=NOT_IN_FILE)
     timeout: float = attrs.field(
         default=10.0, converter=validate.duration, validator=validate.positive
     )
@@ -116,17 +133,32 @@ class AlertSpec:
     max_queued: int = attrs.field(default=100, validator=validate.whole(0))
 
     def __attrs_post_init__(self) -> None:
-        if (self.command is None) == (self.webhook is None):
-            raise validate.Invalid("needs a command or a webhook (one of them)")
+        kinds = (self.command, self.webhook, self.mail)
+        if sum(kind is not None for kind in kinds) != 1:
+            raise validate.Invalid(
+                "needs a command, a webhook or mail (one of them; for two, "
+                "write two alerts)"
+            )
 
     @property
     def argv(self) -> tuple[str, ...] | None:
-        """The command, or None for a webhook (the same as ``command``)."""
+        """The command, or None for a webhook or mail (as ``command``)."""
         return self.command
+
+    @property
+    def target(self) -> str:
+        """Where its deliveries go, for the log."""
+        if self.command is not None:
+            return shlex.join(self.command)
+        if self.webhook is not None:
+            return self.webhook
+        mail = ", ".join(self.mail or ())
+        via = "no SMTP server" if self.smtp is None else self.smtp
+        return f"mail to {mail} via {via}"
 
     def wants(self, event: Event) -> bool:
         """Whether this alert acts on ``event``."""
-        if not any(fnmatch.fnmatchcase(event.event, p) for p in self.events):
+        if not any(_takes(p, event.event) for p in self.events):
             return False
         return not self.only or any(
             fnmatch.fnmatchcase(event.name, p) for p in self.only
@@ -182,6 +214,21 @@ class _Alert:
 
 RunFunction = Callable[..., "Deferred[Result]"]
 
+#: A delivery's outcome: ``(ok, result, output)``.
+_Outcome = tuple[bool, str, str]
+
+
+@dataclass(frozen=True)
+class _Again:
+    """An attempt's answer that is worth another attempt (``why`` it failed)."""
+
+    why: str
+
+
+#: Makes one attempt of a delivery: a Deferred of its :data:`_Outcome`, or
+#: :class:`_Again`, or a failure (tried again too).
+_Attempt = Callable[[], "Deferred[Any]"]
+
 
 class AlertDispatcher:
     """Sends events to the alerts that want them. Call from the reactor thread.
@@ -190,9 +237,8 @@ class AlertDispatcher:
         specs: The alerts.
         reactor: For timers and the HTTP client; default the global reactor.
         run: Runs a command alert, ``procwork.run``-compatible.
-        agent: Makes webhook requests (a :class:`twisted.web.client.Agent`;
-            default :func:`~procwork.monitor._webhook.webhook_agent` on
-            ``reactor``, which reads at most 1 MiB of a reply).
+        request: Makes webhook requests (``clockwork.net.request``, the
+            default, or a stand-in taking its arguments).
     """
 
     def __init__(
@@ -201,7 +247,7 @@ class AlertDispatcher:
         *,
         reactor: Reactor | None = None,
         run: RunFunction | None = None,
-        agent: Any = None,
+        request: RequestFunction | None = None,
     ) -> None:
         self._reactor: Reactor = default_reactor() if reactor is None else reactor
         if run is None:
@@ -209,7 +255,7 @@ class AlertDispatcher:
 
             run = procwork_run
         self._run = run
-        self._agent = agent
+        self._request = request
         self.specs = tuple(specs)
         self._alerts = [_Alert(spec) for spec in self.specs]
         self.status = {alert.spec.name: alert.status for alert in self._alerts}
@@ -315,18 +361,19 @@ class AlertDispatcher:
         status.sent += 1
         status.last_event = event.event
         status.last_time = event.time
-        target = shlex.join(spec.argv) if spec.argv else spec.webhook
         _log.info(
             "alert {alert}: {event} {name} -> {target}",
             alert=spec.name,
             event=event.event,
             name=event.name,
-            target=target,
+            target=spec.target,
         )
         if spec.argv is not None:
             d = self._command(spec, event)
+        elif spec.webhook is not None:
+            d = self._attempts(spec, "webhook", self._post(spec, event), number=1)
         else:
-            d = self._webhook(spec, event, attempt=1)
+            d = self._attempts(spec, "mail", self._mail(spec, event), number=1)
         alert.running.add(d)
         alert.recount()
         d.addBoth(self._done, alert, d)
@@ -392,15 +439,74 @@ class AlertDispatcher:
 
         return d.addCallback(described)
 
-    # -- a webhook ------------------------------------------------------------
+    # -- a webhook or a mail: attempts, each timed, retried ----------------------
 
-    def _webhook(self, spec: AlertSpec, event: Event, attempt: int) -> Deferred[Any]:
+    def _post(self, spec: AlertSpec, event: Event) -> _Attempt:
+        """One webhook attempt: a POST of the event."""
         assert spec.webhook is not None
-        if self._agent is None:
-            self._agent = webhook_agent(self._reactor)
-        d: Deferred[Any] = post(
-            self._agent, spec.webhook, json.dumps(event.to_dict()).encode()
-        )
+        url, body = spec.webhook, json.dumps(event.to_dict()).encode()
+
+        def attempt() -> Deferred[Any]:
+            d = post(url, body, reactor=self._reactor, request=self._request)
+
+            def answered(reply: Reply) -> _Outcome | _Again:
+                if not reply.ok:
+                    return _Again(reply.describe())
+                return (True, f"webhook {reply.describe()}", reply.text(OUTPUT_TAIL))
+
+            return d.addCallback(answered)
+
+        return attempt
+
+    def _mail(self, spec: AlertSpec, event: Event) -> _Attempt:
+        """One mail attempt: the event's message (made once for all the
+        attempts, so they carry the same Message-ID) to the alert's
+        addresses."""
+        assert spec.mail is not None
+        server, recipients = spec.smtp, spec.mail
+        message = b""
+        if server is not None:
+            sender = server.sender_address()
+            message = compose(
+                event, sender=sender, recipients=recipients, alert=spec.name
+            )
+
+        def attempt() -> Deferred[Any]:
+            if server is None:
+                from twisted.internet.defer import succeed
+
+                why = "mail: no SMTP server to send it through ([monitor] smtp)"
+                return succeed((False, why, ""))
+            d = send_mail(self._reactor, server, recipients, message)
+
+            def accepted(answer: Any) -> _Outcome:
+                return (
+                    True,
+                    f"mail accepted by {server} for {answer.recipients} "
+                    f"address{'es' if answer.recipients != 1 else ''}: {answer.reply}",
+                    answer.reply,
+                )
+
+            def refused(failure: Failure) -> Any:
+                error = failure.value
+                if isinstance(error, MailRefused):
+                    if error.permanent:  # would be refused again
+                        return (False, f"mail {error} (by {server})", "")
+                    return _Again(str(error))
+                return failure
+
+            return d.addCallbacks(accepted, refused)
+
+        return attempt
+
+    def _attempts(
+        self, spec: AlertSpec, kind: str, attempt: _Attempt, number: int
+    ) -> Deferred[Any]:
+        """Make ``attempt`` (attempt ``number``), each within the alert's
+        ``timeout``; after a failed one, another ``retry_delay`` later, at
+        most ``retries`` more. Fires with the outcome ``(ok, result,
+        output)``."""
+        d = attempt()
         # Not Deferred.addTimeout: cancelling the Agent's request fails with
         # its own errors (ConnectingCancelledError, ...), not CancelledError,
         # so only this flag tells a timeout from the rest.
@@ -419,14 +525,15 @@ class AlertDispatcher:
 
         d.addBoth(disarm)
 
-        def retry(failure: Failure | None, why: str) -> Deferred[Any] | Any:
-            if attempt > spec.retries:
-                return (False, f"webhook gave up after {attempt} attempts: {why}", "")
+        def retry(why: str) -> Deferred[Any] | _Outcome:
+            if number > spec.retries:
+                return (False, f"{kind} gave up after {number} attempts: {why}", "")
             _log.warn(
-                "alert {alert}: webhook attempt {attempt} failed: {why}; "
+                "alert {alert}: {kind} attempt {attempt} failed: {why}; "
                 "retrying in {delay:g} s",
                 alert=spec.name,
-                attempt=attempt,
+                kind=kind,
+                attempt=number,
                 why=why,
                 delay=spec.retry_delay,
             )
@@ -434,13 +541,13 @@ class AlertDispatcher:
             call = self._reactor.callLater(spec.retry_delay, later.callback, None)
             # Cancelled while waiting (the monitor stops): no more attempts.
             later.addErrback(lambda f: (call.cancel() if call.active() else None, f)[1])
-            later.addCallback(lambda _: self._webhook(spec, event, attempt + 1))
+            later.addCallback(lambda _: self._attempts(spec, kind, attempt, number + 1))
             return later
 
-        def answered(reply: Reply) -> Any:
-            if not reply.ok:
-                return retry(None, reply.describe())
-            return (True, f"webhook {reply.describe()}", reply.text(OUTPUT_TAIL))
+        def answered(outcome: _Outcome | _Again) -> Any:
+            if isinstance(outcome, _Again):
+                return retry(outcome.why)
+            return outcome
 
         def failed(failure: Failure) -> Any:
             if self._stopping and not expired:
@@ -450,7 +557,7 @@ class AlertDispatcher:
                 if expired
                 else describe_failure(failure)
             )
-            return retry(failure, why)
+            return retry(why)
 
         d.addCallbacks(answered, failed)
         return d
