@@ -205,6 +205,12 @@ INTERNALS = [
     Internal(REACTOR, "_registerAsIOThread", "overrides", "untwisted/_loopreactor.py",
              "set False: a loop's own reactor must not make its thread the "
              "global reactor's I/O thread (threadable.ioThread)"),
+    Internal("twisted.internet.defer", "_inlineCallbacks", "reads",
+             "untwisted/_awaitable.py",
+             "Twisted's coroutine runner: an AwaitableDeferred awaited from a "
+             "frame it runs is awaited the Twisted way, not on an asyncio "
+             "future (its code object is compared)",
+             ("result", "gen", "status", "context")),
     Internal(ASYNCIO_REACTOR, "_asyncioEventloop", "reads",
              "untwisted/_asyncio.py, procwork/_threads.py",
              "the loop a program-installed asyncio reactor runs on: that loop "
