@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shlex
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from twisted.internet.defer import Deferred
 
+import untwisted
 from procwork import _parity
 from procwork import _validate as validate
 from procwork._errors import ProcessFailed, clip_command
@@ -25,11 +27,19 @@ from procwork._scheduler import PRIORITIES, Priority, Scheduler, parse_priority
 from procwork._threads import check_thread
 from procwork._validate import clip
 
+if TYPE_CHECKING:
+    from untwisted.lowlevel import LoopReactor
+
 __all__ = ["DEFAULT_GRACE", "DEFAULT_MAX_OUTPUT", "run", "scheduler", "spawn"]
 
 Command = str | bytes | os.PathLike[str] | Sequence[str | bytes | os.PathLike[str]]
 
 _default_scheduler: Scheduler | None = None
+
+# The scheduler of each asyncio loop's reactor, until that reactor shuts down.
+_loop_schedulers: weakref.WeakKeyDictionary[object, Scheduler] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def scheduler() -> Scheduler:
@@ -37,11 +47,40 @@ def scheduler() -> Scheduler:
 
     Change its limits in place, e.g. ``procwork.scheduler().set_max_running(4)``
     or ``procwork.scheduler().load = SystemLoad(max_load=1.5)``.
+
+    Inside a running asyncio loop it is that loop's own (its runs are on the
+    loop's reactor), made on first use with the limits the program's
+    scheduler has then (the defaults if it has none yet); it lasts as long
+    as the loop's reactor, until the end of ``asyncio.run``.
     """
+    reactor = untwisted.lowlevel.loop_reactor()
+    if reactor is not None:
+        return _loop_scheduler(reactor)
     global _default_scheduler
     if _default_scheduler is None:
         _default_scheduler = Scheduler(default_reactor())
     return _default_scheduler
+
+
+def _loop_scheduler(reactor: LoopReactor) -> Scheduler:
+    found = _loop_schedulers.get(reactor)
+    if found is not None:
+        return found
+    model = _default_scheduler
+    if model is None:
+        made = Scheduler(reactor)
+    else:
+        made = Scheduler(
+            reactor,
+            max_running=model.max_running,
+            load=model.load,
+            load_interval=model.load_interval,
+            min_running=model.min_running,
+        )
+    _loop_schedulers[reactor] = made
+    # Forgotten with its reactor: the next asyncio.run gets a new pair.
+    reactor.addSystemEventTrigger("after", "shutdown", _loop_schedulers.pop, reactor)
+    return made
 
 
 # The overloads say what the output is: bytes, or str in text mode (any of
@@ -465,10 +504,17 @@ def _process(
 
         _parity.refuse_over_ssh(child_umask, child_fds, child_id, where)
         make = remote_process(where, remote, not capture)
-    process = make(options, reactor=sched.reactor, scheduler=sched)
+    reactor = sched.reactor
+    process = make(options, reactor=reactor, scheduler=sched)
     # Last, once the arguments are known to be good, and before anything is
     # started: a Process not yet submitted holds nothing.
-    check_thread(f"procwork.{func}", sched.reactor)
+    check_thread(f"procwork.{func}", reactor)
+    if untwisted.lowlevel.is_loop_reactor(reactor) and cast(Any, reactor).closed:
+        raise RuntimeError(
+            f"{where}: its scheduler runs on the reactor of an asyncio event "
+            "loop that has finished (each asyncio.run has its own); make the "
+            "Scheduler inside the running loop, or use procwork.scheduler()"
+        )
     if isinstance(input, bytes | bytearray | memoryview):
         process.write(bytes(input))
         process.close_stdin()

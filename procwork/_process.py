@@ -42,6 +42,7 @@ from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess, signals_held_while_starting
 from procwork._threads import check_thread
 from procwork._validate import signal_number
+from untwisted.lowlevel import AwaitableDeferred
 
 __all__ = ["Process", "RunOptions", "RunState"]
 
@@ -166,9 +167,11 @@ class Process:
     """A child process, queued, running or finished: the handle of :func:`spawn`.
 
     All methods are called from the reactor thread (from clockwork tasks,
-    ``async def`` code on the reactor, Twisted callbacks, or blocking code
-    that drives the reactor with untwisted); from another thread they raise
-    :class:`untwisted.ForeignThreadError`.
+    Twisted callbacks, blocking code that drives the reactor with untwisted,
+    or, for a process started inside a running asyncio loop, that loop's
+    coroutines and callbacks); from another thread they raise
+    :class:`untwisted.ForeignThreadError`. The Deferreds its methods return
+    are awaitable by asyncio tasks as well as by Twisted's coroutines.
 
     Attributes:
         args: The argv.
@@ -466,7 +469,7 @@ class Process:
             return succeed(queue.pop())
         if self.state not in (RunState.QUEUED, RunState.RUNNING):
             return succeed(b"")
-        d: Deferred[bytes] = Deferred(lambda d: self._drop_line_waiter(fd, d))
+        d: Deferred[bytes] = AwaitableDeferred(lambda d: self._drop_line_waiter(fd, d))
         self._line_waiters.setdefault(fd, deque()).append(d)
         return d
 
@@ -604,7 +607,7 @@ class Process:
             return succeed(self._result)
         if self._failure is not None:
             return fail(self._failure)
-        d: Deferred[Result] = Deferred(self._cancel_wait)
+        d: Deferred[Result] = AwaitableDeferred(self._cancel_wait)
         self._waiters.append(d)
         return d
 
@@ -616,9 +619,16 @@ class Process:
             self._withdraw(error)
         elif self.state is RunState.RUNNING:
             self._terminate()
-            # A blocking caller that cancelled (untwisted.run's timeout,
-            # Ctrl-C) gets control back only once the kill is done.
-            untwisted.lowlevel.default_driver().linger(self.wait())
+            # The caller that cancelled gets control back only once the kill
+            # is done: an asyncio task that cancelled waits for it (see
+            # AwaitableDeferred), and so does a blocking caller (untwisted.run's
+            # timeout, Ctrl-C) on the global reactor.
+            end = self._wait()
+            end.addErrback(lambda _: None)  # a failure there is this one's
+            if isinstance(d, AwaitableDeferred):
+                d.cleanup = end
+            if not untwisted.lowlevel.is_loop_reactor(self._reactor):
+                untwisted.lowlevel.default_driver().linger(end)
             error = CancelledError(
                 f"{self.args[0]!r} was cancelled; its process group got SIGTERM "
                 f"(SIGKILL after {self.grace:g} s)"
