@@ -9,7 +9,6 @@ and produces the :class:`~procwork.Result`.
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 import shutil
 import time
@@ -26,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import untwisted
-from procwork._cgroup import Cgroup, runs_containment
+from procwork._cgroup import Cgroup, run_cgroup
 from procwork._errors import (
     CommandNotFound,
     NotExecutable,
@@ -335,7 +334,11 @@ class Process:
         with signals_held_while_starting(self._reactor):
             try:
                 watch_reactor(self._reactor)
-                self._cgroup = _run_cgroup(self) if self.options.contain else None
+                self._cgroup = (
+                    run_cgroup(self.reactor, self.args)
+                    if self.options.contain
+                    else None
+                )
                 GroupProcess(
                     self._reactor,
                     _Protocol(self),
@@ -636,24 +639,6 @@ class Process:
         else:
             return
         d.errback(Failure(error))
-
-
-_run_numbers = itertools.count(1)
-
-
-def _run_cgroup(process: Process) -> Cgroup | None:
-    """A cgroup of its own for a ``contain=True`` run (None where cgroups
-    cannot be had: its process group then contains it, as any run's)."""
-    containment = runs_containment(process.reactor)
-    try:
-        return containment.cgroup(f"run-{next(_run_numbers)}")
-    except OSError as e:
-        _log.warn(
-            "{command}: contained by its process group only: {error}",
-            command=" ".join(process.args),
-            error=e,
-        )
-        return None
 
 
 def _stream_fd(stream: str) -> int:

@@ -19,8 +19,10 @@ containments and their cgroups).
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import weakref
+from collections.abc import Sequence
 
 from twisted.logger import Logger
 
@@ -52,6 +54,7 @@ __all__ = [
     "entering",
     "format_limit",
     "observe_cgroups",
+    "run_cgroup",
     "runs_containment",
 ]
 
@@ -88,3 +91,22 @@ def runs_containment(reactor: Reactor) -> Containment:
         )
     _runs[reactor] = (pid, containment)
     return containment
+
+
+_run_numbers = itertools.count(1)
+
+
+def run_cgroup(reactor: Reactor, command: Sequence[str]) -> Cgroup | None:
+    """A cgroup of its own for a ``contain=True`` run of ``command`` (None
+    where cgroups cannot be had: its process group then contains it, as any
+    run's)."""
+    containment = runs_containment(reactor)
+    try:
+        return containment.cgroup(f"run-{next(_run_numbers)}")
+    except OSError as e:
+        _log.warn(
+            "{command}: contained by its process group only: {error}",
+            command=" ".join(command),
+            error=e,
+        )
+        return None
