@@ -1,12 +1,21 @@
-"""Result: how a finished run went."""
+"""Result: how a finished run went; ProcessFailed: a run that went wrong.
+
+(ProcessFailed lives with the Result it carries, not in ``_errors.py``:
+being a ``subprocess.CalledProcessError`` it imports :mod:`subprocess`,
+which the modules that import ``_errors.py`` and run nothing, such as
+``procwork ctl``'s, do without.)
+"""
 
 from __future__ import annotations
 
 import shlex
 import signal
+import subprocess
 from dataclasses import dataclass
 
-__all__ = ["Result", "describe_returncode"]
+from procwork._errors import ProcworkError
+
+__all__ = ["ProcessFailed", "Result", "describe_returncode"]
 
 
 def describe_returncode(returncode: int | None) -> str:
@@ -90,3 +99,27 @@ class Result:
             f"<Result {self.command_line()!r}{pid} {self.describe()}, "
             f"{self.duration:.3f} s{extra}>"
         )
+
+
+class ProcessFailed(ProcworkError, subprocess.CalledProcessError):
+    """A run with ``check=True`` exited non-zero or timed out.
+
+    Also a :class:`subprocess.CalledProcessError`, so code written for
+    ``subprocess.run(check=True)`` catches it unchanged. ``result`` is the full
+    :class:`procwork.Result`.
+    """
+
+    def __init__(self, result: Result) -> None:
+        # returncode is None for a run that timed out before it started.
+        returncode: int = result.returncode  # type: ignore[assignment]
+        subprocess.CalledProcessError.__init__(
+            self, returncode, result.args, result.stdout, result.stderr
+        )
+        self.result = result
+
+    def __str__(self) -> str:
+        return f"{self.result.command_line()!r} {self.result.describe()}"
+
+
+# Shown by its public import path in tracebacks, as the others in _errors.py.
+ProcessFailed.__module__ = "procwork"

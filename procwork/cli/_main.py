@@ -1,30 +1,32 @@
 """The ``procwork`` command: ``procwork run``, ``procwork monitor`` and
-``procwork ctl``."""
+``procwork ctl``.
+
+This module parses the command line and hands it to the subcommand, whose
+module it imports only then: ``procwork run`` (:mod:`._run`) and
+``procwork monitor`` load Twisted, ``procwork ctl`` (:mod:`._ctl`), a
+blocking client of the monitor's socket, does not, so that a ``ctl status``
+polled by a script costs a few milliseconds of CPU, not the 0.2 s of
+loading the reactor. The parser itself needs nothing heavy either: the
+defaults it shows come from :mod:`procwork._defaults`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, BinaryIO
+from collections.abc import Sequence
 
-import untwisted
-from procwork._api import DEFAULT_GRACE, spawn
-from procwork._errors import ProcworkError, SpawnError
-from procwork._lifeline import enable_lifeline
-from procwork._orphans import reap_orphans
-from procwork._result import Result
-from procwork._scheduler import PRIORITIES
-from procwork.cli._ctl import add_ctl_parser, ctl
+from procwork._defaults import DEFAULT_GRACE, LOG_LEVELS, PRIORITIES
+from procwork.cli._ctl import add_ctl_parser
+
+# Not typing.TYPE_CHECKING: importing typing is a good part of what a
+# `procwork ctl` call costs, and this module is on its way.
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["main"]
-
-# Exit statuses of `procwork run`, the conventions of timeout(1) and shells.
-EXIT_TIMED_OUT = 124
-EXIT_CANNOT_EXECUTE = 126
-EXIT_NOT_FOUND = 127
-EXIT_USAGE = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="procwork",
         description="Run and supervise processes, with tree-killing timeouts.",
     )
-    parser.add_argument("--version", action="version", version=f"procwork {version()}")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -122,6 +124,12 @@ def _parser() -> argparse.ArgumentParser:
         help="log events as JSON lines instead of text",
     )
     monitor.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=None,
+        help="the least level logged (overrides the config's log_level; default info)",
+    )
+    monitor.add_argument(
         "--duration",
         type=float,
         default=None,
@@ -157,6 +165,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Version(argparse.Action):
+    """``--version``: the installed version is looked up only when asked
+    (reading the package metadata costs more than the rest of ``ctl``)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"procwork {version()}")
+        parser.exit()
+
+
 def version() -> str:
     """procwork's version, as installed."""
     from importlib.metadata import PackageNotFoundError
@@ -173,8 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "run":
-        return _run(parser, args)
+        from procwork.cli._run import run_command
+
+        return run_command(parser, args)
     if args.command == "ctl":
+        from procwork.cli._ctl import ctl
+
         return ctl(args)
     if args.print_default_config:
         from procwork.monitor._config import default_config_text
@@ -191,92 +215,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_only=args.check_config,
         lock_file=args.lock_file,
         socket=args.socket,
+        log_level=args.log_level,
     )
-
-
-def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    command = list(args.argv)
-    if command and command[0] == "--":
-        command = command[1:]
-    if not command:
-        parser.error(
-            "run: no command given (usage: procwork run [OPTIONS] -- CMD ARGS...)"
-        )
-    capture = args.max_output is not None
-    reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
-    remote: dict[str, Any] = {}
-    if args.host is not None or args.known_hosts or args.identity:
-        # A remote command cannot share our terminal: its output is passed
-        # through line by line instead (only a 1-byte tail is kept).
-        remote = {"host": args.host, "known_hosts": args.known_hosts}
-        remote["identity"] = args.identity
-        if not capture:
-            remote["on_stdout"] = _passthrough(sys.stdout.buffer)
-            remote["on_stderr"] = _passthrough(sys.stderr.buffer)
-    try:
-        # Whatever kills us, SIGKILL included, the command's tree dies with us.
-        enable_lifeline()
-        # Start the reactor, and with it untwisted's handling of SIGINT and
-        # SIGTERM, before the command exists: a signal in between would kill
-        # us the default way, leaving the tree to the lifeline and the shell
-        # a status other than 128+N.
-        untwisted.tick(0)
-        process = spawn(
-            command,
-            timeout=args.timeout,
-            grace=args.grace,
-            priority=args.priority,
-            max_output=args.max_output if capture else (1 if remote else None),
-            capture=capture or bool(remote),
-            stdin=False,
-            **remote,
-        )
-        result: Result = untwisted.run(process.wait())
-    except SpawnError as e:
-        print(f"procwork run: {e}", file=sys.stderr)
-        return EXIT_NOT_FOUND if e.errno == 2 else EXIT_CANNOT_EXECUTE
-    except (ValueError, TypeError) as e:
-        print(f"procwork run: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except ProcworkError as e:
-        print(f"procwork run: {e}", file=sys.stderr)
-        # --host: the host cannot be used (unreachable, key, auth, dropped).
-        return 255 if isinstance(e, ConnectionError | PermissionError) else 1
-    except KeyboardInterrupt:
-        # Like SIGTERM (and SIGHUP/SIGQUIT, which untwisted turns into
-        # SystemExit(128+N)): the exit status says which signal, no traceback;
-        # the command's group is terminated on the way out.
-        return 128 + signal.SIGINT
-    if capture:
-        sys.stdout.buffer.write(result.stdout)
-        sys.stdout.buffer.flush()
-        sys.stderr.buffer.write(result.stderr)
-        sys.stderr.buffer.flush()
-    if args.verbose:
-        print(
-            f"procwork run: {result.command_line()} {result.describe()} "
-            f"in {result.duration:.3f} s (queued {result.queued:.3f} s)"
-            + (", output truncated" if result.truncated else ""),
-            file=sys.stderr,
-        )
-    return exit_status(result)
-
-
-def _passthrough(stream: BinaryIO) -> Callable[[bytes], None]:
-    def write(line: bytes) -> None:
-        stream.write(line)
-        stream.flush()
-
-    return write
-
-
-def exit_status(result: Result) -> int:
-    """The shell-style exit status for a Result (124 on timeout)."""
-    if result.timed_out:
-        return EXIT_TIMED_OUT
-    code = result.returncode
-    if code is None:
-        return EXIT_TIMED_OUT
-    if code < 0:
-        return 128 + (-code)
-    return code

@@ -198,7 +198,9 @@ def test_a_webhook_answered_500_is_retried_after_retry_delay(
             webhook = "{receiver.url}"
             retries = 3
             retry_delay = 0.2
-            """
+            """,
+            "--log-level",
+            "debug",  # a delivery's result is logged at debug
         )
         wait_for("three attempts", lambda: len(receiver.posts) >= 3)
         assert receiver.answers == [500, 500, 200]
@@ -259,7 +261,9 @@ env = {{k: v for k, v in os.environ.items() if k.startswith("PROCWORK_")}}
 open({str(out)!r}, "w").write(json.dumps(env))
 print("noted", env["PROCWORK_NAME"])
 ''']
-        """
+        """,
+        "--log-level",
+        "debug",  # a delivery's result is logged at debug
     )
 
     def written() -> str | None:

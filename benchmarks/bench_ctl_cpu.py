@@ -1,0 +1,115 @@
+"""CPU of one ``procwork ctl status``: what an operator's call costs the machine.
+
+Run from the repository root (Linux)::
+
+    python benchmarks/bench_ctl_cpu.py                    # 20 calls
+    python benchmarks/bench_ctl_cpu.py --code /other/checkout --calls 50
+    python benchmarks/bench_ctl_cpu.py --python /plain/venv/bin/python
+
+A real ``procwork monitor`` of the checkout ``--code`` runs 3 services;
+``python -m procwork ctl status`` of the same checkout is run ``--calls``
+times, one after the other, in a temporary directory, by ``--python``
+(default this interpreter; give one of a plain venv to leave out what an
+editable install adds to every Python start, ~10 ms for its import
+finder). The CPU is what the calls used, user + system, from
+``getrusage(RUSAGE_CHILDREN)`` taken before and after them (the monitor is
+not a child that has been waited for yet, so its CPU is not in it); the
+wall time is each call's, for information. Also printed: how many Twisted
+modules the call's imports load (``sys.modules`` of a child Python running
+``procwork.cli.main`` for ``ctl status``). CPU time grows with the load of
+the machine: compare figures taken together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _partners import ROOT, Monitor  # beside this script
+
+_SERVICES = "".join(
+    f'[[service]]\nname = "web-{i}"\ncommand = ["sleep", "3600"]\n' for i in range(3)
+)
+
+# Runs `procwork ctl ARGS` in this Python and says which Twisted modules it
+# loaded, on stderr (its stdout is the status table).
+_PROBE = (
+    "import sys\n"
+    "from procwork.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "print(sum(m.split('.')[0] == 'twisted' for m in sys.modules), file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--code", default=str(ROOT), help="checkout to run")
+    parser.add_argument(
+        "--python", default=sys.executable, help="the interpreter of the ctl calls"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as temp:
+        config = "[monitor]\nhttp = false\nsummary_every = 0\nmax_load = false\n"
+        monitor = Monitor(Path(temp), config + _SERVICES, code=args.code)
+        try:
+            command = [args.python, "-m", "procwork", "ctl"]
+            command += ["--socket", str(monitor.sock), "status"]
+            walls = []
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            for _ in range(args.calls):
+                started = time.monotonic()
+                done = subprocess.run(
+                    command,
+                    capture_output=True,
+                    env=monitor.env,
+                    cwd=temp,
+                    timeout=60,
+                )
+                walls.append(time.monotonic() - started)
+                if done.returncode != 0:
+                    print(done.stderr.decode(), file=sys.stderr)
+                    return 1
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            user = (after.ru_utime - before.ru_utime) / args.calls
+            system = (after.ru_stime - before.ru_stime) / args.calls
+            probe = subprocess.run(
+                [
+                    args.python,
+                    "-c",
+                    _PROBE,
+                    "ctl",
+                    "--socket",
+                    str(monitor.sock),
+                    "status",
+                ],
+                capture_output=True,
+                text=True,
+                env=monitor.env,
+                cwd=temp,
+                timeout=60,
+            )
+        finally:
+            monitor.stop()
+    print(f"{args.calls} x procwork ctl status ({args.code}, {args.python})")
+    print(
+        f"CPU per call: {(user + system) * 1000:.1f} ms "
+        f"(user {user * 1000:.1f} ms, system {system * 1000:.1f} ms)"
+    )
+    print(
+        f"wall per call: median {statistics.median(walls) * 1000:.1f} ms, "
+        f"max {max(walls) * 1000:.1f} ms"
+    )
+    print(f"twisted modules imported: {probe.stderr.strip().splitlines()[-1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
