@@ -1,36 +1,13 @@
 """How a config spec is declared: a frozen attrs class, its errors named.
 
-``ServiceSpec``, ``CheckSpec``, ``Rule``, ``AlertSpec`` and the monitor's
-``MonitorConfig`` are each declared the same way (Twisted's procmon
-declares its settings with attrs too, which Twisted requires, so this costs
-no dependency)::
+``ServiceSpec``, ``CheckSpec``, ``Rule``, ``AlertSpec`` and ``MonitorConfig``
+are each ``@spec_class("kind")`` over ``@attrs.frozen(field_transformer=keyed)``,
+their fields' converters and validators drawn from :mod:`procwork._validate`.
+:func:`keyed` makes a field's error carry its key, :func:`spec_class` makes the
+class raise a :class:`FieldError` that names the entry too, and :func:`toml`
+and :func:`file_keys` say how the fields are read and written as config keys.
 
-    @spec_class("service")
-    @attrs.frozen(field_transformer=keyed)
-    class ServiceSpec:
-        stop_timeout: float = attrs.field(
-            default=5.0, converter=validate.duration, validator=validate.non_negative
-        )
-
-Each field's converter and validator comes from :mod:`procwork._validate`
-and raises :class:`~procwork._validate.Invalid` with the problem alone
-(``"must be a finite number >= 0, not -1"``). One mechanism names it:
-
-- :func:`keyed` (the class's attrs ``field_transformer``) wraps every
-  field's converter and validator so that their error carries the field's
-  key;
-- :func:`spec_class` wraps the class's ``__init__`` so that it raises a
-  :class:`FieldError` that names the entry too: ``service 'web':
-  stop_timeout must be a finite number >= 0, not -1``, a
-  :class:`~procwork.ConfigError`;
-- a config loader catches the :class:`FieldError` and names the file and
-  the table instead (``monitor.toml: [[service]] #1 ('web'):
-  stop_timeout ...``), with :attr:`FieldError.detail`.
-
-Every init field is a key of the config file, of the same name, unless its
-metadata is :data:`NOT_IN_FILE`; :func:`toml` metadata says how to write one
-that is not written as it is kept. :func:`file_keys` lists them for the
-loader and the TOML writer.
+Design: ARCHITECTURE.md, "Config specs".
 """
 
 from __future__ import annotations

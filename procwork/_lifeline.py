@@ -1,56 +1,16 @@
 """Children die with the program, however it dies: the lifeline.
 
-procwork's normal cleanup (SIGTERM then SIGKILL to every child's group at
-exit, on Ctrl-C and SIGTERM; see :mod:`procwork._shutdown`) needs the program
-to run code as it dies. SIGKILL, the OOM killer, or a signal the program
-cannot handle (a reactor driven from a thread other than the main one can't
-install signal handlers) give it no such chance, and since every child leads
-its own session, nothing else takes the children down: they run on for ever.
+:func:`enable_lifeline` starts one small helper process per program
+(:mod:`procwork._lifeline_main`) holding the read end of a pipe whose write
+end only this process holds. A spawn writes the inodes of the child's pipes
+before the fork and its process group after it; a reap unregisters the
+group. When the program dies, by SIGKILL or the OOM killer too, the helper
+SIGTERMs the groups left, then SIGKILLs them. Also here: the monitor's
+instance lock, which it hands to the helper to hold until the children are
+gone.
 
-The lifeline covers that. One small helper process per program
-(:mod:`procwork._lifeline_main`, started by :func:`enable_lifeline`, or by
-the first spawn from a thread other than the main one) holds
-the read end of a pipe whose write end only this process holds. Each child's
-process group is registered on the pipe as the child is recorded as live and
-unregistered as it is reaped: one ``write`` each, no other system call. When
-the program dies, by any means, the kernel closes the write end; the helper
-sees end-of-file, SIGTERMs every group still registered, SIGKILLs what is
-left after half a second, and exits.
-
-A child's group is known only once it is forked, so its registration can
-only follow the fork: a SIGKILL landing in between (during a burst of
-spawns, every spawn is such a window) would leave that child running. So
-before the fork the spawn also writes the identity (inode number) of each
-pipe made for the child alone: the child holds them from the fork on, and
-nothing else does. When the program dies with such a child unconfirmed, the
-helper finds every process holding one of its pipes as descriptor 0, 1 or 2
-and kills its group too (see :mod:`procwork._lifeline_main`). A spawn thus
-writes twice (before the fork and after it), a reap once.
-
-Why a helper and not ``PR_SET_PDEATHSIG``: the death signal is set per child
-(it needs a ``preexec_fn``, which costs CPython's fast ``vfork`` spawn path),
-it reaches only that one child, not the grandchildren in its group (a shell's
-pipeline, a ``sleep`` in the background), and it fires when the *thread* that
-forked the child exits, not the process. The helper kills whole groups, costs
-the spawn path two small writes, and one process per program.
-
-What remains uncovered:
-
-- a child with no pipe of its own (``capture=False``, as ``procwork run``
-  starts its command: it shares our stdin, stdout and stderr) is found only
-  through its registration, so a SIGKILL in the microseconds between its
-  ``exec`` and that write leaves it running;
-- a child forked in that window that closed or replaced all three of its
-  pipes before the helper looked (the helper looks as soon as it sees the
-  program die), and a grandchild it started in a session of its own before
-  that;
-- the records a full pipe did not take (the helper stalled, say stopped
-  with SIGSTOP) wait in the program and reach the helper only later;
-- a helper that is itself SIGKILLed while the program lives protects nothing
-  until the program's next spawn or reap, which notices the broken pipe and
-  starts a new helper with every live group (and every child being started);
-  when the program and its helper are SIGKILLed together, nothing is left
-  to kill the children: they all run on.
+Design: ARCHITECTURE.md, "The lifeline" (why a helper and not
+``PR_SET_PDEATHSIG``, and what remains uncovered).
 """
 
 from __future__ import annotations

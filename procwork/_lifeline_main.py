@@ -1,43 +1,16 @@
 """The lifeline helper program: when its parent dies, kill the parent's children.
 
-:mod:`procwork._lifeline` starts this file as its own small program,
-``python -I -S _lifeline_main.py FD PARENT_PID``, with ``FD`` the read end of
-a pipe whose write end only the parent holds. The parent writes records (see
-:data:`RECORD`): before it forks a child, ``?`` with the inode of each pipe
-it made for that child's stdin, stdout and stderr; once the child runs,
-``+`` with its process group and ``!`` for those pipes; ``-`` with the group
-when it reaps the child. When the pipe reaches end-of-file the parent is
-gone, however it died (SIGKILL and the OOM killer included, which no handler
-in the parent can catch), and the helper SIGTERMs every group still
-registered, and that of every process holding a pipe announced with ``?``
-and never confirmed, SIGKILLs what is left after :data:`GRACE` seconds, and
-exits.
+:mod:`procwork._lifeline` starts it as ``python -I -S _lifeline_main.py FD
+PARENT_PID``. It applies the parent's records (:data:`RECORD`) until the
+pipe ``FD`` reaches end-of-file (the parent is gone, however it died), then
+SIGTERMs every group still registered and that of every process holding a
+pipe announced and never confirmed, SIGKILLs what is left after
+:data:`GRACE` seconds, and exits. It imports only the standard library
+(it starts in a few milliseconds and never imports Twisted) and must stay
+that way.
 
-It imports only the standard library (``-S``: no site-packages, so it starts
-in a few milliseconds and never imports Twisted) and must stay that way.
-
-Why the pipes: a child is forked before its pid (its group) is known, and a
-SIGKILL of the parent between the fork and the ``+`` record would leave it
-unregistered. Its pipes, though, exist before the fork, and it holds them
-from the fork on, as its descriptors 0, 1 and 2 by the time the parent's
-pipe is closed: a vfork()ed child shares the parent's descriptors until
-it closes them right before ``exec``, our write end among them, so the
-end-of-file comes only after that. Nobody else holds them: they were made
-for that child. So the helper finds an unconfirmed child, and any
-descendant that kept those descriptors, by looking at descriptors 0-2 of
-every process once (see :func:`groups_holding`).
-
-Why signalling registered groups after the parent died is safe enough: a
-process group id is the pid of the child that leads it, and the kernel does
-not hand that number out again while any process of the group (or the
-leader's zombie) still exists. When the parent dies every registered leader
-is still unreaped (the parent unregisters a group as it reaps the leader), so
-the first SIGTERM reaches only our groups. A group found through a pipe is
-that of a live process holding the pipe, so it exists. Afterwards a group is
-signalled again only while ``killpg(pgid, 0)`` keeps finding members: a group
-is dropped the moment it is seen empty, so a stale number is signalled only
-if the group emptied *and* the kernel's cyclic pid allocator wrapped all the
-way round to that number within one :data:`POLL` interval.
+Design: ARCHITECTURE.md, "The lifeline" (why the pipes, and why signalling
+the groups after the parent died is safe enough).
 """
 
 from __future__ import annotations

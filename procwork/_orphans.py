@@ -1,73 +1,14 @@
 """Reap orphans when procwork is PID 1 or a child subreaper.
 
-When a process dies, the kernel hands its children to the nearest ancestor
-that is a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``), or else to
-PID 1 of its pid namespace. In a container, ``procwork monitor`` is that PID 1:
-every grandchild a check leaves behind (``sh -c 'sleep 5 &'``, a killed
-process group) becomes its child, and if nobody calls ``wait`` on it, it stays
-a zombie, holding its pid, until the pid limit is reached and every spawn
-fails. procwork's own reaping can't help: it waits on the exact pids it
-started (see ``_spawn.py``), never on ``-1``, so that it never takes the exit
-status of a child some other code of the program is waiting for.
+The zombies the kernel hands to this process are reaped, and never a child
+this program started: by default only a zombie child whose session is
+neither ours nor led by itself (with ``all_children=True``, any zombie child
+that procwork, Twisted or a :func:`claim` does not own). Sweeps are asked
+for by Twisted's SIGCHLD handling (an entry in its reap table) and by a
+backstop timer, coalesced and bounded. It costs nothing unless the process
+is PID 1 or a subreaper (checked once, at the first spawn).
 
-This module reaps those orphans, and nothing else. It costs nothing unless
-the process is PID 1 or a subreaper (checked once, at the first spawn).
-
-**Which zombies are orphans.** A child we forked starts in our session, and
-can only leave it with ``setsid()``, which makes it the leader of a new
-session whose id is its own pid. So a zombie child whose session is neither
-ours nor led by itself was not forked by us: it was handed to us by the
-kernel. That is the default rule, and it is a proof, not a guess: **it never
-reaps a process this program started, by whatever means** (procwork,
-Twisted, ``subprocess``, ``os.fork``, in any thread), so every
-``Popen.wait()`` keeps its exit status. The proof assumes two things: the
-program does not call ``setsid()`` itself after starting children (the
-sessions it was in since the reaper started are remembered, not earlier
-ones), and no other code reaps with ``waitpid(-1)`` (it could take a zombie
-between our look and our ``waitpid``, and the pid be reused by a new child
-of ours in between: never seen, but not impossible). What the rule cannot
-see: an orphan that leads its own session (a daemon that called ``setsid``
-once and was orphaned) or that is in our own session looks exactly like a
-child this program started, so it is left a zombie. A program that starts
-no children except through procwork and Twisted (``procwork monitor``,
-``procwork run``) asks for ``all_children=True``: then every zombie child
-is reaped unless procwork (its live children), Twisted (its reap table) or
-a :func:`claim` owns it — init's behaviour, and the end of the guarantee
-for children started any other way.
-
-**When.** Event-driven: Twisted's SIGCHLD handling (a self-pipe woken by
-the signal, read by the reactor, which then calls
-``twisted.internet.process.reapAllProcesses()``) calls ``reapProcess()`` on
-every entry of its reap table. We add one entry, under a key that is not a
-pid (a string: any code that took it for a pid fails loudly instead of
-signalling or waiting on a process group), whose ``reapProcess`` only asks
-for a sweep. Twisted keeps reaping its own children as before, and nothing
-else is touched: no second SIGCHLD handler, no ``set_wakeup_fd`` (there is
-one per process and Twisted owns it). Sweeps are coalesced: one is scheduled
-with ``callLater`` (so it runs after the current batch of events, when
-procwork's own children whose pidfds fired in that batch are reaped), and at
-most one runs every ``min_interval`` seconds (0.05) whatever the rate of
-SIGCHLD, or more rarely if sweeps are slow: at most ``max_busy`` (2 %) of the
-time goes to sweeping.
-
-A backstop timer asks for a sweep every ``backstop`` seconds too: Twisted
-installs no SIGCHLD handling when the reactor runs off the main thread or
-with ``installSignalHandlers=False``, and ``/proc``'s list of children may
-miss a child that exits while it is read. The backstop costs one
-``waitid()`` system call a second when there is nothing to reap (the kernel
-walks our list of children in it: some 10 µs with a thousand children).
-
-**A sweep.** ``waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`` peeks at one
-zombie without reaping it; no zombie at all (the usual case) ends the sweep
-in one system call. While the zombie shown is an orphan, ``waitpid`` on that
-pid reaps it and we peek again. The kernel shows only the oldest zombie,
-though, so once it shows one that is not ours to take (a child whose owner
-has not waited yet), the sweep reads the list of our children
-(``/proc/self/task/*/children``) and checks the zombies among them one by
-one, with ``waitpid`` on each orphan's pid only.
-
-Reaping happens while the reactor runs (``untwisted.run``/``tick``, or a
-program's own ``reactor.run()``).
+Design: ARCHITECTURE.md, "Orphan reaping".
 """
 
 from __future__ import annotations
@@ -323,9 +264,14 @@ class OrphanReaper:
         delay = 0.0
         if self._last_sweep is not None:
             delay = max(0.0, self._last_sweep + self._pause - self._reactor.seconds())
+        # Never now: after this batch of events, in which procwork's own
+        # children whose pidfds fired are reaped by their transports.
         self._sweep_call = self._reactor.callLater(delay, self._scheduled_sweep)
 
     def _on_backstop(self) -> None:
+        # Twisted has no SIGCHLD handling off the main thread or with
+        # installSignalHandlers=False, and /proc's list of children can miss
+        # one that exits while it is read: sweep now and then regardless.
         self._backstop_call = self._reactor.callLater(self.backstop, self._on_backstop)
         self.request_sweep()
 
@@ -398,7 +344,7 @@ class OrphanReaper:
 
 
 class _Rule:
-    """Which zombie children a sweep may reap (see the module docstring).
+    """Which zombie children a sweep may reap (ARCHITECTURE.md, "Orphan reaping").
 
     Built once per sweep: our session id is read once, the pids procwork
     owns only if needed.

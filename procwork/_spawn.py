@@ -1,38 +1,15 @@
 """Start a child in its own session and reap it in O(1), on Twisted's transport.
 
-procwork keeps Twisted's process transport (``twisted.internet.process.Process``
-with its ``ProcessReader``/``ProcessWriter`` pipes and the ``ProcessProtocol``
-interface that ``twisted.runner.procmon`` also uses) and replaces exactly two
-pieces of it, each of which costs O(number of live children) per process and
-made 4 000 concurrent ``sleep 1`` take ~68 s instead of ~5 s:
+:class:`GroupProcess` is Twisted's process transport with the two pieces
+that cost O(live children) per process replaced: the child is started with
+:class:`subprocess.Popen` (``start_new_session=True``) instead of Twisted's
+``_fork``, and reaped through a pidfd instead of Twisted's reap table. Its
+pipes are read dry and closed when the child exits, and check a hang-up
+before acting on it; starting a child is atomic with respect to Ctrl-C and
+the other fatal signals (:func:`signals_held_while_starting`). The lifeline
+and the orphan reaper hear of each child through :func:`observe`.
 
-1. **Starting.** ``Process._fork`` lists every open descriptor of the parent in
-   Python (``/dev/fd`` plus an ``fcntl`` per descriptor) to close them in the
-   child; with 12 000 descriptors open that is ~25 ms a spawn. It also cannot
-   put the child in a new session, which tree-killing needs. We override
-   ``_fork`` to start the child with :class:`subprocess.Popen`
-   (``start_new_session=True``, ``close_fds=True``): CPython's spawn path uses
-   ``vfork`` and the ``close_range`` system call, never enumerates descriptors
-   in Python, and reports exec, ``cwd`` and permission errors as proper
-   ``OSError``\\ s from the child.
-2. **Reaping.** Twisted registers each child in a global table and calls
-   ``waitpid`` on *every* entry at *every* ``SIGCHLD`` (twisted/twisted#2967).
-   We take our child out of that table right after Twisted's constructor puts
-   it there and watch a pidfd (Linux >= 5.3) instead: the reactor reports the
-   one child that exited, and ``waitpid`` is called on that pid only, so
-   children started by other code are never reaped behind its back. Where
-   pidfds are missing we leave the child in Twisted's table (correct, O(n)).
-
-A third change concerns output: when the child has exited, a grandchild that
-inherited its stdout must not hold the result hostage, so the pipes are read
-dry and closed then (Twisted would wait for EOF for ever).
-
-A fourth concerns stale events: the pipes are Twisted's ``ProcessReader`` and
-``ProcessWriter`` with one addition, a hang-up the reactor reports is checked
-against the pipe itself before the pipe is closed (see :class:`_Reader`).
-
-Starting a child is atomic with respect to Ctrl-C and the other fatal
-signals (see :func:`signals_held_while_starting`).
+Design: ARCHITECTURE.md, "The spawn path".
 """
 
 from __future__ import annotations

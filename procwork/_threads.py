@@ -1,29 +1,12 @@
 """Which thread may call procwork: the one that runs the reactor.
 
-Twisted's reactor is not thread-safe, and neither is anything built on it.
-``procwork.run`` called from another thread while the reactor thread sits in
-``epoll_wait`` would start a child, register its pipes and arm its timers
-under the reactor's feet: seen as bogus spawn errors (``EBADF``, "9", "16")
-when both threads juggled descriptors at once, results delivered to nobody,
-scheduler slots never freed and "Unhandled Error" tracebacks. So every entry
-point that touches the reactor checks its caller first and raises
-:class:`untwisted.ForeignThreadError`, before anything is started.
+:func:`check_thread` is called by every entry point that touches the
+reactor, before anything is started, and raises
+:class:`untwisted.ForeignThreadError` for any other thread. Who owns the
+global reactor is untwisted's driver's to say
+(:meth:`untwisted.lowlevel.Driver.check_thread`).
 
-Who owns the global reactor is untwisted's driver's to say
-(:meth:`untwisted.lowlevel.Driver.check_thread`): the first thread that calls
-untwisted or procwork owns it, even when that call needed no reactor turn
-(an ``untwisted.run`` whose result was already in hand) and even while that
-thread is back in plain Python between two calls. Deciding it only when the
-reactor first started left a window in which another thread's
-``procwork.run`` was let in and then raced the owner inside Twisted. The
-driver also knows a program that runs ``reactor.run()`` itself, in a thread
-of its own: Twisted registers that thread as its I/O thread
-(:func:`twisted.python.threadable.isInIOThread`), and it is the one allowed.
-
-A real reactor other than the global one is checked by Twisted's I/O thread
-alone, once it runs. Test fakes (``task.Clock``, ``MemoryReactor``) are not
-real reactors and are driven by the test's own thread, so they are not
-checked.
+Design: ARCHITECTURE.md, "Which thread may call".
 """
 
 from __future__ import annotations

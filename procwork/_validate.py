@@ -45,6 +45,8 @@ __all__ = [
     "http_address",
     "interval",
     "interval_or_zero",
+    "mail_address",
+    "mail_addresses",
     "names",
     "non_negative",
     "number",
@@ -60,6 +62,7 @@ __all__ = [
     "service_name",
     "signal_number",
     "size",
+    "smtp_address",
     "stop_signal",
     "text",
     "umask",
@@ -521,5 +524,68 @@ def http_address(value: object) -> tuple[str, int] | None:
         raise Invalid(
             f"must be HOST:PORT like 127.0.0.1:8642 (port 0: any free port), "
             f"not {_shown(value)}"
+        )
+    return address
+
+
+# -- mail ------------------------------------------------------------------------------
+
+# An address as SMTP carries it, ASCII (Twisted's client speaks no SMTPUTF8):
+# a dot-atom local part (RFC 5321's, without the quoted form) and a domain
+# of letters, digits and hyphens. No display name, no angle brackets: the
+# header and the envelope are written from it.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_MAIL_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*")
+_MAIL_FORM = "a mail address like 'ops@example.com'"
+
+
+def mail_address(instance: Any, attribute: Any, value: Any) -> None:
+    """One mail address, ``local@domain`` (ASCII, at most 254 characters)."""
+    if (
+        not isinstance(value, str)
+        or len(value) > 254
+        or not _MAIL_ADDRESS.fullmatch(value)
+    ):
+        raise Invalid(f"must be {_MAIL_FORM}, not {_shown(value)}")
+
+
+def mail_addresses(value: object) -> tuple[str, ...]:
+    """One mail address or a list of them (each once, in order), at least one."""
+    listed = (value,) if isinstance(value, str) else value
+    if (
+        not isinstance(listed, Sequence)
+        or isinstance(listed, bytes | bytearray)
+        or not listed
+    ):
+        raise Invalid(f"must be a list of mail addresses, not {_shown(value)}")
+    for address in listed:
+        try:
+            mail_address(None, None, address)
+        except Invalid as e:
+            raise Invalid(f"has {_shown(address)}, which is not {_MAIL_FORM}") from e
+    return tuple(dict.fromkeys(listed))
+
+
+def smtp_address(value: object) -> tuple[str, int] | None:
+    """``"HOST:PORT"`` of an SMTP server (``"[::1]:25"``), or ``"HOST"`` for
+    port 25, or a ``(host, port)`` pair, to ``(host, port)``; None for none."""
+    if value is None:
+        return None
+    address: tuple[str, int] | None = None
+    if isinstance(value, tuple) and len(value) == 2:
+        name, port = value
+        if isinstance(name, str) and type(port) is int:
+            address = name, port
+    if isinstance(value, str) and value and not any(c.isspace() for c in value):
+        name, sep, port = value.rpartition(":")
+        if not sep or value.endswith("]") or (":" in name and name[0] != "["):
+            name, port = value, "25"  # no port ("[::1]", or a bare IPv6 address)
+        if name and port.isascii() and port.isdigit():
+            address = name.strip("[]"), int(port)
+    if address is None or not address[0] or not 1 <= address[1] <= 65535:
+        raise Invalid(
+            "must be HOST:PORT of an SMTP server like '127.0.0.1:25' or "
+            f"'mail.example.com:587' (port 1 to 65535), not {_shown(value)}"
         )
     return address

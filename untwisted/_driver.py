@@ -1,27 +1,12 @@
 """Drive a Twisted reactor from blocking code, one iteration at a time.
 
-Twisted's own entry point, ``reactor.run()``, blocks until somebody calls
-``reactor.stop()`` and a stopped reactor can never run again. A blocking
-program wants the opposite: run the reactor *until this one thing is done*,
-return to plain Python, and do it again later as often as it likes.
+The :class:`Driver` starts the reactor lazily (``startRunning``), runs the
+body of Twisted's main loop only while a caller waits, never stops it until
+interpreter exit, and decides which thread owns it. It calls the two halves
+of an iteration itself, checking its caller between them, so that no
+wake-up is lost.
 
-``IReactorCore.run()`` is ``startRunning()`` (fire the startup triggers,
-install signal handlers) followed by Twisted's ``mainLoop``. The
-:class:`Driver` does the first half once, lazily, and then runs the loop's
-body only while a caller waits. The reactor is never stopped, so it stays
-usable; at interpreter exit it is stopped once so that Twisted's shutdown
-triggers fire (procwork terminates its children there).
-
-**No lost wake-ups.** One turn of the loop is ``runUntilCurrent()`` (timed
-calls and calls queued with ``callFromThread``) then ``doIteration(delay)``
-(wait for I/O). ``iterate()`` does both in one call, which is exactly what a
-waiter must not do: a result delivered by ``runUntilCurrent()`` (a thread's
-``callFromThread``, a timer) would leave it blocked in ``epoll_wait`` with
-the result in hand. So, as Twisted's own ``mainLoop`` does, the driver calls
-the two halves itself: it runs what is due, checks whether its caller is
-satisfied, and only then computes the delay, which is zero while calls are
-queued. A call queued from another thread after that check writes to the
-reactor's waker, so the wait ends at once.
+Design: ARCHITECTURE.md, "The driver".
 """
 
 from __future__ import annotations
@@ -51,9 +36,10 @@ class DrivableReactor(Protocol):
     """What the driver needs of a reactor: Twisted's ``ReactorBase`` has it.
 
     ``runUntilCurrent`` and ``doIteration`` are the two halves of
-    ``IReactorCore.iterate()`` (see the module docstring for why the driver
-    calls them separately). A reactor may also have ``threadCallQueue``, the
-    calls queued by ``callFromThread`` and not yet run.
+    ``IReactorCore.iterate()`` (the driver calls them separately, so that no
+    wake-up is lost: ARCHITECTURE.md, "The driver"). A reactor may also have
+    ``threadCallQueue``, the calls queued by ``callFromThread`` and not yet
+    run.
     """
 
     running: bool
@@ -361,7 +347,8 @@ class Driver:
         until: Callable[[], bool] | None,
     ) -> None:
         # The body of Twisted's mainLoop, with the caller's check between its
-        # two halves (see the module docstring).
+        # two halves: iterate() would block in doIteration with a result that
+        # runUntilCurrent just delivered (a timer, a callFromThread) in hand.
         with self.entered():
             reactor.runUntilCurrent()
             if until is None or not until():

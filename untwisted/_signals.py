@@ -1,32 +1,13 @@
 """Signals that would kill the program become exceptions, raised where it is safe.
 
-A Python signal handler runs between two bytecodes of the main thread,
-wherever that thread happens to be. Raising there is what makes Ctrl-C
-useful, and also what orphans children: between the ``fork`` of a child and
-the line that records it as live, an exception leaves a running child nobody
-knows of. And a signal whose default action kills the program (SIGHUP from a
-closed terminal, SIGQUIT, SIGUSR1/2, SIGALRM) runs no cleanup at all, while
-procwork's children, each leading its own session, never see the hang-up.
+:func:`catch_fatal_signals` turns the fatal signals still at their default
+disposition into exceptions (``KeyboardInterrupt`` for SIGINT,
+``SystemExit(128 + signum)`` for the others), so cleanup runs; inside a
+:func:`held` block the exception waits until the outermost block ends. A
+program's own handlers are never replaced; under its own ``reactor.run()``
+the signal stops the reactor instead (:func:`set_foreign_loop`).
 
-So, once installed (:func:`catch_fatal_signals`, on the main thread, only
-for signals still at their default disposition), every such signal becomes
-an exception: SIGINT a :class:`KeyboardInterrupt`, the others
-``SystemExit(128 + signum)`` (the status a shell reports for death by that
-signal), so ``finally`` blocks and exit hooks (procwork's child cleanup) run.
-Inside a :func:`held` block the exception is postponed until the outermost
-block ends: the driver holds signals while it runs a reactor iteration (an
-exception could tear a Twisted callback in half), procwork while it starts a
-child. A second signal while one is pending raises at once, so a step stuck
-in a busy loop can still be interrupted by pressing Ctrl-C twice.
-
-A program's own handlers are never replaced.
-
-Under a program's own ``reactor.run()`` an exception raised from a handler
-would be caught and logged by Twisted's main loop, and the signal ignored.
-There, as Twisted itself does for SIGINT and SIGTERM, the signal stops the
-reactor instead: its shutdown triggers (procwork's child cleanup) run and
-``reactor.run()`` returns. :func:`set_foreign_loop` tells this module how to
-recognise that case.
+Design: ARCHITECTURE.md, "Fatal signals".
 """
 
 from __future__ import annotations
@@ -90,11 +71,15 @@ def set_foreign_loop(check: Callable[[], Callable[[], object] | None]) -> None:
 def _handler(signum: int, frame: FrameType | None) -> None:
     stop = _foreign_loop() if _foreign_loop is not None else None
     if stop is not None:
+        # Twisted's own loop would catch and log our exception, and the
+        # signal would be lost: stop the reactor, as Twisted does for SIGTERM.
         stop()
         return
     if _gate.depth and _gate.pending is None:
         _gate.pending = signum
         return
+    # Not held, or a second signal while one is pending: raise now, so
+    # Ctrl-C twice still interrupts a step stuck in a busy loop.
     _gate.pending = None
     raise exception_for(signum)
 

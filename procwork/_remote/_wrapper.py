@@ -1,47 +1,14 @@
 """The remote side of a remote run: the ``sh`` wrapper that starts the command.
 
-A remote command is started as ``exec /bin/sh -c WRAPPER marker nice cwd
-grace watch ARGV...`` (:func:`command`). :data:`WRAPPER` (POSIX ``sh``;
-``dash`` runs it) enters the working directory, checks that the command
-exists, reports the command's process group on the first line of stderr
-(``<marker> <pid>``, stripped by ``procwork/_remote/_channel.py``) and ``exec``\\ s the
-command, which keeps the wrapper's pid: it leads the group sshd made for the
-session (or the one ``setsid`` makes), and its exit status or signal reaches
-the client unchanged.
+:func:`command` builds the exec request: ``exec /bin/sh -c WRAPPER marker
+nice cwd grace watch ARGV...``. :data:`WRAPPER` (POSIX ``sh``) reports the
+command's process group on the first line of stderr and ``exec``-s the
+command, which keeps its pid and leads the group; :data:`WATCHER`, started
+first, kills that group when the session's sshd dies (EOF on the session's
+stdin, or a poll every :data:`WATCH_INTERVAL` seconds for a run that reads
+its stdin). Standard library only.
 
-Before that it starts :data:`WATCHER`, which kills the command's group when
-the session dies under it: sshd SIGKILLed, or sshd exiting because the
-connection dropped (the client's program died, the network broke). Nothing
-else would: an exec channel has no terminal, so no SIGHUP; the command's
-pipes close, but a silent ``sleep`` never writes to notice. The watcher
-learns it one of two ways, chosen per run:
-
-- **stdin** (a run without input, the common case): the command gets
-  ``/dev/null`` and the watcher keeps the session's stdin, which the client
-  never closes. sshd closes it only after it has reaped the command (checked
-  against OpenSSH 9.2), or when it dies or the channel closes. So EOF with
-  the command still alive means the session is gone. Until then the watcher
-  is one shell blocked in ``read``: no wake-up, no CPU; it exits as soon as
-  a normal run ends.
-- **polling** (a run whose stdin the command reads): every
-  :data:`WATCH_INTERVAL` seconds a ``sleep`` and two ``kill -s 0`` (shell
-  builtins): is the command alive, is the sshd that started it (the
-  wrapper's ``$PPID``) alive. It exits at the first poll after the command
-  ends. Its limits: a dead sshd counts as alive until its parent reaps it (a
-  zombie answers ``kill``), or while its pid is reused by another process;
-  and if sshd died before the wrapper even started, ``$PPID`` is already
-  init and nothing is seen. (The wrapper checks, while sshd is surely
-  alive, that it may signal it at all; otherwise no polling watcher.)
-
-Then: SIGTERM to the group, ``grace`` seconds (whole, as POSIX ``sleep``
-takes them), SIGKILL. The watcher is in the command's group (so every kill
-of the group kills it too; with ``setsid``, in the wrapper's first group
-instead) but not its child: it is started from a subshell that exits at
-once, so the command never sees (or reaps) a child it did not start. It
-runs as ``/bin/sh -c WATCHER procwork-watch PID ...``, so ``ps`` and
-``pgrep -f`` do not take it for a copy of the command. It checks the pid it
-would signal first; that pid cannot be reused while the watcher, a member
-of its group, lives (Linux frees a group id with its last member).
+Design: ARCHITECTURE.md, "The remote wrapper".
 """
 
 from __future__ import annotations

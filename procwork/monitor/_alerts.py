@@ -1,30 +1,14 @@
-"""Alerts: what acts on events, a command or a webhook.
+"""Alerts: what acts on events, a command, a webhook or a mail.
 
-The events are :mod:`procwork.monitor._events`'. An ``[[alert]]`` in the
-config names the events it wants and what to do:
+An ``[[alert]]`` (:class:`AlertSpec`) names the events it wants
+(:mod:`procwork.monitor._events`) and runs a command (``critical``, the event
+in environment variables), POSTs a webhook (:mod:`procwork.monitor._webhook`)
+or sends a mail (:mod:`procwork.monitor._mail`) for each.
+:class:`AlertDispatcher` runs at most ``max_in_flight`` deliveries per alert
+and queues at most ``max_queued`` more, dropping (and counting) the oldest,
+so a storm of events cannot flood an overloaded machine.
 
-- ``command``: run it (through the scheduler, ``critical``), with the event
-  in environment variables (``PROCWORK_EVENT``, ``PROCWORK_NAME``,
-  ``PROCWORK_STATE``, ...; see :meth:`Event.environ`);
-- ``webhook``: POST the event as JSON (:meth:`Event.to_dict`) to a URL with
-  Twisted's HTTP client, with a ``timeout`` per attempt and ``retries``
-  more attempts ``retry_delay`` seconds apart when it fails (no answer, or
-  an answer that is not 2xx). Of a reply at most 64 KiB of body is read and
-  the connection is closed when the attempt ends, however it ends
-  (:mod:`procwork.monitor._webhook`).
-
-However many events come at once, an alert runs at most ``max_in_flight``
-deliveries (a webhook's retries hold the delivery's slot); the events past
-that wait in its queue, first in first out, at most ``max_queued`` of them.
-A full queue drops its oldest event for the new one, since the newest state
-is what an operator needs: counted in the alert's ``dropped``, logged once
-when the dropping starts and once, with the count, when the queue drains.
-So when two hundred checks fail together on an overloaded machine, the
-alerts add a few processes or requests to its load, not six hundred, and
-the monitor's memory stays bounded.
-
-What each alert did (its last result and output) is kept in
-:attr:`AlertDispatcher.status` and logged.
+Design: ARCHITECTURE.md, "Alerts".
 """
 
 from __future__ import annotations
@@ -45,10 +29,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from procwork import _validate as validate
-from procwork._fields import keyed, spec_class
+from procwork._fields import NOT_IN_FILE, keyed, spec_class
 from procwork._reactor import Reactor, default_reactor
 from procwork._result import Result
 from procwork.monitor._events import EVENTS, OUTPUT_TAIL, Event
+from procwork.monitor._mail import MailRefused, MailServer, compose, send_mail
 from procwork.monitor._webhook import Reply, describe_failure, post, webhook_agent
 
 __all__ = ["EVENTS", "AlertDispatcher", "AlertSpec", "AlertStatus", "Event"]
@@ -83,10 +68,15 @@ class AlertSpec:
             shell) with the event in its environment; kept as a tuple.
         webhook: Or POST the event as JSON to this ``http://`` or
             ``https://`` URL.
-        timeout: Seconds a command or one webhook attempt may take
-            (default 10).
-        retries: Webhook attempts after a failed one (default 3).
-        retry_delay: Seconds between webhook attempts (default 1).
+        mail: Or mail the event to these addresses (one, or a list; kept
+            as a tuple), through ``smtp``.
+        smtp: The SMTP server of a mail alert: the config loader sets it
+            from ``[monitor] smtp`` and ``smtp_from`` (not a key of the
+            ``[[alert]]`` table).
+        timeout: Seconds a command, or one webhook or mail attempt, may
+            take (default 10).
+        retries: Webhook or mail attempts after a failed one (default 3).
+        retry_delay: Seconds between those attempts (default 1).
         max_in_flight: Deliveries (a command running, a webhook with its
             retries) at once, at most (default 4). Keeps a storm of
             events from adding hundreds of processes or requests to a
@@ -122,6 +112,10 @@ class AlertSpec:
     webhook: str | None = attrs.field(
         default=None, validator=validate.optional(validate.url)
     )
+    mail: tuple[str, ...] | None = attrs.field(
+        default=None, converter=converters.optional(validate.mail_addresses)
+    )
+    smtp: MailServer | None = attrs.field(default=None, metadata=NOT_IN_FILE)
     timeout: float = attrs.field(
         default=10.0, converter=validate.duration, validator=validate.positive
     )
@@ -133,13 +127,28 @@ class AlertSpec:
     max_queued: int = attrs.field(default=100, validator=validate.whole(0))
 
     def __attrs_post_init__(self) -> None:
-        if (self.command is None) == (self.webhook is None):
-            raise validate.Invalid("needs a command or a webhook (one of them)")
+        kinds = (self.command, self.webhook, self.mail)
+        if sum(kind is not None for kind in kinds) != 1:
+            raise validate.Invalid(
+                "needs a command, a webhook or mail (one of them; for two, "
+                "write two alerts)"
+            )
 
     @property
     def argv(self) -> tuple[str, ...] | None:
-        """The command, or None for a webhook (the same as ``command``)."""
+        """The command, or None for a webhook or mail (as ``command``)."""
         return self.command
+
+    @property
+    def target(self) -> str:
+        """Where its deliveries go, for the log."""
+        if self.command is not None:
+            return shlex.join(self.command)
+        if self.webhook is not None:
+            return self.webhook
+        mail = ", ".join(self.mail or ())
+        via = "no SMTP server" if self.smtp is None else self.smtp
+        return f"mail to {mail} via {via}"
 
     def wants(self, event: Event) -> bool:
         """Whether this alert acts on ``event``."""
@@ -198,6 +207,21 @@ class _Alert:
 
 
 RunFunction = Callable[..., "Deferred[Result]"]
+
+#: A delivery's outcome: ``(ok, result, output)``.
+_Outcome = tuple[bool, str, str]
+
+
+@dataclass(frozen=True)
+class _Again:
+    """An attempt's answer that is worth another attempt (``why`` it failed)."""
+
+    why: str
+
+
+#: Makes one attempt of a delivery: a Deferred of its :data:`_Outcome`, or
+#: :class:`_Again`, or a failure (tried again too).
+_Attempt = Callable[[], "Deferred[Any]"]
 
 
 class AlertDispatcher:
@@ -332,7 +356,6 @@ class AlertDispatcher:
         status.sent += 1
         status.last_event = event.event
         status.last_time = event.time
-        target = shlex.join(spec.argv) if spec.argv else spec.webhook
         # The monitor's own chatter: at debug, so that a storm of deliveries
         # does not bury the lines that matter (what failed is a warning).
         _log.debug(
@@ -340,12 +363,14 @@ class AlertDispatcher:
             alert=spec.name,
             event=event.event,
             name=event.name,
-            target=target,
+            target=spec.target,
         )
         if spec.argv is not None:
             d = self._command(spec, event)
+        elif spec.webhook is not None:
+            d = self._attempts(spec, "webhook", self._post(spec, event), number=1)
         else:
-            d = self._webhook(spec, event, attempt=1)
+            d = self._attempts(spec, "mail", self._mail(spec, event), number=1)
         alert.running.add(d)
         alert.recount()
         d.addBoth(self._done, alert, d)
@@ -411,15 +436,76 @@ class AlertDispatcher:
 
         return d.addCallback(described)
 
-    # -- a webhook ------------------------------------------------------------
+    # -- a webhook or a mail: attempts, each timed, retried ----------------------
 
-    def _webhook(self, spec: AlertSpec, event: Event, attempt: int) -> Deferred[Any]:
+    def _post(self, spec: AlertSpec, event: Event) -> _Attempt:
+        """One webhook attempt: a POST of the event."""
         assert spec.webhook is not None
-        if self._agent is None:
-            self._agent = webhook_agent(self._reactor)
-        d: Deferred[Any] = post(
-            self._agent, spec.webhook, json.dumps(event.to_dict()).encode()
-        )
+        url, body = spec.webhook, json.dumps(event.to_dict()).encode()
+
+        def attempt() -> Deferred[Any]:
+            if self._agent is None:
+                self._agent = webhook_agent(self._reactor)
+            d: Deferred[Reply] = post(self._agent, url, body)
+
+            def answered(reply: Reply) -> _Outcome | _Again:
+                if not reply.ok:
+                    return _Again(reply.describe())
+                return (True, f"webhook {reply.describe()}", reply.text(OUTPUT_TAIL))
+
+            return d.addCallback(answered)
+
+        return attempt
+
+    def _mail(self, spec: AlertSpec, event: Event) -> _Attempt:
+        """One mail attempt: the event's message (made once for all the
+        attempts, so they carry the same Message-ID) to the alert's
+        addresses."""
+        assert spec.mail is not None
+        server, recipients = spec.smtp, spec.mail
+        message = b""
+        if server is not None:
+            sender = server.sender_address()
+            message = compose(
+                event, sender=sender, recipients=recipients, alert=spec.name
+            )
+
+        def attempt() -> Deferred[Any]:
+            if server is None:
+                from twisted.internet.defer import succeed
+
+                why = "mail: no SMTP server to send it through ([monitor] smtp)"
+                return succeed((False, why, ""))
+            d = send_mail(self._reactor, server, recipients, message)
+
+            def accepted(answer: Any) -> _Outcome:
+                return (
+                    True,
+                    f"mail accepted by {server} for {answer.recipients} "
+                    f"address{'es' if answer.recipients != 1 else ''}: {answer.reply}",
+                    answer.reply,
+                )
+
+            def refused(failure: Failure) -> Any:
+                error = failure.value
+                if isinstance(error, MailRefused):
+                    if error.permanent:  # would be refused again
+                        return (False, f"mail {error} (by {server})", "")
+                    return _Again(str(error))
+                return failure
+
+            return d.addCallbacks(accepted, refused)
+
+        return attempt
+
+    def _attempts(
+        self, spec: AlertSpec, kind: str, attempt: _Attempt, number: int
+    ) -> Deferred[Any]:
+        """Make ``attempt`` (attempt ``number``), each within the alert's
+        ``timeout``; after a failed one, another ``retry_delay`` later, at
+        most ``retries`` more. Fires with the outcome ``(ok, result,
+        output)``."""
+        d = attempt()
         # Not Deferred.addTimeout: cancelling the Agent's request fails with
         # its own errors (ConnectingCancelledError, ...), not CancelledError,
         # so only this flag tells a timeout from the rest.
@@ -438,14 +524,15 @@ class AlertDispatcher:
 
         d.addBoth(disarm)
 
-        def retry(failure: Failure | None, why: str) -> Deferred[Any] | Any:
-            if attempt > spec.retries:
-                return (False, f"webhook gave up after {attempt} attempts: {why}", "")
+        def retry(why: str) -> Deferred[Any] | _Outcome:
+            if number > spec.retries:
+                return (False, f"{kind} gave up after {number} attempts: {why}", "")
             _log.warn(
-                "alert {alert}: webhook attempt {attempt} failed: {why}; "
+                "alert {alert}: {kind} attempt {attempt} failed: {why}; "
                 "retrying in {delay:g} s",
                 alert=spec.name,
-                attempt=attempt,
+                kind=kind,
+                attempt=number,
                 why=why,
                 delay=spec.retry_delay,
             )
@@ -453,13 +540,13 @@ class AlertDispatcher:
             call = self._reactor.callLater(spec.retry_delay, later.callback, None)
             # Cancelled while waiting (the monitor stops): no more attempts.
             later.addErrback(lambda f: (call.cancel() if call.active() else None, f)[1])
-            later.addCallback(lambda _: self._webhook(spec, event, attempt + 1))
+            later.addCallback(lambda _: self._attempts(spec, kind, attempt, number + 1))
             return later
 
-        def answered(reply: Reply) -> Any:
-            if not reply.ok:
-                return retry(None, reply.describe())
-            return (True, f"webhook {reply.describe()}", reply.text(OUTPUT_TAIL))
+        def answered(outcome: _Outcome | _Again) -> Any:
+            if isinstance(outcome, _Again):
+                return retry(outcome.why)
+            return outcome
 
         def failed(failure: Failure) -> Any:
             if self._stopping and not expired:
@@ -469,7 +556,7 @@ class AlertDispatcher:
                 if expired
                 else describe_failure(failure)
             )
-            return retry(failure, why)
+            return retry(why)
 
         d.addCallbacks(answered, failed)
         return d

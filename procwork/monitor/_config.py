@@ -49,6 +49,7 @@ from procwork.monitor._configfiles import (
 )
 from procwork.monitor._didyoumean import FOREIGN_KEYS, Foreign, unknown_key
 from procwork.monitor._logsocket import DEFAULT_PATHS, FACILITIES, SYSLOG_FORMATS
+from procwork.monitor._mail import MailServer
 from procwork.monitor._names import family_of
 from procwork.monitor._rules import Rule
 from procwork.supervisor import ServiceSpec
@@ -115,6 +116,12 @@ def _socket_text(config: MonitorConfig) -> str | bool | None:
     return config.socket if config.control else False
 
 
+def _smtp_text(config: MonitorConfig) -> str | None:
+    if config.smtp is None:
+        return None
+    return str(MailServer(*config.smtp))
+
+
 @spec_class(
     "[monitor]", entry=lambda arguments: f"{arguments.get('source')}: [monitor]"
 )
@@ -169,6 +176,10 @@ class MonitorConfig:
             ``{instance}`` (``numprocs``), by family name (``worker`` for
             ``worker-{instance}``): ``procwork ctl restart worker`` names
             them all (see :func:`~procwork.monitor._names.family_of`).
+        smtp: ``(host, port)`` of the SMTP server mail alerts are sent
+            through (TOML: ``"HOST:PORT"``; port 25 if left out); None for
+            none.
+        smtp_from: The sender of mail alerts; None for ``procwork@HOSTNAME``.
 
     Raises:
         ConfigError: A key is invalid; the message names the source, the
@@ -244,6 +255,20 @@ class MonitorConfig:
     families: tuple[tuple[str, tuple[str, ...]], ...] = attrs.field(
         default=(), eq=False, metadata=NOT_IN_FILE
     )
+    # Mail alerts (see _mail.py).
+    smtp: tuple[str, int] | None = attrs.field(
+        default=None, converter=validate.smtp_address, metadata=toml(write=_smtp_text)
+    )
+    smtp_from: str | None = attrs.field(
+        default=None, validator=validate.optional(validate.mail_address)
+    )
+
+    @property
+    def mail_server(self) -> MailServer | None:
+        """Where mail alerts go (``smtp`` and ``smtp_from``), if anywhere."""
+        if self.smtp is None:
+            return None
+        return MailServer(*self.smtp, sender=self.smtp_from)
 
 
 def load_config(
@@ -338,6 +363,7 @@ def parse_config(
     checks: list[CheckSpec] = []
     rules: list[Rule] = []
     alerts: list[AlertSpec] = []
+    mailing: list[tuple[int, str]] = []  # (index, where) of the mail alerts
     where_of: dict[tuple[str, str], str] = {}  # (kind, name) -> where defined
     # What must exist on this machine, checked once the config is consistent.
     runnable: list[
@@ -392,12 +418,14 @@ def parse_config(
                     command = (file.path(command[0]), *command[1:])
                     alert = attrs.evolve(alert, command=command)
                 runnable.append((command, f"{where} command", file, None, None))
+            if alert.mail is not None:
+                mailing.append((len(alerts), where))
             alerts.append(alert)
 
     if check_system:
         for argv, where, file, cwd, env in runnable:
             _runnable(argv, where, file, cwd, env)
-    return MonitorConfig(
+    config = MonitorConfig(
         source=source,
         services=tuple(services),
         checks=tuple(checks),
@@ -407,6 +435,27 @@ def parse_config(
         families=tuple((name, tuple(names)) for name, names in families.items()),
         **_monitor_keys(monitor, files[0]),
     )
+    return _with_mail_server(config, mailing)
+
+
+def _with_mail_server(
+    config: MonitorConfig, mailing: Sequence[tuple[int, str]]
+) -> MonitorConfig:
+    """The mail alerts given ``[monitor] smtp``'s server; one without it is
+    refused, naming the alert."""
+    server = config.mail_server
+    if not mailing:
+        return config
+    if server is None:
+        raise ConfigError(
+            f"{mailing[0][1]}: mail needs the SMTP server to send it through: "
+            f'smtp = "HOST:PORT" in [monitor] (e.g. "127.0.0.1:25", the '
+            "machine's relay)"
+        )
+    alerts = list(config.alerts)
+    for index, _where in mailing:
+        alerts[index] = attrs.evolve(alerts[index], smtp=server)
+    return attrs.evolve(config, alerts=tuple(alerts))
 
 
 def _monitor_keys(monitor: Mapping[str, Any], main: ConfigFile) -> dict[str, Any]:

@@ -1,38 +1,14 @@
 """The control socket's server: connections, and the bounds that keep them cheap.
 
-Nothing a client does may stall the monitor, grow its memory or take its
-file descriptors (which its checks and services need):
+:class:`ControlServer` makes at most ``control_max_connections``
+connections (an idle one makes room; otherwise a ``busy`` refusal); each
+:class:`_Connection` checks its peer (``SO_PEERCRED``), reads bounded request
+lines, hands them to the :class:`~procwork.monitor._control.Controller`, is
+closed when idle, and is the push producer of its transport, so a client
+that does not read gets nothing more queued (a follower's lines are counted
+instead).
 
-- **At most ``control_max_connections`` at once.** A new connection over
-  the cap takes the place of the one that has been idle longest (idle for
-  :data:`EVICT_AFTER` seconds at least), which is told why and closed; if
-  none is idle, the newcomer gets a one-line refusal (``"busy": true``, so
-  ``procwork ctl`` tries again within its ``--timeout``) and is closed.
-  A pile of idle connections therefore never locks the operator out. At
-  most :data:`CLOSING_AT_ONCE` connections are being closed at a time (a
-  closing one keeps its descriptor until its last line is out); past it,
-  a newcomer over the cap is closed as soon as accepted, without a line.
-  The descriptors held stay under the cap plus that many, whatever comes.
-- **Idle connections are closed** after ``control_idle_timeout`` seconds,
-  with a line saying so. Idle means: no request being answered, and not a
-  follower that is receiving; a ``tail -f`` follower is not idle while it
-  reads what it is sent, however quiet the service.
-- **A bounded write buffer per client.** Each connection is a push
-  producer of its transport (Twisted's ``registerProducer``): once the
-  transport holds more than its ``bufferSize`` (64 KiB) unsent, it pauses
-  the connection, which then stops reading requests and, when following,
-  counts the lines it does not send instead of queueing them. When the
-  client has read everything, the connection resumes and a follower gets
-  one ``{"skipped": {"lines": N, "bytes": B}}`` line first. A follower
-  paused for ``control_idle_timeout`` is cut off (the monitor logs it).
-- **Bounded requests.** A request line longer than :data:`MAX_LINE` is
-  answered with an error and skipped to its end; the connection stays
-  usable. Malformed, deeply nested, non-UTF-8 or ill-typed requests get an
-  error answer on the same connection (see :func:`decode` and
-  :func:`parse_request`).
-
-Who may connect at all is checked per connection with ``SO_PEERCRED`` (see
-:mod:`procwork.monitor._control`).
+Design: ARCHITECTURE.md, "The control socket".
 """
 
 from __future__ import annotations

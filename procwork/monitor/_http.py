@@ -1,28 +1,16 @@
 """The monitor's HTTP endpoint: the status page (HTML for browsers, JSON for
 programs) and metrics as Prometheus text.
 
-The endpoint must never cost the monitor its checks: at most
-``max_connections`` are served at once (a new one past that is closed as
-soon as it is accepted, so idle clients cannot take every file descriptor),
-an idle connection is closed after ``IDLE_TIMEOUT`` seconds, and requests
-are not logged one line each.
+:func:`StatusSite` serves ``/``, ``/status.json``, ``/metrics`` and, when the
+config allows it, ``POST /control``; :class:`CappedFactory` caps the
+connections; :class:`Guard` decides from a request's head, before any body
+is read, what the endpoint takes, and counts what it refuses.
 
-It is read-only unless the config says ``http_control = true`` (with an
-``http_token``): then ``POST /control`` takes a request of the control
-protocol as its JSON body, from a client that sends ``Authorization: Bearer
-TOKEN``, and answers as the control socket does.
+With ``http_control``, ``GET /tail`` answers a service's last lines to
+clients with the token (:class:`_Tail`), and requests a browser marks as
+coming from another site are refused (:meth:`Guard.cross_site`).
 
-A client cannot make it read what it will refuse. Whether a request may
-have a body is decided from its head, before any of the body is read
-(:class:`_GuardedChannel`): only an authorized ``POST /control`` may, of at
-most :data:`MAX_BODY` bytes (a chunked one is cut off there while it is
-read); any other body is answered at once (401 without the token, 403 while
-control is off, 413 when it is too long or the path takes none) and the
-connection closed. A body is kept in memory, never in a temporary file as
-twisted.web does past 100 KiB. Malformed input (a bad request line or
-header, headers over 16 KiB, JSON that is not a control request: invalid,
-not UTF-8, nested too deep, of the wrong types) is a 400 that says why.
-Refused requests are counted by status (:attr:`Guard.refused`).
+Design: ARCHITECTURE.md, "The HTTP endpoint".
 """
 
 from __future__ import annotations
@@ -92,6 +80,19 @@ _CONTROL_OFF = (
 )
 _NEEDS_TOKEN = "a control request needs 'Authorization: Bearer TOKEN'"
 
+#: Lines a ``GET /tail`` answers by default, and at most.
+TAIL_LINES = 200
+MAX_TAIL_LINES = 1000
+
+#: Bytes of lines (as JSON) a ``GET /tail`` answer holds, at most: the
+#: oldest lines are left out past it (and counted).
+MAX_TAIL_BYTES = 64 * 1024
+
+#: The last lines a service printed on a stream: ``(service, stream,
+#: count)``; raises a LookupError for no such service, a ValueError for no
+#: such stream (the supervisor's ``output``).
+TailFunction = Callable[[str, str, int], list[str]]
+
 
 def _answer_body(answer: Any) -> bytes:
     return json.dumps(answer, sort_keys=True).encode() + b"\n"
@@ -136,6 +137,36 @@ class Guard:
         # of a guess was right.
         return len(given) == 1 and hmac.compare_digest(given[0], self._expected)
 
+    def cross_site(self, headers: Headers) -> str | None:
+        """Why a request comes from another site, as a browser says it
+        (None: it does not, or no browser sent it).
+
+        ``Sec-Fetch-Site`` (which a page cannot set) must be ``same-origin``
+        or ``none`` (typed by the user): ``same-site`` is refused too, as
+        another port of this host is the same site. ``Origin``, if sent,
+        must be this endpoint's own: ``http://`` or ``https://`` (behind a
+        proxy) and the request's ``Host``. Clients that are not browsers
+        (``curl``, scripts) send neither.
+        """
+        fetch_site = headers.getRawHeaders(b"sec-fetch-site")
+        if fetch_site is not None and fetch_site[-1].lower() not in (
+            b"same-origin",
+            b"none",
+        ):
+            return (
+                "cross-site request refused: a page of another site "
+                f"(Sec-Fetch-Site: {_printable(fetch_site[-1])}) may not send it"
+            )
+        origin = headers.getRawHeaders(b"origin")
+        if origin is not None:
+            host = (headers.getRawHeaders(b"host") or [b""])[-1]
+            if not host or origin[-1] not in (b"http://" + host, b"https://" + host):
+                return (
+                    f"cross-site request refused: Origin {_printable(origin[-1])} "
+                    "is not this monitor's"
+                )
+        return None
+
     def count(self, code: int) -> None:
         """One more request refused with ``code``."""
         self.refused[code] = self.refused.get(code, 0) + 1
@@ -160,6 +191,8 @@ class Guard:
             )
         if not self.control:
             return 403, _CONTROL_OFF
+        if (why := self.cross_site(headers)) is not None:
+            return 403, why
         if not self.authorized(headers):
             return 401, _NEEDS_TOKEN
         if length is not None and length > self.max_body:
@@ -187,6 +220,7 @@ class _GuardedChannel(HTTPChannel):
     """
 
     _refused = False
+    _stalled = False  # the client reads nothing: the transport's buffer is full
     site: _StatusSite  # set by Site.buildProtocol on the channel it builds
 
     def _guard(self) -> Guard:
@@ -212,6 +246,25 @@ class _GuardedChannel(HTTPChannel):
         transport: Any = self.transport
         transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
         self.loseConnection()
+
+    # twisted.web goes on to the next pipelined request when one is done,
+    # even while the client reads none of the answers: a client sending a
+    # thousand requests and reading nothing would have a thousand answers
+    # piled up in the transport's buffer (64 MiB of tails). Once the
+    # transport has asked to pause (its buffer holds more than 64 KiB
+    # unsent), the answer being written is the connection's last.
+    def pauseProducing(self) -> None:
+        self._stalled = True
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._stalled = False
+        super().resumeProducing()
+
+    def requestDone(self, request: Request) -> None:
+        if self._stalled:
+            self.persistent = False  # closed after this answer, not reused
+        super().requestDone(request)
 
     def allHeadersReceived(self) -> None:
         request = self.requests[-1]
@@ -313,11 +366,21 @@ class _Control(Resource):
         request.setHeader(b"allow", b"POST")
         return self._answer(request, 405, _refusal("POST a control request here"))
 
+    def render_OPTIONS(self, request: Request) -> bytes:
+        # A CORS preflight: never granted, no other origin may send these.
+        self._guard.count(405)
+        request.setHeader(b"allow", b"GET, POST")
+        return self._answer(
+            request, 405, _refusal("no cross-origin requests: there is no CORS here")
+        )
+
     def render_POST(self, request: Request) -> Any:
         # A request with a body was let through by the guard only with the
         # token; one without a body is checked here.
         if self._control is None or not self._guard.control:
             return self._refused(request, 403, _CONTROL_OFF)
+        if (why := self._guard.cross_site(request.requestHeaders)) is not None:
+            return self._refused(request, 403, why)
         if not self._guard.authorized(request.requestHeaders):
             request.setHeader(b"www-authenticate", b'Bearer realm="procwork"')
             return self._refused(request, 401, _NEEDS_TOKEN)
@@ -342,15 +405,105 @@ class _Control(Resource):
         return NOT_DONE_YET
 
 
+class _Tail(_Control):
+    """``GET /tail?service=NAME&stream=stdout&lines=200``: the last lines a
+    service printed, for the page's live tail (polled). With the token only,
+    and from no other site: output may hold secrets.
+
+    An answer holds at most :data:`MAX_TAIL_LINES` lines and
+    :data:`MAX_TAIL_BYTES` of them; the monitor keeps nothing per client,
+    so a client that stops polling (or reading) costs it nothing more than
+    its connection, which the idle timeout closes.
+    """
+
+    def __init__(self, tail: TailFunction | None, guard: Guard) -> None:
+        super().__init__(None, guard)
+        self._tail = tail
+
+    def render_POST(self, request: Request) -> Any:
+        request.setHeader(b"allow", b"GET")
+        return self._answer(request, 405, _refusal("GET the tail here"))
+
+    def render_GET(self, request: Request) -> bytes:
+        if self._tail is None or not self._guard.control:
+            return self._refused(request, 403, _CONTROL_OFF)
+        if (why := self._guard.cross_site(request.requestHeaders)) is not None:
+            return self._refused(request, 403, why)
+        if not self._guard.authorized(request.requestHeaders):
+            request.setHeader(b"www-authenticate", b'Bearer realm="procwork"')
+            return self._refused(
+                request, 401, "a tail needs 'Authorization: Bearer TOKEN'"
+            )
+        try:
+            service, stream, count = _tail_query(request.args or {})
+        except ValueError as e:
+            return self._refused(request, 400, str(e))
+        try:
+            lines = self._tail(service, stream, count)
+        except LookupError as e:
+            # (A KeyError's str() is the repr of its message.)
+            return self._refused(request, 404, str(e.args[0] if e.args else e))
+        except ValueError as e:
+            return self._refused(request, 400, str(e))
+        kept: list[str] = []
+        size = 0
+        for line in reversed(lines):
+            size += len(json.dumps(line)) + 2
+            if size > MAX_TAIL_BYTES:
+                break
+            kept.append(line)
+        kept.reverse()
+        result = {
+            "service": service,
+            "stream": stream,
+            "lines": kept,
+            "cut": len(lines) - len(kept),  # left out to stay under the cap
+        }
+        return self._answer(request, 200, {"procwork": 1, "ok": True, "result": result})
+
+
+def _tail_query(args: dict[bytes, list[bytes]]) -> tuple[str, str, int]:
+    """``service``, ``stream`` (default stdout) and ``lines`` (default
+    :data:`TAIL_LINES`, at most :data:`MAX_TAIL_LINES`) of a tail's query.
+
+    Raises:
+        ValueError: one is missing or wrong; the message says which.
+    """
+
+    def one(key: bytes, default: str | None) -> str:
+        values = args.get(key)
+        if not values:
+            if default is None:
+                raise ValueError(f"{key.decode()}= is missing (/tail?service=NAME)")
+            return default
+        try:
+            return values[-1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{key.decode()}= is not UTF-8") from None
+
+    service = one(b"service", None)
+    stream = one(b"stream", "stdout")
+    if stream not in ("stdout", "stderr"):
+        raise ValueError(f"stream= must be stdout or stderr, not {stream[:40]!r}")
+    lines = one(b"lines", str(TAIL_LINES))
+    if not (lines.isascii() and lines.isdigit() and 1 <= int(lines) <= MAX_TAIL_LINES):
+        raise ValueError(
+            f"lines= must be a whole number from 1 to {MAX_TAIL_LINES}, "
+            f"not {lines[:40]!r}"
+        )
+    return service, stream, int(lines)
+
+
 class _Negotiated(Resource):
     """``/``: the HTML page to browsers, JSON to everyone else."""
 
     isLeaf = True
 
-    def __init__(self, json_leaf: _Leaf, page: Callable[[], str]) -> None:
+    def __init__(self, json_leaf: _Leaf, page: Callable[[], str], policy: str) -> None:
         super().__init__()
         self._json = json_leaf
         self._page = page
+        self._policy = policy.encode()
 
     def render_GET(self, request: Request) -> bytes:
         from procwork.monitor._page import wants_html
@@ -361,6 +514,13 @@ class _Negotiated(Resource):
             return self._json.render_GET(request)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
+        # Only the page's own script and style run, it talks to this
+        # endpoint alone, and no other site may frame it (a framed page's
+        # buttons could be clicked through a decoy).
+        request.setHeader(b"content-security-policy", self._policy)
+        request.setHeader(b"x-frame-options", b"DENY")
+        request.setHeader(b"referrer-policy", b"no-referrer")
+        request.setHeader(b"x-content-type-options", b"nosniff")
         return self._page().encode()
 
 
@@ -371,9 +531,10 @@ class _Root(Resource):
         metrics: Callable[[], list[Metric]],
         control: ControlFunction | None,
         guard: Guard,
+        tail: TailFunction | None = None,
     ):
         super().__init__()
-        from procwork.monitor._page import render_page
+        from procwork.monitor._page import content_policy, render_page
 
         json_leaf = _Leaf(
             b"application/json",
@@ -384,12 +545,18 @@ class _Root(Resource):
             lambda: prometheus_text(metrics()).encode(),
         )
         # Resource provides IResource through zope, which mypy cannot see.
-        root = _Negotiated(json_leaf, lambda: render_page(status()))
+        buttons = guard.control and tail is not None
+        root = _Negotiated(
+            json_leaf,
+            lambda: render_page(status(), control=buttons),
+            content_policy(control=buttons),
+        )
         self.putChild(b"", cast(IResource, root))
         self.putChild(b"status", cast(IResource, json_leaf))
         self.putChild(b"status.json", cast(IResource, json_leaf))
         self.putChild(b"metrics", cast(IResource, metrics_leaf))
         self.putChild(b"control", cast(IResource, _Control(control, guard)))
+        self.putChild(b"tail", cast(IResource, _Tail(tail, guard)))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         # Resource's default 404 page is deprecated (it does not escape HTML).
@@ -404,7 +571,8 @@ class _StatusSite(Site):
 
     # HTTPFactory's protocol builds a channel that may speak HTTP/2 (over
     # TLS, which this site never has); a plain HTTP/1.1 one is what we guard.
-    protocol = _GuardedChannel  # type: ignore[assignment]
+    # (The ignore: Twisted 26 annotates HTTPFactory.protocol, 25.5 does not.)
+    protocol = _GuardedChannel  # type: ignore[assignment, unused-ignore]
     requestFactory = _MemoryRequest
 
     def __init__(self, resource: Resource, guard: Guard, timeout: float) -> None:
@@ -421,13 +589,16 @@ def StatusSite(
     *,
     control: ControlFunction | None = None,
     token: str | None = None,
+    tail: TailFunction | None = None,
 ) -> _StatusSite:
     """A Site serving ``/`` (the status page to browsers, JSON to others),
     ``/status`` and ``/status.json`` (JSON) and ``/metrics`` (Prometheus),
-    and ``POST /control`` if given ``control`` and ``token``. Its ``guard``
-    (a :class:`Guard`) counts the requests it refused."""
+    and ``POST /control`` if given ``control`` and ``token``, and ``GET
+    /tail`` if given ``tail`` too (then the page has its buttons and its
+    tail). Its ``guard`` (a :class:`Guard`) counts the requests it refused."""
     guard = Guard(control is not None, token)
-    site = _StatusSite(_Root(status, metrics, control, guard), guard, IDLE_TIMEOUT)
+    root = _Root(status, metrics, control, guard, tail)
+    site = _StatusSite(root, guard, IDLE_TIMEOUT)
     site.displayTracebacks = False
     site.noisy = False
     return site

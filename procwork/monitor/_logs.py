@@ -8,7 +8,9 @@ A text line::
 date, time (local, milliseconds), level, where it comes from (a service's
 name and stream for its output, else the part of the monitor), the message.
 
-A JSON line (``--json-log``) is one object with these keys, and only these:
+A JSON line (``--json-log``) is one object with these keys, and only these
+(the schema is user-facing and documented here, where ``specs/supervision.md``
+points):
 
 - ``time``: ISO 8601 in UTC with milliseconds, ``"2026-12-01T15:30:00.123Z"``;
 - ``level``: ``"debug"``, ``"info"``, ``"warn"``, ``"error"`` or ``"critical"``;
@@ -26,18 +28,14 @@ A JSON line (``--json-log``) is one object with these keys, and only these:
 Twisted's own chatter is left out: "Site starting on ...", "(TCP Port ...
 Closed)", factory start/stop lines; its warnings and errors still show.
 
-``procwork monitor`` writes its lines through a
-:class:`~procwork.monitor._logwriter.LogWriter`, which never blocks: lines a
-stalled reader (a paused pager) cannot take are dropped, counted, and said
-in one line of their own (``log.dropped``) where they are missing. With
-``[monitor] log = "syslog"`` or ``"journald"`` they go to the local log
-daemon instead, as datagrams, by the same rules
-(:mod:`procwork.monitor._logsocket`).
-
-Which lines are logged is the :class:`LevelFilter`'s: ``[monitor]
-log_level`` (``debug``, ``info``, ``warn``, ``error``; default ``info``),
-or ``procwork monitor --log-level``, which wins over the config; a reload
-applies a changed ``log_level``.
+The lines go out through a :class:`~procwork.monitor._logwriter.LogWriter`,
+which never blocks (a ``log.dropped`` line says what a stalled reader
+missed), or, with ``[monitor] log = "syslog"`` or ``"journald"``, as
+datagrams to the local log daemon by the same rules
+(:mod:`procwork.monitor._logsocket`). Which lines are logged is the
+:class:`LevelFilter`'s: ``[monitor] log_level`` or ``procwork monitor
+--log-level``, which wins; a reload applies a changed ``log_level``.
+Design: ARCHITECTURE.md, "The monitor's own log".
 """
 
 from __future__ import annotations

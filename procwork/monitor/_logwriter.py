@@ -1,46 +1,13 @@
 """The monitor's own log output, written without ever blocking the reactor.
 
-``procwork monitor | less`` with the pager paused stops reading the pipe;
-once the pipe's 64 KiB are full, a plain ``write`` blocks, and with it the
-reactor: no check, no restart, no ``ctl`` answer, no SIGTERM. A
-:class:`LogWriter` never blocks: it writes what the descriptor takes at
-once, keeps the rest in a buffer of at most ``max_buffered`` bytes (whole
-lines), lets the reactor say when the descriptor is writable again, and,
-when the buffer is full, drops whole lines, counts them (:attr:`LogWriter.
-dropped`, ``procwork_log_lines_dropped_total`` in ``/metrics``) and says
-how many in one line where they are missing, once the reader has caught up
-(to half the buffer: a slow reader gets a notice per half buffer, not one
-per line).
+A :class:`LogWriter` writes what the descriptor takes at once, keeps the
+rest in a bounded buffer of whole lines, and when that is full drops lines,
+counts them and says how many where they are missing. It writes through a
+non-blocking path private to the monitor (a new open file description, or
+``send(MSG_DONTWAIT)``), leaving the description shared with the shell
+alone where it can.
 
-Never blocking without disturbing others. ``O_NONBLOCK`` is a flag of the
-*open file description*, which every process holding a copy of the
-descriptor shares: set on a terminal's, it would be set on the interactive
-shell's stdin too (the same description, opened once by the terminal and
-dup'ed to 0, 1 and 2), and a shell reading it gets ``EAGAIN``; set and then
-left behind by a SIGKILLed monitor, it stays. So the shared description is
-left alone wherever the kernel offers another way:
-
-- a pipe, a FIFO or a terminal is opened again through
-  ``/proc/self/fd/N``: a new open file description of the same pipe or
-  terminal, private to the monitor, made non-blocking (a paused terminal,
-  Ctrl-S, counts as a stalled reader too);
-- a socket (journald's stdout stream under systemd) is written with
-  ``send(MSG_DONTWAIT)``, non-blocking for that one call;
-- a regular file or ``/dev/null`` is written as it is: a write to them
-  never waits for a reader.
-
-Only when reopening is refused (a terminal owned by another user, after
-``su``) is ``O_NONBLOCK`` set on the shared description, and the flags
-are put back when the writer is closed: the monitor's exit. Shells cope
-with the flag (bash clears it when its read sees ``EAGAIN``), a blocked
-reactor does not.
-
-At exit, :meth:`LogWriter.close` writes what is buffered, waiting at most
-its ``timeout`` for the reader: the exit is never held up longer than that.
-
-Called from the reactor's thread; a line logged from another thread is
-taken too (a lock guards the buffer, and the reactor is told through
-``callFromThread``).
+Design: ARCHITECTURE.md, "The monitor's own log".
 """
 
 from __future__ import annotations

@@ -1,26 +1,13 @@
 """How late the monitor's reactor runs: its loop lag, and a warning when a
 turn blocks it.
 
-Everything the monitor does (checks, restarts, control answers, SIGTERM)
-waits for the reactor's next turn, so a turn that blocks (a slow disk
-under a log file, a bug, a SIGSTOP) delays all of it. :class:`LoopLag`
-arms a timer every ``every`` seconds (0.25) and measures how late it
-fires: the lag. A timer due at ``t`` and run at ``t + lag`` means the
-reactor was busy or blocked for at least ``lag`` seconds.
+:class:`LoopLag` arms a timer every ``every`` seconds and measures how late
+it fires: the largest lag of the last ``window`` seconds
+(``procwork_monitor_loop_lag_seconds``), the stalls over ``warn_over``
+seconds (``procwork_monitor_loop_stalls_total``), and a warning for them at
+most every ``warn_every`` seconds.
 
-- ``procwork_monitor_loop_lag_seconds`` (:attr:`LoopLag.recent_max`) is
-  the largest lag of the last ``window`` seconds (60): a gauge that keeps
-  a stall visible to a scrape every 15 or 30 s, whoever else scrapes (a
-  "since the last scrape" value would be reset by every scraper of an HA
-  pair). It is sampled every ``every`` seconds, so a lag shorter than
-  that may be missed; lags of interest are much longer.
-- ``procwork_monitor_loop_stalls_total`` (:attr:`LoopLag.stalls`) counts
-  the lags over ``warn_over`` seconds (1).
-- Such a lag is logged as a warning, at most once every ``warn_every``
-  seconds (60); the next warning says how many more there were.
-
-The clock is the reactor's (``seconds``), the one its timers run on: a
-step of the wall clock (not a slew) may show once as lag.
+Design: ARCHITECTURE.md, "Loop lag".
 """
 
 from __future__ import annotations

@@ -238,6 +238,8 @@ class Monitor:
             self.metrics,
             control=self._http_control if self.config.http_control else None,
             token=self.config.http_token,
+            # The page's live tail (with http_control only: output may be secret).
+            tail=self.supervisor.output if self.config.http_control else None,
         )
         self._http_guard = site.guard
         self._http_factory = CappedFactory(

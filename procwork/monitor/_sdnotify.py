@@ -1,28 +1,11 @@
 """systemd's notify protocol, spoken by ``procwork monitor`` (no dependency).
 
-Under ``Type=notify`` systemd passes a datagram socket in ``NOTIFY_SOCKET``
-(a path, or an abstract name written with a leading ``@``) and, with
-``WatchdogSec=``, the watchdog's period in ``WATCHDOG_USEC`` (and the pid
-it is meant for in ``WATCHDOG_PID``). The monitor sends, each as a
-datagram of ``KEY=value`` lines:
+Under ``Type=notify``, :class:`SystemdNotifier` sends ``READY=1``,
+``WATCHDOG=1`` (from a reactor timer, so a stalled reactor stops the pings),
+``STATUS=...`` and ``STOPPING=1`` as datagrams on ``NOTIFY_SOCKET``, never
+waiting: a datagram the socket does not take is dropped and counted.
 
-- ``READY=1`` once it has started its services (launched: a service that
-  crash-loops must not hold the start of the unit), its HTTP port and its
-  control socket; systemd then considers the unit started;
-- ``WATCHDOG=1`` every half ``WATCHDOG_USEC``, from a reactor timer: a
-  reactor that stalls stops the pings, and systemd kills and restarts the
-  monitor (whose lifeline then stops its services); a thread would ping on
-  while the monitor does nothing;
-- ``STATUS=...``, a one-line summary (services running, failing checks),
-  when it changes, at the same pace (every 5 s without a watchdog);
-- ``STOPPING=1`` when it starts stopping (SIGTERM, ``ctl shutdown``).
-
-The socket is non-blocking: a full socket buffer (systemd not reading)
-drops that datagram, counted in :attr:`SystemdNotifier.dropped`; nothing
-waits. A failure to send is logged once, with the count when sends work
-again. The three variables are removed from the monitor's environment, so
-services and checks do not inherit them (a service that speaks the protocol
-would otherwise talk to the monitor's unit).
+Design: ARCHITECTURE.md, "systemd's notify protocol".
 """
 
 from __future__ import annotations

@@ -1,24 +1,13 @@
 """The rules' tree-kill: stop a process and all its descendants, whole.
 
-A rule that signals acts on the matched process and its tree of descendants,
-found from ``/proc`` parent links when it acts (:func:`tree_of`), so a CGI's
-children die with it instead of being orphaned.
+:func:`tree_of` finds a matched process's descendants from ``/proc``
+parent links; :func:`freeze` stops the tree (SIGSTOP) until it is whole,
+:func:`signal_frozen` signals and thaws it, and :func:`kill_tree` does the
+same with SIGKILL ``grace`` seconds later (timed by the
+:class:`~procwork._escalation.Escalation` on a :class:`TreeTarget`).
+:func:`signal_process` signals only the very process that was found.
 
-Why the tree is frozen before it is signalled: signalling a running tree
-races with it. TERM or KILL the parent first, and its children are handed to
-init before they can be found by their parent link; signal the leaves first,
-and a parent that forks in a loop makes new ones behind us. A stopped
-process can neither exit nor fork, so :func:`freeze` stops the tree from the
-top down (SIGSTOP), re-scanning until a scan finds no one new: then it is
-whole and cannot move while it is signalled; :func:`signal_frozen` signals
-it and thaws it (SIGCONT, leaves first), so a SIGTERM can be handled. A
-``term`` rule's SIGKILL, ``grace`` seconds later (timed by
-:class:`~procwork._escalation.Escalation` on a :class:`TreeTarget`), finds
-the tree afresh and does the same (:func:`kill_tree`).
-
-A signal is only ever sent to the very process that was found: pids are
-reused, so a process is named by its pid *and* start time, and pidfds close
-the remaining race (:func:`signal_process`).
+Design: ARCHITECTURE.md, "The rules' tree-kill".
 """
 
 from __future__ import annotations

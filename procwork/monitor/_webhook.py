@@ -140,7 +140,9 @@ class _WireCounter(ProtocolWrapper):
     factory: _WireCap
 
     def __init__(self, factory: _WireCap, wrapped: Any) -> None:
-        super().__init__(factory, wrapped)  # type: ignore[arg-type]
+        # Twisted 26's annotations want an IProtocol here, 25.5's take any
+        # object: the ignore is needed on one and unused on the other.
+        super().__init__(factory, wrapped)  # type: ignore[arg-type, unused-ignore]
         self.received = 0
         self.exceeded = False
 

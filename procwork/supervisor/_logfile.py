@@ -1,47 +1,17 @@
 """A service's log file: rotated by size, found again when it is moved or
 deleted, and never failing in silence.
 
-What can go wrong with a file a long-running program writes, and what
-:class:`LogFile` does about it:
+A :class:`LogFile` writes unbuffered with ``O_APPEND``; a failed write is
+counted and reported once per burst (:class:`LogTrouble`); the path is
+compared with the open file at most every ``check_every`` seconds and
+opened again when they differ; no file grows past ``max_bytes`` (cut at a
+newline, ``backups`` kept). Called from the reactor's thread.
 
-- **A write fails** (a full disk, a quota, an I/O error): what could not be
-  written is lost, counted (:attr:`LogFile.errors`, the failed writes, and
-  :attr:`LogFile.lines_lost`) and said once per burst: one line when the
-  writes start failing, one with the number of lines lost when they work
-  again (the ``report`` callback). A short write is a failure of its
-  unwritten part: the data is written with ``os.write``, unbuffered, and
-  every count the kernel returns is looked at.
-- **The file is moved or deleted** (log rotation by another tool, a
-  careless ``rm``): the descriptor would go on writing to a file nobody
-  can find. At most every ``check_every`` seconds, and only when there is
-  something to write, the path is compared with the open file (``stat``
-  against ``fstat``: device and inode); when they differ the file is
-  opened again at the path, created if need be. The same comparison sees a
-  file truncated under it (``copytruncate``), and the file is opened with
-  ``O_APPEND``, so writes go on at its new end, with no hole before them.
-- **The directory is gone** (removed, or a file system not mounted): the
-  file cannot be opened; lines are lost (and counted) until it can, tried
-  again at most every ``check_every`` seconds. The directory is created
-  when the file is first opened, as a service's config asks for it, but
-  not again: a log directory that disappears while running is an operator's
-  business (an unmounted log volume must not be shadowed by a new directory
-  on the root file system), and writing resumes when it returns.
-- **An operator rotated it** and asks for a new file (``procwork ctl
-  reopen``): :meth:`LogFile.reopen`.
-
-Rotation is by size, as :class:`twisted.python.logfile.LogFile` does it
-(``path`` becomes ``path.1``, ``path.1`` becomes ``path.2``, ..., at most
-``backups`` kept), but a chunk is cut at its last newline that fits, so no
-file grows past ``max_bytes``, and a line that does not fit goes whole into
-the next file. Lines are whole even when a child writes block-buffered
-output (4 KiB chunks cut anywhere): what follows a chunk's last newline is
-held, per stream, until its newline comes, at most :data:`MAX_PARTIAL`
-bytes (a longer line is written as it comes, and may be cut by a
-rotation), and written as it is when the process ends or the file is
-closed. A line without its newline (a prompt) is thus in the file once it
-is ended, not before.
-
-Called from the reactor's thread (the service's output arrives there).
+Lines stay whole across a rotation even when a child writes block-buffered
+output: what follows a chunk's last newline is held, per stream, until its
+newline comes (at most :data:`MAX_PARTIAL` bytes; a longer line is written
+as it comes), and written as it is when the process ends or the file is
+closed. Design: ARCHITECTURE.md, "Service log files".
 """
 
 from __future__ import annotations
@@ -251,7 +221,9 @@ class LogFile:
     # -- opening, checking, rotating -----------------------------------------
 
     def _open(self) -> bool:
-        """Open ``path`` (created if missing, never its directory)."""
+        """Open ``path`` (created if missing, never its directory: a log
+        volume not mounted must not be shadowed by a new directory on the
+        root file system; writing resumes when it returns)."""
         try:
             fd = os.open(self.path, _FLAGS, 0o666)
         except OSError as e:

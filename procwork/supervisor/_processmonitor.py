@@ -1,33 +1,14 @@
 """A drop-in for :class:`twisted.runner.procmon.ProcessMonitor` on procwork's spawn.
 
-:class:`ProcessMonitor` *is* procmon (a subclass): the same constructor, the
-same methods and attributes (``addProcess``, ``removeProcess``,
-``startProcess``, ``stopProcess``, ``restartAll``, ``processes``,
-``protocols``, ``delay``, ``timeStarted``, ``murder``, ``restart``,
-``threshold``, ``killTime``, ``minRestartDelay``, ``maxRestartDelay``,
-``__getstate__``), the same restart arithmetic and the same log events, in
-procmon's own log namespace. What changes is how a child is started and
-stopped on a real reactor:
+:class:`ProcessMonitor` *is* procmon (a subclass, the same API, restart
+arithmetic and log events); on a stock posix reactor each child is a
+:class:`~procwork._spawn.GroupProcess` (its own process group, reaped in
+O(1)), stopped as a group by the one escalation, and killed when the reactor
+shuts down. Any other reactor is used exactly as procmon uses it. This
+module imports ``twisted.runner.procmon``, which imports the global reactor,
+so :mod:`procwork.supervisor` imports it on first use only.
 
-- it is a :class:`~procwork._spawn.GroupProcess`: it leads its own session
-  and process group, and is reaped in O(1) through a pidfd (procmon, through
-  ``reactor.spawnProcess``, costs a ``waitpid`` per live child at every
-  ``SIGCHLD``);
-- ``stopProcess`` sends SIGTERM to the whole process group and
-  ``killTime`` later SIGKILL to the group, so a service's grandchildren stop
-  with it; what is left of the group when the service exits is SIGKILLed
-  before it is reaped, so a restarted service never meets its predecessor's
-  children; and the children are terminated when the reactor shuts down.
-
-A reactor that is not a stock posix reactor (a test's ``MemoryReactor``, or
-a reactor with a ``spawnProcess`` of its own) is used exactly as procmon uses
-it: its ``spawnProcess`` is called and its transports signalled one process
-at a time. That is what keeps procmon's own tests passing unchanged (see
-``tests/supervisor/test_procmon_dropin.py``).
-
-This module imports :mod:`twisted.runner.procmon`, which imports the global
-reactor; :mod:`procwork.supervisor` therefore imports it on first use of
-``ProcessMonitor`` only.
+Design: ARCHITECTURE.md, "Services on procmon".
 """
 
 from __future__ import annotations

@@ -1,29 +1,16 @@
 """Supervised services: named long-running processes kept alive.
 
-Restarting with backoff is :class:`twisted.runner.procmon.ProcessMonitor`'s
-job, and it does it here too: procmon starts a service, schedules its restart
-when it exits (at once if it ran longer than a threshold, else after a delay
-that doubles up to a maximum) and SIGKILLs a process that does not stop in
-time. :class:`Supervisor` wraps it and adds what procmon lacks and
-supervisord/systemd users expect: a restart policy (always, on failure,
-never) with exit codes that count as success; at most ``max_restarts``
-restarts within ``restart_window`` seconds before giving up (state FATAL);
-a stop signal and timeout of each service's own, sent to its whole process
-group; start order (``after=``); services started only by name
-(``autostart=False``); env/cwd/nice/user/group/umask; output as structured
-log events; and a status per service.
+:class:`Supervisor` runs services on procmon (which starts them, schedules
+their restarts with backoff, and SIGKILLs one that does not stop in time)
+and adds what procmon lacks: restart policies and a restart limit, a stop
+signal and timeout per service sent to its whole process group, start
+order, services started by name, and a status per service. This module
+holds what happens at each start, exit and stop; the verdicts (``_restart``,
+``_order``), the spec (``_spec``), the state per service (``_service``), its
+child (``_child``) and the adapter onto procmon (``_procmon``) are rooms of
+their own.
 
-Every child is a :class:`~procwork._spawn.GroupProcess`: it leads its own
-process group, so stopping a service reaches its grandchildren too, and it is
-reaped in O(1) through a pidfd. procmon restarts every process that exits, so
-it is the tool for services only; one-shot runs (:func:`procwork.run`) use
-the same spawn machinery without it.
-
-This module holds what happens at each start, exit and stop. The verdicts are
-pure functions of their own (``_restart``: is an ended process restarted;
-``_order``: what a service waits for before it starts), and the spec
-(``_spec``), the state object per service (``_service``), its child
-(``_child``) and the adapter onto procmon (``_procmon``) have rooms too.
+Design: ARCHITECTURE.md, "Services on procmon".
 """
 
 from __future__ import annotations

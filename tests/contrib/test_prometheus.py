@@ -200,7 +200,7 @@ def alert_names() -> list[str]:
 def test_every_alert_and_recording_rule_passes_promtool_check_rules() -> None:
     done = tool("promtool", "check", "rules", str(RULES))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 14 rules found" in done.stdout
+    assert "SUCCESS: 17 rules found" in done.stdout
     assert set(alert_names()) >= {
         "ProcworkMonitorDown",
         "ProcworkServiceFatal",
@@ -282,7 +282,7 @@ def test_every_metric_a_rule_reads_is_served_on_a_real_monitors_metrics(
     recorded = set(re.findall(r"^\s*- record: (\S+)$", text, re.MULTILINE))
     served = {s.name for s in scraped}
     read = set().union(*(metric_names(e) for e in exprs))
-    assert len(exprs) == 14
+    assert len(exprs) == 17
     assert {"up", "procwork_service_state", "process_open_fds"} <= read
     assert read - served - recorded == {"up"}
 
@@ -297,6 +297,7 @@ def scenario(
       else does.
     - ``b:8642`` serves the same series, in trouble: the running service is
       restarted every minute, the rule signals every minute, the monitor
+      drops log lines, steady's log loses lines and the loop stalls, the monitor
       uses 90 % of its fds and a whole core, and it restarted 3 times.
     - ``c:8642`` cannot be scraped: ``up`` is 0 and it serves nothing.
     """
@@ -317,6 +318,13 @@ def scenario(
                     s.labels["outcome"] == "dropped"
                 ):
                     points = [s.value + 5 * m for m in per_minute]
+                elif s.name == "procwork_log_lines_dropped_total" or (
+                    s.name == "procwork_service_log_lines_lost_total"
+                    and s.labels == {"service": "steady"}
+                ):
+                    points = [s.value + 100 * m for m in per_minute]
+                elif s.name == "procwork_monitor_loop_stalls_total":
+                    points = [s.value + m for m in per_minute]
                 elif s.name == "process_open_fds":
                     points = [0.9 * max_fds for _ in per_minute]
                 elif s.name == "process_cpu_seconds_total":
@@ -369,6 +377,15 @@ def scenario(
             alert="pager",
             outcome="dropped",
         ),
+        alert("ProcworkMonitorLogDropping", "b:8642", "warning", "monitor"),
+        alert(
+            "ProcworkServiceLogFailing",
+            "b:8642",
+            "warning",
+            "service",
+            service="steady",
+        ),
+        alert("ProcworkMonitorStalling", "b:8642", "warning", "monitor"),
         alert("ProcworkMonitorFdsHigh", "b:8642", "warning", "monitor"),
         alert("ProcworkMonitorCpuHigh", "b:8642", "warning", "monitor"),
     ]
@@ -423,6 +440,22 @@ ANNOTATIONS = {
         "alert {alert} on {instance} drops events",
         "The alert {alert} on {instance} dropped 75 events in 15 minutes: more "
         "came than its max_in_flight and max_queued let it deliver.",
+    ),
+    "ProcworkMonitorLogDropping": (
+        "procwork monitor on {instance} drops log lines",
+        "The monitor on {instance} dropped 1.5k lines of its own log in 15 "
+        "minutes: its stdout is not read fast enough (a paused pager, a stuck "
+        "journal).",
+    ),
+    "ProcworkServiceLogFailing": (
+        "service {service} on {instance} loses log lines",
+        "1.5k lines of {service}'s output on {instance} could not be written to "
+        "its log files in 15 minutes (a full disk, or its log directory gone).",
+    ),
+    "ProcworkMonitorStalling": (
+        "procwork monitor on {instance} stalls",
+        "The monitor's event loop on {instance} stalled over 1 s 15 times in 15 "
+        "minutes (an overloaded machine, or a blocking bug).",
     ),
     "ProcworkMonitorFdsHigh": (
         "procwork monitor on {instance} uses most of its fds",

@@ -90,8 +90,10 @@ def test_by_default_an_alert_wants_every_event_but_service_started() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"webhook": None}, "alert 'hook': needs a command or a webhook"),
-        ({"command": "true"}, "needs a command or a webhook \\(one of them\\)"),
+        ({"webhook": None}, "alert 'hook': needs a command, a webhook or mail"),
+        ({"command": "true"}, "needs a command, a webhook or mail \\(one of them;"),
+        ({"mail": "ops@example.com"}, "needs a command, a webhook or mail"),
+        ({"webhook": None, "mail": "ops"}, "mail has 'ops', which is not a mail"),
         ({"events": ["chek.*"]}, "events has 'chek.\\*', which matches no event"),
         ({"timeout": 0}, "timeout must be a finite number > 0, not 0"),
         ({"retries": -1}, "retries must be a whole number >= 0, not -1"),

@@ -232,8 +232,8 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
             "[monitor]: unknown key 'verbose'; known keys: "
             "control_idle_timeout, control_max_connections, http, http_control, "
             "http_max_connections, http_token, json_log, log, log_level, max_load, "
-            "max_running, rules_every, socket, summary_every, syslog_facility, "
-            "syslog_format",
+            "max_running, rules_every, smtp, smtp_from, socket, summary_every, "
+            "syslog_facility, syslog_format",
             id="unknown-monitor-key-listed",
         ),
         pytest.param(
@@ -384,7 +384,8 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
         ),
         pytest.param(
             '[[alert]]\nname = "a"\n',
-            "[[alert]] #1 ('a'): needs a command or a webhook (one of them)",
+            "[[alert]] #1 ('a'): needs a command, a webhook or mail (one of them; "
+            "for two, write two alerts)",
             id="alert-without-action",
         ),
         pytest.param(
@@ -759,6 +760,6 @@ def test_relative_log_files_are_relative_to_the_config_files_directory(
 
 def test_the_effective_config_keeps_the_alerts() -> None:
     config = load_config(str(EXAMPLE))
-    assert [a.name for a in config.alerts] == ["log-to-syslog", "chat"]
+    assert [a.name for a in config.alerts] == ["log-to-syslog", "chat", "ops-mail"]
     again = parse_config(dump_config(config), str(EXAMPLE))
     assert again.alerts == config.alerts

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -26,9 +27,16 @@ import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
-from procwork.monitor._http import MAX_BODY, Guard, StatusSite
+from procwork.monitor._http import (
+    MAX_BODY,
+    MAX_TAIL_BYTES,
+    MAX_TAIL_LINES,
+    Guard,
+    StatusSite,
+)
 from procwork.monitor._metrics import http_metrics
 from procwork.monitor._protocol import MAX_DEPTH, ok
+from procwork.supervisor import NoSuchService
 from tests.support import drive_until, global_reactor, wait
 from tests.support.http import Exchange, endless, once, post, talk
 
@@ -62,6 +70,7 @@ class Served:
     counter: _CountingFactory
     requests: list[dict[str, Any]] = field(default_factory=list)
     temp_files: list[str] = field(default_factory=list)
+    tails: list[tuple[str, str, int]] = field(default_factory=list)
 
     @property
     def read(self) -> int:
@@ -88,6 +97,7 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Served]]:
     def start(
         control: bool = True,
         answer: Callable[[dict[str, Any]], Deferred[dict[str, Any]]] | None = None,
+        output: list[str] | None = None,
     ) -> Served:
         served = Served(0, Guard(False, None), _CountingFactory(None), temp_files=made)
 
@@ -95,11 +105,19 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Served]]:
             served.requests.append(message)
             return succeed(ok({"asked": message["command"]}))
 
+        def tail(service: str, stream: str, count: int) -> list[str]:
+            served.tails.append((service, stream, count))
+            if service != "web":
+                raise NoSuchService(f"no service named {service!r}")
+            lines = [f"line {i}" for i in range(1000)] if output is None else output
+            return lines[-count:]
+
         site = StatusSite(
             lambda: {"source": "t"},
             lambda: [],
             control=(answer or control_function) if control else None,
             token=TOKEN if control else None,
+            tail=tail,
         )
         served.guard = site.guard
         served.counter = _CountingFactory(site)
@@ -404,6 +422,243 @@ def test_a_request_without_a_body_is_served_as_before(
     seen = exchange(served, post("/control", 0))
     assert seen.code == 401  # no body, no token: the resource says so
     assert served.guard.refused == {401: 1}
+
+
+# -- no request from another site -----------------------------------------------
+
+
+CROSS_SITE = [
+    b"origin: http://evil.example\r\n",
+    b"origin: null\r\n",
+    b"origin: http://t:8080\r\n",  # another port of this host: another origin
+    b"sec-fetch-site: cross-site\r\n",
+    b"sec-fetch-site: same-site\r\n",  # another port is the same site
+]
+
+
+@pytest.mark.parametrize("header", CROSS_SITE)
+def test_a_post_from_another_site_is_refused_403_unread_even_with_the_token(
+    serve: Callable[..., Served], header: bytes
+) -> None:
+    """What a browser says of a request's origin is believed over the
+    token: a page of another site that somehow had it still may not."""
+    served = serve()
+    head = post("/control", HUGE, AUTH, header)
+    seen = exchange(served, head, endless())
+    assert seen.code == 403
+    assert seen.answer["error"].startswith("cross-site request refused: ")
+    assert served.read <= len(head) + ONE_READ
+    assert served.requests == []
+    assert served.guard.refused == {403: 1}
+
+
+@pytest.mark.parametrize("header", CROSS_SITE)
+def test_a_post_without_a_body_from_another_site_is_refused_403_too(
+    serve: Callable[..., Served], header: bytes
+) -> None:
+    served = serve()
+    seen = exchange(served, post("/control", 0, AUTH, header))
+    assert seen.code == 403
+    assert seen.answer["error"].startswith("cross-site request refused: ")
+    assert served.requests == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"",  # curl, procwork's clients: no browser, no origin
+        b"origin: http://t\r\nsec-fetch-site: same-origin\r\n",  # the page
+        b"origin: https://t\r\n",  # the page, behind a TLS proxy
+        b"sec-fetch-site: none\r\n",  # typed by the user
+    ],
+)
+def test_a_post_from_the_page_itself_or_from_no_browser_is_served(
+    serve: Callable[..., Served], headers: bytes
+) -> None:
+    served = serve()
+    body = json.dumps({"command": "stop", "names": ["web"]}).encode()
+    seen = exchange(served, post("/control", len(body), AUTH, headers), once(body))
+    assert (seen.code, seen.answer["result"]) == (200, {"asked": "stop"})
+
+
+def test_no_cors_header_is_ever_sent_and_a_preflight_is_not_allowed(
+    serve: Callable[..., Served],
+) -> None:
+    """A page of another origin may send the token only after a CORS
+    preflight (an OPTIONS request): it is refused, and no answer grants
+    anything to another origin."""
+    served = serve()
+    seen = exchange(
+        served,
+        b"OPTIONS /control HTTP/1.1\r\nhost: t\r\norigin: http://evil.example\r\n"
+        b"access-control-request-method: POST\r\n"
+        b"access-control-request-headers: authorization\r\nconnection: close\r\n\r\n",
+    )
+    assert seen.code == 405
+    body = json.dumps({"command": "status"}).encode()
+    served_post = exchange(served, post("/control", len(body), AUTH), once(body))
+    for answer in (seen, served_post):
+        assert not [h for h in answer.headers if h.startswith("access-control-")]
+
+
+# -- the tail: the token, no other site, bounded -------------------------------------
+
+
+def get_tail(query: str, *headers: bytes) -> bytes:
+    return (
+        f"GET /tail?{query} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n".encode()
+        + b"".join(headers)
+        + b"\r\n"
+    )
+
+
+def test_the_tail_answers_a_services_last_lines_to_a_client_with_the_token(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve()
+    seen = exchange(served, get_tail("service=web&stream=stderr&lines=3", AUTH))
+    assert seen.code == 200
+    assert seen.headers["cache-control"] == "no-store"
+    assert seen.answer == {
+        "procwork": 1,
+        "ok": True,
+        "result": {
+            "service": "web",
+            "stream": "stderr",
+            "lines": ["line 997", "line 998", "line 999"],
+            "cut": 0,
+        },
+    }
+    assert served.tails == [("web", "stderr", 3)]
+    seen = exchange(served, get_tail("service=web", AUTH))  # the defaults
+    assert len(seen.answer["result"]["lines"]) == 200
+    assert served.tails[-1] == ("web", "stdout", 200)
+
+
+@pytest.mark.parametrize(
+    ("control", "headers", "code", "error"),
+    [
+        (True, (), 401, "a tail needs 'Authorization: Bearer TOKEN'"),
+        (
+            True,
+            (b"authorization: Bearer not-the-token\r\n",),
+            401,
+            "a tail needs 'Authorization: Bearer TOKEN'",
+        ),
+        (False, (AUTH,), 403, "control over HTTP is off"),
+        (
+            True,
+            (AUTH, b"origin: http://evil.example\r\n"),
+            403,
+            "cross-site request refused: Origin http://evil.example is not",
+        ),
+        (
+            True,
+            (AUTH, b"sec-fetch-site: cross-site\r\n"),
+            403,
+            "cross-site request refused: a page of another site",
+        ),
+    ],
+)
+def test_the_tail_is_refused_without_the_token_while_control_is_off_or_cross_site(
+    serve: Callable[..., Served],
+    control: bool,
+    headers: tuple[bytes, ...],
+    code: int,
+    error: str,
+) -> None:
+    """A service's output may hold secrets: the status is read-only and
+    public, the tail is not."""
+    served = serve(control=control)
+    seen = exchange(served, get_tail("service=web", *headers))
+    assert seen.code == code
+    assert seen.answer["error"].startswith(error)
+    assert served.tails == []
+    assert served.guard.refused == {code: 1}
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "error"),
+    [
+        ("service=db", 404, "no service named 'db'"),
+        ("", 400, "service= is missing (/tail?service=NAME)"),
+        ("service=web&stream=stdin", 400, "stream= must be stdout or stderr, not"),
+        ("service=web&lines=0", 400, "lines= must be a whole number from 1 to 1000"),
+        ("service=web&lines=1001", 400, "lines= must be a whole number from 1 to"),
+        ("service=web&lines=-3", 400, "lines= must be a whole number from 1 to"),
+        ("service=web&lines=lots", 400, "lines= must be a whole number from 1 to"),
+        ("service=%ff", 400, "service= is not UTF-8"),
+    ],
+)
+def test_a_bad_tail_query_is_answered_with_what_is_wrong(
+    serve: Callable[..., Served], query: str, code: int, error: str
+) -> None:
+    served = serve()
+    seen = exchange(served, get_tail(query, AUTH))
+    assert seen.code == code
+    assert seen.answer["error"].startswith(error), seen.answer
+
+
+def test_a_tail_of_long_lines_is_cut_to_64_KiB_keeping_the_newest_and_counting_the_rest(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve(output=[f"{i:04d} " + "x" * 995 for i in range(MAX_TAIL_LINES)])
+    seen = exchange(served, get_tail(f"service=web&lines={MAX_TAIL_LINES}", AUTH))
+    result = seen.answer["result"]
+    assert len(json.dumps(result["lines"])) <= MAX_TAIL_BYTES
+    assert result["cut"] == MAX_TAIL_LINES - len(result["lines"]) > 0
+    assert result["lines"][-1].startswith(f"{MAX_TAIL_LINES - 1:04d} ")
+    assert len(seen.response) < MAX_TAIL_BYTES + 1024
+
+
+def test_a_body_sent_to_the_tail_is_refused_413_unread(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve()
+    head = post("/tail?service=web", HUGE, AUTH)
+    seen = exchange(served, head, endless())
+    assert seen.code == 413
+    assert served.read <= len(head) + ONE_READ
+    assert served.tails == []
+
+
+def test_a_client_that_pipelines_tails_and_reads_nothing_gets_few_answered_then_cut(
+    serve: Callable[..., Served],
+) -> None:
+    """twisted.web would answer every request sent on a connection, piling
+    the answers up unsent: once the answers stop going out, the one being
+    written is the connection's last, and the rest are never read."""
+    served = serve(output=["x" * 1000] * MAX_TAIL_LINES)
+    request = get_tail(f"service=web&lines={MAX_TAIL_LINES}", AUTH).replace(
+        b"connection: close\r\n", b""
+    )
+    sock = socket.create_connection(("127.0.0.1", served.port), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sent: list[int] = [0]
+
+    def send() -> None:
+        with contextlib.suppress(OSError):  # cut off: reset by the server
+            # 200 requests in one write: the kernel's buffers take them at
+            # once, so the server has them all whatever the load.
+            sock.sendall(request * 200)
+            sent[0] += 200
+            for _ in range(1800):
+                sock.sendall(request)
+                sent[0] += 1
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    try:
+        drive_until(lambda: not thread.is_alive(), timeout=20)
+        assert not thread.is_alive(), "the server kept reading requests"
+        # A few answers (what the kernel's socket buffers took, then the
+        # one that filled the transport's), not one per request sent
+        # (hundreds of them): 1 to 4 of 64 KiB here.
+        assert sent[0] >= 200, sent[0]
+        assert 1 <= len(served.tails) <= 10, (len(served.tails), sent[0])
+    finally:
+        sock.close()
+        thread.join(timeout=10)
 
 
 # -- the attack on a real monitor process --------------------------------------------

@@ -28,6 +28,7 @@ from typing import Any, cast
 import pytest
 
 from tests.support.monitor import MonitorProcess, get, wait_for
+from tests.support.smtp import SmtpServer
 from tests.support.tools import need_tool
 
 # A real procwork monitor process (and a real browser) in every test.
@@ -284,6 +285,47 @@ print("noted", env["PROCWORK_NAME"])
     assert note["last_output"] == "noted crasher\n"
     events = [e["event"] for e in status(base)["events"]]
     assert events[:3] == ["monitor.started", "service.started", "service.exited"]
+
+
+def test_a_mail_alert_of_a_real_monitor_reaches_a_real_smtp_server(
+    run_monitor: Any,
+) -> None:
+    """A service that exits 3: one message, which says so, to aiosmtpd."""
+    smtp = SmtpServer()
+    try:
+        monitor, base = run_monitor(
+            f"""
+            [monitor]
+            smtp = "{smtp.address}"
+            smtp_from = "monitor@example.com"
+
+            [[service]]
+            name = "crasher"
+            command = ["{{python}}", "-c", "import time; time.sleep(0.3); exit(3)"]
+            restart = "never"
+            start_seconds = 0
+
+            [[alert]]
+            name = "ops"
+            events = ["service.exited"]
+            mail = "ops@example.com"
+            """
+        )
+        [received] = wait_for("the message", smtp.received)
+        assert (received.sender, received.recipients) == (
+            "monitor@example.com",
+            ("ops@example.com",),
+        )
+        assert received.message["Subject"].endswith(
+            "] service 'crasher' exited 3; not restarted"
+        )
+        monitor.expect(
+            rf"alert ops: mail accepted by {smtp.address} for 1 address: 250 "
+        )
+        ops = status(base)["alerts"]["ops"]
+        assert (ops["sent"], ops["ok"], ops["failed"]) == (1, 1, 0)
+    finally:
+        smtp.close()
 
 
 def test_a_check_with_start_delay_does_not_run_before_it(run_monitor: Any) -> None:

@@ -333,8 +333,8 @@ def test_a_key_close_to_nothing_gets_the_list_of_known_keys() -> None:
     message = rejected(AlertSpec, colour="red")
     assert message == (
         f"{where(AlertSpec)}: unknown key 'colour'; known keys: command, events, "
-        "max_in_flight, max_queued, name, only, retries, retry_delay, timeout, "
-        "webhook"
+        "mail, max_in_flight, max_queued, name, only, retries, retry_delay, "
+        "timeout, webhook"
     )
 
 
@@ -390,7 +390,8 @@ def test_a_bad_value_given_in_python_is_named_by_entry_and_key(
 
 
 def test_a_problem_of_the_whole_entry_names_the_entry_alone() -> None:
-    with pytest.raises(ConfigError, match=r"^alert 'x': needs a command or a webhook"):
+    needs = r"^alert 'x': needs a command, a webhook or mail"
+    with pytest.raises(ConfigError, match=needs):
         AlertSpec("x")
     with pytest.raises(ConfigError) as info:
         parse_config('[[rule]]\nname = "x"\nprocess_name = "x"\n', "t.toml")

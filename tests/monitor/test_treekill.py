@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import attrs
@@ -296,7 +297,22 @@ class CgiTree:
         role, pid = line.decode().split()
         self.descendants[role] = int(pid)
         self.leftovers.append(int(pid))
+        # Each member prints its pid just before it execs sleep: until then
+        # it still has the CGI's command line, and a scan would take it for
+        # a second CGI. Wait (bounded) for the exec.
+        deadline = time.monotonic() + 10
+        while not self._exec_done(int(pid)):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{role} {pid} did not exec sleep within 10 s")
+            time.sleep(0.005)
         return int(pid)
+
+    @staticmethod
+    def _exec_done(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().strip() == "sleep"
+        except OSError:
+            return True  # gone already: nothing for a scan to mistake
 
     def close(self) -> None:
         self.cgi.kill()
