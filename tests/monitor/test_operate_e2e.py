@@ -290,12 +290,14 @@ print("noted", env["PROCWORK_NAME"])
 def test_a_mail_alert_of_a_real_monitor_reaches_a_real_smtp_server(
     run_monitor: Any,
 ) -> None:
-    """A service that exits 3: one message, which says so, to aiosmtpd."""
+    """A service that exits 3: one message, which says so, to aiosmtpd (the
+    delivery's outcome logged at debug)."""
     smtp = SmtpServer()
     try:
         monitor, base = run_monitor(
             f"""
             [monitor]
+            log_level = "debug"
             smtp = "{smtp.address}"
             smtp_from = "monitor@example.com"
 
