@@ -322,10 +322,8 @@ def start_logging(
     Returns:
         The writer of stdout or of the daemon's socket; None when
         ``stream`` was given.
-
-    Raises:
-        OSError: nothing listens on the daemon's socket; the message names
-            it.
+    A daemon not listening yet is waited for (its writer's ``absent``
+    says why).
     """
     writer: LogWriter | DatagramWriter | None = None
     if stream is not None:

@@ -259,9 +259,11 @@ class DatagramWriter:
         memfd: Send a message too big for a datagram as a sealed memfd
             (journald takes that); else it is dropped, counted.
 
-    Raises:
-        OSError: the socket cannot be connected to now (no daemon there);
-            the message names the path.
+    A daemon absent when the writer is made (nothing bound at ``path``
+    yet) is not an error: :attr:`absent` says why, and messages wait (at
+    most ``max_buffered`` bytes; past that dropped and counted) while the
+    writer tries again, at most every half second, as for a daemon that
+    went away.
     """
 
     def __init__(
@@ -301,12 +303,10 @@ class DatagramWriter:
         self._sock: socket.socket | None = None
         self._why = ""  # why the last connect failed
         self._connect()
+        #: Why nothing listens on ``path`` at the start (None: connected).
+        self.absent: str | None = None
         if self._sock is None:
-            raise OSError(
-                errno.ECONNREFUSED,
-                f"cannot send the log to {name}: nothing listens on {path} "
-                f"({self._why})",
-            )
+            self.absent = f"nothing listens on {path} ({self._why})"
 
     def __repr__(self) -> str:
         return (

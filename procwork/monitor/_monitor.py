@@ -701,17 +701,21 @@ def main(
     # _logwriter.py, _logsocket.py); at exit what waits for the reader gets
     # a bounded time to be written.
     levels = LevelFilter(log_level or config.log_level, pinned=bool(log_level))
-    try:
-        writer = start_logging(
-            json_log or config.json_log,
-            levels=levels,
-            target=config.log,
-            facility=config.syslog_facility,
-            syslog_format=config.syslog_format,
+    writer = start_logging(
+        json_log or config.json_log,
+        levels=levels,
+        target=config.log,
+        facility=config.syslog_facility,
+        syslog_format=config.syslog_format,
+    )
+    if isinstance(writer, DatagramWriter) and writer.absent is not None:
+        # Not fatal: a log daemon starting after us (or restarting) must not
+        # keep the services down. What cannot wait is dropped and counted.
+        print(
+            f"procwork monitor: log = {config.log!r}: {writer.absent}; the "
+            "lines wait for it (then are dropped and counted) until it listens",
+            file=sys.stderr,
         )
-    except OSError as e:
-        print(f"procwork monitor: log = {config.log!r}: {e.strerror}", file=sys.stderr)
-        return 2
     if writer is not None:
         atexit.register(writer.close)
     monitor = Monitor(config)

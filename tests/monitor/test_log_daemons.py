@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -222,14 +223,49 @@ def test_a_restarted_daemon_is_found_again_and_what_waited_is_sent(
         second.close()
 
 
-def test_no_daemon_at_start_is_an_error_naming_the_socket(tmp_path: Path) -> None:
-    with pytest.raises(OSError, match=r"nothing listens on .*nope\.sock"):
-        DatagramWriter(
-            str(tmp_path / "nope.sock"),
-            WriterReactor(),
-            name="syslog",
-            notice=dropped_notice(False),
-        )
+def test_a_daemon_absent_at_start_is_waited_for_lines_past_the_cap_counted(
+    tmp_path: Path,
+) -> None:
+    """Nothing bound yet: the writer says why, queues at most max_buffered
+    bytes, drops and counts the rest, tries again every half second, and
+    once the daemon listens sends what waited and the notice of the rest."""
+    path = tmp_path / "late.sock"
+    reactor = WriterReactor()
+    sending = DatagramWriter(
+        str(path),
+        reactor,
+        name="syslog",
+        notice=dropped_notice(False),
+        max_buffered=100,
+    )
+    assert sending.absent is not None
+    assert re.fullmatch(r"nothing listens on .*late\.sock \(.+\)", sending.absent)
+    assert sending.fileno() == -1  # nothing for the reactor to watch
+    for i in range(30):
+        sending.write_line(f"<30>{i:02d}".encode())  # 6 bytes each
+    assert (sending.buffered, sending.dropped) == (16 * 6, 14)
+    reactor.advance(0.5)  # a try: still nobody
+    assert sending.buffered == 16 * 6
+    daemon = LogDaemon(path)
+    try:
+        reactor.advance(0.5)
+        received: list[bytes] = []
+        for _ in range(100):  # the daemon reads; the reactor says writable
+            received += daemon.drain()
+            reactor.writable()
+            if not sending.buffered and not reactor.writers:
+                break
+        received += daemon.drain()
+        [notice] = [m for m in received if b"dropped" in m]
+        assert b"14 log lines dropped: syslog" in notice
+        lines = [m for m in received if m is not notice]
+        assert lines == [f"<30>{i:02d}".encode() for i in range(16)]
+        sending.write_line(b"<30>now")
+        assert daemon.drain() == [b"<30>now"]
+        assert (sending.buffered, sending.dropped) == (0, 14)
+    finally:
+        sending.close()
+        daemon.close()
 
 
 def test_a_message_too_big_for_a_datagram_goes_to_journald_as_a_sealed_memfd(

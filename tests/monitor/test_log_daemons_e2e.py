@@ -4,7 +4,8 @@
 at a datagram socket of the test's own (:class:`~tests.support.logs.
 LogDaemon`), where ``/dev/log`` or journald's socket would be. Its lines
 come framed as those daemons take them; ``--log-level`` keeps the lower
-ones out; a daemon that stops reading costs lines, counted on
+ones out; a daemon not listening yet at start gets the lines once it
+does; a daemon that stops reading costs lines, counted on
 ``/metrics`` and said when it reads again, never the monitor's service.
 Every wait is bounded; every process started is killed by pid.
 """
@@ -125,14 +126,32 @@ def test_log_level_warn_keeps_info_lines_out(
     assert not any(b"bye" in m for m in before)
 
 
-def test_no_daemon_listening_stops_the_monitor_at_start_naming_the_socket(
-    tmp_path: Path, monitors: list[MonitorProcess]
+def test_a_daemon_not_listening_at_start_is_named_and_gets_the_lines_once_it_is(
+    tmp_path: Path, monitors: list[MonitorProcess], ours: str
 ) -> None:
-    monitor = run(monitors, tmp_path, header(f"syslog:{tmp_path}/none.sock"))
-    assert monitor.proc.wait(timeout=30) == 2
+    """The services start anyway; stderr names the socket; the daemon
+    bound later gets the lines that waited (the first ones included)."""
+    path = tmp_path / "late.sock"
+    monitor = run(
+        monitors,
+        tmp_path,
+        header(f"syslog:{path}") + python_service("web", HELLO, ours),
+    )
+    sock = tmp_path / "ctl.sock"
+    wait_for(
+        "web running",
+        lambda: sock.exists() and statuses(sock)["web"]["state"] == "RUNNING",
+    )
     error = (tmp_path / "stderr").read_text()
-    assert re.search(r"log = 'syslog:.*none\.sock': cannot send the log", error)
-    assert "nothing listens on" in error
+    assert re.search(r"log = 'syslog:.*late\.sock': nothing listens on", error)
+    daemon = LogDaemon(path)
+    try:
+        started = daemon.until(lambda m: b"monitor started from" in m)
+        assert RFC3164.fullmatch(started) is not None, started
+        daemon.until(lambda m: m.endswith(b"[web stdout] hello"))
+        assert monitor.proc.poll() is None
+    finally:
+        daemon.close()
 
 
 def test_a_daemon_that_stops_reading_costs_counted_lines_never_the_services(
