@@ -11,10 +11,11 @@ A real ``procwork monitor`` of the checkout ``--code`` runs 3 services;
 times, one after the other, in a temporary directory, by ``--python``
 (default this interpreter; give one of a plain venv to leave out what an
 editable install adds to every Python start, ~10 ms for its import
-finder). The CPU is what the calls used, user + system, from
-``getrusage(RUSAGE_CHILDREN)`` taken before and after them (the monitor is
+finder). Each call's CPU, user + system, is the difference of
+``getrusage(RUSAGE_CHILDREN)`` taken before and after it (the monitor is
 not a child that has been waited for yet, so its CPU is not in it); the
-wall time is each call's, for information. Also printed: how many Twisted
+median of the calls is the figure, min and max beside it; the wall time
+is each call's, for information. Also printed: how many Twisted
 modules the call's imports load (``sys.modules`` of a child Python running
 ``procwork.cli.main`` for ``ctl status``). CPU time grows with the load of
 the machine: compare figures taken together.
@@ -62,9 +63,10 @@ def main() -> int:
         try:
             command = [args.python, "-m", "procwork", "ctl"]
             command += ["--socket", str(monitor.sock), "status"]
-            walls = []
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            walls: list[float] = []
+            cpus: list[tuple[float, float]] = []  # (user, system) of each call
             for _ in range(args.calls):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 started = time.monotonic()
                 done = subprocess.run(
                     command,
@@ -74,12 +76,13 @@ def main() -> int:
                     timeout=60,
                 )
                 walls.append(time.monotonic() - started)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpus.append(
+                    (after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime)
+                )
                 if done.returncode != 0:
                     print(done.stderr.decode(), file=sys.stderr)
                     return 1
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            user = (after.ru_utime - before.ru_utime) / args.calls
-            system = (after.ru_stime - before.ru_stime) / args.calls
             probe = subprocess.run(
                 [
                     args.python,
@@ -99,9 +102,14 @@ def main() -> int:
         finally:
             monitor.stop()
     print(f"{args.calls} x procwork ctl status ({args.code}, {args.python})")
+    totals = [user + system for user, system in cpus]
+    median = statistics.median(totals)
+    user = statistics.median(u for u, _ in cpus)
+    system = statistics.median(s for _, s in cpus)
     print(
-        f"CPU per call: {(user + system) * 1000:.1f} ms "
-        f"(user {user * 1000:.1f} ms, system {system * 1000:.1f} ms)"
+        f"CPU per call: median {median * 1000:.1f} ms (user {user * 1000:.1f} ms, "
+        f"system {system * 1000:.1f} ms), min {min(totals) * 1000:.1f} ms, "
+        f"max {max(totals) * 1000:.1f} ms"
     )
     print(
         f"wall per call: median {statistics.median(walls) * 1000:.1f} ms, "

@@ -246,7 +246,11 @@ def add_ctl_parser(commands: Any) -> None:
         help="seconds to wait for the monitor's answer (default 60; a stop "
         "waits for the service's stop_timeout)",
     )
-    actions = ctl_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    # prog given: else argparse makes a help formatter to work it out, and
+    # that imports shutil (and with it bz2, lzma, zlib) on every ctl call.
+    actions = ctl_parser.add_subparsers(
+        dest="action", required=True, metavar="ACTION", prog=ctl_parser.prog
+    )
     status = actions.add_parser("status", help="a table of the services")
     status.add_argument("names", nargs="*", metavar="NAME")
     status.add_argument("--json", action="store_true", help="JSON, not a table")

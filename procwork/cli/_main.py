@@ -13,6 +13,7 @@ defaults it shows come from :mod:`procwork._defaults`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -29,13 +30,60 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, sized to the terminal without importing
+    :mod:`shutil` (argparse makes one for every argument it is given, and
+    shutil brings bz2, lzma and zlib: a few ms of each ``ctl`` call)."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        # As argparse: the terminal's width, less 2.
+        width = _columns() - 2 if width is None else width
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _columns() -> int:
+    """``shutil.get_terminal_size().columns``: $COLUMNS, else the
+    terminal's, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        stdout = sys.__stdout__
+        try:
+            columns = (
+                0 if stdout is None else os.get_terminal_size(stdout.fileno()).columns
+            )
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser with :class:`_Formatter`; subcommands' parsers are
+    made of this class too (argparse makes them of the parent's)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="procwork",
         description="Run and supervise processes, with tree-killing timeouts.",
     )
     parser.add_argument("--version", action=_Version, help="print the version and exit")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # prog given: else argparse imports shutil to work it out (see _ctl.py).
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", prog=parser.prog
+    )
 
     run = commands.add_parser(
         "run",
