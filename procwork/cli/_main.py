@@ -49,7 +49,16 @@ class _Formatter(argparse.HelpFormatter):
 
 def _columns() -> int:
     """``shutil.get_terminal_size().columns``: $COLUMNS, else the
-    terminal's, else 80."""
+    terminal's, else 80. Looked up once: a formatter is made per argument."""
+    if not _COLUMNS:
+        _COLUMNS.append(_terminal_columns())
+    return _COLUMNS[0]
+
+
+_COLUMNS: list[int] = []
+
+
+def _terminal_columns() -> int:
     try:
         columns = int(os.environ.get("COLUMNS", "0"))
     except ValueError:
