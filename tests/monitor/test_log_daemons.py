@@ -6,8 +6,8 @@ the monitor's :class:`DatagramWriter` sends: RFC 3164 and RFC 5424 framing,
 journald's native fields with the binary form of a multi-line value and a
 sealed memfd for a message too big for a datagram; a daemon that does not
 read costs the monitor nothing but counted lines; a daemon restarted is
-found again. The level filter and the monitor's alert chatter at debug are
-here too. A real ``procwork monitor`` logging to both is
+found again. The level filter is here too (the alerts' chatter at debug
+is ``tests/monitor/test_alerts.py``'s). A real ``procwork monitor`` logging to both is
 ``tests/monitor/test_log_daemons_e2e.py``.
 """
 
