@@ -242,8 +242,11 @@ class Controller:
                 return None  # a one-shot that did its job
         if status.state is ServiceState.STOPPED:
             return f"{name}: stopped while it was being waited for"
-        why = f"{name} is {status.state}: {status.last_exit or 'no exit recorded'}"
-        lines = self.monitor.supervisor.output(name, "stderr", _STDERR_SHOWN)
+        # The state with why (FATAL's reason, the last exit), as status shows.
+        why = f"{name} is {status.summary()}"
+        lines = list(
+            status.last_stderr[-_STDERR_SHOWN:]
+        ) or self.monitor.supervisor.output(name, "stderr", _STDERR_SHOWN)
         if lines:
             why += "; its last stderr: " + " | ".join(clip(line) for line in lines)
         return why

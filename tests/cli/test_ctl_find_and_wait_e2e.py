@@ -167,8 +167,9 @@ def test_start_wait_exits_0_once_running_and_1_with_the_reason_when_FATAL(
     done = ctl(sock, "start", "--wait", "--timeout", "30", "bad")
     assert done.returncode == 1
     assert done.stdout == "bad: FATAL\n"
-    assert done.stderr.startswith(
-        "procwork ctl: bad is FATAL: exited 3; its last stderr: cannot bind :8080"
+    assert done.stderr == (
+        "procwork ctl: bad is FATAL (exited 3: 3 unexpected exits within 60 s, "
+        "more than max_restarts=2); its last stderr: cannot bind :8080\n"
     )
 
     done = ctl(sock, "start", "--wait", "--timeout", "1", "slow")

@@ -50,9 +50,11 @@ def test_start_wait_answers_once_the_service_has_run_its_start_seconds(
     assert answer["result"]["services"]["web"]["state"] == "RUNNING"
 
 
-def test_start_wait_fails_with_the_last_exit_and_stderr_when_the_service_is_FATAL(
+def test_start_wait_fails_with_the_reason_and_stderr_when_the_service_is_FATAL(
     operated: Operated,
 ) -> None:
+    """The reason as status shows it, and what the last crashed run (not
+    the ones before it) wrote to stderr."""
     answers = asked(operated, command="start", names=["web", "bad"], wait=30)
     for delay in (1, 0):  # max_restarts = 1: the second failed start is FATAL
         operated.world.current("bad").say(b"cannot bind :8080\n", fd=2)
@@ -64,7 +66,8 @@ def test_start_wait_fails_with_the_last_exit_and_stderr_when_the_service_is_FATA
     [answer] = answers
     assert answer["ok"] is False
     assert answer["error"] == (
-        "bad is FATAL: exited 3; its last stderr: cannot bind :8080 | cannot bind :8080"
+        "bad is FATAL (exited 3: 2 unexpected exits within 60 s, more than "
+        "max_restarts=1); its last stderr: cannot bind :8080"
     )
     states = {n: s["state"] for n, s in answer["result"]["services"].items()}
     assert states == {"web": "RUNNING", "bad": "FATAL"}
