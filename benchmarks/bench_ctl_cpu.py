@@ -11,14 +11,17 @@ A real ``procwork monitor`` of the checkout ``--code`` runs 3 services;
 times, one after the other, in a temporary directory, by ``--python``
 (default this interpreter; give one of a plain venv to leave out what an
 editable install adds to every Python start, ~10 ms for its import
-finder). Each call's CPU, user + system, is the difference of
+finder). Its bytecode is cached first (``PYTHONPYCACHEPREFIX``), as an
+installed package's is; ``--no-bytecode`` compiles every module on every
+call instead. Each call's CPU, user + system, is the difference of
 ``getrusage(RUSAGE_CHILDREN)`` taken before and after it (the monitor is
 not a child that has been waited for yet, so its CPU is not in it); the
 median of the calls is the figure, min and max beside it; the wall time
-is each call's, for information. Also printed: how many Twisted
-modules the call's imports load (``sys.modules`` of a child Python running
-``procwork.cli.main`` for ``ctl status``). CPU time grows with the load of
-the machine: compare figures taken together.
+is each call's, for information. Also printed: the CPU of ``python -c
+pass`` by the same interpreter (the floor of any Python command), and how
+many Twisted modules the call's imports load (``sys.modules`` of a child
+Python running ``procwork.cli.main`` for ``ctl status``). CPU time grows
+with the load of the machine: compare figures taken together.
 """
 
 from __future__ import annotations
@@ -56,6 +59,13 @@ def main() -> int:
     parser.add_argument(
         "--python", default=sys.executable, help="the interpreter of the ctl calls"
     )
+    parser.add_argument(
+        "--no-bytecode",
+        action="store_true",
+        help="compile every module on every call, as PYTHONDONTWRITEBYTECODE "
+        "with no cached bytecode does (default: the calls' bytecode is cached, "
+        "as an installed package's is)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temp:
         config = "[monitor]\nhttp = false\nsummary_every = 0\nmax_load = false\n"
@@ -63,6 +73,15 @@ def main() -> int:
         try:
             command = [args.python, "-m", "procwork", "ctl"]
             command += ["--socket", str(monitor.sock), "status"]
+            env = dict(monitor.env)
+            if not args.no_bytecode:
+                # A checkout run with PYTHONDONTWRITEBYTECODE=1 (as the tests
+                # are) has no .pyc: each call would compile procwork's
+                # modules, ~10 ms that an installed package never pays. A
+                # first call writes them to a cache of its own instead.
+                env.pop("PYTHONDONTWRITEBYTECODE", None)
+                env["PYTHONPYCACHEPREFIX"] = str(Path(temp) / "pycache")
+                subprocess.run(command, capture_output=True, env=env, timeout=60)
             walls: list[float] = []
             cpus: list[tuple[float, float]] = []  # (user, system) of each call
             for _ in range(args.calls):
@@ -71,7 +90,7 @@ def main() -> int:
                 done = subprocess.run(
                     command,
                     capture_output=True,
-                    env=monitor.env,
+                    env=env,
                     cwd=temp,
                     timeout=60,
                 )
@@ -83,6 +102,11 @@ def main() -> int:
                 if done.returncode != 0:
                     print(done.stderr.decode(), file=sys.stderr)
                     return 1
+            # The floor: the same interpreter starting and doing nothing.
+            bare = [
+                _child_cpu([args.python, "-c", "pass"], env, temp)
+                for _ in range(args.calls)
+            ]
             probe = subprocess.run(
                 [
                     args.python,
@@ -115,8 +139,20 @@ def main() -> int:
         f"wall per call: median {statistics.median(walls) * 1000:.1f} ms, "
         f"max {max(walls) * 1000:.1f} ms"
     )
+    print(
+        f"python -c pass, for comparison: median {statistics.median(bare) * 1000:.1f} "
+        "ms of CPU"
+    )
     print(f"twisted modules imported: {probe.stderr.strip().splitlines()[-1]}")
     return 0
+
+
+def _child_cpu(command: list[str], env: dict[str, str], cwd: str) -> float:
+    """Seconds of CPU (user + system) ``command`` used, run to its end."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(command, capture_output=True, env=env, cwd=cwd, timeout=60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
 if __name__ == "__main__":
