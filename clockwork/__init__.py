@@ -36,6 +36,9 @@ from clockwork.classic import *  # noqa: F403
 
 Timeout = untwisted.Timeout
 
+# The distribution's one version (untwisted/_version.py).
+__version__ = untwisted.__version__
+
 __all__ = [
     "CancelledError",
     "NetworkError",

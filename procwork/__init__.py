@@ -22,6 +22,9 @@ from __future__ import annotations
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    # The distribution's one version, shared by the three packages
+    # (untwisted/_version.py; pyproject.toml reads it from there). At run
+    # time from __getattr__ too: importing untwisted imports Twisted.
     # For type checkers only: at run time every name comes from __getattr__.
     from procwork._core import (
         DEFAULT_GRACE,
@@ -68,6 +71,7 @@ if TYPE_CHECKING:
     from procwork.supervisor import ServiceState as ServiceState
     from procwork.supervisor import ServiceStatus as ServiceStatus
     from procwork.supervisor import Supervisor as Supervisor
+    from untwisted import __version__ as __version__
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -144,8 +148,10 @@ _REMOTE_NAMES = frozenset({"SSHPool", "ssh_pool"})
 
 def __getattr__(name: str) -> object:
     """``procwork.run`` and every other name, imported on first use."""
-    if name in _REMOTE_NAMES:
-        from procwork import _remote as home
+    if name == "__version__":
+        import untwisted as home
+    elif name in _REMOTE_NAMES:
+        from procwork import _remote as home  # type: ignore[no-redef]
     elif name in _SUPERVISOR_NAMES:
         from procwork import supervisor as home  # type: ignore[no-redef]
     elif name in _MONITOR_NAMES:

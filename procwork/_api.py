@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Callable, Mapping, Sequence
-from typing import cast
+from typing import Any, Literal, cast, overload
 
 from twisted.internet.defer import Deferred
 
+from procwork import _parity
 from procwork import _validate as validate
 from procwork._defaults import DEFAULT_GRACE, DEFAULT_MAX_OUTPUT, PRIORITIES, Priority
 from procwork._errors import clip_command
@@ -38,12 +39,15 @@ def scheduler() -> Scheduler:
     return _default_scheduler
 
 
+# The overloads say what the output is: bytes, or str in text mode (any of
+# text=True, encoding=, errors=), as typeshed says for subprocess.run.
+@overload
 def run(
     args: Command,
     *,
+    input: bytes | None = None,
     timeout: float | None = None,
     grace: float = DEFAULT_GRACE,
-    input: bytes | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     priority: str = "normal",
@@ -55,7 +59,127 @@ def run(
     host: str | None = None,
     known_hosts: str | os.PathLike[str] | None = None,
     identity: str | os.PathLike[str] | None = None,
-) -> Deferred[Result]:
+    umask: int = -1,
+    pass_fds: Sequence[int] = (),
+    start_new_session: bool = True,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Sequence[str | int] | None = None,
+    text: Literal[False] = False,
+    encoding: None = None,
+    errors: None = None,
+) -> Deferred[Result[bytes]]: ...
+@overload
+def run(
+    args: Command,
+    *,
+    input: str | None = None,
+    timeout: float | None = None,
+    grace: float = DEFAULT_GRACE,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    priority: str = "normal",
+    max_output: int | None = DEFAULT_MAX_OUTPUT,
+    check: bool = False,
+    shell: bool = False,
+    kill_leftovers: bool = True,
+    scheduler: Scheduler | None = None,
+    host: str | None = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    identity: str | os.PathLike[str] | None = None,
+    umask: int = -1,
+    pass_fds: Sequence[int] = (),
+    start_new_session: bool = True,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Sequence[str | int] | None = None,
+    text: Literal[True],
+    encoding: str | None = None,
+    errors: str | None = None,
+) -> Deferred[Result[str]]: ...
+@overload
+def run(
+    args: Command,
+    *,
+    input: str | None = None,
+    timeout: float | None = None,
+    grace: float = DEFAULT_GRACE,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    priority: str = "normal",
+    max_output: int | None = DEFAULT_MAX_OUTPUT,
+    check: bool = False,
+    shell: bool = False,
+    kill_leftovers: bool = True,
+    scheduler: Scheduler | None = None,
+    host: str | None = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    identity: str | os.PathLike[str] | None = None,
+    umask: int = -1,
+    pass_fds: Sequence[int] = (),
+    start_new_session: bool = True,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Sequence[str | int] | None = None,
+    text: bool = False,
+    encoding: str,
+    errors: str | None = None,
+) -> Deferred[Result[str]]: ...
+@overload
+def run(
+    args: Command,
+    *,
+    input: bytes | str | None = None,
+    timeout: float | None = None,
+    grace: float = DEFAULT_GRACE,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    priority: str = "normal",
+    max_output: int | None = DEFAULT_MAX_OUTPUT,
+    check: bool = False,
+    shell: bool = False,
+    kill_leftovers: bool = True,
+    scheduler: Scheduler | None = None,
+    host: str | None = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    identity: str | os.PathLike[str] | None = None,
+    umask: int = -1,
+    pass_fds: Sequence[int] = (),
+    start_new_session: bool = True,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Sequence[str | int] | None = None,
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+) -> Deferred[Result[Any]]: ...
+def run(
+    args: Command,
+    *,
+    input: bytes | str | None = None,
+    timeout: float | None = None,
+    grace: float = DEFAULT_GRACE,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    priority: str = "normal",
+    max_output: int | None = DEFAULT_MAX_OUTPUT,
+    check: bool = False,
+    shell: bool = False,
+    kill_leftovers: bool = True,
+    scheduler: Scheduler | None = None,
+    host: str | None = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    identity: str | os.PathLike[str] | None = None,
+    umask: int = -1,
+    pass_fds: Sequence[int] = (),
+    start_new_session: bool = True,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Sequence[str | int] | None = None,
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+) -> Deferred[Result[Any]]:
     """Run a command to completion; a Deferred for its :class:`Result`.
 
     ``yield`` it in a clockwork generator, ``await`` it in ``async def``, or
@@ -95,6 +219,19 @@ def run(
             ``~/.ssh/known_hosts``); an unknown or changed key is refused.
         identity: A private key file for ``host`` (default: ssh-agent's
             keys, else ``~/.ssh/id_*``).
+        umask: The child's umask, 0 to 0o777 (default -1: ours).
+        pass_fds: Our open descriptors (above 2) the child keeps, at the
+            same numbers (every other one is closed in the child).
+        start_new_session: Only True: procwork always starts the child in a
+            session and process group of its own (how it kills the tree).
+        user, group, extra_groups: Who the child runs as, names or ids, as
+            for :func:`subprocess.run` (default: as we do; another needs
+            root). An unknown name is a ValueError now.
+        text, encoding, errors: As for :func:`subprocess.run`: any of them
+            gives ``str`` output (a ``Result[str]``), decoded with
+            ``encoding`` (default: the locale's) and ``errors`` (default
+            ``"strict"``), ``\r\n`` and ``\r`` read as ``\n``; ``input`` is then
+            a str. A decoding error fails the run with ``UnicodeDecodeError``.
 
     Returns:
         A Deferred firing with the Result. Cancelling it kills the process
@@ -107,7 +244,7 @@ def run(
         untwisted.ForeignThreadError: called from a thread other than the
             one that runs the reactor. Nothing was started.
     """
-    process = _process(
+    process, text_mode = _process(
         "run",
         args,
         timeout=timeout,
@@ -123,9 +260,16 @@ def run(
         input=input,
         check=check,
         remote=(host, known_hosts, identity),
+        umask=umask,
+        pass_fds=pass_fds,
+        start_new_session=start_new_session,
+        who=(user, group, extra_groups),
+        text=(text, encoding, errors),
     )
     process._submit()
-    d = process._wait()  # _process() checked the thread
+    d: Deferred[Result[Any]] = process._wait()  # _process() checked the thread
+    if text_mode is not None:
+        d.addCallback(text_mode.decode_result)
     if check:
         d.addCallback(_check)
     return d
@@ -150,6 +294,12 @@ def spawn(
     host: str | None = None,
     known_hosts: str | os.PathLike[str] | None = None,
     identity: str | os.PathLike[str] | None = None,
+    umask: int = -1,
+    pass_fds: Sequence[int] = (),
+    start_new_session: bool = True,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Sequence[str | int] | None = None,
 ) -> Process:
     """Start a command and return its live :class:`Process` handle.
 
@@ -160,14 +310,17 @@ def spawn(
     gives the child ``/dev/null``; ``capture=False`` lets it share our
     stdin, stdout and stderr, as a shell would (nothing is captured). The
     process is queued like any run (a ``critical`` one starts before this
-    returns). ``host``, ``known_hosts``, ``identity``: as for :func:`run`.
+    returns). ``host``, ``known_hosts``, ``identity``, ``umask``,
+    ``pass_fds``, ``start_new_session``, ``user``, ``group``,
+    ``extra_groups``: as for :func:`run`. Its output is
+    bytes (no ``text=``: decode its lines, ``line.decode()``).
 
     Raises:
         TypeError, ValueError: an argument is unusable, as for :func:`run`.
         untwisted.ForeignThreadError: called from a thread other than the
             one that runs the reactor.
     """
-    process = _process(
+    process, _ = _process(
         "spawn",
         args,
         timeout=timeout,
@@ -184,12 +337,16 @@ def spawn(
         on_stdout=on_stdout,
         on_stderr=on_stderr,
         remote=(host, known_hosts, identity),
+        umask=umask,
+        pass_fds=pass_fds,
+        start_new_session=start_new_session,
+        who=(user, group, extra_groups),
     )
     process._submit()
     return process
 
 
-def _check(result: Result) -> Result:
+def _check(result: Result[Any]) -> Result[Any]:
     if not result.ok:
         raise ProcessFailed(result)
     return result
@@ -215,7 +372,12 @@ def _process(
     on_stdout: object = None,
     on_stderr: object = None,
     remote: tuple[str | None, object, object] = (None, None, None),
-) -> Process:
+    umask: object = -1,
+    pass_fds: object = (),
+    start_new_session: object = True,
+    text: tuple[object, object, object] = (False, None, None),
+    who: tuple[object, object, object] = (None, None, None),
+) -> tuple[Process, _parity.TextMode | None]:
     """Check every argument, then build the (not yet submitted) Process.
 
     Everything that can be wrong with an argument is found here, before
@@ -234,11 +396,18 @@ def _process(
             raise TypeError(f"{where}: {name} must be True or False, not {flag!r}")
     argv = _argv(args, shell, where)
     where = _Where(func, argv)
-    if input is not None and not isinstance(input, bytes | bytearray | memoryview):
+    _parity.session(start_new_session, where)
+    text_mode = _parity.text_mode(*text, where)
+    if input is not None and text_mode is not None:
+        input = text_mode.encode(input, where)
+    elif input is not None and not isinstance(input, bytes | bytearray | memoryview):
         raise TypeError(
             f"{where}: input must be bytes, not {type(input).__name__} "
-            "(encode text first)"
+            "(encode text first, or pass text=True)"
         )
+    child_umask = _parity.umask(umask, where)
+    child_fds = _parity.pass_fds(pass_fds, where)
+    child_id = _parity.identity(*who, where)
     callbacks = _callbacks(on_stdout, on_stderr, where)
     sched = _scheduler(scheduler_, where)
     options = RunOptions(
@@ -254,11 +423,17 @@ def _process(
         kill_leftovers=bool(kill_leftovers),
         on_stdout=callbacks[0],
         on_stderr=callbacks[1],
+        umask=child_umask,
+        pass_fds=child_fds,
+        user=child_id.user,
+        group=child_id.group,
+        extra_groups=child_id.extra_groups,
     )
     make: Callable[..., Process] = Process
     if remote != (None, None, None):  # host=...: procwork/_remote/
         from procwork._remote import remote_process
 
+        _parity.refuse_over_ssh(child_umask, child_fds, child_id, where)
         make = remote_process(where, remote, not capture)
     process = make(options, reactor=sched.reactor, scheduler=sched)
     # Last, once the arguments are known to be good, and before anything is
@@ -267,7 +442,7 @@ def _process(
     if isinstance(input, bytes | bytearray | memoryview):
         process.write(bytes(input))
         process.close_stdin()
-    return process
+    return process, text_mode
 
 
 def _argv(args: object, shell: object, where: object) -> tuple[str, ...]:
@@ -297,7 +472,9 @@ def _argv(args: object, shell: object, where: object) -> tuple[str, ...]:
             f"{where}: the command must be a string or a list of arguments "
             f"(str, bytes or paths), not {type(args).__name__}"
         )
-    if not argv or not argv[0]:
+    # [''] is left to fail as subprocess fails, with a PermissionError
+    # (NotExecutable) naming it; an empty argv has no program at all.
+    if not argv:
         raise ValueError(f"empty command {clip(repr(args))}: nothing to run")
     if "\0" in "".join(argv):
         i = next(i for i, arg in enumerate(argv) if "\0" in arg)

@@ -94,6 +94,9 @@ class RunOptions:
         inherit_stdio: The child shares our stdin, stdout and stderr.
         kill_leftovers: SIGKILL what is left of the group when it exits.
         on_stdout, on_stderr: Called with each line of output.
+        umask: The child's umask (-1: ours).
+        pass_fds: Our descriptors the child keeps, at the same numbers.
+        user, group, extra_groups: Ids the child runs as (None: ours).
     """
 
     args: tuple[str, ...]
@@ -108,6 +111,11 @@ class RunOptions:
     kill_leftovers: bool = True
     on_stdout: LineCallback | None = None
     on_stderr: LineCallback | None = None
+    umask: int = -1
+    pass_fds: tuple[int, ...] = ()
+    user: int | None = None
+    group: int | None = None
+    extra_groups: tuple[int, ...] | None = None
 
 
 class ChildTransport(Protocol):
@@ -324,6 +332,11 @@ class Process:
                     nice=nice,
                     stdin=self._stdin,
                     inherit_stdio=self._inherit_stdio,
+                    umask=self.options.umask,
+                    pass_fds=self.options.pass_fds,
+                    user=self.options.user,
+                    group=self.options.group,
+                    extra_groups=self.options.extra_groups,
                 )
             except Exception as e:  # OSError mostly; ValueError: a NUL in env
                 # Whatever it is, fail this run and free its slot: a job stuck
@@ -644,6 +657,9 @@ def _spawn_error(
         else:
             path = (env or os.environ).get("PATH", os.defpath)
             reason = f"command {args[0]!r} not found on PATH ({path})"
+    elif code == errno.EACCES and not args[0]:
+        kind = NotExecutable  # as subprocess.run(['']) fails: EACCES
+        reason = "the program's name is empty ('')"
     elif code == errno.EACCES and os.sep in args[0] and _is_dir(args[0], cwd):
         kind = NotExecutable
         reason = f"{args[0]!r} is a directory, not a program"

@@ -12,10 +12,17 @@ import shlex
 import signal
 import subprocess
 from dataclasses import dataclass
+from typing import Any, Generic, cast
+
+from typing_extensions import TypeVar
 
 from procwork._errors import ProcworkError
 
 __all__ = ["ProcessFailed", "Result", "describe_returncode"]
+
+# The type of the output: bytes, or str for a run in text mode (text=True,
+# encoding= or errors=). ``Result`` alone is ``Result[bytes]``.
+Output = TypeVar("Output", bytes, str, default=bytes)
 
 
 def describe_returncode(returncode: int | None) -> str:
@@ -32,7 +39,7 @@ def describe_returncode(returncode: int | None) -> str:
 
 
 @dataclass(frozen=True)
-class Result:
+class Result(Generic[Output]):
     """The outcome of :func:`procwork.run` or :meth:`procwork.Process.wait`.
 
     Attributes:
@@ -43,7 +50,8 @@ class Result:
             remote run) if it was given up after its SIGKILL because its
             exit status did not come (a silent connection): how it ended is
             then unknown.
-        stdout: The captured standard output: its last ``max_output`` bytes.
+        stdout: The captured standard output: its last ``max_output`` bytes
+            (``str`` for a run in text mode: ``Result[str]``).
         stderr: The same for standard error.
         truncated: True if the front of stdout or stderr was dropped.
         duration: Seconds from start to exit (0 if it never started).
@@ -55,8 +63,8 @@ class Result:
     args: tuple[str, ...]
     pid: int | None
     returncode: int | None
-    stdout: bytes = b""
-    stderr: bytes = b""
+    stdout: Output = b""  # type: ignore[assignment]
+    stderr: Output = b""  # type: ignore[assignment]
     truncated: bool = False
     duration: float = 0.0
     queued: float = 0.0
@@ -106,16 +114,17 @@ class ProcessFailed(ProcworkError, subprocess.CalledProcessError):
 
     Also a :class:`subprocess.CalledProcessError`, so code written for
     ``subprocess.run(check=True)`` catches it unchanged. ``result`` is the full
-    :class:`procwork.Result`.
+    :class:`procwork.Result`: its output is bytes, or str for a run in text
+    mode (so typed ``Result[Any]``, as ``CalledProcessError.stdout`` is).
     """
 
-    def __init__(self, result: Result) -> None:
+    def __init__(self, result: Result[Any]) -> None:
         # returncode is None for a run that timed out before it started.
-        returncode: int = result.returncode  # type: ignore[assignment]
+        returncode = cast(int, result.returncode)
         subprocess.CalledProcessError.__init__(
             self, returncode, result.args, result.stdout, result.stderr
         )
-        self.result = result
+        self.result: Result[Any] = result
 
     def __str__(self) -> str:
         return f"{self.result.command_line()!r} {self.result.describe()}"

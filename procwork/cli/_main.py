@@ -223,26 +223,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _Version(argparse.Action):
-    """``--version``: the installed version is looked up only when asked
-    (reading the package metadata costs more than the rest of ``ctl``)."""
+    """``--version``: the version is looked up only when asked (it is
+    untwisted's, and importing untwisted imports Twisted)."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
-        print(f"procwork {version()}")
+        import untwisted  # only now: it imports Twisted
+
+        print(f"procwork {untwisted.__version__}")
         parser.exit()
-
-
-def version() -> str:
-    """procwork's version, as installed."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed_version
-
-    try:
-        return installed_version("procwork")
-    except PackageNotFoundError:  # pragma: no cover - run from a source tree
-        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
