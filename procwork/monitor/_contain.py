@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,9 @@ __all__ = [
     "containment_name",
     "describe",
     "monitor_containment",
-    "watch_cgroups",
+    "print_check_config",
+    "status_keys",
+    "watch",
 ]
 
 _log = Logger(namespace="procwork.monitor")
@@ -62,7 +65,8 @@ def monitor_containment(
     host: Host | None = None,
 ) -> Containment:
     """The monitor's containment: made and cleaned of an earlier monitor's
-    leftovers (``start``), or only described (``--check-config``)."""
+    leftovers (``start``: after the lifeline started, which is then told of
+    every cgroup), or only described (``--check-config``)."""
     if not config.contain:
         host = Host(None, NOT_ASKED)
     containment = Containment(
@@ -80,7 +84,7 @@ def describe(containment: Containment | None) -> str:
     return "not asked" if containment is None else containment.describe()
 
 
-def watch_cgroups(
+def watch(
     supervisor: Supervisor, config: MonitorConfig, emit: Callable[[Event], object]
 ) -> ServiceRuleEngine:
     """Turn the supervisor's cgroup news (an OOM kill, leftovers) into
@@ -104,6 +108,22 @@ def watch_cgroups(
         emit=emit,
         clock=clock,
     )
+
+
+def print_check_config(config: MonitorConfig, lock: Path) -> None:
+    """``--check-config``: how the services would be contained, on stderr."""
+    described = monitor_containment(config, lock, None, start=False)
+    print(*check_config_lines(config, described), sep="\n", file=sys.stderr)
+
+
+def status_keys(
+    containment: Containment | None, rules: ServiceRuleEngine
+) -> dict[str, Any]:
+    """The monitor's status keys of containment and the service rules."""
+    return {
+        "containment": containment and containment.to_dict(),
+        "service_rules": dict(rules.acted),
+    }
 
 
 def check_config_lines(config: MonitorConfig, containment: Containment) -> list[str]:

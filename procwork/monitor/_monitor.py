@@ -41,16 +41,10 @@ from procwork._load import SystemLoad
 from procwork._orphans import reap_orphans
 from procwork._reactor import default_reactor
 from procwork._scheduler import Scheduler
+from procwork.monitor import _contain
 from procwork.monitor._alerts import AlertDispatcher
 from procwork.monitor._checks import CheckRunner, CheckSpec, CheckStatus, RunFunction
 from procwork.monitor._config import BUILTIN, MonitorConfig, load_config, parse_http
-from procwork.monitor._contain import (
-    cgroup_metrics,
-    check_config_lines,
-    describe,
-    monitor_containment,
-    watch_cgroups,
-)
 from procwork.monitor._control import Controller, listen_control
 from procwork.monitor._events import (
     Event,
@@ -60,7 +54,8 @@ from procwork.monitor._events import (
     rule_events,
 )
 from procwork.monitor._http import CappedFactory, Guard, Metric, StatusSite
-from procwork.monitor._logs import start_logging
+from procwork.monitor._logs import LevelFilter, start_logging
+from procwork.monitor._logsocket import DatagramWriter
 from procwork.monitor._logwriter import LogWriter
 from procwork.monitor._looplag import LoopLag
 from procwork.monitor._metrics import (
@@ -98,8 +93,7 @@ class Monitor:
             process groups); tests inject.
         process_table: Where the rules look for processes (default
             ``/proc``); tests inject.
-        containment: Where the services' cgroups go (default: none,
-            process groups; ``procwork monitor`` gives its own).
+        containment: Where the services' cgroups go (default none: process groups).
     """
 
     def __init__(
@@ -140,15 +134,15 @@ class Monitor:
             ServiceEvents(self._event, self._repeat_every, reactor.seconds)
         )
         self.checks.listen(self._check_changed)
-        # Cgroups: OOM kills and leftovers as events; usage rules.
-        self.service_rules = watch_cgroups(self.supervisor, config, self._event)
+        self.service_rules = _contain.watch(self.supervisor, config, self._event)
         self.rules.listen(
             lambda found: self._event(escalation_event(found, reactor.seconds()))
         )
         # The monitor watched too: its reactor's lag, its own log's
         # writer (set by main(), which owns stdout), its services' logs.
         self.loop_lag = LoopLag(reactor)
-        self.log_writer: LogWriter | None = None
+        self.log_writer: LogWriter | DatagramWriter | None = None
+        self.log_levels: LevelFilter | None = None  # main()'s: a reload sets it
         self.supervisor.listen_log_trouble(self._log_trouble)
         self.findings: list[Finding] = []
         self.controller = Controller(self)
@@ -220,7 +214,7 @@ class Monitor:
             checks=len(self.config.checks),
             rules=len(self.config.rules),
         )
-        _log.info("containment: {how}", how=describe(self.containment))
+        _log.info("containment: {how}", how=_contain.describe(self.containment))
         self._event(
             Event(
                 "monitor.started",
@@ -452,6 +446,8 @@ class Monitor:
         self.rules.update(new.rules)
         self.service_rules.update(new.service_rules)
         self.alerts.update(new.alerts)
+        if self.log_levels is not None:
+            self.log_levels.configured(new.log_level)
         if _loop_settings(new) != _loop_settings(old):
             # Else the scans and summaries go on on their schedules: a
             # reload is no reason for an extra one.
@@ -581,8 +577,7 @@ class Monitor:
                 name: {**status.to_dict(), "cgroup": cgroups.get(name)}
                 for name, status in self.supervisor.status().items()
             },
-            "containment": self.containment and self.containment.to_dict(),
-            "service_rules": dict(self.service_rules.acted),
+            **_contain.status_keys(self.containment, self.service_rules),
             "checks": {
                 name: status.to_dict() for name, status in self.checks.status.items()
             },
@@ -636,7 +631,7 @@ class Monitor:
                 None if self._http_guard is None else self._http_guard.refused
             ),
             *control_metrics(self.controller.stats),
-            *cgroup_metrics(self.supervisor.cgroups.statuses()),
+            *_contain.cgroup_metrics(self.supervisor.cgroups.statuses()),
             *watchdog_metrics(
                 log_lines_dropped=(
                     0 if self.log_writer is None else self.log_writer.dropped
@@ -677,9 +672,11 @@ def main(
     check_only: bool = False,
     lock_file: str | None = None,
     socket: str | None = None,
+    log_level: str | None = None,
 ) -> int:
     """Run the monitor until Ctrl-C, SIGTERM, ``procwork ctl shutdown`` or
-    ``duration``; exit status. SIGHUP reloads the config.
+    ``duration``; exit status. SIGHUP reloads the config. ``log_level``
+    (``--log-level``) wins over the config's.
 
     Only one monitor runs a configuration at a time: it holds an exclusive
     lock on ``lock_file`` (default :func:`default_lock_path`), and so does its
@@ -707,8 +704,7 @@ def main(
             f"{len(config.checks)} checks, {len(config.rules)} rules",
             file=sys.stderr,
         )
-        described = monitor_containment(config, lock_path, None, start=False)
-        print(*check_config_lines(config, described), sep="\n", file=sys.stderr)
+        _contain.print_check_config(config, lock_path)
         return 0
     try:
         lock = hold_instance_lock(lock_path)
@@ -723,16 +719,31 @@ def main(
         )
         return 1
     start_lifeline([lock])
-    # Stdout never blocks the monitor (see _logwriter.py); at exit what
-    # waits for the reader gets a bounded time to be written.
-    writer = start_logging(json_log or config.json_log)
+    # Stdout (or the log daemon's socket) never blocks the monitor (see
+    # _logwriter.py, _logsocket.py); at exit what waits for the reader gets
+    # a bounded time to be written.
+    levels = LevelFilter(log_level or config.log_level, pinned=bool(log_level))
+    writer = start_logging(
+        json_log or config.json_log,
+        levels=levels,
+        target=config.log,
+        facility=config.syslog_facility,
+        syslog_format=config.syslog_format,
+    )
+    if isinstance(writer, DatagramWriter) and writer.absent is not None:
+        # Not fatal: a log daemon starting after us (or restarting) must not
+        # keep the services down. What cannot wait is dropped and counted.
+        print(
+            f"procwork monitor: log = {config.log!r}: {writer.absent}; the "
+            "lines wait for it (then are dropped and counted) until it listens",
+            file=sys.stderr,
+        )
     if writer is not None:
         atexit.register(writer.close)
-    # After the lifeline, which is told of every cgroup; an earlier
-    # monitor's leftovers in them are killed before anything starts.
-    containment = monitor_containment(config, lock_path, default_reactor())
+    containment = _contain.monitor_containment(config, lock_path, default_reactor())
     monitor = Monitor(config, containment=containment)
     monitor.log_writer = writer
+    monitor.log_levels = levels
     reload_on_sighup(monitor)
     reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
     notifier = _systemd_notifier(monitor.reactor)

@@ -31,6 +31,9 @@ _NOT_RELOADED = (
     "http_token",
     "json_log",
     "contain",
+    "log",
+    "syslog_facility",
+    "syslog_format",
 )
 
 Names = tuple[str, ...]
