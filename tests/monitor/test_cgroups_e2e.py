@@ -18,6 +18,7 @@ import signal
 import subprocess
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,6 +65,16 @@ def escapee_of(sock: Path) -> int:
     return wait_for("the daemon's pid", probe)
 
 
+def running(sock: Path) -> dict[str, Any]:
+    """The daemonizer's status once it is RUNNING (its start_seconds passed)."""
+
+    def probe() -> dict[str, Any] | None:
+        status = statuses(sock)["daemonizer"]
+        return status if status["state"] == "RUNNING" else None
+
+    return wait_for("the daemonizer to run", probe)
+
+
 def lifeline_of(monitor: MonitorProcess) -> int:
     """The monitor's lifeline helper: its child running procwork's
     ``_lifeline_main.py``."""
@@ -103,8 +114,7 @@ def test_ctl_stop_kills_the_daemon_that_left_the_services_process_group(
     tmp_path: Path, monitors: list[MonitorProcess], ours: str, started: list[int]
 ) -> None:
     _, sock, escapee = started_contained(monitors, tmp_path, ours, started)
-    status = statuses(sock)["daemonizer"]
-    assert status["state"] == "RUNNING"
+    status = running(sock)
     assert os.getpgid(escapee) != os.getpgid(status["pid"])
     done = ctl(sock, "stop", "daemonizer")
     assert done.returncode == 0, done.stderr
@@ -264,8 +274,7 @@ def test_where_cgroups_cannot_be_had_the_monitor_starts_with_process_groups(
     )
     monitor.expect(r"containment: process groups only: " + why)
     started.append(escapee_of(sock))
-    status = statuses(sock)["daemonizer"]
-    assert status["state"] == "RUNNING"
+    status = running(sock)
     [limit] = status["cgroup"]["limits"]
     assert limit["enforced"] is False and re.search(why, limit["why"])
     assert ctl(sock, "stop", "daemonizer").returncode == 0
