@@ -46,6 +46,7 @@ __all__ = [
     "interval_or_zero",
     "mail_address",
     "mail_addresses",
+    "module_function",
     "names",
     "non_negative",
     "number",
@@ -55,6 +56,7 @@ __all__ = [
     "optional_size",
     "path",
     "pattern",
+    "percent",
     "pids",
     "positive",
     "seconds",
@@ -64,6 +66,7 @@ __all__ = [
     "smtp_address",
     "stop_signal",
     "text",
+    "true",
     "umask",
     "url",
     "user_or_group",
@@ -598,3 +601,35 @@ def smtp_address(value: object) -> tuple[str, int] | None:
             f"'mail.example.com:587' (port 1 to 65535), not {_shown(value)}"
         )
     return address
+
+
+# -- the monitor's own checks ------------------------------------------------------
+
+
+def percent(instance: Any, attribute: Any, value: Any) -> None:
+    """A percentage: a number from 0 to 100."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (0 <= value <= 100)
+    ):
+        raise Invalid(f"must be a percentage from 0 to 100, not {_shown(value)}")
+
+
+def true(value: object) -> bool:
+    """``true``, nothing else: a key that turns a kind of check on."""
+    if value is not True:
+        raise Invalid(f"must be true (leave it out for none), not {_shown(value)}")
+    return True
+
+
+_MODULE_FUNCTION = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
+
+
+def module_function(instance: Any, attribute: Any, value: Any) -> None:
+    """``"module:function"`` (``"checks.db:ping"``): Python names, dotted."""
+    if not isinstance(value, str) or not _MODULE_FUNCTION.fullmatch(value):
+        raise Invalid(
+            "must be 'module:function' like 'mychecks:queue_ok' (the module "
+            f"beside the config file), not {_shown(value)}"
+        )

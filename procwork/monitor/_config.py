@@ -48,6 +48,7 @@ from procwork.monitor._configfiles import (
 )
 from procwork.monitor._didyoumean import FOREIGN_KEYS, Foreign, unknown_key
 from procwork.monitor._mail import MailServer
+from procwork.monitor._pyprobe import module_file
 from procwork.monitor._rules import Rule
 from procwork.supervisor import ServiceSpec
 
@@ -317,6 +318,7 @@ def parse_config(
     rules: list[Rule] = []
     alerts: list[AlertSpec] = []
     mailing: list[tuple[int, str]] = []  # (index, where) of the mail alerts
+    acting: list[tuple[CheckSpec, str]] = []  # checks and where, for their actions
     where_of: dict[tuple[str, str], str] = {}  # (kind, name) -> where defined
     # What must exist on this machine, checked once the config is consistent.
     runnable: list[
@@ -346,8 +348,12 @@ def parse_config(
             where = named(where, check.name)
             _once(where_of, "check", check.name, where)
             check = _resolved_check(check, file)
-            if check.host is None:  # a remote command is found there, not here
+            if check.command is not None and check.host is None:
+                # (a remote command is found there, not here)
                 runnable.append((check.command, f"{where} command", file, None, None))
+            if check_system:
+                _python_module(check, where)
+            acting.append((check, where))
             if check.on_failure is not None:
                 runnable.append(
                     (check.on_failure, f"{where} on_failure", file, None, None)
@@ -373,6 +379,7 @@ def parse_config(
                 mailing.append((len(alerts), where))
             alerts.append(alert)
 
+    _acts_on_services(acting, services)
     if check_system:
         for argv, where, file, cwd, env in runnable:
             _runnable(argv, where, file, cwd, env)
@@ -544,6 +551,14 @@ def _resolved_service(spec: ServiceSpec, file: ConfigFile, where: str) -> Servic
 
 def _resolved_check(check: CheckSpec, file: ConfigFile) -> CheckSpec:
     changes: dict[str, Any] = {}
+    # A python check's module is beside the config file; relative paths of
+    # disk, file and pidfile are relative to it.
+    if check.python is not None and check.module_dir is None:
+        changes["module_dir"] = file.base_dir or os.getcwd()
+    for key in ("disk", "file", "pidfile", "module_dir"):
+        path = getattr(check, key)
+        if path is not None and not os.path.isabs(path):
+            changes[key] = file.path(path)
     for key in ("command", "on_failure"):
         argv = getattr(check, key)
         if key == "command" and check.host is not None:
@@ -551,6 +566,34 @@ def _resolved_check(check: CheckSpec, file: ConfigFile) -> CheckSpec:
         if argv and os.sep in argv[0] and not os.path.isabs(argv[0]):
             changes[key] = (file.path(argv[0]), *argv[1:])
     return attrs.evolve(check, **changes) if changes else check
+
+
+def _python_module(check: CheckSpec, where: str) -> None:
+    """Reject a python check whose module is not beside the config file."""
+    if check.python is None:
+        return
+    directory = check.module_dir or os.getcwd()
+    module = check.python.partition(":")[0]
+    if module_file(directory, module) is None:
+        path = os.path.join(directory, *module.split("."))
+        raise ConfigError(
+            f"{where} python: no module {module!r} beside the config file "
+            f"(looked for {path}.py and {path}/__init__.py)"
+        )
+
+
+def _acts_on_services(
+    acting: Sequence[tuple[CheckSpec, str]], services: Sequence[ServiceSpec]
+) -> None:
+    """Reject a check's ``restart`` or ``services`` naming no [[service]]."""
+    names = {service.name for service in services}
+    for check, where in acting:
+        for key in ("restart", "services"):
+            for name in getattr(check, key):
+                if name not in names:
+                    raise ConfigError(
+                        f"{where}: {key} names {name!r}, which is not a [[service]]"
+                    )
 
 
 def _service_env(spec: ServiceSpec) -> Mapping[str, str] | None:
