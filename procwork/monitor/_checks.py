@@ -95,6 +95,7 @@ class CheckStatus:
     last_outcome: str | None = None  # "ok" | "failed" | "timed out" | "error"
     last_detail: str = ""
     last_duration: float | None = None
+    total_duration: float = 0.0  # of every finished run (seconds)
     last_output: str = ""
     last_started: float | None = None  # wall clock (time.time())
     last_success: float | None = None  # wall clock when the last ok run ended
@@ -430,6 +431,7 @@ class CheckRunner:
         """Record a run's outcome (``"ok"``, ``"failed"``, ``"timed out"``,
         ``"error"``): counts, the failing state, events and actions."""
         status.last_duration = duration
+        status.total_duration += duration or 0.0
         status.last_output = output
         status.last_detail = detail
         if outcome == "ok":

@@ -20,8 +20,10 @@ from twisted.internet.task import Clock
 import untwisted
 from procwork import ConfigError
 from procwork.monitor import CheckSpec
-from procwork.monitor._checks import CheckRunner
+from procwork.monitor._checks import CheckRunner, CheckStatus
 from procwork.monitor._config import load_config, parse_config
+from procwork.monitor._metrics import monitor_metrics
+from procwork.monitor._page import render_page
 from tests.support import drive_until
 from tests.support.checks import FakeRun, HandThreads
 
@@ -391,3 +393,61 @@ def test_a_python_module_that_fails_to_import_says_so(
         f"cannot import {tmp_path / 'mychecks.py'}: raised ModuleNotFoundError: "
         "No module named 'no_such_module_here'"
     )
+
+
+# -- metrics and the page -----------------------------------------------------
+
+
+def test_metrics_give_every_kinds_duration_result_kind_and_target(
+    threads: HandThreads, tmp_path: Path
+) -> None:
+    clock, fake = Clock(), FakeRun()
+    runner = CheckRunner(
+        [
+            CheckSpec("beat", file=str(tmp_path), every=10),
+            CheckSpec("df", "df -h", every=10),
+        ],
+        run=fake,
+        reactor=clock,
+        wall_clock=clock.seconds,
+        in_thread=threads,
+    )
+    runner.start()
+    clock.advance(0.5)
+    threads.finish()
+    fake.calls[0].exits(1, duration=0.25)
+    families = {
+        name: samples
+        for name, _, _, samples in monitor_metrics(
+            version="0", services={}, checks=runner.status, rules={}, queued=0
+        )
+    }
+    assert families["procwork_check_info"] == [
+        ({"check": "beat", "kind": "file", "target": str(tmp_path)}, 1.0),
+        ({"check": "df", "kind": "command", "target": "df -h"}, 1.0),
+    ]
+    assert families["procwork_check_ok"] == [
+        ({"check": "beat"}, 1.0),
+        ({"check": "df"}, 0.0),
+    ]
+    assert families["procwork_check_last_duration_seconds"] == [
+        ({"check": "beat"}, 0.5),
+        ({"check": "df"}, 0.25),
+    ]
+    assert families["procwork_check_duration_seconds_total"] == [
+        ({"check": "beat"}, 0.5),
+        ({"check": "df"}, 0.25),
+    ]
+
+
+def test_the_page_shows_each_checks_kind_and_target() -> None:
+    status = {
+        "checks": {
+            "disk-root": CheckStatus("disk-root", kind="disk", target="/").to_dict(),
+            "queue": CheckStatus("queue", kind="python", target="jobs:ok<b>").to_dict(),
+        }
+    }
+    page = render_page(status, now=0)
+    assert "<th>asks</th>" in page
+    assert '<td class="detail">disk /</td>' in page
+    assert '<td class="detail">python jobs:ok&lt;b&gt;</td>' in page

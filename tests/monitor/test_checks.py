@@ -265,6 +265,7 @@ def test_a_check_status_is_json_ready_without_private_fields(
         "last_outcome": "ok",
         "last_detail": "exited 0",
         "last_duration": 0.25,
+        "total_duration": 0.25,
         "last_output": "fine\n",
         "last_started": 1e9,
         "last_success": 1e9,
