@@ -24,7 +24,7 @@ from procwork.monitor._checks import CheckRunner, CheckStatus
 from procwork.monitor._config import load_config, parse_config
 from procwork.monitor._metrics import monitor_metrics
 from procwork.monitor._page import render_page
-from tests.support import drive_until
+from tests.support import cpu_load, drive_until
 from tests.support.checks import FakeRun, HandThreads
 
 # -- the spec -----------------------------------------------------------------
@@ -275,6 +275,7 @@ def test_a_probe_that_raises_is_an_error_saying_what_it_raised(
 # -- python checks, on the real reactor ---------------------------------------
 
 _CHECKS = """
+import random
 import time
 import clockwork
 from twisted.internet.defer import Deferred
@@ -308,6 +309,14 @@ async def coroutine():
 
 def routine_hangs():
     yield Deferred()
+
+def racing():
+    time.sleep(random.uniform(0, 0.02))
+    return True
+
+def racing_routine():
+    yield clockwork.sleep(random.uniform(0, 0.02))
+    return True
 """
 
 
@@ -393,6 +402,51 @@ def test_a_python_module_that_fails_to_import_says_so(
         f"cannot import {tmp_path / 'mychecks.py'}: raised ModuleNotFoundError: "
         "No module named 'no_such_module_here'"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("function", ["racing", "racing_routine"])
+def test_hundreds_of_python_runs_racing_their_timeout_each_end_once_under_load(
+    real_runners: list[CheckRunner], checks_dir: Path, function: str
+) -> None:
+    """Runs that end just before, at or after their timeout (0 to 20 ms
+    against 10 ms), 300 of them under CPU load: each has one outcome, and a
+    check never has more than one call in a thread."""
+    from twisted.internet import reactor
+
+    from procwork.monitor._checks import _reactor_threads
+
+    threads = _reactor_threads(reactor)
+    busy = [0, 0]  # now, most at once
+
+    def counted(call: Any) -> Any:
+        busy[0] += 1
+        busy[1] = max(busy)
+
+        def returned(result: object) -> object:
+            busy[0] -= 1
+            return result
+
+        return threads(call).addBoth(returned)
+
+    spec = CheckSpec(
+        "race",
+        python=f"mychecks:{function}",
+        module_dir=str(checks_dir),
+        every=0.01,
+        timeout=0.01,
+    )
+    runner = CheckRunner([spec], in_thread=counted)
+    real_runners.append(runner)
+    status = runner.status["race"]
+    with cpu_load():
+        runner.start()
+        assert drive_until(lambda: status.runs >= 300, timeout=120)
+        untwisted.run(runner.stop(), timeout=30)
+    ended = status.ok + status.failed + status.timed_out
+    assert status.runs - 1 <= ended <= status.runs, "at most the last was stopped"
+    assert status.ok > 0 and status.timed_out > 0, "both sides of the race ran"
+    assert busy[1] == 1
 
 
 # -- metrics and the page -----------------------------------------------------
