@@ -8,8 +8,10 @@
     >>> clockwork.wrap(job(21))
     42
 
-See ``specs/clockwork.md`` for the whole story. The first clockwork's
-vocabulary (``Return``, ``Value``, ``genwrap``, ...) is :mod:`clockwork.classic`,
+See ``specs/clockwork.md`` for the whole story. TCP, TLS and HTTP for
+routines are :mod:`clockwork.net` (``specs/networking.md``), whose failures
+are all a :class:`NetworkError`. The first clockwork's vocabulary
+(``Return``, ``Value``, ``genwrap``, ...) is :mod:`clockwork.classic`,
 importable from here too so that code written for it runs unchanged.
 """
 
@@ -23,6 +25,7 @@ from twisted.internet.defer import CancelledError, Deferred
 import untwisted
 from clockwork import classic as classic
 from clockwork._flatten import encapsulate, flatten
+from clockwork._neterrors import NetworkError
 from clockwork._task import Task
 from clockwork._waits import every, first, gather, sleep, timeout
 from clockwork._worker import Worker, current_worker, default_worker
@@ -35,6 +38,7 @@ Timeout = untwisted.Timeout
 
 __all__ = [
     "CancelledError",
+    "NetworkError",
     "Task",
     "Timeout",
     "Worker",

@@ -34,7 +34,7 @@ from procwork._reactor import Reactor, default_reactor
 from procwork._result import Result
 from procwork.monitor._events import EVENTS, OUTPUT_TAIL, Event
 from procwork.monitor._mail import MailRefused, MailServer, compose, send_mail
-from procwork.monitor._webhook import Reply, describe_failure, post, webhook_agent
+from procwork.monitor._webhook import Reply, RequestFunction, describe_failure, post
 
 __all__ = ["EVENTS", "AlertDispatcher", "AlertSpec", "AlertStatus", "Event"]
 
@@ -231,9 +231,8 @@ class AlertDispatcher:
         specs: The alerts.
         reactor: For timers and the HTTP client; default the global reactor.
         run: Runs a command alert, ``procwork.run``-compatible.
-        agent: Makes webhook requests (a :class:`twisted.web.client.Agent`;
-            default :func:`~procwork.monitor._webhook.webhook_agent` on
-            ``reactor``, which reads at most 1 MiB of a reply).
+        request: Makes webhook requests (``clockwork.net.request``, the
+            default, or a stand-in taking its arguments).
     """
 
     def __init__(
@@ -242,7 +241,7 @@ class AlertDispatcher:
         *,
         reactor: Reactor | None = None,
         run: RunFunction | None = None,
-        agent: Any = None,
+        request: RequestFunction | None = None,
     ) -> None:
         self._reactor: Reactor = default_reactor() if reactor is None else reactor
         if run is None:
@@ -250,7 +249,7 @@ class AlertDispatcher:
 
             run = procwork_run
         self._run = run
-        self._agent = agent
+        self._request = request
         self.specs = tuple(specs)
         self._alerts = [_Alert(spec) for spec in self.specs]
         self.status = {alert.spec.name: alert.status for alert in self._alerts}
@@ -442,9 +441,7 @@ class AlertDispatcher:
         url, body = spec.webhook, json.dumps(event.to_dict()).encode()
 
         def attempt() -> Deferred[Any]:
-            if self._agent is None:
-                self._agent = webhook_agent(self._reactor)
-            d: Deferred[Reply] = post(self._agent, url, body)
+            d = post(url, body, reactor=self._reactor, request=self._request)
 
             def answered(reply: Reply) -> _Outcome | _Again:
                 if not reply.ok:

@@ -1,7 +1,8 @@
 """Alerts, events, the status page and the log formats, without processes.
 
 Timing (webhook timeouts, retries, the console rate limit) runs on Twisted's
-``task.Clock``; webhooks go to a fake agent; commands to a fake ``run``.
+``task.Clock``; webhooks go to a fake ``clockwork.net.request``; commands to
+a fake ``run``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 
+from clockwork.net import Response
 from procwork import ConfigError, Result
 from procwork.monitor import AlertSpec
 from procwork.monitor._alerts import EVENTS, AlertDispatcher, Event
@@ -32,27 +34,14 @@ from tests.support.fake_monitor import CONFIG, World
 # -- fakes ---------------------------------------------------------------------
 
 
-class FakeResponse:
-    """A response whose body is empty: it ends as it is delivered."""
-
-    def __init__(self, code: int) -> None:
-        self.code = code
-
-    def deliverBody(self, protocol: Any) -> None:
-        from twisted.python.failure import Failure
-        from twisted.web.client import ResponseDone
-
-        protocol.makeConnection(None)
-        protocol.connectionLost(Failure(ResponseDone()))
-
-
-class FakeAgent:
-    """Records requests; each is answered by the test (or never)."""
+class FakeRequest:
+    """Stands in for ``clockwork.net.request``: records requests; each is
+    answered by the test (or never)."""
 
     def __init__(self) -> None:
-        self.requests: list[tuple[bytes, bytes, Deferred[Any]]] = []
+        self.requests: list[tuple[str, str, Deferred[Any]]] = []
 
-    def request(self, method: bytes, url: bytes, headers: Any, body: Any) -> Any:
+    def __call__(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
         self.requests.append((method, url, d))
         return d
@@ -66,8 +55,9 @@ def hook(**changes: Any) -> AlertSpec:
     return AlertSpec(**{"name": "hook", "webhook": "http://127.0.0.1:1/h", **changes})
 
 
-def answer(agent: FakeAgent, i: int, code: int) -> None:
-    agent.requests[i][2].callback(FakeResponse(code))
+def answer(agent: FakeRequest, i: int, code: int) -> None:
+    _, url, d = agent.requests[i]
+    d.callback(Response(code, "", {}, b"", False, url))
 
 
 # -- which alerts want which events ---------------------------------------------
@@ -122,11 +112,11 @@ def test_a_bad_alert_is_rejected_naming_it_and_the_key(
 
 
 def test_a_webhook_posts_the_event_as_json_and_counts_a_2xx_as_sent() -> None:
-    clock, agent = Clock(), FakeAgent()
-    alerts = AlertDispatcher([hook()], reactor=clock, agent=agent)
+    clock, agent = Clock(), FakeRequest()
+    alerts = AlertDispatcher([hook()], reactor=clock, request=agent)
     alerts.emit(event())
     [(method, url, _)] = agent.requests
-    assert (method, url) == (b"POST", b"http://127.0.0.1:1/h")
+    assert (method, url) == ("POST", "http://127.0.0.1:1/h")
     answer(agent, 0, 204)
     status = alerts.status["hook"]
     assert (status.sent, status.ok, status.failed, status.running) == (1, 1, 0, 0)
@@ -134,9 +124,9 @@ def test_a_webhook_posts_the_event_as_json_and_counts_a_2xx_as_sent() -> None:
 
 
 def test_a_webhook_is_retried_retry_delay_after_a_failed_attempt() -> None:
-    clock, agent = Clock(), FakeAgent()
+    clock, agent = Clock(), FakeRequest()
     alerts = AlertDispatcher(
-        [hook(retries=2, retry_delay=5)], reactor=clock, agent=agent
+        [hook(retries=2, retry_delay=5)], reactor=clock, request=agent
     )
     alerts.emit(event())
     answer(agent, 0, 503)
@@ -149,9 +139,9 @@ def test_a_webhook_is_retried_retry_delay_after_a_failed_attempt() -> None:
 
 
 def test_a_webhook_that_never_answers_times_out_and_gives_up_after_retries() -> None:
-    clock, agent = Clock(), FakeAgent()
+    clock, agent = Clock(), FakeRequest()
     alerts = AlertDispatcher(
-        [hook(timeout=10, retries=1, retry_delay=1)], reactor=clock, agent=agent
+        [hook(timeout=10, retries=1, retry_delay=1)], reactor=clock, request=agent
     )
     alerts.emit(event())
     clock.advance(10)  # the first attempt is cancelled
@@ -166,8 +156,8 @@ def test_a_webhook_that_never_answers_times_out_and_gives_up_after_retries() -> 
 
 
 def test_stopping_waits_for_a_webhook_in_flight_then_cancels_it() -> None:
-    clock, agent = Clock(), FakeAgent()
-    alerts = AlertDispatcher([hook(timeout=60)], reactor=clock, agent=agent)
+    clock, agent = Clock(), FakeRequest()
+    alerts = AlertDispatcher([hook(timeout=60)], reactor=clock, request=agent)
     alerts.emit(event("monitor.stopping", "m"))
     stopped = alerts.stop(timeout=5)
     clock.advance(4.9)
@@ -322,9 +312,9 @@ def test_with_max_queued_0_an_event_that_finds_every_slot_busy_is_dropped() -> N
 
 
 def test_a_webhooks_retries_hold_its_slot() -> None:
-    clock, agent = Clock(), FakeAgent()
+    clock, agent = Clock(), FakeRequest()
     alerts = AlertDispatcher(
-        [hook(max_in_flight=1, retries=1, retry_delay=5)], reactor=clock, agent=agent
+        [hook(max_in_flight=1, retries=1, retry_delay=5)], reactor=clock, request=agent
     )
     storm(alerts, 2)
     answer(agent, 0, 503)
@@ -338,8 +328,8 @@ def test_a_webhooks_retries_hold_its_slot() -> None:
 
 
 def test_stopping_delivers_what_is_queued_if_it_can_within_the_timeout() -> None:
-    clock, agent = Clock(), FakeAgent()
-    alerts = AlertDispatcher([hook(max_in_flight=1)], reactor=clock, agent=agent)
+    clock, agent = Clock(), FakeRequest()
+    alerts = AlertDispatcher([hook(max_in_flight=1)], reactor=clock, request=agent)
     storm(alerts, 1)
     alerts.emit(event("monitor.stopping", "m"))
     stopped = alerts.stop(timeout=5)
@@ -351,9 +341,9 @@ def test_stopping_delivers_what_is_queued_if_it_can_within_the_timeout() -> None
 
 
 def test_stopping_drops_the_queue_and_ends_within_its_timeout(warnings: Any) -> None:
-    clock, agent = Clock(), FakeAgent()
+    clock, agent = Clock(), FakeRequest()
     alerts = AlertDispatcher(
-        [hook(timeout=60, max_in_flight=2)], reactor=clock, agent=agent
+        [hook(timeout=60, max_in_flight=2)], reactor=clock, request=agent
     )
     storm(alerts, 10)
     stopped = alerts.stop(timeout=5)
@@ -661,7 +651,7 @@ def test_the_monitor_sends_service_check_rule_and_monitor_events_to_its_alerts()
         rules=(
             Rule("cgi", process_name="perl", max_age=600, action="term", dry_run=True),
         ),
-        # The fake agent never answers: a slot for every event.
+        # The fake request is never answered: a slot for every event.
         alerts=(
             AlertSpec(
                 "all", events="*", webhook="http://127.0.0.1:1/", max_in_flight=20
@@ -676,8 +666,8 @@ def test_the_monitor_sends_service_check_rule_and_monitor_events_to_its_alerts()
         process_factory=world.factory,
         process_table=world.table,
     )
-    agent = FakeAgent()
-    world.monitor.alerts._agent = agent
+    agent = FakeRequest()
+    world.monitor.alerts._request = agent
     monitor = world.monitor
     monitor.start()
     world.clock.advance(1)  # web: RUNNING

@@ -192,6 +192,13 @@ INTERNALS = [
              "procwork/monitor/_http.py",
              "whether the client of a control request has gone before its "
              "answer is written"),
+    # -- TLS: clockwork/_tls.py -------------------------------------------------------
+    Internal("twisted.protocols.tls.TLSMemoryBIOProtocol", "getHandle", "reads",
+             "clockwork/_tls.py",
+             "the pyOpenSSL connection (Twisted documents it for its own "
+             "Certificate.peerFromTransport only): after a failed verification "
+             "getPeerCertificate has nothing, but the chain the peer sent is "
+             "there, and its certificate says why it was refused", ("self",)),
     # -- threads: untwisted/_driver.py and procwork/_threads.py ---------------------
     Internal("twisted.python.threadable", "ioThread", "reads",
              "untwisted/_driver.py, procwork/_threads.py",
