@@ -36,6 +36,7 @@ from procwork._errors import ConfigError
 from procwork._reactor import default_reactor
 from procwork._result import Result
 from procwork._validate import MIN_INTERVAL
+from procwork.monitor import _netprobe as netprobe
 from procwork.monitor._checkspec import CheckSpec
 from procwork.monitor._probes import InThread, OneThread, Verdict, native_probe
 from procwork.monitor._proctable import ProcessTable
@@ -68,6 +69,10 @@ class ServiceControl(Protocol):
 
 
 _TAIL = 400  # characters of output kept in a check's status
+
+# Seconds past its timeout an http or tcp check is given to say what timed
+# out before the runner cancels it.
+_NET_GRACE = 1.0
 
 
 def _remote(spec: CheckSpec) -> dict[str, Any]:
@@ -323,7 +328,10 @@ class CheckRunner:
             if self._in_thread is None:
                 self._in_thread = _reactor_threads(self._reactor)
             thread = OneThread(self._in_thread, self._reactor)
-            if spec.python is not None:
+            if spec.http is not None or spec.tcp is not None:
+                run = self._as_deferred or untwisted.lowlevel.as_deferred
+                probe = functools.partial(_net, run, spec)
+            elif spec.python is not None:
                 probe = PythonProbe(
                     spec.python,
                     spec.module_dir or os.getcwd(),
@@ -353,7 +361,10 @@ class CheckRunner:
             timer.append(True)  # the CancelledError to come is a timeout
             d.cancel()
 
-        timer.append(self._reactor.callLater(spec.timeout, timed_out))
+        # An http or tcp check bounds itself with its timeout, saying what
+        # timed out (connecting, reading); this bound, later, is a backstop.
+        bound = spec.timeout + (_NET_GRACE if spec.kind in ("http", "tcp") else 0)
+        timer.append(self._reactor.callLater(bound, timed_out))
 
         def done(outcome: Verdict | Failure) -> None:
             if timer[0].active():
@@ -363,6 +374,7 @@ class CheckRunner:
             duration = self._reactor.seconds() - started
             if isinstance(outcome, Verdict):
                 word = "ok" if outcome.ok else "failed"
+                word = "timed out" if outcome.timed_out else word
                 self._judged(spec, status, word, outcome.message, "", duration)
             elif not outcome.check(CancelledError):
                 detail = f"error: {outcome.getErrorMessage()}"
@@ -564,6 +576,10 @@ class CheckRunner:
         except Exception as e:  # no such service, not running
             return f"cannot {what} {name}: {e}"
         return f"sent {spec.signal_name} to {name}"
+
+
+def _net(run: Callable[[Any], Deferred[Any]], spec: CheckSpec) -> Deferred[Any]:
+    return run(netprobe.routine(spec))
 
 
 def _reactor_threads(reactor: Any) -> InThread:

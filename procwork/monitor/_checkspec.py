@@ -17,7 +17,7 @@ import attrs
 from attrs import converters
 
 from procwork import _validate as validate
-from procwork._fields import keyed, spec_class
+from procwork._fields import keyed, spec_class, toml
 from procwork._scheduler import PRIORITIES
 
 __all__ = ["KINDS", "KIND_KEYS", "CheckSpec"]
@@ -29,7 +29,17 @@ def _needs_host(spec: Any, attribute: Any, value: str) -> None:
 
 
 #: The kinds of check: exactly one of these keys says what a check asks.
-KINDS = ("command", "disk", "load", "memory", "file", "process", "python")
+KINDS = (
+    "command",
+    "disk",
+    "load",
+    "memory",
+    "file",
+    "process",
+    "python",
+    "http",
+    "tcp",
+)
 
 #: The keys that belong to one kind of check (the rest are every check's).
 KIND_KEYS: Mapping[str, tuple[str, ...]] = {
@@ -40,7 +50,23 @@ KIND_KEYS: Mapping[str, tuple[str, ...]] = {
     "file": ("max_age", "min_size", "max_size", "contains"),
     "process": ("cmdline", "user", "min_count", "max_count", "pidfile"),
     "python": ("module_dir",),
+    "http": (
+        "method",
+        "headers",
+        "expect_status",
+        "expect_body",
+        "tls_min_days",
+        "ca_file",
+    ),
+    "tcp": ("send", "expect"),
 }
+
+
+def _statuses(spec: Any) -> list[int | str] | None:
+    """``expect_status`` as written: ``[200, "300-399"]``."""
+    if spec.expect_status is None:
+        return None
+    return [low if low == high else f"{low}-{high}" for low, high in spec.expect_status]
 
 
 def _optional(*validators: validate.Validator) -> Any:
@@ -205,6 +231,21 @@ class CheckSpec:
     # Where a python check's module is: default the config file's directory
     # (set by the config loader, and so written in the effective config).
     module_dir: str | None = _optional_converted(validate.path)
+    http: str | None = _optional(validate.web_url)
+    method: str | None = _optional(validate.http_method)
+    headers: Mapping[str, str] | None = _optional_converted(validate.headers)
+    expect_status: tuple[tuple[int, int], ...] | None = attrs.field(
+        default=None,
+        kw_only=True,
+        converter=converters.optional(validate.status_ranges),
+        metadata=toml(write=_statuses),
+    )
+    expect_body: str | None = _optional_converted(validate.pattern)
+    tls_min_days: int | None = _optional(validate.whole(0))
+    ca_file: str | None = _optional_converted(validate.path)
+    tcp: str | None = _optional(validate.host_port)
+    send: str | None = _optional(validate.text)
+    expect: str | None = _optional_converted(validate.pattern)
     # -- actions that need no fork --
     restart: tuple[str, ...] = attrs.field(
         default=(), kw_only=True, converter=validate.names
@@ -240,6 +281,10 @@ class CheckSpec:
             raise validate.Invalid(
                 f"needs {needs} (the signal and whom to send it)", key
             )
+        if self.http is not None and not self.http.startswith("https://"):
+            for key in ("tls_min_days", "ca_file"):
+                if getattr(self, key) is not None:
+                    raise validate.Invalid("needs an https:// URL", key)
         if (
             self.max_count is not None
             and self.min_count is not None
@@ -267,11 +312,14 @@ class CheckSpec:
         if kind == "command":
             assert self.command is not None
             where = f" on {self.host}" if self.host else ""
-            return validate.clip(shlex.join(self.command)) + where
+            # On one line: a command may be a script of several.
+            return validate.clip(" ".join(shlex.join(self.command).split())) + where
         if kind == "load":
             return f"per core <= {self.max_per_core or 4:g}"
         if kind == "memory":
             return f"available >= {self.min_available_percent or 10:g} %"
+        if kind == "http" and self.method not in (None, "GET"):
+            return f"{self.method} {self.http}"
         if kind == "process" and self.pidfile is not None:
             return f"{self.process} (pidfile {self.pidfile})"
         return str(getattr(self, kind))

@@ -555,7 +555,7 @@ def _resolved_check(check: CheckSpec, file: ConfigFile) -> CheckSpec:
     # disk, file and pidfile are relative to it.
     if check.python is not None and check.module_dir is None:
         changes["module_dir"] = file.base_dir or os.getcwd()
-    for key in ("disk", "file", "pidfile", "module_dir"):
+    for key in ("disk", "file", "pidfile", "module_dir", "ca_file"):
         path = getattr(check, key)
         if path is not None and not os.path.isabs(path):
             changes[key] = file.path(path)

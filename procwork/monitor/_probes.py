@@ -68,10 +68,12 @@ DEFAULTS = {
 
 @dataclass(frozen=True)
 class Verdict:
-    """A probe's answer: ok or not, and what it found, in words."""
+    """A probe's answer: ok or not, and what it found, in words
+    (``timed_out``: it failed by its own timeout)."""
 
     ok: bool
     message: str
+    timed_out: bool = False
 
 
 # -- one call at a time in a thread --------------------------------------------

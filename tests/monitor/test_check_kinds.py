@@ -53,7 +53,7 @@ def test_a_check_asking_no_question_is_refused_listing_the_kinds() -> None:
     with pytest.raises(
         ConfigError,
         match=r"^check 'c': no question: set one of command, disk, load, memory, "
-        r"file, process, python$",
+        r"file, process, python, http, tcp$",
     ):
         CheckSpec("c", every=10)
 
