@@ -29,8 +29,11 @@ window's wall time, in % of one core. **Runs** are the check runs that ended
 in the window, over those due (checks x seconds); **ok** the share that
 succeeded. Each contender runs in a fresh child Python pinned to two cores
 (``sched_setaffinity``, inherited by its checks and, with ``--hogs N``, by N
-busy-looping processes started beside it). Nothing is asserted; the figures
-depend on the machine.
+busy-looping processes started beside it). With ``--no-fork`` (as root),
+each monitor runs as ``nobody`` with ``RLIMIT_NPROC`` at the number of
+tasks that user has: it can neither fork nor start a thread, and the table
+shows which checks keep their schedule and what the others say. Nothing is
+asserted; the figures depend on the machine.
 """
 
 from __future__ import annotations
@@ -90,7 +93,26 @@ def _config(name: str, url: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def contender(name: str, url: str, duration: float, warmup: float) -> dict[str, float]:
+def _cannot_fork() -> None:
+    """Become ``nobody`` with its pid limit reached: no fork, no new thread
+    (Linux counts threads towards RLIMIT_NPROC; root is exempt from it)."""
+    import resource
+
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+    tasks = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            text = status.read_text()
+            if "\nUid:\t65534\t" in text:
+                tasks += int(text.split("\nThreads:\t")[1].split()[0])
+    resource.setrlimit(resource.RLIMIT_NPROC, (tasks, tasks))
+
+
+def contender(
+    name: str, url: str, duration: float, warmup: float, fork: bool = True
+) -> dict[str, Any]:
     """One contender, in this (child) process: its figures."""
     from twisted.internet import task
 
@@ -98,6 +120,8 @@ def contender(name: str, url: str, duration: float, warmup: float) -> dict[str, 
     import untwisted
 
     _pin_to_cores()
+    if not fork:
+        _cannot_fork()
     config = procwork.monitor.parse_config(_config(name, url), "<bench>")
     monitor = procwork.monitor.Monitor(config)
     reactor: Any = monitor.supervisor.reactor
@@ -128,9 +152,13 @@ def contender(name: str, url: str, duration: float, warmup: float) -> dict[str, 
     done, ok = ended()
     done -= window["ended"][0]
     ok -= window["ended"][1]
+    failures = sorted(
+        {s.last_detail for s in checks.values() if s.last_outcome != "ok"}
+    )
     untwisted.run(monitor.stop(), timeout=60)
     due = len(checks) * wall
     return {
+        "failure": failures[0] if failures else "",
         "cpu": 100 * (own + children) / wall,
         "own": 100 * own / wall,
         "children": 100 * children / wall,
@@ -197,6 +225,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--hogs", type=int, default=0)
+    parser.add_argument(
+        "--no-fork",
+        action="store_true",
+        help="run the monitors as nobody at its pid limit (needs root)",
+    )
     parser.add_argument("--contender", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -209,19 +242,22 @@ def main() -> int:
         )
     )
     if args.contender:
-        figures = contender(args.contender, args.url, duration, warmup)
+        fork = not args.no_fork
+        figures = contender(args.contender, args.url, duration, warmup, fork)
         print(json.dumps(figures))
         return 0
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT), env.get("PYTHONPATH")) if p
     )
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
     with _server() as url, _hogs(args.hogs):
         for name in CONTENDERS:
             argv = [sys.executable, __file__, "--contender", name, "--url", url]
             if args.quick:
                 argv.append("--quick")
+            if args.no_fork:
+                argv.append("--no-fork")
             child = subprocess.run(
                 argv, capture_output=True, text=True, env=env, timeout=600
             )
@@ -231,6 +267,7 @@ def main() -> int:
     print(
         f"{HTTP_CHECKS} http checks/s, {SYSTEM_CHECKS} system checks/s; "
         f"{duration - warmup:g} s measured; {args.hogs} CPU hogs beside"
+        + ("; the monitors cannot fork nor start a thread" if args.no_fork else "")
     )
     print(
         f"{'contender':16} {'CPU %':>7} {'monitor':>8} {'children':>9} "
@@ -241,6 +278,9 @@ def main() -> int:
             f"{name:16} {f['cpu']:7.1f} {f['own']:8.1f} {f['children']:9.1f} "
             f"{f['runs']:9.2f} {f['ok']:6.2f}"
         )
+    for name, f in results.items():
+        if f["failure"]:
+            print(f"{name}: a failure: {f['failure'][:150]}")
     for kind, command in (("http", "http curl"), ("system", "system command")):
         native = results[f"{kind} native"]["cpu"]
         ratio = native / results[command]["cpu"] if results[command]["cpu"] else 0

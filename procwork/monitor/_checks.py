@@ -25,7 +25,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    fail,
+    maybeDeferred,
+)
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -69,6 +75,11 @@ class ServiceControl(Protocol):
 
 
 _TAIL = 400  # characters of output kept in a check's status
+
+# The probes asked on the reactor's thread: they read a few hundred bytes of
+# /proc (which never hangs), and need no thread, which, like a fork, cannot
+# be had when the pid limit is reached (threads count towards it).
+_INLINE = ("load", "memory")
 
 # Seconds past its timeout an http or tcp check is given to say what timed
 # out before the runner cancels it.
@@ -338,6 +349,8 @@ class CheckRunner:
                     one_thread=thread,
                     as_deferred=self._as_deferred or untwisted.lowlevel.as_deferred,
                 )
+            elif spec.kind in _INLINE:
+                probe = functools.partial(maybeDeferred, native_probe(spec))
             else:
                 function = native_probe(spec, self._process_table)
                 probe = functools.partial(thread, function)

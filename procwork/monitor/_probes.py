@@ -5,10 +5,13 @@ monitor, so that the watchdog's eyes do not need ``fork`` (which fails first
 when the machine is in trouble: pid limit, memory pressure, no descriptors)
 and do not cost a Python interpreter each. Each probe is a plain function
 returning a :class:`Verdict` whose message says in words what was found
-("/ is 93 % used, max 90 %"). They read the file system and ``/proc``, which
-can block (a hung NFS mount), so the runner calls them in a thread
-(:class:`OneThread`), one call at a time per check: a call that never
-returns costs that check one thread, never more.
+("/ is 93 % used, max 90 %"). The disk, file and process probes read the
+file system and ``/proc``, which can block (a hung NFS mount), so the runner
+calls them in a thread (:class:`OneThread`), one call at a time per check: a
+call that never returns costs that check one thread, never more. The load
+and memory probes read a few hundred bytes of ``/proc`` (which never hangs)
+on the reactor's thread: they need no thread, which, like a fork, cannot be
+had when the pid limit is reached.
 
 The scheduling (every, timeout, failures, repeat_every, the actions) is
 :mod:`procwork.monitor._checks`'s; ``python`` checks are
@@ -132,7 +135,12 @@ class OneThread:
             else:
                 outer.callback(result)
 
-        self._in_thread(function).addBoth(returned)
+        try:
+            inner = self._in_thread(function)
+        except BaseException:  # no thread to be had (the pid limit): not busy
+            self.busy_since = None
+            raise
+        inner.addBoth(returned)
         return outer
 
 

@@ -9,6 +9,8 @@ test_checks.py); the fork-free actions act on a fake supervisor.
 
 from __future__ import annotations
 
+import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,14 @@ from procwork.monitor import CheckSpec
 from procwork.monitor._checks import CheckRunner
 from procwork.monitor._config import parse_config
 from tests.support.checks import FakeRun
+from tests.support.monitor import (
+    HEADER,
+    MonitorProcess,
+    get,
+    python_service,
+    start_monitor,
+    wait_for,
+)
 
 
 class FakeServices:
@@ -197,3 +207,58 @@ every = 10
         ),
     ):
         parse_config(text, "conf.toml", base_dir=str(tmp_path))
+
+
+# -- in a real monitor ----------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_real_monitors_file_check_restarts_its_service_once_per_episode(
+    tmp_path: Path, monitors: list[MonitorProcess], ours: str
+) -> None:
+    """A native check (no fork) restarts a real service through the
+    supervisor after failures runs in a row, once, however long it fails."""
+    healthy = tmp_path / "healthy"
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        HEADER
+        + python_service("web", "import time; time.sleep(600)", ours)
+        + textwrap.dedent(
+            f"""
+            [[check]]
+            name = "health"
+            file = "{healthy}"
+            every = 0.1
+            failures = 2
+            restart = ["web"]
+            """
+        )
+    )
+    monitor = start_monitor(monitors, tmp_path, config, "--http", "127.0.0.1:0")
+    port = monitor.expect(r"status on http://127\.0\.0\.1:(\d+)/").group(1)
+    monitor.expect(r"check health: restarted web")
+    web = _status(port)["services"]["web"]["pid"]
+    # 20 more failed runs of the same episode: no second restart.
+    runs = _status(port)["checks"]["health"]["runs"]
+    health = wait_for(
+        "20 more runs",
+        lambda: (c := _status(port)["checks"]["health"])["runs"] >= runs + 20 and c,
+        timeout=60,
+    )
+    assert health["actions"] == 1
+    assert health["last_detail"] == f"{healthy} does not exist"
+    assert _status(port)["services"]["web"]["pid"] == web
+    healthy.write_text("ok\n")
+    monitor.expect(r"check health recovered")
+    monitor.proc.terminate()
+    assert monitor.proc.wait(timeout=30) == 0
+    log = "\n".join(monitor.drain())
+    assert log.count("restarted web") == 1
+    assert "Traceback" not in log and "Unhandled" not in log
+
+
+def _status(port: str) -> dict[str, Any]:
+    """The monitor's status JSON, from its HTTP endpoint."""
+    found: dict[str, Any] = json.loads(get(f"http://127.0.0.1:{port}/"))
+    return found

@@ -202,6 +202,20 @@ def test_a_native_check_runs_in_a_thread_and_records_its_verdict_and_duration(
     assert status.last_duration == 0.25
 
 
+def test_load_and_memory_checks_need_no_thread(threads: HandThreads) -> None:
+    """They are answered on the reactor's thread: at the pid limit, when no
+    thread can be started, they still run."""
+    clock = Clock()
+    runner = _runner(
+        clock,
+        threads,
+        CheckSpec("load", load=True, max_per_core=1e6, every=10),
+        CheckSpec("memory", memory=True, min_available_percent=0, every=10),
+    )
+    assert threads.pending == []
+    assert [s.last_outcome for s in runner.status.values()] == ["ok", "ok"]
+
+
 def test_a_native_check_that_fails_is_failing_with_its_message(
     threads: HandThreads, tmp_path: Path
 ) -> None:

@@ -9,9 +9,12 @@ depend on the machine. :class:`OneThread` is driven by a hand-fired thread.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from procwork.monitor._probes import (
@@ -337,3 +340,13 @@ def test_a_call_still_going_is_not_piled_on_one_thread_per_check_at_most() -> No
     one(lambda: Verdict(True, "now")).addCallback(seen.append)
     threads.finish()
     assert seen[-1] == Verdict(True, "now")
+
+
+def test_a_thread_that_cannot_be_started_leaves_the_check_free_to_try_again() -> None:
+    def no_thread(function: Callable[[], Any]) -> Deferred[Any]:
+        raise RuntimeError("can't start new thread")
+
+    one = OneThread(no_thread, Clock())
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        one(lambda: Verdict(True, "never"))
+    assert one.busy_since is None
