@@ -120,8 +120,6 @@ def contender(
     import untwisted
 
     _pin_to_cores()
-    if not fork:
-        _cannot_fork()
     config = procwork.monitor.parse_config(_config(name, url), "<bench>")
     monitor = procwork.monitor.Monitor(config)
     reactor: Any = monitor.supervisor.reactor
@@ -142,6 +140,14 @@ def contender(
             ended=ended(),
         )
 
+    if not fork:
+        # Import now what the checks will (the standard library may be where
+        # nobody cannot read it), then drop root.
+        import clockwork.net
+        import procwork.monitor._netprobe
+
+        untwisted.run(clockwork.net.request("GET", url, timeout=5))
+        _cannot_fork()
     monitor.start()
     reactor.callLater(warmup, mark)
     untwisted.run(task.deferLater(reactor, duration, lambda: None))
