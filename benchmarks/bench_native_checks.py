@@ -27,7 +27,11 @@ threads) plus its children's (``os.times()``'s children_user +
 children_system: the reaped checks) over the measured window, divided by the
 window's wall time, in % of one core. **Runs** are the check runs that ended
 in the window, over those due (checks x seconds); **ok** the share that
-succeeded. Each contender runs in a fresh child Python pinned to two cores
+succeeded; **late** the median and p99, in ms, of the lateness of the runs'
+starts: when the interval's timer fired minus the run's place on the check's
+grid (its first start plus whole intervals); for a command check its spawn
+begins later still, after the scheduler admits it (not counted). Each
+contender runs in a fresh child Python pinned to two cores
 (``sched_setaffinity``, inherited by its checks and, with ``--hogs N``, by N
 busy-looping processes started beside it). With ``--no-fork`` (as root),
 each monitor runs as ``nobody`` with ``RLIMIT_NPROC`` at the number of
@@ -41,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -124,6 +129,21 @@ def contender(
     monitor = procwork.monitor.Monitor(config)
     reactor: Any = monitor.supervisor.reactor
     checks = monitor.checks.status
+    # Lateness of each run's start: when its interval's timer fired, minus
+    # its place on the check's grid (first start + whole intervals). For a
+    # command check the spawn begins later still (not counted here).
+    first: dict[str, float] = {}
+    starts: list[tuple[float, float]] = []
+    tick = monitor.checks._tick
+
+    def timed_tick(spec: Any) -> None:
+        called = time.time()
+        grid = first.setdefault(spec.name, called)
+        k = math.floor((called - grid) / spec.every + 0.01)
+        starts.append((called, max(0.0, called - (grid + k * spec.every))))
+        tick(spec)
+
+    monitor.checks._tick = timed_tick  # type: ignore[method-assign]
 
     def ended() -> tuple[int, int]:
         done = sum(s.ok + s.failed + s.timed_out for s in checks.values())
@@ -151,7 +171,8 @@ def contender(
     monitor.start()
     reactor.callLater(warmup, mark)
     untwisted.run(task.deferLater(reactor, duration, lambda: None))
-    wall = time.time() - window["wall"]
+    end = time.time()
+    wall = end - window["wall"]
     own = time.process_time() - window["cpu"]
     times = os.times()
     children = times.children_user + times.children_system - window["children"]
@@ -163,7 +184,10 @@ def contender(
     )
     untwisted.run(monitor.stop(), timeout=60)
     due = len(checks) * wall
+    late = sorted(x for t, x in starts if window["wall"] <= t < end) or [0.0]
     return {
+        "late50": 1000 * late[len(late) // 2],
+        "late99": 1000 * late[min(len(late) - 1, int(len(late) * 0.99))],
         "failure": failures[0] if failures else "",
         "cpu": 100 * (own + children) / wall,
         "own": 100 * own / wall,
@@ -277,12 +301,12 @@ def main() -> int:
     )
     print(
         f"{'contender':16} {'CPU %':>7} {'monitor':>8} {'children':>9} "
-        f"{'runs/due':>9} {'ok':>6}"
+        f"{'runs/due':>9} {'ok':>6} {'late p50':>9} {'p99 ms':>7}"
     )
     for name, f in results.items():
         print(
             f"{name:16} {f['cpu']:7.1f} {f['own']:8.1f} {f['children']:9.1f} "
-            f"{f['runs']:9.2f} {f['ok']:6.2f}"
+            f"{f['runs']:9.2f} {f['ok']:6.2f} {f['late50']:9.1f} {f['late99']:7.1f}"
         )
     for name, f in results.items():
         if f["failure"]:

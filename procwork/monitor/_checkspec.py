@@ -91,7 +91,7 @@ class CheckSpec:
     """What to ask, how often, and what to do when it fails.
 
     Exactly one of ``command``, ``disk``, ``load``, ``memory``, ``file``,
-    ``process``, ``python`` says what the check asks (its :attr:`kind`); the
+    ``process``, ``python``, ``http``, ``tcp`` says what the check asks (its :attr:`kind`); the
     keys of :data:`KIND_KEYS` go with their kind only. Everything but
     ``name`` and ``command`` is keyword-only.
 
@@ -139,6 +139,14 @@ class CheckSpec:
             when the process it names does not run or match.
         python: ``"module:function"``, the module in ``module_dir`` (the
             config file's directory); see :mod:`procwork.monitor._pyprobe`.
+        http: A URL: fails when no response comes (refused, timed out,
+            DNS, TLS), its status is not in ``expect_status`` (statuses and
+            ranges, default 200-399), its body does not match
+            ``expect_body`` (a regex), or its certificate expires within
+            ``tls_min_days``; sent with ``method`` (default GET) and
+            ``headers``; ``ca_file`` the authorities to trust for https.
+        tcp: ``"host:port"``: fails when it refuses, or does not answer
+            ``send`` with ``expect`` (a regex) within the timeout.
         restart: Services to restart when the check starts failing (as
             ``on_failure`` runs), without a fork.
         signal: A signal to send then to ``services`` (both or neither).
