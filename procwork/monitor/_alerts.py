@@ -32,7 +32,7 @@ from procwork import _validate as validate
 from procwork._fields import NOT_IN_FILE, keyed, spec_class
 from procwork._reactor import Reactor, default_reactor
 from procwork._result import Result
-from procwork.monitor._events import EVENTS, OUTPUT_TAIL, Event
+from procwork.monitor._events import EVENTS, OUTPUT_TAIL, ROUTINE_EVENTS, Event
 from procwork.monitor._mail import MailRefused, MailServer, compose, send_mail
 from procwork.monitor._webhook import Reply, RequestFunction, describe_failure, post
 
@@ -43,13 +43,27 @@ _log = Logger(namespace="procwork.alerts")
 _RECENT_EVENTS = 50
 
 
+def _takes(pattern: str, event: str) -> bool:
+    """Whether ``pattern`` of an alert's ``events`` takes ``event``: a
+    routine event only by its very name, never through a glob."""
+    if event in ROUTINE_EVENTS:
+        return pattern == event
+    return fnmatch.fnmatchcase(event, pattern)
+
+
 def _known_events(alert: Any, attribute: Any, patterns: tuple[str, ...]) -> None:
     for pattern in patterns:
-        if not fnmatch.filter(EVENTS, pattern):
+        if any(_takes(pattern, event) for event in EVENTS):
+            continue
+        routine = sorted(fnmatch.filter(ROUTINE_EVENTS, pattern))
+        if routine:
             raise validate.Invalid(
-                f"has {pattern!r}, which matches no event; events are "
-                + ", ".join(EVENTS)
+                f"has {pattern!r}, which matches only {', '.join(routine)}: one "
+                "per start or exit, taken only when named exactly"
             )
+        raise validate.Invalid(
+            f"has {pattern!r}, which matches no event; events are " + ", ".join(EVENTS)
+        )
 
 
 @spec_class("alert")
@@ -60,8 +74,12 @@ class AlertSpec:
     Args:
         name: Unique name, in logs and the status.
         events: Event names, or globs of them (``"service.*"``, ``"*"``);
-            one string or a list, kept as a tuple. Default every event
-            except ``service.started``, which happens at every start.
+            one string or a list, kept as a tuple. Default ``"*"``. A glob
+            never takes the routine events, one per start or exit
+            (``service.started``, ``service.exited``,
+            ``service.restarted``): a crash loop is one
+            ``service.crashloop``, not three alerts per crash. Name them
+            exactly to have them.
         only: Names of the services, checks or rules it is about (globs;
             default all).
         command: Run this (argv list, or a string split with shlex; no
@@ -91,19 +109,7 @@ class AlertSpec:
 
     name: str = attrs.field(validator=validate.text)
     events: tuple[str, ...] = attrs.field(
-        default=(
-            "service.exited",
-            "service.restarted",
-            "service.fatal",
-            "service.recovered",
-            "service.log_error",
-            "service.log_recovered",
-            "check.*",
-            "rule.*",
-            "monitor.*",
-        ),
-        converter=validate.names,
-        validator=_known_events,
+        default=("*",), converter=validate.names, validator=_known_events
     )
     only: tuple[str, ...] = attrs.field(default=(), converter=validate.names)
     command: tuple[str, ...] | None = attrs.field(
@@ -152,7 +158,7 @@ class AlertSpec:
 
     def wants(self, event: Event) -> bool:
         """Whether this alert acts on ``event``."""
-        if not any(fnmatch.fnmatchcase(event.event, p) for p in self.events):
+        if not any(_takes(p, event.event) for p in self.events):
             return False
         return not self.only or any(
             fnmatch.fnmatchcase(event.name, p) for p in self.only
