@@ -91,9 +91,9 @@ class CheckSpec:
     """What to ask, how often, and what to do when it fails.
 
     Exactly one of ``command``, ``disk``, ``load``, ``memory``, ``file``,
-    ``process``, ``python``, ``http``, ``tcp`` says what the check asks (its :attr:`kind`); the
-    keys of :data:`KIND_KEYS` go with their kind only. Everything but
-    ``name`` and ``command`` is keyword-only.
+    ``process``, ``python``, ``http``, ``tcp`` says what the check asks (its
+    :attr:`kind`); the keys of :data:`KIND_KEYS` go with their kind only.
+    Everything but ``name`` and ``command`` is keyword-only.
 
     Args:
         name: Unique name, used in logs and metrics.
