@@ -237,8 +237,14 @@ def test_a_real_monitors_file_check_restarts_its_service_once_per_episode(
     )
     monitor = start_monitor(monitors, tmp_path, config, "--http", "127.0.0.1:0")
     port = monitor.expect(r"status on http://127\.0\.0\.1:(\d+)/").group(1)
+    first = int(monitor.expect(r"service 'web' started: pid (\d+)").group(1))
     monitor.expect(r"check health: restarted web")
-    web = _status(port)["services"]["web"]["pid"]
+
+    def restarted() -> int | None:
+        web = _status(port)["services"]["web"]
+        return web["pid"] if web["state"] == "RUNNING" and web["pid"] != first else None
+
+    web = wait_for("web to run again", restarted)
     # 20 more failed runs of the same episode: no second restart.
     runs = _status(port)["checks"]["health"]["runs"]
     health = wait_for(
