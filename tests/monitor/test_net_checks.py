@@ -9,6 +9,8 @@ in words what failed.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import untwisted
 from procwork import ConfigError
 from procwork.monitor import CheckSpec
 from procwork.monitor._checks import CheckRunner, CheckStatus
-from tests.support import drive_until
+from tests.support import cpu_load, drive_until
 from tests.support.certs import make_certificates, self_signed
 from tests.support.net import (
     Peer,
@@ -297,4 +299,37 @@ def test_a_tcp_connect_that_hangs_is_timed_out(runners: list[CheckRunner]) -> No
     assert status.last_outcome == "timed out"
     assert "timed out" in status.last_detail and f"127.0.0.1:{port}" in (
         status.last_detail
+    )
+
+
+@pytest.mark.slow
+def test_hundreds_of_tcp_runs_racing_their_timeout_each_end_once_and_close(
+    runners: list[CheckRunner], peers: list[Peer]
+) -> None:
+    """Answers that come just before, at or after the timeout (0 to 40 ms
+    against 20 ms), 300 runs under CPU load: each run has one outcome, and
+    every connection is closed, whichever side of the race it fell on."""
+
+    def late(connection: PeerConnection) -> None:
+        time.sleep(random.uniform(0, 0.04))
+        connection.send(b"ok\n")
+        connection.drain()
+
+    server = peer(peers, late)
+    spec = CheckSpec("race", tcp=server.address, expect="ok", every=0.02, timeout=0.02)
+    runner = CheckRunner([spec])
+    runners.append(runner)
+    status = runner.status["race"]
+    with cpu_load():
+        runner.start()
+        assert drive_until(lambda: status.runs >= 300, timeout=120)
+        untwisted.run(runner.stop(), timeout=30)
+    ended = status.ok + status.failed + status.timed_out
+    assert status.runs - 1 <= ended <= status.runs, "at most the last was stopped"
+    assert status.ok > 0 and status.timed_out > 0, "both sides of the race ran"
+    count = len(server.connections)
+    assert count >= status.runs - 1
+    assert drive_until(lambda: server.all_closed(len(server.connections)), 30), (
+        f"{sum(not c.closed.is_set() for c in server.connections)} of {count} "
+        "connections left open"
     )
