@@ -241,7 +241,14 @@ class CheckSpec:
     module_dir: str | None = _optional_converted(validate.path)
     http: str | None = _optional(validate.web_url)
     method: str | None = _optional(validate.http_method)
-    headers: Mapping[str, str] | None = _optional_converted(validate.headers)
+    # (not hashed: a read-only mapping has no hash; equal specs still compare
+    # equal, as ServiceSpec's env)
+    headers: Mapping[str, str] | None = attrs.field(
+        default=None,
+        kw_only=True,
+        converter=converters.optional(validate.headers),
+        hash=False,
+    )
     expect_status: tuple[tuple[int, int], ...] | None = attrs.field(
         default=None,
         kw_only=True,

@@ -3,7 +3,8 @@
 The module is found beside the config file (``checks.py``, or
 ``checks/__init__.py``; ``pkg.mod`` is ``pkg/mod.py``) and imported at the
 check's first run, in a thread, under a private name: it is not added to
-``sys.modules`` and ``sys.path`` is not changed. The function is called with
+``sys.modules`` and ``sys.path`` is not changed. It is kept with the check:
+a reload imports it again only if the check's spec changed. The function is called with
 no arguments, and may be:
 
 - a plain function: called in a thread (so that it cannot block the

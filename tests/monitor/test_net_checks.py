@@ -211,6 +211,14 @@ def test_a_malformed_url_or_host_port_is_refused_naming_the_key(
         CheckSpec("c", every=10, **keys)
 
 
+def test_a_check_with_headers_is_hashable_and_equal_to_its_twin() -> None:
+    """Reload compares specs; the headers' read-only table is no obstacle."""
+    spec = CheckSpec("c", http="http://x/", headers={"A": "b"}, every=1)
+    twin = CheckSpec("c", http="http://x/", headers={"A": "b"}, every=1)
+    assert spec == twin and hash(spec) == hash(twin)
+    assert spec != CheckSpec("c", http="http://x/", headers={"A": "c"}, every=1)
+
+
 # -- tcp ------------------------------------------------------------------------
 
 
