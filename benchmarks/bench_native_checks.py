@@ -33,7 +33,9 @@ grid (its first start plus whole intervals); for a command check its spawn
 begins later still, after the scheduler admits it (not counted). Each
 contender runs in a fresh child Python pinned to two cores
 (``sched_setaffinity``, inherited by its checks and, with ``--hogs N``, by N
-busy-looping processes started beside it). With ``--no-fork`` (as root),
+busy-looping processes started beside it). With ``--spread``, check i of
+N has ``start_delay = i/N``: the checks' starts are spread over each second
+instead of all falling at once. With ``--no-fork`` (as root),
 each monitor runs as ``nobody`` with ``RLIMIT_NPROC`` at the number of
 tasks that user has: it can neither fork nor start a thread, and the table
 shows which checks keep their schedule and what the others say. Nothing is
@@ -74,7 +76,7 @@ def _pin_to_cores() -> None:
     os.sched_setaffinity(0, cores)
 
 
-def _config(name: str, url: str) -> str:
+def _config(name: str, url: str, spread: bool = False) -> str:
     lines = [
         "[monitor]",
         "http = false",
@@ -95,6 +97,8 @@ def _config(name: str, url: str) -> str:
             argv = [sys.executable, "-c", _SYSTEM_COMMANDS[i % 3]]
             ask = f"command = {json.dumps(argv)}"
         lines += ["", "[[check]]", f'name = "c{i}"', ask, "every = 1", "timeout = 1"]
+        if spread:  # the checks' grids spread over the second, not all at 0
+            lines.append(f"start_delay = {i / count:.4f}")
     return "\n".join(lines) + "\n"
 
 
@@ -116,7 +120,12 @@ def _cannot_fork() -> None:
 
 
 def contender(
-    name: str, url: str, duration: float, warmup: float, fork: bool = True
+    name: str,
+    url: str,
+    duration: float,
+    warmup: float,
+    fork: bool = True,
+    spread: bool = False,
 ) -> dict[str, Any]:
     """One contender, in this (child) process: its figures."""
     from twisted.internet import task
@@ -125,7 +134,7 @@ def contender(
     import untwisted
 
     _pin_to_cores()
-    config = procwork.monitor.parse_config(_config(name, url), "<bench>")
+    config = procwork.monitor.parse_config(_config(name, url, spread), "<bench>")
     monitor = procwork.monitor.Monitor(config)
     reactor: Any = monitor.supervisor.reactor
     checks = monitor.checks.status
@@ -256,6 +265,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--hogs", type=int, default=0)
     parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="start_delay = i/N s for check i: their starts spread over 1 s",
+    )
+    parser.add_argument(
         "--no-fork",
         action="store_true",
         help="run the monitors as nobody at its pid limit (needs root)",
@@ -273,7 +287,9 @@ def main() -> int:
     )
     if args.contender:
         fork = not args.no_fork
-        figures = contender(args.contender, args.url, duration, warmup, fork)
+        figures = contender(
+            args.contender, args.url, duration, warmup, fork, args.spread
+        )
         print(json.dumps(figures))
         return 0
     env = dict(os.environ)
@@ -288,6 +304,8 @@ def main() -> int:
                 argv.append("--quick")
             if args.no_fork:
                 argv.append("--no-fork")
+            if args.spread:
+                argv.append("--spread")
             child = subprocess.run(
                 argv, capture_output=True, text=True, env=env, timeout=600
             )
@@ -298,6 +316,7 @@ def main() -> int:
         f"{HTTP_CHECKS} http checks/s, {SYSTEM_CHECKS} system checks/s; "
         f"{duration - warmup:g} s measured; {args.hogs} CPU hogs beside"
         + ("; the monitors cannot fork nor start a thread" if args.no_fork else "")
+        + ("; starts spread over each second" if args.spread else "")
     )
     print(
         f"{'contender':16} {'CPU %':>7} {'monitor':>8} {'children':>9} "
