@@ -36,6 +36,9 @@ from clockwork.classic import *  # noqa: F403
 
 Timeout = untwisted.Timeout
 
+# The distribution's one version (untwisted/_version.py).
+__version__ = untwisted.__version__
+
 __all__ = [
     "CancelledError",
     "NetworkError",
@@ -96,6 +99,9 @@ def wrap(
     Raises what the generator raises; on expiry of ``timeout`` seconds the
     generator is cancelled and :class:`Timeout` is raised.
     """
+    # Before the generator becomes a task: inside a running asyncio loop (or
+    # the reactor) the wait below would block, and the task would be left.
+    untwisted.lowlevel.default_driver().check_caller("clockwork.wrap")
     d = gen if isinstance(gen, Deferred) else spawn(gen).deferred
     result: T = untwisted.run(d, timeout)
     return result

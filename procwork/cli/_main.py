@@ -32,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="procwork",
         description="Run and supervise processes, with tree-killing timeouts.",
     )
-    parser.add_argument("--version", action="version", version=f"procwork {version()}")
+    parser.add_argument(
+        "--version", action="version", version=f"procwork {untwisted.__version__}"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -155,17 +157,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_ctl_parser(commands)
     return parser
-
-
-def version() -> str:
-    """procwork's version, as installed."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed_version
-
-    try:
-        return installed_version("procwork")
-    except PackageNotFoundError:  # pragma: no cover - run from a source tree
-        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

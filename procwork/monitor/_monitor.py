@@ -604,7 +604,7 @@ class Monitor:
         monitor process itself (see :mod:`procwork.monitor._metrics`)."""
         return [
             *monitor_metrics(
-                version=_version(),
+                version=untwisted.__version__,
                 services=self.supervisor.status(),
                 checks=self.checks.status,
                 rules=self.rules.counters,
@@ -640,15 +640,6 @@ def _loop_settings(config: MonitorConfig) -> tuple[object, ...]:
 def _reload_failed(failure: Any) -> None:
     if not failure.check(ConfigError):  # a ConfigError is logged already
         _log.failure("reload failed", failure)
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("procwork")
-    except PackageNotFoundError:  # pragma: no cover - run from a source tree
-        return "unknown"
 
 
 # -- the command -------------------------------------------------------------

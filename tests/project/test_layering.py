@@ -405,14 +405,19 @@ def test_untwisted_exports_what_a_program_calls_and_lowlevel_the_plumbing() -> N
         "tick",
     ]
     assert sorted(untwisted.lowlevel.__all__) == [
+        "AwaitableDeferred",
         "DrivableReactor",
         "Driver",
         "FATAL_SIGNALS",
         "GeneratorRunner",
+        "LoopReactor",
         "as_deferred",
         "catch_fatal_signals",
         "default_driver",
         "hold_signals",
+        "is_loop_reactor",
+        "loop_reactor",
+        "running_loop",
         "set_generator_runner",
     ]
     twice = [name for name in untwisted.lowlevel.__all__ if hasattr(untwisted, name)]
