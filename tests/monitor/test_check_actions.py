@@ -268,3 +268,23 @@ def _status(port: str) -> dict[str, Any]:
     """The monitor's status JSON, from its HTTP endpoint."""
     found: dict[str, Any] = json.loads(get(f"http://127.0.0.1:{port}/"))
     return found
+
+
+def test_a_numprocs_family_in_restart_names_all_its_instances(tmp_path: Path) -> None:
+    text = """
+[[service]]
+name = "worker-{instance}"
+numprocs = 3
+command = "sleep 60"
+
+[[check]]
+name = "queue"
+load = true
+every = 10
+restart = ["worker"]
+signal = "HUP"
+services = ["worker-1", "worker"]
+"""
+    [check] = parse_config(text, "conf.toml", base_dir=str(tmp_path)).checks
+    assert check.restart == ("worker-0", "worker-1", "worker-2")
+    assert check.services == ("worker-1", "worker-0", "worker-2")
