@@ -42,12 +42,16 @@ __all__ = [
     "duration",
     "environment",
     "exit_codes",
+    "headers",
     "host",
+    "host_port",
     "http_address",
+    "http_method",
     "interval",
     "interval_or_zero",
     "mail_address",
     "mail_addresses",
+    "module_function",
     "names",
     "non_negative",
     "number",
@@ -57,6 +61,7 @@ __all__ = [
     "optional_size",
     "path",
     "pattern",
+    "percent",
     "pids",
     "positive",
     "seconds",
@@ -64,11 +69,14 @@ __all__ = [
     "signal_number",
     "size",
     "smtp_address",
+    "status_ranges",
     "stop_signal",
     "text",
+    "true",
     "umask",
     "url",
     "user_or_group",
+    "web_url",
     "whole",
 ]
 
@@ -613,3 +621,119 @@ def smtp_address(value: object) -> tuple[str, int] | None:
             f"'mail.example.com:587' (port 1 to 65535), not {_shown(value)}"
         )
     return address
+
+
+# -- the monitor's own checks ------------------------------------------------------
+
+
+def percent(instance: Any, attribute: Any, value: Any) -> None:
+    """A percentage: a number from 0 to 100."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (0 <= value <= 100)
+    ):
+        raise Invalid(f"must be a percentage from 0 to 100, not {_shown(value)}")
+
+
+def true(value: object) -> bool:
+    """``true``, nothing else: a key that turns a kind of check on."""
+    if value is not True:
+        raise Invalid(f"must be true (leave it out for none), not {_shown(value)}")
+    return True
+
+
+_MODULE_FUNCTION = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
+
+
+def module_function(instance: Any, attribute: Any, value: Any) -> None:
+    """``"module:function"`` (``"checks.db:ping"``): Python names, dotted."""
+    if not isinstance(value, str) or not _MODULE_FUNCTION.fullmatch(value):
+        raise Invalid(
+            "must be 'module:function' like 'mychecks:queue_ok' (the module "
+            f"beside the config file), not {_shown(value)}"
+        )
+
+
+def web_url(instance: Any, attribute: Any, value: Any) -> None:
+    """An ``http://`` or ``https://`` URL with a host (and a valid port)."""
+    from urllib.parse import urlsplit
+
+    problem = None
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        problem = "must be an http:// or https:// URL"
+    else:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError as e:
+            problem = f"is not a valid URL ({e})"
+        else:
+            if parts.scheme not in ("http", "https"):
+                problem = "must be an http:// or https:// URL"
+            elif not parts.hostname:
+                problem = "must name a host (http://HOST[:PORT]/...)"
+    if problem is not None:
+        raise Invalid(f"{problem}, not {_shown(value)}")
+
+
+def http_method(instance: Any, attribute: Any, value: Any) -> None:
+    """An HTTP method: a word of letters (``"GET"``, ``"HEAD"``)."""
+    if not isinstance(value, str) or not value.isascii() or not value.isalpha():
+        raise Invalid(f"must be a word like 'GET' or 'HEAD', not {_shown(value)}")
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def headers(value: object) -> Mapping[str, str]:
+    """HTTP headers: a table of names to strings, kept read-only."""
+    if not isinstance(value, Mapping):
+        raise Invalid(
+            f"must be a table of header names to strings, not {_shown(value)}"
+        )
+    for name, item in value.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise Invalid(f"has {_shown(name)}, which is not a header name")
+        if not isinstance(item, str) or any(c in item for c in "\r\n\0"):
+            raise Invalid(f"has {name} = {_shown(item)}, which is not a header value")
+    return MappingProxyType(dict(value))
+
+
+_STATUS_RANGE = re.compile(r"\s*([1-5][0-9][0-9])\s*(?:-\s*([1-5][0-9][0-9])\s*)?")
+
+
+def status_ranges(value: object) -> tuple[tuple[int, int], ...]:
+    """HTTP statuses: ``200``, ``"200-299"``, or a list of them, as ranges."""
+    listed = value if isinstance(value, list | tuple) else [value]
+    ranges: list[tuple[int, int]] = []
+    for item in listed:
+        low = high = None
+        if isinstance(item, int) and not isinstance(item, bool) and 100 <= item <= 599:
+            low = high = item
+        elif isinstance(item, str) and (found := _STATUS_RANGE.fullmatch(item)):
+            low = int(found.group(1))
+            high = int(found.group(2) or low)
+        if low is None or high is None or low > high:
+            raise Invalid(
+                "must be a status, a range like '200-399', or a list of them, "
+                f"not {_shown(value)}"
+            )
+        ranges.append((low, high))
+    if not ranges:
+        raise Invalid("must name at least one status, not []")
+    return tuple(ranges)
+
+
+def host_port(instance: Any, attribute: Any, value: Any) -> None:
+    """``"HOST:PORT"`` to connect to (``"[::1]:80"``), port 1 to 65535."""
+    ok = False
+    if isinstance(value, str) and not any(c.isspace() for c in value):
+        name, sep, port = value.rpartition(":")
+        name = name.strip("[]")
+        ok = bool(sep and name and port.isascii() and port.isdigit())
+        ok = ok and 1 <= int(port) <= 65535
+    if not ok:
+        raise Invalid(
+            f"must be HOST:PORT like 'db1:5432' or '[::1]:80', not {_shown(value)}"
+        )

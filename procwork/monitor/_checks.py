@@ -1,37 +1,52 @@
-"""Periodic checks: a command run every N seconds, and what to do when it fails.
+"""Periodic checks: a question asked every N seconds, and what to do when it fails.
 
-A check is the watchdog's question ("is the load sane? is the disk full?")
-asked as a command: exit 0 means fine. It runs through the same scheduler as
-everything else, with its own timeout and priority; a failure (non-zero
-exit, timeout, or a command that cannot start) may trigger an action,
-another command that runs ``critical`` by default, because it is the one
-that can fix the problem. A check never overlaps itself: when its previous
-run is still going at the next interval, that interval is skipped and the
-skip is counted.
+A check is the watchdog's question ("is the load sane? is the disk full?").
+It is asked by a command (exit 0 means fine), or in the monitor itself,
+without a fork: ``disk``, ``load``, ``memory``, ``file``, ``process``
+(:mod:`procwork.monitor._probes`) and ``python`` (a function of the user's,
+:mod:`procwork.monitor._pyprobe`). This module is the schedule and the state
+of every kind: each check runs on its interval with its own timeout, never
+overlapping itself (an interval whose previous run is still going is
+skipped and the skip counted); ``failures`` failed runs in a row make it
+failing, the next ok run recovers it. When it starts failing (once per
+failing episode, again at most every ``repeat_every``) its actions run: an
+``on_failure`` command (``critical`` by default, because it is the one that
+can fix the problem), and, with no fork, ``restart`` of services or a
+``signal`` to ``services``.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-import attrs
-from attrs import converters
-from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    fail,
+    maybeDeferred,
+)
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from procwork import _validate as validate
+import untwisted
 from procwork._errors import ConfigError
-from procwork._fields import keyed, spec_class
 from procwork._reactor import default_reactor
 from procwork._result import Result
-from procwork._scheduler import PRIORITIES
 from procwork._validate import MIN_INTERVAL
+from procwork.monitor import _netprobe as netprobe
+from procwork.monitor._checkspec import CheckSpec
+from procwork.monitor._probes import InThread, OneThread, Verdict, native_probe
+from procwork.monitor._proctable import ProcessTable
+from procwork.monitor._pyprobe import PythonProbe
 
 __all__ = ["MIN_INTERVAL", "CheckRunner", "CheckSpec", "CheckStatus"]
 
@@ -48,89 +63,27 @@ _Done = Callable[["Result | Failure", "CheckSpec", "CheckStatus"], None]
 #: How a check runs a command: ``run(argv, timeout=..., priority=...)``.
 RunFunction = Callable[..., "Deferred[Result]"]
 
+
+class ServiceControl(Protocol):
+    """What a check's ``restart`` and ``signal`` act on (a Supervisor)."""
+
+    def restart(self, name: str) -> Deferred[None]:
+        """Stop the service, then start it again."""
+
+    def signal_service(self, name: str, signum: int | str) -> None:
+        """Send a signal to the service's process group."""
+
+
 _TAIL = 400  # characters of output kept in a check's status
 
+# The probes asked on the reactor's thread: they read a few hundred bytes of
+# /proc (which never hangs), and need no thread, which, like a fork, cannot
+# be had when the pid limit is reached (threads count towards it).
+_INLINE = ("load", "memory")
 
-def _needs_host(spec: Any, attribute: Any, value: str) -> None:
-    if spec.host is None:
-        raise validate.Invalid("needs host")
-
-
-@spec_class("check")
-@attrs.frozen(field_transformer=keyed)
-class CheckSpec:
-    """What to run, how often, and what to do when it fails.
-
-    Args:
-        name: Unique name, used in logs and metrics.
-        command: argv list, or a string split with shlex (no shell); kept
-            as a tuple.
-        every: Seconds between starts.
-        timeout: Seconds a run may take (default: ``every``).
-        priority: Scheduler priority of the check (default ``"high"``).
-        on_failure: Command to run when the check fails, as ``command``
-            (default none).
-        on_failure_priority: Its priority (default ``"critical"``).
-        action_timeout: Seconds the action may take (default 60).
-        failures: Runs in a row that must fail before the check counts as
-            failing and the ``check.failed`` event is sent (default 1); it
-            is sent once, then ``check.recovered`` once at the next ok run.
-        repeat_every: While the check stays failing, send ``check.failed``
-            again (a reminder) at most this often, in seconds (default 0:
-            no reminders).
-        start_delay: Seconds before the first run, so a check does not fail
-            while the services it checks are starting (default 0).
-        host: Run ``command`` on ``"user@host:port"`` over SSH (see
-            :func:`procwork.run`); ``on_failure`` still runs here. Default:
-            here.
-        known_hosts: known_hosts file for ``host`` (default
-            ``~/.ssh/known_hosts``).
-        identity: Private key file for ``host`` (default: ssh-agent, else
-            ``~/.ssh/id_*``).
-
-    Every duration also takes a string with units (``"500ms"``, ``"5s"``,
-    ``"2m"``, ``"1h"``, ``"1d"``, ``"1m30s"``).
-
-    Raises:
-        ConfigError: the message names the check and the key.
-    """
-
-    name: str = attrs.field(validator=validate.text)
-    command: tuple[str, ...] = attrs.field(converter=validate.command)
-    every: float = attrs.field(converter=validate.duration, validator=validate.interval)
-    timeout: float = attrs.field(
-        default=attrs.Factory(lambda spec: spec.every, takes_self=True),
-        converter=validate.duration,
-        validator=validate.positive,
-    )
-    priority: str = attrs.field(default="high", validator=validate.one_of(PRIORITIES))
-    on_failure: tuple[str, ...] | None = attrs.field(
-        default=None, converter=converters.optional(validate.command)
-    )
-    on_failure_priority: str = attrs.field(
-        default="critical", validator=validate.one_of(PRIORITIES)
-    )
-    action_timeout: float = attrs.field(
-        default=60.0, converter=validate.duration, validator=validate.positive
-    )
-    failures: int = attrs.field(default=1, validator=validate.whole(1))
-    repeat_every: float = attrs.field(
-        default=0.0, converter=validate.duration, validator=validate.non_negative
-    )
-    start_delay: float = attrs.field(
-        default=0.0, converter=validate.duration, validator=validate.non_negative
-    )
-    host: str | None = attrs.field(
-        default=None, validator=validate.optional(validate.host)
-    )
-    known_hosts: str | None = attrs.field(
-        default=None,
-        validator=validate.optional(validate.text, _needs_host),
-    )
-    identity: str | None = attrs.field(
-        default=None,
-        validator=validate.optional(validate.text, _needs_host),
-    )
+# Seconds past its timeout an http or tcp check is given to say what timed
+# out before the runner cancels it.
+_NET_GRACE = 1.0
 
 
 def _remote(spec: CheckSpec) -> dict[str, Any]:
@@ -146,6 +99,8 @@ class CheckStatus:
     """What a check has done so far (one object per check)."""
 
     name: str
+    kind: str = "command"  # see KINDS
+    target: str = ""  # what it looks at (CheckSpec.target)
     runs: int = 0
     ok: int = 0
     failed: int = 0
@@ -156,6 +111,7 @@ class CheckStatus:
     last_outcome: str | None = None  # "ok" | "failed" | "timed out" | "error"
     last_detail: str = ""
     last_duration: float | None = None
+    total_duration: float = 0.0  # of every finished run (seconds)
     last_output: str = ""
     last_started: float | None = None  # wall clock (time.time())
     last_success: float | None = None  # wall clock when the last ok run ended
@@ -165,7 +121,7 @@ class CheckStatus:
     failing: bool = False  # failed ``failures`` runs in a row, not yet ok
     failing_since: float | None = None  # wall clock
     _alerted: float | None = field(default=None, repr=False)
-    _run: Deferred[Result] | None = field(default=None, repr=False)
+    _run: Deferred[Any] | None = field(default=None, repr=False)
     _action: Deferred[Result] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,6 +131,10 @@ class CheckStatus:
             for key, value in self.__dict__.items()
             if not key.startswith("_")
         }
+
+
+def _new_status(spec: CheckSpec) -> CheckStatus:
+    return CheckStatus(spec.name, kind=spec.kind, target=spec.target)
 
 
 def _by_name(specs: Iterable[CheckSpec]) -> dict[str, CheckSpec]:
@@ -194,6 +154,14 @@ class CheckRunner:
         run: Runs one command: ``procwork.run``-compatible (tests inject).
         reactor: Clock for the intervals; default the global reactor.
         wall_clock: Time source for ``last_started`` (default time.time).
+        services: What ``restart`` and ``signal`` act on (the monitor's
+            supervisor); without it those actions are logged as impossible.
+        in_thread: Runs a function in a thread to a Deferred (default the
+            reactor's thread pool): the native probes and python functions.
+        as_deferred: Runs a python check's generator (a clockwork task) or
+            coroutine to a Deferred (default ``untwisted.lowlevel.as_deferred``:
+            a generator becomes a task of the default clockwork worker).
+        process_table: Where ``process`` checks look (default ``/proc``).
     """
 
     def __init__(
@@ -203,6 +171,10 @@ class CheckRunner:
         run: RunFunction | None = None,
         reactor: Any = None,  # LoopingCall.clock is a zope IReactorTime to mypy
         wall_clock: Callable[[], float] = time.time,
+        services: ServiceControl | None = None,
+        in_thread: InThread | None = None,
+        as_deferred: Callable[[Any], Deferred[Any]] | None = None,
+        process_table: ProcessTable | None = None,
     ) -> None:
         self._specs = _by_name(specs)
         if run is None:
@@ -214,7 +186,12 @@ class CheckRunner:
             reactor = default_reactor()
         self._reactor = reactor
         self._wall_clock = wall_clock
-        self._status = {name: CheckStatus(name) for name in self._specs}
+        self._services = services
+        self._in_thread = in_thread
+        self._as_deferred = as_deferred
+        self._process_table = process_table
+        self._probes: dict[str, Callable[[], Deferred[Verdict]]] = {}
+        self._status = {name: _new_status(spec) for name, spec in self._specs.items()}
         self._loops: dict[str, LoopingCall] = {}
         self._delays: dict[str, Any] = {}
         self._listeners: list[CheckListener] = []
@@ -302,9 +279,11 @@ class CheckRunner:
             if new.get(name) != spec:
                 pending += self._stop_one(name)
                 del self._status[name]
+                self._probes.pop(name, None)
         self._specs = new
         self._status = {
-            name: self._status.get(name) or CheckStatus(name) for name in new
+            name: self._status.get(name) or _new_status(spec)
+            for name, spec in new.items()
         }
         if self._started:
             self.start()
@@ -345,8 +324,81 @@ class CheckRunner:
         status.running = True
         status.runs += 1
         status.last_started = self._wall_clock()
+        if spec.command is None:
+            status._run = self._ask(spec, status)
+            return
         options = {"timeout": spec.timeout, "priority": spec.priority, **_remote(spec)}
         status._run = self._start(spec.command, options, self._finished, spec, status)
+
+    # -- the checks the monitor answers itself -------------------------------
+
+    def _probe(self, spec: CheckSpec) -> Callable[[], Deferred[Verdict]]:
+        """The check's probe, made at its first run and kept with its state."""
+        probe = self._probes.get(spec.name)
+        if probe is None:
+            if self._in_thread is None:
+                self._in_thread = _reactor_threads(self._reactor)
+            thread = OneThread(self._in_thread, self._reactor)
+            if spec.http is not None or spec.tcp is not None:
+                run = self._as_deferred or untwisted.lowlevel.as_deferred
+                probe = functools.partial(_net, run, spec)
+            elif spec.python is not None:
+                probe = PythonProbe(
+                    spec.python,
+                    spec.module_dir or os.getcwd(),
+                    one_thread=thread,
+                    as_deferred=self._as_deferred or untwisted.lowlevel.as_deferred,
+                )
+            elif spec.kind in _INLINE:
+                probe = functools.partial(maybeDeferred, native_probe(spec))
+            else:
+                function = native_probe(spec, self._process_table)
+                probe = functools.partial(thread, function)
+            self._probes[spec.name] = probe
+        return probe
+
+    def _ask(self, spec: CheckSpec, status: CheckStatus) -> Deferred[Any] | None:
+        """Start a native or python check's run, bounded by its timeout.
+
+        Returns:
+            Its Deferred while it is pending (for :meth:`stop` to cancel).
+        """
+        started = self._reactor.seconds()
+        timer: list[Any] = []
+        try:
+            d = self._probe(spec)()
+        except Exception:
+            d = fail()
+
+        def timed_out() -> None:
+            timer.append(True)  # the CancelledError to come is a timeout
+            d.cancel()
+
+        # An http or tcp check bounds itself with its timeout, saying what
+        # timed out (connecting, reading); this bound, later, is a backstop.
+        bound = spec.timeout + (_NET_GRACE if spec.kind in ("http", "tcp") else 0)
+        timer.append(self._reactor.callLater(bound, timed_out))
+
+        def done(outcome: Verdict | Failure) -> None:
+            if timer[0].active():
+                timer[0].cancel()
+            status.running = False
+            status._run = None
+            duration = self._reactor.seconds() - started
+            if isinstance(outcome, Verdict):
+                word = "ok" if outcome.ok else "failed"
+                word = "timed out" if outcome.timed_out else word
+                self._judged(spec, status, word, outcome.message, "", duration)
+            elif not outcome.check(CancelledError):
+                detail = f"error: {outcome.getErrorMessage()}"
+                self._judged(spec, status, "error", detail, "", duration)
+            elif len(timer) > 1:
+                detail = f"timed out after {spec.timeout:g} s"
+                self._judged(spec, status, "timed out", detail, "", duration)
+            # else: stopped, not an outcome of the check
+
+        d.addBoth(done)
+        return None if d.called else d
 
     def _start(
         self,
@@ -385,43 +437,35 @@ class CheckRunner:
         if isinstance(outcome, Failure):
             if outcome.check(CancelledError):
                 return  # stopped; not an outcome of the check
-            status.last_outcome = "error"
-            status.last_detail = str(outcome.value)
-            status.last_duration = None
-            status.last_output = ""
+            self._judged(spec, status, "error", str(outcome.value), "", None)
+            return
+        result = outcome
+        tail = (result.stdout + result.stderr)[-_TAIL:].decode("utf-8", "replace")
+        word = "ok" if result.ok else "timed out" if result.timed_out else "failed"
+        self._judged(spec, status, word, result.describe(), tail, result.duration)
+
+    def _judged(
+        self,
+        spec: CheckSpec,
+        status: CheckStatus,
+        outcome: str,
+        detail: str,
+        output: str,
+        duration: float | None,
+    ) -> None:
+        """Record a run's outcome (``"ok"``, ``"failed"``, ``"timed out"``,
+        ``"error"``): counts, the failing state, events and actions."""
+        status.last_duration = duration
+        status.total_duration += duration or 0.0
+        status.last_output = output
+        status.last_detail = detail
+        if outcome == "ok":
+            self._ok(spec, status)
+            return
+        status.last_outcome = outcome
+        if outcome == "timed out":
+            status.timed_out += 1
         else:
-            result = outcome
-            status.last_duration = result.duration
-            tail = (result.stdout + result.stderr)[-_TAIL:]
-            status.last_output = tail.decode("utf-8", "replace")
-            status.last_detail = result.describe()
-            if result.ok:
-                if status.last_outcome != "ok":  # first result, or recovered
-                    _log.info(
-                        "check {check} ok: {output}",
-                        check=spec.name,
-                        output=status.last_output.strip()[-120:],
-                    )
-                status.last_outcome = "ok"
-                status.ok += 1
-                status.last_success = self._wall_clock()
-                status.consecutive_failures = 0
-                if status.failing:
-                    status.failing = False
-                    status.failing_since = None
-                    _log.info(
-                        "check {check} recovered",
-                        check=spec.name,
-                        event="check.recovered",
-                    )
-                    self._tell("check.recovered", spec, status, False)
-                return
-            if result.timed_out:
-                status.last_outcome = "timed out"
-                status.timed_out += 1
-            else:
-                status.last_outcome = "failed"
-        if status.last_outcome != "timed out":
             status.failed += 1
         status.consecutive_failures += 1
         # The line says why: the end of the check's output, on one line.
@@ -436,7 +480,22 @@ class CheckRunner:
             consecutive_failures=status.consecutive_failures,
         )
         self._state_change(spec, status)
-        self._act(spec, status)
+
+    def _ok(self, spec: CheckSpec, status: CheckStatus) -> None:
+        if status.last_outcome != "ok":  # first result, or recovered
+            said = status.last_output.strip()[-120:] or status.last_detail
+            _log.info("check {check} ok: {output}", check=spec.name, output=said)
+        status.last_outcome = "ok"
+        status.ok += 1
+        status.last_success = self._wall_clock()
+        status.consecutive_failures = 0
+        if status.failing:
+            status.failing = False
+            status.failing_since = None
+            _log.info(
+                "check {check} recovered", check=spec.name, event="check.recovered"
+            )
+            self._tell("check.recovered", spec, status, False)
 
     def _state_change(self, spec: CheckSpec, status: CheckStatus) -> None:
         """A failed run: the check may now be failing, or due a reminder."""
@@ -448,6 +507,7 @@ class CheckRunner:
             status.failing_since = now
             status._alerted = now
             self._tell("check.failed", spec, status, False)
+            self._act(spec, status)
         elif (
             spec.repeat_every
             and status._alerted is not None
@@ -455,8 +515,16 @@ class CheckRunner:
         ):
             status._alerted = now
             self._tell("check.failed", spec, status, True)
+            self._act(spec, status)
 
     def _act(self, spec: CheckSpec, status: CheckStatus) -> None:
+        """The check's actions, once per failing episode (and reminder)."""
+        if spec.restart or spec.signal is not None:
+            status.actions += 1
+            status.last_action = self._act_on_services(spec)
+            _log.warn(
+                "check {check}: {action}", check=spec.name, action=status.last_action
+            )
         if spec.on_failure is None:
             return
         if status.action_running:
@@ -466,7 +534,8 @@ class CheckRunner:
             )
             return
         status.action_running = True
-        status.actions += 1
+        if not (spec.restart or spec.signal is not None):
+            status.actions += 1
         _log.warn(
             "check {check}: running action {action}",
             check=spec.name,
@@ -493,3 +562,43 @@ class CheckRunner:
             check=spec.name,
             outcome=status.last_action,
         )
+
+    def _act_on_services(self, spec: CheckSpec) -> str:
+        """Restart and signal the check's services, no fork; what was done."""
+        done = [self._on_service("restart", name, spec) for name in spec.restart]
+        done += [self._on_service("signal", name, spec) for name in spec.services]
+        return "; ".join(done)
+
+    def _on_service(self, action: str, name: str, spec: CheckSpec) -> str:
+        what = "restart" if action == "restart" else f"send {spec.signal_name} to"
+        try:
+            if self._services is None:
+                raise ConfigError("the monitor has no services")
+            if action == "restart":
+                self._services.restart(name).addErrback(
+                    lambda f: _log.failure(
+                        "check {check}: restarting {service} failed",
+                        f,
+                        check=spec.name,
+                        service=name,
+                    )
+                )
+                return f"restarted {name}"
+            assert spec.signal is not None
+            self._services.signal_service(name, spec.signal)
+        except Exception as e:  # no such service, not running
+            return f"cannot {what} {name}: {e}"
+        return f"sent {spec.signal_name} to {name}"
+
+
+def _net(run: Callable[[Any], Deferred[Any]], spec: CheckSpec) -> Deferred[Any]:
+    return run(netprobe.routine(spec))
+
+
+def _reactor_threads(reactor: Any) -> InThread:
+    """Runs a function in the reactor's thread pool."""
+
+    def in_thread(function: Callable[[], Any]) -> Deferred[Any]:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), function)
+
+    return in_thread

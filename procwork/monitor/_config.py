@@ -51,6 +51,7 @@ from procwork.monitor._didyoumean import FOREIGN_KEYS, Foreign, unknown_key
 from procwork.monitor._logsocket import DEFAULT_PATHS, FACILITIES, SYSLOG_FORMATS
 from procwork.monitor._mail import MailServer
 from procwork.monitor._names import family_of
+from procwork.monitor._pyprobe import module_file
 from procwork.monitor._rules import Rule
 from procwork.monitor._servicerules import ServiceRule
 from procwork.supervisor import ServiceSpec
@@ -380,6 +381,7 @@ def parse_config(
     alerts: list[AlertSpec] = []
     service_rules: list[ServiceRule] = []
     mailing: list[tuple[int, str]] = []  # (index, where) of the mail alerts
+    acting: list[tuple[CheckSpec, str]] = []  # checks and where, for their actions
     where_of: dict[tuple[str, str], str] = {}  # (kind, name) -> where defined
     # What must exist on this machine, checked once the config is consistent.
     runnable: list[
@@ -411,8 +413,12 @@ def parse_config(
             where = named(where, check.name)
             _once(where_of, "check", check.name, where)
             check = _resolved_check(check, file)
-            if check.host is None:  # a remote command is found there, not here
+            if check.command is not None and check.host is None:
+                # (a remote command is found there, not here)
                 runnable.append((check.command, f"{where} command", file, None, None))
+            if check_system:
+                _python_module(check, where)
+            acting.append((check, where))
             if check.on_failure is not None:
                 runnable.append(
                     (check.on_failure, f"{where} on_failure", file, None, None)
@@ -448,6 +454,7 @@ def parse_config(
                 mailing.append((len(alerts), where))
             alerts.append(alert)
 
+    checks = _acts_on_services(acting, services, families)
     if check_system:
         for argv, where, file, cwd, env in runnable:
             _runnable(argv, where, file, cwd, env)
@@ -626,6 +633,14 @@ def _resolved_service(spec: ServiceSpec, file: ConfigFile, where: str) -> Servic
 
 def _resolved_check(check: CheckSpec, file: ConfigFile) -> CheckSpec:
     changes: dict[str, Any] = {}
+    # A python check's module is beside the config file; relative paths of
+    # disk, file and pidfile are relative to it.
+    if check.python is not None and check.module_dir is None:
+        changes["module_dir"] = file.base_dir or os.getcwd()
+    for key in ("disk", "file", "pidfile", "module_dir", "ca_file"):
+        path = getattr(check, key)
+        if path is not None and not os.path.isabs(path):
+            changes[key] = file.path(path)
     for key in ("command", "on_failure"):
         argv = getattr(check, key)
         if key == "command" and check.host is not None:
@@ -633,6 +648,48 @@ def _resolved_check(check: CheckSpec, file: ConfigFile) -> CheckSpec:
         if argv and os.sep in argv[0] and not os.path.isabs(argv[0]):
             changes[key] = (file.path(argv[0]), *argv[1:])
     return attrs.evolve(check, **changes) if changes else check
+
+
+def _python_module(check: CheckSpec, where: str) -> None:
+    """Reject a python check whose module is not beside the config file."""
+    if check.python is None:
+        return
+    directory = check.module_dir or os.getcwd()
+    module = check.python.partition(":")[0]
+    if module_file(directory, module) is None:
+        path = os.path.join(directory, *module.split("."))
+        raise ConfigError(
+            f"{where} python: no module {module!r} beside the config file "
+            f"(looked for {path}.py and {path}/__init__.py)"
+        )
+
+
+def _acts_on_services(
+    acting: Sequence[tuple[CheckSpec, str]],
+    services: Sequence[ServiceSpec],
+    families: Mapping[str, Sequence[str]],
+) -> list[CheckSpec]:
+    """The checks, a numprocs family in ``restart`` or ``services`` replaced
+    by its instances; one naming no [[service]] is refused."""
+    names = {service.name for service in services}
+    checks = []
+    for check, where in acting:
+        changes: dict[str, Any] = {}
+        for key in ("restart", "services"):
+            named: list[str] = []
+            for name in getattr(check, key):
+                if name in names:
+                    named.append(name)
+                elif name in families:
+                    named += families[name]
+                else:
+                    raise ConfigError(
+                        f"{where}: {key} names {name!r}, which is not a [[service]]"
+                    )
+            if tuple(named) != getattr(check, key):
+                changes[key] = tuple(dict.fromkeys(named))
+        checks.append(attrs.evolve(check, **changes) if changes else check)
+    return checks
 
 
 def _service_env(spec: ServiceSpec) -> Mapping[str, str] | None:

@@ -206,6 +206,24 @@ def monitor_metrics(
             "When the check last succeeded, in seconds since the epoch",
             per_check(lambda c: c.last_success, skip_none=True),
         ),
+        # Every kind of check, command or asked in the monitor (_probes.py).
+        (
+            "procwork_check_info",
+            "gauge",
+            "Always 1; what the check asks (kind: command, disk, load, memory, "
+            "file, process, python) and of what (target), as labels",
+            [
+                ({"check": n, "kind": c.kind, "target": c.target}, 1.0)
+                for n, c in checks.items()
+            ],
+        ),
+        (
+            "procwork_check_duration_seconds_total",
+            "counter",
+            "Seconds the check's finished runs took, all together (divided by "
+            "the runs: their mean duration)",
+            per_check(lambda c: c.total_duration),
+        ),
         (
             "procwork_rule_matches_total",
             "counter",

@@ -165,6 +165,8 @@ class Monitor:
             reactor=self._reactor,
             run=self._run_checks,
             wall_clock=self._reactor.seconds,
+            # restart = [...] and signal = "HUP" act on the services, no fork.
+            services=self.supervisor,
         )
 
     def _run(self, argv: list[str], **kwargs: Any) -> Deferred[Any]:

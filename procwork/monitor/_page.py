@@ -426,6 +426,8 @@ def render_page(
         (
             name,
             f"<td>{_e(name)}</td>",
+            # What it asks: its kind (command, disk, ...) and its target.
+            f'<td class="detail">{_e(c.get("kind"))} {_e(c.get("target"))}</td>',
             f'<td class="check-state">'
             f"{_state('failing' if c.get('failing') else c.get('last_outcome'))}</td>",
             f"<td>{_e(c.get('runs'))}</td>",
@@ -509,7 +511,15 @@ def render_page(
         )
         + _table(
             "Checks",
-            ["name", "state", "runs", "failures in a row", "last run", "last result"],
+            [
+                "name",
+                "asks",
+                "state",
+                "runs",
+                "failures in a row",
+                "last run",
+                "last result",
+            ],
             check_rows,
             "checks",
         )

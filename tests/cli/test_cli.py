@@ -376,7 +376,7 @@ def test_monitor_check_config_validates_the_built_in_config() -> None:
     done = procwork("monitor", "--check-config")
     assert done.returncode == 0
     verdict, containment = done.stderr.splitlines()
-    assert verdict == "<built-in config>: ok: 1 services, 2 checks, 1 rules"
+    assert verdict == "<built-in config>: ok: 1 services, 3 checks, 1 rules"
     assert containment.startswith("containment: ")
 
 
@@ -421,6 +421,26 @@ def test_check_config_rejects_a_NaN_interval_without_a_traceback(
         f"procwork monitor: {config}: [monitor]: summary_every must be a finite "
         "number >= 0, not nan\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('python = "jobs.ok"', "python must be 'module:function' like"),
+        ('python = "jobs:ok"', "python: no module 'jobs' beside the config file"),
+        ('disk = ""', "disk must not be empty"),
+        ('process = "x"\nmax_count = -1', "max_count must be a whole number >= 0"),
+    ],
+)
+def test_check_config_rejects_a_bad_check_naming_the_file_the_entry_and_the_key(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    config = tmp_path / "checks.toml"
+    config.write_text(f'[[check]]\nname = "jobs"\nevery = 10\n{line}\n')
+    done = procwork("monitor", str(config), "--check-config")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith(f"procwork monitor: {config}: [[check]] #1 ('jobs')")
+    assert problem in done.stderr
 
 
 def test_print_default_config_prints_the_built_in_config_to_copy(

@@ -11,86 +11,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 
 import untwisted
-from procwork import ConfigError, Result, SpawnError
+from procwork import ConfigError, SpawnError
 from procwork.monitor import CheckSpec
 from procwork.monitor._checks import CheckRunner, CheckStatus
 from tests.support import PY, drive_until
-
-# -- the fake run -------------------------------------------------------------
-
-
-@dataclass
-class Call:
-    """One command the runner asked to run, and the Deferred it was given."""
-
-    argv: list[str]
-    timeout: float | None
-    priority: str
-    deferred: Deferred[Result] = field(repr=False)
-    cancelled: bool = False
-
-    def exits(
-        self,
-        returncode: int | None = 0,
-        *,
-        stdout: bytes = b"",
-        stderr: bytes = b"",
-        duration: float = 0.25,
-        timed_out: bool = False,
-    ) -> None:
-        """The command ends with this Result."""
-        self.deferred.callback(
-            Result(
-                args=tuple(self.argv),
-                pid=4242,
-                returncode=returncode,
-                stdout=stdout,
-                stderr=stderr,
-                duration=duration,
-                timed_out=timed_out,
-                timeout=self.timeout,
-            )
-        )
-
-    def fails(self, error: Exception) -> None:
-        """The command could not be run at all."""
-        self.deferred.errback(Failure(error))
-
-
-class FakeRun:
-    """A ``procwork.run`` stand-in: records each call, starts nothing."""
-
-    def __init__(self) -> None:
-        self.calls: list[Call] = []
-        self.raises: Exception | None = None
-
-    def __call__(
-        self, argv: list[str], *, timeout: float | None, priority: str
-    ) -> Deferred[Result]:
-        if self.raises is not None:
-            raise self.raises
-        call: Call
-
-        def cancel(d: Deferred[Result]) -> None:
-            call.cancelled = True
-
-        call = Call(argv, timeout, priority, Deferred(cancel))
-        self.calls.append(call)
-        return call.deferred
-
-    def of(self, program: str) -> list[Call]:
-        """The calls whose argv[0] is ``program``, oldest first."""
-        return [c for c in self.calls if c.argv[0] == program]
+from tests.support.checks import Call, FakeRun
 
 
 @pytest.fixture
@@ -321,6 +253,8 @@ def test_a_check_status_is_json_ready_without_private_fields(
     done = json.loads(json.dumps(runner.status["disk"].to_dict()))
     assert done == {
         "name": "disk",
+        "kind": "command",
+        "target": "check-disk",
         "runs": 1,
         "ok": 1,
         "failed": 0,
@@ -331,6 +265,7 @@ def test_a_check_status_is_json_ready_without_private_fields(
         "last_outcome": "ok",
         "last_detail": "exited 0",
         "last_duration": 0.25,
+        "total_duration": 0.25,
         "last_output": "fine\n",
         "last_started": 1e9,
         "last_success": 1e9,
@@ -403,10 +338,15 @@ def test_every_kind_of_failure_runs_the_action(
     assert len(fake.of("clean-tmp")) == 1
 
 
-def test_an_action_never_overlaps_itself(
-    make: Callable[..., CheckRunner], clock: Clock, fake: FakeRun
-) -> None:
-    runner = make(disk(on_failure="clean-tmp"))
+def test_an_action_never_overlaps_itself(fake: FakeRun, clock: Clock) -> None:
+    """A reminder's action is not started while the last one still runs."""
+    runner = CheckRunner(
+        [disk(on_failure="clean-tmp", repeat_every=10)],
+        run=fake,
+        reactor=clock,
+        wall_clock=clock.seconds,
+    )
+    runner.start()
     fake.calls[0].exits(1)
     clock.advance(10)
     fake.calls[-1].exits(1)
@@ -428,6 +368,8 @@ def test_an_action_that_fails_or_cannot_start_is_recorded(
     fake.of("clean-tmp")[0].exits(2)
     status = runner.status["disk"]
     assert status.last_action == "exited 2"
+    clock.advance(10)
+    fake.of("check-disk")[-1].exits(0)  # recovered: the next failure acts again
     clock.advance(10)
     fake.of("check-disk")[-1].exits(1)
     fake.of("clean-tmp")[-1].fails(SpawnError(2, "cannot run 'clean-tmp'"))

@@ -22,6 +22,7 @@ from procwork._fields import file_keys, unit
 from procwork._format import format_seconds
 from procwork._validate import duration, size
 from procwork.monitor import AlertSpec, CheckSpec, MonitorConfig, Rule, parse_config
+from procwork.monitor._checkspec import KIND_KEYS
 from procwork.monitor._didyoumean import FOREIGN_KEYS
 from procwork.monitor._toml import dump_config
 from procwork.supervisor import ServiceSpec
@@ -37,6 +38,9 @@ TABLES: dict[type, tuple[str, dict[str, object]]] = {
     AlertSpec: ("[[alert]]", {"name": "x", "command": "true"}),
     MonitorConfig: ("[monitor]", {}),
 }
+#: The least value of each kind of check's key.
+KIND_LEAST = {"disk": "/", "load": True, "memory": True, "file": "/", "process": "x"}
+
 KINDS = {ServiceSpec: "service", CheckSpec: "check", Rule: "rule", AlertSpec: "alert"}
 
 
@@ -49,6 +53,12 @@ def toml_value(value: object) -> str:
 def config_text(cls: type, **values: object) -> str:
     """A config of one ``cls`` entry: its least entry, with ``values``."""
     table, least = TABLES[cls]
+    if cls is CheckSpec:
+        # A key of one kind of check is given to a check of that kind.
+        for kind, keys_of_kind in KIND_KEYS.items():
+            if kind != "command" and set(values) & set(keys_of_kind):
+                least = {**least, kind: KIND_LEAST[kind]}
+                del least["command"]
     keys = {**least, **values}
     return table + "\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in keys.items())
 
@@ -105,6 +115,8 @@ def test_the_keys_with_units_are_found_from_the_field_definitions() -> None:
         ("MonitorConfig", "control_idle_timeout"),
     } <= durations
     assert sizes == {
+        ("CheckSpec", "min_size"),
+        ("CheckSpec", "max_size"),
         ("ServiceSpec", "max_log_line"),
         ("ServiceSpec", "log_max_bytes"),
         ("ServiceSpec", "memory_max"),

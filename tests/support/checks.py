@@ -1,0 +1,102 @@
+"""Fakes for the check runner: a ``run`` that starts nothing, a thread pool
+run by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from procwork import Result
+
+__all__ = ["Call", "FakeRun", "HandThreads"]
+
+
+@dataclass
+class Call:
+    """One command the runner asked to run, and the Deferred it was given."""
+
+    argv: list[str]
+    timeout: float | None
+    priority: str
+    deferred: Deferred[Result] = field(repr=False)
+    cancelled: bool = False
+
+    def exits(
+        self,
+        returncode: int | None = 0,
+        *,
+        stdout: bytes = b"",
+        stderr: bytes = b"",
+        duration: float = 0.25,
+        timed_out: bool = False,
+    ) -> None:
+        """The command ends with this Result."""
+        self.deferred.callback(
+            Result(
+                args=tuple(self.argv),
+                pid=4242,
+                returncode=returncode,
+                stdout=stdout,
+                stderr=stderr,
+                duration=duration,
+                timed_out=timed_out,
+                timeout=self.timeout,
+            )
+        )
+
+    def fails(self, error: Exception) -> None:
+        """The command could not be run at all."""
+        self.deferred.errback(Failure(error))
+
+
+class FakeRun:
+    """A ``procwork.run`` stand-in: records each call, starts nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.raises: Exception | None = None
+
+    def __call__(
+        self, argv: list[str], *, timeout: float | None, priority: str
+    ) -> Deferred[Result]:
+        if self.raises is not None:
+            raise self.raises
+        call: Call
+
+        def cancel(d: Deferred[Result]) -> None:
+            call.cancelled = True
+
+        call = Call(argv, timeout, priority, Deferred(cancel))
+        self.calls.append(call)
+        return call.deferred
+
+    def of(self, program: str) -> list[Call]:
+        """The calls whose argv[0] is ``program``, oldest first."""
+        return [c for c in self.calls if c.argv[0] == program]
+
+
+class HandThreads:
+    """An in_thread that runs nothing until the test says so."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Callable[[], Any], Deferred[Any]]] = []
+
+    def __call__(self, function: Callable[[], Any]) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.pending.append((function, d))
+        return d
+
+    def finish(self) -> None:
+        """The oldest call runs now; its Deferred fires with what it returned
+        or raised."""
+        function, d = self.pending.pop(0)
+        try:
+            result = function()
+        except Exception:
+            d.errback()
+        else:
+            d.callback(result)
