@@ -40,6 +40,7 @@ __all__ = [
     "describe",
     "monitor_containment",
     "print_check_config",
+    "service_statuses",
     "status_keys",
     "watch",
 ]
@@ -114,6 +115,15 @@ def print_check_config(config: MonitorConfig, lock: Path) -> None:
     """``--check-config``: how the services would be contained, on stderr."""
     described = monitor_containment(config, lock, None, start=False)
     print(*check_config_lines(config, described), sep="\n", file=sys.stderr)
+
+
+def service_statuses(supervisor: Supervisor) -> dict[str, dict[str, Any]]:
+    """Each service's status, with its cgroup's (limits, usage) as ``cgroup``."""
+    cgroups = supervisor.cgroups.statuses()
+    return {
+        name: {**status.to_dict(), "cgroup": cgroups.get(name)}
+        for name, status in supervisor.status().items()
+    }
 
 
 def status_keys(

@@ -564,7 +564,6 @@ class Monitor:
     def status(self) -> dict[str, Any]:
         """Everything the monitor knows, JSON-ready."""
         counters = self.rules.counters
-        cgroups = self.supervisor.cgroups.statuses()
         return {
             "source": self.config.source,
             "pid": os.getpid(),
@@ -575,10 +574,7 @@ class Monitor:
             "cpu_seconds": time.process_time() - self._cpu_at_start,
             "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "scheduler": self.scheduler.stats(),
-            "services": {
-                name: {**status.to_dict(), "cgroup": cgroups.get(name)}
-                for name, status in self.supervisor.status().items()
-            },
+            "services": _contain.service_statuses(self.supervisor),
             **_contain.status_keys(self.containment, self.service_rules),
             "checks": {
                 name: status.to_dict() for name, status in self.checks.status.items()
