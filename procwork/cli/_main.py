@@ -1,9 +1,10 @@
-"""The ``procwork`` command: ``procwork run``, ``procwork monitor`` and
-``procwork ctl``."""
+"""The ``procwork`` command: ``procwork run``, ``procwork monitor``,
+``procwork ctl`` and ``procwork timeout``."""
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from procwork._lifeline import enable_lifeline
 from procwork._orphans import reap_orphans
 from procwork._result import Result
 from procwork._scheduler import PRIORITIES
+from procwork.cli import _timeout
 from procwork.cli._ctl import add_ctl_parser, ctl
 
 __all__ = ["main"]
@@ -24,7 +26,7 @@ __all__ = ["main"]
 EXIT_TIMED_OUT = 124
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
-EXIT_USAGE = 2
+EXIT_USAGE = 125  # as timeout(1): 2 is too common a status of commands
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,14 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--timeout",
-        type=float,
+        type=_duration,
         default=None,
         metavar="S",
-        help="seconds before the process group is terminated",
+        help="seconds before the process group is terminated (suffixes s, m, "
+        "h, d as timeout(1); 0: no timeout)",
     )
     run.add_argument(
         "--grace",
-        type=float,
+        type=_duration,
         default=DEFAULT_GRACE,
         metavar="S",
         help=f"seconds between SIGTERM and SIGKILL (default {DEFAULT_GRACE:g})",
@@ -154,7 +157,17 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the control socket (procwork ctl) here (overrides config)",
     )
     add_ctl_parser(commands)
+    commands.add_parser(  # parsed by _timeout: listed here for --help
+        "timeout", help="coreutils timeout(1), same argv, killing the whole tree"
+    )
     return parser
+
+
+def _duration(text: str) -> float:
+    try:
+        return _timeout.parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def version() -> str:
@@ -170,10 +183,18 @@ def version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``procwork`` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["timeout"]:
+        return _timeout.main(argv[1:])
     parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command == "run":
-        return _run(parser, args)
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "run":
+            return _run(parser, args)
+    except SystemExit as e:
+        if e.code == 2 and argv[:1] == ["run"]:
+            raise SystemExit(EXIT_USAGE) from None  # a usage error of run
+        raise
     if args.command == "ctl":
         return ctl(args)
     if args.print_default_config:
@@ -223,7 +244,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         untwisted.tick(0)
         process = spawn(
             command,
-            timeout=args.timeout,
+            timeout=args.timeout or None,  # 0: none, as timeout(1)
             grace=args.grace,
             priority=args.priority,
             max_output=args.max_output if capture else (1 if remote else None),
@@ -244,9 +265,14 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 255 if isinstance(e, ConnectionError | PermissionError) else 1
     except KeyboardInterrupt:
         # Like SIGTERM (and SIGHUP/SIGQUIT, which untwisted turns into
-        # SystemExit(128+N)): the exit status says which signal, no traceback;
-        # the command's group is terminated on the way out.
-        return 128 + signal.SIGINT
+        # SystemExit(128+N)): no traceback; the command's group is terminated
+        # on the way out, and then we die of the signal, so that the shell
+        # sees it (and its loop stops at Ctrl-C).
+        return _die_at_exit(signal.SIGINT)
+    except SystemExit as e:
+        if isinstance(e.code, int) and e.code - 128 in _DYING_SIGNALS:
+            return _die_at_exit(e.code - 128)
+        raise
     if capture:
         sys.stdout.buffer.write(result.stdout)
         sys.stdout.buffer.flush()
@@ -259,7 +285,20 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             + (", output truncated" if result.truncated else ""),
             file=sys.stderr,
         )
-    return exit_status(result)
+    status = exit_status(result)
+    if not result.timed_out and (result.returncode or 0) < 0:
+        return _die_at_exit(-(result.returncode or 0))  # the command's signal
+    return status
+
+
+_DYING_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+
+
+def _die_at_exit(signum: int) -> int:
+    # An atexit hook runs after untwisted's shutdown (a threading exit hook),
+    # which terminates the command's group first.
+    atexit.register(_timeout.die_by_signal, signum)
+    return 128 + signum
 
 
 def _passthrough(stream: BinaryIO) -> Callable[[bytes], None]:
