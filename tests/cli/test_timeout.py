@@ -16,13 +16,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from procwork import _lifeline_main
 from procwork.cli import _timeout
-from tests.support import PY, ROOT, alive, child_env
+from tests.support import PY, ROOT, alive, child_env, cpu_load
 from tests.support.lifeline import TREE, groups_gone, poll, running_with
 from tests.support.tools import need_tool
 
@@ -299,6 +300,38 @@ def test_a_command_that_handles_the_passed_signal_gives_its_own_status(
         if wrapper.poll() is None:
             wrapper.kill()
             finish(wrapper)
+
+
+#: Rounds of the stress test, and the spread of its kills after the start.
+ROUNDS = 80
+SPREAD = 0.4
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_at_any_moment_of_its_start_it_never_leaves_the_command_running(
+    sig: signal.Signals, marker: str
+) -> None:
+    """80 times under CPU load, ``procwork timeout`` is sent SIGKILL or SIGTERM
+    0 to 0.4 s after it was started: before it handles signals, between its
+    fork and the lifeline hearing of the command's group, once the command
+    runs. Each time it ends (bounded), and no command is left running: the
+    forked child waits on a pipe to exec until the lifeline knows its group,
+    and gives up if procwork timeout died first."""
+    script = "sleep 300; :"
+    with cpu_load():
+        for round_ in range(ROUNDS):
+            wrapper = subprocess.Popen(
+                [*PROCWORK_TIMEOUT, "300", "sh", "-c", script, marker],
+                cwd=ROOT,
+                env=child_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(SPREAD * round_ / ROUNDS)
+            wrapper.send_signal(sig)
+            wrapper.wait(timeout=60)
+    assert poll(lambda: running_with(marker) == [], 10)
 
 
 # -- leftovers -----------------------------------------------------------------
