@@ -15,7 +15,8 @@ What runs, all at once, for ``--seconds`` while 2 busy-looping processes
 - its **stdout is a pipe nobody reads** until the window is over (then it
   is read again, so its notices of dropped lines can be counted); a
   service (``diskfill``) prints 1000 lines/s to its console to fill it;
-- **a webhook alert** on every ``check.*`` and ``service.*`` event, to a
+- **a webhook alert** on every ``check.*`` and ``service.*`` event (each
+  exit and restart of ``blink`` too, named: a glob leaves them out), to a
   local server that answers ``500`` with a body that never ends, while the
   check ``flapping`` fails and recovers every second;
 - **4 ``procwork ctl tail -f loud`` followers that stopped reading** (their
@@ -175,7 +176,7 @@ def config(temp: Path, disk_log: str, webhook: str, token: str, rate: float) -> 
 
             [[alert]]
             name = "endless"
-            events = ["check.*", "service.*"]
+            events = ["check.*", "service.*", "service.exited", "service.restarted"]
             webhook = "{webhook}"
             timeout = 5
             retries = 3

@@ -8,8 +8,10 @@
     >>> clockwork.wrap(job(21))
     42
 
-See ``specs/clockwork.md`` for the whole story. The first clockwork's
-vocabulary (``Return``, ``Value``, ``genwrap``, ...) is :mod:`clockwork.classic`,
+See ``specs/clockwork.md`` for the whole story. TCP, TLS and HTTP for
+routines are :mod:`clockwork.net` (``specs/networking.md``), whose failures
+are all a :class:`NetworkError`. The first clockwork's vocabulary
+(``Return``, ``Value``, ``genwrap``, ...) is :mod:`clockwork.classic`,
 importable from here too so that code written for it runs unchanged.
 """
 
@@ -23,6 +25,7 @@ from twisted.internet.defer import CancelledError, Deferred
 import untwisted
 from clockwork import classic as classic
 from clockwork._flatten import encapsulate, flatten
+from clockwork._neterrors import NetworkError
 from clockwork._task import Task
 from clockwork._waits import every, first, gather, sleep, timeout
 from clockwork._worker import Worker, current_worker, default_worker
@@ -33,8 +36,12 @@ from clockwork.classic import *  # noqa: F403
 
 Timeout = untwisted.Timeout
 
+# The distribution's one version (untwisted/_version.py).
+__version__ = untwisted.__version__
+
 __all__ = [
     "CancelledError",
+    "NetworkError",
     "Task",
     "Timeout",
     "Worker",
@@ -92,6 +99,9 @@ def wrap(
     Raises what the generator raises; on expiry of ``timeout`` seconds the
     generator is cancelled and :class:`Timeout` is raised.
     """
+    # Before the generator becomes a task: inside a running asyncio loop (or
+    # the reactor) the wait below would block, and the task would be left.
+    untwisted.lowlevel.default_driver().check_caller("clockwork.wrap")
     d = gen if isinstance(gen, Deferred) else spawn(gen).deferred
     result: T = untwisted.run(d, timeout)
     return result

@@ -15,6 +15,14 @@ _log = Logger()
 _NOTHING: Any = object()
 
 
+def _nothing_to_forget() -> None:
+    pass
+
+
+# when_finished's callbacks: a dict as an ordered set.
+_Callbacks = dict[Callable[[BaseException | None], object], None]
+
+
 class Task:
     """A generator running as a microthread of a :class:`Worker`.
 
@@ -42,6 +50,7 @@ class Task:
         "_cancel_requested",
         "_deferred",
         "_error",
+        "_finish_callbacks",
         "_observed",
         "_on_finish",
         "_result",
@@ -71,6 +80,9 @@ class Task:
         self._error: BaseException | None = None
         self._observed = False
         self._deferred: Deferred[Any] | None = None
+        # when_finished's callbacks; None until the first, since most tasks
+        # never have one.
+        self._finish_callbacks: _Callbacks | None = None
 
     def __repr__(self) -> str:
         if self._error is not None:
@@ -113,6 +125,48 @@ class Task:
 
     def _cancel_from_deferred(self, _: Deferred[Any]) -> None:
         self.cancel()
+
+    def when_finished(
+        self, callback: Callable[[BaseException | None], object]
+    ) -> Callable[[], None]:
+        """Call ``callback`` once the task has finished, however it finished.
+
+        It gets None if the task returned, else its exception (a
+        ``CancelledError`` if it was cancelled), and is called before
+        :attr:`deferred` fires: what it releases is released by the time
+        anyone waiting for the task hears of its end. If the task has already
+        finished, it is called at once. This is how a resource is tied to the
+        task that holds it (clockwork.net closes a connection whose task was
+        cancelled or failed); an exception it raises is logged, not raised.
+
+        Returns:
+            A function that forgets the callback: call it when the resource
+            is released before the task ends, so that a long-lived task does
+            not collect callbacks of things long gone.
+        """
+        if self.done:
+            self._call_finish_callback(callback)
+            return _nothing_to_forget
+        if self._finish_callbacks is None:
+            self._finish_callbacks = {}
+        callbacks = self._finish_callbacks
+        callbacks[callback] = None
+
+        def forget() -> None:
+            callbacks.pop(callback, None)
+
+        return forget
+
+    def _call_finish_callback(
+        self, callback: Callable[[BaseException | None], object]
+    ) -> None:
+        try:
+            callback(self._error)
+        except Exception:
+            _log.failure(
+                "A when_finished callback of clockwork task {name} failed",
+                name=self.name,
+            )
 
     def cancel(self) -> bool:
         """Stop the task: cancel what it waits on, close its stack innermost first.
@@ -225,6 +279,10 @@ class Task:
         else:
             self._result = result
         self._on_finish(self)
+        if self._finish_callbacks:
+            callbacks, self._finish_callbacks = self._finish_callbacks, None
+            for callback in list(callbacks):
+                self._call_finish_callback(callback)
         if self._deferred is not None:
             self._fire_deferred()
 

@@ -26,7 +26,7 @@ from clockwork._classic import (
 )
 from clockwork._task import Task
 
-__all__ = ["Worker", "current_worker"]
+__all__ = ["Worker", "current_task", "current_worker"]
 
 T = TypeVar("T")
 
@@ -34,12 +34,18 @@ T = TypeVar("T")
 # thread, so a plain global is enough); None outside any step.
 _stepping: Worker | None = None
 _default: Worker | None = None
+# The task being stepped right now, likewise; None between steps.
+_stepped_task: Task | None = None
 
 # The worker of a task's coroutine. A coroutine resumes from Deferred
 # callbacks, outside its task's steps, so _stepping can't say; but Twisted
 # runs it in a copy of the context it was started in, which holds this.
 _coroutine_worker: ContextVar[Worker | None] = ContextVar(
     "clockwork_coroutine_worker", default=None
+)
+# And its task, for the same reason.
+_coroutine_task: ContextVar[Task | None] = ContextVar(
+    "clockwork_coroutine_task", default=None
 )
 
 
@@ -51,6 +57,19 @@ def current_worker() -> Worker:
     if _stepping is not None:
         return _stepping
     return default_worker()
+
+
+def current_task() -> Task | None:
+    """The task whose code is running, or None outside any task.
+
+    A generator task's own steps and the ``async def`` coroutine it awaits
+    count; a Deferred's callback that fires between steps does not (it
+    runs on no task's behalf).
+    """
+    task = _coroutine_task.get()
+    if task is not None:
+        return task
+    return _stepped_task
 
 
 def default_worker() -> Worker:
@@ -199,9 +218,11 @@ class Worker:
             # So that clockwork.sleep, gather etc. inside the coroutine use
             # this worker (and its reactor) after its first await, too.
             token = _coroutine_worker.set(self)
+            task_token = _coroutine_task.set(current_task())
             try:
                 return Deferred.fromCoroutine(x)
             finally:
+                _coroutine_task.reset(task_token)
                 _coroutine_worker.reset(token)
         return untwisted.lowlevel.as_deferred(x)
 
@@ -337,11 +358,13 @@ class Worker:
         Returns the classic ``Value``/``Output``/``Input`` it stopped on.
         The caller makes this worker ``_stepping``.
         """
+        global _stepped_task
         step = task.begin_step()
         if step is None:  # cancelled while it sat in the ready queue
             return None
         stack, value, error = step
         escaped: Escaped | None = None
+        outer_task, _stepped_task = _stepped_task, task
         try:
             while True:
                 gen = stack[-1]
@@ -417,4 +440,5 @@ class Worker:
                 task.park(yielded)
                 return escaped
         finally:
+            _stepped_task = outer_task
             task.end_step()

@@ -42,6 +42,10 @@ from procwork._result import Result
 from procwork._scheduler import PRIORITIES, Priority, Scheduler
 from procwork._waitfor import waitfor
 
+# The distribution's one version, shared by the three packages
+# (untwisted/_version.py; pyproject.toml reads it from there).
+from untwisted import __version__ as __version__
+
 if TYPE_CHECKING:
     # For type checkers only: at run time these come from __getattr__ below.
     from procwork._remote import SSHPool as SSHPool

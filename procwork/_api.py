@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import shlex
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import cast
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from twisted.internet.defer import Deferred
 
+import untwisted
+from procwork import _parity
 from procwork import _validate as validate
 from procwork._errors import ProcessFailed, clip_command
 from procwork._process import (
@@ -24,11 +27,19 @@ from procwork._scheduler import PRIORITIES, Priority, Scheduler, parse_priority
 from procwork._threads import check_thread
 from procwork._validate import clip
 
+if TYPE_CHECKING:
+    from untwisted.lowlevel import LoopReactor
+
 __all__ = ["DEFAULT_GRACE", "DEFAULT_MAX_OUTPUT", "run", "scheduler", "spawn"]
 
 Command = str | bytes | os.PathLike[str] | Sequence[str | bytes | os.PathLike[str]]
 
 _default_scheduler: Scheduler | None = None
+
+# The scheduler of each asyncio loop's reactor, until that reactor shuts down.
+_loop_schedulers: weakref.WeakKeyDictionary[object, Scheduler] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def scheduler() -> Scheduler:
@@ -36,19 +47,51 @@ def scheduler() -> Scheduler:
 
     Change its limits in place, e.g. ``procwork.scheduler().set_max_running(4)``
     or ``procwork.scheduler().load = SystemLoad(max_load=1.5)``.
+
+    Inside a running asyncio loop it is that loop's own (its runs are on the
+    loop's reactor), made on first use with the limits the program's
+    scheduler has then (the defaults if it has none yet); it lasts as long
+    as the loop's reactor, until the end of ``asyncio.run``.
     """
+    reactor = untwisted.lowlevel.loop_reactor()
+    if reactor is not None:
+        return _loop_scheduler(reactor)
     global _default_scheduler
     if _default_scheduler is None:
         _default_scheduler = Scheduler(default_reactor())
     return _default_scheduler
 
 
+def _loop_scheduler(reactor: LoopReactor) -> Scheduler:
+    found = _loop_schedulers.get(reactor)
+    if found is not None:
+        return found
+    model = _default_scheduler
+    if model is None:
+        made = Scheduler(reactor)
+    else:
+        made = Scheduler(
+            reactor,
+            max_running=model.max_running,
+            load=model.load,
+            load_interval=model.load_interval,
+            min_running=model.min_running,
+        )
+    _loop_schedulers[reactor] = made
+    # Forgotten with its reactor: the next asyncio.run gets a new pair.
+    reactor.addSystemEventTrigger("after", "shutdown", _loop_schedulers.pop, reactor)
+    return made
+
+
+# The overloads say what the output is: bytes, or str in text mode (any of
+# text=True, encoding=, errors=), as typeshed says for subprocess.run.
+@overload
 def run(
     args: Command,
     *,
+    input: bytes | None = None,
     timeout: float | None = None,
     grace: float = DEFAULT_GRACE,
-    input: bytes | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     priority: str = "normal",
@@ -60,7 +103,127 @@ def run(
     host: str | None = None,
     known_hosts: str | os.PathLike[str] | None = None,
     identity: str | os.PathLike[str] | None = None,
-) -> Deferred[Result]:
+    umask: int = -1,
+    pass_fds: Sequence[int] = (),
+    start_new_session: bool = True,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Sequence[str | int] | None = None,
+    text: Literal[False] = False,
+    encoding: None = None,
+    errors: None = None,
+) -> Deferred[Result[bytes]]: ...
+@overload
+def run(
+    args: Command,
+    *,
+    input: str | None = None,
+    timeout: float | None = None,
+    grace: float = DEFAULT_GRACE,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    priority: str = "normal",
+    max_output: int | None = DEFAULT_MAX_OUTPUT,
+    check: bool = False,
+    shell: bool = False,
+    kill_leftovers: bool = True,
+    scheduler: Scheduler | None = None,
+    host: str | None = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    identity: str | os.PathLike[str] | None = None,
+    umask: int = -1,
+    pass_fds: Sequence[int] = (),
+    start_new_session: bool = True,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Sequence[str | int] | None = None,
+    text: Literal[True],
+    encoding: str | None = None,
+    errors: str | None = None,
+) -> Deferred[Result[str]]: ...
+@overload
+def run(
+    args: Command,
+    *,
+    input: str | None = None,
+    timeout: float | None = None,
+    grace: float = DEFAULT_GRACE,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    priority: str = "normal",
+    max_output: int | None = DEFAULT_MAX_OUTPUT,
+    check: bool = False,
+    shell: bool = False,
+    kill_leftovers: bool = True,
+    scheduler: Scheduler | None = None,
+    host: str | None = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    identity: str | os.PathLike[str] | None = None,
+    umask: int = -1,
+    pass_fds: Sequence[int] = (),
+    start_new_session: bool = True,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Sequence[str | int] | None = None,
+    text: bool = False,
+    encoding: str,
+    errors: str | None = None,
+) -> Deferred[Result[str]]: ...
+@overload
+def run(
+    args: Command,
+    *,
+    input: bytes | str | None = None,
+    timeout: float | None = None,
+    grace: float = DEFAULT_GRACE,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    priority: str = "normal",
+    max_output: int | None = DEFAULT_MAX_OUTPUT,
+    check: bool = False,
+    shell: bool = False,
+    kill_leftovers: bool = True,
+    scheduler: Scheduler | None = None,
+    host: str | None = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    identity: str | os.PathLike[str] | None = None,
+    umask: int = -1,
+    pass_fds: Sequence[int] = (),
+    start_new_session: bool = True,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Sequence[str | int] | None = None,
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+) -> Deferred[Result[Any]]: ...
+def run(
+    args: Command,
+    *,
+    input: bytes | str | None = None,
+    timeout: float | None = None,
+    grace: float = DEFAULT_GRACE,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    priority: str = "normal",
+    max_output: int | None = DEFAULT_MAX_OUTPUT,
+    check: bool = False,
+    shell: bool = False,
+    kill_leftovers: bool = True,
+    scheduler: Scheduler | None = None,
+    host: str | None = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    identity: str | os.PathLike[str] | None = None,
+    umask: int = -1,
+    pass_fds: Sequence[int] = (),
+    start_new_session: bool = True,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Sequence[str | int] | None = None,
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+) -> Deferred[Result[Any]]:
     """Run a command to completion; a Deferred for its :class:`Result`.
 
     ``yield`` it in a clockwork generator, ``await`` it in ``async def``, or
@@ -100,6 +263,19 @@ def run(
             ``~/.ssh/known_hosts``); an unknown or changed key is refused.
         identity: A private key file for ``host`` (default: ssh-agent's
             keys, else ``~/.ssh/id_*``).
+        umask: The child's umask, 0 to 0o777 (default -1: ours).
+        pass_fds: Our open descriptors (above 2) the child keeps, at the
+            same numbers (every other one is closed in the child).
+        start_new_session: Only True: procwork always starts the child in a
+            session and process group of its own (how it kills the tree).
+        user, group, extra_groups: Who the child runs as, names or ids, as
+            for :func:`subprocess.run` (default: as we do; another needs
+            root). An unknown name is a ValueError now.
+        text, encoding, errors: As for :func:`subprocess.run`: any of them
+            gives ``str`` output (a ``Result[str]``), decoded with
+            ``encoding`` (default: the locale's) and ``errors`` (default
+            ``"strict"``), ``\r\n`` and ``\r`` read as ``\n``; ``input`` is then
+            a str. A decoding error fails the run with ``UnicodeDecodeError``.
 
     Returns:
         A Deferred firing with the Result. Cancelling it kills the process
@@ -112,7 +288,7 @@ def run(
         untwisted.ForeignThreadError: called from a thread other than the
             one that runs the reactor. Nothing was started.
     """
-    process = _process(
+    process, text_mode = _process(
         "run",
         args,
         timeout=timeout,
@@ -128,9 +304,16 @@ def run(
         input=input,
         check=check,
         remote=(host, known_hosts, identity),
+        umask=umask,
+        pass_fds=pass_fds,
+        start_new_session=start_new_session,
+        who=(user, group, extra_groups),
+        text=(text, encoding, errors),
     )
     process._submit()
-    d = process._wait()  # _process() checked the thread
+    d: Deferred[Result[Any]] = process._wait()  # _process() checked the thread
+    if text_mode is not None:
+        d.addCallback(text_mode.decode_result)
     if check:
         d.addCallback(_check)
     return d
@@ -155,6 +338,12 @@ def spawn(
     host: str | None = None,
     known_hosts: str | os.PathLike[str] | None = None,
     identity: str | os.PathLike[str] | None = None,
+    umask: int = -1,
+    pass_fds: Sequence[int] = (),
+    start_new_session: bool = True,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Sequence[str | int] | None = None,
 ) -> Process:
     """Start a command and return its live :class:`Process` handle.
 
@@ -165,14 +354,17 @@ def spawn(
     gives the child ``/dev/null``; ``capture=False`` lets it share our
     stdin, stdout and stderr, as a shell would (nothing is captured). The
     process is queued like any run (a ``critical`` one starts before this
-    returns). ``host``, ``known_hosts``, ``identity``: as for :func:`run`.
+    returns). ``host``, ``known_hosts``, ``identity``, ``umask``,
+    ``pass_fds``, ``start_new_session``, ``user``, ``group``,
+    ``extra_groups``: as for :func:`run`. Its output is
+    bytes (no ``text=``: decode its lines, ``line.decode()``).
 
     Raises:
         TypeError, ValueError: an argument is unusable, as for :func:`run`.
         untwisted.ForeignThreadError: called from a thread other than the
             one that runs the reactor.
     """
-    process = _process(
+    process, _ = _process(
         "spawn",
         args,
         timeout=timeout,
@@ -189,12 +381,16 @@ def spawn(
         on_stdout=on_stdout,
         on_stderr=on_stderr,
         remote=(host, known_hosts, identity),
+        umask=umask,
+        pass_fds=pass_fds,
+        start_new_session=start_new_session,
+        who=(user, group, extra_groups),
     )
     process._submit()
     return process
 
 
-def _check(result: Result) -> Result:
+def _check(result: Result[Any]) -> Result[Any]:
     if not result.ok:
         raise ProcessFailed(result)
     return result
@@ -220,7 +416,12 @@ def _process(
     on_stdout: object = None,
     on_stderr: object = None,
     remote: tuple[str | None, object, object] = (None, None, None),
-) -> Process:
+    umask: object = -1,
+    pass_fds: object = (),
+    start_new_session: object = True,
+    text: tuple[object, object, object] = (False, None, None),
+    who: tuple[object, object, object] = (None, None, None),
+) -> tuple[Process, _parity.TextMode | None]:
     """Check every argument, then build the (not yet submitted) Process.
 
     Everything that can be wrong with an argument is found here, before
@@ -239,11 +440,18 @@ def _process(
             raise TypeError(f"{where}: {name} must be True or False, not {flag!r}")
     argv = _argv(args, shell, where)
     where = _Where(func, argv)
-    if input is not None and not isinstance(input, bytes | bytearray | memoryview):
+    _parity.session(start_new_session, where)
+    text_mode = _parity.text_mode(*text, where)
+    if input is not None and text_mode is not None:
+        input = text_mode.encode(input, where)
+    elif input is not None and not isinstance(input, bytes | bytearray | memoryview):
         raise TypeError(
             f"{where}: input must be bytes, not {type(input).__name__} "
-            "(encode text first)"
+            "(encode text first, or pass text=True)"
         )
+    child_umask = _parity.umask(umask, where)
+    child_fds = _parity.pass_fds(pass_fds, where)
+    child_id = _parity.identity(*who, where)
     callbacks = _callbacks(on_stdout, on_stderr, where)
     sched = _scheduler(scheduler_, where)
     options = RunOptions(
@@ -259,20 +467,33 @@ def _process(
         kill_leftovers=bool(kill_leftovers),
         on_stdout=callbacks[0],
         on_stderr=callbacks[1],
+        umask=child_umask,
+        pass_fds=child_fds,
+        user=child_id.user,
+        group=child_id.group,
+        extra_groups=child_id.extra_groups,
     )
     make: Callable[..., Process] = Process
     if remote != (None, None, None):  # host=...: procwork/_remote/
         from procwork._remote import remote_process
 
+        _parity.refuse_over_ssh(child_umask, child_fds, child_id, where)
         make = remote_process(where, remote, not capture)
-    process = make(options, reactor=sched.reactor, scheduler=sched)
+    reactor = sched.reactor
+    process = make(options, reactor=reactor, scheduler=sched)
     # Last, once the arguments are known to be good, and before anything is
     # started: a Process not yet submitted holds nothing.
-    check_thread(f"procwork.{func}", sched.reactor)
+    check_thread(f"procwork.{func}", reactor)
+    if untwisted.lowlevel.is_loop_reactor(reactor) and cast(Any, reactor).closed:
+        raise RuntimeError(
+            f"{where}: its scheduler runs on the reactor of an asyncio event "
+            "loop that has finished (each asyncio.run has its own); make the "
+            "Scheduler inside the running loop, or use procwork.scheduler()"
+        )
     if isinstance(input, bytes | bytearray | memoryview):
         process.write(bytes(input))
         process.close_stdin()
-    return process
+    return process, text_mode
 
 
 def _argv(args: object, shell: object, where: object) -> tuple[str, ...]:
@@ -302,7 +523,9 @@ def _argv(args: object, shell: object, where: object) -> tuple[str, ...]:
             f"{where}: the command must be a string or a list of arguments "
             f"(str, bytes or paths), not {type(args).__name__}"
         )
-    if not argv or not argv[0]:
+    # [''] is left to fail as subprocess fails, with a PermissionError
+    # (NotExecutable) naming it; an empty argv has no program at all.
+    if not argv:
         raise ValueError(f"empty command {clip(repr(args))}: nothing to run")
     if "\0" in "".join(argv):
         i = next(i for i, arg in enumerate(argv) if "\0" in arg)

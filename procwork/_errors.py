@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from untwisted import Timeout
 
@@ -71,16 +71,17 @@ class ProcessFailed(ProcworkError, subprocess.CalledProcessError):
 
     Also a :class:`subprocess.CalledProcessError`, so code written for
     ``subprocess.run(check=True)`` catches it unchanged. ``result`` is the full
-    :class:`procwork.Result`.
+    :class:`procwork.Result`: its output is bytes, or str for a run in text
+    mode (so typed ``Result[Any]``, as ``CalledProcessError.stdout`` is).
     """
 
-    def __init__(self, result: Result) -> None:
+    def __init__(self, result: Result[Any]) -> None:
         # returncode is None for a run that timed out before it started.
         returncode = cast(int, result.returncode)
         subprocess.CalledProcessError.__init__(
             self, returncode, result.args, result.stdout, result.stderr
         )
-        self.result = result
+        self.result: Result[Any] = result
 
     def __str__(self) -> str:
         return f"{self.result.command_line()!r} {self.result.describe()}"

@@ -40,6 +40,7 @@ from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess, signals_held_while_starting
 from procwork._threads import check_thread
 from procwork._validate import signal_number
+from untwisted.lowlevel import AwaitableDeferred
 
 __all__ = ["Process", "RunOptions", "RunState"]
 
@@ -96,6 +97,9 @@ class RunOptions:
         inherit_stdio: The child shares our stdin, stdout and stderr.
         kill_leftovers: SIGKILL what is left of the group when it exits.
         on_stdout, on_stderr: Called with each line of output.
+        umask: The child's umask (-1: ours).
+        pass_fds: Our descriptors the child keeps, at the same numbers.
+        user, group, extra_groups: Ids the child runs as (None: ours).
     """
 
     args: tuple[str, ...]
@@ -110,6 +114,11 @@ class RunOptions:
     kill_leftovers: bool = True
     on_stdout: LineCallback | None = None
     on_stderr: LineCallback | None = None
+    umask: int = -1
+    pass_fds: tuple[int, ...] = ()
+    user: int | None = None
+    group: int | None = None
+    extra_groups: tuple[int, ...] | None = None
 
 
 class ChildTransport(Protocol):
@@ -152,9 +161,11 @@ class Process:
     """A child process, queued, running or finished: the handle of :func:`spawn`.
 
     All methods are called from the reactor thread (from clockwork tasks,
-    ``async def`` code on the reactor, Twisted callbacks, or blocking code
-    that drives the reactor with untwisted); from another thread they raise
-    :class:`untwisted.ForeignThreadError`.
+    Twisted callbacks, blocking code that drives the reactor with untwisted,
+    or, for a process started inside a running asyncio loop, that loop's
+    coroutines and callbacks); from another thread they raise
+    :class:`untwisted.ForeignThreadError`. The Deferreds its methods return
+    are awaitable by asyncio tasks as well as by Twisted's coroutines.
 
     Attributes:
         args: The argv.
@@ -326,6 +337,11 @@ class Process:
                     nice=nice,
                     stdin=self._stdin,
                     inherit_stdio=self._inherit_stdio,
+                    umask=self.options.umask,
+                    pass_fds=self.options.pass_fds,
+                    user=self.options.user,
+                    group=self.options.group,
+                    extra_groups=self.options.extra_groups,
                 )
             except Exception as e:  # OSError mostly; ValueError: a NUL in env
                 # Whatever it is, fail this run and free its slot: a job stuck
@@ -437,7 +453,7 @@ class Process:
             return succeed(queue.pop())
         if self.state not in (RunState.QUEUED, RunState.RUNNING):
             return succeed(b"")
-        d: Deferred[bytes] = Deferred(lambda d: self._drop_line_waiter(fd, d))
+        d: Deferred[bytes] = AwaitableDeferred(lambda d: self._drop_line_waiter(fd, d))
         self._line_waiters.setdefault(fd, deque()).append(d)
         return d
 
@@ -575,7 +591,7 @@ class Process:
             return succeed(self._result)
         if self._failure is not None:
             return fail(self._failure)
-        d: Deferred[Result] = Deferred(self._cancel_wait)
+        d: Deferred[Result] = AwaitableDeferred(self._cancel_wait)
         self._waiters.append(d)
         return d
 
@@ -587,9 +603,16 @@ class Process:
             self._withdraw(error)
         elif self.state is RunState.RUNNING:
             self._terminate()
-            # A blocking caller that cancelled (untwisted.run's timeout,
-            # Ctrl-C) gets control back only once the kill is done.
-            untwisted.lowlevel.default_driver().linger(self.wait())
+            # The caller that cancelled gets control back only once the kill
+            # is done: an asyncio task that cancelled waits for it (see
+            # AwaitableDeferred), and so does a blocking caller (untwisted.run's
+            # timeout, Ctrl-C) on the global reactor.
+            end = self._wait()
+            end.addErrback(lambda _: None)  # a failure there is this one's
+            if isinstance(d, AwaitableDeferred):
+                d.cleanup = end
+            if not untwisted.lowlevel.is_loop_reactor(self._reactor):
+                untwisted.lowlevel.default_driver().linger(end)
             error = CancelledError(
                 f"{self.args[0]!r} was cancelled; its process group got SIGTERM "
                 f"(SIGKILL after {self.grace:g} s)"
@@ -646,6 +669,9 @@ def _spawn_error(
         else:
             path = (env or os.environ).get("PATH", os.defpath)
             reason = f"command {args[0]!r} not found on PATH ({path})"
+    elif code == errno.EACCES and not args[0]:
+        kind = NotExecutable  # as subprocess.run(['']) fails: EACCES
+        reason = "the program's name is empty ('')"
     elif code == errno.EACCES and os.sep in args[0] and _is_dir(args[0], cwd):
         kind = NotExecutable
         reason = f"{args[0]!r} is a directory, not a program"

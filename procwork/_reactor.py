@@ -2,7 +2,9 @@
 
 Every procwork class takes its reactor as a parameter (tests pass a
 ``task.Clock`` or a ``MemoryReactorClock``) and, when none is given, uses
-:func:`default_reactor`: the global Twisted reactor, which is the one that
+:func:`default_reactor`: inside a running asyncio loop, that loop's own
+reactor (``untwisted.lowlevel.loop_reactor()``, see ARCHITECTURE.md,
+"asyncio"); elsewhere the global Twisted reactor, which is the one that
 untwisted's default driver runs, imported on first use so that importing
 procwork installs no reactor.
 
@@ -103,13 +105,19 @@ class ProcessReactor(Reactor, Protocol):
 
 
 def default_reactor() -> Any:
-    """The global reactor, the one ``untwisted.run``/``tick`` drive.
+    """The reactor to use when none is given.
 
-    Imported on first use (untwisted does so): library code never imports
-    it at module import time, so a program may still install another first.
-    Typed ``Any``: it is the whole of Twisted's reactor, not just
-    :class:`Reactor`.
+    Inside a running asyncio loop that no Twisted reactor drives, the loop's
+    own reactor (made on first use, shut down at the end of
+    ``asyncio.run``); elsewhere the global reactor, the one
+    ``untwisted.run``/``tick`` drive, imported on first use (untwisted does
+    so): library code never imports it at module import time, so a program
+    may still install another first. Typed ``Any``: it is the whole of
+    Twisted's reactor, not just :class:`Reactor`.
     """
     import untwisted
 
+    reactor = untwisted.lowlevel.loop_reactor()
+    if reactor is not None:
+        return reactor
     return untwisted.lowlevel.default_driver().reactor

@@ -5,8 +5,15 @@ from __future__ import annotations
 import shlex
 import signal
 from dataclasses import dataclass
+from typing import Generic
+
+from typing_extensions import TypeVar
 
 __all__ = ["Result", "describe_returncode"]
+
+# The type of the output: bytes, or str for a run in text mode (text=True,
+# encoding= or errors=). ``Result`` alone is ``Result[bytes]``.
+Output = TypeVar("Output", bytes, str, default=bytes)
 
 
 def describe_returncode(returncode: int | None) -> str:
@@ -23,7 +30,7 @@ def describe_returncode(returncode: int | None) -> str:
 
 
 @dataclass(frozen=True)
-class Result:
+class Result(Generic[Output]):
     """The outcome of :func:`procwork.run` or :meth:`procwork.Process.wait`.
 
     Attributes:
@@ -34,7 +41,8 @@ class Result:
             remote run) if it was given up after its SIGKILL because its
             exit status did not come (a silent connection): how it ended is
             then unknown.
-        stdout: The captured standard output: its last ``max_output`` bytes.
+        stdout: The captured standard output: its last ``max_output`` bytes
+            (``str`` for a run in text mode: ``Result[str]``).
         stderr: The same for standard error.
         truncated: True if the front of stdout or stderr was dropped.
         duration: Seconds from start to exit (0 if it never started).
@@ -46,8 +54,8 @@ class Result:
     args: tuple[str, ...]
     pid: int | None
     returncode: int | None
-    stdout: bytes = b""
-    stderr: bytes = b""
+    stdout: Output = b""  # type: ignore[assignment]
+    stderr: Output = b""  # type: ignore[assignment]
     truncated: bool = False
     duration: float = 0.0
     queued: float = 0.0

@@ -356,6 +356,7 @@ class GroupProcess(twisted_process.Process):
             pipes at all; ``stdin`` is then ignored).
         user, group, extra_groups, umask: Popen's: who the child runs as
             (ids) and its umask (-1: ours). For services with ``user=``.
+        pass_fds: Popen's: our descriptors the child keeps open.
 
     Raises:
         OSError: the child could not be started (the caller turns this into
@@ -381,6 +382,7 @@ class GroupProcess(twisted_process.Process):
         group: int | None = None,
         extra_groups: Sequence[int] | None = None,
         umask: int = -1,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.pgid: int | None = None
         self.kill_group_on_exit = False
@@ -392,6 +394,7 @@ class GroupProcess(twisted_process.Process):
         self._nice = nice
         self._user, self._group, self._umask = user, group, umask
         self._extra_groups = extra_groups
+        self._pass_fds = tuple(pass_fds)
         child_fds: dict[int, str | int] = {0: "w", 1: "r", 2: "r"}
         if inherit_stdio:
             child_fds = {0: 0, 1: 1, 2: 2}  # ints: Twisted passes them through
@@ -442,6 +445,7 @@ class GroupProcess(twisted_process.Process):
                 group=self._group,
                 extra_groups=self._extra_groups,
                 umask=self._umask,
+                pass_fds=self._pass_fds,
             )
         except BaseException:
             for observer, token in zip(observers, tokens, strict=True):

@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred
 from untwisted import _global
 from untwisted import lowlevel as lowlevel
 from untwisted._errors import ForeignThreadError, ReentrancyError, Timeout
+from untwisted._version import __version__ as __version__
 
 # The plumbing (the Driver, the generator runner's hook, signal handling) is
 # in untwisted.lowlevel: these are what a program calls.

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from untwisted import _signals
 from untwisted._adapt import as_deferred
+from untwisted._asyncio import refuse_blocking
 from untwisted._errors import ForeignThreadError, ReentrancyError, Timeout
 
 __all__ = ["DrivableReactor", "Driver"]
@@ -150,8 +151,11 @@ class Driver:
         Raises:
             ForeignThreadError: called from a thread that does not drive the
                 reactor.
-            ReentrancyError: called from inside the reactor.
+            ReentrancyError: called from inside the reactor, or inside a
+                running asyncio loop (which the wait would block).
         """
+        # First: a loop's thread must not claim the reactor on its way out.
+        refuse_blocking(what)
         self.check_thread(what)
         if self._depth:
             raise ReentrancyError(

@@ -24,6 +24,7 @@ __all__ = [
     "exception_for",
     "forward_twisted_handlers",
     "held",
+    "held_into",
     "raise_pending",
     "restore_after_twisted",
     "set_foreign_loop",
@@ -205,6 +206,40 @@ class _Held:
             _gate.depth -= 1
             if not _gate.depth:
                 raise_pending()
+
+
+def held_into(deliver: Callable[[BaseException], object]) -> _HeldInto:
+    """:func:`held`, handing the postponed exception to ``deliver`` instead.
+
+    For a block that runs inside code which would swallow the exception
+    (Twisted's ``callWithLogger`` logs a ``SystemExit`` raised by a reader
+    and carries on): ``deliver`` gets the exception when the outermost held
+    block ends, and raises it where it can reach the program (an asyncio
+    loop's next callback). Which thread may call: any, as :func:`held`.
+    """
+    return _HeldInto(deliver)
+
+
+class _HeldInto:
+    """The block of :func:`held_into`."""
+
+    __slots__ = ("_counted", "_deliver")
+
+    def __init__(self, deliver: Callable[[BaseException], object]) -> None:
+        self._deliver = deliver
+
+    def __enter__(self) -> None:
+        self._counted = threading.get_ident() == _MAIN_THREAD
+        if self._counted:
+            _gate.depth += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._counted:
+            _gate.depth -= 1
+            signum = _gate.pending
+            if signum is not None and not _gate.depth:
+                _gate.pending = None
+                self._deliver(exception_for(signum))
 
 
 def raise_pending() -> None:

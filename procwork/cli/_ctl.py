@@ -400,20 +400,35 @@ _COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT")
 def status_table(services: Any) -> str:
     """The services' statuses as a table, as ``supervisorctl status`` shows.
 
+    The STATE column is the monitor's summary of the state: a crash loop
+    with its count, and why a service is FATAL; under an unhealthy
+    service, the last lines its crashed run wrote to stderr.
+
     >>> print(status_table([
     ...     {"name": "web", "state": "RUNNING", "pid": 4242, "uptime": 3725.2,
     ...      "restarts": 1, "last_exit": "killed by signal 9 (SIGKILL)"},
+    ...     {"name": "api", "state": "BACKOFF", "pid": None, "uptime": None,
+    ...      "restarts": 3, "last_exit": "exited 3", "healthy": False,
+    ...      "summary": "BACKOFF (crash loop: 3 exits in 5 s, next start in 4 s)"},
     ...     {"name": "worker", "state": "FATAL", "pid": None, "uptime": None,
-    ...      "restarts": 5, "last_exit": "exited 3"},
+    ...      "restarts": 5, "last_exit": "exited 3", "healthy": False,
+    ...      "summary": "FATAL (exited 3: 6 unexpected exits within 60 s, "
+    ...                 "more than max_restarts=5)",
+    ...      "last_stderr": ["Traceback (most recent call last):",
+    ...                      "KeyError: 'DATABASE_URL'"]},
     ... ]), end="")
-    NAME    STATE    PID   UPTIME   RESTARTS  LAST EXIT
-    web     RUNNING  4242  1:02:05  1         killed by signal 9 (SIGKILL)
-    worker  FATAL    -     -        5         exited 3
-    """
+    NAME    STATE                                                                       PID   UPTIME   RESTARTS  LAST EXIT
+    web     RUNNING                                                                     4242  1:02:05  1         killed by signal 9 (SIGKILL)
+    api     BACKOFF (crash loop: 3 exits in 5 s, next start in 4 s)                     -     -        3         exited 3
+    worker  FATAL (exited 3: 6 unexpected exits within 60 s, more than max_restarts=5)  -     -        5         exited 3
+            | Traceback (most recent call last):
+            | KeyError: 'DATABASE_URL'
+    """  # noqa: E501
+    services = list(services)
     rows = [
         (
             s["name"],
-            s["state"],
+            s.get("summary") or s["state"],
             "-" if s["pid"] is None else str(s["pid"]),
             "-" if s["uptime"] is None else _duration(s["uptime"]),
             str(s["restarts"]),
@@ -422,15 +437,19 @@ def status_table(services: Any) -> str:
         for s in services
     ]
     widths = [max(len(row[i]) for row in [_COLUMNS, *rows]) for i in range(5)]
-    lines = [
-        "  ".join(
+    name_width = widths[0] + 2
+    out = []
+    for i, row in enumerate([_COLUMNS, *rows]):
+        line = "  ".join(
             cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)
         )
-        + "  "
-        + row[5]
-        for row in [_COLUMNS, *rows]
-    ]
-    return "".join(line.rstrip() + "\n" for line in lines)
+        out.append((line + "  " + row[5]).rstrip() + "\n")
+        status = services[i - 1] if i else {}
+        if not status.get("healthy", True):
+            out.extend(
+                f"{'':{name_width}}| {said}\n" for said in status.get("last_stderr", [])
+            )
+    return "".join(out)
 
 
 def _duration(seconds: float) -> str:

@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="procwork",
         description="Run and supervise processes, with tree-killing timeouts.",
     )
-    parser.add_argument("--version", action="version", version=f"procwork {version()}")
+    parser.add_argument(
+        "--version", action="version", version=f"procwork {untwisted.__version__}"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -168,17 +170,6 @@ def _duration(text: str) -> float:
         return _timeout.parse_duration(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def version() -> str:
-    """procwork's version, as installed."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed_version
-
-    try:
-        return installed_version("procwork")
-    except PackageNotFoundError:  # pragma: no cover - run from a source tree
-        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

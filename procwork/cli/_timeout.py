@@ -317,9 +317,10 @@ def main(args: Sequence[str]) -> int:
         sys.stdout.write(USAGE)
         return 0
     if options.version:
-        from importlib.metadata import version
+        # The one version source (importing it brings Twisted: only here).
+        from untwisted._version import __version__
 
-        print(f"{PROG} (procwork {version('procwork')})")
+        print(f"{PROG} (procwork {__version__})")
         return 0
     return _Timeout(options).run()
 

@@ -32,9 +32,9 @@ from procwork import _validate as validate
 from procwork._fields import NOT_IN_FILE, keyed, spec_class
 from procwork._reactor import Reactor, default_reactor
 from procwork._result import Result
-from procwork.monitor._events import EVENTS, OUTPUT_TAIL, Event
+from procwork.monitor._events import EVENTS, OUTPUT_TAIL, ROUTINE_EVENTS, Event
 from procwork.monitor._mail import MailRefused, MailServer, compose, send_mail
-from procwork.monitor._webhook import Reply, describe_failure, post, webhook_agent
+from procwork.monitor._webhook import Reply, RequestFunction, describe_failure, post
 
 __all__ = ["EVENTS", "AlertDispatcher", "AlertSpec", "AlertStatus", "Event"]
 
@@ -43,13 +43,27 @@ _log = Logger(namespace="procwork.alerts")
 _RECENT_EVENTS = 50
 
 
+def _takes(pattern: str, event: str) -> bool:
+    """Whether ``pattern`` of an alert's ``events`` takes ``event``: a
+    routine event only by its very name, never through a glob."""
+    if event in ROUTINE_EVENTS:
+        return pattern == event
+    return fnmatch.fnmatchcase(event, pattern)
+
+
 def _known_events(alert: Any, attribute: Any, patterns: tuple[str, ...]) -> None:
     for pattern in patterns:
-        if not fnmatch.filter(EVENTS, pattern):
+        if any(_takes(pattern, event) for event in EVENTS):
+            continue
+        routine = sorted(fnmatch.filter(ROUTINE_EVENTS, pattern))
+        if routine:
             raise validate.Invalid(
-                f"has {pattern!r}, which matches no event; events are "
-                + ", ".join(EVENTS)
+                f"has {pattern!r}, which matches only {', '.join(routine)}: one "
+                "per start or exit, taken only when named exactly"
             )
+        raise validate.Invalid(
+            f"has {pattern!r}, which matches no event; events are " + ", ".join(EVENTS)
+        )
 
 
 @spec_class("alert")
@@ -60,8 +74,12 @@ class AlertSpec:
     Args:
         name: Unique name, in logs and the status.
         events: Event names, or globs of them (``"service.*"``, ``"*"``);
-            one string or a list, kept as a tuple. Default every event
-            except ``service.started``, which happens at every start.
+            one string or a list, kept as a tuple. Default ``"*"``. A glob
+            never takes the routine events, one per start or exit
+            (``service.started``, ``service.exited``,
+            ``service.restarted``): a crash loop is one
+            ``service.crashloop``, not three alerts per crash. Name them
+            exactly to have them.
         only: Names of the services, checks or rules it is about (globs;
             default all).
         command: Run this (argv list, or a string split with shlex; no
@@ -91,19 +109,7 @@ class AlertSpec:
 
     name: str = attrs.field(validator=validate.text)
     events: tuple[str, ...] = attrs.field(
-        default=(
-            "service.exited",
-            "service.restarted",
-            "service.fatal",
-            "service.recovered",
-            "service.log_error",
-            "service.log_recovered",
-            "check.*",
-            "rule.*",
-            "monitor.*",
-        ),
-        converter=validate.names,
-        validator=_known_events,
+        default=("*",), converter=validate.names, validator=_known_events
     )
     only: tuple[str, ...] = attrs.field(default=(), converter=validate.names)
     command: tuple[str, ...] | None = attrs.field(
@@ -152,7 +158,7 @@ class AlertSpec:
 
     def wants(self, event: Event) -> bool:
         """Whether this alert acts on ``event``."""
-        if not any(fnmatch.fnmatchcase(event.event, p) for p in self.events):
+        if not any(_takes(p, event.event) for p in self.events):
             return False
         return not self.only or any(
             fnmatch.fnmatchcase(event.name, p) for p in self.only
@@ -231,9 +237,8 @@ class AlertDispatcher:
         specs: The alerts.
         reactor: For timers and the HTTP client; default the global reactor.
         run: Runs a command alert, ``procwork.run``-compatible.
-        agent: Makes webhook requests (a :class:`twisted.web.client.Agent`;
-            default :func:`~procwork.monitor._webhook.webhook_agent` on
-            ``reactor``, which reads at most 1 MiB of a reply).
+        request: Makes webhook requests (``clockwork.net.request``, the
+            default, or a stand-in taking its arguments).
     """
 
     def __init__(
@@ -242,7 +247,7 @@ class AlertDispatcher:
         *,
         reactor: Reactor | None = None,
         run: RunFunction | None = None,
-        agent: Any = None,
+        request: RequestFunction | None = None,
     ) -> None:
         self._reactor: Reactor = default_reactor() if reactor is None else reactor
         if run is None:
@@ -250,7 +255,7 @@ class AlertDispatcher:
 
             run = procwork_run
         self._run = run
-        self._agent = agent
+        self._request = request
         self.specs = tuple(specs)
         self._alerts = [_Alert(spec) for spec in self.specs]
         self.status = {alert.spec.name: alert.status for alert in self._alerts}
@@ -442,9 +447,7 @@ class AlertDispatcher:
         url, body = spec.webhook, json.dumps(event.to_dict()).encode()
 
         def attempt() -> Deferred[Any]:
-            if self._agent is None:
-                self._agent = webhook_agent(self._reactor)
-            d: Deferred[Reply] = post(self._agent, url, body)
+            d = post(url, body, reactor=self._reactor, request=self._request)
 
             def answered(reply: Reply) -> _Outcome | _Again:
                 if not reply.ok:

@@ -40,7 +40,8 @@ FOREIGN_KEYS: Mapping[str, Foreign] = {
     "startretries": Foreign(
         _SUPERVISORD,
         "max_restarts",
-        "it counts failed starts within restart_window, not attempts in a row",
+        "it counts unexpected exits within restart_window (however long the "
+        "run), not failed starts in a row",
     ),
     "autorestart": Foreign(
         _SUPERVISORD,
@@ -91,7 +92,8 @@ FOREIGN_KEYS: Mapping[str, Foreign] = {
     "RestartSec": Foreign(
         _SYSTEMD,
         "min_restart_delay",
-        "the first delay, doubled at each quick exit up to max_restart_delay",
+        "the first delay, doubled at each crash up to max_restart_delay until "
+        "a run lasts stable_seconds",
     ),
     "RestartMaxDelaySec": Foreign(_SYSTEMD, "max_restart_delay"),
     "TimeoutStopSec": Foreign(_SYSTEMD, "stop_timeout"),
@@ -100,9 +102,12 @@ FOREIGN_KEYS: Mapping[str, Foreign] = {
         _SYSTEMD, "success_exit_codes", "exit codes only, no signal names"
     ),
     "StartLimitBurst": Foreign(
-        _SYSTEMD, "max_restarts", "it counts failed starts within restart_window"
+        _SYSTEMD,
+        "max_restarts",
+        "it counts unexpected exits within restart_window, not starts",
     ),
     "StartLimitIntervalSec": Foreign(_SYSTEMD, "restart_window"),
+    "StartLimitInterval": Foreign(_SYSTEMD, "restart_window"),
     "After": Foreign(
         _SYSTEMD, "after", "it waits until they are RUNNING, as Requires= would"
     ),

@@ -1,35 +1,51 @@
 """Events: what happens to services, checks, rules and the monitor, as values.
 
-The monitor turns what happens into :class:`Event` s: a service started,
-exited unexpectedly, was restarted, became FATAL or recovered; its log file
-could not be written (``service.log_error``: a full disk, its directory
-gone) or is written again (``service.log_recovered``, with the lines lost);
-a check started failing (``failures`` runs in a row), is still failing (a
-reminder, every ``repeat_every`` seconds) or recovered; a rule matched a
-process or acted on it; the monitor started or is stopping. Events are
-*state changes*: a check failing every run for an hour is one
-``check.failed`` (plus its reminders), not one per run.
+The monitor turns what happens into :class:`Event` s: a service is in a
+crash loop (``service.crashloop``, and a reminder every ``repeat_every``
+while it lasts), failed and is not restarted by its policy
+(``service.failed``), became FATAL, or recovered (it ran ``stable_seconds``
+after a crash loop, a FATAL or a failure); its log file could not be
+written (``service.log_error``: a full disk, its directory gone) or is
+written again (``service.log_recovered``, with the lines lost); a check
+started failing (``failures`` runs in a row), is still failing (a reminder,
+every ``repeat_every`` seconds) or recovered; a rule matched a process,
+acted on it, or had to SIGKILL it after its grace (``rule.escalated``); the
+monitor started or is stopping. Events are *state changes*: a check failing
+every run for an hour is one ``check.failed`` (plus its reminders), not one
+per run; a service crashing every two seconds is one ``service.crashloop``,
+not one per crash.
+
+Each start and each exit is an event too (``service.started``,
+``service.exited``, ``service.restarted``: :data:`ROUTINE_EVENTS`), kept
+in the recent events and logged; an alert takes them only when it names
+them exactly, never through a glob (``"service.*"``, ``"*"``), so that a
+crash loop is not dozens of alerts a minute.
 
 This module says what an event holds (and how a webhook and a command
 receive it) and builds the events of the supervisor's state changes
 (:class:`ServiceEvents`), a check's (:func:`check_event`) and a rule's
-findings (:func:`rule_events`). What acts on them is
-:mod:`procwork.monitor._alerts`.
+findings (:func:`rule_events`, :func:`escalation_event`). What acts on them
+is :mod:`procwork.monitor._alerts`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from procwork.supervisor import ServiceStatus
 
 __all__ = [
     "EVENTS",
     "OUTPUT_TAIL",
+    "ROUTINE_EVENTS",
     "Event",
     "ServiceEvents",
     "check_event",
+    "escalation_event",
     "rule_events",
 ]
 
@@ -38,6 +54,8 @@ EVENTS = (
     "service.started",
     "service.exited",
     "service.restarted",
+    "service.crashloop",
+    "service.failed",
     "service.fatal",
     "service.recovered",
     "service.log_error",
@@ -46,9 +64,13 @@ EVENTS = (
     "check.recovered",
     "rule.matched",
     "rule.acted",
+    "rule.escalated",
     "monitor.started",
     "monitor.stopping",
 )
+
+#: One per start or exit: an alert takes them only when it names them.
+ROUTINE_EVENTS = frozenset({"service.started", "service.exited", "service.restarted"})
 
 OUTPUT_TAIL = 2000
 """Characters of output in an event (and in an alert's status)."""
@@ -69,8 +91,10 @@ class Event:
         exit_status: A service's exit code or a check's (None: none, or
             killed by a signal).
         duration: Seconds the process ran, or the check took.
-        output: The end of a check's output.
-        reminder: A repeated ``check.failed`` (``repeat_every``).
+        output: The end of a check's output; a service's last lines on
+            stderr before it crashed.
+        reminder: A repeated ``check.failed`` or ``service.crashloop``
+            (``repeat_every``).
         fields: More, by name (JSON-ready).
     """
 
@@ -135,67 +159,137 @@ class Event:
 class ServiceEvents:
     """Turns a service's state changes into events (a supervisor listener).
 
-    ``started`` is its first start, ``restarted`` a start after an exit,
-    ``exited`` an exit it is restarted from (or a failed exit it is not),
-    ``fatal`` giving up, and ``recovered`` RUNNING again after an exit.
+    Each start is ``started`` (the first) or ``restarted`` (after an exit),
+    each exit (but a stop's) ``exited``: routine events (see
+    :data:`ROUTINE_EVENTS`). What alerts take by default is the summary:
+    ``crashloop`` once when a crash loop starts (the second crash with no
+    stable run between), again as a reminder at a crash at least
+    ``repeat_every`` seconds after the last one (never, by default);
+    ``failed`` for a failed exit not restarted (``restart="never"``);
+    ``fatal`` when the supervisor gives up; ``recovered`` when a service
+    that had one of those runs ``stable_seconds``. A service stopped on
+    request starts afresh.
+
+    Args:
+        emit: Takes each event.
+        repeat_every: A service's ``repeat_every``, by name (0: none).
+        clock: The time of the events.
     """
 
     def __init__(
         self,
         emit: Callable[[Event], object],
-        success_codes: Callable[[str], Iterable[int]],
+        repeat_every: Callable[[str], float],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._emit = emit
-        self._success_codes = success_codes
+        self._repeat_every = repeat_every
         self._clock = clock
-        self._down: set[str] = set()  # exited unexpectedly, not yet back
+        self._down: set[str] = set()  # crash loop, failed or FATAL: not yet back
+        self._looping: dict[str, float] = {}  # in a loop: when last said
 
-    def __call__(self, status: Any, previous: str) -> None:
-        state = str(status.state)
-        name = status.name
-        event: str | None = None
-        message = f"service {name!r} is {state}"
-        if state == "STARTING":
+    def __call__(self, status: ServiceStatus, previous: str) -> None:
+        state, name, now = str(status.state), status.name, self._clock()
+        if state == "STARTING" and previous != state:
             event = "service.restarted" if previous == "BACKOFF" else "service.started"
-            message = f"service {name!r} {event.partition('.')[2]}: pid {status.pid}"
-        elif state == "BACKOFF" and previous != "STOPPING":
-            event = "service.exited"
-            message = f"service {name!r} {status.last_exit}; restarting"
-        elif state == "EXITED" and status.returncode not in set(
-            self._success_codes(name)
-        ):
-            event = "service.exited"
-            message = f"service {name!r} {status.last_exit}; not restarted"
+            verb = event.partition(".")[2]
+            self._send(event, status, f"service {name!r} {verb}: pid {status.pid}")
+        elif state == "BACKOFF" and previous not in ("STOPPING", state):
+            when = status.restart_in
+            self._send(
+                "service.exited",
+                status,
+                f"service {name!r} {status.last_exit}; restarting"
+                + ("" if when is None else f" in {when:.3g} s"),
+            )
+            if status.crash_loop:
+                self._loop(status, now)
+        elif state == "EXITED":
+            self._send(
+                "service.exited",
+                status,
+                f"service {name!r} {status.last_exit}; not restarted",
+            )
+            if status.failed:
+                self._down.add(name)
+                self._send(
+                    "service.failed", status, f"service {name!r} {status.summary()}"
+                )
         elif state == "FATAL":
-            event = "service.fatal"
-            message = f"service {name!r} {status.last_exit}; given up, it is FATAL"
-        elif state == "RUNNING" and name in self._down:
-            event = "service.recovered"
-            message = f"service {name!r} recovered: running again, pid {status.pid}"
-        if event in ("service.exited", "service.fatal"):
+            self._send("service.exited", status, f"service {name!r} {status.last_exit}")
             self._down.add(name)
-        elif event == "service.recovered" or state == "STOPPED":
+            self._looping.pop(name, None)
+            self._send(
+                "service.fatal",
+                status,
+                f"service {name!r} is FATAL: "
+                f"{status.last_exit}: {status.reason}; given up until started again",
+            )
+        elif state == "STOPPED":
             self._down.discard(name)
-        if event is None:
+            self._looping.pop(name, None)
+        if (
+            state in ("STARTING", "RUNNING")
+            and status.crashes == 0
+            and name in self._down
+        ):
+            self._down.discard(name)
+            self._looping.pop(name, None)
+            self._send(
+                "service.recovered",
+                status,
+                f"service {name!r} recovered: stable again, pid {status.pid}",
+            )
+
+    def _loop(self, status: ServiceStatus, now: float) -> None:
+        """A crash of a service in a crash loop: say so once, then remind."""
+        name = status.name
+        said = self._looping.get(name)
+        repeat = self._repeat_every(name)
+        if said is not None and not (repeat and now - said >= repeat - 1e-6):
             return
+        self._looping[name] = now
+        self._down.add(name)
+        self._send(
+            "service.crashloop",
+            status,
+            f"service {name!r} {'is still' if said is not None else 'is'} "
+            f"crash-looping: {status.summary()}",
+            reminder=said is not None,
+        )
+
+    def _send(
+        self, event: str, status: ServiceStatus, message: str, reminder: bool = False
+    ) -> None:
+        ended = event in ("service.exited", *_SAYS_WHY)
         self._emit(
             Event(
                 event=event,
-                name=name,
-                state=state,
+                name=status.name,
+                state=str(status.state),
                 message=message,
                 time=self._clock(),
-                exit_status=status.returncode
-                if event in ("service.exited", "service.fatal")
-                else None,
+                exit_status=status.returncode if ended else None,
+                # What it said before it crashed (not before an exit 0).
+                output="\n".join(status.last_stderr) if ended and status.failed else "",
+                reminder=reminder,
                 fields={
                     "pid": status.pid,
                     "restarts": status.restarts,
                     "last_exit": status.last_exit,
+                    "crashes": status.crashes,
+                    "failures": status.failures,
+                    "first_crash": status.first_crash,
+                    "restart_in": status.restart_in,
+                    "reason": status.reason,
+                    "summary": status.summary(),
                 },
             )
         )
+
+
+# The events that carry the crash they are about: its exit and its stderr.
+_SAYS_WHY = ("service.crashloop", "service.failed", "service.fatal")
 
 
 def check_event(
@@ -236,15 +330,20 @@ def check_event(
     )
 
 
-def rule_events(finding: Any, now: float) -> list[Event]:
-    """``rule.matched`` for a finding, and ``rule.acted`` if a signal was sent."""
+def _rule_fields(finding: Any) -> dict[str, Any]:
     process = finding.process
-    fields = {
+    return {
         "pid": process.pid,
         "process": process.name,
+        "command": finding.command,
         "reason": finding.reason,
         "action": finding.action,
     }
+
+
+def rule_events(finding: Any, now: float) -> list[Event]:
+    """``rule.matched`` for a finding, and ``rule.acted`` if a signal was sent."""
+    fields = _rule_fields(finding)
     events = [
         Event(
             event="rule.matched",
@@ -267,3 +366,16 @@ def rule_events(finding: Any, now: float) -> list[Event]:
             )
         )
     return events
+
+
+def escalation_event(finding: Any, now: float) -> Event:
+    """``rule.escalated``: a ``term`` rule's grace ended and what was left of
+    the tree got SIGKILL (the finding of :meth:`RuleEngine.listen`)."""
+    return Event(
+        event="rule.escalated",
+        name=finding.rule.name,
+        state="sent SIGKILL",
+        message=str(finding),
+        time=now,
+        fields=_rule_fields(finding),
+    )

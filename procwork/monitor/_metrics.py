@@ -97,6 +97,35 @@ def monitor_metrics(
             "Automatic restarts of the service since it was added",
             per_service(lambda s: s.restarts),
         ),
+        # Crash loops (see ServiceStatus.crash_loop): a service in one is
+        # never only "up".
+        (
+            "procwork_service_crash_loop",
+            "gauge",
+            "1 while the service is in a crash loop (2 or more unexpected exits "
+            "with no run of stable_seconds between them), else 0",
+            per_service(lambda s: s.crash_loop),
+        ),
+        (
+            "procwork_service_crashes",
+            "gauge",
+            "Unexpected exits of the service since it last ran stable_seconds",
+            per_service(lambda s: s.crashes),
+        ),
+        (
+            "procwork_service_unexpected_exits_total",
+            "counter",
+            "Unexpected exits of the service since it was added (an exit code "
+            "not in success_exit_codes, a signal, a failed start; not a stop)",
+            per_service(lambda s: s.failures),
+        ),
+        (
+            "procwork_service_healthy",
+            "gauge",
+            "1 if the service is healthy: not FATAL, not in a crash loop, not "
+            "down after an unexpected exit",
+            per_service(lambda s: s.healthy),
+        ),
         (
             "procwork_service_start_time_seconds",
             "gauge",

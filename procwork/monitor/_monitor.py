@@ -44,7 +44,13 @@ from procwork.monitor._alerts import AlertDispatcher
 from procwork.monitor._checks import CheckRunner, CheckSpec, CheckStatus, RunFunction
 from procwork.monitor._config import BUILTIN, MonitorConfig, load_config, parse_http
 from procwork.monitor._control import Controller, listen_control
-from procwork.monitor._events import Event, ServiceEvents, check_event, rule_events
+from procwork.monitor._events import (
+    Event,
+    ServiceEvents,
+    check_event,
+    escalation_event,
+    rule_events,
+)
 from procwork.monitor._http import CappedFactory, Guard, Metric, StatusSite
 from procwork.monitor._logs import start_logging
 from procwork.monitor._logwriter import LogWriter
@@ -117,9 +123,12 @@ class Monitor:
             run=run if run is not None else self._run,
         )
         self.supervisor.listen(
-            ServiceEvents(self._event, self._success_codes, reactor.seconds)
+            ServiceEvents(self._event, self._repeat_every, reactor.seconds)
         )
         self.checks.listen(self._check_changed)
+        self.rules.listen(
+            lambda found: self._event(escalation_event(found, reactor.seconds()))
+        )
         # The monitor watched too: its reactor's lag, its own log's
         # writer (set by main(), which owns stdout), its services' logs.
         self.loop_lag = LoopLag(reactor)
@@ -479,11 +488,11 @@ class Monitor:
             )
         )
 
-    def _success_codes(self, name: str) -> frozenset[int]:
+    def _repeat_every(self, name: str) -> float:
         for spec in self.supervisor.specs():
             if spec.name == name:
-                return frozenset(spec.success_exit_codes)
-        return frozenset({0})
+                return spec.repeat_every
+        return 0.0
 
     def _check_changed(
         self, event: str, spec: CheckSpec, status: CheckStatus, reminder: bool
@@ -492,11 +501,11 @@ class Monitor:
 
     def _summary(self) -> None:
         services = self.supervisor.status()
-        running = sum(1 for s in services.values() if s.state == "RUNNING")
+        running = _running(services)
         checks = self.checks.status
-        # What needs a person: services given up on, and failing checks.
+        # What needs a person: unhealthy services, and failing checks.
         failing = [
-            f"service {n} (FATAL)" for n, s in services.items() if s.state == "FATAL"
+            f"service {n} {s.summary()}" for n, s in services.items() if not s.healthy
         ] + [
             f"check {n} ({c.last_outcome})"
             for n, c in sorted(checks.items())
@@ -522,15 +531,15 @@ class Monitor:
     def status_line(self) -> str:
         """One line for systemd's STATUS: services running, failing checks."""
         services = self.supervisor.status()
-        running = sum(1 for s in services.values() if s.state == "RUNNING")
-        fatal = [n for n, s in services.items() if s.state == "FATAL"]
+        running = _running(services)
+        unhealthy = [f"{n} {s.state}" for n, s in services.items() if not s.healthy]
         checks = self.checks.status
         failing = [
             n for n, c in sorted(checks.items()) if c.last_outcome not in (None, "ok")
         ]
         line = f"{running}/{len(services)} services running"
-        if fatal:
-            line += f" ({len(fatal)} FATAL: {', '.join(fatal)})"
+        if unhealthy:
+            line += f" ({len(unhealthy)} unhealthy: {', '.join(unhealthy)})"
         line += f"; {len(failing)}/{len(checks)} checks failing"
         return line + (f": {', '.join(failing)}" if failing else "")
 
@@ -593,7 +602,7 @@ class Monitor:
         monitor process itself (see :mod:`procwork.monitor._metrics`)."""
         return [
             *monitor_metrics(
-                version=_version(),
+                version=untwisted.__version__,
                 services=self.supervisor.status(),
                 checks=self.checks.status,
                 rules=self.rules.counters,
@@ -616,6 +625,11 @@ class Monitor:
         ]
 
 
+def _running(services: Any) -> int:
+    """Services RUNNING and healthy: one in a crash loop is not counted."""
+    return sum(1 for s in services.values() if s.state == "RUNNING" and s.healthy)
+
+
 def _loop_settings(config: MonitorConfig) -> tuple[object, ...]:
     """What the periodic scans and summaries are started from."""
     return bool(config.rules), config.rules_every, config.summary_every
@@ -624,15 +638,6 @@ def _loop_settings(config: MonitorConfig) -> tuple[object, ...]:
 def _reload_failed(failure: Any) -> None:
     if not failure.check(ConfigError):  # a ConfigError is logged already
         _log.failure("reload failed", failure)
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("procwork")
-    except PackageNotFoundError:  # pragma: no cover - run from a source tree
-        return "unknown"
 
 
 # -- the command -------------------------------------------------------------

@@ -79,6 +79,7 @@ td.detail { font-family: ui-monospace, monospace; font-size: 12px; color: #444;
 .warn { background: #fbe9c6; color: #6b4a00; }
 .bad { background: #f8d0d0; color: #7a1010; }
 .idle { background: #e8e8e8; color: #444; }
+.stderr { color: #7a1010; margin-top: .2em; }
 td.actions button { font-size: 12px; margin-right: .3em; }
 #control { margin: 1em 0 0; }
 #control-result.bad { color: #7a1010; }
@@ -295,6 +296,31 @@ def _state(value: object) -> str:
     return f'<span class="state {colour}">{_e(text or "-")}</span>'
 
 
+def _service_state(s: Mapping[str, Any]) -> str:
+    """A service's state cell: its summary (``BACKOFF (crash loop: 7 exits
+    in 45 s, next start in 8 s)``), amber whenever it is not healthy (red
+    when FATAL), so a crash loop is never green."""
+    state = str(s.get("state"))
+    if not s.get("healthy", True):
+        colour = "bad" if state == "FATAL" else "warn"
+    elif state == "BACKOFF":
+        colour = "busy"  # a poller waiting for its next run
+    else:
+        colour = _COLOURS.get(state, "idle")
+    text = s.get("summary") or state
+    return f'<span class="state {colour}">{_e(text)}</span>'
+
+
+def _service_detail(s: Mapping[str, Any]) -> str:
+    """How it last ended; after a crash, what it said last on stderr."""
+    detail = _e(s.get("last_exit") or "")
+    stderr = s.get("last_stderr") or []
+    if stderr and not s.get("healthy", True):
+        lines = "<br>".join(_e(line) for line in stderr)
+        detail += f'<div class="stderr">{lines}</div>'
+    return detail
+
+
 def _ago(stamp: float | None, now: float) -> str:
     if stamp is None:
         return "-"
@@ -359,11 +385,11 @@ def render_page(
         (
             name,
             f"<td>{_e(name)}</td>",
-            f'<td class="service-state">{_state(s.get("state"))}</td>',
+            f'<td class="service-state">{_service_state(s)}</td>',
             f"<td>{_e(s.get('pid') or '-')}</td>",
             f"<td>{_duration(s.get('uptime'))}</td>",
             f"<td>{_e(s.get('restarts'))}</td>",
-            f'<td class="detail">{_e(s.get("last_exit") or "")}</td>',
+            f'<td class="detail">{_service_detail(s)}</td>',
             *([_buttons(name)] if control else []),
         )
         for name, s in services.items()
@@ -415,7 +441,18 @@ def render_page(
         )
         for i, ev in enumerate(reversed(events))
     ]
-    running = sum(1 for s in services.values() if s.get("state") == "RUNNING")
+    # Running and well: a service in a crash loop is unhealthy, not running.
+    running = sum(
+        1
+        for s in services.values()
+        if s.get("state") == "RUNNING" and s.get("healthy", True)
+    )
+    unhealthy = sum(1 for s in services.values() if not s.get("healthy", True))
+    failing = sum(1 for c in checks.values() if c.get("failing"))
+    counts = f"{running}/{len(services)} running"
+    counts += f", {unhealthy} unhealthy" if unhealthy else ""
+    if failing:
+        counts += f", {failing} check{'' if failing == 1 else 's'} failing"
     source = status.get("source", "")
     refresh = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">'
     if control:  # the script refreshes the tables (a reload would close the tail)
@@ -424,14 +461,16 @@ def render_page(
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
         + refresh
         + '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>procwork: {running}/{len(services)} running</title>"
+        f"<title>procwork: {counts}</title>"
         f"<style>{_STYLE}</style></head><body>\n"
         "<h1>procwork monitor</h1>\n"
         + (_CONTROLS + _TAIL if control else "")
         + '<div id="status">\n'
         f'<p class="meta">{_e(source)} &middot; pid {_e(status.get("pid"))} '
         f"&middot; up {_duration(status.get('uptime'))} &middot; "
-        f"{running}/{len(services)} services running &middot; "
+        f'<span id="counts">{running}/{len(services)} services running'
+        f"{f', {unhealthy} unhealthy' if unhealthy else ''}; "
+        f"{failing}/{len(checks)} checks failing</span> &middot; "
         '<a href="/status.json">JSON</a> &middot; <a href="/metrics">metrics</a></p>\n'
         + _table(
             "Services",

@@ -2,10 +2,13 @@
 
 This is what the user's watchdog began as (killing long-running CGIs). A
 :class:`Rule` selects processes by name, command line and user, and acts on
-those that ran too long, used too much CPU or too much memory: log them, or
-SIGTERM them and SIGKILL them after a grace period, or SIGKILL them at once.
-:class:`RuleEngine` applies rules to a
-:class:`~procwork.monitor._proctable.ProcessTable`.
+those that ran too long, used too much CPU (in all, or as a share of a core
+between two scans) or too much memory, for one scan or ``for_scans`` in a
+row: log them, or SIGTERM them and SIGKILL them after a grace period, or
+SIGKILL them at once. :class:`RuleEngine` applies rules to a
+:class:`~procwork.monitor._proctable.ProcessTable`; what it finds names the
+process by its command line (cut to :data:`COMMAND_SHOWN` characters), since
+``sleep`` or ``python3`` alone says little.
 
 A rule that signals acts on the matched process and its whole tree of
 descendants, found from ``/proc`` parent links when it acts: a CGI's children
@@ -26,7 +29,7 @@ import functools
 import os
 import re
 import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from types import MappingProxyType
@@ -60,6 +63,7 @@ from procwork.monitor._treekill import (
 )
 
 __all__ = [
+    "COMMAND_SHOWN",
     "Action",
     "Finding",
     "Rule",
@@ -73,6 +77,9 @@ Action = Literal["log", "term", "kill"]
 _ACTIONS: tuple[Action, ...] = ("log", "term", "kill")
 
 _log = Logger(namespace="procwork.rules")
+
+#: Characters of a process's command line in a finding (longer: cut, "...").
+COMMAND_SHOWN = 120
 
 
 @spec_class("rule")
@@ -93,9 +100,18 @@ class Rule:
         user: User name the process must run as. Naming a user also allows
             the rule to act on that user's processes.
         max_age: Seconds the process may run.
-        max_cpu: CPU seconds (user + system) the process may use.
+        max_cpu: CPU seconds (user + system) the process may use, in all.
+        cpu_percent: The share of one core (user + system) the process may
+            use between two scans, in percent: 100 is a whole core (a
+            process with several busy threads can pass it). Read from
+            ``/proc`` at each scan, so a process is judged from its second
+            scan on.
         max_rss: Resident memory in bytes the process may use (or a size:
             ``"512M"``, ``"2G"``; K is 1024 bytes).
+        for_scans: A process must break a threshold at this many scans in a
+            row (``rules_every`` apart) before the rule acts: ``cpu_percent
+            = 80`` with ``for_scans = 5`` is "above 80 % of a core for five
+            scans". Any threshold; default 1.
         action: ``"log"`` only reports; ``"term"`` sends SIGTERM, then SIGKILL
             after ``grace`` seconds to what is still alive; ``"kill"`` sends
             SIGKILL at once. Both act on the process and all its descendants.
@@ -138,6 +154,12 @@ class Rule:
         converter=validate.optional_size,
         validator=validate.optional(validate.whole(0)),
     )
+    cpu_percent: float | None = attrs.field(
+        default=None,
+        converter=converters.optional(validate.number),
+        validator=validate.optional(validate.non_negative),
+    )
+    for_scans: int = attrs.field(default=1, validator=validate.whole(1))
     action: Action = attrs.field(default="log", validator=validate.one_of(_ACTIONS))
     grace: float = attrs.field(
         default=5.0, converter=validate.duration, validator=validate.non_negative
@@ -163,9 +185,15 @@ class Rule:
             raise validate.Invalid(
                 "no selector: set at least one of process_name, cmdline, user"
             )
-        if self.max_age is None and self.max_cpu is None and self.max_rss is None:
+        if (
+            self.max_age is None
+            and self.max_cpu is None
+            and self.max_rss is None
+            and self.cpu_percent is None
+        ):
             raise validate.Invalid(
-                "no threshold: set at least one of max_age, max_cpu, max_rss"
+                "no threshold: set at least one of max_age, max_cpu, max_rss, "
+                "cpu_percent"
             )
 
     def selects(self, process: ProcInfo) -> bool:
@@ -185,12 +213,17 @@ class Rule:
             return False
         return self.user is None or process.user == self.user
 
-    def match(self, process: ProcInfo, now: float) -> str | None:
+    def match(
+        self, process: ProcInfo, now: float, cpu_share: float | None = None
+    ) -> str | None:
         """Why the process breaks this rule, or None if it does not.
 
         Args:
             process: The process to judge.
             now: The current time in seconds since the epoch.
+            cpu_share: The share of a core it used since the last scan, in
+                percent; None if not known (its first scan), which breaks
+                no ``cpu_percent``.
 
         Returns:
             The thresholds exceeded, e.g. ``"ran 312 s > max_age 300 s"``.
@@ -208,6 +241,14 @@ class Rule:
         if self.max_rss is not None and process.rss_bytes > self.max_rss:
             reasons.append(
                 f"RSS {_bytes(process.rss_bytes)} > max_rss {_bytes(self.max_rss)}"
+            )
+        if (
+            self.cpu_percent is not None
+            and cpu_share is not None
+            and cpu_share > self.cpu_percent
+        ):
+            reasons.append(
+                f"CPU {cpu_share:.0f}% of a core > cpu_percent {self.cpu_percent:g}%"
             )
         return "; ".join(reasons) or None
 
@@ -231,9 +272,18 @@ class Finding:
     reason: str
     action: str
 
+    @property
+    def command(self) -> str:
+        """The process's command line, cut to :data:`COMMAND_SHOWN` characters
+        (``[name]`` for a process without one, as ``ps`` shows it)."""
+        text = self.process.command_line()
+        if len(text) <= COMMAND_SHOWN:
+            return text
+        return text[: COMMAND_SHOWN - 3] + "..."
+
     def __str__(self) -> str:
         return (
-            f"rule {self.rule.name!r}: pid {self.process.pid} ({self.process.name})"
+            f"rule {self.rule.name!r}: pid {self.process.pid} ({self.command})"
             f" {self.reason}: {self.action}"
         )
 
@@ -311,6 +361,14 @@ class RuleEngine:
         # Every process signalled as part of a tree, to the tree's record.
         self._stopping: dict[Identity, TreeStop] = {}
         self._pending: set[TreeStop] = set()
+        # Scans in a row each (rule, process) has broken the rule, for
+        # for_scans: only the processes breaking a rule at the last scan.
+        self._streaks: dict[tuple[str, Identity], int] = {}
+        # CPU seconds of each process at the last scan and its time, for
+        # cpu_percent: only the processes alive at that scan.
+        self._cpu: dict[Identity, float] = {}
+        self._cpu_at: float | None = None
+        self._escalated: list[Callable[[Finding], object]] = []
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -322,18 +380,26 @@ class RuleEngine:
         """Totals per rule name (read-only)."""
         return MappingProxyType(self._counters)
 
+    def listen(self, escalated: Callable[[Finding], object]) -> None:
+        """Call ``escalated(finding)`` when a ``term`` rule's grace ends and
+        what is left of the tree gets SIGKILL (the finding says whom); it is
+        logged too. Called in the reactor thread; must not raise."""
+        self._escalated.append(escalated)
+
     def check(self) -> list[Finding]:
         """Scan the process table once, act on every new match, and report.
 
-        A process is reported (and counted) once per rule while it keeps
-        matching; later scans say nothing more about it. A process that
-        breaks several rules is signalled by the first that acts on it; a
-        process already signalled, alone or with the tree of an ancestor, is
-        not signalled again.
+        A process matches a rule once it has broken it at ``for_scans``
+        scans in a row. It is reported (and counted) once per rule while it
+        keeps matching; later scans say nothing more about it. A process
+        that breaks several rules is signalled by the first that acts on
+        it; a process already signalled, alone or with the tree of an
+        ancestor, is not signalled again.
 
         Returns:
             One finding per rule and newly matching process. SIGKILL
-            escalations happen later and are only logged.
+            escalations happen later: they are logged, and told to
+            :meth:`listen`'s listeners.
 
         Raises:
             OSError: The process table itself cannot be read.
@@ -341,6 +407,8 @@ class RuleEngine:
         processes = [p for p in self._table.snapshot() if not p.is_dead]
         self._forget_exited({p.identity for p in processes})
         now = self._reactor.seconds()
+        shares = self._cpu_shares(processes, now)
+        streaks, self._streaks = self._streaks, {}
         findings = []
         # Oldest first: a parent started no later than its children, so a
         # matching tree is acted on from its top, and matching descendants
@@ -348,14 +416,39 @@ class RuleEngine:
         for process in sorted(processes, key=lambda p: (p.start_time, p.pid)):
             for rule in self._rules:
                 key = (rule.name, process.identity)
-                reason = rule.match(process, now)
+                reason = rule.match(process, now, shares.get(process.identity))
                 if reason is None:
                     self._reported.discard(key)
-                elif key not in self._reported:
+                    continue
+                streak = self._streaks[key] = streaks.get(key, 0) + 1
+                if streak >= rule.for_scans and key not in self._reported:
+                    if rule.for_scans > 1:
+                        reason += f" for {rule.for_scans} scans"
                     self._reported.add(key)
                     self._counters[rule.name].matches += 1
                     findings.append(self._act(rule, process, reason))
         return findings
+
+    def _cpu_shares(
+        self, processes: list[ProcInfo], now: float
+    ) -> dict[Identity, float]:
+        """Each process's share of a core since the last scan, in percent
+        (its CPU seconds then and now, from ``/proc``'s ticks); none for a
+        process first seen now, or when no rule has ``cpu_percent``."""
+        if not any(rule.cpu_percent is not None for rule in self._rules):
+            self._cpu, self._cpu_at = {}, None
+            return {}
+        before, then = self._cpu, self._cpu_at
+        self._cpu = {p.identity: p.cpu_seconds for p in processes}
+        self._cpu_at = now
+        if then is None or now <= then:
+            return {}  # the first scan, or the clock went back
+        elapsed = now - then
+        return {
+            identity: max(0.0, 100 * (cpu - before[identity]) / elapsed)
+            for identity, cpu in self._cpu.items()
+            if identity in before
+        }
 
     def stop(self) -> None:
         """Cancel pending SIGKILL escalations; processes already SIGTERMed are left."""
@@ -391,6 +484,7 @@ class RuleEngine:
             for rule in new
         }
         self._reported = {key for key in self._reported if key[0] in kept}
+        self._streaks = {k: n for k, n in self._streaks.items() if k[0] in kept}
         for tree in [t for t in self._pending if t.finding.rule.name not in kept]:
             if tree.escalation is not None:
                 tree.escalation.cancel()
@@ -523,9 +617,14 @@ class RuleEngine:
             )
         else:
             action = f"exited within grace {grace} after SIGTERM"
-        self._emit(
-            Finding(rule, earlier.process, earlier.reason, action), LogLevel.warn
-        )
+        escalation = Finding(rule, earlier.process, earlier.reason, action)
+        self._emit(escalation, LogLevel.warn)
+        if delivered:
+            for listener in list(self._escalated):
+                try:
+                    listener(escalation)
+                except Exception:
+                    _log.failure("a rule escalation listener failed")
 
     def _forget_exited(self, alive: set[Identity]) -> None:
         self._reported = {key for key in self._reported if key[1] in alive}
@@ -535,10 +634,11 @@ class RuleEngine:
     def _emit(self, finding: Finding, level: LogLevel) -> None:
         self._log.emit(
             level,
-            "rule {rule}: pid {pid} ({process_name}) {reason}: {action}",
+            "rule {rule}: pid {pid} ({command}) {reason}: {action}",
             rule=finding.rule.name,
             pid=finding.process.pid,
             process_name=finding.process.name,
+            command=finding.command,
             reason=finding.reason,
             action=finding.action,
             finding=finding,

@@ -77,6 +77,10 @@ class SupervisorHooks(Protocol):
     def _spec_of(self, name: str) -> ServiceSpec | None:
         """The service's spec, None if it is gone."""
 
+    def _backoff_threshold(self, name: str, reason: Failure | None) -> float | None:
+        """The run length under which procmon backs off for this exit; None
+        if the service is gone."""
+
     def _exited(self, name: str, reason: Failure | None) -> None:
         """Its process ended (or could not start); procmon has scheduled the
         restart, which the supervisor keeps or cancels."""
@@ -188,7 +192,7 @@ class ProcmonAdapter:
             call.cancel()
 
     def reset_backoff(self, spec: ServiceSpec) -> None:
-        """The next quick exit backs off by ``min_restart_delay`` again."""
+        """The next crash backs off by ``min_restart_delay`` again."""
         self._process_monitor.delay[spec.name] = spec.min_restart_delay
 
 
@@ -212,10 +216,10 @@ def _hooked_process_monitor_class() -> Callable[[Any, SupervisorHooks], ProcessM
         cancellation at exit; procwork's ProcessMonitor adds the stop of the
         whole process group. Overridden, each for the reason given there:
         ``startProcess`` (a gate), ``_monitoredProcessExited`` (per-service
-        backoff settings, then the supervisor's verdict on the restart procmon
-        scheduled), ``_stop_signal`` and ``_kill_time`` (the service's own
-        stop signal and timeout), ``_stop_expired`` (the supervisor is
-        told).
+        backoff settings, its threshold chosen by how the process ended, then
+        the supervisor's verdict on the restart procmon scheduled),
+        ``_stop_signal`` and ``_kill_time`` (the service's own stop signal
+        and timeout), ``_stop_expired`` (the supervisor is told).
         """
 
         # Any: procmon annotates it IReactorProcess, a zope interface that
@@ -239,10 +243,17 @@ def _hooked_process_monitor_class() -> Callable[[Any, SupervisorHooks], ProcessM
             self, name: str, reason: Failure | None = None
         ) -> None:
             spec = self._supervisor._spec_of(name)
-            if spec is not None:
+            threshold = self._supervisor._backoff_threshold(name, reason)
+            if spec is not None and threshold is not None:
                 # procmon's backoff reads monitor-wide settings; each service
-                # has its own, so they are set for this call.
-                self.threshold = spec.start_seconds  # type: ignore[assignment]
+                # has its own, so they are set for this call. Its arithmetic
+                # (the delay doubled up to the maximum, reset after a long
+                # run) is kept; its threshold is overridden per exit: procmon
+                # holds every run to one threshold, which let a service that
+                # crashed just after start_seconds restart at once, for ever
+                # (30 restarts in 30 s). After an unexpected exit the run must
+                # have lasted stable_seconds (see _restart.backoff_threshold).
+                self.threshold = threshold  # type: ignore[assignment]
                 self.minRestartDelay = spec.min_restart_delay  # type: ignore[assignment]
                 self.maxRestartDelay = spec.max_restart_delay  # type: ignore[assignment]
             # procmon cancels the kill timer, backs off and schedules the

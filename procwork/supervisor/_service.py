@@ -44,11 +44,21 @@ class ServiceRecord:
         self.started_at: float | None = None
         self.last_started: float | None = None  # kept after the process ends
         self.start_timer: DelayedCall | None = None
+        self.stable_timer: DelayedCall | None = None
         self.restarts = 0
-        self.recent_restarts: tuple[float, ...] = ()  # times, within the window
+        self.recent_exits: tuple[float, ...] = ()  # unexpected, within the window
         self.last_exit: str | None = None
         self.returncode: int | None = None
         self.succeeded = False  # the last process ended with a success code
+        self.failed = False  # the last process's exit was unexpected
+        self.reason: str | None = None  # why it is FATAL or EXITED
+        self.failures = 0  # unexpected exits since it was added
+        # The unexpected exits since it last ran stable_seconds: how many,
+        # the first and last one's times, the last one's stderr.
+        self.crashes = 0
+        self.first_crash: float | None = None
+        self.last_crash: float | None = None
+        self.last_stderr: tuple[str, ...] = ()
         self.wanted = False  # should be running (or waiting to run)
         self.stopping = False  # stop signal sent, process not yet reaped
         self.removing = False
@@ -82,7 +92,35 @@ class ServiceRecord:
             ),
             waiting_for=self.waiting_for,
             started=self.last_started,
+            failures=self.failures,
+            crashes=self.crashes,
+            first_crash=self.first_crash,
+            last_crash=self.last_crash,
+            failed=self.failed,
+            reason=self.reason,
+            last_stderr=self.last_stderr,
+            stable_in=(
+                None
+                if self.stable_timer is None or not self.stable_timer.active()
+                else max(0.0, self.stable_timer.getTime() - now)
+            ),
         )
+
+    def crashed(self, now: float, stderr: tuple[str, ...]) -> None:
+        """Its process exited unexpectedly at ``now``, its run having
+        written ``stderr`` last."""
+        self.failures += 1
+        self.crashes += 1
+        if self.first_crash is None:
+            self.first_crash = now
+        self.last_crash = now
+        self.last_stderr = stderr
+
+    def forget_crashes(self) -> None:
+        """It is stable again, or was stopped: no crash loop now."""
+        self.crashes = 0
+        self.first_crash = self.last_crash = None
+        self.last_stderr = ()
 
     @property
     def may_start(self) -> bool:
@@ -110,9 +148,10 @@ class ServiceRecord:
         self.transport = None
         self.pid = None
         self.started_at = None
-        if self.start_timer is not None and self.start_timer.active():
-            self.start_timer.cancel()
-        self.start_timer = None
+        for timer in (self.start_timer, self.stable_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self.start_timer = self.stable_timer = None
 
     def wait_for(self, states: frozenset[ServiceState]) -> Deferred[ServiceStatus]:
         """A Deferred that fires with its status when it next enters one of

@@ -150,6 +150,8 @@ class ServiceOutput:
     def new_run(self) -> None:
         """A new process of the service: fresh line splitters."""
         self.flush()
+        # Where this run's output starts in each tail (see run_lines).
+        self._run_starts = {fd: tail.total for fd, tail in self._tails.items()}
         limit = self._spec.max_log_line
         self._splitters = {
             fd: LineSplitter(functools.partial(self._line, stream), limit)
@@ -359,6 +361,28 @@ class ServiceOutput:
             kept.pop(0)  # cut in the middle by the tail's limit
         kept = [line.rstrip("\r") for line in kept]
         return kept if count is None else kept[max(0, len(kept) - count) :]
+
+    def run_lines(self, stream: str, count: int, width: int) -> tuple[str, ...]:
+        """The last ``count`` lines that are not blank of what the current
+        (or just ended) run wrote on ``stream``, each cut to ``width``
+        characters: what a crash said last, for its status and its event.
+        Never an earlier run's lines; fewer if the tail no longer holds
+        them."""
+        fd = 1 if stream == "stdout" else 2
+        tail = self._tails[fd]
+        data = tail.value()
+        written = tail.total - self._run_starts[fd]
+        if written < len(data):
+            data = data[len(data) - written :]
+        lines = [
+            line.rstrip("\r")
+            for line in data.decode("utf-8", "replace").split("\n")
+            if line.strip()
+        ]
+        return tuple(
+            line if len(line) <= width else line[: width - 3] + "..."
+            for line in lines[-count:]
+        )
 
     def flush(self) -> None:
         """Report the lines not shown, if any."""

@@ -23,8 +23,12 @@ from attrs import converters
 from procwork import _validate as validate
 from procwork._errors import ProcworkError
 from procwork._fields import FieldError, keyed, spec_class, toml
+from procwork._format import format_seconds
 
 __all__ = [
+    "CRASH_LOOP_EXITS",
+    "STDERR_LINES",
+    "STDERR_LINE_CHARS",
     "Credentials",
     "NoSuchService",
     "RestartPolicy",
@@ -66,14 +70,26 @@ class ServiceState(enum.StrEnum):
     RUNNING = "RUNNING"
     """Running for ``start_seconds`` or longer."""
     BACKOFF = "BACKOFF"
-    """Exited or could not start; a restart is scheduled."""
+    """Exited or could not start; a restart is scheduled. Its status says
+    whether it is in a crash loop (:attr:`ServiceStatus.crash_loop`)."""
     STOPPING = "STOPPING"
     """Sent its stop signal; waiting for it to exit."""
     EXITED = "EXITED"
     """Exited and, by its restart policy, not restarted."""
     FATAL = "FATAL"
-    """Given up: it needed more than ``max_restarts`` restarts within
+    """Given up: more than ``max_restarts`` unexpected exits within
     ``restart_window``, or it could not start and ``restart="never"``."""
+
+
+STDERR_LINES = 5
+"""Lines of a crashed run's stderr kept in its status and its events."""
+
+STDERR_LINE_CHARS = 300
+"""Characters kept of each of those lines (a longer one is cut, with "...")."""
+
+CRASH_LOOP_EXITS = 2
+"""Unexpected exits, with no run of ``stable_seconds`` between them, that
+make a crash loop: one crash that the restart cures is not one."""
 
 
 # -- the spec ------------------------------------------------------------------
@@ -84,6 +100,14 @@ def _not_below_min_restart_delay(spec: Any, attribute: object, value: float) -> 
         raise validate.Invalid(
             f"({value:g} s) is less than min_restart_delay "
             f"({spec.min_restart_delay:g} s)"
+        )
+
+
+def _not_below_start_seconds(spec: Any, attribute: object, value: float) -> None:
+    if value < spec.start_seconds:
+        raise validate.Invalid(
+            f"({value:g} s) is less than start_seconds ({spec.start_seconds:g} s): "
+            "a run is stable only once it has started"
         )
 
 
@@ -113,26 +137,30 @@ class ServiceSpec:
             ``success_exit_codes`` or is killed by a signal; ``"never"``.
         success_exit_codes: Exit codes that count as success (default
             ``{0}``); a list is kept as a frozenset.
-        max_restarts: At most this many automatic restarts after failed
-            starts within any ``restart_window`` seconds; the exit that
-            would need one more makes the service FATAL. Only failed starts
-            count (supervisord's rule): a process that ran for
-            ``start_seconds`` had started fine, so its exit, whatever its
-            status, forgets the earlier restarts. ``None`` (TOML:
-            ``false``): restart for ever. Default 5.
+        max_restarts: At most this many unexpected exits (an exit code not
+            in ``success_exit_codes``, a signal, a failed start; not an
+            exit the supervisor asked for with a stop) within any
+            ``restart_window`` seconds, however long each run lasted; the
+            one past it makes the service FATAL. A success is never
+            counted: a poller that exits 0 is restarted for ever. ``None``
+            (TOML: ``false``): restart for ever. Default 5.
         restart_window: Seconds; default 60.
-        min_restart_delay: procmon's backoff: a service that exits within
-            ``start_seconds`` of starting is restarted after this delay,
-            doubled at each such quick exit up to ``max_restart_delay``; one
-            that ran longer is restarted at once and the delay reset.
-            Defaults 1 s and 60 s.
+        min_restart_delay: procmon's backoff: after an unexpected exit, a
+            service whose run lasted less than ``stable_seconds`` is
+            restarted after this delay, doubled at each such exit up to
+            ``max_restart_delay``; one whose run lasted longer is restarted
+            at once and the delay reset. (After a success, the same holds
+            with ``start_seconds``, so a command that exits 0 at once cannot
+            spin.) Defaults 1 s and 60 s.
         max_restart_delay: See ``min_restart_delay``.
         start_seconds: Seconds a service must stay up to count as started:
-            until then it is STARTING, then RUNNING; an earlier exit backs
-            off (procmon's ``threshold``) and counts toward
-            ``max_restarts``. Default 1; 0 turns the backoff off and makes
-            every start count as a success, so the service is never given
-            up (supervisord's ``startsecs=0``).
+            until then it is STARTING, then RUNNING (and services ``after``
+            it may start). Default 1.
+        stable_seconds: Seconds a run must last, after an unexpected exit,
+            for the service to count as stable again: its backoff and its
+            crash loop end (the monitor sends ``service.recovered``). At
+            least ``start_seconds``. Default 60 s, or ``start_seconds`` if
+            that is longer.
         stop_signal: Sent to the whole process group to stop the service:
             a number or a name (``"SIGINT"``, ``"INT"``), kept as a
             :class:`signal.Signals`. Default SIGTERM.
@@ -171,6 +199,10 @@ class ServiceSpec:
             shown, so a service printing without pause cannot starve the
             reactor. The log files still get everything. 0: no output lines
             in the log at all. Default 200.
+        repeat_every: While the service is in a crash loop, the monitor
+            sends ``service.crashloop`` again (a reminder) at most this
+            often, in seconds, as a check's ``repeat_every`` does. Default
+            0: no reminders.
 
     Every duration also takes a string with units (``"500ms"``, ``"5s"``,
     ``"2m"``, ``"1h"``, ``"1d"``, ``"1m30s"``) and every size one with a
@@ -216,6 +248,11 @@ class ServiceSpec:
     start_seconds: float = attrs.field(
         default=1.0, converter=validate.duration, validator=validate.non_negative
     )
+    stable_seconds: float = attrs.field(
+        default=attrs.Factory(lambda spec: max(60.0, spec.start_seconds), True),
+        converter=validate.duration,
+        validator=[validate.non_negative, _not_below_start_seconds],
+    )
     stop_signal: signal.Signals = attrs.field(
         default=signal.SIGTERM, converter=validate.stop_signal
     )
@@ -250,6 +287,9 @@ class ServiceSpec:
     log_backups: int = attrs.field(default=5, validator=validate.whole(0))
     console_rate: float = attrs.field(
         default=200.0, converter=validate.number, validator=validate.non_negative
+    )
+    repeat_every: float = attrs.field(
+        default=0.0, converter=validate.duration, validator=validate.non_negative
     )
 
     def __attrs_post_init__(self) -> None:
@@ -379,6 +419,20 @@ class ServiceStatus:
         waiting_for: The service it waits for before starting (``after``).
         started: Reactor time its last process started (kept after it
             ends); None if it never started.
+        failures: Unexpected exits since it was added (an exit code not in
+            ``success_exit_codes``, a signal, a failed start; not a stop).
+        crashes: Unexpected exits since it last ran ``stable_seconds``
+            (0 once it has): two or more are a crash loop.
+        first_crash: Reactor time of the first of those; None if none.
+        last_crash: Reactor time of the last of those; None if none.
+        failed: Its last process's exit was unexpected.
+        reason: Why it is not restarted, when FATAL or EXITED
+            (``"6 unexpected exits within 60 s, more than max_restarts=5"``).
+        last_stderr: The last lines its last crashed run wrote to stderr (at
+            most :data:`STDERR_LINES`, each cut to :data:`STDERR_LINE_CHARS`
+            characters), kept until it is stable again or stopped.
+        stable_in: While it runs after crashes, seconds until the run has
+            lasted ``stable_seconds``; else None.
     """
 
     name: str
@@ -392,9 +446,64 @@ class ServiceStatus:
     restart_in: float | None = None
     waiting_for: str | None = None
     started: float | None = None
+    failures: int = 0
+    crashes: int = 0
+    first_crash: float | None = None
+    last_crash: float | None = None
+    failed: bool = False
+    reason: str | None = None
+    last_stderr: tuple[str, ...] = ()
+    stable_in: float | None = None
+
+    @property
+    def crash_loop(self) -> bool:
+        """In a crash loop: :data:`CRASH_LOOP_EXITS` unexpected exits or
+        more with no run of ``stable_seconds`` between them, in any state
+        (RUNNING too: until it has proved stable, a running service that
+        crashed twice is not well)."""
+        return self.crashes >= CRASH_LOOP_EXITS
+
+    @property
+    def healthy(self) -> bool:
+        """Not FATAL, not in a crash loop, and not down after an unexpected
+        exit (BACKOFF or EXITED with :attr:`failed`). A poller waiting for
+        its next run after a success, or a stopped service, is healthy."""
+        if self.state is ServiceState.FATAL or self.crash_loop:
+            return False
+        return not (
+            self.failed and self.state in (ServiceState.BACKOFF, ServiceState.EXITED)
+        )
+
+    def summary(self) -> str:
+        """The state and what an operator must know of it, in one line:
+        ``"BACKOFF (crash loop: 7 exits in 45 s, next start in 8 s)"``,
+        ``"RUNNING (crash loop: 3 exits in 9 s, stable in 52 s)"``,
+        ``"FATAL (exited 3: 6 unexpected exits within 60 s, more than
+        max_restarts=5)"``; just the state when all is well."""
+        notes = []
+        if self.state in (ServiceState.FATAL, ServiceState.EXITED) and (
+            self.failed or self.state is ServiceState.FATAL
+        ):
+            notes.append(": ".join(n for n in (self.last_exit, self.reason) if n))
+        elif self.crash_loop and self.first_crash is not None:
+            span = (self.last_crash or self.first_crash) - self.first_crash
+            notes.append(
+                f"crash loop: {self.crashes} exits in {format_seconds(span)} s"
+            )
+        elif self.failed and self.state is ServiceState.BACKOFF:
+            notes.append(self.last_exit or "failed")
+        if self.state is ServiceState.BACKOFF and self.restart_in is not None:
+            notes.append(f"next start in {format_seconds(self.restart_in)} s")
+        if self.crash_loop and self.stable_in is not None:
+            notes.append(f"stable in {format_seconds(self.stable_in)} s")
+        if self.waiting_for is not None:
+            notes.append(f"waits for {self.waiting_for}")
+        notes = [n for n in notes if n]
+        return f"{self.state} ({', '.join(notes)})" if notes else str(self.state)
 
     def to_dict(self) -> dict[str, Any]:
-        """The status as a dict of JSON types (the state as its name)."""
+        """The status as a dict of JSON types (the state as its name), with
+        ``crash_loop``, ``healthy`` and ``summary`` (:meth:`summary`)."""
         return {
             "name": self.name,
             "state": str(self.state),
@@ -407,4 +516,15 @@ class ServiceStatus:
             "restart_in": self.restart_in,
             "waiting_for": self.waiting_for,
             "started": self.started,
+            "failures": self.failures,
+            "crashes": self.crashes,
+            "first_crash": self.first_crash,
+            "last_crash": self.last_crash,
+            "failed": self.failed,
+            "reason": self.reason,
+            "last_stderr": list(self.last_stderr),
+            "stable_in": self.stable_in,
+            "crash_loop": self.crash_loop,
+            "healthy": self.healthy,
+            "summary": self.summary(),
         }

@@ -2,13 +2,14 @@
 
 :class:`Supervisor` runs services on procmon (which starts them, schedules
 their restarts with backoff, and SIGKILLs one that does not stop in time)
-and adds what procmon lacks: restart policies and a restart limit, a stop
+and adds what procmon lacks: restart policies, a backoff held until a run
+is stable, crash loops said as such and a limit on unexpected exits, a stop
 signal and timeout per service sent to its whole process group, start
 order, services started by name, and a status per service. This module
 holds what happens at each start, exit and stop; the verdicts (``_restart``,
 ``_order``), the spec (``_spec``), the state per service (``_service``), its
-child (``_child``) and the adapter onto procmon (``_procmon``) are rooms of
-their own.
+child (``_child``), the adapter onto procmon (``_procmon``) and the output
+methods (``_outputs``) are rooms of their own.
 
 Design: ARCHITECTURE.md, "Services on procmon".
 """
@@ -21,7 +22,7 @@ from typing import Any, cast
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from procwork._errors import ConfigError
@@ -43,16 +44,15 @@ from procwork.supervisor._order import (
     is_ready,
     never_ready,
 )
+from procwork.supervisor._outputs import ServiceOutputs
 from procwork.supervisor._procmon import ChildTransport, ProcmonAdapter
-from procwork.supervisor._restart import Exit, decide_restart
+from procwork.supervisor._restart import Exit, backoff_threshold, decide_restart
 from procwork.supervisor._service import ServiceRecord, service_states
-from procwork.supervisor._servicelog import (
-    LogStats,
-    LogTroubleListener,
-    OutputListener,
-    ServiceLogTrouble,
-)
+from procwork.supervisor._servicelog import LogTroubleListener, ServiceLogTrouble
 from procwork.supervisor._spec import (
+    CRASH_LOOP_EXITS,
+    STDERR_LINE_CHARS,
+    STDERR_LINES,
     NoSuchService,
     RestartPolicy,
     ServiceNotRunning,
@@ -81,7 +81,7 @@ StateListener = Callable[[ServiceStatus, ServiceState], object]
 # -- the supervisor ------------------------------------------------------------
 
 
-class Supervisor:
+class Supervisor(ServiceOutputs):
     """Keeps named services running: add them, start, watch, stop.
 
     Built on :class:`twisted.runner.procmon.ProcessMonitor` (restart
@@ -201,6 +201,8 @@ class Supervisor:
         d = self.stop_service(name)
 
         def forget(_: object) -> None:
+            if service.state is not ServiceState.STOPPED:  # it was FATAL or EXITED
+                self._set_state(service, ServiceState.STOPPED)
             self._procmon.remove(name)
             del self._services[name]
             service.output.close()
@@ -398,7 +400,7 @@ class Supervisor:
         stopped = self.stop_service(spec.name)
         service.spec = spec
         service.output.respec(spec)
-        service.recent_restarts = ()
+        service.recent_exits = ()
         self._procmon.reset_backoff(spec)
 
         def start(_: object) -> None:
@@ -407,64 +409,6 @@ class Supervisor:
                 self._start(service, respect_after=True)
 
         return stopped.addCallback(start)
-
-    # -- output ------------------------------------------------------------------
-
-    def output(
-        self, name: str, stream: str = "stdout", lines: int | None = None
-    ) -> list[str]:
-        """The last lines a service printed on ``stream``, oldest first.
-
-        Each stream keeps its last :data:`OUTPUT_TAIL` bytes, across
-        restarts; the lines are also logged as events (within the service's
-        ``console_rate``) and written to its log files.
-
-        Raises:
-            NoSuchService: no such service.
-            ValueError: ``stream`` is not ``"stdout"`` or ``"stderr"``.
-        """
-        return self._get(name).output.lines(stream, lines)
-
-    def follow(self, name: str, listener: OutputListener) -> Callable[[], None]:
-        """Call ``listener(stream, line)`` for each line the service prints
-        from now on.
-
-        Returns:
-            A function that stops the following (idempotent). A removed
-            service's listeners are dropped.
-
-        Raises:
-            NoSuchService: no such service.
-        """
-        listeners = self._get(name).output.listeners
-        listeners.append(listener)
-
-        def unfollow() -> None:
-            if listener in listeners:
-                listeners.remove(listener)
-
-        return unfollow
-
-    def log_stats(self) -> dict[str, LogStats]:
-        """What each service's log files lost (failed writes, lines), by
-        service, in the order added."""
-        return {name: s.output.log_stats for name, s in self._services.items()}
-
-    def reopen_logs(self, name: str) -> list[str]:
-        """Close a service's ``stdout_log``/``stderr_log`` files and open them
-        again at their paths (``procwork ctl reopen``, after an external
-        rotation moved them away).
-
-        Returns:
-            The files' paths (none: the service keeps no log files).
-
-        Raises:
-            NoSuchService: no such service.
-            OSError: a file cannot be opened again; the message names it
-                and says why (it is also reported like a failed write).
-        """
-        check_thread("Supervisor.reopen_logs", self._reactor)
-        return self._get(name).output.reopen()
 
     # -- status ----------------------------------------------------------------
 
@@ -536,7 +480,7 @@ class Supervisor:
         if respect_after:
             service.waiting_for = first_blocker(service.spec, self._services)
         if service.state in (ServiceState.FATAL, ServiceState.EXITED):
-            service.recent_restarts = ()
+            service.recent_exits = ()
             self._procmon.reset_backoff(service.spec)
         if service.waiting_for is not None:
             _log.info(
@@ -568,6 +512,7 @@ class Supervisor:
     def _spawned(self, service: ServiceRecord, transport: ChildTransport) -> None:
         """The child has started (called while it is being connected)."""
         service.process_started(transport, self._now())
+        service.reason = None
         _log.info(
             "service {service!r} started: pid {pid}",
             service=service.name,
@@ -581,6 +526,30 @@ class Supervisor:
             )
         else:
             self._up_long_enough(service)
+        if service.crashes and service.transport is not None:
+            # After crashes, a run must last stable_seconds for the loop to
+            # end (see _stable).
+            service.stable_timer = self._reactor.callLater(
+                service.spec.stable_seconds, self._stable, service
+            )
+
+    def _stable(self, service: ServiceRecord) -> None:
+        """A run has lasted ``stable_seconds`` after crashes: the crash loop
+        is over. The state does not change; the listeners are told all the
+        same (their status has ``crashes == 0``)."""
+        service.stable_timer = None
+        crashes = service.crashes
+        service.forget_crashes()
+        _log.info(
+            "service {service!r} is stable again: up {stable:g} s after "
+            "{crashes} unexpected exit{s}",
+            service=service.name,
+            stable=service.spec.stable_seconds,
+            crashes=crashes,
+            s="" if crashes == 1 else "s",
+            state=service.state,
+        )
+        self._notify(service, service.state)
 
     def _up_long_enough(self, service: ServiceRecord) -> None:
         service.start_timer = None
@@ -630,14 +599,19 @@ class Supervisor:
             ended,
             wanted=service.wanted,
             stopping=service.stopping,
-            recent_restarts=service.recent_restarts,
+            recent_exits=service.recent_exits,
             restart_delay=(
                 None if restart_call is None else max(0.0, restart_call.getTime() - now)
             ),
             now=now,
-            ran=uptime,
         )
-        service.recent_restarts = decision.recent_restarts
+        service.recent_exits = decision.recent_exits
+        service.failed = decision.unexpected
+        service.reason = decision.why or None
+        if decision.unexpected:
+            service.crashed(
+                now, service.output.run_lines("stderr", STDERR_LINES, STDERR_LINE_CHARS)
+            )
         if decision.state is ServiceState.BACKOFF:
             self._restarting(service, ended, uptime, decision.delay)
             return
@@ -653,14 +627,23 @@ class Supervisor:
     ) -> None:
         """procmon's restart stands: the service backs off until it is due."""
         service.restarts += 1
-        _log.warn(
-            "service {service!r} {exit}{ran}; restarting {when}",
+        first = service.first_crash
+        _log.emit(
+            LogLevel.warn if service.failed else LogLevel.info,
+            "service {service!r} {exit}{ran}; restarting {when}{loop}",
             service=service.name,
             exit=ended.description,
             ran=_ran(uptime),
             when=f"in {format_seconds(delay)} s" if delay else "now",
+            loop=(
+                f" (crash loop: {service.crashes} exits in "
+                f"{format_seconds(self._now() - first)} s)"
+                if service.crashes >= CRASH_LOOP_EXITS and first is not None
+                else ""
+            ),
             delay=delay,
             restarts=service.restarts,
+            crashes=service.crashes,
             state=ServiceState.BACKOFF,
         )
         self._set_state(service, ServiceState.BACKOFF)
@@ -732,21 +715,35 @@ class Supervisor:
         previous = service.state
         service.state = state
         service.since = self._now()
-        if self._listeners and previous is not state:
-            changed = service.status(
-                service.since, self._procmon.restart_call(service.name)
-            )
-            for listener in list(self._listeners):
-                try:
-                    listener(changed, previous)
-                except Exception:
-                    _log.failure("a service state listener failed")
+        if state is ServiceState.STOPPED:
+            service.forget_crashes()  # stopped on request: the loop is over
+        if previous is not state:
+            self._notify(service, previous)
         service.entered(
             state,
             lambda: service.status(
                 service.since, self._procmon.restart_call(service.name)
             ),
         )
+
+    def _notify(self, service: ServiceRecord, previous: ServiceState) -> None:
+        """Tell the listeners of a change: of state, or its crashes forgotten."""
+        if not self._listeners:
+            return
+        changed = service.status(self._now(), self._procmon.restart_call(service.name))
+        for listener in list(self._listeners):
+            try:
+                listener(changed, previous)
+            except Exception:
+                _log.failure("a service state listener failed")
+
+    def _backoff_threshold(self, name: str, reason: Failure | None) -> float | None:
+        """procmon's backoff threshold for this exit; None if the service is
+        gone (see :func:`backoff_threshold`)."""
+        service = self._services.get(name)
+        if service is None:
+            return None
+        return backoff_threshold(service.spec, describe_exit(reason))
 
     # -- internals: reactor shutdown -------------------------------------------------
 

@@ -460,10 +460,10 @@ def test_print_default_config_prints_the_built_in_config_to_copy(
 
 
 def test_version_prints_procworks_version() -> None:
-    from importlib.metadata import version
+    import procwork as package
 
     done = procwork("--version")
-    assert (done.returncode, done.stdout) == (0, f"procwork {version('procwork')}\n")
+    assert (done.returncode, done.stdout) == (0, f"procwork {package.__version__}\n")
 
 
 def test_monitor_rejects_a_bad_config_at_start_naming_the_file_and_the_key(

@@ -580,6 +580,123 @@ def test_a_task_may_cancel_another_that_waits_and_so_close_its_stack(
     assert killer_task.result() == [0, 1, 2]
 
 
+# -- what a task holds: when_finished, current_task ---------------------------------
+#
+# A resource (a clockwork.net connection) is tied to the task that made it:
+# the task says when it ends, and how.
+
+
+def test_when_finished_hears_a_return_a_failure_and_a_cancel_before_the_deferred(
+    worker: Worker,
+) -> None:
+    """None for a return, the exception for a failure, CancelledError for a
+    cancel; always before the task's Deferred fires."""
+
+    def returns() -> Gen:
+        yield
+
+    def fails() -> Gen:
+        yield
+        raise KeyError("lost")
+
+    tasks = [worker.assign(returns()), worker.assign(fails())]
+    tasks.append(worker.assign(nest(1, [], Deferred())))
+    heard: list[list[str]] = [[], [], []]
+
+    def listen(task: Task, log: list[str]) -> None:
+        def finished(error: BaseException | None) -> None:
+            log.append(type(error).__name__)
+
+        def fired(result: object) -> None:
+            log.append("deferred")
+
+        task.when_finished(finished)
+        task.deferred.addBoth(fired)
+
+    for task, log in zip(tasks, heard, strict=True):
+        listen(task, log)
+    worker.tick()
+    worker.tick()
+    worker.tick()
+    tasks[2].cancel()
+    worker.work()
+    assert heard == [
+        ["NoneType", "deferred"],
+        ["KeyError", "deferred"],
+        ["CancelledError", "deferred"],
+    ]
+
+
+def test_when_finished_on_a_finished_task_is_called_at_once(worker: Worker) -> None:
+    task = worker.assign(nest(0, [], defer.succeed(1)))
+    worker.work()
+    heard: list[BaseException | None] = []
+    task.when_finished(heard.append)
+    assert heard == [None]
+
+
+def test_a_forgotten_when_finished_callback_is_not_called(worker: Worker) -> None:
+    """A resource released before its task ends forgets its callback, so a
+    task that lives for ever does not collect them."""
+    heard: list[BaseException | None] = []
+    task = worker.assign(nest(0, [], Deferred()))
+    worker.tick()
+    forget = task.when_finished(heard.append)
+    forget()
+    task.cancel()
+    assert heard == []
+
+
+def test_a_when_finished_callback_that_raises_is_logged_and_the_task_ends_anyway(
+    worker: Worker,
+) -> None:
+    events: list[dict[str, Any]] = []
+    task = worker.assign(nest(0, [], Deferred()))
+    worker.tick()
+    task.when_finished(lambda error: 1 / 0)
+    with observing(events.append):
+        task.cancel()
+    assert task.done
+    [event] = [e for e in events if "when_finished" in e.get("log_format", "")]
+    assert event["log_failure"].check(ZeroDivisionError)
+
+
+def test_current_task_is_the_task_being_stepped_and_None_between_steps(
+    worker: Worker,
+) -> None:
+    from clockwork._worker import current_task
+
+    seen: list[Task | None] = []
+
+    def job() -> Gen:
+        seen.append(current_task())
+        yield
+        seen.append(current_task())
+
+    task = worker.assign(job())
+    worker.work()
+    assert seen == [task, task]
+    assert current_task() is None
+
+
+def test_current_task_of_an_async_def_task_is_its_task_after_an_await_too(
+    worker: Worker,
+) -> None:
+    """A coroutine resumes from a Deferred's callback, outside any step."""
+    from clockwork._worker import current_task
+
+    seen: list[Task | None] = []
+
+    async def job() -> None:
+        seen.append(current_task())
+        await clockwork.sleep(1)
+        seen.append(current_task())
+
+    task = worker.assign(job())
+    worker.work()
+    assert seen == [task, task]
+
+
 # -- the default worker: spawn, tick, work, wrap --------------------------------------
 
 

@@ -1,7 +1,8 @@
 """Alerts, events, the status page and the log formats, without processes.
 
 Timing (webhook timeouts, retries, the console rate limit) runs on Twisted's
-``task.Clock``; webhooks go to a fake agent; commands to a fake ``run``.
+``task.Clock``; webhooks go to a fake ``clockwork.net.request``; commands to
+a fake ``run``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 
+from clockwork.net import Response
 from procwork import ConfigError, Result
 from procwork.monitor import AlertSpec
 from procwork.monitor._alerts import EVENTS, AlertDispatcher, Event
-from procwork.monitor._events import ServiceEvents, rule_events
+from procwork.monitor._events import ROUTINE_EVENTS, rule_events
 from procwork.monitor._http import prometheus_text
 from procwork.monitor._logs import json_record, text_observer
 from procwork.monitor._metrics import monitor_metrics
@@ -32,27 +34,14 @@ from tests.support.fake_monitor import CONFIG, World
 # -- fakes ---------------------------------------------------------------------
 
 
-class FakeResponse:
-    """A response whose body is empty: it ends as it is delivered."""
-
-    def __init__(self, code: int) -> None:
-        self.code = code
-
-    def deliverBody(self, protocol: Any) -> None:
-        from twisted.python.failure import Failure
-        from twisted.web.client import ResponseDone
-
-        protocol.makeConnection(None)
-        protocol.connectionLost(Failure(ResponseDone()))
-
-
-class FakeAgent:
-    """Records requests; each is answered by the test (or never)."""
+class FakeRequest:
+    """Stands in for ``clockwork.net.request``: records requests; each is
+    answered by the test (or never)."""
 
     def __init__(self) -> None:
-        self.requests: list[tuple[bytes, bytes, Deferred[Any]]] = []
+        self.requests: list[tuple[str, str, Deferred[Any]]] = []
 
-    def request(self, method: bytes, url: bytes, headers: Any, body: Any) -> Any:
+    def __call__(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
         self.requests.append((method, url, d))
         return d
@@ -66,8 +55,9 @@ def hook(**changes: Any) -> AlertSpec:
     return AlertSpec(**{"name": "hook", "webhook": "http://127.0.0.1:1/h", **changes})
 
 
-def answer(agent: FakeAgent, i: int, code: int) -> None:
-    agent.requests[i][2].callback(FakeResponse(code))
+def answer(agent: FakeRequest, i: int, code: int) -> None:
+    _, url, d = agent.requests[i]
+    d.callback(Response(code, "", {}, b"", False, url))
 
 
 # -- which alerts want which events ---------------------------------------------
@@ -81,10 +71,40 @@ def test_an_alert_wants_the_events_its_globs_match_about_the_names_in_only() -> 
     assert not alert.wants(event("check.failed", "load"))
 
 
-def test_by_default_an_alert_wants_every_event_but_service_started() -> None:
+def test_by_default_an_alert_wants_every_event_but_the_routine_ones() -> None:
     alert = hook()
     wanted = [name for name in EVENTS if alert.wants(event(name))]
-    assert wanted == [name for name in EVENTS if name != "service.started"]
+    assert wanted == [name for name in EVENTS if name not in ROUTINE_EVENTS]
+    assert sorted(ROUTINE_EVENTS) == [
+        "service.exited",
+        "service.restarted",
+        "service.started",
+    ]
+
+
+def test_a_glob_never_takes_a_routine_event_and_a_name_does() -> None:
+    """One per start or exit: a crash loop would be dozens of alerts."""
+    globbed = hook(events=["service.*"])
+    assert [
+        n for n in EVENTS if n.startswith("service.") and globbed.wants(event(n))
+    ] == [
+        "service.crashloop",
+        "service.failed",
+        "service.fatal",
+        "service.recovered",
+        "service.log_error",
+        "service.log_recovered",
+    ]
+    named = hook(events=["service.exited", "service.restarted"])
+    assert named.wants(event("service.exited"))
+    assert named.wants(event("service.restarted"))
+    assert not named.wants(event("service.started"))
+    with pytest.raises(
+        ConfigError,
+        match=r"events has 'service.ex\*', which matches only service.exited: one "
+        r"per start or exit, taken only when named exactly",
+    ):
+        hook(events=["service.ex*"])
 
 
 @pytest.mark.parametrize(
@@ -122,11 +142,11 @@ def test_a_bad_alert_is_rejected_naming_it_and_the_key(
 
 
 def test_a_webhook_posts_the_event_as_json_and_counts_a_2xx_as_sent() -> None:
-    clock, agent = Clock(), FakeAgent()
-    alerts = AlertDispatcher([hook()], reactor=clock, agent=agent)
+    clock, agent = Clock(), FakeRequest()
+    alerts = AlertDispatcher([hook()], reactor=clock, request=agent)
     alerts.emit(event())
     [(method, url, _)] = agent.requests
-    assert (method, url) == (b"POST", b"http://127.0.0.1:1/h")
+    assert (method, url) == ("POST", "http://127.0.0.1:1/h")
     answer(agent, 0, 204)
     status = alerts.status["hook"]
     assert (status.sent, status.ok, status.failed, status.running) == (1, 1, 0, 0)
@@ -134,9 +154,9 @@ def test_a_webhook_posts_the_event_as_json_and_counts_a_2xx_as_sent() -> None:
 
 
 def test_a_webhook_is_retried_retry_delay_after_a_failed_attempt() -> None:
-    clock, agent = Clock(), FakeAgent()
+    clock, agent = Clock(), FakeRequest()
     alerts = AlertDispatcher(
-        [hook(retries=2, retry_delay=5)], reactor=clock, agent=agent
+        [hook(retries=2, retry_delay=5)], reactor=clock, request=agent
     )
     alerts.emit(event())
     answer(agent, 0, 503)
@@ -149,9 +169,9 @@ def test_a_webhook_is_retried_retry_delay_after_a_failed_attempt() -> None:
 
 
 def test_a_webhook_that_never_answers_times_out_and_gives_up_after_retries() -> None:
-    clock, agent = Clock(), FakeAgent()
+    clock, agent = Clock(), FakeRequest()
     alerts = AlertDispatcher(
-        [hook(timeout=10, retries=1, retry_delay=1)], reactor=clock, agent=agent
+        [hook(timeout=10, retries=1, retry_delay=1)], reactor=clock, request=agent
     )
     alerts.emit(event())
     clock.advance(10)  # the first attempt is cancelled
@@ -166,8 +186,8 @@ def test_a_webhook_that_never_answers_times_out_and_gives_up_after_retries() -> 
 
 
 def test_stopping_waits_for_a_webhook_in_flight_then_cancels_it() -> None:
-    clock, agent = Clock(), FakeAgent()
-    alerts = AlertDispatcher([hook(timeout=60)], reactor=clock, agent=agent)
+    clock, agent = Clock(), FakeRequest()
+    alerts = AlertDispatcher([hook(timeout=60)], reactor=clock, request=agent)
     alerts.emit(event("monitor.stopping", "m"))
     stopped = alerts.stop(timeout=5)
     clock.advance(4.9)
@@ -322,9 +342,9 @@ def test_with_max_queued_0_an_event_that_finds_every_slot_busy_is_dropped() -> N
 
 
 def test_a_webhooks_retries_hold_its_slot() -> None:
-    clock, agent = Clock(), FakeAgent()
+    clock, agent = Clock(), FakeRequest()
     alerts = AlertDispatcher(
-        [hook(max_in_flight=1, retries=1, retry_delay=5)], reactor=clock, agent=agent
+        [hook(max_in_flight=1, retries=1, retry_delay=5)], reactor=clock, request=agent
     )
     storm(alerts, 2)
     answer(agent, 0, 503)
@@ -338,8 +358,8 @@ def test_a_webhooks_retries_hold_its_slot() -> None:
 
 
 def test_stopping_delivers_what_is_queued_if_it_can_within_the_timeout() -> None:
-    clock, agent = Clock(), FakeAgent()
-    alerts = AlertDispatcher([hook(max_in_flight=1)], reactor=clock, agent=agent)
+    clock, agent = Clock(), FakeRequest()
+    alerts = AlertDispatcher([hook(max_in_flight=1)], reactor=clock, request=agent)
     storm(alerts, 1)
     alerts.emit(event("monitor.stopping", "m"))
     stopped = alerts.stop(timeout=5)
@@ -351,9 +371,9 @@ def test_stopping_delivers_what_is_queued_if_it_can_within_the_timeout() -> None
 
 
 def test_stopping_drops_the_queue_and_ends_within_its_timeout(warnings: Any) -> None:
-    clock, agent = Clock(), FakeAgent()
+    clock, agent = Clock(), FakeRequest()
     alerts = AlertDispatcher(
-        [hook(timeout=60, max_in_flight=2)], reactor=clock, agent=agent
+        [hook(timeout=60, max_in_flight=2)], reactor=clock, request=agent
     )
     storm(alerts, 10)
     stopped = alerts.stop(timeout=5)
@@ -462,44 +482,6 @@ def test_a_reload_that_adds_an_alert_sends_it_the_next_events() -> None:
 # -- events from services and rules ----------------------------------------------
 
 
-class Status:
-    def __init__(self, state: str, **more: Any) -> None:
-        self.name = "web"
-        self.state = ServiceState(state)
-        self.pid = more.get("pid", 7)
-        self.returncode = more.get("returncode")
-        self.last_exit = more.get("last_exit")
-        self.restarts = more.get("restarts", 0)
-
-
-def test_a_services_life_is_started_exited_restarted_recovered_fatal() -> None:
-    seen: list[str] = []
-    events = ServiceEvents(lambda e: seen.append(e.event), lambda name: {0})
-    events(Status("STARTING"), "STOPPED")
-    events(Status("RUNNING"), "STARTING")
-    events(Status("BACKOFF", returncode=1, last_exit="exited 1"), "RUNNING")
-    events(Status("STARTING"), "BACKOFF")
-    events(Status("RUNNING"), "STARTING")
-    events(Status("RUNNING"), "RUNNING")
-    events(Status("FATAL", returncode=1), "STARTING")
-    assert seen == [
-        "service.started",
-        "service.exited",
-        "service.restarted",
-        "service.recovered",
-        "service.fatal",
-    ]
-
-
-def test_a_service_stopped_on_purpose_or_exiting_with_success_is_no_alarm() -> None:
-    seen: list[str] = []
-    events = ServiceEvents(lambda e: seen.append(e.event), lambda name: {0, 3})
-    events(Status("STOPPING"), "RUNNING")
-    events(Status("STOPPED", returncode=-15), "STOPPING")
-    events(Status("EXITED", returncode=3), "RUNNING")
-    assert seen == []
-
-
 def test_a_rule_that_sent_a_signal_has_matched_and_acted() -> None:
     class Finding:
         class rule:
@@ -508,6 +490,7 @@ def test_a_rule_that_sent_a_signal_has_matched_and_acted() -> None:
         class process:
             pid, name = 42, "perl"
 
+        command = "/usr/bin/perl /srv/cgi/slow.cgi"
         reason = "ran 700 s > max_age 600 s"
         action = "sent SIGTERM"
 
@@ -579,6 +562,58 @@ def test_the_page_escapes_what_it_shows_and_colours_each_state() -> None:
     assert 'class="state bad">failing<' in page
     assert "exited &lt;1&gt;" in page
     assert "<script" not in page
+
+
+def test_the_page_never_shows_a_crash_loop_green_and_counts_what_is_unwell() -> None:
+    """The title and the header count the services running and healthy, the
+    unhealthy ones and the failing checks; a FATAL service shows why, and
+    what it said last on stderr."""
+    looping = {
+        "state": "RUNNING",
+        "pid": 9,
+        "healthy": False,
+        "crash_loop": True,
+        "summary": "RUNNING (crash loop: 3 exits in 9 s, stable in 52 s)",
+    }
+    fatal = {
+        "state": "FATAL",
+        "healthy": False,
+        "last_exit": "exited 3",
+        "summary": "FATAL (exited 3: 6 unexpected exits within 60 s, more than "
+        "max_restarts=5)",
+        "last_stderr": ["Traceback (most recent call last):", "KeyError: 'DB'"],
+    }
+    poller = {
+        "state": "BACKOFF",
+        "healthy": True,
+        "summary": "BACKOFF (next start in 4 s)",
+    }
+    page = render_page(
+        {
+            "services": {
+                "api": looping,
+                "worker": fatal,
+                "db": {"state": "RUNNING", "healthy": True, "summary": "RUNNING"},
+                "poll": poller,
+            },
+            "checks": {"disk": {"failing": True}, "load": {"failing": False}},
+        },
+        now=2.0,
+    )
+    assert "<title>procwork: 1/4 running, 2 unhealthy, 1 check failing</title>" in page
+    assert "1/4 services running, 2 unhealthy; 1/2 checks failing" in page
+    assert (
+        'class="state warn">RUNNING (crash loop: 3 exits in 9 s, stable in 52 s)<'
+        in page
+    )
+    assert 'class="state ok">RUNNING<' in page  # db
+    assert 'class="state busy">BACKOFF (next start in 4 s)<' in page  # a poller
+    row = page.split('<tr data-name="worker">')[1].split("</tr>")[0]
+    assert 'class="state bad">FATAL (exited 3: 6 unexpected exits' in row
+    assert (
+        '<div class="stderr">Traceback (most recent call last):<br>'
+        "KeyError: &#x27;DB&#x27;</div>"
+    ) in row
 
 
 def test_the_page_shows_how_many_events_each_alert_has_queued_and_dropped() -> None:
@@ -661,10 +696,14 @@ def test_the_monitor_sends_service_check_rule_and_monitor_events_to_its_alerts()
         rules=(
             Rule("cgi", process_name="perl", max_age=600, action="term", dry_run=True),
         ),
-        # The fake agent never answers: a slot for every event.
+        # The fake request is never answered: a slot for every event. The
+        # routine events of each start and exit are named, to have them too.
         alerts=(
             AlertSpec(
-                "all", events="*", webhook="http://127.0.0.1:1/", max_in_flight=20
+                "all",
+                events=["*", "service.started", "service.exited", "service.restarted"],
+                webhook="http://127.0.0.1:1/",
+                max_in_flight=20,
             ),
         ),
     )
@@ -676,8 +715,8 @@ def test_the_monitor_sends_service_check_rule_and_monitor_events_to_its_alerts()
         process_factory=world.factory,
         process_table=world.table,
     )
-    agent = FakeAgent()
-    world.monitor.alerts._agent = agent
+    agent = FakeRequest()
+    world.monitor.alerts._request = agent
     monitor = world.monitor
     monitor.start()
     world.clock.advance(1)  # web: RUNNING
@@ -696,8 +735,8 @@ def test_the_monitor_sends_service_check_rule_and_monitor_events_to_its_alerts()
         "check.failed",
         "service.exited",
         "service.restarted",
-        "service.recovered",
     } <= set(names)
+    assert "service.recovered" not in names  # one crash is no loop
     assert names[-1] == "monitor.stopping"
     assert len(agent.requests) == len(names)  # one POST per event, no more
     [failed] = [e for e in monitor.status()["events"] if e["event"] == "check.failed"]

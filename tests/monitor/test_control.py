@@ -185,6 +185,46 @@ def test_the_status_table_reads_like_supervisorctls() -> None:
     ]
 
 
+def test_the_status_table_shows_a_crash_loop_and_why_a_service_is_FATAL() -> None:
+    """The STATE column is the monitor's summary; under an unhealthy service,
+    the last lines its crashed run wrote to stderr."""
+    table = status_table(
+        [
+            {
+                "name": "api",
+                "state": "BACKOFF",
+                "pid": None,
+                "uptime": None,
+                "restarts": 3,
+                "last_exit": "exited 3",
+                "healthy": False,
+                "summary": "BACKOFF (crash loop: 3 exits in 5 s, next start in 4 s)",
+                "last_stderr": ["KeyError: 'DB'"],
+            },
+            {
+                "name": "db",
+                "state": "RUNNING",
+                "pid": 7,
+                "uptime": 5,
+                "restarts": 1,
+                "last_exit": "exited 1",
+                "healthy": True,
+                "summary": "RUNNING",
+                "last_stderr": ["an old crash, now stable"],
+            },
+        ]
+    )
+    assert table.splitlines() == [
+        "NAME  STATE                                                    PID  UPTIME   "
+        "RESTARTS  LAST EXIT",
+        "api   BACKOFF (crash loop: 3 exits in 5 s, next start in 4 s)  -    -        "
+        "3         exited 3",
+        "      | KeyError: 'DB'",
+        "db    RUNNING                                                  7    0:00:05  "
+        "1         exited 1",
+    ]
+
+
 # -- the config keys ---------------------------------------------------------------
 
 

@@ -91,7 +91,9 @@ def test_the_monitor_restarts_a_killed_service_kills_a_runaway_and_stops_cleanly
 
         # The rule finds the runaway by its command line and SIGTERMs it.
         assert runaway.wait(timeout=30) == -signal.SIGTERM
-        monitor.expect(rf"rule runaway: pid {runaway.pid} \(python.*\) .*sent SIGTERM")
+        monitor.expect(
+            rf"rule runaway: pid {runaway.pid} \(\S*python\S* .*\) .*sent SIGTERM"
+        )
 
         # Killed from outside, the service is restarted with a new pid.
         os.kill(first, signal.SIGKILL)

@@ -23,6 +23,7 @@ import attrs
 import pytest
 from twisted.logger import formatEvent
 
+import procwork
 import untwisted
 from procwork import ConfigError, NoLoadLimit, Scheduler
 from procwork.monitor import CheckSpec, Monitor, MonitorConfig
@@ -82,7 +83,8 @@ def test_start_starts_the_services_runs_the_checks_and_scans_the_rules_at_once(
     assert world.monitor.supervisor.status()["web"].pid == child.pid
     assert [argv for argv, _ in world.run.calls] == [["check-disk"]]
     assert [str(f) for f in world.monitor.findings] == [
-        "rule 'slow-cgi': pid 700 (perl) ran 900 s > max_age 600 s: logged"
+        "rule 'slow-cgi': pid 700 (/usr/bin/perl slow.cgi) ran 900 s > max_age "
+        "600 s: logged"
     ]
 
 
@@ -96,10 +98,12 @@ def test_the_rules_are_scanned_every_rules_every_seconds(world: World) -> None:
     assert len(world.monitor.findings) == 1
     world.clock.advance(0.1)
     assert [str(f) for f in world.monitor.findings] == [
-        "rule 'slow-cgi': pid 700 (perl) ran 900 s > max_age 600 s: logged",
-        "rule 'slow-cgi': pid 702 (perl) ran 4010 s > max_age 600 s: logged",
-        "rule 'stale-cgi': pid 702 (perl) ran 4010 s > max_age 3600 s: "
-        "would send SIGTERM (dry run)",
+        "rule 'slow-cgi': pid 700 (/usr/bin/perl slow.cgi) ran 900 s > max_age "
+        "600 s: logged",
+        "rule 'slow-cgi': pid 702 (/usr/bin/perl slow.cgi) ran 4010 s > max_age "
+        "600 s: logged",
+        "rule 'stale-cgi': pid 702 (/usr/bin/perl slow.cgi) ran 4010 s > max_age "
+        "3600 s: would send SIGTERM (dry run)",
     ]
 
 
@@ -159,7 +163,8 @@ def test_the_summary_counts_a_FATAL_service_among_the_failing(
     world.clock.advance(30)
     summaries = [line for line in monitor_events if line.startswith("summary")]
     assert summaries[-1].startswith(
-        "summary: 0/1 services running; 1 checks; failing: service web (FATAL); "
+        "summary: 0/1 services running; 1 checks; failing: service web FATAL "
+        "(exited 1: max_restarts=0 allows no restart); "
     )
 
 
@@ -230,7 +235,8 @@ def test_status_reports_services_checks_rules_and_the_monitor_itself(
         },
     }
     assert status["recent_findings"] == [
-        "rule 'slow-cgi': pid 700 (perl) ran 900 s > max_age 600 s: logged"
+        "rule 'slow-cgi': pid 700 (/usr/bin/perl slow.cgi) ran 900 s > max_age "
+        "600 s: logged"
     ]
     assert set(status["scheduler"]) >= {"running", "queued", "max_running"}
 
@@ -358,19 +364,38 @@ def test_the_status_line_for_systemd_counts_running_services_and_names_failing_c
     )
 
 
+def test_the_status_line_does_not_count_a_crash_looping_service_as_running(
+    world: World,
+) -> None:
+    world.monitor.start()
+    world.run.finish(0, returncode=0)
+    for _ in range(2):
+        world.clock.advance(1.5)  # up past start_seconds: RUNNING, then it crashes
+        world.factory.children[-1].end(code=3)
+        world.clock.advance(world.monitor.supervisor.status()["web"].restart_in or 0)
+    world.clock.advance(1.5)
+    assert world.monitor.supervisor.status()["web"].state == "RUNNING"
+    assert world.monitor.status_line() == (
+        "0/1 services running (1 unhealthy: web RUNNING); 0/1 checks failing"
+    )
+
+
 def test_metrics_give_start_time_last_exit_code_and_check_timestamps(
     world: World,
 ) -> None:
     world.monitor.start()  # at NOW: web starts, disk runs
     world.run.finish(0, returncode=0)
     world.clock.advance(1)
-    world.factory.children[0].end(code=3)  # ran 1 s: restarted at once
-    world.clock.advance(0)
-    world.clock.advance(9)  # disk runs again at NOW + 10, and fails
+    world.factory.children[0].end(code=3)  # crashed after 1 s: restarted in 1 s
+    world.clock.advance(1)
+    world.clock.advance(8)  # disk runs again at NOW + 10, and fails
     world.run.finish(1, returncode=1)
     lines = metric_lines(world.monitor)
     assert {
-        f'procwork_service_start_time_seconds{{service="web"}} {int(NOW) + 1}',
+        f'procwork_service_start_time_seconds{{service="web"}} {int(NOW) + 2}',
+        'procwork_service_unexpected_exits_total{service="web"} 1',
+        'procwork_service_crashes{service="web"} 1',
+        'procwork_service_crash_loop{service="web"} 0',
         'procwork_service_last_exit_code{service="web"} 3',
         'procwork_check_last_duration_seconds{check="disk"} 0.1',
         f'procwork_check_last_run_timestamp_seconds{{check="disk"}} {int(NOW) + 10}',
@@ -382,11 +407,9 @@ def test_metrics_give_start_time_last_exit_code_and_check_timestamps(
 def test_metrics_name_the_version_and_the_monitor_process_itself(
     world: World,
 ) -> None:
-    from importlib.metadata import version
-
     families = parsed(prometheus_text(world.monitor.metrics()))
     [info] = families["procwork_build_info"].samples
-    assert (info.labels, info.value) == ({"version": version("procwork")}, 1.0)
+    assert (info.labels, info.value) == ({"version": procwork.__version__}, 1.0)
     assert families["process_cpu_seconds"].type == "counter"
     rss = families["process_resident_memory_bytes"].samples[0].value
     assert 1 << 20 < rss < 1 << 40

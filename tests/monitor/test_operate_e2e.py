@@ -592,9 +592,13 @@ def test_a_real_browser_shows_every_service_with_its_state_and_sees_it_change(
         lambda: status(base)["services"]["victim"]["state"] == "EXITED",
     )
     dom = _dump_dom(base + "/")
-    assert _state_in(dom, "services", "victim") == "EXITED"
+    # Killed, not stopped: a failure, which the page says in amber, and why.
+    assert _state_in(dom, "services", "victim") == (
+        "EXITED (killed by SIGKILL: restart='never')"
+    )
+    assert 'class="state warn">EXITED' in dom
     assert _state_in(dom, "services", "steady") == "RUNNING"
-    assert "<title>procwork: 1/2 running</title>" in dom
+    assert "<title>procwork: 1/2 running, 1 unhealthy</title>" in dom
     assert "service.exited" in dom  # in the recent events
     ctl = str(Path(sys.executable).with_name("procwork"))
     stopped = subprocess.run(
@@ -606,7 +610,7 @@ def test_a_real_browser_shows_every_service_with_its_state_and_sees_it_change(
     assert stopped.returncode == 0, stopped.stderr
     dom = _dump_dom(base + "/")
     assert _state_in(dom, "services", "steady") == "STOPPED"
-    assert "<title>procwork: 0/2 running</title>" in dom
+    assert "<title>procwork: 0/2 running, 1 unhealthy</title>" in dom
 
 
 def _count_closed(socks: list[socket.socket], *, at_least: int, within: float) -> int:

@@ -161,7 +161,8 @@ def test_a_log_rule_reports_a_runaway_and_touches_nothing() -> None:
     engine, signals, _ = engine_for(rule, table=table)
     [finding] = engine.check()
     assert str(finding) == (
-        "rule 'cgi': pid 1000 (perl) ran 312 s > max_age 300 s: logged"
+        "rule 'cgi': pid 1000 (/usr/bin/perl /srv/cgi/slow.cgi) ran 312 s > "
+        "max_age 300 s: logged"
     )
     assert signals.sent == []
 
@@ -182,9 +183,10 @@ def test_a_process_older_than_max_age_gets_SIGTERM_then_SIGKILL_after_grace() ->
     clock.advance(0.1)
     assert signals.sent == [(1000, signal.SIGTERM), (1000, signal.SIGKILL)]
     assert [formatEvent(e) for e in events] == [
-        "rule cgi: pid 1000 (perl) ran 312 s > max_age 300 s: sent SIGTERM",
-        "rule cgi: pid 1000 (perl) ran 312 s > max_age 300 s:"
-        " sent SIGKILL after grace 5 s",
+        "rule cgi: pid 1000 (/usr/bin/perl /srv/cgi/slow.cgi) ran 312 s > "
+        "max_age 300 s: sent SIGTERM",
+        "rule cgi: pid 1000 (/usr/bin/perl /srv/cgi/slow.cgi) ran 312 s > "
+        "max_age 300 s: sent SIGKILL after grace 5 s",
     ]
     assert [e["log_level"] for e in events] == [LogLevel.warn, LogLevel.warn]
     assert isinstance(events[-1]["finding"], Finding)

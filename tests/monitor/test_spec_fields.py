@@ -279,8 +279,20 @@ def test_a_foreign_key_in_a_service_is_answered_with_the_key_it_is_here(
 def test_startretries_says_how_its_count_differs() -> None:
     assert rejected(ServiceSpec, startretries=3).endswith(
         "unknown key 'startretries'; did you mean 'max_restarts'? (supervisord's "
-        "startretries; here it counts failed starts within restart_window, not "
-        "attempts in a row)"
+        "startretries; here it counts unexpected exits within restart_window "
+        "(however long the run), not failed starts in a row)"
+    )
+
+
+def test_systemds_start_limit_names_the_crash_loop_keys() -> None:
+    assert rejected(ServiceSpec, StartLimitBurst=5).endswith(
+        "unknown key 'StartLimitBurst'; did you mean 'max_restarts'? (systemd's "
+        "StartLimitBurst; here it counts unexpected exits within restart_window, "
+        "not starts)"
+    )
+    assert rejected(ServiceSpec, StartLimitInterval=10).endswith(
+        "unknown key 'StartLimitInterval'; did you mean 'restart_window'? "
+        "(systemd's StartLimitInterval)"
     )
 
 
@@ -397,7 +409,7 @@ def test_a_problem_of_the_whole_entry_names_the_entry_alone() -> None:
         parse_config('[[rule]]\nname = "x"\nprocess_name = "x"\n', "t.toml")
     assert str(info.value) == (
         "t.toml: [[rule]] #1 ('x'): no threshold: set at least one of max_age, "
-        "max_cpu, max_rss"
+        "max_cpu, max_rss, cpu_percent"
     )
 
 

@@ -21,6 +21,9 @@ def ctrl_c_in_run() -> None:
 
     def job() -> Generator[Any, Any, None]:
         try:
+            # Ready once the job runs: a signal before that (while run()
+            # starts the reactor, on a loaded machine) finds no job to close.
+            print("ready", flush=True)
             yield clockwork.sleep(30)
         finally:
             log.append("job closed")
@@ -30,7 +33,6 @@ def ctrl_c_in_run() -> None:
         return "quick"
 
     try:
-        print("ready", flush=True)
         untwisted.run(job())
     except KeyboardInterrupt:
         print("KeyboardInterrupt", flush=True)
@@ -56,6 +58,7 @@ def sigterm_in_run() -> None:
 def ctrl_c_in_work() -> None:
     def job() -> Generator[Any, Any, None]:
         try:
+            print("ready", flush=True)  # once the worker runs it
             yield clockwork.sleep(30)
         finally:
             print("job closed", flush=True)
@@ -63,7 +66,6 @@ def ctrl_c_in_work() -> None:
     w = clockwork.Worker()
     task = w.assign(job())
     try:
-        print("ready", flush=True)
         w.work()
     except KeyboardInterrupt:
         print("KeyboardInterrupt", task.done, flush=True)

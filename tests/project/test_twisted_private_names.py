@@ -16,6 +16,7 @@ internal, add it here, with the reason.
 from __future__ import annotations
 
 import ast
+import asyncio
 import importlib
 import inspect
 from collections.abc import Callable, Iterator
@@ -65,6 +66,7 @@ PROCESS = "twisted.internet.process.Process"
 PROCMON = "twisted.runner.procmon.ProcessMonitor"
 REACTOR = "twisted.internet.base.ReactorBase"
 HTTP_CHANNEL = "twisted.web.http.HTTPChannel"
+ASYNCIO_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 
 INTERNALS = [
     # -- the process transport: procwork/_spawn.py (GroupProcess) ----------------
@@ -192,6 +194,35 @@ INTERNALS = [
              "procwork/monitor/_http.py",
              "whether the client of a control request has gone before its "
              "answer is written"),
+    # -- the reactor of an asyncio loop: untwisted/_loopreactor.py ------------------
+    Internal(ASYNCIO_REACTOR, "_readOrWrite", "overrides", "untwisted/_loopreactor.py",
+             "where the loop hands a ready descriptor (a child's pipe or pidfd) "
+             "to Twisted: fatal signals are held there and their exception "
+             "raised from the loop's next callback", ("self", "selectable", "read")),
+    Internal(ASYNCIO_REACTOR, "_onTimer", "overrides", "untwisted/_loopreactor.py",
+             "where the loop runs Twisted's due timers: fatal signals are held "
+             "there", ("self",)),
+    Internal(REACTOR, "_registerAsIOThread", "overrides", "untwisted/_loopreactor.py",
+             "set False: a loop's own reactor must not make its thread the "
+             "global reactor's I/O thread (threadable.ioThread)"),
+    Internal("twisted.internet.defer", "_inlineCallbacks", "reads",
+             "untwisted/_awaitable.py",
+             "Twisted's coroutine runner: an AwaitableDeferred awaited from a "
+             "frame it runs is awaited the Twisted way, not on an asyncio "
+             "future (its code object is compared)",
+             ("result", "gen", "status", "context")),
+    Internal(ASYNCIO_REACTOR, "_asyncioEventloop", "reads",
+             "untwisted/_asyncio.py, procwork/_threads.py",
+             "the loop a program-installed asyncio reactor runs on: that loop "
+             "is driven by the global reactor and needs no reactor of its own",
+             instance="asyncio_reactor"),
+    # -- TLS: clockwork/_tls.py -------------------------------------------------------
+    Internal("twisted.protocols.tls.TLSMemoryBIOProtocol", "getHandle", "reads",
+             "clockwork/_tls.py",
+             "the pyOpenSSL connection (Twisted documents it for its own "
+             "Certificate.peerFromTransport only): after a failed verification "
+             "getPeerCertificate has nothing, but the chain the peer sent is "
+             "there, and its certificate says why it was refused", ("self",)),
     # -- threads: untwisted/_driver.py and procwork/_threads.py ---------------------
     Internal("twisted.python.threadable", "ioThread", "reads",
              "untwisted/_driver.py, procwork/_threads.py",
@@ -209,15 +240,22 @@ def instances() -> Iterator[dict[str, Any]]:
     from twisted.internet import reactor
     from twisted.runner.procmon import ProcessMonitor
 
+    from untwisted.lowlevel import LoopReactor
+
     proc = procwork.spawn(["sleep", "30"], priority="critical")
+    loop = asyncio.new_event_loop()
+    asyncio_reactor = LoopReactor(loop)
     try:
         yield {
             "process": proc._transport,
             "procmon": ProcessMonitor(reactor=cast(Any, MemoryReactorClock())),
             "reactor": reactor,
             "http_channel": _channel_with_a_head_in(),
+            "asyncio_reactor": asyncio_reactor,
         }
     finally:
+        asyncio_reactor.close()
+        loop.close()
         wait(proc.kill())
 
 

@@ -100,7 +100,7 @@ def test_each_stream_keeps_its_last_lines_within_a_bound_across_restarts(
     world.current("web").say(b"one\ntwo\n")
     world.current("web").say(b"oops\n", fd=2)
     world.current("web").exit(1)
-    clock.advance(0)
+    clock.advance(1)
     world.current("web").say(b"three\n")
     assert sup.output("web") == ["one", "two", "three"]
     assert sup.output("web", "stdout", 2) == ["two", "three"]

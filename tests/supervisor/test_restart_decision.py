@@ -1,10 +1,12 @@
-"""Whether a service whose process ended is restarted: one pure function.
+"""Whether a service whose process ended is restarted: pure functions.
 
 procmon schedules a restart at every exit; the supervisor keeps or cancels
-it as :func:`decide_restart` says. Each row of the table below is one rule
-of the restart policy and the restart limit, read as a sentence; the
-decision is compared whole (state, reason, delay and the restart history to
-keep), so a row fails on any change of the verdict.
+it as :func:`decide_restart` says, and chooses the run length under which
+procmon's backoff applies (:func:`backoff_threshold`). Each row of the
+tables below is one rule of the restart policy, the crash-loop limit and
+the backoff, read as a sentence; a decision is compared whole (state,
+reason, delay, the history to keep and whether the exit was unexpected), so
+a row fails on any change of the verdict.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ from typing import Any
 import pytest
 
 from procwork.supervisor import ServiceSpec, ServiceState
-from procwork.supervisor._restart import Exit, RestartDecision, decide_restart
+from procwork.supervisor._restart import (
+    Exit,
+    RestartDecision,
+    backoff_threshold,
+    decide_restart,
+)
 
 STOPPED = ServiceState.STOPPED
 BACKOFF = ServiceState.BACKOFF
@@ -42,7 +49,11 @@ class Row:
     stopping: bool = False
     history: tuple[float, ...] = ()
     restart_delay: float | None = 1.0
-    ran: float | None = None
+
+
+def crash(*history: float, delay: float = 1.0) -> RestartDecision:
+    """The verdict on an unexpected exit that is restarted."""
+    return RestartDecision(BACKOFF, delay=delay, recent_exits=history, unexpected=True)
 
 
 ROWS = [
@@ -59,56 +70,61 @@ ROWS = [
         expect=RestartDecision(STOPPED),
     ),
     Row(
-        "stopping a service keeps its restart history as it is",
-        CLEAN,
+        "an exit the supervisor asked for is no crash, and keeps the history",
+        KILLED,
         stopping=True,
-        history=(1.0, 2.0),
-        expect=RestartDecision(STOPPED, recent_restarts=(1.0, 2.0)),
+        history=(990.0, 995.0),
+        expect=RestartDecision(STOPPED, recent_exits=(990.0, 995.0)),
     ),
     Row(
-        "restart='always' restarts a service that exited cleanly",
+        "restart='always' restarts a service that exited cleanly, as no crash",
         CLEAN,
-        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
+        expect=RestartDecision(BACKOFF, delay=1.0),
     ),
     Row(
-        "restart='always' restarts a service that failed",
+        "restart='always' restarts a service that failed, counting the crash",
         FAILED,
-        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
+        expect=crash(NOW),
     ),
     Row(
-        "restart='always' retries a service that could not start",
+        "a service killed by a signal crashed",
+        KILLED,
+        expect=crash(NOW),
+    ),
+    Row(
+        "restart='always' retries a service that could not start, a crash too",
         CANNOT_START,
-        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
+        expect=crash(NOW),
     ),
     Row(
         "the restart waits out the delay procmon's backoff scheduled",
         FAILED,
         restart_delay=8.0,
-        expect=RestartDecision(BACKOFF, delay=8.0, recent_restarts=(NOW,)),
+        expect=crash(NOW, delay=8.0),
     ),
     Row(
         "a restart due at once has no delay",
         FAILED,
         restart_delay=0.0,
-        expect=RestartDecision(BACKOFF, delay=0.0, recent_restarts=(NOW,)),
+        expect=crash(NOW, delay=0.0),
     ),
     Row(
         "restart='on-failure' restarts a service that exited with a failing code",
         FAILED,
         spec={"restart": "on-failure"},
-        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
+        expect=crash(NOW),
     ),
     Row(
         "restart='on-failure' restarts a service killed by a signal",
         KILLED,
         spec={"restart": "on-failure"},
-        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
+        expect=crash(NOW),
     ),
     Row(
         "restart='on-failure' restarts a service that could not start",
         CANNOT_START,
         spec={"restart": "on-failure"},
-        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
+        expect=crash(NOW),
     ),
     Row(
         "restart='on-failure' leaves a service that succeeded EXITED",
@@ -123,10 +139,10 @@ ROWS = [
         expect=RestartDecision(EXITED, "restart='on-failure' and it succeeded"),
     ),
     Row(
-        "exit code 0 is a failure when success_exit_codes leaves it out",
+        "exit code 0 is a crash when success_exit_codes leaves it out",
         CLEAN,
         spec={"restart": "on-failure", "success_exit_codes": {3}},
-        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
+        expect=crash(NOW),
     ),
     Row(
         "restart='never' leaves a service that exited cleanly EXITED",
@@ -135,164 +151,125 @@ ROWS = [
         expect=RestartDecision(EXITED, "restart='never'"),
     ),
     Row(
-        "restart='never' leaves a service that failed EXITED",
+        "restart='never' leaves a service that failed EXITED, as a crash",
         FAILED,
         spec={"restart": "never"},
-        expect=RestartDecision(EXITED, "restart='never'"),
+        expect=RestartDecision(
+            EXITED, "restart='never'", recent_exits=(NOW,), unexpected=True
+        ),
     ),
     Row(
         "restart='never' makes a service that could not start FATAL",
         CANNOT_START,
         spec={"restart": "never"},
-        expect=RestartDecision(FATAL, "restart='never'"),
+        expect=RestartDecision(
+            FATAL, "restart='never'", recent_exits=(NOW,), unexpected=True
+        ),
     ),
     Row(
-        "restarts below max_restarts within the window go ahead",
+        "up to max_restarts crashes within the window are restarted",
         FAILED,
         spec={"max_restarts": 3},
         history=(990.0, 995.0),
-        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(990.0, 995.0, NOW)),
+        expect=crash(990.0, 995.0, NOW),
     ),
     Row(
-        "the exit that would need one restart past max_restarts makes it FATAL",
+        "the crash past max_restarts within the window makes it FATAL",
         FAILED,
         spec={"max_restarts": 3, "restart_window": 60},
         history=(950.0, 990.0, 995.0),
         expect=RestartDecision(
             FATAL,
-            "3 restarts within 60 s reached max_restarts=3",
-            recent_restarts=(950.0, 990.0, 995.0),
+            "4 unexpected exits within 60 s, more than max_restarts=3",
+            recent_exits=(950.0, 990.0, 995.0, NOW),
+            unexpected=True,
         ),
     ),
     Row(
-        "restarts older than restart_window are forgotten",
+        "crashes older than restart_window are forgotten",
         FAILED,
         spec={"max_restarts": 3, "restart_window": 60},
         history=(100.0, 200.0, 939.0),
-        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
+        expect=crash(NOW),
     ),
     Row(
-        "a restart exactly restart_window ago no longer counts",
+        "a crash exactly restart_window ago no longer counts",
         FAILED,
         spec={"max_restarts": 1, "restart_window": 60},
         history=(NOW - 60,),
-        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
+        expect=crash(NOW),
     ),
     Row(
-        "a restart just inside restart_window still counts",
+        "a crash just inside restart_window still counts",
         FAILED,
         spec={"max_restarts": 1, "restart_window": 60},
         history=(NOW - 59.5,),
         expect=RestartDecision(
             FATAL,
-            "1 restarts within 60 s reached max_restarts=1",
-            recent_restarts=(NOW - 59.5,),
+            "2 unexpected exits within 60 s, more than max_restarts=1",
+            recent_exits=(NOW - 59.5, NOW),
+            unexpected=True,
         ),
     ),
     Row(
-        "max_restarts=0 allows no restart at all",
+        "max_restarts=0 gives up at the first crash",
         FAILED,
         spec={"max_restarts": 0},
-        expect=RestartDecision(FATAL, "max_restarts=0 allows no restart"),
+        expect=RestartDecision(
+            FATAL,
+            "max_restarts=0 allows no restart",
+            recent_exits=(NOW,),
+            unexpected=True,
+        ),
+    ),
+    Row(
+        "max_restarts=0 still restarts a poller that exited 0: a success is no crash",
+        CLEAN,
+        spec={"max_restarts": 0},
+        expect=RestartDecision(BACKOFF, delay=1.0),
     ),
     Row(
         "max_restarts=None restarts for ever",
         FAILED,
         spec={"max_restarts": None},
         history=tuple(NOW - 50 + i / 100 for i in range(1000)),
-        expect=RestartDecision(
-            BACKOFF,
-            delay=1.0,
-            recent_restarts=(*(NOW - 50 + i / 100 for i in range(1000)), NOW),
-        ),
+        expect=crash(*(NOW - 50 + i / 100 for i in range(1000)), NOW),
     ),
     Row(
-        "the restart limit applies to a service that could not start as well",
+        "the crash limit applies to a service that could not start as well",
         CANNOT_START,
         spec={"max_restarts": 1},
         history=(NOW - 1,),
         expect=RestartDecision(
             FATAL,
-            "1 restarts within 60 s reached max_restarts=1",
-            recent_restarts=(NOW - 1,),
-        ),
-    ),
-    # Only failed starts count toward FATAL (supervisord's rule).
-    Row(
-        "a service that ran start_seconds and exited 0 forgets its restarts",
-        CLEAN,
-        spec={"max_restarts": 3, "start_seconds": 1},
-        history=(990.0, 995.0, 999.0),
-        ran=1.0,
-        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
-    ),
-    Row(
-        "a service that ran longer than start_seconds and failed is restarted too",
-        FAILED,
-        spec={"max_restarts": 3, "start_seconds": 1},
-        history=(990.0, 995.0, 999.0),
-        ran=30.0,
-        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
-    ),
-    Row(
-        "a service killed by a signal after start_seconds is restarted afresh",
-        KILLED,
-        spec={"max_restarts": 1, "start_seconds": 1},
-        history=(999.0,),
-        ran=5.0,
-        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
-    ),
-    Row(
-        "an exit within start_seconds is a failed start and still counts",
-        CLEAN,
-        spec={"max_restarts": 3, "start_seconds": 1},
-        history=(990.0, 995.0, 999.0),
-        ran=0.5,
-        expect=RestartDecision(
-            FATAL,
-            "3 restarts within 60 s reached max_restarts=3",
-            recent_restarts=(990.0, 995.0, 999.0),
+            "2 unexpected exits within 60 s, more than max_restarts=1",
+            recent_exits=(NOW - 1, NOW),
+            unexpected=True,
         ),
     ),
     Row(
-        "with start_seconds=0 every start succeeds, so it is never given up",
-        FAILED,
-        spec={"max_restarts": 1, "start_seconds": 0},
-        history=(999.0,),
-        ran=0.0,
-        expect=RestartDecision(BACKOFF, delay=1.0, recent_restarts=(NOW,)),
-    ),
-    Row(
-        "a service of unknown run time counts as a failed start",
+        "successes do not count, nor forget the crashes within the window",
         CLEAN,
-        spec={"max_restarts": 1},
-        history=(999.0,),
-        ran=None,
-        expect=RestartDecision(
-            FATAL,
-            "1 restarts within 60 s reached max_restarts=1",
-            recent_restarts=(999.0,),
-        ),
+        spec={"max_restarts": 2},
+        history=(990.0, 995.0),
+        expect=RestartDecision(BACKOFF, delay=1.0, recent_exits=(990.0, 995.0)),
     ),
     Row(
-        "max_restarts=0 still gives up at the exit of a service that had started",
-        CLEAN,
-        spec={"max_restarts": 0},
-        ran=100.0,
-        expect=RestartDecision(FATAL, "max_restarts=0 allows no restart"),
-    ),
-    Row(
-        "restart='on-failure' still leaves a long-running success EXITED",
+        "restart='on-failure' leaves a long-running success EXITED",
         CLEAN,
         spec={"restart": "on-failure"},
-        ran=100.0,
-        expect=RestartDecision(EXITED, "restart='on-failure' and it succeeded"),
+        history=(990.0,),
+        expect=RestartDecision(
+            EXITED, "restart='on-failure' and it succeeded", recent_exits=(990.0,)
+        ),
     ),
     Row(
         "a restart procmon did not schedule is not made up",
         FAILED,
         restart_delay=None,
-        expect=RestartDecision(EXITED, "no restart was scheduled"),
+        expect=RestartDecision(
+            EXITED, "no restart was scheduled", recent_exits=(NOW,), unexpected=True
+        ),
     ),
 ]
 
@@ -305,9 +282,39 @@ def test_the_restart_decision(row: Row) -> None:
         row.ended,
         wanted=row.wanted,
         stopping=row.stopping,
-        recent_restarts=row.history,
+        recent_exits=row.history,
         restart_delay=row.restart_delay,
         now=NOW,
-        ran=row.ran,
     )
     assert decision == row.expect
+
+
+THRESHOLDS = [
+    ("after a crash, a run must last stable_seconds not to back off", FAILED, {}, 60),
+    ("after a signal, too", KILLED, {"stable_seconds": 30}, 30),
+    ("after a failed start, too", CANNOT_START, {}, 60),
+    ("after a success, a run need only last start_seconds", CLEAN, {}, 1),
+    (
+        "a code in success_exit_codes is a success",
+        FAILED,
+        {"success_exit_codes": [3], "start_seconds": 2},
+        2,
+    ),
+    (
+        "stable_seconds defaults to start_seconds when that is over 60 s",
+        FAILED,
+        {"start_seconds": 90},
+        90,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("ended", "spec", "threshold"),
+    [row[1:] for row in THRESHOLDS],
+    ids=[row[0] for row in THRESHOLDS],
+)
+def test_the_backoff_threshold(
+    ended: Exit, spec: Mapping[str, Any], threshold: float
+) -> None:
+    assert backoff_threshold(ServiceSpec("svc", ["svc"], **spec), ended) == threshold

@@ -66,6 +66,13 @@ def test_success_exit_codes_from_a_config_list_are_kept_as_a_frozenset() -> None
         ({"after": "x"}, r"service 'x': after names the service itself"),
         ({"max_log_line": 0}, r"max_log_line must be a whole number >= 1"),
         ({"inherit_env": "no"}, r"inherit_env must be true or false"),
+        (
+            {"start_seconds": 10, "stable_seconds": "5s"},
+            r"stable_seconds \(5 s\) is less than start_seconds \(10 s\): a run is "
+            r"stable only once it has started",
+        ),
+        ({"stable_seconds": -1}, r"stable_seconds must be a finite number >= 0"),
+        ({"repeat_every": "often"}, r"repeat_every must be a number of seconds"),
     ],
 )
 def test_an_invalid_field_is_rejected_naming_the_service_and_the_field(
@@ -74,6 +81,13 @@ def test_an_invalid_field_is_rejected_naming_the_service_and_the_field(
     fields: dict[str, Any] = {"command": ["svc"], **changes}
     with pytest.raises(ConfigError, match=message):
         ServiceSpec("x", **fields)
+
+
+def test_a_run_is_stable_after_60_s_by_default_or_start_seconds_if_longer() -> None:
+    assert spec("a").stable_seconds == 60
+    assert spec("a", start_seconds=90).stable_seconds == 90
+    assert spec("a", stable_seconds="2m30s").stable_seconds == 150
+    assert spec("a", repeat_every="1h").repeat_every == 3600
 
 
 def test_a_service_needs_a_name_without_spaces() -> None:

@@ -72,7 +72,8 @@ def test_status_reports_pid_uptime_restarts_last_exit_and_when_it_changed(
     sup.add(spec("web", start_seconds=60))
     sup.start()
     clock.advance(30)
-    world.current("web").exit(3)  # within start_seconds: restarted in 1 s
+    world.current("web").say(b"cannot bind :8080\n", fd=2)
+    world.current("web").exit(3)  # a crash: restarted in 1 s
     clock.advance(0.25)
     status = sup.status()["web"]
     assert status == ServiceStatus(
@@ -87,7 +88,16 @@ def test_status_reports_pid_uptime_restarts_last_exit_and_when_it_changed(
         restart_in=0.75,
         waiting_for=None,
         started=1000.0,
+        failures=1,
+        crashes=1,
+        first_crash=1030.0,
+        last_crash=1030.0,
+        failed=True,
+        reason=None,
+        last_stderr=("cannot bind :8080",),
+        stable_in=None,
     )
+    assert status.summary() == "BACKOFF (exited 3, next start in 0.75 s)"
     clock.advance(0.75)
     clock.advance(5)
     status = sup.status()["web"]
@@ -110,6 +120,17 @@ def test_status_reports_pid_uptime_restarts_last_exit_and_when_it_changed(
         "restart_in": None,
         "waiting_for": None,
         "started": 1031.0,
+        "failures": 1,
+        "crashes": 1,
+        "first_crash": 1030.0,
+        "last_crash": 1030.0,
+        "failed": True,
+        "reason": None,
+        "last_stderr": ["cannot bind :8080"],
+        "stable_in": 55.0,
+        "crash_loop": False,
+        "healthy": True,
+        "summary": "STARTING",
     }
 
 

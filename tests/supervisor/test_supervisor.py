@@ -125,7 +125,7 @@ def test_unknown_service_names_raise_NoSuchService_listing_the_known_ones(
 def test_a_service_that_exits_quickly_is_restarted_after_a_delay_doubling_to_the_max(
     sup: Supervisor, clock: Clock, world: FakeWorld
 ) -> None:
-    """procmon's backoff: quick exits double the delay up to max_restart_delay."""
+    """procmon's backoff: crashes double the delay up to max_restart_delay."""
     sup.add(
         spec(
             "web",
@@ -149,16 +149,16 @@ def test_a_service_that_exits_quickly_is_restarted_after_a_delay_doubling_to_the
     assert sup.status()["web"].restarts == 5
 
 
-def test_a_service_that_ran_past_start_seconds_is_restarted_at_once_and_backoff_reset(
+def test_a_crash_after_a_run_of_stable_seconds_restarts_at_once_and_resets_the_backoff(
     sup: Supervisor, clock: Clock, world: FakeWorld, events: list[dict[str, Any]]
 ) -> None:
-    sup.add(spec("web", min_restart_delay=1, start_seconds=5))
+    sup.add(spec("web", min_restart_delay=1, start_seconds=5, stable_seconds=60))
     sup.start()
     world.current("web").exit(1)
     clock.advance(1)
     world.current("web").exit(1)  # quick again: the next delay is 2 s
     clock.advance(2)
-    clock.advance(60)  # now it has run a while
+    clock.advance(60)  # now it has run stable_seconds
     world.current("web").exit(1)
     assert sup.status()["web"].restart_in == 0
     assert "service 'web' exited 1 after 60 s; restarting now" in lines(events)
@@ -184,19 +184,19 @@ def test_a_service_that_keeps_crashing_is_given_up_as_FATAL_after_max_restarts_i
     clock.advance(3600)
     assert len(world.of("web")) == 4
     assert lines(events)[-1] == (
-        "service 'web' exited 2 after 0 s; giving up, it is FATAL: 3 restarts within "
-        "60 s reached max_restarts=3. Fix it, then start it again."
+        "service 'web' exited 2 after 0 s; giving up, it is FATAL: 4 unexpected exits "
+        "within 60 s, more than max_restarts=3. Fix it, then start it again."
     )
     assert events[-1]["log_level"].name == "critical"
 
 
-def test_restarts_spread_wider_than_the_window_never_make_a_service_FATAL(
+def test_crashes_spread_wider_than_the_window_never_make_a_service_FATAL(
     sup: Supervisor, clock: Clock, world: FakeWorld
 ) -> None:
-    sup.add(spec("web", max_restarts=2, restart_window=30, start_seconds=1))
+    sup.add(spec("web", max_restarts=2, restart_window=30, stable_seconds=10))
     sup.start()
     for _ in range(10):
-        clock.advance(20)  # up 20 s, then crashes; restarted at once
+        clock.advance(20)  # up 20 s, stable, then crashes; restarted at once
         world.current("web").exit(1)
         clock.advance(0)
     status = sup.status()["web"]
@@ -585,23 +585,20 @@ def test_a_poller_that_runs_then_exits_0_is_restarted_for_ever_never_FATAL(
     assert len(world.of("poller")) == 21
 
 
-def test_failed_starts_after_a_good_run_count_from_zero(
+def test_a_crash_counts_toward_max_restarts_however_long_the_run_lasted(
     sup: Supervisor, clock: Clock, world: FakeWorld
 ) -> None:
     sup.add(spec("web", max_restarts=2, start_seconds=1, min_restart_delay=1))
     sup.start()
-    world.current("web").exit(1)  # failed start 1
+    world.current("web").exit(1)  # crash 1, at once
     clock.advance(1)
-    world.current("web").exit(1)  # failed start 2
+    world.current("web").exit(1)  # crash 2
     clock.advance(2)
     clock.advance(10)
-    world.current("web").exit(1)  # ran 10 s: not a failed start, history cleared
-    assert state(sup, "web") is ServiceState.BACKOFF
-    clock.advance(0)
-    world.current("web").exit(1)  # failed start 1 of a new life
-    clock.advance(sup.status()["web"].restart_in or 0)
-    world.current("web").exit(1)  # failed start 2: the limit is reached next
-    assert state(sup, "web") is ServiceState.FATAL
+    world.current("web").exit(1)  # ran 10 s, well past start_seconds: crash 3
+    status = sup.status()["web"]
+    assert status.state is ServiceState.FATAL
+    assert status.reason == "3 unexpected exits within 60 s, more than max_restarts=2"
 
 
 def test_user_group_and_umask_are_given_to_the_process_factory_only_when_set(
