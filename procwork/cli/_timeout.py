@@ -25,11 +25,9 @@ blocked and taken one at a time with ``sigtimedwait``.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import getopt
 import os
-import re
 import signal
 import struct
 import sys
@@ -90,14 +88,14 @@ _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 # strtod's syntax, which coreutils parses DURATION with: hexadecimal first,
 # so that "0x1p-3" is not read as "0" followed by garbage.
-_NUMBER = re.compile(
-    r"""[+-]?(?:
+_NUMBER = r"""[+-]?(?:
         0x(?:[0-9a-f]+\.?[0-9a-f]*|\.[0-9a-f]+)(?:p[+-]?[0-9]+)?
       | (?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?
       | inf(?:inity)? | nan(?:\([0-9a-z_]*\))?
-    )""",
-    re.VERBOSE | re.IGNORECASE | re.ASCII,
-)
+    )"""
+# "1", "2.5m", ".5": read without the regular expression, whose module and
+# compilation would cost procwork timeout's start a good 10 ms.
+_PLAIN = frozenset("0123456789.")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 # The signals handled (blocked, then taken by sigtimedwait), as coreutils
@@ -124,14 +122,19 @@ def parse_duration(text: str) -> float:
         ValueError: not such a duration, or negative, or NaN.
     """
     stripped = text.lstrip(" \t\n\v\f\r")
-    match = _NUMBER.match(stripped)
-    unit = stripped[match.end() :] if match else None
-    if match is None or unit not in _UNITS:
+    unit = stripped[-1:] if stripped[-1:] in ("s", "m", "h", "d") else ""
+    number = stripped[: len(stripped) - len(unit)]
+    if not (_PLAIN.issuperset(number) and number.count(".") <= 1 and number != "."):
+        import re
+
+        match = re.match(_NUMBER, stripped, re.VERBOSE | re.IGNORECASE | re.ASCII)
+        unit = stripped[match.end() :] if match else ""
+        number = match.group() if match and unit in _UNITS else ""
+    if not number:
         raise ValueError(
             f"invalid time interval {text!r}: give a number of seconds with an "
             "optional suffix s, m, h or d (0: no timeout)"
         )
-    number = match.group()
     value = float.fromhex(number) if "x" in number.lower() else _float(number)
     if not value >= 0:  # negative or NaN
         raise ValueError(
@@ -156,7 +159,7 @@ def parse_signal(text: str) -> int:
         ValueError: no such signal.
     """
     number: int | None = None
-    if re.fullmatch(r"[0-9]+", text):
+    if text.isascii() and text.isdigit():
         number = int(text)
         if number > 255:
             number -= 256  # ksh reports a death by signal N as 256+N
@@ -165,7 +168,11 @@ def parse_signal(text: str) -> int:
     else:
         name = text.upper()
         name = name[3:] if name.startswith("SIG") else name
-        realtime = re.fullmatch(r"RTMIN(?:\+([0-9]+))?|RTMAX(?:-([0-9]+))?", name)
+        realtime = None
+        if name.startswith("RT"):
+            import re
+
+            realtime = re.fullmatch(r"RTMIN(?:\+([0-9]+))?|RTMAX(?:-([0-9]+))?", name)
         if name == "EXIT":
             number = 0
         elif realtime:
@@ -206,16 +213,27 @@ def die_by_signal(signum: int) -> int:
     import resource
 
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
+        with _ignoring(OSError, ValueError):
             stream.flush()
-    with contextlib.suppress(OSError, ValueError):
+    with _ignoring(OSError, ValueError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler
+    with _ignoring(OSError, ValueError):  # SIGKILL has no handler
         signal.signal(signum, signal.SIG_DFL)
-    with contextlib.suppress(OSError, ValueError):
+    with _ignoring(OSError, ValueError):
         os.kill(os.getpid(), signum)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
     return 128 + signum
+
+
+class _ignoring:  # contextlib.suppress, whose import costs milliseconds here
+    def __init__(self, *errors: type[BaseException]) -> None:
+        self.errors = errors
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        return kind is not None and issubclass(kind, self.errors)
 
 
 class _Usage(Exception):
@@ -347,6 +365,9 @@ class _Timeout:
     def run(self) -> int:
         options = self.options
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.handled)
+        # Inherited as ignored, SIGCHLD would have the kernel reap the
+        # command behind our back.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         # A command in a process group of its own is in the background of a
         # terminal: writing to it must not stop us (coreutils does the same).
         for sig in (signal.SIGTTIN, signal.SIGTTOU):
@@ -404,7 +425,7 @@ class _Timeout:
 
     def tell_lifeline(self, op: bytes, pgid: int) -> None:
         if self.lifeline is not None:
-            with contextlib.suppress(OSError):  # the helper is gone: no one to tell
+            with _ignoring(OSError):  # the helper is gone: no one to tell
                 os.write(self.lifeline, RECORD.pack(op, pgid))
 
     def start(self, old_mask: set[int | signal.Signals]) -> int | None:
@@ -419,13 +440,17 @@ class _Timeout:
                 os.close(error_read)
                 if not self.options.foreground:
                     os.setpgid(0, 0)
+                # Python ignores SIGPIPE and SIGXFSZ; coreutils' handlers
+                # leave the signals it passes on at their default in the
+                # command, even those we inherited as ignored.
                 for sig in (
                     signal.SIGTTIN,
                     signal.SIGTTOU,
                     signal.SIGPIPE,
                     signal.SIGXFSZ,
+                    *self.handled,
                 ):
-                    signal.signal(sig, signal.SIG_DFL)  # Python ignores the last two
+                    signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
                 # Wait until the lifeline knows our group: if procwork timeout
                 # is killed before, the gate reads end-of-file and we never
@@ -442,7 +467,7 @@ class _Timeout:
         os.close(error_write)
         os.close(gate_read)
         if not self.options.foreground:
-            with contextlib.suppress(OSError):  # both sides: whichever is first
+            with _ignoring(OSError):  # both sides: whichever is first
                 os.setpgid(pid, pid)
             self.tell_lifeline(b"+", pid)
         os.write(gate_write, b"g")
@@ -593,7 +618,7 @@ class _Timeout:
 
 
 def _kill(pid: int, signum: int) -> None:
-    with contextlib.suppress(OSError):  # gone since, or not ours any more
+    with _ignoring(OSError):  # gone since, or not ours any more
         os.kill(pid, signum)  # a negative pid: the group
 
 
@@ -626,5 +651,5 @@ def _become_subreaper() -> None:
     # them, however they changed their process group.
     import ctypes
 
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: the group only
+    with _ignoring(OSError, AttributeError):  # not Linux: the group only
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

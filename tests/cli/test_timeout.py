@@ -17,10 +17,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+import procwork
 from procwork import _lifeline_main
 from procwork.cli import _timeout
 from tests.support import PY, ROOT, alive, child_env, cpu_load
@@ -169,6 +171,40 @@ def test_procwork_timeout_ends_as_coreutils_timeout_given_the_same_argv(
         ), f"coreutils said {coreutils_err!r}, procwork timeout {ours_err!r}"
     # Each says why it failed, on stderr, in its own words.
     assert bool(ours_err) == bool(coreutils_err)
+
+
+def ignoring(sig: signal.Signals) -> Callable[[], None]:
+    def ignore() -> None:
+        signal.signal(sig, signal.SIG_IGN)
+
+    return ignore
+
+
+@pytest.mark.parametrize(
+    ("inherited_ignored", "argv"),
+    [
+        pytest.param(signal.SIGINT, ["5", "sh", "-c", "kill -INT $$"], id="int"),
+        pytest.param(signal.SIGHUP, ["5", "sh", "-c", "kill -HUP $$"], id="nohup"),
+        pytest.param(signal.SIGCHLD, ["5", "sh", "-c", "exit 3"], id="chld-exit"),
+        pytest.param(signal.SIGCHLD, ["0.2", "sleep", "5"], id="chld-timeout"),
+    ],
+)
+def test_signals_inherited_as_ignored_change_nothing_as_with_coreutils(
+    inherited_ignored: signal.Signals, argv: list[str], tmp_path: Path
+) -> None:
+    """Started with a signal ignored (``nohup``, a background job's SIGINT,
+    SIGCHLD), both give the command its default, and end alike."""
+    ended = []
+    for wrapper in ([coreutils_timeout()], PROCWORK_TIMEOUT):
+        done = subprocess.Popen(
+            [*wrapper, *argv],
+            cwd=tmp_path,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            preexec_fn=ignoring(inherited_ignored),
+        )
+        ended.append(seen_by_the_shell(done.wait(timeout=60)))
+    assert ended[0] == ended[1]
 
 
 def test_the_table_covers_every_exit_status_of_timeout() -> None:
@@ -417,6 +453,15 @@ def test_the_console_script_runs_timeout_without_importing_procwork_or_twisted(
     }
     assert "_procwork_launch" in imported
     assert not {m for m in imported if m.split(".")[0] in ("procwork", "twisted")}
+
+
+def test_version_names_procwork_dot_version() -> None:
+    done = start([*PROCWORK_TIMEOUT, "--version"])
+    out, _ = finish(done)
+    assert (done.returncode, out) == (
+        0,
+        f"procwork timeout (procwork {procwork.__version__})\n",
+    )
 
 
 def test_the_record_format_is_the_lifeline_helpers() -> None:
