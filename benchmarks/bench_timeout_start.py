@@ -13,10 +13,9 @@ hits all alike), on ``/bin/true`` with a 5 s timeout that never fires:
 - ``python -c pass``: the floor of a console script, with ``site`` (and,
   in an editable install, setuptools' import finder);
 - ``/usr/bin/timeout 5 true``: coreutils;
-- ``procwork timeout 5 true``: the console script, which loads only
-  ``procwork/cli/_timeout.py`` (no Twisted);
-- ``python -m procwork timeout 5 true``: the same code after importing the
-  package, for what the fast path saves;
+- ``procwork timeout 5 true``: the console script, which imports only
+  ``procwork/cli/_timeout.py`` (standard library; no Twisted, no argparse);
+- ``python -m procwork timeout 5 true``: the same through ``-m``;
 - ``procwork run --timeout 5 -- true``: the Twisted path.
 
 Reported: the median wall time of each (from fork to reaping, the command

@@ -17,37 +17,46 @@ This package is the process core. Supervised services live in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from procwork._api import DEFAULT_GRACE, DEFAULT_MAX_OUTPUT, run, scheduler, spawn
-from procwork._errors import (
-    CommandNotFound,
-    ConfigError,
-    NotExecutable,
-    ProcessFailed,
-    ProcworkError,
-    RemoteAuthError,
-    RemoteConnectionLost,
-    RemoteError,
-    RemoteHostKeyError,
-    RemoteUnreachable,
-    SpawnError,
-    Timeout,
-)
-from procwork._lifeline import enable_lifeline
-from procwork._load import LoadSource, NoLoadLimit, SystemLoad
-from procwork._orphans import reap_orphans
-from procwork._process import Process, RunState
-from procwork._result import Result
-from procwork._scheduler import PRIORITIES, Priority, Scheduler
-from procwork._waitfor import waitfor
-
-# The distribution's one version, shared by the three packages
-# (untwisted/_version.py; pyproject.toml reads it from there).
-from untwisted import __version__ as __version__
+# Not typing.TYPE_CHECKING: importing typing is a good part of what a
+# `procwork ctl` call costs, and this module is on its way (see cli/_main.py).
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    # For type checkers only: at run time these come from __getattr__ below.
+    # The distribution's one version, shared by the three packages
+    # (untwisted/_version.py; pyproject.toml reads it from there). At run
+    # time from __getattr__ too: importing untwisted imports Twisted.
+    # For type checkers only: at run time every name comes from __getattr__.
+    from procwork._core import (
+        DEFAULT_GRACE,
+        DEFAULT_MAX_OUTPUT,
+        PRIORITIES,
+        CommandNotFound,
+        ConfigError,
+        LoadSource,
+        NoLoadLimit,
+        NotExecutable,
+        Priority,
+        Process,
+        ProcessFailed,
+        ProcworkError,
+        RemoteAuthError,
+        RemoteConnectionLost,
+        RemoteError,
+        RemoteHostKeyError,
+        RemoteUnreachable,
+        Result,
+        RunState,
+        Scheduler,
+        SpawnError,
+        SystemLoad,
+        Timeout,
+        enable_lifeline,
+        reap_orphans,
+        run,
+        scheduler,
+        spawn,
+        waitfor,
+    )
     from procwork._remote import SSHPool as SSHPool
     from procwork._remote import ssh_pool as ssh_pool
     from procwork.monitor import CheckSpec as CheckSpec
@@ -62,6 +71,7 @@ if TYPE_CHECKING:
     from procwork.supervisor import ServiceState as ServiceState
     from procwork.supervisor import ServiceStatus as ServiceStatus
     from procwork.supervisor import Supervisor as Supervisor
+    from untwisted import __version__ as __version__
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -97,12 +107,17 @@ __all__ = [
     "waitfor",
 ]
 
+# The core's names are imported on first use, all at once (procwork/_core.py),
+# not with the package: a program that needs one small module of procwork
+# and nothing of Twisted (procwork ctl: a blocking client of the monitor's
+# socket) pays for that module alone, and procwork.run loads the core as
+# import procwork used to.
+
 # Names that procwork exported before the supervisor and the monitor moved to
-# their own subpackages. They still resolve, but lazily, so that importing the
-# process core does not import the application built on it. (The one place
-# the core names a higher room; tests/project/test_layering.py allows just this.)
-# Only names those rooms still export: the monitor's parts (its check runner,
-# rule engine, process table) are private to it now.
+# their own subpackages. They still resolve, lazily like the rest. (The one
+# place the core names a higher room; tests/project/test_layering.py allows
+# just this.) Only names those rooms still export: the monitor's parts (its
+# check runner, rule engine, process table) are private to it now.
 _SUPERVISOR_NAMES = frozenset(
     {
         "NoSuchService",
@@ -127,18 +142,22 @@ _MONITOR_NAMES = frozenset(
 
 # Remote runs (procwork/_remote/) import twisted.conch and cryptography:
 # loaded on first use, so a program that runs nothing remotely never pays.
-# (Their errors are procwork._errors', imported with the rest.)
+# (Their errors are procwork._errors', exported with the core.)
 _REMOTE_NAMES = frozenset({"SSHPool", "ssh_pool"})
 
 
 def __getattr__(name: str) -> object:
-    """``procwork.Supervisor`` and the like: the moved names, imported on use."""
-    if name in _REMOTE_NAMES:
-        from procwork import _remote as home
+    """``procwork.run`` and every other name, imported on first use."""
+    if name == "__version__":
+        import untwisted as home
+    elif name in _REMOTE_NAMES:
+        from procwork import _remote as home  # type: ignore[no-redef]
     elif name in _SUPERVISOR_NAMES:
         from procwork import supervisor as home  # type: ignore[no-redef]
     elif name in _MONITOR_NAMES:
         from procwork import monitor as home  # type: ignore[no-redef]
+    elif name in __all__:
+        from procwork import _core as home  # type: ignore[no-redef]
     else:
         raise AttributeError(f"module 'procwork' has no attribute {name!r}")
     value: object = getattr(home, name)
@@ -147,4 +166,4 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_REMOTE_NAMES, *_SUPERVISOR_NAMES, *_MONITOR_NAMES})
+    return sorted({*globals(), *__all__, *_SUPERVISOR_NAMES, *_MONITOR_NAMES})

@@ -13,17 +13,12 @@ from twisted.internet.defer import Deferred
 import untwisted
 from procwork import _parity
 from procwork import _validate as validate
-from procwork._errors import ProcessFailed, clip_command
-from procwork._process import (
-    DEFAULT_GRACE,
-    DEFAULT_MAX_OUTPUT,
-    LineCallback,
-    Process,
-    RunOptions,
-)
+from procwork._defaults import DEFAULT_GRACE, DEFAULT_MAX_OUTPUT, PRIORITIES, Priority
+from procwork._errors import clip_command
+from procwork._process import LineCallback, Process, RunOptions
 from procwork._reactor import default_reactor
-from procwork._result import Result
-from procwork._scheduler import PRIORITIES, Priority, Scheduler, parse_priority
+from procwork._result import ProcessFailed, Result
+from procwork._scheduler import Scheduler, parse_priority
 from procwork._threads import check_thread
 from procwork._validate import clip
 

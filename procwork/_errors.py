@@ -1,20 +1,15 @@
-"""procwork's exceptions: one base, each also the matching builtin."""
+"""procwork's exceptions: one base, each also the matching builtin (but
+ProcessFailed, which lives with the Result it carries in ``_result.py``)."""
 
 from __future__ import annotations
 
-import subprocess
-from typing import TYPE_CHECKING, Any, cast
-
-from untwisted import Timeout
-
-if TYPE_CHECKING:
-    from procwork._result import Result
+# No imports at all: procwork ctl's protocol and config reading import this
+# module, and every module imported costs each ctl call (see cli/_main.py).
 
 __all__ = [
     "CommandNotFound",
     "ConfigError",
     "NotExecutable",
-    "ProcessFailed",
     "ProcworkError",
     "RemoteAuthError",
     "RemoteConnectionLost",
@@ -22,7 +17,6 @@ __all__ = [
     "RemoteHostKeyError",
     "RemoteUnreachable",
     "SpawnError",
-    "Timeout",
     "clip_command",
 ]
 
@@ -66,27 +60,6 @@ class NotExecutable(SpawnError, PermissionError):
     """
 
 
-class ProcessFailed(ProcworkError, subprocess.CalledProcessError):
-    """A run with ``check=True`` exited non-zero or timed out.
-
-    Also a :class:`subprocess.CalledProcessError`, so code written for
-    ``subprocess.run(check=True)`` catches it unchanged. ``result`` is the full
-    :class:`procwork.Result`: its output is bytes, or str for a run in text
-    mode (so typed ``Result[Any]``, as ``CalledProcessError.stdout`` is).
-    """
-
-    def __init__(self, result: Result[Any]) -> None:
-        # returncode is None for a run that timed out before it started.
-        returncode = cast(int, result.returncode)
-        subprocess.CalledProcessError.__init__(
-            self, returncode, result.args, result.stdout, result.stderr
-        )
-        self.result: Result[Any] = result
-
-    def __str__(self) -> str:
-        return f"{self.result.command_line()!r} {self.result.describe()}"
-
-
 class ConfigError(ProcworkError, ValueError):
     """A configuration file or value is invalid; the message names where."""
 
@@ -118,7 +91,6 @@ for _cls in (
     SpawnError,
     CommandNotFound,
     NotExecutable,
-    ProcessFailed,
     ConfigError,
     RemoteError,
     RemoteUnreachable,

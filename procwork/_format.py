@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["format_seconds"]
+__all__ = ["clip", "format_seconds"]
+
+# How much of a value a message shows.
+_SHOWN = 200
+
+
+def clip(text: str) -> str:
+    """``text`` for a message: cut, saying how long it was, if it is long."""
+    if len(text) <= _SHOWN:
+        return text
+    return f"{text[:_SHOWN]}... ({len(text)} characters)"
 
 
 def format_seconds(value: float) -> str:

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import untwisted
+from procwork._defaults import DEFAULT_GRACE, DEFAULT_MAX_OUTPUT, Priority
 from procwork._errors import (
     CommandNotFound,
     NotExecutable,
@@ -35,7 +36,7 @@ from procwork._escalation import Escalation
 from procwork._output import LineQueue, LineSplitter, TailBuffer
 from procwork._reactor import Reactor
 from procwork._result import Result
-from procwork._scheduler import Priority, Scheduler
+from procwork._scheduler import Scheduler
 from procwork._shutdown import watch_reactor
 from procwork._spawn import GroupProcess, signals_held_while_starting
 from procwork._threads import check_thread
@@ -45,9 +46,6 @@ from untwisted.lowlevel import AwaitableDeferred
 __all__ = ["Process", "RunOptions", "RunState"]
 
 _log = Logger(namespace="procwork")
-
-DEFAULT_GRACE = 5.0
-DEFAULT_MAX_OUTPUT = 1 << 20  # bytes kept per stream
 
 # Niceness added to "low" children.
 LOW_PRIORITY_NICE = 10

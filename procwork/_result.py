@@ -1,15 +1,24 @@
-"""Result: how a finished run went."""
+"""Result: how a finished run went; ProcessFailed: a run that went wrong.
+
+(ProcessFailed lives with the Result it carries, not in ``_errors.py``:
+being a ``subprocess.CalledProcessError`` it imports :mod:`subprocess`,
+which the modules that import ``_errors.py`` and run nothing, such as
+``procwork ctl``'s, do without.)
+"""
 
 from __future__ import annotations
 
 import shlex
 import signal
+import subprocess
 from dataclasses import dataclass
-from typing import Generic
+from typing import Any, Generic, cast
 
 from typing_extensions import TypeVar
 
-__all__ = ["Result", "describe_returncode"]
+from procwork._errors import ProcworkError
+
+__all__ = ["ProcessFailed", "Result", "describe_returncode"]
 
 # The type of the output: bytes, or str for a run in text mode (text=True,
 # encoding= or errors=). ``Result`` alone is ``Result[bytes]``.
@@ -98,3 +107,28 @@ class Result(Generic[Output]):
             f"<Result {self.command_line()!r}{pid} {self.describe()}, "
             f"{self.duration:.3f} s{extra}>"
         )
+
+
+class ProcessFailed(ProcworkError, subprocess.CalledProcessError):
+    """A run with ``check=True`` exited non-zero or timed out.
+
+    Also a :class:`subprocess.CalledProcessError`, so code written for
+    ``subprocess.run(check=True)`` catches it unchanged. ``result`` is the full
+    :class:`procwork.Result`: its output is bytes, or str for a run in text
+    mode (so typed ``Result[Any]``, as ``CalledProcessError.stdout`` is).
+    """
+
+    def __init__(self, result: Result[Any]) -> None:
+        # returncode is None for a run that timed out before it started.
+        returncode = cast(int, result.returncode)
+        subprocess.CalledProcessError.__init__(
+            self, returncode, result.args, result.stdout, result.stderr
+        )
+        self.result: Result[Any] = result
+
+    def __str__(self) -> str:
+        return f"{self.result.command_line()!r} {self.result.describe()}"
+
+
+# Shown by its public import path in tracebacks, as the others in _errors.py.
+ProcessFailed.__module__ = "procwork"

@@ -21,27 +21,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
-from enum import IntEnum
 from typing import Any, Protocol
 
 from procwork import _validate as validate
+from procwork._defaults import PRIORITIES, Priority
 from procwork._load import LoadSource, SystemLoad
 from procwork._reactor import Reactor, default_reactor
 from procwork._threads import check_thread
 
 __all__ = ["PRIORITIES", "Priority", "Scheduler", "parse_priority"]
-
-
-class Priority(IntEnum):
-    """Run priorities; lower value starts first."""
-
-    CRITICAL = 0
-    HIGH = 1
-    NORMAL = 2
-    LOW = 3
-
-
-PRIORITIES = tuple(p.name.lower() for p in Priority)
 
 
 def parse_priority(value: object, command: object = "") -> Priority:

@@ -28,6 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from procwork._errors import ConfigError
+from procwork._format import clip
 from procwork._remote._target import parse_host
 
 __all__ = [
@@ -70,19 +71,9 @@ __all__ = [
     "whole",
 ]
 
-# How much of a value a message shows.
-_SHOWN = 200
-
 #: The shortest interval a check or a rule scan may have: anything shorter
 #: is a busy loop, not a schedule.
 MIN_INTERVAL = 0.01
-
-
-def clip(text: str) -> str:
-    """``text`` for a message: cut, saying how long it was, if it is long."""
-    if len(text) <= _SHOWN:
-        return text
-    return f"{text[:_SHOWN]}... ({len(text)} characters)"
 
 
 def seconds(

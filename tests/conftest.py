@@ -59,12 +59,15 @@ def own_runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
     A ``procwork monitor`` started by a test takes its single-instance lock and
     puts its default control socket there, so it never meets a real monitor
-    on the machine, nor another test run going on at the same time.
+    on the machine, nor another test run going on at the same time; and
+    ``procwork ctl`` without ``--socket`` looks there, not at a
+    $PROCWORK_SOCKET of the shell that runs the tests.
     """
     runtime = tmp_path_factory.mktemp("runtime")
     runtime.chmod(0o700)
     saved = os.environ.get("XDG_RUNTIME_DIR")
     os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    saved_socket = os.environ.pop("PROCWORK_SOCKET", None)
     try:
         yield
     finally:
@@ -72,6 +75,8 @@ def own_runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             del os.environ["XDG_RUNTIME_DIR"]
         else:
             os.environ["XDG_RUNTIME_DIR"] = saved
+        if saved_socket is not None:
+            os.environ["PROCWORK_SOCKET"] = saved_socket
 
 
 @pytest.fixture

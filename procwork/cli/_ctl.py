@@ -1,10 +1,18 @@
 """``procwork ctl``: act on a running monitor through its control socket.
 
-A small blocking client on plain sockets (no reactor): it checks that the
-socket is one of the user's own, sends one request of the control protocol
-(:mod:`procwork.monitor._protocol`), prints the answer and exits. Every wait
-is bounded by ``--timeout``; ``tail -f`` waits for lines without end, but
+A small blocking client on plain sockets (no reactor): it finds the socket
+(``--socket``, else the ``[monitor] socket`` of ``--config FILE``, else
+``$PROCWORK_SOCKET``, else the default), checks that it is one of the
+user's own, sends one request of the control protocol
+(:mod:`procwork.monitor._protocol`), prints the answer and exits. Names,
+globs and numprocs families are resolved by the monitor. Every wait is
+bounded by ``--timeout``; ``tail -f`` waits for lines without end, but
 gives up if the monitor's heartbeat stops.
+
+It imports nothing of Twisted, nor anything that does: a ``ctl status``
+polled by a script every few seconds costs a few milliseconds of CPU
+(``benchmarks/bench_ctl_cpu.py``; ``tests/cli/test_ctl_imports.py`` keeps
+Twisted out of its imports).
 """
 
 from __future__ import annotations
@@ -18,16 +26,24 @@ import struct
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 from procwork.monitor._protocol import (
+    MAX_WAIT,
     PROTOCOL,
+    SOCKET_VARIABLE,
     ControlError,
     decode,
     default_socket_path,
     describe_reload,
     encode,
 )
+
+# Not typing.TYPE_CHECKING: importing typing is a good part of what a
+# `procwork ctl` call costs.
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["EXIT_FAILED", "EXIT_UNREACHABLE", "Client", "add_ctl_parser", "ctl"]
 
@@ -36,9 +52,15 @@ EXIT_FAILED = 1
 #: No monitor answers: not running, or the socket is not the user's monitor's.
 EXIT_UNREACHABLE = 3
 
+#: Bad usage: an option's value, a config file that cannot be read.
+EXIT_USAGE = 2
+
 #: A ``tail -f`` client gives up after this many seconds without a heartbeat
 #: (the monitor sends one every 5 s).
 _FOLLOW_SILENCE = 20.0
+
+#: Seconds ``start --wait`` gives the monitor to answer past the wait itself.
+_WAIT_MARGIN = 10.0
 
 
 class _HungUp(ControlError):
@@ -192,16 +214,29 @@ def add_ctl_parser(commands: Any) -> None:
         help="act on a running monitor: status, start, stop, restart, signal, "
         "tail, reopen, reload, shutdown",
         description=(
-            "Talk to a running procwork monitor through its control socket. "
-            "'all' names every service. Exit status: 0 done, 1 the monitor "
-            "refused or failed, 2 usage, 3 no monitor answers."
+            "Talk to a running procwork monitor through its control socket: "
+            "--socket PATH, else the [monitor] socket of --config FILE, else "
+            f"${SOCKET_VARIABLE}, else the default ($XDG_RUNTIME_DIR/procwork/"
+            "monitor.sock; /run/procwork/ for root). A NAME is a service's "
+            "name, 'all', a glob ('web-*') or the name of a numprocs family "
+            "('worker' for worker-0, worker-1, ...). Exit status: 0 done, 1 "
+            "the monitor refused or failed, 2 usage, 3 no monitor answers."
         ),
     )
-    ctl_parser.add_argument(
+    where = ctl_parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--socket",
         default=None,
         metavar="PATH",
-        help=f"the monitor's control socket (default {default_socket_path()})",
+        help="the monitor's control socket",
+    )
+    where.add_argument(
+        "-c",
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="the monitor's config file: its [monitor] socket (or the default "
+        "socket when it names none)",
     )
     ctl_parser.add_argument(
         "--timeout",
@@ -211,7 +246,11 @@ def add_ctl_parser(commands: Any) -> None:
         help="seconds to wait for the monitor's answer (default 60; a stop "
         "waits for the service's stop_timeout)",
     )
-    actions = ctl_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    # prog given: else argparse makes a help formatter to work it out, and
+    # that imports shutil (and with it bz2, lzma, zlib) on every ctl call.
+    actions = ctl_parser.add_subparsers(
+        dest="action", required=True, metavar="ACTION", prog=ctl_parser.prog
+    )
     status = actions.add_parser("status", help="a table of the services")
     status.add_argument("names", nargs="*", metavar="NAME")
     status.add_argument("--json", action="store_true", help="JSON, not a table")
@@ -222,6 +261,22 @@ def add_ctl_parser(commands: Any) -> None:
     ):
         parser = actions.add_parser(action, help=what)
         parser.add_argument("names", nargs="+", metavar="NAME")
+        if action == "stop":
+            continue
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="wait until each service is RUNNING; exit 1 saying why if one "
+            "goes FATAL (or exits, or is stopped) instead, or is not up in time",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            dest="wait_timeout",
+            metavar="S",
+            help="with --wait: seconds to wait (default the ctl --timeout)",
+        )
     send = actions.add_parser("signal", help="send a signal to services' groups")
     send.add_argument("signal", metavar="SIG", help="HUP, SIGUSR1, 10, ...")
     send.add_argument("names", nargs="+", metavar="NAME")
@@ -257,15 +312,29 @@ def ctl(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    wait = _wait(args)
+    if isinstance(wait, str):
+        print(f"procwork ctl: {wait}", file=sys.stderr)
+        return EXIT_USAGE
     request = _request(args)
-    path = args.socket if args.socket is not None else default_socket_path()
+    if wait is not None:
+        request["wait"] = wait
     try:
-        client, answer = _ask(path, args.timeout, request)
+        path = find_socket(args.socket, args.config, os.environ)
+    except _NoSocket as e:
+        print(f"procwork ctl: {e}", file=sys.stderr)
+        return e.status
+    # A wait is the monitor's to bound: it answers when it ends, at the latest.
+    timeout = args.timeout if wait is None else wait + _WAIT_MARGIN
+    try:
+        client, answer = _ask(path, timeout, request)
     except ControlError as e:
         print(f"procwork ctl: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE
     try:
         if not answer.get("ok"):
+            if wait is not None and answer.get("result"):
+                _show(args, answer["result"])  # where each service got to
             print(f"procwork ctl: {answer.get('error')}", file=sys.stderr)
             return EXIT_FAILED
         _show(args, answer.get("result"))
@@ -282,6 +351,64 @@ def ctl(args: argparse.Namespace) -> int:
         return 0
     finally:
         client.close()
+
+
+class _NoSocket(ControlError):
+    """No socket to talk to: the message says why, ``status`` the exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def find_socket(
+    socket_path: str | None, config: str | None, environ: Mapping[str, str]
+) -> str:
+    """The socket of the monitor to talk to: ``--socket``, else the
+    ``[monitor] socket`` of ``--config`` (the default socket when it names
+    none, as the monitor does), else ``$PROCWORK_SOCKET``, else the default.
+
+    Raises:
+        _NoSocket: the config cannot be read (exit 2), or its monitor serves
+            no control socket (``socket = false``; exit 3).
+    """
+    if socket_path is not None:
+        return socket_path
+    if config is not None:
+        # Only the config's one key, read without the config loader (which
+        # checks every spec with attrs and imports the monitor).
+        from procwork._errors import ConfigError
+        from procwork.monitor._configfiles import control_socket
+
+        try:
+            found = control_socket(config, environ)
+        except ConfigError as e:
+            raise _NoSocket(str(e), EXIT_USAGE) from None
+        if found is False:
+            raise _NoSocket(
+                f"{config}: [monitor] socket = false: that monitor serves no "
+                "control socket",
+                EXIT_UNREACHABLE,
+            )
+        return default_socket_path(environ) if found is None else str(found)
+    return environ.get(SOCKET_VARIABLE) or default_socket_path(environ)
+
+
+def _wait(args: argparse.Namespace) -> float | str | None:
+    """The seconds ``start/restart --wait`` waits; a message when they are
+    not a number the monitor takes; None without ``--wait``."""
+    wait_timeout = getattr(args, "wait_timeout", None)
+    if not getattr(args, "wait", False):
+        if wait_timeout is not None:
+            return f"{args.action}: --timeout goes with --wait"
+        return None
+    seconds: float = args.timeout if wait_timeout is None else wait_timeout
+    if not 0 < seconds <= MAX_WAIT:
+        return (
+            f"{args.action} --wait: --timeout must be a number of seconds > 0 "
+            f"and <= {MAX_WAIT:g}, not {seconds:g}"
+        )
+    return seconds
 
 
 def _ask(

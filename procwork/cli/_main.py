@@ -1,43 +1,99 @@
 """The ``procwork`` command: ``procwork run``, ``procwork monitor``,
-``procwork ctl`` and ``procwork timeout``."""
+``procwork ctl`` (``procwork timeout``, :mod:`._timeout`, is dispatched by
+:func:`procwork.cli.main` before this module is imported).
+
+This module parses the command line and hands it to the subcommand, whose
+module it imports only then: ``procwork run`` (:mod:`._run`) and
+``procwork monitor`` load Twisted, ``procwork ctl`` (:mod:`._ctl`), a
+blocking client of the monitor's socket, does not, so that a ``ctl status``
+polled by a script costs a few milliseconds of CPU, not the 0.2 s of
+loading the reactor. The parser itself needs nothing heavy either: the
+defaults it shows come from :mod:`procwork._defaults`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import atexit
-import signal
+import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, BinaryIO
+from collections.abc import Sequence
 
-import untwisted
-from procwork._api import DEFAULT_GRACE, spawn
-from procwork._errors import ProcworkError, SpawnError
-from procwork._lifeline import enable_lifeline
-from procwork._orphans import reap_orphans
-from procwork._result import Result
-from procwork._scheduler import PRIORITIES
-from procwork.cli import _timeout
-from procwork.cli._ctl import add_ctl_parser, ctl
+from procwork._defaults import DEFAULT_GRACE, LOG_LEVELS, PRIORITIES
+from procwork.cli._ctl import add_ctl_parser
+
+# Not typing.TYPE_CHECKING: importing typing is a good part of what a
+# `procwork ctl` call costs, and this module is on its way.
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["main"]
 
-# Exit statuses of `procwork run`, the conventions of timeout(1) and shells.
-EXIT_TIMED_OUT = 124
-EXIT_CANNOT_EXECUTE = 126
-EXIT_NOT_FOUND = 127
-EXIT_USAGE = 125  # as timeout(1): 2 is too common a status of commands
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, sized to the terminal without importing
+    :mod:`shutil` (argparse makes one for every argument it is given, and
+    shutil brings bz2, lzma and zlib: a few ms of each ``ctl`` call)."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        # As argparse: the terminal's width, less 2.
+        width = _columns() - 2 if width is None else width
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _columns() -> int:
+    """``shutil.get_terminal_size().columns``: $COLUMNS, else the
+    terminal's, else 80. Looked up once: a formatter is made per argument."""
+    if not _COLUMNS:
+        _COLUMNS.append(_terminal_columns())
+    return _COLUMNS[0]
+
+
+_COLUMNS: list[int] = []
+
+
+def _terminal_columns() -> int:
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        stdout = sys.__stdout__
+        try:
+            columns = (
+                0 if stdout is None else os.get_terminal_size(stdout.fileno()).columns
+            )
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser with :class:`_Formatter`; subcommands' parsers are
+    made of this class too (argparse makes them of the parent's)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="procwork",
         description="Run and supervise processes, with tree-killing timeouts.",
     )
-    parser.add_argument(
-        "--version", action="version", version=f"procwork {untwisted.__version__}"
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
+    # prog given: else argparse imports shutil to work it out (see _ctl.py).
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", prog=parser.prog
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
         "run",
@@ -127,6 +183,12 @@ def _parser() -> argparse.ArgumentParser:
         help="log events as JSON lines instead of text",
     )
     monitor.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=None,
+        help="the least level logged (overrides the config's log_level; default info)",
+    )
+    monitor.add_argument(
         "--duration",
         type=float,
         default=None,
@@ -166,27 +228,45 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _duration(text: str) -> float:
+    from procwork.cli._timeout import parse_duration
+
     try:
-        return _timeout.parse_duration(text)
+        return parse_duration(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class _Version(argparse.Action):
+    """``--version``: the version is looked up only when asked (it is
+    untwisted's, and importing untwisted imports Twisted)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        import untwisted  # only now: it imports Twisted
+
+        print(f"procwork {untwisted.__version__}")
+        parser.exit()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``procwork`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["timeout"]:
-        return _timeout.main(argv[1:])
     parser = _parser()
     try:
         args = parser.parse_args(argv)
         if args.command == "run":
-            return _run(parser, args)
+            from procwork.cli._run import run_command
+
+            return run_command(parser, args)
     except SystemExit as e:
         if e.code == 2 and argv[:1] == ["run"]:
-            raise SystemExit(EXIT_USAGE) from None  # a usage error of run
+            raise SystemExit(125) from None  # a usage error of run, as timeout(1)
         raise
     if args.command == "ctl":
+        from procwork.cli._ctl import ctl
+
         return ctl(args)
     if args.print_default_config:
         from procwork.monitor._config import default_config_text
@@ -203,110 +283,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_only=args.check_config,
         lock_file=args.lock_file,
         socket=args.socket,
+        log_level=args.log_level,
     )
-
-
-def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    command = list(args.argv)
-    if command and command[0] == "--":
-        command = command[1:]
-    if not command:
-        parser.error(
-            "run: no command given (usage: procwork run [OPTIONS] -- CMD ARGS...)"
-        )
-    capture = args.max_output is not None
-    reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
-    remote: dict[str, Any] = {}
-    if args.host is not None or args.known_hosts or args.identity:
-        # A remote command cannot share our terminal: its output is passed
-        # through line by line instead (only a 1-byte tail is kept).
-        remote = {"host": args.host, "known_hosts": args.known_hosts}
-        remote["identity"] = args.identity
-        if not capture:
-            remote["on_stdout"] = _passthrough(sys.stdout.buffer)
-            remote["on_stderr"] = _passthrough(sys.stderr.buffer)
-    try:
-        # Whatever kills us, SIGKILL included, the command's tree dies with us.
-        enable_lifeline()
-        # Start the reactor, and with it untwisted's handling of SIGINT and
-        # SIGTERM, before the command exists: a signal in between would kill
-        # us the default way, leaving the tree to the lifeline and the shell
-        # a status other than 128+N.
-        untwisted.tick(0)
-        process = spawn(
-            command,
-            timeout=args.timeout or None,  # 0: none, as timeout(1)
-            grace=args.grace,
-            priority=args.priority,
-            max_output=args.max_output if capture else (1 if remote else None),
-            capture=capture or bool(remote),
-            stdin=False,
-            **remote,
-        )
-        result: Result = untwisted.run(process.wait())
-    except SpawnError as e:
-        print(f"procwork run: {e}", file=sys.stderr)
-        return EXIT_NOT_FOUND if e.errno == 2 else EXIT_CANNOT_EXECUTE
-    except (ValueError, TypeError) as e:
-        print(f"procwork run: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except ProcworkError as e:
-        print(f"procwork run: {e}", file=sys.stderr)
-        # --host: the host cannot be used (unreachable, key, auth, dropped).
-        return 255 if isinstance(e, ConnectionError | PermissionError) else 1
-    except KeyboardInterrupt:
-        # Like SIGTERM (and SIGHUP/SIGQUIT, which untwisted turns into
-        # SystemExit(128+N)): no traceback; the command's group is terminated
-        # on the way out, and then we die of the signal, so that the shell
-        # sees it (and its loop stops at Ctrl-C).
-        return _die_at_exit(signal.SIGINT)
-    except SystemExit as e:
-        if isinstance(e.code, int) and e.code - 128 in _DYING_SIGNALS:
-            return _die_at_exit(e.code - 128)
-        raise
-    if capture:
-        sys.stdout.buffer.write(result.stdout)
-        sys.stdout.buffer.flush()
-        sys.stderr.buffer.write(result.stderr)
-        sys.stderr.buffer.flush()
-    if args.verbose:
-        print(
-            f"procwork run: {result.command_line()} {result.describe()} "
-            f"in {result.duration:.3f} s (queued {result.queued:.3f} s)"
-            + (", output truncated" if result.truncated else ""),
-            file=sys.stderr,
-        )
-    status = exit_status(result)
-    if not result.timed_out and (result.returncode or 0) < 0:
-        return _die_at_exit(-(result.returncode or 0))  # the command's signal
-    return status
-
-
-_DYING_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
-
-
-def _die_at_exit(signum: int) -> int:
-    # An atexit hook runs after untwisted's shutdown (a threading exit hook),
-    # which terminates the command's group first.
-    atexit.register(_timeout.die_by_signal, signum)
-    return 128 + signum
-
-
-def _passthrough(stream: BinaryIO) -> Callable[[bytes], None]:
-    def write(line: bytes) -> None:
-        stream.write(line)
-        stream.flush()
-
-    return write
-
-
-def exit_status(result: Result) -> int:
-    """The shell-style exit status for a Result (124 on timeout)."""
-    if result.timed_out:
-        return EXIT_TIMED_OUT
-    code = result.returncode
-    if code is None:
-        return EXIT_TIMED_OUT
-    if code < 0:
-        return 128 + (-code)
-    return code

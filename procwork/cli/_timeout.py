@@ -15,10 +15,10 @@ command so that the calling shell sees that death. Where it differs:
   leftovers of a command that ended on its own are left alone, as coreutils
   does, unless ``--kill-leftovers``.
 
-It imports only the standard library: the ``procwork`` console script
-(:mod:`_procwork_launch`) loads this file by its path, without importing the
-``procwork`` package and Twisted, so that it starts in a few tens of
-milliseconds. ``procwork run`` uses its duration parser and
+It imports only the standard library, and :func:`procwork.cli.main`
+dispatches to it before importing anything else, so that it starts in a few
+tens of milliseconds (the lifeline helper too is a standard-library
+script). ``procwork run`` uses its duration parser and
 :func:`die_by_signal`. The loop needs no reactor: the signals it handles are
 blocked and taken one at a time with ``sigtimedwait``.
 """

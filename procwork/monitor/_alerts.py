@@ -361,7 +361,9 @@ class AlertDispatcher:
         status.sent += 1
         status.last_event = event.event
         status.last_time = event.time
-        _log.info(
+        # The monitor's own chatter: at debug, so that a storm of deliveries
+        # does not bury the lines that matter (what failed is a warning).
+        _log.debug(
             "alert {alert}: {event} {name} -> {target}",
             alert=spec.name,
             event=event.event,
@@ -397,7 +399,7 @@ class AlertDispatcher:
         status.last_output = output[-OUTPUT_TAIL:]
         if ok:
             status.ok += 1
-            _log.info(
+            _log.debug(
                 "alert {alert}: {result}{output}",
                 alert=spec.name,
                 result=result,

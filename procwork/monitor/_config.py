@@ -23,6 +23,7 @@ import attrs
 from attrs import converters
 
 from procwork import _validate as validate
+from procwork._defaults import LOG_LEVELS
 from procwork._errors import ConfigError
 from procwork._fields import (
     NOT_IN_FILE,
@@ -47,7 +48,9 @@ from procwork.monitor._configfiles import (
     substitute,
 )
 from procwork.monitor._didyoumean import FOREIGN_KEYS, Foreign, unknown_key
+from procwork.monitor._logsocket import DEFAULT_PATHS, FACILITIES, SYSLOG_FORMATS
 from procwork.monitor._mail import MailServer
+from procwork.monitor._names import family_of
 from procwork.monitor._rules import Rule
 from procwork.supervisor import ServiceSpec
 
@@ -87,6 +90,19 @@ def _needs_token(config: Any, attribute: Any, value: bool) -> None:
             "= true needs http_token, the secret HTTP control requests carry as "
             "'Authorization: Bearer TOKEN'"
         )
+
+
+def _log_target(config: Any, attribute: Any, value: object) -> None:
+    kind, colon, path = value.partition(":") if isinstance(value, str) else ("", "", "")
+    if kind == "stdout" and not colon:
+        return
+    if kind in DEFAULT_PATHS and (not colon or path):
+        return
+    raise validate.Invalid(
+        'must be "stdout", "syslog" (/dev/log), "journald" (its native socket), '
+        'or "syslog:PATH" or "journald:PATH" for another socket, not '
+        + validate.clip(repr(value))
+    )
 
 
 def _http_text(config: MonitorConfig) -> str | None:
@@ -146,6 +162,20 @@ class MonitorConfig:
         control_idle_timeout: Seconds a control connection may be idle (no
             request being answered; a follower not reading) before it is
             closed.
+        log: Where the monitor's log goes: ``"stdout"``, ``"syslog"`` (the
+            local syslog daemon's ``/dev/log``), ``"journald"`` (journald's
+            native protocol), or ``"syslog:PATH"`` / ``"journald:PATH"`` for
+            another socket (relative to the config's directory).
+        log_level: The least level logged: ``"debug"``, ``"info"``,
+            ``"warn"`` or ``"error"`` (``--log-level`` wins over it).
+        syslog_facility: The facility of the log's syslog and journald
+            messages (``"daemon"``, ``"local0"``, ...).
+        syslog_format: ``"rfc3164"`` (as ``syslog(3)`` writes to /dev/log)
+            or ``"rfc5424"``.
+        families: The services of each ``[[service]]`` whose name has
+            ``{instance}`` (``numprocs``), by family name (``worker`` for
+            ``worker-{instance}``): ``procwork ctl restart worker`` names
+            them all (see :func:`~procwork.monitor._names.family_of`).
         smtp: ``(host, port)`` of the SMTP server mail alerts are sent
             through (TOML: ``"HOST:PORT"``; port 25 if left out); None for
             none.
@@ -208,6 +238,22 @@ class MonitorConfig:
         converter=validate.duration,
         # procwork ctl, on a loaded machine, needs time to send its request.
         validator=validate.at_least(1.0, "procwork ctl needs time to send a request"),
+    )
+    # The monitor's own log (see _logs.py and _logsocket.py).
+    log: str = attrs.field(default="stdout", validator=_log_target)
+    log_level: str = attrs.field(default="info", validator=validate.one_of(LOG_LEVELS))
+    syslog_facility: str = attrs.field(
+        default="daemon", validator=validate.one_of(FACILITIES)
+    )
+    syslog_format: str = attrs.field(
+        default="rfc3164", validator=validate.one_of(SYSLOG_FORMATS)
+    )
+    # The numprocs families: (family, its instances' names), for procwork
+    # ctl (see _names.py). How the services were written, not what they are:
+    # not compared (--check-config's TOML writes each instance out, and
+    # must load back equal).
+    families: tuple[tuple[str, tuple[str, ...]], ...] = attrs.field(
+        default=(), eq=False, metadata=NOT_IN_FILE
     )
     # Mail alerts (see _mail.py).
     smtp: tuple[str, int] | None = attrs.field(
@@ -313,6 +359,7 @@ def parse_config(
     files += included
 
     services: list[ServiceSpec] = []
+    families: dict[str, list[str]] = {}
     checks: list[CheckSpec] = []
     rules: list[Rule] = []
     alerts: list[AlertSpec] = []
@@ -325,7 +372,9 @@ def parse_config(
     for file in files:
         for i, entry in enumerate(_array(file.data, "service", file.source)):
             where = f"{file.source}: [[service]] #{i + 1}"
-            for service in _services(entry, where, file, expand):
+            for family, service in _services(entry, where, file, expand):
+                if family is not None:
+                    families.setdefault(family, []).append(service.name)
                 service_named = named(where, service.name)
                 _once(where_of, "service", service.name, service_named)
                 _after_defined(service, services, where)
@@ -383,6 +432,7 @@ def parse_config(
         rules=tuple(rules),
         included=tuple(f.source for f in included),
         alerts=tuple(alerts),
+        families=tuple((name, tuple(names)) for name, names in families.items()),
         **_monitor_keys(monitor, files[0]),
     )
     return _with_mail_server(config, mailing)
@@ -417,6 +467,9 @@ def _monitor_keys(monitor: Mapping[str, Any], main: ConfigFile) -> dict[str, Any
         keys["control"] = False
     elif isinstance(socket, str) and socket:
         keys["socket"] = main.path(socket)
+    kind, colon, path = str(keys.get("log", "")).partition(":")
+    if colon and path:
+        keys["log"] = f"{kind}:{main.path(path)}"
     return keys
 
 
@@ -491,8 +544,9 @@ def _services(
     where: str,
     file: ConfigFile,
     expand: Expander,
-) -> Iterator[ServiceSpec]:
-    """The service(s) of one [[service]] entry: ``numprocs`` instances."""
+) -> Iterator[tuple[str | None, ServiceSpec]]:
+    """The service(s) of one [[service]] entry: ``numprocs`` instances, each
+    with the family they belong to (None for a name without ``{instance}``)."""
     entry = prepare(entry, where, expand)
     count = entry.pop("numprocs", 1)
     entry_named = named(where, entry.get("name"))
@@ -501,6 +555,7 @@ def _services(
     except validate.Invalid as e:
         raise ConfigError(f"{entry_named}: numprocs {e.problem}") from None
     name = entry.get("name")
+    family = family_of(name) if isinstance(name, str) else None
     if count > 1 and isinstance(name, str) and "{instance}" not in name:
         raise ConfigError(
             f"{entry_named}: numprocs = {count} needs {{instance}} in the name, "
@@ -511,7 +566,7 @@ def _services(
         # process_num is.
         one = substitute(entry, "{instance}", str(instance))
         service = _build(ServiceSpec, one, where)
-        yield _resolved_service(service, file, named(where, service.name))
+        yield family, _resolved_service(service, file, named(where, service.name))
 
 
 def _resolved_service(spec: ServiceSpec, file: ConfigFile, where: str) -> ServiceSpec:

@@ -16,14 +16,14 @@ import re
 import sys
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from procwork._errors import ConfigError
 
 __all__ = [
     "ConfigFile",
     "Expander",
+    "control_socket",
     "includes",
     "named",
     "parse_toml",
@@ -33,9 +33,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ConfigFile:
-    """One TOML file of the config: the main one or an included one."""
+class ConfigFile(NamedTuple):
+    """One TOML file of the config: the main one or an included one.
+
+    (A NamedTuple, not a dataclass: importing dataclasses costs ``procwork
+    ctl --config FILE``, which reads one key of one file, more than the
+    rest of the call.)
+    """
 
     source: str
     data: Mapping[str, Any]
@@ -126,6 +130,39 @@ def includes(
             base = os.path.dirname(os.path.abspath(path))
             files.append(ConfigFile(path, included, base))
     return files
+
+
+def control_socket(
+    path: str, environ: Mapping[str, str] | None = None
+) -> str | bool | None:
+    """The control socket the monitor of the config file ``path`` serves.
+
+    Read as the monitor reads ``[monitor] socket``, ``${VAR}`` expanded and
+    a relative path resolved against the file's directory, but without
+    loading the rest of the config (``procwork ctl --config FILE`` needs
+    this one key, and no Twisted).
+
+    Returns:
+        The socket's path; None when the file names none (the monitor
+        serves the default one); False for ``socket = false`` (none).
+
+    Raises:
+        ConfigError: the file cannot be read, is not TOML, or its socket is
+            neither a path nor false; the message names the file and the key.
+    """
+    data = parse_toml(read_file(path), path)
+    monitor = data.get("monitor", {})
+    if not isinstance(monitor, dict):
+        raise ConfigError(f"{path}: [monitor]: must be a table")
+    where = f"{path}: [monitor] socket"
+    socket = Expander(os.environ if environ is None else environ)(
+        monitor.get("socket"), where
+    )
+    if socket is None or socket is False:
+        return socket
+    if not isinstance(socket, str) or not socket:
+        raise ConfigError(f"{where}: must be a path or false, not {socket!r}")
+    return ConfigFile(path, data, os.path.dirname(os.path.abspath(path))).path(socket)
 
 
 # -- ${VAR} expansion, {instance} and {python} ----------------------------------

@@ -26,19 +26,26 @@ import stat
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    maybeDeferred,
+    succeed,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from procwork._errors import ConfigError
-from procwork._validate import clip
+from procwork._format import clip
 from procwork.monitor._controlserver import (
     ControlServer,
     ControlStats,
     peer_credentials,
 )
+from procwork.monitor._names import UnknownPattern, resolve
 from procwork.monitor._protocol import default_socket_path, error, ok, parse_request
-from procwork.supervisor import NoSuchService
+from procwork.supervisor import NoSuchService, ServiceState, ServiceStatus
 
 if TYPE_CHECKING:
     from procwork.monitor._monitor import Monitor
@@ -48,6 +55,17 @@ __all__ = ["ControlPort", "Controller", "listen_control", "peer_credentials"]
 _log = Logger(namespace="procwork.monitor")
 
 Answer = dict[str, Any]
+
+#: Where a service waited for by ``start --wait`` has settled.
+_SETTLED = (
+    ServiceState.RUNNING,
+    ServiceState.EXITED,
+    ServiceState.FATAL,
+    ServiceState.STOPPED,
+)
+
+#: The last stderr lines a failed ``start --wait`` shows.
+_STDERR_SHOWN = 3
 
 
 class Controller:
@@ -108,18 +126,10 @@ class Controller:
     # -- the commands ------------------------------------------------------------
 
     def _select(self, names: list[str]) -> list[str]:
-        """The services named (``all``: every one), unknown names refused."""
-        supervisor = self.monitor.supervisor
-        known = list(supervisor.status())
-        if "all" in names:
-            return known
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            listed = ", ".join(known) or "none"
-            raise NoSuchService(
-                f"no service named {clip(repr(unknown[0]))} (services: {listed})"
-            )
-        return list(dict.fromkeys(names))
+        """The services named: names, ``all``, globs, numprocs families (see
+        :mod:`~procwork.monitor._names`); a pattern naming none refused."""
+        known = list(self.monitor.supervisor.status())
+        return resolve(names, known, dict(self.monitor.config.families))
 
     def _statuses(self, names: list[str]) -> dict[str, Any]:
         status = self.monitor.supervisor.status()
@@ -131,9 +141,12 @@ class Controller:
 
     def _start(self, request: dict[str, Any]) -> Deferred[Answer]:
         names = self._select(request["names"])
+        until = self._until(request)
         for name in names:
             # A FATAL or autostart=false service starts too, afresh.
             self.monitor.supervisor.start_service(name)
+        if until is not None:
+            return self._settled(names, until, request["wait"])
         return succeed(ok({"services": self._statuses(names)}))
 
     def _stop(self, request: dict[str, Any]) -> Deferred[Answer]:
@@ -143,8 +156,16 @@ class Controller:
 
     def _restart(self, request: dict[str, Any]) -> Deferred[Answer]:
         names = self._select(request["names"])
+        until = self._until(request)
         supervisor = self.monitor.supervisor
-        return self._after([supervisor.restart(name) for name in names], names)
+        restarted = self._after([supervisor.restart(name) for name in names], names)
+        if until is None:
+            return restarted
+        # Waited for once every new process is started: before, the old
+        # one's RUNNING would do.
+        return restarted.addCallback(
+            lambda _: self._settled(names, until, request["wait"])
+        )
 
     def _after(self, steps: list[Deferred[Any]], names: list[str]) -> Deferred[Answer]:
         done: Deferred[Any] = DeferredList(
@@ -160,6 +181,75 @@ class Controller:
             return inner if isinstance(inner, Failure) else failure
 
         return done.addCallbacks(answer, first_error)
+
+    # -- start --wait ------------------------------------------------------------
+
+    def _until(self, request: dict[str, Any]) -> float | None:
+        """When a ``wait`` asked with the request ends (reactor time)."""
+        if "wait" not in request:
+            return None
+        return float(self.monitor.reactor.seconds() + request["wait"])
+
+    def _settled(self, names: list[str], until: float, wait: float) -> Deferred[Answer]:
+        """The answer once each service is RUNNING (ok), or has settled
+        otherwise (FATAL, EXITED, STOPPED: the request fails, saying why), or
+        ``until`` has come (it fails, saying what each is still doing)."""
+        supervisor = self.monitor.supervisor
+        reactor = self.monitor.reactor
+        waits = [maybeDeferred(supervisor.wait_for, name, *_SETTLED) for name in names]
+
+        def give_up() -> None:
+            for d in waits:
+                d.cancel()  # only the waiting stops
+
+        timer = reactor.callLater(max(0.0, until - reactor.seconds()), give_up)
+
+        def answer(results: list[tuple[bool, Any]]) -> Answer:
+            if timer.active():
+                timer.cancel()
+            statuses = supervisor.status()
+            problems = [
+                problem
+                for name, (settled, outcome) in zip(names, results, strict=True)
+                if (problem := self._unsettled(name, settled, outcome, wait, statuses))
+            ]
+            result = {"services": self._statuses(names)}
+            return error("; ".join(problems), result) if problems else ok(result)
+
+        done: Deferred[Any] = DeferredList(waits, consumeErrors=True)
+        return done.addCallback(answer)
+
+    def _unsettled(
+        self,
+        name: str,
+        settled: bool,
+        outcome: Any,
+        wait: float,
+        statuses: dict[str, ServiceStatus],
+    ) -> str | None:
+        """Why ``name`` is not up as waited for; None when it is."""
+        if not settled:
+            if isinstance(outcome, Failure) and outcome.check(CancelledError):
+                state = statuses[name].state if name in statuses else "gone"
+                return f"{name}: still {state} after {wait:g} s"
+            return f"{name}: {outcome.getErrorMessage()}"  # removed meanwhile
+        status: ServiceStatus = outcome
+        if status.state is ServiceState.RUNNING:
+            return None
+        if status.state is ServiceState.EXITED:
+            spec = next(s for s in self.monitor.supervisor.specs() if s.name == name)
+            if status.returncode in spec.success_exit_codes:
+                return None  # a one-shot that did its job
+        if status.state is ServiceState.STOPPED:
+            return f"{name}: stopped while it was being waited for"
+        # The state with why (FATAL's reason, the last exit), as status shows.
+        why = f"{name} is {status.summary()}"
+        lines = list(
+            status.last_stderr[-_STDERR_SHOWN:]
+        ) or self.monitor.supervisor.output(name, "stderr", _STDERR_SHOWN)
+        if lines:
+            why += "; its last stderr: " + " | ".join(clip(line) for line in lines)
+        return why
 
     def _signal(self, request: dict[str, Any]) -> Deferred[Answer]:
         names = self._select(request["names"])
@@ -177,10 +267,24 @@ class Controller:
         return succeed(ok(result))
 
     def _tail(self, request: dict[str, Any]) -> Deferred[Answer]:
-        lines = self.monitor.supervisor.output(
-            request["name"], request["stream"], request["lines"]
-        )
-        return succeed(ok({"lines": lines}))
+        name = self.one(request["name"])
+        supervisor = self.monitor.supervisor
+        lines = supervisor.output(name, request["stream"], request["lines"])
+        return succeed(ok({"name": name, "lines": lines}))
+
+    def one(self, pattern: str) -> str:
+        """The one service ``pattern`` names (``tail`` takes one).
+
+        Raises:
+            UnknownPattern: it names none, or several.
+        """
+        names = self._select([pattern])
+        if len(names) != 1:
+            raise UnknownPattern(
+                f"tail: {clip(repr(pattern))} names {len(names)} services "
+                f"({clip(', '.join(names))}); tail takes one"
+            )
+        return names[0]
 
     def _reopen(self, request: dict[str, Any]) -> Deferred[Answer]:
         # Each service's files, whatever became of the others': one that

@@ -473,7 +473,7 @@ class _Connection(Protocol):
                 return
             self._send(answer)
             supervisor = self._controller.monitor.supervisor
-            name = message["name"]
+            name = answer["result"]["name"]  # a pattern resolved to one service
             try:
                 self._unfollow = supervisor.follow(name, self._line_of(message))
             except NoSuchService as e:  # removed meanwhile

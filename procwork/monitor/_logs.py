@@ -30,7 +30,12 @@ Closed)", factory start/stop lines; its warnings and errors still show.
 
 The lines go out through a :class:`~procwork.monitor._logwriter.LogWriter`,
 which never blocks (a ``log.dropped`` line says what a stalled reader
-missed). Design: ARCHITECTURE.md, "The monitor's own log".
+missed), or, with ``[monitor] log = "syslog"`` or ``"journald"``, as
+datagrams to the local log daemon by the same rules
+(:mod:`procwork.monitor._logsocket`). Which lines are logged is the
+:class:`LevelFilter`'s: ``[monitor] log_level`` or ``procwork monitor
+--log-level``, which wins; a reload applies a changed ``log_level``.
+Design: ARCHITECTURE.md, "The monitor's own log".
 """
 
 from __future__ import annotations
@@ -45,22 +50,33 @@ from twisted.logger import (
     FilteringLogObserver,
     ILogFilterPredicate,
     ILogObserver,
+    Logger,
     LogLevel,
-    LogLevelFilterPredicate,
     PredicateResult,
     formatEvent,
     globalLogBeginner,
 )
 
+from procwork._defaults import LOG_LEVELS
+from procwork.monitor._logsocket import (
+    DEFAULT_PATHS,
+    DatagramWriter,
+    journal_message,
+    syslog_message,
+)
 from procwork.monitor._logwriter import DEFAULT_MAX_BUFFERED, LogWriter, WriterReactor
 
 __all__ = [
+    "LOG_LEVELS",
+    "LevelFilter",
     "json_line",
     "json_observer",
     "start_logging",
     "text_line",
     "text_observer",
 ]
+
+_log = Logger(namespace="procwork.monitor")
 
 _LEVELS = {
     LogLevel.debug: "DEBUG",
@@ -70,6 +86,14 @@ _LEVELS = {
     LogLevel.critical: "CRIT",
 }
 _LOUD = {LogLevel.warn, LogLevel.error, LogLevel.critical}
+# LogLevel's constants do not compare: their order, for the level filter.
+_RANK = {
+    LogLevel.debug: 0,
+    LogLevel.info: 1,
+    LogLevel.warn: 2,
+    LogLevel.error: 3,
+    LogLevel.critical: 4,
+}
 _SUBJECTS = ("service", "check", "rule", "alert")
 _OURS = ("procwork", "untwisted", "clockwork")
 
@@ -102,12 +126,18 @@ def text_line(event: Mapping[str, Any]) -> str:
     stamp = event.get("log_time", time.time())
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
     millis = int((stamp % 1) * 1000)
+    level = _LEVELS.get(_level(event), "INFO")
+    return f"{when}.{millis:03d} {level:<5} {daemon_text(event)}\n"
+
+
+def daemon_text(event: Mapping[str, Any]) -> str:
+    """The text line without its date, time and level, which a log daemon
+    keeps of its own: ``[where] message``."""
     if "line" in event and "stream" in event and "service" in event:
         message = str(event["line"])  # a service's output: as printed
     else:
         message = _message(event)
-    level = _LEVELS.get(_level(event), "INFO")
-    return f"{when}.{millis:03d} {level:<5} [{_where(event)}] {message}\n"
+    return f"[{_where(event)}] {message}"
 
 
 def text_observer(stream: TextIO) -> ILogObserver:
@@ -196,9 +226,12 @@ def writer_observer(writer: LogWriter, json_log: bool) -> ILogObserver:
     return cast(ILogObserver, observe)
 
 
-def dropped_notice(json_log: bool) -> Callable[[int, str], bytes]:
+def dropped_notice(
+    json_log: bool, message: Callable[[Mapping[str, Any]], bytes] | None = None
+) -> Callable[[int, str], bytes]:
     """The line that says how many log lines a stalled reader missed, as
-    the other lines are written (a ``log.dropped`` warning)."""
+    the other lines are written (a ``log.dropped`` warning); ``message``
+    formats it, when it is not a text or JSON line."""
     line = json_line if json_log else text_line
 
     def notice(count: int, stream: str) -> bytes:
@@ -211,9 +244,49 @@ def dropped_notice(json_log: bool) -> Callable[[int, str], bytes]:
             "dropped": count,
             "stream": stream,
         }
+        if message is not None:
+            return message(event)
         return line(event).encode("utf-8", "replace")
 
     return notice
+
+
+class LevelFilter:
+    """Lets through the events at ``level`` or above (a log filter
+    predicate); the level can change while the monitor runs (a reload).
+
+    Args:
+        level: One of :data:`LOG_LEVELS`.
+        pinned: Given on the command line (``--log-level``): a config's
+            ``log_level`` does not change it.
+    """
+
+    def __init__(self, level: str = "info", *, pinned: bool = False) -> None:
+        self.pinned = pinned
+        self.level = level
+        self._rank = _RANK[LogLevel.levelWithName(level)]
+
+    def __call__(self, event: Mapping[str, Any]) -> PredicateResult:
+        if _RANK[_level(event)] < self._rank:
+            return cast(PredicateResult, PredicateResult.no)
+        return cast(PredicateResult, PredicateResult.maybe)
+
+    def configured(self, level: str) -> None:
+        """The config says ``level`` now (a reload): apply it, unless the
+        command line chose the level; say what changes."""
+        if level == self.level:
+            return
+        if self.pinned:
+            _log.info(
+                "reload: log_level {configured} not applied: --log-level "
+                "{pinned} was given",
+                configured=level,
+                pinned=self.level,
+            )
+            return
+        _log.info("log level now {new} (was {old})", new=level, old=self.level)
+        self.level = level
+        self._rank = _RANK[LogLevel.levelWithName(level)]
 
 
 def _not_noise(event: Mapping[str, Any]) -> PredicateResult:
@@ -231,42 +304,91 @@ def start_logging(
     *,
     reactor: WriterReactor | None = None,
     max_buffered: int = DEFAULT_MAX_BUFFERED,
-) -> LogWriter | None:
-    """Send the global log to stdout (or ``stream``): text or JSON lines.
+    levels: LevelFilter | None = None,
+    target: str = "stdout",
+    facility: str = "daemon",
+    syslog_format: str = "rfc3164",
+) -> LogWriter | DatagramWriter | None:
+    """Send the global log to stdout (or ``stream``), or to the local log
+    daemon: text or JSON lines, at ``levels`` (default info) and above.
 
     Stdout is written through a :class:`LogWriter` on ``reactor`` (default
     the global one), which never blocks; close it at exit
     (:meth:`LogWriter.close`). A ``stream`` given (tests, benchmarks) is
-    written as it is.
+    written as it is. ``target`` ``"syslog"`` or ``"journald"`` (or
+    ``"KIND:PATH"``) sends each line as a datagram to that daemon's socket
+    through a :class:`DatagramWriter`, which never blocks either.
 
     Returns:
-        The writer of stdout; None when ``stream`` was given.
+        The writer of stdout or of the daemon's socket; None when
+        ``stream`` was given.
+    A daemon not listening yet is waited for (its writer's ``absent``
+    says why).
     """
-    writer: LogWriter | None = None
-    if stream is None:
+    writer: LogWriter | DatagramWriter | None = None
+    if stream is not None:
+        observer = json_observer(stream) if json_log else text_observer(stream)
+    else:
         if reactor is None:
             from procwork._reactor import default_reactor
 
             reactor = cast(WriterReactor, default_reactor())
         sys.stdout.flush()  # what print() buffered goes first
-        writer = LogWriter(
-            sys.stdout.fileno(),
-            reactor,
-            name="stdout",
-            max_buffered=max_buffered,
-            notice=dropped_notice(json_log),
-        )
-        observer = writer_observer(writer, json_log)
-    else:
-        observer = json_observer(stream) if json_log else text_observer(stream)
+        if target == "stdout":
+            writer = LogWriter(
+                sys.stdout.fileno(),
+                reactor,
+                name="stdout",
+                max_buffered=max_buffered,
+                notice=dropped_notice(json_log),
+            )
+            observer = writer_observer(writer, json_log)
+        else:
+            writer, observer = _daemon_writer(
+                target, reactor, max_buffered, json_log, facility, syslog_format
+            )
     # zope interfaces again: these objects provide what the casts say.
     predicates = [
-        cast(
-            ILogFilterPredicate,
-            LogLevelFilterPredicate(defaultLogLevel=LogLevel.info),
-        ),
+        cast(ILogFilterPredicate, levels if levels is not None else LevelFilter()),
         cast(ILogFilterPredicate, _not_noise),
     ]
     filtered = cast(ILogObserver, FilteringLogObserver(observer, predicates))
     globalLogBeginner.beginLoggingTo([filtered], redirectStandardIO=False)
     return writer
+
+
+def _daemon_writer(
+    target: str,
+    reactor: WriterReactor,
+    max_buffered: int,
+    json_log: bool,
+    facility: str,
+    syslog_format: str,
+) -> tuple[DatagramWriter, ILogObserver]:
+    """The writer of ``target``'s socket, and the observer that formats
+    each event for it (syslog: a JSON line with ``json_log``; journald:
+    always text, its fields carry the structure)."""
+    kind, _, path = target.partition(":")
+    path = path or DEFAULT_PATHS[kind]
+
+    def message(event: Mapping[str, Any]) -> bytes:
+        if kind == "journald":
+            return journal_message(event, daemon_text(event), facility=facility)
+        text = json_line(event).rstrip("\n") if json_log else daemon_text(event)
+        return syslog_message(
+            event, text, facility=facility, syslog_format=syslog_format
+        )
+
+    writer = DatagramWriter(
+        path,
+        reactor,
+        name=f"{kind} {path}",
+        max_buffered=max_buffered,
+        notice=dropped_notice(json_log, message),
+        memfd=kind == "journald",
+    )
+
+    def observe(event: dict[str, Any]) -> None:
+        writer.write_line(message(event))
+
+    return writer, cast(ILogObserver, observe)

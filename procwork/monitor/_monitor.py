@@ -52,7 +52,8 @@ from procwork.monitor._events import (
     rule_events,
 )
 from procwork.monitor._http import CappedFactory, Guard, Metric, StatusSite
-from procwork.monitor._logs import start_logging
+from procwork.monitor._logs import LevelFilter, start_logging
+from procwork.monitor._logsocket import DatagramWriter
 from procwork.monitor._logwriter import LogWriter
 from procwork.monitor._looplag import LoopLag
 from procwork.monitor._metrics import (
@@ -132,7 +133,8 @@ class Monitor:
         # The monitor watched too: its reactor's lag, its own log's
         # writer (set by main(), which owns stdout), its services' logs.
         self.loop_lag = LoopLag(reactor)
-        self.log_writer: LogWriter | None = None
+        self.log_writer: LogWriter | DatagramWriter | None = None
+        self.log_levels: LevelFilter | None = None  # main()'s: a reload sets it
         self.supervisor.listen_log_trouble(self._log_trouble)
         self.findings: list[Finding] = []
         self.controller = Controller(self)
@@ -432,6 +434,8 @@ class Monitor:
         steps.append(self.checks.update(new.checks))
         self.rules.update(new.rules)
         self.alerts.update(new.alerts)
+        if self.log_levels is not None:
+            self.log_levels.configured(new.log_level)
         if _loop_settings(new) != _loop_settings(old):
             # Else the scans and summaries go on on their schedules: a
             # reload is no reason for an extra one.
@@ -652,9 +656,11 @@ def main(
     check_only: bool = False,
     lock_file: str | None = None,
     socket: str | None = None,
+    log_level: str | None = None,
 ) -> int:
     """Run the monitor until Ctrl-C, SIGTERM, ``procwork ctl shutdown`` or
-    ``duration``; exit status. SIGHUP reloads the config.
+    ``duration``; exit status. SIGHUP reloads the config. ``log_level``
+    (``--log-level``) wins over the config's.
 
     Only one monitor runs a configuration at a time: it holds an exclusive
     lock on ``lock_file`` (default :func:`default_lock_path`), and so does its
@@ -696,13 +702,30 @@ def main(
         )
         return 1
     start_lifeline([lock])
-    # Stdout never blocks the monitor (see _logwriter.py); at exit what
-    # waits for the reader gets a bounded time to be written.
-    writer = start_logging(json_log or config.json_log)
+    # Stdout (or the log daemon's socket) never blocks the monitor (see
+    # _logwriter.py, _logsocket.py); at exit what waits for the reader gets
+    # a bounded time to be written.
+    levels = LevelFilter(log_level or config.log_level, pinned=bool(log_level))
+    writer = start_logging(
+        json_log or config.json_log,
+        levels=levels,
+        target=config.log,
+        facility=config.syslog_facility,
+        syslog_format=config.syslog_format,
+    )
+    if isinstance(writer, DatagramWriter) and writer.absent is not None:
+        # Not fatal: a log daemon starting after us (or restarting) must not
+        # keep the services down. What cannot wait is dropped and counted.
+        print(
+            f"procwork monitor: log = {config.log!r}: {writer.absent}; the "
+            "lines wait for it (then are dropped and counted) until it listens",
+            file=sys.stderr,
+        )
     if writer is not None:
         atexit.register(writer.close)
     monitor = Monitor(config)
     monitor.log_writer = writer
+    monitor.log_levels = levels
     reload_on_sighup(monitor)
     reap_orphans(all_children=True)  # if PID 1/subreaper: our children are procwork's
     notifier = _systemd_notifier(monitor.reactor)

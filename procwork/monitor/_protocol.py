@@ -15,18 +15,25 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
-from typing import Any, TypeGuard
 
 from procwork._errors import ProcworkError
-from procwork._validate import clip
+from procwork._format import clip
+
+# Not typing.TYPE_CHECKING: importing typing is a good part of what a
+# `procwork ctl` call costs, and this module is on its way (see cli/_main.py).
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any, TypeGuard
 
 __all__ = [
     "COMMANDS",
     "MAX_DEPTH",
     "MAX_LINE",
+    "MAX_WAIT",
     "PROTOCOL",
+    "SOCKET_VARIABLE",
     "ControlError",
     "decode",
     "default_socket_path",
@@ -51,9 +58,9 @@ MAX_DEPTH = 8
 #: Every command, and the request keys each one takes besides ``command``.
 COMMANDS: Mapping[str, frozenset[str]] = {
     "status": frozenset({"names"}),
-    "start": frozenset({"names"}),
+    "start": frozenset({"names", "wait"}),
     "stop": frozenset({"names"}),
-    "restart": frozenset({"names"}),
+    "restart": frozenset({"names", "wait"}),
     "signal": frozenset({"names", "signal"}),
     "tail": frozenset({"name", "stream", "lines", "follow"}),
     "reopen": frozenset({"names"}),
@@ -62,6 +69,13 @@ COMMANDS: Mapping[str, frozenset[str]] = {
 }
 
 _NEED_NAMES = {"start", "stop", "restart", "signal"}
+
+#: The longest ``wait`` a start or restart may ask for (seconds): a day.
+MAX_WAIT = 86400.0
+
+#: The environment variable that tells ``procwork ctl`` where the socket
+#: is, when neither ``--socket`` nor ``--config`` does.
+SOCKET_VARIABLE = "PROCWORK_SOCKET"
 
 
 class ControlError(ProcworkError, OSError):
@@ -85,6 +99,8 @@ def default_socket_path(
         return os.path.join(runtime, "procwork", "monitor.sock")
     if uid == 0:
         return "/run/procwork/monitor.sock"
+    import tempfile  # only here: it costs procwork ctl more than the rest
+
     return os.path.join(tempfile.gettempdir(), f"procwork-{uid}", "monitor.sock")
 
 
@@ -187,6 +203,17 @@ def parse_request(message: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{command}: names must be a list of service names")
         if command in _NEED_NAMES and not names:
             raise ValueError(f"{command}: name the services (or 'all')")
+    if "wait" in request:
+        wait = request["wait"]
+        if (
+            isinstance(wait, bool)
+            or not isinstance(wait, int | float)
+            or not 0 < wait <= MAX_WAIT
+        ):
+            raise ValueError(
+                f"{command}: wait must be a number of seconds > 0 and <= "
+                f"{MAX_WAIT:g}, not {clip(repr(wait))}"
+            )
     if command == "signal":
         signal = request.get("signal")
         if not (

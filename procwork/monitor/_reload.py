@@ -23,7 +23,17 @@ from procwork.monitor._protocol import describe_reload
 __all__ = ["ConfigDiff", "diff_config"]
 
 # Settings a running monitor cannot take up: they are bound at start.
-_NOT_RELOADED = ("http", "socket", "control", "http_control", "http_token", "json_log")
+_NOT_RELOADED = (
+    "http",
+    "socket",
+    "control",
+    "http_control",
+    "http_token",
+    "json_log",
+    "log",
+    "syslog_facility",
+    "syslog_format",
+)
 
 Names = tuple[str, ...]
 

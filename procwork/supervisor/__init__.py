@@ -20,6 +20,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+# Services are children like procwork.run's: the lifeline and the orphan
+# reaper (observers of the spawn transport, which register when imported)
+# must be watching before the first one starts. `import procwork` no longer
+# imports them (see procwork/_core.py): the supervisor does.
+from procwork import _lifeline as _lifeline
 from procwork.supervisor._child import ProcessFactory
 from procwork.supervisor._servicelog import LogStats, ServiceLogTrouble
 from procwork.supervisor._supervisor import (

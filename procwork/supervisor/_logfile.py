@@ -7,7 +7,11 @@ compared with the open file at most every ``check_every`` seconds and
 opened again when they differ; no file grows past ``max_bytes`` (cut at a
 newline, ``backups`` kept). Called from the reactor's thread.
 
-Design: ARCHITECTURE.md, "Service log files".
+Lines stay whole across a rotation even when a child writes block-buffered
+output: what follows a chunk's last newline is held, per stream, until its
+newline comes (at most :data:`MAX_PARTIAL` bytes; a longer line is written
+as it comes), and written as it is when the process ends or the file is
+closed. Design: ARCHITECTURE.md, "Service log files".
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["CHECK_EVERY", "LogFile", "LogTrouble"]
+__all__ = ["CHECK_EVERY", "MAX_PARTIAL", "LogFile", "LogTrouble"]
 
 #: Seconds between checks that the path is still the open file (and
 #: between tries to open a file that could not be opened).
 CHECK_EVERY = 1.0
+
+#: The longest end of a line, after a chunk's last newline, held for its
+#: newline (per stream), so that rotation keeps the line whole.
+MAX_PARTIAL = 64 * 1024
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
@@ -63,6 +71,9 @@ class LogFile:
         clock: Seconds (the reactor's ``seconds``), for ``check_every``.
         report: Told when writes start failing and when they work again.
         check_every: Seconds between checks of the path.
+        max_partial: At most this many bytes of a line wait for its newline
+            (per stream); default :data:`MAX_PARTIAL`, never more than
+            ``max_bytes``.
     """
 
     def __init__(
@@ -74,6 +85,7 @@ class LogFile:
         clock: Callable[[], float],
         report: Callable[[LogTrouble], object],
         check_every: float = CHECK_EVERY,
+        max_partial: int = MAX_PARTIAL,
     ) -> None:
         self.path = os.path.abspath(path)
         self.max_bytes = max_bytes
@@ -93,6 +105,9 @@ class LogFile:
         self._failing: LogTrouble | None = None  # the burst going on
         self._burst_lost = 0
         self._closed = False
+        self._max_partial = min(max_partial, max_bytes)
+        # Per stream (1, 2): the end of a line waiting for its newline.
+        self._partials: dict[int, bytes] = {}
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
         except FileExistsError:
@@ -112,9 +127,43 @@ class LogFile:
 
     # -- writing -------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
-        """Write ``data``, rotating as needed. Never raises: what cannot be
-        written is counted and reported (see the module)."""
+    @property
+    def held(self) -> int:
+        """Bytes of unfinished lines waiting for their newline."""
+        return sum(len(partial) for partial in self._partials.values())
+
+    def write(self, data: bytes, stream: int = 1) -> None:
+        """Write ``data``'s whole lines, rotating as needed; hold what
+        follows its last newline until that line is whole (see the module).
+        Never raises: what cannot be written is counted and reported.
+
+        Args:
+            data: What the process wrote.
+            stream: Which of its streams (1, 2): each has its own line
+                waiting, so a file both share gets whole lines of each.
+        """
+        if self._closed or not data:
+            return
+        partial = self._partials.pop(stream, b"")
+        end = data.rfind(b"\n") + 1
+        if end:
+            whole, rest = partial + data[:end], data[end:]
+        else:
+            whole, rest = b"", partial + data
+        if len(rest) > self._max_partial:
+            # A line longer than anything held: written as it comes.
+            whole, rest = whole + rest, b""
+        if rest:
+            self._partials[stream] = rest
+        self._append(whole)
+
+    def flush(self) -> None:
+        """Write the unfinished lines as they are (the process ended)."""
+        partials, self._partials = self._partials, {}
+        for partial in partials.values():
+            self._append(partial)
+
+    def _append(self, data: bytes) -> None:
         if self._closed or not data:
             return
         now = self._clock()
@@ -138,7 +187,13 @@ class LogFile:
             if room <= 0 or len(view) <= room:
                 cut = len(view)  # all of it (past the size if rotation failed)
             else:
-                cut = bytes(view[:room]).rfind(b"\n") + 1 or room
+                cut = bytes(view[:room]).rfind(b"\n") + 1
+                if not cut:
+                    # Not one whole line fits: it goes whole into a new
+                    # file, unless it is longer than a file.
+                    if self.size > 0 and self._rotate():
+                        continue
+                    cut = room
             written = self._write_all(view[:cut])
             if written < cut:
                 self._lost(view[written:])
@@ -255,7 +310,9 @@ class LogFile:
         return False
 
     def close(self) -> None:
-        """Close the file; later writes are ignored."""
+        """Write the unfinished lines as they are, and close the file; later
+        writes are ignored."""
+        self.flush()
         self._closed = True
         self._close_fd()
 

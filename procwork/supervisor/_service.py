@@ -34,9 +34,12 @@ class ServiceRecord:
         now: float,
         clock: Callable[[], float],
         trouble: LogTroubleListener | None = None,
+        call_later: Callable[..., object] | None = None,
     ) -> None:
         self.spec = spec
-        self.output = ServiceOutput(spec, clock, lambda: self.pid, trouble)
+        self.output = ServiceOutput(
+            spec, clock, lambda: self.pid, trouble, call_later=call_later
+        )
         self.state = ServiceState.STOPPED
         self.since = now
         self.transport: ChildTransport | None = None

@@ -8,8 +8,11 @@ supervisor's log, but at most ``console_rate`` a second per service: a
 service printing without pause (``yes``) would otherwise spend the reactor
 on formatting lines, and a 0.5 s check would run late. Over the rate, a
 chunk read from the pipe is not split into lines at all; its newlines are
-counted (in C) and the count is reported once the service is quiet enough
-again.
+counted (in C), and the count is said in one warning ("N output lines not
+shown") at most every :data:`NOT_SHOWN_EVERY` seconds per service: a
+service over its rate all day costs a line every 10 s, not one each time
+the rate lets a line through again (200 a second), and what was not shown
+is said within 10 s even if the service goes quiet.
 
 The last :data:`OUTPUT_TAIL` bytes of each stream are kept too, across
 restarts, as raw bytes (split into lines only when someone asks: ``procwork
@@ -23,6 +26,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.logger import Logger
 
@@ -31,6 +35,7 @@ from procwork.supervisor._logfile import CHECK_EVERY, LogFile, LogTrouble
 from procwork.supervisor._spec import ServiceSpec
 
 __all__ = [
+    "NOT_SHOWN_EVERY",
     "OUTPUT_TAIL",
     "LogStats",
     "LogTroubleListener",
@@ -42,6 +47,9 @@ __all__ = [
 #: Bytes of each stream's latest output a service keeps for
 #: :meth:`Supervisor.output` (``procwork ctl tail``), across restarts.
 OUTPUT_TAIL = 64 * 1024
+
+#: Seconds between two "N output lines not shown" warnings of a service.
+NOT_SHOWN_EVERY = 10.0
 
 #: Receives a service's output lines as they come: ``(stream, line)``.
 OutputListener = Callable[[str, str], object]
@@ -121,6 +129,9 @@ class ServiceOutput:
         pid: The service's current pid, for the log events.
         trouble: Told when a log file starts failing and when it works
             again (after the trouble is logged); must not raise.
+        call_later: The reactor's ``callLater``, to say the lines not shown
+            of a service gone quiet; without it they are said at its next
+            output or its end.
     """
 
     def __init__(
@@ -129,6 +140,7 @@ class ServiceOutput:
         clock: Callable[[], float],
         pid: Callable[[], int | None],
         trouble: LogTroubleListener | None = None,
+        call_later: Callable[..., Any] | None = None,
     ) -> None:
         self._spec = spec
         self._clock = clock
@@ -141,6 +153,9 @@ class ServiceOutput:
         self._tokens = self._rate
         self._refilled = clock()
         self._dropped = 0
+        self._call_later = call_later
+        self._said_at = float("-inf")  # when lines not shown were last said
+        self._saying: Any = None  # the timer that will say them
         self._splitters: dict[int, LineSplitter] = {}
         self._tails = {fd: TailBuffer(OUTPUT_TAIL) for fd in _STREAMS}
         self.listeners: list[OutputListener] = []
@@ -149,7 +164,7 @@ class ServiceOutput:
 
     def new_run(self) -> None:
         """A new process of the service: fresh line splitters."""
-        self.flush()
+        self._not_shown()
         # Where this run's output starts in each tail (see run_lines).
         self._run_starts = {fd: tail.total for fd, tail in self._tails.items()}
         limit = self._spec.max_log_line
@@ -295,7 +310,7 @@ class ServiceOutput:
             return
         log = self._file(stream)
         if log is not None:
-            log.write(data)  # never raises: a failure is counted and said
+            log.write(data, fd)  # never raises: a failure is counted and said
         self._tails[fd].write(data)
         if self.listeners:
             self._followers[fd].feed(data)
@@ -308,14 +323,29 @@ class ServiceOutput:
         else:
             # Over the rate: not split into lines (that is what costs).
             self._dropped += data.count(b"\n")
+        if self._dropped:
+            self._not_shown()
 
     def _refill(self) -> None:
         now = self._clock()
         elapsed = max(0.0, now - self._refilled)
         self._refilled = now
         self._tokens = min(self._rate, self._tokens + elapsed * self._rate)
-        if self._dropped and self._tokens >= 1:
+
+    def _not_shown(self) -> None:
+        """Say the lines not shown now if the last warning is
+        :data:`NOT_SHOWN_EVERY` seconds old; else have it said then."""
+        if not self._dropped or self._saying is not None:
+            return
+        wait = self._said_at + NOT_SHOWN_EVERY - self._clock()
+        if wait <= 0:
             self.flush()
+        elif self._call_later is not None:
+            self._saying = self._call_later(wait, self._said_later)
+
+    def _said_later(self) -> None:
+        self._saying = None
+        self.flush()
 
     def _line(self, stream: str, line: bytes) -> None:
         if self._tokens < 1:
@@ -385,8 +415,13 @@ class ServiceOutput:
         )
 
     def flush(self) -> None:
-        """Report the lines not shown, if any."""
+        """Report the lines not shown, if any, now."""
+        if self._saying is not None:
+            if self._saying.active():
+                self._saying.cancel()
+            self._saying = None
         if self._dropped:
+            self._said_at = self._clock()
             dropped, self._dropped = self._dropped, 0
             _log.warn(
                 "service {service!r}: {dropped} output lines not shown (over its "
@@ -397,16 +432,23 @@ class ServiceOutput:
             )
 
     def ended(self) -> None:
-        """The process ended: a last line without newline, the count.
+        """The process ended: a last line without newline, and the count of
+        lines not shown (now, or once :data:`NOT_SHOWN_EVERY` has passed
+        since the last: a crash loop of a loud service says it as rarely).
 
-        (The files need no flush: they are written unbuffered.)
+        The files get the end of a line that had no newline: they are
+        written unbuffered, but for that.
         """
         for splitter in (*self._splitters.values(), *self._followers.values()):
             splitter.close()
-        self.flush()
+        for log in self._opened.values():
+            log.flush()
+        self._not_shown()
 
     def close(self) -> None:
-        """Close the log files and drop the followers (the service is removed)."""
+        """Close the log files and drop the followers (the service is
+        removed); the lines not shown are said now."""
+        self.flush()
         self.listeners.clear()
         self._lost = self.log_stats
         for log in self._opened.values():

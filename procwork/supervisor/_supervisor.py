@@ -173,7 +173,9 @@ class Supervisor(ServiceOutputs):
                 "(remove it first)"
             )
         check_after(spec, self._live_names())
-        service = ServiceRecord(spec, self._now(), self._now, self._log_trouble)
+        service = ServiceRecord(
+            spec, self._now(), self._now, self._log_trouble, self._reactor.callLater
+        )
         self._services[spec.name] = service
         # Not wanted yet, so procmon does not start it here (see _may_start).
         self._procmon.add(spec)

@@ -31,11 +31,11 @@ from tests.support.tools import need_tool
 
 pytestmark = pytest.mark.slow  # every test starts a Python or more
 
-#: ``procwork timeout`` as the console script runs it (its fast path).
+#: ``procwork timeout`` as the console script runs it.
 PROCWORK_TIMEOUT = [
     PY,
     "-c",
-    "import sys, _procwork_launch; sys.exit(_procwork_launch.main())",
+    "import sys; from procwork.cli import main; sys.exit(main())",
     "timeout",
 ]
 
@@ -428,14 +428,15 @@ def test_kill_leftovers_is_an_option_not_a_prefix_of_kill_after() -> None:
     assert (done.returncode, out) == (0, "--kill-leftovers\n")
 
 
-# -- the fast path -------------------------------------------------------------
+# -- a fast start --------------------------------------------------------------
 
 
-def test_the_console_script_runs_timeout_without_importing_procwork_or_twisted(
+def test_procwork_timeout_imports_no_twisted_and_not_the_other_commands_parser(
     tmp_path: Path,
 ) -> None:
-    """It loads ``procwork/cli/_timeout.py`` by path: no ``procwork`` package,
-    no Twisted (they take a few hundred milliseconds to import)."""
+    """``procwork.cli.main`` dispatches ``timeout`` first: of procwork it
+    imports the package (lazy), ``procwork.cli`` and ``_timeout`` alone; no
+    Twisted, no argparse (they take tens to hundreds of milliseconds)."""
     env = child_env() | {"PYTHONPROFILEIMPORTTIME": "1"}
     done = subprocess.run(
         [*PROCWORK_TIMEOUT, "5", "true"],
@@ -451,8 +452,9 @@ def test_the_console_script_runs_timeout_without_importing_procwork_or_twisted(
         for line in done.stderr.splitlines()
         if line.startswith("import time:") and "|" in line
     }
-    assert "_procwork_launch" in imported
-    assert not {m for m in imported if m.split(".")[0] in ("procwork", "twisted")}
+    ours = {m for m in imported if m.split(".")[0] in ("procwork", "twisted")}
+    assert ours == {"procwork", "procwork.cli", "procwork.cli._timeout"}
+    assert "argparse" not in imported
 
 
 def test_version_names_procwork_dot_version() -> None:

@@ -294,6 +294,27 @@ def warnings() -> Any:
     globalLogPublisher.removeObserver(cast(ILogObserver, logged.append))
 
 
+def test_each_delivery_and_its_success_are_logged_at_debug_a_failure_as_a_warning() -> (
+    None
+):
+    """The monitor's own chatter stays out of an info log: a storm of
+    deliveries does not bury the lines that matter."""
+    logged: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(cast(ILogObserver, logged.append))
+    try:
+        run = FakeRun()
+        alerts = pager(run)
+        alerts.emit(event(about="disk"))
+        alerts.emit(event(about="load"))
+        run.runs[0][1].callback(Result(args=("pager",), pid=9, returncode=0))
+        run.runs[1][1].callback(Result(args=("pager",), pid=9, returncode=1))
+    finally:
+        globalLogPublisher.removeObserver(cast(ILogObserver, logged.append))
+    ours = [e for e in logged if e.get("log_namespace") == "procwork.alerts"]
+    levels = [e["log_level"] for e in ours]
+    assert levels == [LogLevel.debug] * 3 + [LogLevel.warn], ours
+
+
 def test_a_storm_of_events_runs_at_most_max_in_flight_and_the_rest_in_order() -> None:
     run = FakeRun()
     alerts = pager(run, max_in_flight=2)

@@ -382,9 +382,9 @@ def test_restart_gives_a_new_pid_and_signal_reaches_the_group(
 def test_tail_answers_with_the_kept_lines(operated: Operated) -> None:
     operated.world.current("web").say(b"1\n2\n3\n")
     answer = operated.ask(command="tail", name="web", lines=2)
-    assert answer["result"] == {"lines": ["2", "3"]}
+    assert answer["result"] == {"name": "web", "lines": ["2", "3"]}
     answer = operated.ask(command="tail", name="web", stream="stderr")
-    assert answer["result"] == {"lines": []}
+    assert answer["result"] == {"name": "web", "lines": []}
 
 
 def test_reopen_opens_each_services_log_files_again_by_path(tmp_path: Path) -> None:

@@ -324,7 +324,7 @@ def test_a_follower_that_reads_is_never_idle_however_quiet_the_service(
         transport.client_reads()
     assert not transport.disconnecting
     got = answers(transport)
-    assert got[0]["result"] == {"lines": ["old"]}
+    assert got[0]["result"] == {"name": "web", "lines": ["old"]}
     assert [a.get("line") for a in got if "line" in a] == ["new"]
     assert sum(1 for a in got if a.get("heartbeat")) >= 10
     protocol.connectionLost(None)

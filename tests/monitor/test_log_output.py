@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.task import Clock
 
 from procwork._reactor import default_reactor
 from procwork.monitor._logs import dropped_notice
@@ -41,30 +40,9 @@ from tests.support import (
     raised_in_thread,
     sigkill_leftovers,
 )
+from tests.support.logs import WriterReactor
 
 LINE = b"x" * 99 + b"\n"  # 100 bytes
-
-
-class WriterReactor(Clock):
-    """A Clock that keeps the writers it is given; the test says when one
-    is writable by calling its ``doWrite``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writers: set[Any] = set()
-
-    def addWriter(self, writer: Any) -> None:
-        self.writers.add(writer)
-
-    def removeWriter(self, writer: Any) -> None:
-        self.writers.discard(writer)
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:
-        self.callLater(0, f, *args, **kw)
-
-    def writable(self) -> None:
-        for writer in list(self.writers):
-            writer.doWrite()
 
 
 @contextlib.contextmanager

@@ -199,7 +199,9 @@ def test_a_webhook_answered_500_is_retried_after_retry_delay(
             webhook = "{receiver.url}"
             retries = 3
             retry_delay = 0.2
-            """
+            """,
+            "--log-level",
+            "debug",  # a delivery's result is logged at debug
         )
         wait_for("three attempts", lambda: len(receiver.posts) >= 3)
         assert receiver.answers == [500, 500, 200]
@@ -260,7 +262,9 @@ env = {{k: v for k, v in os.environ.items() if k.startswith("PROCWORK_")}}
 open({str(out)!r}, "w").write(json.dumps(env))
 print("noted", env["PROCWORK_NAME"])
 ''']
-        """
+        """,
+        "--log-level",
+        "debug",  # a delivery's result is logged at debug
     )
 
     def written() -> str | None:
@@ -286,12 +290,14 @@ print("noted", env["PROCWORK_NAME"])
 def test_a_mail_alert_of_a_real_monitor_reaches_a_real_smtp_server(
     run_monitor: Any,
 ) -> None:
-    """A service that exits 3: one message, which says so, to aiosmtpd."""
+    """A service that exits 3: one message, which says so, to aiosmtpd (the
+    delivery's outcome logged at debug)."""
     smtp = SmtpServer()
     try:
         monitor, base = run_monitor(
             f"""
             [monitor]
+            log_level = "debug"
             smtp = "{smtp.address}"
             smtp_from = "monitor@example.com"
 

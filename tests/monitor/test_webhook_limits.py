@@ -202,19 +202,23 @@ def test_a_reply_that_fits_is_read_whole_and_its_connection_closed_after_it(
 def test_a_delivery_logs_its_result_not_its_connections(
     webhooks: Callable[..., Webhook],
 ) -> None:
-    """Twisted's client factory would log two lines per connection."""
-    from twisted.logger import formatEvent
+    """Twisted's client factory would log two lines per connection. The two
+    lines of a delivery that works are the monitor's chatter: at debug,
+    below the default log level."""
+    from twisted.logger import LogLevel, formatEvent
 
     webhook = webhooks(head(204, b"content-length: 0"), fixed(b""))
     alerts = AlertDispatcher([AlertSpec("hook", webhook=webhook.url, timeout=20)])
-    lines: list[str] = []
-    with observing(lambda event: lines.append(formatEvent(event))):
+    lines: list[tuple[object, str]] = []
+    with observing(
+        lambda event: lines.append((event["log_level"], formatEvent(event)))
+    ):
         status = deliver(alerts)
         assert drive_until(lambda: webhook.all_closed(1), timeout=10)
     assert status.last_result == "webhook answered 204"
     assert lines == [
-        f"alert hook: check.failed disk -> {webhook.url}",
-        "alert hook: webhook answered 204",
+        (LogLevel.debug, f"alert hook: check.failed disk -> {webhook.url}"),
+        (LogLevel.debug, "alert hook: webhook answered 204"),
     ]
 
 
