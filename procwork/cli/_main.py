@@ -253,6 +253,10 @@ class _Version(argparse.Action):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``procwork`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["timeout"]:  # procwork.cli.main does it before importing us
+        from procwork.cli._timeout import main as timeout_main
+
+        return timeout_main(argv[1:])
     parser = _parser()
     try:
         args = parser.parse_args(argv)
