@@ -1,5 +1,6 @@
-"""The ``procwork`` command: ``procwork run``, ``procwork monitor`` and
-``procwork ctl``.
+"""The ``procwork`` command: ``procwork run``, ``procwork monitor``,
+``procwork ctl`` (``procwork timeout``, :mod:`._timeout`, is dispatched by
+:func:`procwork.cli.main` before this module is imported).
 
 This module parses the command line and hands it to the subcommand, whose
 module it imports only then: ``procwork run`` (:mod:`._run`) and
@@ -107,14 +108,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--timeout",
-        type=float,
+        type=_duration,
         default=None,
         metavar="S",
-        help="seconds before the process group is terminated",
+        help="seconds before the process group is terminated (suffixes s, m, "
+        "h, d as timeout(1); 0: no timeout)",
     )
     run.add_argument(
         "--grace",
-        type=float,
+        type=_duration,
         default=DEFAULT_GRACE,
         metavar="S",
         help=f"seconds between SIGTERM and SIGKILL (default {DEFAULT_GRACE:g})",
@@ -226,7 +228,19 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the control socket (procwork ctl) here (overrides config)",
     )
     add_ctl_parser(commands)
+    commands.add_parser(  # parsed by _timeout: listed here for --help
+        "timeout", help="coreutils timeout(1), same argv, killing the whole tree"
+    )
     return parser
+
+
+def _duration(text: str) -> float:
+    from procwork.cli._timeout import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 class _Version(argparse.Action):
@@ -245,12 +259,22 @@ class _Version(argparse.Action):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``procwork`` command; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command == "run":
-        from procwork.cli._run import run_command
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["timeout"]:  # procwork.cli.main does it before importing us
+        from procwork.cli._timeout import main as timeout_main
 
-        return run_command(parser, args)
+        return timeout_main(argv[1:])
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "run":
+            from procwork.cli._run import run_command
+
+            return run_command(parser, args)
+    except SystemExit as e:
+        if e.code == 2 and argv[:1] == ["run"]:
+            raise SystemExit(125) from None  # a usage error of run, as timeout(1)
+        raise
     if args.command == "ctl":
         from procwork.cli._ctl import ctl
 

@@ -1,13 +1,17 @@
 """``procwork run``: one command under a timeout that kills its whole tree.
 
 The exit statuses are timeout(1)'s and the shells': the command's own, 124
-if it timed out, 128+N if signal N killed it, 126/127 if it could not be
-executed / found, 255 if ``--host`` could not be used (as ssh).
+if it timed out, 126/127 if it could not be executed / found, 125 on a usage
+error, 255 if ``--host`` could not be used (as ssh). If signal N killed the
+command (not on time out), or reached ``procwork run`` (SIGINT, SIGTERM,
+SIGHUP, SIGQUIT), it dies of N once the tree is terminated, as timeout(1)
+does, so that the shell sees the death by signal.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import signal
 import sys
 from collections.abc import Callable
@@ -19,6 +23,7 @@ from procwork._errors import ProcworkError, SpawnError
 from procwork._lifeline import enable_lifeline
 from procwork._orphans import reap_orphans
 from procwork._result import Result
+from procwork.cli._timeout import die_by_signal
 
 __all__ = ["exit_status", "run_command"]
 
@@ -26,7 +31,7 @@ __all__ = ["exit_status", "run_command"]
 EXIT_TIMED_OUT = 124
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
-EXIT_USAGE = 2
+EXIT_USAGE = 125  # as timeout(1): 2 is too common a status of commands
 
 
 def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -59,7 +64,7 @@ def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         untwisted.tick(0)
         process = spawn(
             command,
-            timeout=args.timeout,
+            timeout=args.timeout or None,  # 0: none, as timeout(1)
             grace=args.grace,
             priority=args.priority,
             max_output=args.max_output if capture else (1 if remote else None),
@@ -81,9 +86,14 @@ def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         return 255 if isinstance(e, ConnectionError | PermissionError) else 1
     except KeyboardInterrupt:
         # Like SIGTERM (and SIGHUP/SIGQUIT, which untwisted turns into
-        # SystemExit(128+N)): the exit status says which signal, no traceback;
-        # the command's group is terminated on the way out.
-        return 128 + signal.SIGINT
+        # SystemExit(128+N)): no traceback; the command's group is terminated
+        # on the way out, and then we die of the signal, so that the shell
+        # sees it (and its loop stops at Ctrl-C).
+        return _die_at_exit(signal.SIGINT)
+    except SystemExit as e:
+        if isinstance(e.code, int) and e.code - 128 in _DYING_SIGNALS:
+            return _die_at_exit(e.code - 128)
+        raise
     if capture:
         sys.stdout.buffer.write(result.stdout)
         sys.stdout.buffer.flush()
@@ -96,7 +106,20 @@ def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
             + (", output truncated" if result.truncated else ""),
             file=sys.stderr,
         )
-    return exit_status(result)
+    status = exit_status(result)
+    if not result.timed_out and (result.returncode or 0) < 0:
+        return _die_at_exit(-(result.returncode or 0))  # the command's signal
+    return status
+
+
+_DYING_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+
+
+def _die_at_exit(signum: int) -> int:
+    # An atexit hook runs after untwisted's shutdown (a threading exit hook),
+    # which terminates the command's group first.
+    atexit.register(die_by_signal, signum)
+    return 128 + signum
 
 
 def _passthrough(stream: BinaryIO) -> Callable[[bytes], None]:

@@ -85,9 +85,23 @@ def test_run_exits_with_the_commands_exit_status(code: int) -> None:
     assert done.stderr == "", "nothing is said without --verbose"
 
 
-def test_run_exits_128_plus_n_when_the_command_is_killed_by_signal_n() -> None:
+def test_run_dies_of_the_signal_that_killed_the_command_as_timeout_does() -> None:
+    """So that the calling shell sees the death by signal ($? is 128+N)."""
     done = procwork("run", *python("import os; os.kill(os.getpid(), 9)"))
-    assert done.returncode == 128 + 9
+    assert done.returncode == -9
+
+
+def test_run_takes_a_timeout_of_0_as_none_as_timeout_does() -> None:
+    done = procwork("run", "--timeout", "0", *python("import time; time.sleep(0.3)"))
+    assert done.returncode == 0
+
+
+def test_run_takes_durations_with_the_suffixes_of_timeout() -> None:
+    done = procwork(
+        "run", "-v", "--timeout", "0.005m", *python("import time; time.sleep(60)")
+    )
+    assert done.returncode == 124
+    assert "after timeout 0.3 s" in done.stderr
 
 
 def test_run_shares_its_stdin_stdout_and_stderr_with_the_command_as_timeout_does() -> (
@@ -209,7 +223,7 @@ def test_sigterm_to_procwork_run_kills_the_command_too(
         child = read_pid(child_pid)
         pids.append(child)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        assert proc.wait(timeout=30) == -signal.SIGTERM
         assert gone_within(child), "the command died with procwork run"
     finally:
         if proc.poll() is None:
@@ -318,12 +332,13 @@ def test_max_output_larger_than_the_output_keeps_all_of_it() -> None:
         ),
         pytest.param(
             ["run", "--timeout", "soon", "--", "true"],
-            "argument --timeout: invalid float value: 'soon'",
+            "argument --timeout: invalid time interval 'soon': give a number of "
+            "seconds with an optional suffix s, m, h or d (0: no timeout)",
             id="timeout-not-a-number",
         ),
         pytest.param(
             ["run", "--timeout", "-1", "--", "true"],
-            "timeout must be a finite number >= 0, not -1.0",
+            "invalid time interval '-1': it must be 0 (no timeout) or more",
             id="negative-timeout",
         ),
         pytest.param(
@@ -331,6 +346,21 @@ def test_max_output_larger_than_the_output_keeps_all_of_it() -> None:
             "max_output must be >= 1 byte, not 0",
             id="max-output-zero",
         ),
+    ],
+)
+def test_a_usage_error_of_run_exits_125_as_timeout_does_and_says_what_is_wrong(
+    args: list[str], message: str
+) -> None:
+    """125, not argparse's 2: a command's own status 2 is common."""
+    done = procwork(*args)
+    assert done.returncode == 125
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
         pytest.param([], "the following arguments are required: COMMAND", id="none"),
         pytest.param(["launch"], "invalid choice: 'launch'", id="unknown-command"),
     ],

@@ -142,6 +142,10 @@ SIGKILL_SENDERS = frozenset(
         # not an Escalation: see the comment in SSHPool._shutdown.)
         "procwork/_remote/_channel.py",
         "procwork/_remote/_pool.py",
+        # procwork timeout runs without Twisted (it must start fast), on the
+        # standard library only, like the lifeline helper: its -k and the
+        # kill of leftovers are its own, coreutils timeout's rules.
+        "procwork/cli/_timeout.py",
     }
 )
 
