@@ -33,9 +33,10 @@ def echo(conn: Connection) -> Gen:
 
 
 def cancelled_at_random(make: Callable[[], Any], count: int, seed: int) -> list[str]:
-    """Run ``count`` operations, 10 at a time, each cancelled after a random
-    delay between none and twice an operation's usual length (measured on
-    a few first), so that cancels land in every phase; how each ended."""
+    """Run ``count`` operations, 10 at a time, nine of each ten cancelled
+    after a random delay between none and twice an operation's usual length
+    (measured on a few first), so that cancels land in every phase; how
+    each ended."""
     rng = random.Random(seed)
     reactor = clockwork.default_worker().reactor
 
@@ -46,7 +47,12 @@ def cancelled_at_random(make: Callable[[], Any], count: int, seed: int) -> list[
 
     usual = sorted(wait(clockwork.gather(*(timed() for _ in range(5))), 60))[2]
 
-    def one() -> Gen:
+    def one(n: int) -> Gen:
+        if n == 0:
+            # One of each ten is never cancelled: however slow a loaded
+            # machine makes the others, some end "done" in the same mix.
+            yield make()
+            return "done"
         try:
             yield clockwork.timeout(rng.uniform(0, 2 * usual), make())
         except (clockwork.Timeout, CancelledError):
@@ -55,7 +61,7 @@ def cancelled_at_random(make: Callable[[], Any], count: int, seed: int) -> list[
 
     outcomes: list[str] = []
     for _ in range(count // 10):
-        outcomes += wait(clockwork.gather(*(one() for _ in range(10))), 60)
+        outcomes += wait(clockwork.gather(*(one(n) for n in range(10))), 60)
     return outcomes
 
 

@@ -288,9 +288,18 @@ def proc_stats() -> Iterator[tuple[int, list[str]]]:
 
 
 def my_children() -> dict[int, str]:
-    """This process's children (pid -> state letter), zombies (Z) included."""
+    """This process's children (pid -> state letter), zombies (Z) included,
+    but not the lifeline helper: it lives as long as the test session once
+    enabled (a spawn from a thread other than the main one enables it)."""
+    from procwork._lifeline import lifeline_pid
+
     me = str(os.getpid())
-    return {pid: fields[0] for pid, fields in proc_stats() if fields[1] == me}
+    helper = lifeline_pid()
+    return {
+        pid: fields[0]
+        for pid, fields in proc_stats()
+        if fields[1] == me and pid != helper
+    }
 
 
 def group_members(pgid: int) -> list[int]:
