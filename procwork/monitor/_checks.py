@@ -21,6 +21,8 @@ import functools
 import os
 import shlex
 import time
+import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -219,8 +221,17 @@ class CheckRunner:
 
     def start(self) -> None:
         """Start every check now (or after its ``start_delay``), then on its
-        interval."""
+        interval.
+
+        Checks that share an interval and were given no ``start_delay`` are
+        spread over it instead: each starts at its own place in the
+        interval (see :func:`place`), within one interval of the start, so
+        that a hundred checks ``every = 1`` do not all fall due at the same
+        instant and wait for one another (``start_delay = 0`` starts one at
+        once all the same).
+        """
         self._started = True
+        shared = Counter(s.every for s in self._specs.values() if s.start_delay is None)
         for name, spec in self._specs.items():
             if name in self._loops:
                 continue
@@ -228,11 +239,17 @@ class CheckRunner:
             loop.clock = self._reactor
             self._loops[name] = loop
             if spec.start_delay:
-                self._delays[name] = self._reactor.callLater(
-                    spec.start_delay, self._start_loop, name, loop, spec
-                )
+                delay = spec.start_delay
+            elif spec.start_delay is None and shared[spec.every] > 1:
+                # Anchored on the clock, not on the start: a check keeps its
+                # place across reloads and restarts of the monitor.
+                delay = (place(spec) - self._reactor.seconds()) % spec.every
             else:
                 loop.start(spec.every, now=True)
+                continue
+            self._delays[name] = self._reactor.callLater(
+                delay, self._start_loop, name, loop, spec
+            )
 
     def _start_loop(self, name: str, loop: LoopingCall, spec: CheckSpec) -> None:
         self._delays.pop(name, None)
@@ -260,8 +277,9 @@ class CheckRunner:
         last alerted, its last result) is kept. One whose spec differs is
         stopped as :meth:`stop` stops checks and starts afresh with a new
         status, as a new one does; one no longer given is stopped and
-        forgotten. New and changed checks start at once (or after their
-        ``start_delay``) if the runner is started, else at :meth:`start`.
+        forgotten. New and changed checks start as :meth:`start` starts
+        them (at once, after their ``start_delay``, or at their place in a
+        shared interval) if the runner is started, else at :meth:`start`.
 
         Args:
             specs: Every check from now on, in the order to report them.
@@ -589,6 +607,17 @@ class CheckRunner:
         except Exception as e:  # no such service, not running
             return f"cannot {what} {name}: {e}"
         return f"sent {spec.signal_name} to {name}"
+
+
+def place(spec: CheckSpec) -> float:
+    """Where a check that shares its interval runs in it: seconds past each
+    multiple of ``every`` (on the reactor's clock, the epoch's seconds).
+
+    A fraction of ``every`` taken from the check's name (its CRC-32), as
+    Prometheus places its scrape targets: the same on every start, spread
+    evenly on average, with no coordination between the checks.
+    """
+    return spec.every * zlib.crc32(spec.name.encode()) / 2**32
 
 
 def _net(run: Callable[[Any], Deferred[Any]], spec: CheckSpec) -> Deferred[Any]:

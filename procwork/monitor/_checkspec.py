@@ -114,7 +114,10 @@ class CheckSpec:
             again (a reminder) at most this often, in seconds (default 0:
             no reminders).
         start_delay: Seconds before the first run, so a check does not fail
-            while the services it checks are starting (default 0).
+            while the services it checks are starting. Default none: at
+            once, or, for checks that share their ``every``, at the
+            check's place in that interval (see :meth:`CheckRunner.start`);
+            ``0`` runs it at once even then.
         host: Run ``command`` on ``"user@host:port"`` over SSH (see
             :func:`procwork.run`); ``on_failure`` still runs here. Default:
             here.
@@ -184,8 +187,10 @@ class CheckSpec:
     repeat_every: float = attrs.field(
         default=0.0, converter=validate.duration, validator=validate.non_negative
     )
-    start_delay: float = attrs.field(
-        default=0.0, converter=validate.duration, validator=validate.non_negative
+    start_delay: float | None = attrs.field(
+        default=None,
+        converter=validate.optional_duration,
+        validator=validate.optional(validate.non_negative),
     )
     host: str | None = attrs.field(
         default=None, validator=validate.optional(validate.host)

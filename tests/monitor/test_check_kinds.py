@@ -210,7 +210,7 @@ def test_load_and_memory_checks_need_no_thread(threads: HandThreads) -> None:
         clock,
         threads,
         CheckSpec("load", load=True, max_per_core=1e6, every=10),
-        CheckSpec("memory", memory=True, min_available_percent=0, every=10),
+        CheckSpec("memory", memory=True, min_available_percent=0, every=20),
     )
     assert threads.pending == []
     assert [s.last_outcome for s in runner.status.values()] == ["ok", "ok"]
@@ -473,7 +473,7 @@ def test_metrics_give_every_kinds_duration_result_kind_and_target(
     runner = CheckRunner(
         [
             CheckSpec("beat", file=str(tmp_path), every=10),
-            CheckSpec("df", "df -h", every=10),
+            CheckSpec("df", "df -h", every=20),
         ],
         run=fake,
         reactor=clock,

@@ -451,7 +451,7 @@ def test_an_update_leaves_an_unchanged_check_on_its_schedule_with_its_state(
     """Same name, same spec: no extra run, its run in flight goes on, and its
     failure count and failing state are kept, so it is not said to fail
     again, and its recovery is said."""
-    load = CheckSpec("load", ["check-load"], every=10)
+    load = CheckSpec("load", ["check-load"], every=20)
     runner = make(disk(failures=2), load)
     seen = _events(runner)
     for _ in range(2):
@@ -505,7 +505,7 @@ def test_an_update_replaces_a_changed_check_with_a_fresh_one(
 def test_an_update_starts_added_checks_and_stops_and_forgets_removed_ones(
     make: Callable[..., CheckRunner], clock: Clock, fake: FakeRun
 ) -> None:
-    runner = make(disk(), CheckSpec("load", ["check-load"], every=10))
+    runner = make(disk(), CheckSpec("load", ["check-load"], every=20))
     stopped = runner.update(
         [CheckSpec("mem", ["check-mem"], every=10, start_delay=2), disk()]
     )
@@ -522,7 +522,7 @@ def test_an_update_before_start_starts_nothing_until_start(
     fake: FakeRun, clock: Clock
 ) -> None:
     runner = CheckRunner([disk()], run=fake, reactor=clock)
-    runner.update([disk(), CheckSpec("load", ["check-load"], every=10)])
+    runner.update([disk(), CheckSpec("load", ["check-load"], every=20)])
     assert fake.calls == []
     runner.start()
     assert [c.argv[0] for c in fake.calls] == ["check-disk", "check-load"]
