@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 
 from procwork import Result
 from procwork.monitor import CheckSpec, parse_config
-from procwork.monitor._checks import CheckRunner, place
+from procwork.monitor._checks import SLOT, CheckRunner, place
 
 
 class Runs:
@@ -84,12 +84,17 @@ def test_checks_sharing_an_interval_run_at_their_own_places_in_it() -> None:
         assert runs.of(name) == pytest.approx([first, first + 10, first + 20])
 
 
-def test_the_places_of_checks_sharing_an_interval_differ_and_lie_within_it() -> None:
+def test_checks_sharing_an_interval_are_placed_in_its_slots_spread_over_it() -> None:
     places = [place(check(f"c{i}", every=1)) for i in range(100)]
+    slots = Counter(round(p / SLOT) for p in places)
     assert all(0 <= p < 1 for p in places)
-    assert len(set(places)) == 100
-    # Spread, not bunched: no tenth of the second holds a quarter of them.
-    assert max(Counter(int(p * 10) for p in places).values()) < 25
+    assert all(p == pytest.approx(round(p / SLOT) * SLOT) for p in places)
+    assert sorted(slots) == list(range(20))  # every 50 ms slot of the second
+    assert max(slots.values()) <= 10  # and none holds a tenth of them
+
+
+def test_a_check_whose_interval_is_shorter_than_a_slot_runs_at_its_start() -> None:
+    assert place(check("web", every=0.02)) == 0.0
 
 
 def test_a_hundred_checks_every_second_are_never_all_due_at_once() -> None:
@@ -98,7 +103,7 @@ def test_a_hundred_checks_every_second_are_never_all_due_at_once() -> None:
     step_through(clock, 2.999)
     assert len(runs.at) == 300  # each once a second, none skipped
     most = max(Counter(round(t, 3) for _, t in runs.at).values())
-    assert most <= 2  # at most two fall due in the same millisecond
+    assert most <= 10  # at most ten at once
 
 
 def test_a_check_keeps_its_place_whenever_the_runner_starts() -> None:
