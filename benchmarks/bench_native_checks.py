@@ -45,15 +45,15 @@ busy-looping processes started beside it, at nice 0 like the monitor).
 With ``--spread``, check i of N has ``start_delay = i/N``: evenly spread
 over each second instead of at the places the monitor gives them; with
 ``--together``, all have ``start_delay = 0.001``: none is spread, all fall
-due at the same instant (as every check did before the monitor spread
-them). With
-``--rounds R`` each contender runs R times (the contenders in turn), and
-each figure is the median of its R rounds. ``--http`` runs the http
-contenders only. With ``--no-fork`` (as root),
-each monitor runs as ``nobody`` with ``RLIMIT_NPROC`` at the number of
-tasks that user has: it can neither fork nor start a thread, and the table
-shows which checks keep their schedule and what the others say. Nothing is
-asserted; the figures depend on the machine.
+due at the same instant (as every check did before the monitor spread them).
+With ``--rounds R`` each contender runs R times (the contenders in turn),
+and each figure is the median of its R rounds. ``--http`` runs the http
+contenders only. ``--monitor-nice N`` runs the monitors (and so their
+command checks) at nice N, as ``Nice=`` in their systemd unit would. With
+``--no-fork`` (as root), each monitor runs as ``nobody`` with
+``RLIMIT_NPROC`` at the number of tasks that user has: it can neither fork
+nor start a thread, and the table shows which checks keep their schedule and
+what the others say. Nothing is asserted; the figures depend on the machine.
 """
 
 from __future__ import annotations
@@ -373,6 +373,12 @@ def main() -> int:
         "--rounds", type=int, default=1, help="figures are medians of R rounds"
     )
     parser.add_argument("--http", action="store_true", help="http contenders only")
+    parser.add_argument(
+        "--monitor-nice",
+        type=int,
+        default=0,
+        help="the monitors' nice value (below 0 needs root), as systemd's Nice=",
+    )
     parser.add_argument("--contender", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -385,6 +391,7 @@ def main() -> int:
         )
     )
     if args.contender:
+        os.nice(args.monitor_nice)
         fork = not args.no_fork
         figures = contender(
             args.contender,
@@ -414,6 +421,7 @@ def main() -> int:
                 argv.append("--spread")
             if args.together:
                 argv.append("--together")
+            argv.append(f"--monitor-nice={args.monitor_nice}")
             child = subprocess.run(
                 argv, capture_output=True, text=True, env=env, timeout=600
             )
@@ -428,6 +436,7 @@ def main() -> int:
         + ("; the monitors cannot fork nor start a thread" if args.no_fork else "")
         + ("; start_delay = i/N" if args.spread else "")
         + ("; all due at the same instant" if args.together else "")
+        + (f"; the monitors at nice {args.monitor_nice}" if args.monitor_nice else "")
         + (f"; medians of {args.rounds} rounds" if args.rounds > 1 else "")
     )
     print(
