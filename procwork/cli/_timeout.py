@@ -71,8 +71,9 @@ Start COMMAND, and kill its whole tree if still running after DURATION.
                             use the terminal; only COMMAND is signalled then
       --kill-leftovers      also kill what COMMAND left running when it exits
       --contain             start COMMAND in a cgroup of its own, where
-                            procwork may make one: the lifeline then kills
-                            processes that left COMMAND's group too
+                            procwork may make one (not with --foreground):
+                            the lifeline then kills processes that left
+                            COMMAND's group too
   -v, --verbose             say on stderr when a signal is sent
       --help                show this help and exit
       --version             show the version and exit

@@ -13,6 +13,7 @@ bounded.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -85,18 +86,21 @@ def cgroup_directory(wrapper: subprocess.Popen[str]) -> str:
     return os.path.join(base, f"procwork.timeout.{wrapper.pid}")
 
 
+@pytest.mark.parametrize(
+    ("sig", "status"), [("TERM", 124), ("KILL", -signal.SIGKILL)], ids=["TERM", "KILL"]
+)
 def test_contained_an_escapee_of_the_group_is_in_the_cgroup_and_dies_at_the_timeout(
-    marker: str, tmp_path: Path
+    sig: str, status: int, marker: str, tmp_path: Path
 ) -> None:
+    """With ``-s KILL`` the cgroup is killed whole, and procwork timeout then
+    dies of KILL itself, as coreutils does."""
     need_cgroups()
     report = tmp_path / "escapee"
-    script = ESCAPES + "sleep 300"
-    wrapper = start(
-        [*PROCWORK_TIMEOUT, "--contain", "3", "sh", "-c", script, marker, str(report)]
-    )
+    command = ["sh", "-c", ESCAPES + "sleep 300", marker, str(report)]
+    wrapper = start([*PROCWORK_TIMEOUT, "--contain", "-s", sig, "3", *command])
     try:
         err = finish(wrapper)
-        assert wrapper.returncode == 124, err
+        assert wrapper.returncode == status, err
         pid, cgroup = escapee(report)
         assert cgroup.endswith(f"/procwork.timeout.{wrapper.pid}")
         assert not alive(pid), "procwork timeout returned with the escapee gone"
