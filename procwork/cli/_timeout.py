@@ -368,6 +368,7 @@ class _Timeout:
         self.term_signal = options.signum
         self.kill_after = options.kill_after
         self.pid = 0
+        self.reaped = False  # the command's pid is no longer its
         self.helper_pid = 0
         self.lifeline: int | None = None  # our end of the pipe to the helper
         self.timed_out = False
@@ -607,17 +608,29 @@ class _Timeout:
             )
         self.signalled = True
         self.last_signal = signum
-        _kill(self.pid, signum)
+        self.signal_tree(signum)
+
+    def signal_tree(self, signum: int) -> None:
+        """Signal the command (unless reaped: its pid may be another's),
+        and but with --foreground its group, cgroup and our descendants."""
+        command = [] if self.reaped else [self.pid]
         if self.options.foreground:
+            for pid in command:
+                _kill(pid, signum)
             return
+        # Listed before the command is signalled: the children of a command
+        # that just died are on their way to us, and a listing then can
+        # miss them.
+        targets = self.tree()
+        for pid in command:
+            _kill(pid, signum)
         if signum == signal.SIGKILL and self.cgroup is not None:
             self.cgroup.kill()  # at once, racing no fork
-        targets = self.tree()
         for pid in targets:
             _kill(pid, signum)
         if signum not in (0, signal.SIGKILL, signal.SIGCONT):
             # A stopped process would keep its signal until continued.
-            for pid in [self.pid, *targets]:
+            for pid in [*command, *targets]:
                 _kill(pid, signal.SIGCONT)
 
     def reap(self) -> int | None:
@@ -635,6 +648,7 @@ class _Timeout:
                 return found
             if pid == self.pid:
                 found = status
+                self.reaped = True
 
     def tree(self) -> list[int]:
         """Every live process of the command's group or descended from us
@@ -675,7 +689,11 @@ class _Timeout:
         deadline = kill_at + _KILLED_WITHIN
         killed = self.last_signal == signal.SIGKILL  # and they are dying
         while self.leftovers() and time.monotonic() < deadline:
-            if not killed and time.monotonic() >= kill_at:
+            if killed:
+                # What a listing missed (an orphan on its way to us as its
+                # parent died, a child forked meanwhile) gets it now.
+                self.signal_tree(signal.SIGKILL)
+            elif time.monotonic() >= kill_at:
                 self.send(signal.SIGKILL)
                 killed = True
             wait = 0.05 if killed else max(0.0, min(0.05, kill_at - time.monotonic()))

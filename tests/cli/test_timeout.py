@@ -276,6 +276,37 @@ def test_a_tree_that_ignores_the_signal_is_killed_after_kill_after(
     assert running_with(marker) == []
 
 
+KILL_ROUNDS = 40
+
+
+def test_a_timeouts_kill_reaches_children_orphaned_as_their_parent_dies(
+    marker: str,
+) -> None:
+    """40 times under CPU load, ``-k``'s KILL hits a shell (ignoring TERM)
+    whose children, one in a session of its own, are reparented to procwork
+    timeout as the shell dies: a listing of the tree taken then can miss
+    them, so what is found afterwards is SIGKILLed too, and each time none
+    is left running when procwork timeout (dead of KILL) is gone."""
+    script = (
+        "trap '' TERM; "
+        'setsid sh -c "trap \'\' TERM; sleep 300; :" "$0" & '
+        'sh -c "trap \'\' TERM; sleep 300; :" "$0" & '
+        "wait"
+    )
+    with cpu_load():
+        for round_ in range(KILL_ROUNDS):
+            done = subprocess.Popen(
+                [*PROCWORK_TIMEOUT, "-k", "0.2", "0.2", "sh", "-c", script, marker],
+                cwd=ROOT,
+                env=child_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            assert done.wait(timeout=60) == -signal.SIGKILL
+            assert running_with(marker) == [], f"round {round_}"
+
+
 def test_procwork_timeout_sigkilled_takes_the_commands_tree_along(
     marker: str,
 ) -> None:
