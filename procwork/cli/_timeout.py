@@ -9,7 +9,10 @@ command so that the calling shell sees that death. Where it differs:
   process descended from the command, those that moved to a group of their
   own too (coreutils: its own group only);
 - procwork's lifeline helper kills the command's group if ``procwork
-  timeout`` itself is SIGKILLed (coreutils: the command runs on);
+  timeout`` itself is SIGKILLed (coreutils: the command runs on); with
+  ``--contain``, where procwork may make cgroups, the command's cgroup,
+  whole, so that processes that left the group die too
+  (:mod:`procwork.cli._timeout_cgroup`);
 - after a timeout or a signal passed on, whatever the command left running
   is SIGKILLed (after the ``-k`` duration if given) before it returns;
   leftovers of a command that ended on its own are left alone, as coreutils
@@ -33,6 +36,10 @@ import struct
 import sys
 import time
 from collections.abc import Sequence
+
+TYPE_CHECKING = False  # typing's import costs milliseconds here
+if TYPE_CHECKING:
+    from procwork.cli._timeout_cgroup import TimeoutCgroup
 
 __all__ = [
     "EXIT_CANNOT_EXECUTE",
@@ -63,6 +70,10 @@ Start COMMAND, and kill its whole tree if still running after DURATION.
       --foreground          leave COMMAND in this process group, so that it can
                             use the terminal; only COMMAND is signalled then
       --kill-leftovers      also kill what COMMAND left running when it exits
+      --contain             start COMMAND in a cgroup of its own, where
+                            procwork may make one (not with --foreground):
+                            the lifeline then kills processes that left
+                            COMMAND's group too
   -v, --verbose             say on stderr when a signal is sent
       --help                show this help and exit
       --version             show the version and exit
@@ -70,10 +81,12 @@ Start COMMAND, and kill its whole tree if still running after DURATION.
 DURATION is a number of seconds (fractions allowed) with an optional suffix
 s, m, h or d; 0 means no timeout. Exit status: 124 if COMMAND timed out (and
 not --preserve-status), 125 if procwork timeout failed, 126 if COMMAND could
-not be executed, 127 if not found, 137 if it was sent KILL, else COMMAND's.
+not be executed, 127 if not found, else COMMAND's. When the signal sent on
+time out is KILL (-s KILL, or -k), procwork timeout then dies of KILL too, as
+coreutils does (the shell sees 137); with --foreground it exits 137.
 Unlike coreutils, the signals go to COMMAND's process group and to every
 process descended from it, and if procwork timeout is SIGKILLed, its
-lifeline kills COMMAND's group.
+lifeline kills COMMAND's group (with --contain, its cgroup, whole).
 """
 
 #: One record to the lifeline helper: ``procwork._lifeline_main.RECORD``
@@ -247,6 +260,7 @@ class _Options:
         self.preserve_status = False
         self.foreground = False
         self.kill_leftovers = False
+        self.contain = False
         self.verbose = False
         self.help = self.version = False
         try:
@@ -260,6 +274,7 @@ class _Options:
                     "preserve-status",
                     "foreground",
                     _KILL_LEFTOVERS,
+                    "contain",
                     "help",
                     "version",
                 ],
@@ -276,6 +291,8 @@ class _Options:
                     self.verbose = True
                 elif option == "--" + _KILL_LEFTOVERS:
                     self.kill_leftovers = True
+                elif option == "--contain":
+                    self.contain = True
                 else:
                     setattr(self, option[2:].replace("-", "_"), True)
             if self.help or self.version:
@@ -351,6 +368,7 @@ class _Timeout:
         self.term_signal = options.signum
         self.kill_after = options.kill_after
         self.pid = 0
+        self.reaped = False  # the command's pid is no longer its
         self.helper_pid = 0
         self.lifeline: int | None = None  # our end of the pipe to the helper
         self.timed_out = False
@@ -358,6 +376,9 @@ class _Timeout:
         self.last_signal = 0
         self.alarm_at: float | None = None
         self.kill_at: float | None = None  # when -k's KILL is due
+        # coreutils sends a timeout's KILL to its own group, itself included.
+        self.killed_itself = False
+        self.cgroup: TimeoutCgroup | None = None
         self.handled: set[int] = {signal.SIGCHLD, signal.SIGALRM, *_PASSED_ON}
         if self.term_signal not in (0, signal.SIGKILL, signal.SIGSTOP):
             self.handled.add(self.term_signal)
@@ -375,6 +396,8 @@ class _Timeout:
         if not options.foreground:
             self.start_lifeline()
             _become_subreaper()
+            if options.contain:
+                self.make_cgroup()
         status = self.start(old_mask)
         if status is not None:
             return status
@@ -384,6 +407,10 @@ class _Timeout:
         status = self.wait()
         if not options.foreground:
             self.end_leftovers()
+        if self.killed_itself:
+            # The shell sees what coreutils' own KILL shows it (the tree is
+            # gone by now: end_leftovers waited for it).
+            return die_by_signal(signal.SIGKILL)
         return self.exit_status(status)
 
     # -- starting ------------------------------------------------------------
@@ -423,10 +450,37 @@ class _Timeout:
         self.helper_pid = helper.pid
         self.lifeline = write_end
 
-    def tell_lifeline(self, op: bytes, pgid: int) -> None:
+    def tell_lifeline(self, op: bytes, pgid: int, path: str = "") -> None:
+        """One record; with ``path``, one of a cgroup (``C`` made, ``c``
+        let go), whose number is the length of the path that follows."""
+        payload = os.fsencode(path)
         if self.lifeline is not None:
             with _ignoring(OSError):  # the helper is gone: no one to tell
-                os.write(self.lifeline, RECORD.pack(op, pgid))
+                os.write(self.lifeline, RECORD.pack(op, pgid or len(payload)) + payload)
+
+    def make_cgroup(self) -> None:
+        """A cgroup for the command, registered with the lifeline before
+        the command exists; where none can be had, the group and the tree
+        only (said with ``-v``)."""
+        from procwork.cli._timeout_cgroup import contain
+
+        announced: list[str] = []
+
+        def announce(path: str) -> None:
+            announced.append(path)
+            self.tell_lifeline(b"C", 0, path)
+
+        made = contain(os.getpid(), announce)
+        if isinstance(made, str):
+            for path in announced:
+                self.tell_lifeline(b"c", 0, path)
+            self.say(f"not contained by a cgroup ({made}): process groups only")
+            return
+        self.cgroup = made
+
+    def say(self, message: str) -> None:
+        if self.options.verbose:
+            print(f"{PROG}: {message}", file=sys.stderr)
 
     def start(self, old_mask: set[int | signal.Signals]) -> int | None:
         """Fork and exec the command; None, or the exit status if it failed."""
@@ -469,6 +523,7 @@ class _Timeout:
         if not self.options.foreground:
             with _ignoring(OSError):  # both sides: whichever is first
                 os.setpgid(pid, pid)
+            self.enter_cgroup(pid)
             self.tell_lifeline(b"+", pid)
         os.write(gate_write, b"g")
         os.close(gate_write)
@@ -486,6 +541,26 @@ class _Timeout:
             file=sys.stderr,
         )
         return EXIT_NOT_FOUND if code == errno.ENOENT else EXIT_CANNOT_EXECUTE
+
+    def enter_cgroup(self, pid: int) -> None:
+        # The child waits at the gate: nothing of the command runs yet, so
+        # nothing can be born outside the cgroup.
+        if self.cgroup is None:
+            return
+        try:
+            self.cgroup.enter(pid)
+        except OSError as e:
+            self.say(f"not contained by a cgroup ({e}): process groups only")
+            self.close_cgroup()
+
+    def close_cgroup(self) -> None:
+        if self.cgroup is None:
+            return
+        why = self.cgroup.close()
+        if why:
+            self.say(f"{self.cgroup.path} is left: {why}")
+        self.tell_lifeline(b"c", 0, self.cgroup.path)
+        self.cgroup = None
 
     # -- waiting -------------------------------------------------------------
 
@@ -512,6 +587,8 @@ class _Timeout:
 
     def time_out(self) -> None:
         self.timed_out = True
+        if self.term_signal == signal.SIGKILL and not self.options.foreground:
+            self.killed_itself = True
         self.cleanup(self.term_signal)
 
     def cleanup(self, signum: int) -> None:
@@ -531,15 +608,29 @@ class _Timeout:
             )
         self.signalled = True
         self.last_signal = signum
-        _kill(self.pid, signum)
+        self.signal_tree(signum)
+
+    def signal_tree(self, signum: int) -> None:
+        """Signal the command (unless reaped: its pid may be another's),
+        and but with --foreground its group, cgroup and our descendants."""
+        command = [] if self.reaped else [self.pid]
         if self.options.foreground:
+            for pid in command:
+                _kill(pid, signum)
             return
+        # Listed before the command is signalled: the children of a command
+        # that just died are on their way to us, and a listing then can
+        # miss them.
         targets = self.tree()
+        for pid in command:
+            _kill(pid, signum)
+        if signum == signal.SIGKILL and self.cgroup is not None:
+            self.cgroup.kill()  # at once, racing no fork
         for pid in targets:
             _kill(pid, signum)
         if signum not in (0, signal.SIGKILL, signal.SIGCONT):
             # A stopped process would keep its signal until continued.
-            for pid in [self.pid, *targets]:
+            for pid in [*command, *targets]:
                 _kill(pid, signal.SIGCONT)
 
     def reap(self) -> int | None:
@@ -557,6 +648,7 @@ class _Timeout:
                 return found
             if pid == self.pid:
                 found = status
+                self.reaped = True
 
     def tree(self) -> list[int]:
         """Every live process of the command's group or descended from us
@@ -585,16 +677,23 @@ class _Timeout:
                 self.cleanup(self.term_signal)
             self.kill_leftovers_at(self.kill_at or time.monotonic())
         self.tell_lifeline(b"-", self.pid)
+        self.close_cgroup()
 
     def leftovers(self) -> bool:
         self.reap()
+        if self.cgroup is not None and self.cgroup.populated():
+            return True
         return any(pid < 0 or not _zombie(pid) for pid in self.tree())
 
     def kill_leftovers_at(self, kill_at: float) -> None:
         deadline = kill_at + _KILLED_WITHIN
         killed = self.last_signal == signal.SIGKILL  # and they are dying
         while self.leftovers() and time.monotonic() < deadline:
-            if not killed and time.monotonic() >= kill_at:
+            if killed:
+                # What a listing missed (an orphan on its way to us as its
+                # parent died, a child forked meanwhile) gets it now.
+                self.signal_tree(signal.SIGKILL)
+            elif time.monotonic() >= kill_at:
                 self.send(signal.SIGKILL)
                 killed = True
             wait = 0.05 if killed else max(0.0, min(0.05, kill_at - time.monotonic()))

@@ -333,11 +333,13 @@ command = [
 ]
 every = 0.1
 
-# Fails every 0.5 s, and its action has priority "critical" (the default).
+# Fails every 0.5 s, and its action has priority "critical" (the default):
+# it runs when the check starts failing, then every repeat_every.
 [[check]]
 name = "watch"
 command = ["{python}", "-c", "raise SystemExit(1)"]
 every = 0.5
+repeat_every = 0.5
 on_failure = ["{python}", "-c", "print('fixed')"]
 """
 

@@ -289,8 +289,9 @@ def proc_stats() -> Iterator[tuple[int, list[str]]]:
 
 def my_children() -> dict[int, str]:
     """This process's children (pid -> state letter), zombies (Z) included,
-    but not the lifeline helper: it lives as long as the test session once
-    enabled (a spawn from a thread other than the main one enables it)."""
+    but not the live lifeline helper: once enabled it lives as long as the
+    test session (a spawn from a thread other than the main one enables it);
+    dead and unreaped, it is a zombie like any other."""
     from procwork._lifeline import lifeline_pid
 
     me = str(os.getpid())
@@ -298,7 +299,7 @@ def my_children() -> dict[int, str]:
     return {
         pid: fields[0]
         for pid, fields in proc_stats()
-        if fields[1] == me and pid != helper
+        if fields[1] == me and (pid != helper or fields[0] == "Z")
     }
 
 
