@@ -91,6 +91,12 @@ _INLINE = ("load", "memory")
 #: once), and each waits only for the few others of its slot.
 SLOT = 0.05
 
+#: Checks that share an interval are spread over its first SPREAD seconds
+#: at most: enough slots that a hundred checks do not fall due together,
+#: while a check every five minutes still gives its first result within a
+#: second of the monitor's start, as an operator expects.
+SPREAD = 1.0
+
 # Seconds past its timeout an http or tcp check is given to say what timed
 # out before the runner cancels it.
 _NET_GRACE = 1.0
@@ -233,7 +239,7 @@ class CheckRunner:
 
         Checks that share an interval and were given no ``start_delay`` are
         spread over it instead: each starts at its own place in the
-        interval (see :func:`place`), within one interval of the start, so
+        interval's first second (see :func:`place`), so
         that a hundred checks ``every = 1`` do not all fall due at the same
         instant and wait for one another (``start_delay = 0`` starts one at
         once all the same).
@@ -250,8 +256,9 @@ class CheckRunner:
                 delay = spec.start_delay
             elif spec.start_delay is None and shared[spec.every] > 1:
                 # Anchored on the clock, not on the start: a check keeps its
-                # place across reloads and restarts of the monitor.
-                delay = (place(spec) - self._reactor.seconds()) % spec.every
+                # place (within the spread) across restarts of the monitor.
+                span = min(spec.every, SPREAD)
+                delay = (place(spec) - self._reactor.seconds()) % span
             else:
                 loop.start(spec.every, now=True)
                 continue
@@ -618,18 +625,18 @@ class CheckRunner:
 
 
 def place(spec: CheckSpec) -> float:
-    """Where a check that shares its interval runs in it: seconds past each
-    multiple of ``every`` (on the reactor's clock, the epoch's seconds).
+    """Where a check that shares its interval first runs: seconds past each
+    multiple of the spread, ``min(every, SPREAD)`` (on the reactor's clock,
+    the epoch's seconds); its later runs follow every ``every``.
 
-    One of the interval's :data:`SLOT`-long slots, taken from the check's
+    One of the spread's :data:`SLOT`-long slots, taken from the check's
     name (its CRC-32), as Prometheus places its scrape targets: the same on
     every start, spread evenly on average, with no coordination between
     the checks.
     """
-    slots = max(1, math.floor(spec.every / SLOT + 1e-9))
-    return (
-        spec.every * math.floor(slots * zlib.crc32(spec.name.encode()) / 2**32) / slots
-    )
+    span = min(spec.every, SPREAD)
+    slots = max(1, math.floor(span / SLOT + 1e-9))
+    return span * math.floor(slots * zlib.crc32(spec.name.encode()) / 2**32) / slots
 
 
 def _net(run: Callable[[Any], Deferred[Any]], spec: CheckSpec) -> Deferred[Any]:

@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 
 from procwork import Result
 from procwork.monitor import CheckSpec, parse_config
-from procwork.monitor._checks import SLOT, CheckRunner, place
+from procwork.monitor._checks import SLOT, SPREAD, CheckRunner, place
 
 
 class Runs:
@@ -109,7 +109,7 @@ def test_a_hundred_checks_every_second_are_never_all_due_at_once() -> None:
 def test_a_check_keeps_its_place_whenever_the_runner_starts() -> None:
     """The place is on the clock (the epoch's seconds on a real reactor),
     not counted from the start: a restarted monitor runs it at the same
-    place."""
+    place in the second."""
     clock = Clock()
     clock.advance(1234.5)
     _, runs = started(clock, check("web"), check("api"))
@@ -117,7 +117,20 @@ def test_a_check_keeps_its_place_whenever_the_runner_starts() -> None:
     for name in ("web", "api"):
         times = runs.of(name)
         assert len(times) == 2
-        assert [t % 10 for t in times] == pytest.approx([place(check(name))] * 2)
+        assert [t % SPREAD for t in times] == pytest.approx([place(check(name))] * 2)
+
+
+def test_a_check_with_a_long_interval_still_runs_first_within_the_spread() -> None:
+    """A check every five minutes that shares its interval gives its first
+    result within a second of the start, not up to five minutes later."""
+    clock = Clock()
+    clock.advance(1234.5)
+    slow = [check(name, every=300) for name in ("web", "api", "db")]
+    _, runs = started(clock, *slow)
+    step_through(clock, 1234.5 + SPREAD)
+    for spec in slow:
+        assert len(runs.of(spec.name)) == 1
+        assert 0 <= place(spec) < SPREAD
 
 
 def test_a_start_delay_keeps_a_check_off_the_spread() -> None:

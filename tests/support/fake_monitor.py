@@ -215,9 +215,12 @@ HEADER = "[monitor]\nhttp = false\nsummary_every = 0\n"
 
 
 def checks(*entries: str) -> str:
-    """[[check]]s running ``true NAME`` every 10 s, as ``services`` writes services."""
+    """[[check]]s running ``true NAME`` every 10 s, as ``services`` writes
+    services; each runs at once (``start_delay = 0``: checks sharing an
+    interval are otherwise spread over it)."""
     return "\n".join(
-        f'[[check]]\nname = "{name}"\ncommand = ["true", "{name}"]\nevery = 10\n{extra}'
+        f'[[check]]\nname = "{name}"\ncommand = ["true", "{name}"]\nevery = 10\n'
+        f"start_delay = 0\n{extra}"
         for name, _, extra in (e.partition(":") for e in entries)
     )
 
