@@ -162,6 +162,8 @@ class _RunChannel(SSHChannel):
 
     def channelOpen(self, specificData: bytes) -> None:
         assert self.conn is not None
+        if self.connection is not None:
+            self.connection.opened()
         d = self.conn.sendRequest(
             self, b"exec", common.NS(self.command), wantReply=True
         )

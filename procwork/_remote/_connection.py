@@ -35,6 +35,10 @@ __all__ = ["KILL_WAIT"]
 _log = Logger(namespace="procwork")
 
 KILL_WAIT = 1.0
+
+#: Refusals of a session channel, with none of ours open, retried before
+#: a run fails with the server's refusal (0.2 + 0.4 + ... + 3.2 s).
+REFUSED_RETRIES = 4
 """Seconds a kill request may go unanswered before it (and the connection's
 later ones) go over a new connection; and seconds a run's exit status may
 take after its SIGKILL before the run is given up, with no returncode."""
@@ -68,6 +72,10 @@ class _Connection:
         self._kill_deadline: Any = None
         self.stalled = False  # a kill request went unanswered: see _stall
         self._idle_call: Any = None
+        # Session channels the server refused with none of ours open, in a
+        # row, and the retry waiting out the last refusal (see open_failed).
+        self._refusals = 0
+        self._refused_call: Any = None
         self._keepalive_call: Any = None
         self._closing = False
         self.transport: _Transport | None = None
@@ -127,12 +135,23 @@ class _Connection:
         self._maybe_idle()
 
     def _pump(self) -> None:
+        if self._refused_call is not None:
+            return  # waiting out a refusal (see open_failed)
         # One session stays free for kill requests.
         while self.waiting and len(self.open) < max(1, self.max_sessions - 1):
             channel = self.waiting.popleft()
             self.open.add(channel)
             assert self.conn is not None
             self.conn.openChannel(channel)
+
+    def _refusal_waited(self) -> None:
+        self._refused_call = None
+        if self.lost is None:
+            self._pump()
+
+    def opened(self) -> None:
+        """A run's channel is open: the server takes sessions again."""
+        self._refusals = 0
 
     def open_failed(self, channel: _RunChannel, reason: Failure | ConchError) -> None:
         self.open.discard(channel)
@@ -150,6 +169,19 @@ class _Connection:
             self.max_sessions = len(self.open) + 1
             self.waiting.appendleft(channel)
             return
+        if isinstance(reason, ConchError) and self._refusals < REFUSED_RETRIES:
+            # Refused with none of ours open: the server may still count
+            # sessions we have closed (sshd counts one until it has reaped
+            # its child, which a loaded machine delays: seen under load with
+            # MaxSessions 3). Wait and retry, a few times (about 3 s in all),
+            # before saying the server refuses.
+            self._refusals += 1
+            self.waiting.appendleft(channel)
+            self._refused_call = self.reactor.callLater(
+                0.1 * 2**self._refusals, self._refusal_waited
+            )
+            return
+        self._refusals = 0
         self.channels.discard(channel)
         channel._ended = True
         text = reason.getErrorMessage() if isinstance(reason, Failure) else str(reason)
@@ -342,10 +374,10 @@ class _Connection:
             self.lost = "closed by procwork" if self._closing else reason
         self.pool._forget(self)
         self._cancel_idle()
-        for call in (self._keepalive_call, self._kill_deadline):
+        for call in (self._keepalive_call, self._kill_deadline, self._refused_call):
             if call is not None and call.active():
                 call.cancel()
-        self._keepalive_call = self._kill_deadline = None
+        self._keepalive_call = self._kill_deadline = self._refused_call = None
         if not self._closing:
             # The groups of the runs it carried may live on: the sshd
             # serving it may be alive behind a dead link, or stopped. (If
