@@ -42,6 +42,14 @@ __all__ = ["LEFTOVER_WAIT", "RemoteProcess"]
 _log = Logger(namespace="procwork")
 
 LEFTOVER_WAIT = 0.5
+
+#: Once what the command left is killed (or there is nothing to kill), how
+#: long the output may still take to arrive before the run ends without it.
+#: sshd sends the exit status when it reaps the command, not after the last
+#: of its output: on a loaded machine that output came seconds later (82 of
+#: 200 concurrent runs lost theirs, exiting 0). The channel's EOF says it is
+#: all in; a connection that goes silent is caught by the keepalive.
+OUTPUT_WAIT = 5.0
 """After the command exits, seconds its output may still take to arrive
 before what it left running is killed (``kill_leftovers``) or let go."""
 
@@ -112,6 +120,8 @@ class _RunChannel(SSHChannel):
         self._pending_signals: list[int] = []
         self._ended = False
         self._leftover_call: Any = None
+        self._eof_received = False  # the server sent all the output
+        self._output_call: Any = None
         self._stdin = stdin
         self._give_up_call: Any = None
 
@@ -286,8 +296,23 @@ class _RunChannel(SSHChannel):
             # request, answered in order, lets it arrive. A silent
             # connection relays the request after KILL_WAIT anyway.)
             done = self.connection.signal_group(self.pgid, signal.SIGKILL)
-            done.addBoth(lambda _: self._end())
+            done.addBoth(lambda _: self._output_in())
         else:
+            self._output_in()
+
+    def _output_in(self) -> None:
+        """End once the output is all in: at once if the channel's EOF came,
+        else at its EOF or close, OUTPUT_WAIT s at most."""
+        if self._ended:
+            return
+        if self._eof_received:
+            self._end()
+        elif self._output_call is None:
+            self._output_call = self.owner.reactor.callLater(OUTPUT_WAIT, self._end)
+
+    def eofReceived(self) -> None:
+        self._eof_received = True
+        if self._output_call is not None:
             self._end()
 
     def closed(self) -> None:
@@ -332,7 +357,7 @@ class _RunChannel(SSHChannel):
         if self._ended:
             return
         self._ended = True
-        for call in (self._leftover_call, self._give_up_call):
+        for call in (self._leftover_call, self._give_up_call, self._output_call):
             if call is not None and call.active():
                 call.cancel()
         if not self._marker_done and self._stderr_head:
