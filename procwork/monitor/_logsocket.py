@@ -49,7 +49,11 @@ from typing import Any
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
-from procwork.monitor._logwriter import DEFAULT_MAX_BUFFERED, WriterReactor
+from procwork.monitor._logwriter import (
+    DEFAULT_MAX_BUFFERED,
+    ReactorWriter,
+    WriterReactor,
+)
 
 __all__ = [
     "DEFAULT_PATHS",
@@ -114,8 +118,6 @@ _MONTHS = [
 ]
 _IDENT = "procwork"
 
-# Seconds between tries to connect again to a daemon that went away.
-_RETRY = 0.5
 
 # Errors that say the daemon's socket is gone (or was replaced, by a
 # restart): connect again.
@@ -240,7 +242,7 @@ def _sealed_memfd(data: bytes) -> int:
     return fd
 
 
-class DatagramWriter:
+class DatagramWriter(ReactorWriter):
     """Sends messages, one datagram each, to a local daemon's socket, never
     blocking; see the module.
 
@@ -446,31 +448,12 @@ class DatagramWriter:
 
     # -- the reactor's part ----------------------------------------------------
 
-    def _in_reactor(self, call: Callable[[], None]) -> None:
-        if threading.get_ident() == self._thread:
-            call()
-        else:
-            self._reactor.callFromThread(call)
-
-    def _watch(self) -> None:
-        if not self._watching:
-            self._in_reactor(self._watch_now)
-
     def _watch_now(self) -> None:
         with self._lock:
             if self._waiting or self._closed or not self._queue or not self._sock:
                 return
             self._reactor.addWriter(self)
             self._watching = True
-
-    def _retry_later(self) -> None:
-        self._in_reactor(self._retry_now)
-
-    def _retry_now(self) -> None:
-        with self._lock:
-            if self._retry is None and not self._closed:
-                self._unwatch()
-                self._retry = self._reactor.callLater(_RETRY, self._retried)
 
     def _retried(self) -> None:
         with self._lock:
@@ -480,14 +463,6 @@ class DatagramWriter:
             if self._sock is None:
                 self._connect()
             self._pump()
-
-    def _unwatch(self) -> None:
-        if self._watching:
-            self._watching = False
-            self._reactor.removeWriter(self)
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
 
     def fileno(self) -> int:
         """The socket (the reactor watches it); -1 while disconnected."""

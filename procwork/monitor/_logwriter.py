@@ -32,7 +32,8 @@ __all__ = ["DEFAULT_MAX_BUFFERED", "LogWriter"]
 DEFAULT_MAX_BUFFERED = 1024 * 1024
 
 # Seconds between tries when a write failed for a reason that may pass (a
-# full disk), or the descriptor cannot be watched by the reactor.
+# full disk), the descriptor cannot be watched by the reactor, or a log
+# daemon's socket went away (ReactorWriter's retry timer).
 _RETRY = 0.5
 
 # Write errors that say the reader is gone for good: nothing more is tried.
@@ -60,7 +61,56 @@ def _default_notice(count: int, name: str) -> bytes:
     return f"{count} log lines dropped: {name} was not read\n".encode()
 
 
-class LogWriter:
+class ReactorWriter:
+    """What :class:`LogWriter` and the log daemons' ``DatagramWriter`` share:
+    their part on the reactor. A writer is watched for writability (or, when
+    it cannot be, retried on a timer) from the reactor's thread, whatever
+    thread asked. A subclass sets the attributes below and provides
+    ``_watch_now`` (start watching, in the reactor's thread) and ``_retried``
+    (the retry timer fired)."""
+
+    _reactor: WriterReactor
+    _thread: int  # the reactor's thread
+    _lock: Any  # a threading.RLock: a signal handler may write too
+    _closed: bool
+    _watching: bool
+    _retry: Any  # an IDelayedCall while a retry is due
+
+    def _watch_now(self) -> None:
+        raise NotImplementedError
+
+    def _retried(self) -> None:
+        raise NotImplementedError
+
+    def _in_reactor(self, call: Callable[[], None]) -> None:
+        if threading.get_ident() == self._thread:
+            call()
+        else:
+            self._reactor.callFromThread(call)
+
+    def _watch(self) -> None:
+        if not self._watching:
+            self._in_reactor(self._watch_now)
+
+    def _retry_later(self) -> None:
+        self._in_reactor(self._retry_now)
+
+    def _retry_now(self) -> None:
+        with self._lock:
+            if self._retry is None and not self._closed:
+                self._unwatch()
+                self._retry = self._reactor.callLater(_RETRY, self._retried)
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._watching = False
+            self._reactor.removeWriter(self)
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+
+
+class LogWriter(ReactorWriter):
     """Writes whole lines to ``fd`` without ever blocking; see the module.
 
     An ``IWriteDescriptor`` for the reactor (``fileno``, ``doWrite``,
@@ -201,16 +251,6 @@ class LogWriter:
 
     # -- the reactor's part ----------------------------------------------------
 
-    def _in_reactor(self, call: Callable[[], None]) -> None:
-        if threading.get_ident() == self._thread:
-            call()
-        else:
-            self._reactor.callFromThread(call)
-
-    def _watch(self) -> None:
-        if not self._watching:
-            self._in_reactor(self._watch_now)
-
     def _watch_now(self) -> None:
         with self._lock:
             if self._waiting or self._closed or not self._buffer:
@@ -224,28 +264,11 @@ class LogWriter:
             else:
                 self._watching = True
 
-    def _retry_later(self) -> None:
-        self._in_reactor(self._retry_now)
-
-    def _retry_now(self) -> None:
-        with self._lock:
-            if self._retry is None and not self._closed:
-                self._unwatch()
-                self._retry = self._reactor.callLater(_RETRY, self._retried)
-
     def _retried(self) -> None:
         with self._lock:
             self._retry = None
             if not self._closed and self._broken is None:
                 self._pump()
-
-    def _unwatch(self) -> None:
-        if self._watching:
-            self._watching = False
-            self._reactor.removeWriter(self)
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
 
     def fileno(self) -> int:
         """The descriptor written (the reactor watches it)."""
