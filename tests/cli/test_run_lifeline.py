@@ -8,15 +8,14 @@ every wait bounded, whatever a test started SIGKILLed by pid at its end.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support import PY, ROOT, child_env, group_members
-from tests.support.lifeline import TREE, groups_gone, poll, running_with
+from tests.support import PY, ROOT, child_env
+from tests.support.lifeline import TREE, groups_gone, whole_tree
 
 
 def procwork_run(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
@@ -30,15 +29,6 @@ def procwork_run(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
     )
 
 
-def tree_of(marker: str, timeout: float = 20) -> int:
-    """The group of the shell started with ``marker`` as its $0, once its
-    whole tree (the shell and two sleeps) runs."""
-    assert poll(lambda: running_with(marker), timeout)
-    pgid = os.getpgid(running_with(marker)[0])
-    assert poll(lambda: len(group_members(pgid)) == 3, timeout)
-    return pgid
-
-
 @pytest.mark.slow
 def test_procwork_run_sigkilled_takes_the_commands_whole_tree_along(
     marker: str,
@@ -47,7 +37,7 @@ def test_procwork_run_sigkilled_takes_the_commands_whole_tree_along(
     and both sleeps are gone within 2 s."""
     run = procwork_run("--", "sh", "-c", TREE, marker)
     try:
-        pgid = tree_of(marker)
+        pgid = whole_tree(marker)
         run.kill()
         run.wait(timeout=10)
         assert groups_gone([pgid])
@@ -67,7 +57,7 @@ def test_procwork_run_interrupted_kills_the_tree_and_dies_of_the_signal(
     traceback), as timeout(1): a shell loop stops at Ctrl-C."""
     run = procwork_run("--", "sh", "-c", TREE, marker)
     try:
-        pgid = tree_of(marker)
+        pgid = whole_tree(marker)
         run.send_signal(sig)
         _, err = run.communicate(timeout=30)
         assert run.returncode == -sig
@@ -90,7 +80,7 @@ def test_procwork_run_hung_up_or_quit_kills_the_tree_and_dies_of_the_signal(
     that a shell reports 128+N."""
     run = procwork_run("--", "sh", "-c", TREE, marker, cwd=tmp_path)  # any core
     try:
-        pgid = tree_of(marker)
+        pgid = whole_tree(marker)
         run.send_signal(sig)
         run.communicate(timeout=30)
         assert run.returncode == -sig

@@ -26,7 +26,13 @@ import procwork
 from procwork import _lifeline_main
 from procwork.cli import _timeout
 from tests.support import PY, ROOT, alive, child_env, cpu_load
-from tests.support.lifeline import TREE, groups_gone, poll, running_with
+from tests.support.lifeline import (
+    TREE,
+    groups_gone,
+    poll,
+    running_with,
+    whole_tree,
+)
 from tests.support.tools import need_tool
 
 pytestmark = pytest.mark.slow  # every test starts a Python or more
@@ -314,8 +320,7 @@ def test_procwork_timeout_sigkilled_takes_the_commands_tree_along(
     (a shell and two sleeps) is gone within 2 s. coreutils leaves it."""
     wrapper = start([*PROCWORK_TIMEOUT, "300", "sh", "-c", TREE, marker])
     try:
-        assert poll(lambda: running_with(marker), 20)
-        pgid = os.getpgid(running_with(marker)[0])
+        pgid = whole_tree(marker)
         assert pgid != os.getpgid(wrapper.pid), "the command has a group of its own"
         wrapper.kill()
         finish(wrapper)
@@ -335,8 +340,7 @@ def test_a_signal_sent_to_procwork_timeout_goes_to_the_tree_and_it_dies_of_it(
     gone when it returns."""
     wrapper = start([*PROCWORK_TIMEOUT, "300", "sh", "-c", TREE, marker])
     try:
-        assert poll(lambda: running_with(marker), 20)
-        pgid = os.getpgid(running_with(marker)[0])
+        pgid = whole_tree(marker)
         wrapper.send_signal(sig)
         finish(wrapper)
         assert wrapper.returncode == -sig

@@ -46,6 +46,36 @@ def running_with(marker: str) -> list[int]:
     return found
 
 
+def whole_tree(marker: str, timeout: float = 20) -> int:
+    """The group of the shell started with ``marker`` as its $0 (``sh -c
+    TREE marker``), once its whole tree runs: the shell and both sleeps,
+    exec'd.
+
+    Not before: dash, started with ``-c``, catches SIGINT, and so does its
+    child between fork and exec. A SIGINT that lands on the shell before
+    its foreground sleep runs, or on that child before it execs, is lost: the
+    shell waits for a sleep that never got it (11 of 300 tests hung so on a
+    2-core machine). A test that signals the tree signals it whole.
+    """
+    assert poll(lambda: running_with(marker), timeout)
+    pgid = os.getpgid(running_with(marker)[0])
+
+    def whole() -> bool:
+        members = group_members(pgid)
+        return len(members) == 3 and sum(map(_runs_sleep, members)) == 2
+
+    assert poll(whole, timeout)
+    return pgid
+
+
+def _runs_sleep(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0] == b"sleep"
+    except OSError:
+        return False
+
+
 def poll(probe: object, timeout: float) -> bool:
     """Call ``probe()`` every 10 ms until it is true; False after ``timeout`` s."""
     assert callable(probe)
