@@ -49,7 +49,10 @@ due at the same instant (as every check did before the monitor spread them).
 With ``--rounds R`` each contender runs R times (the contenders in turn),
 and each figure is the median of its R rounds. ``--http`` runs the http
 contenders only. ``--monitor-nice N`` runs the monitors (and so their
-command checks) at nice N, as ``Nice=`` in their systemd unit would. With
+command checks) at nice N, as ``Nice=`` in their systemd unit would;
+``--nice N`` and ``--realtime`` instead set ``[monitor] nice = N`` and
+``realtime = true`` in their config (the monitor's alone: its command
+checks start at nice 0). With
 ``--no-fork`` (as root), each monitor runs as ``nobody`` with
 ``RLIMIT_NPROC`` at the number of tasks that user has: it can neither fork
 nor start a thread, and the table shows which checks keep their schedule and
@@ -91,13 +94,21 @@ def _pin_to_cores() -> None:
     os.sched_setaffinity(0, cores)
 
 
-def _config(name: str, url: str, spread: bool = False, together: bool = False) -> str:
+def _config(
+    name: str,
+    url: str,
+    spread: bool = False,
+    together: bool = False,
+    priority: tuple[int, bool] = (0, False),
+) -> str:
     lines = [
         "[monitor]",
         "http = false",
         "summary_every = 0",
         "max_load = false",
         "max_running = 200",
+        f"nice = {priority[0]}",
+        f"realtime = {'true' if priority[1] else 'false'}",
     ]
     count = HTTP_CHECKS if name.startswith("http") else SYSTEM_CHECKS
     for i in range(count):
@@ -181,17 +192,22 @@ def contender(
     fork: bool = True,
     spread: bool = False,
     together: bool = False,
+    priority: tuple[int, bool] = (0, False),
 ) -> dict[str, Any]:
     """One contender, in this (child) process: its figures."""
     from twisted.internet import task
 
     import procwork.monitor
     import untwisted
+    from procwork.monitor._cpupriority import apply_cpu_priority
 
     _pin_to_cores()
     config = procwork.monitor.parse_config(
-        _config(name, url, spread, together), "<bench>"
+        _config(name, url, spread, together, priority), "<bench>"
     )
+    # As procwork monitor does, on the thread that will run the reactor.
+    if apply_cpu_priority(config.nice, config.realtime) is not None:
+        raise SystemExit("--nice/--realtime: not permitted here")
     monitor = procwork.monitor.Monitor(config)
     reactor: Any = monitor.supervisor.reactor
     checks = monitor.checks.status
@@ -379,6 +395,17 @@ def main() -> int:
         default=0,
         help="the monitors' nice value (below 0 needs root), as systemd's Nice=",
     )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="[monitor] nice = N in the monitors' config (-20..0, needs root)",
+    )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="[monitor] realtime = true in the monitors' config (needs root)",
+    )
     parser.add_argument("--contender", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -401,6 +428,7 @@ def main() -> int:
             fork,
             args.spread,
             args.together,
+            (args.nice, args.realtime),
         )
         print(json.dumps(figures))
         return 0
@@ -422,6 +450,9 @@ def main() -> int:
             if args.together:
                 argv.append("--together")
             argv.append(f"--monitor-nice={args.monitor_nice}")
+            argv.append(f"--nice={args.nice}")
+            if args.realtime:
+                argv.append("--realtime")
             child = subprocess.run(
                 argv, capture_output=True, text=True, env=env, timeout=600
             )
@@ -437,6 +468,8 @@ def main() -> int:
         + ("; start_delay = i/N" if args.spread else "")
         + ("; all due at the same instant" if args.together else "")
         + (f"; the monitors at nice {args.monitor_nice}" if args.monitor_nice else "")
+        + (f"; [monitor] nice = {args.nice}" if args.nice else "")
+        + ("; [monitor] realtime = true" if args.realtime else "")
         + (f"; medians of {args.rounds} rounds" if args.rounds > 1 else "")
     )
     print(

@@ -189,6 +189,11 @@ class MonitorConfig:
             through (TOML: ``"HOST:PORT"``; port 25 if left out); None for
             none.
         smtp_from: The sender of mail alerts; None for ``procwork@HOSTNAME``.
+        nice: The monitor's own nice value, -20..0 (0: as started), not
+            inherited by what it starts (see
+            :mod:`procwork.monitor._cpupriority`).
+        realtime: Run the monitor at real-time priority (``SCHED_RR`` 1),
+            not inherited by what it starts.
 
     Raises:
         ConfigError: A key is invalid; the message names the source, the
@@ -276,6 +281,11 @@ class MonitorConfig:
     smtp_from: str | None = attrs.field(
         default=None, validator=validate.optional(validate.mail_address)
     )
+    # The monitor's own CPU priority (see _cpupriority.py): a negative nice
+    # only, since what it starts never inherits it (SCHED_RESET_ON_FORK
+    # resets a negative nice, not a positive one).
+    nice: int = attrs.field(default=0, validator=validate.whole(-20, 0))
+    realtime: bool = attrs.field(default=False, validator=validate.boolean)
 
     @property
     def mail_server(self) -> MailServer | None:

@@ -41,7 +41,7 @@ from procwork._load import SystemLoad
 from procwork._orphans import reap_orphans
 from procwork._reactor import default_reactor
 from procwork._scheduler import Scheduler
-from procwork.monitor import _contain
+from procwork.monitor import _contain, _cpupriority
 from procwork.monitor._alerts import AlertDispatcher
 from procwork.monitor._checks import CheckRunner, CheckSpec, CheckStatus, RunFunction
 from procwork.monitor._config import BUILTIN, MonitorConfig, load_config, parse_http
@@ -738,6 +738,7 @@ def main(
         )
     if writer is not None:
         atexit.register(writer.close)
+    _cpupriority.apply_cpu_priority(config.nice, config.realtime)  # this thread's
     containment = _contain.monitor_containment(config, lock_path, default_reactor())
     monitor = Monitor(config, containment=containment)
     monitor.log_writer = writer

@@ -34,6 +34,8 @@ _NOT_RELOADED = (
     "log",
     "syslog_facility",
     "syslog_format",
+    "nice",
+    "realtime",
 )
 
 Names = tuple[str, ...]

@@ -231,8 +231,8 @@ def test_a_file_that_is_not_toml_is_rejected_naming_the_file_and_line(
             "[monitor]: unknown key 'verbose'; known keys: contain, "
             "control_idle_timeout, control_max_connections, http, http_control, "
             "http_max_connections, http_token, json_log, log, log_level, max_load, "
-            "max_running, rules_every, smtp, smtp_from, socket, summary_every, "
-            "syslog_facility, syslog_format",
+            "max_running, nice, realtime, rules_every, smtp, smtp_from, socket, "
+            "summary_every, syslog_facility, syslog_format",
             id="unknown-monitor-key-listed",
         ),
         pytest.param(

@@ -18,7 +18,7 @@ import textwrap
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,12 +72,14 @@ class MonitorProcess:
         stderr: Path,
         max_files: int | None = None,
         env: dict[str, str] | None = None,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self._stderr = stderr.open("wb")
-        prefix: list[str] = []
+        # A command the monitor is started through (setpriv ... --).
+        prefix: list[str] = list(wrapper)
         if max_files is not None:
             # Started under a lower RLIMIT_NOFILE: descriptors run out sooner.
-            prefix = ["prlimit", f"--nofile={max_files}:{max_files}", "--"]
+            prefix += ["prlimit", f"--nofile={max_files}:{max_files}", "--"]
         self.proc = subprocess.Popen(
             [*prefix, PY, "-m", "procwork", "monitor", *args],
             cwd=ROOT,
