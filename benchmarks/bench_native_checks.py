@@ -35,10 +35,12 @@ start plus whole intervals). An http check begins when its request's
 routine takes its first step (a clockwork task, a turn of the reactor after
 the interval's timer fired); the others when the interval's timer fired; a
 command check's spawn begins later still, after the scheduler admits it
-(not counted); **gc ms** the CPU time of the longest garbage collection
-in the monitor in the window (a pause every check then waits through). The checks share
-their interval, so the monitor spreads
-them over it (each at a place taken from its name). Each
+(not counted); **gc ms** the CPU time of the longest garbage collection in
+the monitor in the window (a pause every check then waits through);
+**wait %** the share of the window the monitor's reactor thread spent runnable but
+waiting for a CPU (``run_delay`` of its ``/proc/thread-self/schedstat``):
+where lateness beside hogs comes from. The checks share their interval, so
+the monitor spreads them over it (each at a place taken from its name). Each
 contender runs in a fresh child Python pinned to two cores
 (``sched_setaffinity``, inherited by its checks and, with ``--hogs N``, by N
 busy-looping processes started beside it, at nice 0 like the monitor).
@@ -166,6 +168,12 @@ def _timed_routines(began: Any) -> None:
     _netprobe.routine = timed
 
 
+def _run_delay() -> float:
+    """Seconds this thread has spent runnable, waiting for a CPU."""
+    with open("/proc/thread-self/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
 def _gc_pauses() -> list[tuple[float, float]]:
     """From now on, each garbage collection's (end, CPU seconds it took:
     its thread's, so that the process being descheduled does not count)."""
@@ -249,6 +257,7 @@ def contender(
     def mark() -> None:
         times = os.times()
         window.update(
+            waited=_run_delay(),
             wall=time.time(),
             cpu=time.process_time(),
             children=times.children_user + times.children_system,
@@ -269,6 +278,7 @@ def contender(
     end = time.time()
     wall = end - window["wall"]
     own = time.process_time() - window["cpu"]
+    waited = _run_delay() - window["waited"]
     times = os.times()
     children = times.children_user + times.children_system - window["children"]
     done, ok = ended()
@@ -283,6 +293,7 @@ def contender(
     gc_ms = [1000 * x for t, x in pauses if window["wall"] <= t < end]
     return {
         "gc": max(gc_ms, default=0.0),
+        "wait": 100 * waited / wall,
         "late50": 1000 * late[len(late) // 2],
         "late99": 1000 * late[min(len(late) - 1, int(len(late) * 0.99))],
         "failure": failures[0] if failures else "",
@@ -474,13 +485,14 @@ def main() -> int:
     )
     print(
         f"{'contender':16} {'CPU %':>7} {'monitor':>8} {'children':>9} "
-        f"{'runs/due':>9} {'ok':>6} {'late p50':>9} {'p99 ms':>7} {'gc ms':>6}"
+        f"{'runs/due':>9} {'ok':>6} {'late p50':>9} {'p99 ms':>7} {'gc ms':>6} "
+        f"{'wait %':>7}"
     )
     for name, f in results.items():
         print(
             f"{name:16} {f['cpu']:7.1f} {f['own']:8.1f} {f['children']:9.1f} "
             f"{f['runs']:9.2f} {f['ok']:6.2f} {f['late50']:9.1f} {f['late99']:7.1f} "
-            f"{f['gc']:6.1f}"
+            f"{f['gc']:6.1f} {f['wait']:7.1f}"
         )
     for name, f in results.items():
         if f["failure"]:
