@@ -146,23 +146,21 @@ def test_run_with_priority_low_runs_the_command_niced() -> None:
 def test_run_exits_124_on_timeout_with_the_whole_tree_killed(
     tmp_path: Path, pids: list[int]
 ) -> None:
+    """A shell that started a sleep and wrote its pid: at the timeout both
+    are killed, the sleep too (a shell, not a Python, so that even a loaded
+    machine has it write the pid long before the timeout)."""
     grandchild_pid = tmp_path / "grandchild.pid"
     started = time.monotonic()
     done = procwork(
         "run",
         "--timeout",
-        "1",
-        *python(
-            f"""
-            import subprocess, sys, time
-            grandchild = subprocess.Popen(
-                [sys.executable, "-c", "import time; time.sleep(60)"]
-            )
-            with open({str(grandchild_pid)!r}, "w") as f:
-                f.write(f"{{grandchild.pid}}\\n")
-            time.sleep(60)
-            """
-        ),
+        "2",
+        "--",
+        "sh",
+        "-c",
+        'sleep 60 & echo $! > "$1"; wait',
+        "sh",
+        str(grandchild_pid),
     )
     grandchild = read_pid(grandchild_pid)
     pids.append(grandchild)
@@ -174,27 +172,26 @@ def test_run_exits_124_on_timeout_with_the_whole_tree_killed(
 def test_a_command_ignoring_sigterm_is_sigkilled_after_the_grace_period(
     pids: list[int],
 ) -> None:
+    """A shell that ignores SIGTERM (from its first line: a Python would
+    take a loaded machine's while to install a handler, and might die of
+    the SIGTERM first) is SIGKILLed once the grace is over."""
     started = time.monotonic()
     done = procwork(
         "run",
         "--timeout",
-        "0.5",
+        "1",
         "--grace",
         "0.5",
         "--verbose",
-        *python(
-            """
-            import os, signal, time
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            print(os.getpid(), flush=True)
-            time.sleep(60)
-            """
-        ),
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; echo $$; exec sleep 60",
     )
     pids.append(int(done.stdout))
     assert done.returncode == 124
-    assert 1.0 <= time.monotonic() - started < 30
-    assert "killed by SIGKILL after timeout 0.5 s" in done.stderr
+    assert 1.5 <= time.monotonic() - started < 30
+    assert "killed by SIGKILL after timeout 1 s" in done.stderr
 
 
 def test_sigterm_to_procwork_run_kills_the_command_too(

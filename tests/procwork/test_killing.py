@@ -281,21 +281,40 @@ def test_hundreds_of_timeouts_terminate_kill_and_cancel_racing_all_end_bounded()
 
 
 def test_a_grandchild_holding_stdout_open_does_not_delay_the_result() -> None:
-    started = time.monotonic()
-    result = wait(procwork.run(["sh", "-c", "sleep 30 & echo done"]))
-    assert time.monotonic() - started < 5
+    """The shell's exit is the end of the run: the Result does not wait for
+    its background sleep (300 s), which holds the pipe open."""
+    result = wait(procwork.run(["sh", "-c", "sleep 300 & echo done"]), 60)
     assert result.stdout == b"done\n" and result.ok
     with contextlib.suppress(ProcessLookupError):
         os.killpg(result.pid, signal.SIGKILL)  # the sleep keeps the group alive
 
 
 @pytest.mark.slow
-def test_a_grandchild_holding_stdout_open_does_not_delay_a_timeout() -> None:
-    started = time.monotonic()
-    script = "trap '' TERM; sleep 30 & echo started; exec sleep 30"
-    result = wait(procwork.run(["sh", "-c", script], timeout=0.5, grace=0.5))
-    assert time.monotonic() - started < 5
+def test_a_grandchild_holding_stdout_open_does_not_delay_a_timeout(
+    tmp_path: Path,
+) -> None:
+    """The timeout's SIGTERM is ignored and the grace's SIGKILL ends the
+    group: the Result comes then, with the output so far, not when the
+    background sleep (300 s) holding the pipe would end.
+
+    On a clock: a real 0.5 s timeout could fire before a loaded machine ran
+    the shell as far as its ``echo`` (its output would be empty) or its
+    ``trap`` (it would die of the SIGTERM)."""
+    reactor, scheduler = clocked()
+    echoed = tmp_path / "echoed"
+    script = "trap '' TERM; sleep 300 & echo started; : > \"$1\"; exec sleep 300"
+    run = procwork.run(
+        ["sh", "-c", script, "sh", str(echoed)],
+        timeout=0.5,
+        grace=0.5,
+        scheduler=scheduler,
+    )
+    assert drive_until(echoed.exists, 30), "the shell never got to its echo"
+    reactor.clock.advance(0.5)  # the timeout: SIGTERM, ignored by all
+    reactor.clock.advance(0.5)  # the grace is over: SIGKILL to the group
+    result = wait(run, 60)
     assert result.timed_out
+    assert result.describe() == "killed by SIGKILL after timeout 0.5 s"
     assert result.stdout == b"started\n"
 
 

@@ -37,7 +37,6 @@ def test_two_thousand_runs_leak_no_fd_and_leave_no_zombie() -> None:
     wait(procwork.run(["true"], scheduler=scheduler))
     fds, children = fd_table(), my_children()
 
-    started = time.monotonic()
     runs = [
         procwork.run(
             ["/bin/true"] if i % 2 else ["/bin/echo", str(i)], scheduler=scheduler
@@ -45,8 +44,9 @@ def test_two_thousand_runs_leak_no_fd_and_leave_no_zombie() -> None:
         for i in range(2000)
     ]
     assert scheduler.running == 32  # (a few may have ended already)
-    results = wait(DeferredList(runs, fireOnOneErrback=True, consumeErrors=True), 120)
-    elapsed = time.monotonic() - started
+    # Bounded against a hang, not timed: 15 s here, 4 times that on a
+    # loaded machine would be no leak.
+    results = wait(DeferredList(runs, fireOnOneErrback=True, consumeErrors=True), 110)
 
     assert all(ok and result.ok for ok, result in results)
     assert [r.stdout for _, r in results[:4:2]] == [b"0\n", b"2\n"]
@@ -54,7 +54,6 @@ def test_two_thousand_runs_leak_no_fd_and_leave_no_zombie() -> None:
     assert opened_since(fds) == {}, "file descriptors leaked"
     left = {pid: state for pid, state in my_children().items() if pid not in children}
     assert left == {}, f"children left behind (Z = zombie): {left}"
-    assert elapsed < 60
 
 
 @pytest.mark.slow

@@ -45,9 +45,16 @@ def sigterm_in_run() -> None:
     import atexit
 
     atexit.register(print, "atexit", flush=True)
-    try:
+
+    def job() -> Generator[Any, Any, None]:
+        # Ready once the job runs, with run()'s SIGTERM handler in place: a
+        # SIGTERM while Python imports or run() starts (on a loaded machine)
+        # kills by default, before the try.
         print("ready", flush=True)
-        untwisted.run(clockwork.sleep(30))
+        yield clockwork.sleep(30)
+
+    try:
+        untwisted.run(job())
     except SystemExit as e:
         print("SystemExit", e.code, flush=True)
         raise
