@@ -45,7 +45,8 @@ SAYS = (
 
 def raised_config(tmp_path: Path, ours: str) -> Path:
     """A monitor at SCHED_RR and nice -10; a service at its default nice,
-    one at nice 3, and a check writing its own policy and nice to a file."""
+    one at nice 3, a check writing its own policy and nice to a file, and a
+    disk check (in a thread)."""
     config = tmp_path / "monitor.toml"
     said = tmp_path / "check-says"
     config.write_text(
@@ -57,6 +58,12 @@ def raised_config(tmp_path: Path, ours: str) -> Path:
             [[check]]
             name = "says"
             command = ["{{python}}", "-c", "{SAYS}", "{said}", "{ours}"]
+            every = 60
+
+            [[check]]
+            name = "disk"
+            disk = "/"
+            max_used_percent = 100
             every = 60
             """
         )
@@ -89,8 +96,9 @@ def scheduling(pid: int) -> tuple[int, int, int]:
 def test_a_raised_monitors_services_and_checks_start_at_the_normal_policy_and_nice_0(
     tmp_path: Path, monitors: list[MonitorProcess], ours: str
 ) -> None:
-    """The monitor at SCHED_RR 1 and nice -10; its services and its
-    command check at SCHED_OTHER and nice 0 (a service's nice = 3: 3)."""
+    """The monitor at SCHED_RR 1 and nice -10; its services, its command
+    check and its thread pool at SCHED_OTHER and nice 0 (a service's nice =
+    3: 3)."""
     if os.geteuid() != 0:
         pytest.skip("raising a priority needs root or CAP_SYS_NICE (CI runs as root)")
     sock = tmp_path / "ctl.sock"
@@ -112,6 +120,16 @@ def test_a_raised_monitors_services_and_checks_start_at_the_normal_policy_and_ni
     said = tmp_path / "check-says"
     text = wait_for("the check to run", lambda: said.exists() and said.read_text())
     assert text == f"{os.SCHED_OTHER} 0"
+    # The disk check runs in a thread of Twisted's pool, started after the
+    # priority was raised: it is not raised either.
+    threads = wait_for("a thread beside the reactor's", lambda: others(monitor))
+    assert {scheduling(tid) for tid in threads} == {(os.SCHED_OTHER, 0, 0)}
+
+
+def others(monitor: MonitorProcess) -> list[int]:
+    """The monitor's threads but its main one (the reactor's)."""
+    pid = monitor.proc.pid
+    return [int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid]
 
 
 @pytest.mark.e2e
