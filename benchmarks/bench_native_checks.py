@@ -54,7 +54,8 @@ contenders only. ``--monitor-nice N`` runs the monitors (and so their
 command checks) at nice N, as ``Nice=`` in their systemd unit would;
 ``--nice N`` and ``--realtime`` instead set ``[monitor] nice = N`` and
 ``realtime = true`` in their config (the monitor's alone: its command
-checks start at nice 0). With
+checks start at nice 0); left out, the monitors take their default, nice
+-10 where permitted (``--nice 0``: as started). With
 ``--no-fork`` (as root), each monitor runs as ``nobody`` with
 ``RLIMIT_NPROC`` at the number of tasks that user has: it can neither fork
 nor start a thread, and the table shows which checks keep their schedule and
@@ -101,7 +102,7 @@ def _config(
     url: str,
     spread: bool = False,
     together: bool = False,
-    priority: tuple[int, bool] = (0, False),
+    priority: tuple[int | None, bool] = (None, False),
 ) -> str:
     lines = [
         "[monitor]",
@@ -109,9 +110,10 @@ def _config(
         "summary_every = 0",
         "max_load = false",
         "max_running = 200",
-        f"nice = {priority[0]}",
         f"realtime = {'true' if priority[1] else 'false'}",
     ]
+    if priority[0] is not None:  # left out: the monitor's default
+        lines.append(f"nice = {priority[0]}")
     count = HTTP_CHECKS if name.startswith("http") else SYSTEM_CHECKS
     for i in range(count):
         if name == "http native":
@@ -200,7 +202,7 @@ def contender(
     fork: bool = True,
     spread: bool = False,
     together: bool = False,
-    priority: tuple[int, bool] = (0, False),
+    priority: tuple[int | None, bool] = (None, False),
 ) -> dict[str, Any]:
     """One contender, in this (child) process: its figures."""
     from twisted.internet import task
@@ -409,8 +411,9 @@ def main() -> int:
     parser.add_argument(
         "--nice",
         type=int,
-        default=0,
-        help="[monitor] nice = N in the monitors' config (-20..0, needs root)",
+        default=None,
+        help="[monitor] nice = N in the monitors' config (-20..0; default: "
+        "left out, so -10 where permitted)",
     )
     parser.add_argument(
         "--realtime",
@@ -461,7 +464,8 @@ def main() -> int:
             if args.together:
                 argv.append("--together")
             argv.append(f"--monitor-nice={args.monitor_nice}")
-            argv.append(f"--nice={args.nice}")
+            if args.nice is not None:
+                argv.append(f"--nice={args.nice}")
             if args.realtime:
                 argv.append("--realtime")
             child = subprocess.run(
@@ -479,7 +483,7 @@ def main() -> int:
         + ("; start_delay = i/N" if args.spread else "")
         + ("; all due at the same instant" if args.together else "")
         + (f"; the monitors at nice {args.monitor_nice}" if args.monitor_nice else "")
-        + (f"; [monitor] nice = {args.nice}" if args.nice else "")
+        + (f"; [monitor] nice = {args.nice}" if args.nice is not None else "")
         + ("; [monitor] realtime = true" if args.realtime else "")
         + (f"; medians of {args.rounds} rounds" if args.rounds > 1 else "")
     )

@@ -191,7 +191,9 @@ class MonitorConfig:
         smtp_from: The sender of mail alerts; None for ``procwork@HOSTNAME``.
         nice: The monitor's own nice value, -20..0 (0: as started), not
             inherited by what it starts (see
-            :mod:`procwork.monitor._cpupriority`).
+            :mod:`procwork.monitor._cpupriority`); None (the default):
+            :data:`~procwork.monitor._cpupriority.DEFAULT_NICE` where the
+            monitor may raise its priority, else as started, quietly.
         realtime: Run the monitor at real-time priority (``SCHED_RR`` 1),
             not inherited by what it starts.
 
@@ -284,7 +286,9 @@ class MonitorConfig:
     # The monitor's own CPU priority (see _cpupriority.py): a negative nice
     # only, since what it starts never inherits it (SCHED_RESET_ON_FORK
     # resets a negative nice, not a positive one).
-    nice: int = attrs.field(default=0, validator=validate.whole(-20, 0))
+    nice: int | None = attrs.field(
+        default=None, validator=validate.optional(validate.whole(-20, 0))
+    )
     realtime: bool = attrs.field(default=False, validator=validate.boolean)
 
     @property

@@ -21,7 +21,11 @@ import pytest
 
 from procwork import ConfigError
 from procwork.monitor import parse_config
-from procwork.monitor._cpupriority import REALTIME_PRIORITY, apply_cpu_priority
+from procwork.monitor._cpupriority import (
+    DEFAULT_NICE,
+    REALTIME_PRIORITY,
+    apply_cpu_priority,
+)
 from procwork.monitor._reload import diff_config
 from tests.support import PY, ROOT
 from tests.support.monitor import (
@@ -126,6 +130,31 @@ def test_a_raised_monitors_services_and_checks_start_at_the_normal_policy_and_ni
     assert {scheduling(tid) for tid in threads} == {(os.SCHED_OTHER, 0, 0)}
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_monitor_left_at_its_defaults_runs_at_nice_minus_10_and_its_services_at_0(
+    tmp_path: Path, monitors: list[MonitorProcess], ours: str
+) -> None:
+    """No ``nice`` in the config: as root, the monitor takes nice -10 (a
+    watchdog sees through the overload it is there for), and its services
+    still start at nice 0 and the normal policy."""
+    if os.geteuid() != 0:
+        pytest.skip("raising a priority needs root or CAP_SYS_NICE (CI runs as root)")
+    sock = tmp_path / "ctl.sock"
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        HEADER
+        + python_service("plain", SLEEP, ours)
+        + python_service("niced", SLEEP, ours, "nice = 3\n")
+    )
+    monitor = start_monitor(monitors, tmp_path, config, "--socket", str(sock))
+    monitor.expect(r"the monitor runs at nice -10; what it starts does not inherit")
+    assert scheduling(monitor.proc.pid) == (os.SCHED_OTHER | RESET, 0, DEFAULT_NICE)
+    pids = wait_for("both services to run", lambda: service_pids(sock))
+    assert scheduling(pids["plain"]) == (os.SCHED_OTHER, 0, 0)
+    assert scheduling(pids["niced"]) == (os.SCHED_OTHER, 0, 3)
+
+
 def others(monitor: MonitorProcess) -> list[int]:
     """The monitor's threads but its main one (the reactor's)."""
     pid = monitor.proc.pid
@@ -186,7 +215,7 @@ class FakeSystem:
             raise PermissionError(13, "Permission denied")
         self.calls.append(("nice", who, nice))
 
-    def apply(self, nice: int, realtime: bool) -> str | None:
+    def apply(self, nice: int | None, realtime: bool) -> str | None:
         return apply_cpu_priority(
             nice, realtime, set_scheduler=self.set_scheduler, set_nice=self.set_nice
         )
@@ -205,6 +234,41 @@ def test_nice_alone_keeps_the_normal_policy_and_flags_it_reset_on_fork() -> None
         ("policy", os.SCHED_OTHER | RESET, 0),
         ("nice", 0, -5),
     ]
+
+
+def test_by_default_the_monitor_takes_nice_minus_10_where_it_may() -> None:
+    """``nice`` left out: the monitor raises itself to DEFAULT_NICE (-10),
+    reset on fork like an asked-for nice."""
+    system = FakeSystem(permitted=True)
+    assert DEFAULT_NICE == -10
+    assert system.apply(None, False) is None
+    assert system.calls == [
+        ("policy", os.SCHED_OTHER | RESET, 0),
+        ("nice", 0, DEFAULT_NICE),
+    ]
+
+
+def test_by_default_a_monitor_that_may_not_raise_itself_runs_on_quietly() -> None:
+    """Not root: no warning for a default the user never asked for (an
+    asked-for nice is said, see below); the flag is set all the same."""
+    system = FakeSystem(permitted=False)
+    assert system.apply(None, False) is None
+    assert system.calls == [("policy", os.SCHED_OTHER | RESET, 0)]
+
+
+def test_an_asked_for_nice_that_is_refused_is_said() -> None:
+    system = FakeSystem(permitted=False)
+    assert system.apply(-10, False) == (
+        "nice = -10: Permission denied (needs root or CAP_SYS_NICE)"
+    )
+
+
+def test_a_refused_real_time_policy_is_said_alone_when_nice_is_the_default() -> None:
+    system = FakeSystem(permitted=False)
+    assert system.apply(None, True) == (
+        "realtime = true (SCHED_RR): Operation not permitted "
+        "(needs root or CAP_SYS_NICE)"
+    )
 
 
 def test_a_refused_real_time_policy_still_flags_the_monitor_reset_on_fork() -> None:
