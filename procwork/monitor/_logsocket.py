@@ -363,14 +363,6 @@ class DatagramWriter(ReactorWriter):
             if not self._waiting and not self._pumping:
                 self._pump()
 
-    @property
-    def _waiting(self) -> bool:
-        return self._watching or self._retry is not None
-
-    def _drop(self, count: int) -> None:
-        self.dropped += count
-        self._unreported += count
-
     def _resume(self) -> bool:
         """Take messages again once half the queue is sent; the notice first."""
         if self._queued > self.max_buffered // 2:

@@ -75,6 +75,8 @@ class ReactorWriter:
     _closed: bool
     _watching: bool
     _retry: Any  # an IDelayedCall while a retry is due
+    dropped: int  # lines (messages) dropped since the writer was made
+    _unreported: int  # dropped, not yet said in a notice
 
     def _watch_now(self) -> None:
         raise NotImplementedError
@@ -108,6 +110,15 @@ class ReactorWriter:
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
+
+    @property
+    def _waiting(self) -> bool:
+        """Waiting for the reactor or the retry timer to write again."""
+        return self._watching or self._retry is not None
+
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        self._unreported += count
 
 
 class LogWriter(ReactorWriter):
@@ -191,15 +202,6 @@ class LogWriter(ReactorWriter):
             self._buffer += line
             if not self._waiting and not self._pumping:
                 self._pump()
-
-    @property
-    def _waiting(self) -> bool:
-        """Waiting for the reactor or the retry timer to write again."""
-        return self._watching or self._retry is not None
-
-    def _drop(self, lines: int) -> None:
-        self.dropped += lines
-        self._unreported += lines
 
     def _resume(self) -> bool:
         """Take lines again once the reader has emptied half the buffer; the
