@@ -20,7 +20,6 @@ import fcntl
 import hashlib
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,6 +32,7 @@ from procwork import _orphans, _spawn
 from procwork._cgroup import Cgroup, CgroupObserver, observe_cgroups
 from procwork._errors import ProcworkError
 from procwork._lifeline_main import RECORD
+from procwork._lifeline_start import start_helper
 
 __all__ = [
     "LOCK_WAIT",
@@ -46,8 +46,6 @@ __all__ = [
 ]
 
 _log = Logger(namespace="procwork.lifeline")
-
-_HELPER = str(Path(__file__).with_name("_lifeline_main.py"))
 
 _PIPE_SIZE = 1 << 20
 
@@ -227,28 +225,7 @@ class _Lifeline(_spawn.LiveObserver, CgroupObserver):
                 return
             read_end, write_end = os.pipe()  # both close-on-exec
             try:
-                self.helper = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-I",
-                        "-S",
-                        _HELPER,
-                        str(read_end),
-                        str(os.getpid()),
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    # Only the pipe (and a lock it must hold for us): never our
-                    # stdout/stderr, or a reader of our output would wait for
-                    # the helper too.
-                    close_fds=True,
-                    pass_fds=(read_end, *self.held_fds),
-                    cwd="/",
-                    # Its own session: Ctrl-C, Ctrl-\ and the hang-up of our
-                    # terminal go to our process group, not to the helper.
-                    start_new_session=True,
-                )
+                self.helper = start_helper(read_end, self.held_fds)
             except OSError as e:
                 os.close(write_end)
                 _log.error(

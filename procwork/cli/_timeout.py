@@ -93,10 +93,6 @@ lifeline kills COMMAND's group (with --contain, its cgroup, whole).
 #: (restated here so as not to import the package; a test pins the two).
 RECORD = struct.Struct("=cQ")
 
-_LIFELINE_MAIN = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_lifeline_main.py"
-)
-
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 # strtod's syntax, which coreutils parses DURATION with: hexadecimal first,
@@ -416,27 +412,11 @@ class _Timeout:
     # -- starting ------------------------------------------------------------
 
     def start_lifeline(self) -> None:
-        import subprocess
+        from procwork._lifeline_start import start_helper
 
         read_end, write_end = os.pipe()
         try:
-            helper = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-I",
-                    "-S",
-                    _LIFELINE_MAIN,
-                    str(read_end),
-                    str(os.getpid()),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                close_fds=True,
-                pass_fds=(read_end,),
-                cwd="/",
-                start_new_session=True,  # out of reach of our terminal's signals
-            )
+            helper = start_helper(read_end)
         except OSError as e:
             os.close(write_end)
             print(

@@ -468,8 +468,9 @@ def test_procwork_timeout_imports_no_twisted_and_not_the_other_commands_parser(
     tmp_path: Path,
 ) -> None:
     """``procwork.cli.main`` dispatches ``timeout`` first: of procwork it
-    imports the package (lazy), ``procwork.cli`` and ``_timeout`` alone; no
-    Twisted, no argparse (they take tens to hundreds of milliseconds)."""
+    imports the package (lazy), ``procwork.cli``, ``_timeout`` and the
+    lifeline helper's starter (standard library only) alone; no Twisted, no
+    argparse (they take tens to hundreds of milliseconds)."""
     env = child_env() | {"PYTHONPROFILEIMPORTTIME": "1"}
     done = subprocess.run(
         [*PROCWORK_TIMEOUT, "5", "true"],
@@ -486,7 +487,12 @@ def test_procwork_timeout_imports_no_twisted_and_not_the_other_commands_parser(
         if line.startswith("import time:") and "|" in line
     }
     ours = {m for m in imported if m.split(".")[0] in ("procwork", "twisted")}
-    assert ours == {"procwork", "procwork.cli", "procwork.cli._timeout"}
+    assert ours == {
+        "procwork",
+        "procwork.cli",
+        "procwork.cli._timeout",
+        "procwork._lifeline_start",
+    }
     assert "argparse" not in imported
 
 

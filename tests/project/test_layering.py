@@ -111,6 +111,9 @@ TWISTED_FREE = (
     "procwork/_remote/__init__.py",
     "procwork/_remote/_target.py",
     "procwork/_remote/_wrapper.py",
+    # How the lifeline helper is started, by the library and by procwork
+    # timeout, which must start without Twisted.
+    "procwork/_lifeline_start.py",
 )
 
 #: The modules whose code names SIGKILL: the one kill escalation, the spawn
