@@ -52,6 +52,7 @@ DEFAULT_NICE = -10
 
 _NEEDS = "needs root or CAP_SYS_NICE"
 _NORMAL = os.sched_param(0)
+_REALTIME = os.sched_param(REALTIME_PRIORITY)
 
 
 def apply_cpu_priority(
@@ -88,11 +89,13 @@ def apply_cpu_priority(
     # The flag first, with the policy wanted: setting SCHED_RESET_ON_FORK
     # needs no right, so even a monitor refused the rest never hands a
     # raised priority on (it might have been started with one).
-    policy, priority = (os.SCHED_RR, REALTIME_PRIORITY) if realtime else (0, 0)
-    try:
-        set_scheduler(0, policy | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
-    except OSError as e:
-        problems.append(f"realtime = true (SCHED_RR): {_why(e)}")
+    if realtime:
+        try:
+            set_scheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK, _REALTIME)
+        except OSError as e:
+            problems.append(f"realtime = true (SCHED_RR): {_why(e)}")
+            realtime = False
+    if not realtime:
         with contextlib.suppress(OSError):  # lowering a priority needs no right
             set_scheduler(0, os.SCHED_OTHER | os.SCHED_RESET_ON_FORK, _NORMAL)
     if nice:
