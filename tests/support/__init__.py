@@ -119,6 +119,16 @@ def alive(pid: int) -> bool:
         return False
 
 
+def argv_of(pid: int | str) -> list[bytes] | None:
+    """Process ``pid``'s arguments as ``/proc`` has them (split on NUL, so
+    the last item is empty; a zombie's is ``[b""]``); None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return None
+
+
 def gone_within(pid: int, seconds: float = 10.0) -> bool:
     """Poll (without driving the reactor) until ``pid`` is not :func:`alive`.
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from procwork._cgroup import PARENT_VARIABLE, Host, _fs, discover
+from tests.support import argv_of
 
 __all__ = [
     "FakeHost",
@@ -130,11 +131,10 @@ def _close_runs_containment() -> None:
 
 
 def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
+    args = argv_of(pid)
+    if args is None:
         return "(gone)"
+    return b" ".join(args).decode(errors="replace").strip()
 
 
 def cgroup_of(pid: int) -> str:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.support import alive, group_members, readable
+from tests.support import alive, argv_of, group_members, readable
 
 #: The bound of the issue: a dead parent's children are gone within this.
 GONE_WITHIN = 2.0
@@ -36,12 +36,8 @@ def running_with(marker: str) -> list[int]:
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if args[0] == b"sh" and marker.encode() in args and alive(int(name)):
+        args = argv_of(name)
+        if args and args[0] == b"sh" and marker.encode() in args and alive(int(name)):
             found.append(int(name))
     return found
 
@@ -62,18 +58,11 @@ def whole_tree(marker: str, timeout: float = 20) -> int:
 
     def whole() -> bool:
         members = group_members(pgid)
-        return len(members) == 3 and sum(map(_runs_sleep, members)) == 2
+        sleeps = [p for p in members if (argv_of(p) or [b""])[0] == b"sleep"]
+        return len(members) == 3 and len(sleeps) == 2
 
     assert poll(whole, timeout)
     return pgid
-
-
-def _runs_sleep(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().split(b"\0")[0] == b"sleep"
-    except OSError:
-        return False
 
 
 def poll(probe: object, timeout: float) -> bool:

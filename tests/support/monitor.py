@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.support import PY, ROOT, alive
+from tests.support import PY, ROOT, alive, argv_of
 
 T = TypeVar("T")
 
@@ -38,12 +38,8 @@ def running_with(argument: str) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argument.encode() in args and alive(int(entry)):
+        args = argv_of(entry)
+        if args and argument.encode() in args and alive(int(entry)):
             found.append(int(entry))
     return found
 
