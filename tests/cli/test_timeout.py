@@ -25,7 +25,15 @@ import pytest
 import procwork
 from procwork import _lifeline_main
 from procwork.cli import _timeout
-from tests.support import PY, ROOT, alive, child_env, cpu_load
+from tests.support import (
+    PROCWORK_TIMEOUT,
+    PY,
+    ROOT,
+    alive,
+    child_env,
+    cpu_load,
+    modules_imported_by,
+)
 from tests.support.lifeline import (
     TREE,
     groups_gone,
@@ -37,13 +45,6 @@ from tests.support.tools import need_tool
 
 pytestmark = pytest.mark.slow  # every test starts a Python or more
 
-#: ``procwork timeout`` as the console script runs it.
-PROCWORK_TIMEOUT = [
-    PY,
-    "-c",
-    "import sys; from procwork.cli import main; sys.exit(main())",
-    "timeout",
-]
 
 #: A command that ignores SIGTERM and outlives any timeout of the table.
 IGNORES_TERM = ["sh", "-c", "trap '' TERM; sleep 5"]
@@ -471,21 +472,7 @@ def test_procwork_timeout_imports_no_twisted_and_not_the_other_commands_parser(
     imports the package (lazy), ``procwork.cli``, ``_timeout`` and the
     lifeline helper's starter (standard library only) alone; no Twisted, no
     argparse (they take tens to hundreds of milliseconds)."""
-    env = child_env() | {"PYTHONPROFILEIMPORTTIME": "1"}
-    done = subprocess.run(
-        [*PROCWORK_TIMEOUT, "5", "true"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0
-    imported = {
-        line.rsplit("|", 1)[1].strip()
-        for line in done.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
+    imported = modules_imported_by([*PROCWORK_TIMEOUT, "5", "true"], tmp_path)
     ours = {m for m in imported if m.split(".")[0] in ("procwork", "twisted")}
     assert ours == {
         "procwork",

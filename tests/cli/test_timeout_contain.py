@@ -21,18 +21,19 @@ from pathlib import Path
 import pytest
 
 from procwork._cgroup import PARENT_VARIABLE
-from tests.support import PY, ROOT, alive, child_env, cpu_load
+from tests.support import (
+    PROCWORK_TIMEOUT,
+    ROOT,
+    alive,
+    child_env,
+    cpu_load,
+    modules_imported_by,
+)
 from tests.support.cgroups import kill_pid, need_cgroups, wait_gone
 from tests.support.lifeline import poll, running_with
 
 pytestmark = pytest.mark.slow  # every test starts a Python or more
 
-PROCWORK_TIMEOUT = [
-    PY,
-    "-c",
-    "import sys; from procwork.cli import main; sys.exit(main())",
-    "timeout",
-]
 
 #: ``sh -c ESCAPES MARKER FILE``: a subshell starts ``setsid sh`` in the
 #: background and exits, so that shell is orphaned in a session of its own
@@ -188,21 +189,9 @@ def test_without_cgroups_contain_falls_back_to_groups_and_says_so_only_with_v() 
 def test_contain_imports_no_twisted(tmp_path: Path) -> None:
     """The cgroup code it needs is standard library, loaded by path: the
     start stays free of Twisted with ``--contain`` too."""
-    env = child_env() | {"PYTHONPROFILEIMPORTTIME": "1"}
-    done = subprocess.run(
-        [*PROCWORK_TIMEOUT, "--contain", "5", "true"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    imported = modules_imported_by(
+        [*PROCWORK_TIMEOUT, "--contain", "5", "true"], tmp_path
     )
-    assert done.returncode == 0
-    imported = {
-        line.rsplit("|", 1)[1].strip()
-        for line in done.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
     assert "procwork.cli._timeout_cgroup" in imported
     assert not {m for m in imported if m.split(".")[0] in ("twisted", "untwisted")}
     assert not {m for m in imported if m.startswith("procwork._cgroup")}

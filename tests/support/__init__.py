@@ -373,6 +373,34 @@ def child_env() -> dict[str, str]:
     return env
 
 
+#: ``procwork timeout`` as its console script runs it (``procwork.cli.main``).
+PROCWORK_TIMEOUT = [
+    PY,
+    "-c",
+    "import sys; from procwork.cli import main; sys.exit(main())",
+    "timeout",
+]
+
+
+def modules_imported_by(argv: list[str], cwd: Path) -> set[str]:
+    """The modules a Python command imports (``PYTHONPROFILEIMPORTTIME``'s
+    report on its stderr), once it has exited 0 (bounded: 60 s)."""
+    done = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=child_env() | {"PYTHONPROFILEIMPORTTIME": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
 def run_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``code`` (dedented) in a fresh Python and wait (at most ``timeout`` s)
     for it to end; its output is captured as text."""
