@@ -33,6 +33,8 @@ from tests.support.monitor import (
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 HELLO = "import time; print('hello', flush=True); time.sleep(600)"
+#: Says bye and exits 3: restarted once (max_restarts = 1), then FATAL.
+CRASHING = "import sys; print('bye', flush=True); sys.exit(3)"
 
 
 @pytest.fixture
@@ -84,13 +86,12 @@ def test_its_lines_reach_syslog_as_syslog3_frames_them(
 def test_its_lines_reach_journald_with_the_service_and_priority_as_fields(
     tmp_path: Path, daemon: LogDaemon, monitors: list[MonitorProcess], ours: str
 ) -> None:
-    crashing = "import sys; print('bye', flush=True); sys.exit(3)"
     run(
         monitors,
         tmp_path,
         header(f"journald:{daemon.path}")
         + python_service("web", HELLO, ours)
-        + python_service("crashy", crashing, ours, "max_restarts = 1\n"),
+        + python_service("crashy", CRASHING, ours, "max_restarts = 1\n"),
     )
     hello = journal_fields(daemon.until(lambda m: b"[web stdout] hello" in m))
     assert hello == {
@@ -108,12 +109,11 @@ def test_its_lines_reach_journald_with_the_service_and_priority_as_fields(
 def test_log_level_warn_keeps_info_lines_out(
     tmp_path: Path, daemon: LogDaemon, monitors: list[MonitorProcess], ours: str
 ) -> None:
-    crashing = "import sys; print('bye', flush=True); sys.exit(3)"
     run(
         monitors,
         tmp_path,
         header(f"syslog:{daemon.path}")
-        + python_service("crashy", crashing, ours, "max_restarts = 1\n"),
+        + python_service("crashy", CRASHING, ours, "max_restarts = 1\n"),
         "--log-level",
         "warn",
     )
