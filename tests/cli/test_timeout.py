@@ -30,6 +30,7 @@ from tests.support import (
     PY,
     ROOT,
     alive,
+    argv_of,
     child_env,
     cpu_load,
     modules_imported_by,
@@ -63,6 +64,19 @@ def start(argv: list[str], cwd: Path = ROOT) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+    )
+
+
+def start_silent(argv: list[str]) -> subprocess.Popen[bytes]:
+    """As :func:`start`, its output to /dev/null: nothing to read, and no
+    pipe held open by what the command leaves running."""
+    return subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -302,13 +316,8 @@ def test_a_timeouts_kill_reaches_children_orphaned_as_their_parent_dies(
     )
     with cpu_load():
         for round_ in range(KILL_ROUNDS):
-            done = subprocess.Popen(
-                [*PROCWORK_TIMEOUT, "-k", "0.2", "0.2", "sh", "-c", script, marker],
-                cwd=ROOT,
-                env=child_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+            done = start_silent(
+                [*PROCWORK_TIMEOUT, "-k", "0.2", "0.2", "sh", "-c", script, marker]
             )
             assert done.wait(timeout=60) == -signal.SIGKILL
             assert running_with(marker) == [], f"round {round_}"
@@ -390,13 +399,8 @@ def test_killed_at_any_moment_of_its_start_it_never_leaves_the_command_running(
     script = "sleep 300; :"
     with cpu_load():
         for round_ in range(ROUNDS):
-            wrapper = subprocess.Popen(
-                [*PROCWORK_TIMEOUT, "300", "sh", "-c", script, marker],
-                cwd=ROOT,
-                env=child_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+            wrapper = start_silent(
+                [*PROCWORK_TIMEOUT, "300", "sh", "-c", script, marker]
             )
             time.sleep(SPREAD * round_ / ROUNDS)
             wrapper.send_signal(sig)
@@ -413,10 +417,8 @@ def lifeline_helpers_of(pid: int) -> list[int]:
     """The lifeline helpers started by process ``pid``, still running."""
     found = []
     for name in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except (OSError, NotADirectoryError):
+        args = argv_of(name) if name.isdigit() else None
+        if args is None:
             continue
         if any(arg.endswith(b"_lifeline_main.py") for arg in args) and (
             str(pid).encode() in args
@@ -431,13 +433,8 @@ def test_leftovers_of_a_command_that_exited_are_left_alone_as_coreutils_does(
     """The command exits 0 leaving a shell running: procwork timeout exits 0,
     and the shell runs on after its lifeline helper is gone too."""
     # Its output to /dev/null: the shell left running holds it.
-    wrapper = subprocess.Popen(
-        [*PROCWORK_TIMEOUT, "300", "sh", "-c", LEAVES_A_SHELL, marker],
-        cwd=ROOT,
-        env=child_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    wrapper = start_silent(
+        [*PROCWORK_TIMEOUT, "300", "sh", "-c", LEAVES_A_SHELL, marker]
     )
     assert wrapper.wait(timeout=60) == 0
     assert poll(lambda: not lifeline_helpers_of(wrapper.pid), 20)
