@@ -24,8 +24,8 @@ from procwork.monitor._checks import CheckRunner, CheckStatus
 from procwork.monitor._config import load_config, parse_config
 from procwork.monitor._metrics import monitor_metrics
 from procwork.monitor._page import render_page
-from tests.support import cpu_load, drive_until
-from tests.support.checks import FakeRun, HandThreads
+from tests.support import drive_until
+from tests.support.checks import FakeRun, HandThreads, race_answers_against_timeouts
 
 # -- the spec -----------------------------------------------------------------
 
@@ -452,14 +452,7 @@ def test_hundreds_of_python_runs_racing_their_timeout_each_end_once_under_load(
     )
     runner = CheckRunner([spec], in_thread=counted)
     real_runners.append(runner)
-    status = runner.status["race"]
-    with cpu_load():
-        runner.start()
-        assert drive_until(lambda: status.runs >= 300, timeout=120)
-        untwisted.run(runner.stop(), timeout=30)
-    ended = status.ok + status.failed + status.timed_out
-    assert status.runs - 1 <= ended <= status.runs, "at most the last was stopped"
-    assert status.ok > 0 and status.timed_out > 0, "both sides of the race ran"
+    race_answers_against_timeouts(runner, "race")
     assert busy[1] == 1
 
 

@@ -1,5 +1,6 @@
 """Fakes for the check runner: a ``run`` that starts nothing, a thread pool
-run by hand."""
+run by hand; and the race of a check's answer against its timeout, run by
+the hundred under load."""
 
 from __future__ import annotations
 
@@ -10,9 +11,29 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+import untwisted
 from procwork import Result
+from procwork.monitor._checks import CheckRunner, CheckStatus
+from tests.support import cpu_load, drive_until
 
-__all__ = ["Call", "FakeRun", "HandThreads"]
+__all__ = ["Call", "FakeRun", "HandThreads", "race_answers_against_timeouts"]
+
+
+def race_answers_against_timeouts(runner: CheckRunner, name: str) -> CheckStatus:
+    """Run ``runner`` under CPU load until its check ``name`` (whose answer
+    comes about when its timeout fires) has run 300 times, then stop it;
+    every run but maybe the stopped last one ended once, some answered and
+    some timed out. Its status, for what the caller checks next (bounded:
+    120 s, and 30 s to stop)."""
+    status = runner.status[name]
+    with cpu_load():
+        runner.start()
+        assert drive_until(lambda: status.runs >= 300, timeout=120)
+        untwisted.run(runner.stop(), timeout=30)
+    ended = status.ok + status.failed + status.timed_out
+    assert status.runs - 1 <= ended <= status.runs, "at most the last was stopped"
+    assert status.ok > 0 and status.timed_out > 0, "both sides of the race ran"
+    return status
 
 
 @dataclass
