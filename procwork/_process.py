@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import untwisted
-from procwork._cgroup import Cgroup, run_cgroup
+from procwork._cgroup import Cgroup, missing_interpreter, run_cgroup
 from procwork._defaults import DEFAULT_GRACE, DEFAULT_MAX_OUTPUT, Priority
 from procwork._errors import (
     CommandNotFound,
@@ -736,20 +736,7 @@ def _missing_interpreter(
     else:
         path = (env or os.environ).get("PATH", os.defpath)
         found = shutil.which(program, path=path)
-    if found is None:
-        return None
-    try:
-        with open(found, "rb") as script:
-            first = script.readline(256)
-    except OSError:
-        return None
-    if not first.startswith(b"#!"):
-        return None
-    words = first[2:].split()
-    if not words:
-        return None
-    interpreter = os.fsdecode(words[0])
-    return None if os.path.exists(interpreter) else interpreter
+    return None if found is None else missing_interpreter(found)
 
 
 # Linux refuses one argument (or environment entry) longer than 32 pages.

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from twisted.logger import Logger
 
-from procwork._cgroup._enter import Entry, entering
+from procwork._cgroup._enter import Entry, entering, missing_interpreter
 from procwork._cgroup._host import PARENT_VARIABLE, Host, discover
 from procwork._cgroup._limits import Enforcement, Limits, format_limit
 from procwork._cgroup._tree import (
@@ -53,6 +53,7 @@ __all__ = [
     "discover",
     "entering",
     "format_limit",
+    "missing_interpreter",
     "observe_cgroups",
     "run_cgroup",
     "runs_containment",

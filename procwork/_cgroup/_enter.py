@@ -51,7 +51,7 @@ import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["SH", "Entry", "entering", "preflight"]
+__all__ = ["SH", "Entry", "entering", "missing_interpreter", "preflight"]
 
 SH = "/bin/sh"
 
@@ -212,7 +212,7 @@ def preflight(program: str, env: Mapping[str, str] | None, cwd: str | None) -> N
         if not stat.S_ISREG(info.st_mode) or not os.access(path, os.X_OK):
             first_error = first_error or errno.EACCES
             continue
-        if _missing_interpreter(path):
+        if missing_interpreter(path):
             first_error = first_error or errno.ENOENT
             continue
         if len(_found) >= _FOUND_MAX:
@@ -223,13 +223,23 @@ def preflight(program: str, env: Mapping[str, str] | None, cwd: str | None) -> N
     raise OSError(code, os.strerror(code), program)
 
 
-def _missing_interpreter(path: str) -> bool:
+def missing_interpreter(path: str) -> str | None:
+    """The ``#!`` interpreter of the file ``path`` if it does not exist;
+    None if it does, or ``path`` is no script (or cannot be read).
+
+    exec() reports a missing interpreter as ENOENT, as it does a missing
+    program: :func:`preflight` and procwork's spawn errors ask this to tell
+    the two apart.
+    """
     try:
         with open(path, "rb") as f:
             first = f.readline(256)
     except OSError:
-        return False
+        return None
     if not first.startswith(b"#!"):
-        return False
+        return None
     words = first[2:].split()
-    return bool(words) and not os.path.exists(os.fsdecode(words[0]))
+    if not words:
+        return None
+    interpreter = os.fsdecode(words[0])
+    return None if os.path.exists(interpreter) else interpreter
