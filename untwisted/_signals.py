@@ -220,18 +220,14 @@ def held_into(deliver: Callable[[BaseException], object]) -> _HeldInto:
     return _HeldInto(deliver)
 
 
-class _HeldInto:
-    """The block of :func:`held_into`."""
+class _HeldInto(_Held):
+    """The block of :func:`held_into`: entered as :func:`held`'s, it hands
+    the exception on when it ends."""
 
-    __slots__ = ("_counted", "_deliver")
+    __slots__ = ("_deliver",)
 
     def __init__(self, deliver: Callable[[BaseException], object]) -> None:
         self._deliver = deliver
-
-    def __enter__(self) -> None:
-        self._counted = threading.get_ident() == _MAIN_THREAD
-        if self._counted:
-            _gate.depth += 1
 
     def __exit__(self, *exc_info: object) -> None:
         if self._counted:
