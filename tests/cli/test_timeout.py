@@ -28,12 +28,12 @@ from procwork.cli import _timeout
 from tests.support import (
     PROCWORK_TIMEOUT,
     PY,
-    ROOT,
     alive,
     argv_of,
     child_env,
     cpu_load,
     modules_imported_by,
+    start_command,
 )
 from tests.support.lifeline import (
     TREE,
@@ -53,31 +53,6 @@ IGNORES_TERM = ["sh", "-c", "trap '' TERM; sleep 5"]
 
 def coreutils_timeout() -> str:
     return need_tool("/usr/bin/timeout", package="coreutils")
-
-
-def start(argv: list[str], cwd: Path = ROOT) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=child_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def start_silent(argv: list[str]) -> subprocess.Popen[bytes]:
-    """As :func:`start`, its output to /dev/null: nothing to read, and no
-    pipe held open by what the command leaves running."""
-    return subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        env=child_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
@@ -177,8 +152,8 @@ def test_procwork_timeout_ends_as_coreutils_timeout_given_the_same_argv(
     """The shell sees the same status from both, and a death by signal from
     both where the command died of one (coreutils re-raises it) or where the
     timeout's signal was KILL (coreutils sends it to its own group)."""
-    coreutils = start([coreutils_timeout(), *argv], cwd=tmp_path)
-    ours = start([*PROCWORK_TIMEOUT, *argv], cwd=tmp_path)
+    coreutils = start_command([coreutils_timeout(), *argv], cwd=tmp_path)
+    ours = start_command([*PROCWORK_TIMEOUT, *argv], cwd=tmp_path)
     _, coreutils_err = finish(coreutils)
     _, ours_err = finish(ours)
     assert "Traceback" not in ours_err
@@ -236,7 +211,7 @@ def test_the_table_covers_every_exit_status_of_timeout() -> None:
 
 
 def test_verbose_says_which_signal_went_to_which_command() -> None:
-    done = start([*PROCWORK_TIMEOUT, "-v", "-k", "0.3", "0.2", *IGNORES_TERM])
+    done = start_command([*PROCWORK_TIMEOUT, "-v", "-k", "0.3", "0.2", *IGNORES_TERM])
     _, err = finish(done)
     assert done.returncode == -signal.SIGKILL
     assert err == (
@@ -246,7 +221,7 @@ def test_verbose_says_which_signal_went_to_which_command() -> None:
 
 
 def test_a_usage_error_names_the_argument_and_the_reason() -> None:
-    done = start([*PROCWORK_TIMEOUT, "1ms", "true"])
+    done = start_command([*PROCWORK_TIMEOUT, "1ms", "true"])
     _, err = finish(done)
     assert done.returncode == 125
     assert err.startswith(
@@ -273,7 +248,7 @@ def test_at_timeout_the_whole_tree_dies_even_processes_that_left_the_group(
     """coreutils signals its process group; a command's child that moved to a
     session of its own, or was orphaned there, runs on. procwork timeout is
     their subreaper: it signals them too, and returns once they are gone."""
-    done = start([*PROCWORK_TIMEOUT, "1", "sh", "-c", ESCAPING_TREE, marker])
+    done = start_command([*PROCWORK_TIMEOUT, "1", "sh", "-c", ESCAPING_TREE, marker])
     _, err = finish(done)
     assert done.returncode == 124, err
     assert running_with(marker) == [], "procwork timeout returned with the tree gone"
@@ -291,7 +266,9 @@ def test_a_tree_that_ignores_the_signal_is_killed_after_kill_after(
         'sh -c "trap \'\' TERM; sleep 300; :" "$0" & '
         "wait"
     )
-    done = start([*PROCWORK_TIMEOUT, "-k", "0.5", "1", "sh", "-c", script, marker])
+    done = start_command(
+        [*PROCWORK_TIMEOUT, "-k", "0.5", "1", "sh", "-c", script, marker]
+    )
     finish(done)
     assert done.returncode == -signal.SIGKILL
     assert running_with(marker) == []
@@ -316,8 +293,9 @@ def test_a_timeouts_kill_reaches_children_orphaned_as_their_parent_dies(
     )
     with cpu_load():
         for round_ in range(KILL_ROUNDS):
-            done = start_silent(
-                [*PROCWORK_TIMEOUT, "-k", "0.2", "0.2", "sh", "-c", script, marker]
+            done = start_command(
+                [*PROCWORK_TIMEOUT, "-k", "0.2", "0.2", "sh", "-c", script, marker],
+                quiet=True,
             )
             assert done.wait(timeout=60) == -signal.SIGKILL
             assert running_with(marker) == [], f"round {round_}"
@@ -328,7 +306,7 @@ def test_procwork_timeout_sigkilled_takes_the_commands_tree_along(
 ) -> None:
     """Its lifeline: ``procwork timeout`` SIGKILLed, the command's group
     (a shell and two sleeps) is gone within 2 s. coreutils leaves it."""
-    wrapper = start([*PROCWORK_TIMEOUT, "300", "sh", "-c", TREE, marker])
+    wrapper = start_command([*PROCWORK_TIMEOUT, "300", "sh", "-c", TREE, marker])
     try:
         pgid = whole_tree(marker)
         assert pgid != os.getpgid(wrapper.pid), "the command has a group of its own"
@@ -348,7 +326,7 @@ def test_a_signal_sent_to_procwork_timeout_goes_to_the_tree_and_it_dies_of_it(
     """As coreutils: the signal is passed on, the command dies of it, and so
     does ``procwork timeout`` (a shell loop stops at Ctrl-C); the tree is
     gone when it returns."""
-    wrapper = start([*PROCWORK_TIMEOUT, "300", "sh", "-c", TREE, marker])
+    wrapper = start_command([*PROCWORK_TIMEOUT, "300", "sh", "-c", TREE, marker])
     try:
         pgid = whole_tree(marker)
         wrapper.send_signal(sig)
@@ -367,7 +345,7 @@ def test_a_command_that_handles_the_passed_signal_gives_its_own_status(
     """The command traps SIGTERM and exits 7: ``procwork timeout`` exits 7,
     as coreutils does (it was not a time out)."""
     script = 'trap "exit 7" TERM; sleep 300 & wait'
-    wrapper = start([*PROCWORK_TIMEOUT, "300", "sh", "-c", script, marker])
+    wrapper = start_command([*PROCWORK_TIMEOUT, "300", "sh", "-c", script, marker])
     try:
         assert poll(lambda: running_with(marker), 20)
         # The trap is set once the shell has started its sleep.
@@ -399,8 +377,8 @@ def test_killed_at_any_moment_of_its_start_it_never_leaves_the_command_running(
     script = "sleep 300; :"
     with cpu_load():
         for round_ in range(ROUNDS):
-            wrapper = start_silent(
-                [*PROCWORK_TIMEOUT, "300", "sh", "-c", script, marker]
+            wrapper = start_command(
+                [*PROCWORK_TIMEOUT, "300", "sh", "-c", script, marker], quiet=True
             )
             time.sleep(SPREAD * round_ / ROUNDS)
             wrapper.send_signal(sig)
@@ -433,8 +411,8 @@ def test_leftovers_of_a_command_that_exited_are_left_alone_as_coreutils_does(
     """The command exits 0 leaving a shell running: procwork timeout exits 0,
     and the shell runs on after its lifeline helper is gone too."""
     # Its output to /dev/null: the shell left running holds it.
-    wrapper = start_silent(
-        [*PROCWORK_TIMEOUT, "300", "sh", "-c", LEAVES_A_SHELL, marker]
+    wrapper = start_command(
+        [*PROCWORK_TIMEOUT, "300", "sh", "-c", LEAVES_A_SHELL, marker], quiet=True
     )
     assert wrapper.wait(timeout=60) == 0
     assert poll(lambda: not lifeline_helpers_of(wrapper.pid), 20)
@@ -445,7 +423,7 @@ def test_kill_leftovers_kills_what_the_command_left_before_returning(
     marker: str,
 ) -> None:
     leaves = ["sh", "-c", LEAVES_A_SHELL, marker]
-    wrapper = start([*PROCWORK_TIMEOUT, "--kill-leftovers", "300", *leaves])
+    wrapper = start_command([*PROCWORK_TIMEOUT, "--kill-leftovers", "300", *leaves])
     _, err = finish(wrapper)
     assert wrapper.returncode == 0, err
     assert running_with(marker) == []
@@ -454,7 +432,7 @@ def test_kill_leftovers_kills_what_the_command_left_before_returning(
 def test_kill_leftovers_is_an_option_not_a_prefix_of_kill_after() -> None:
     """``--kill=0.3`` still means ``--kill-after`` (coreutils users write it),
     and ``--kill-leftovers`` after the duration belongs to the command."""
-    done = start([*PROCWORK_TIMEOUT, "5", "echo", "--kill-leftovers"])
+    done = start_command([*PROCWORK_TIMEOUT, "5", "echo", "--kill-leftovers"])
     out, _ = finish(done)
     assert (done.returncode, out) == (0, "--kill-leftovers\n")
 
@@ -481,7 +459,7 @@ def test_procwork_timeout_imports_no_twisted_and_not_the_other_commands_parser(
 
 
 def test_version_names_procwork_dot_version() -> None:
-    done = start([*PROCWORK_TIMEOUT, "--version"])
+    done = start_command([*PROCWORK_TIMEOUT, "--version"])
     out, _ = finish(done)
     assert (done.returncode, out) == (
         0,
@@ -520,7 +498,7 @@ def test_a_signal_is_read_as_coreutils_reads_it(text: str, number: int) -> None:
 
 def test_the_procwork_command_dispatches_timeout_too() -> None:
     """``python -m procwork timeout`` runs the same code, after the package."""
-    done = start([PY, "-m", "procwork", "timeout", "0.2", "sleep", "5"])
+    done = start_command([PY, "-m", "procwork", "timeout", "0.2", "sleep", "5"])
     finish(done)
     assert done.returncode == 124
 

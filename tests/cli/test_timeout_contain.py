@@ -28,6 +28,7 @@ from tests.support import (
     child_env,
     cpu_load,
     modules_imported_by,
+    start_command,
 )
 from tests.support.cgroups import kill_pid, need_cgroups, wait_gone
 from tests.support.lifeline import poll, running_with
@@ -44,23 +45,6 @@ ESCAPES = (
     'echo $$ >"$1.tmp"; grep ^0:: /proc/self/cgroup >>"$1.tmp"; mv "$1.tmp" "$1"; '
     'sleep 300; :\' "$0" "$1" &); '
 )
-
-
-def start(
-    argv: list[str], env: dict[str, str] | None = None, *, quiet: bool = False
-) -> subprocess.Popen[str]:
-    """``argv`` started; with ``quiet``, its output to /dev/null (for a
-    command whose leftovers would hold the pipes open)."""
-    output = subprocess.DEVNULL if quiet else subprocess.PIPE
-    return subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        env=env or child_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=output,
-        stderr=output,
-        text=True,
-    )
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 60) -> str:
@@ -98,7 +82,7 @@ def test_contained_an_escapee_of_the_group_is_in_the_cgroup_and_dies_at_the_time
     need_cgroups()
     report = tmp_path / "escapee"
     command = ["sh", "-c", ESCAPES + "sleep 300", marker, str(report)]
-    wrapper = start([*PROCWORK_TIMEOUT, "--contain", "-s", sig, "3", *command])
+    wrapper = start_command([*PROCWORK_TIMEOUT, "--contain", "-s", sig, "3", *command])
     try:
         err = finish(wrapper)
         assert wrapper.returncode == status, err
@@ -123,7 +107,7 @@ def test_sigkilled_procwork_timeout_takes_the_escapee_along_only_when_contained(
     report = tmp_path / "escapee"
     script = ESCAPES + "sleep 300"
     options = ["--contain"] if contain else []
-    wrapper = start(
+    wrapper = start_command(
         [*PROCWORK_TIMEOUT, *options, "300", "sh", "-c", script, marker, str(report)],
         quiet=True,  # the escapee, left running, would hold the pipes
     )
@@ -157,7 +141,7 @@ def test_contained_leftovers_of_a_command_that_exited_are_moved_out_and_run_on(
     script = ESCAPES + 'while [ ! -e "$1" ]; do sleep 0.01; done; exit 0'
     argv = [*PROCWORK_TIMEOUT, "--contain", "300", "sh", "-c", script, marker]
     argv.append(str(report))
-    wrapper = start(argv, quiet=True)
+    wrapper = start_command(argv, quiet=True)
     pid = 0
     try:
         assert wrapper.wait(timeout=60) == 0
@@ -177,9 +161,11 @@ def test_contained_leftovers_of_a_command_that_exited_are_moved_out_and_run_on(
 
 def test_without_cgroups_contain_falls_back_to_groups_and_says_so_only_with_v() -> None:
     env = child_env() | {PARENT_VARIABLE: "/nonexistent/procwork-parent"}
-    quiet = start([*PROCWORK_TIMEOUT, "--contain", "5", "true"], env)
+    quiet = start_command([*PROCWORK_TIMEOUT, "--contain", "5", "true"], env=env)
     assert (finish(quiet), quiet.returncode) == ("", 0)
-    verbose = start([*PROCWORK_TIMEOUT, "-v", "--contain", "5", "true"], env)
+    verbose = start_command(
+        [*PROCWORK_TIMEOUT, "-v", "--contain", "5", "true"], env=env
+    )
     err = finish(verbose)
     assert verbose.returncode == 0
     assert err.startswith("procwork timeout: not contained by a cgroup ("), err

@@ -382,6 +382,28 @@ PROCWORK_TIMEOUT = [
 ]
 
 
+def start_command(
+    argv: list[str],
+    *,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    quiet: bool = False,
+) -> subprocess.Popen[str]:
+    """``argv`` started with this checkout's environment and no stdin; its
+    output piped, or with ``quiet`` to /dev/null (for a command whose
+    leftovers, left running, would hold the pipes open)."""
+    output = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env or child_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=output,
+        text=True,
+    )
+
+
 def modules_imported_by(argv: list[str], cwd: Path) -> set[str]:
     """The modules a Python command imports (``PYTHONPROFILEIMPORTTIME``'s
     report on its stderr), once it has exited 0 (bounded: 60 s)."""
