@@ -30,7 +30,7 @@ from tests.support import (
     modules_imported_by,
     start_command,
 )
-from tests.support.cgroups import kill_pid, need_cgroups, wait_gone
+from tests.support.cgroups import kill_group, need_cgroups, wait_gone
 from tests.support.lifeline import poll, running_with
 
 pytestmark = pytest.mark.slow  # every test starts a Python or more
@@ -92,7 +92,7 @@ def test_contained_an_escapee_of_the_group_is_in_the_cgroup_and_dies_at_the_time
         assert not os.path.exists(cgroup_directory(wrapper)), "no cgroup is left"
     finally:
         if report.exists():
-            kill_pid(escapee(report)[0])
+            kill_group(escapee(report)[0])
 
 
 @pytest.mark.parametrize("contain", [True, False], ids=["contained", "not-contained"])
@@ -127,7 +127,7 @@ def test_sigkilled_procwork_timeout_takes_the_escapee_along_only_when_contained(
             wrapper.kill()
             wrapper.wait(timeout=10)
         if pid:
-            kill_pid(pid)
+            kill_group(pid)
 
 
 def test_contained_leftovers_of_a_command_that_exited_are_moved_out_and_run_on(
@@ -156,7 +156,7 @@ def test_contained_leftovers_of_a_command_that_exited_are_moved_out_and_run_on(
             wrapper.kill()
             wrapper.wait(timeout=10)
         if pid:
-            kill_pid(pid)
+            kill_group(pid)
 
 
 def test_without_cgroups_contain_falls_back_to_groups_and_says_so_only_with_v() -> None:

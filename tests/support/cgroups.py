@@ -33,6 +33,7 @@ from tests.support import argv_of
 __all__ = [
     "FakeHost",
     "cgroup_of",
+    "kill_group",
     "need_cgroups",
     "need_controller",
     "session_parent",
@@ -156,10 +157,12 @@ def wait_gone(path: str, seconds: float = 10.0) -> bool:
     return True
 
 
-def kill_pid(pid: int) -> None:
-    """SIGKILL ``pid`` if it still exists (a test's cleanup)."""
+def kill_group(pgid: int) -> None:
+    """SIGKILL what is left of process group ``pgid`` (a test's cleanup):
+    an escapee that made a session of its own leads its group, and its
+    children (a ``sleep 300``) are in it too."""
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        os.killpg(pgid, signal.SIGKILL)
 
 
 class FakeHost:
