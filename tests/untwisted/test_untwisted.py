@@ -482,6 +482,29 @@ def test_ctrl_c_in_run_raises_KeyboardInterrupt_and_a_later_run_works() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "raised", "status"),
+    [
+        (signal.SIGINT, "KeyboardInterrupt", -signal.SIGINT),
+        (signal.SIGTERM, "SystemExit", 128 + signal.SIGTERM),
+    ],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_a_signal_landing_in_a_finalizer_is_raised_after_it_not_lost(
+    signum: signal.Signals, raised: str, status: int
+) -> None:
+    """Python drops an exception raised while a ``__del__`` runs: the
+    handler lets the finalizer end and raises the signal's exception just
+    after, so the program still ends of it (a SIGINT in Twisted 25.5's
+    ``DebugInfo.__del__`` left a spawning program looping for ever)."""
+    with program_child("finalizer_signal", signum.name) as child:
+        out, err = child.communicate(timeout=30)
+    assert out == f"raised after the finalizer: {raised}\n", err
+    assert child.returncode == status
+    assert "Exception ignored" not in err
+
+
+@pytest.mark.slow
 def test_sigterm_in_run_exits_through_SystemExit_so_finally_and_atexit_run() -> None:
     code, out, err = signal_child_when_ready("sigterm-in-run", signal.SIGTERM)
     assert out == "ready\nSystemExit 143\nfinally\natexit\n", err
